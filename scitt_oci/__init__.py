@@ -1,0 +1,5 @@
+"""scitt-oci: SCITT transparency for OCI registries."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,316 @@
+"""The `scitt-oci` command line. Commands translate between files and the library; they hold no domain logic.
+
+Exit codes: 0 success (or "valid"), 1 verification failed, 2 usage error or unreadable input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from scitt_oci import __version__
+from scitt_oci.cose import algorithms, keys
+from scitt_oci.cose.hash_envelope import BY_OCI_ALGORITHM, HashEnvelope
+from scitt_oci.errors import ScittOciError
+from scitt_oci.oci.reference import Digest
+from scitt_oci.scitt import describe, transparent
+from scitt_oci.scitt import statement as statement_mod
+from scitt_oci.verify.trust import load_policy
+from scitt_oci.verify.verifier import VerificationResult, verify_transparent_statement
+
+MAX_INPUT_BYTES = 16 << 20
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def _die(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        _die(f"cannot read {what} {path}: {exc.strerror}")
+    if len(data) > MAX_INPUT_BYTES:
+        _die(f"{what} {path} is larger than {MAX_INPUT_BYTES} bytes")
+    return data
+
+
+def write_private(path: Path, data: bytes, *, force: bool) -> None:
+    """Write secret bytes with mode 0600 from the first byte on (never world-readable, even briefly)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        _die(f"{path} exists; pass --force to overwrite it")
+    except OSError as exc:
+        _die(f"cannot write {path}: {exc.strerror}")
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(data)
+
+
+def _write(path: str, data: bytes) -> None:
+    try:
+        Path(path).write_bytes(data)
+    except OSError as exc:
+        _die(f"cannot write {path}: {exc.strerror}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="scitt-oci")
+def main() -> None:
+    """Supply-chain transparency for OCI registries: SCITT statements, receipts and their verification.
+
+    \b
+    Make a key, sign a statement about an artifact, inspect it, verify it:
+      scitt-oci keys generate --out issuer.pem
+      scitt-oci statement create --key issuer.pem --issuer https://wabbit.example \\
+          --subject oci://registry.example/net-monitor@sha256:... --digest sha256:... --out s.cose
+      scitt-oci statement inspect s.cose
+      scitt-oci verify --statement ts.cose --trust policy.yaml
+    """
+
+
+# ----------------------------------------------------------------------------- keys
+@main.group("keys")
+def keys_group() -> None:
+    """Create and export signing keys."""
+
+
+@keys_group.command("generate")
+@click.option(
+    "--alg",
+    default="ES256",
+    show_default=True,
+    type=click.Choice(list(algorithms.BY_NAME), case_sensitive=False),
+    help="Signature algorithm.",
+)
+@click.option(
+    "--out", "out", required=True, type=click.Path(dir_okay=False), help="Private key file (PEM, written 0600)."
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def keys_generate(alg: str, out: str, force: bool) -> None:
+    """Generate a private key; print its kid (RFC 9679 thumbprint) and public COSE_Key."""
+    key = keys.generate(algorithms.by_name(alg))
+    write_private(Path(out), key.private_pem(), force=force)
+    click.echo(f"kid: {key.kid.hex()}")
+    click.echo(f"alg: {key.alg.name if key.alg else '-'}")
+    click.echo(f"cose_key: {json.dumps(describe.plain(key.to_cose()))}")
+    click.echo(f"private key written to {out} (mode 0600)")
+
+
+@keys_group.command("export")
+@click.argument("key_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["jwks", "cose", "pem"]),
+    default="jwks",
+    show_default=True,
+    help="jwks: JSON Web Key Set; cose: COSE Key Set (CBOR); pem: SubjectPublicKeyInfo.",
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="Write here instead of standard output.")
+def keys_export(key_file: str, fmt: str, out: str | None) -> None:
+    """Export the public half of a key file, e.g. for a trust policy. Never exports private keys."""
+    data = _read(key_file, "key file")
+    try:
+        loaded = keys.load_key_file(data)
+    except ScittOciError as exc:
+        _die(f"{key_file}: {exc.diagnostics()}")
+    if fmt == "jwks":
+        body = (json.dumps({"keys": [k.to_jwk() for k in loaded]}, indent=2) + "\n").encode()
+    elif fmt == "cose":
+        body = keys.dump_cose_key_set(loaded)
+    else:
+        body = b"".join(k.public_pem() for k in loaded)
+    if out:
+        _write(out, body)
+    else:
+        sys.stdout.buffer.write(body)
+
+
+# ----------------------------------------------------------------------------- statement
+@main.group("statement")
+def statement_group() -> None:
+    """Create and inspect Signed Statements."""
+
+
+def _load_signing_key(path: str, alg: str | None) -> keys.CoseKey:
+    try:
+        return keys.load_private_pem(_read(path, "key file"), alg=algorithms.by_name(alg) if alg else None)
+    except ScittOciError as exc:
+        _die(f"{path}: {exc.diagnostics()}")
+
+
+@statement_group.command("create")
+@click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Issuer private key (PEM).")
+@click.option(
+    "--alg",
+    type=click.Choice(list(algorithms.BY_NAME), case_sensitive=False),
+    help="Signature algorithm (default: from the key; PS256 for RSA).",
+)
+@click.option("--issuer", required=True, help="CWT iss: the issuer's identity, e.g. https://wabbit-networks.example.")
+@click.option("--subject", required=True, help="CWT sub: what the statement is about, e.g. oci://host/repo@sha256:...")
+@click.option("--file", "artifact", type=click.Path(dir_okay=False), help="Artifact to hash (SHA-256).")
+@click.option("--digest", help="Artifact digest instead of a file, as sha256:<hex> or sha512:<hex> (an OCI digest).")
+@click.option("--media-type", help="Media type of the artifact (hash envelope 259).")
+@click.option("--location", help="Where the artifact can be found (hash envelope 260).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the statement.")
+def statement_create(
+    key_file: str,
+    alg: str | None,
+    issuer: str,
+    subject: str,
+    artifact: str | None,
+    digest: str | None,
+    media_type: str | None,
+    location: str | None,
+    out: str,
+) -> None:
+    """Sign a hash-envelope Signed Statement (RFC 9995) over a file or an OCI digest."""
+    if (artifact is None) == (digest is None):
+        _die("give exactly one of --file and --digest")
+    key = _load_signing_key(key_file, alg)
+    if artifact is not None:
+        hash_alg, raw = -16, hashlib.sha256(_read(artifact, "artifact")).digest()
+    else:
+        try:
+            parsed = Digest.parse(str(digest))
+        except ScittOciError as exc:
+            _die(exc.diagnostics())
+        hash_alg, raw = BY_OCI_ALGORITHM[parsed.algorithm], parsed.raw
+    try:
+        signed = statement_mod.build(
+            key,
+            issuer=issuer,
+            subject=subject,
+            payload=raw,
+            envelope=HashEnvelope(hash_alg, raw, media_type, location),
+            iat=int(time.time()),
+        )
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
+    _write(out, signed.encode())
+    click.echo(f"statement written to {out} (kid {key.kid.hex()}, payload {raw.hex()})")
+
+
+@statement_group.command("inspect")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def statement_inspect(file: str, output: str) -> None:
+    """Decode a Signed or Transparent Statement: headers, claims, payload and receipts. Verifies nothing."""
+    try:
+        parsed = transparent.parse(_read(file, "statement"))
+    except ScittOciError as exc:
+        _die(f"{file}: {exc.diagnostics()}")
+    view = describe.transparent_statement(parsed)
+    if output == "json":
+        click.echo(json.dumps(view, indent=2))
+        return
+    _print_tree(view, 0)
+
+
+def _print_tree(value: Any, depth: int) -> None:
+    pad = "  " * depth
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if isinstance(v, (dict, list)) and v:
+                click.echo(f"{pad}{k}:")
+                _print_tree(v, depth + 1)
+            else:
+                click.echo(f"{pad}{k}: {json.dumps(v) if not isinstance(v, str) else v}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            click.echo(f"{pad}[{i}]")
+            _print_tree(v, depth + 1)
+    else:
+        click.echo(f"{pad}{value}")
+
+
+# ----------------------------------------------------------------------------- verify
+@main.command("verify")
+@click.option(
+    "--statement",
+    "statement_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="A Transparent Statement, or a Signed Statement with --receipt.",
+)
+@click.option(
+    "--trust",
+    "policy_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Trust policy YAML (docs/trust-policy.md).",
+)
+@click.option(
+    "--receipt",
+    "receipt_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    help="A detached receipt (repeatable).",
+)
+@click.option("--digest", help="Also require a scitt-oci statement about this image digest (sha256:<hex>).")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def verify(
+    statement_file: str, policy_file: str, receipt_files: tuple[str, ...], digest: str | None, output: str
+) -> None:
+    """Verify a statement and its receipts offline against a trust policy.
+
+    Exit 0 when valid, 1 when invalid (reasons printed), 2 on usage errors or unreadable input.
+    """
+    try:
+        policy = load_policy(policy_file)
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
+    if digest is not None:
+        try:
+            Digest.parse(digest)
+        except ScittOciError as exc:
+            _die(exc.diagnostics())
+    data = _read(statement_file, "statement")
+    receipts = [_read(f, "receipt") for f in receipt_files]
+    result = verify_transparent_statement(data, policy, detached_receipts=receipts, digest=digest)
+    if output == "json":
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        _print_result(result)
+    sys.exit(0 if result.valid else EXIT_INVALID)
+
+
+def _print_result(result: VerificationResult) -> None:
+    click.echo(f"{result.decision}")
+    click.echo(
+        f"  issuer:  {result.issuer}" + (f" (trusted as {result.trusted_issuer})" if result.trusted_issuer else "")
+    )
+    click.echo(f"  subject: {result.subject}")
+    for r in result.receipts:
+        if r.valid:
+            where = f"tree size {r.tree_size}, leaf {r.leaf_index}" if r.tree_size is not None else "CCF ledger"
+            click.echo(
+                f"  receipt {r.index}: valid, from {r.service} (vds {r.vds}, entry rule {r.entry_rule}, {where})"
+            )
+        elif r.finding:
+            click.echo(f"  receipt {r.index}: invalid: {r.finding.reason.value}: {r.finding.message}")
+    for f in result.findings:
+        click.echo(f"  {f.reason.value}: {f.message}")
+
+
+def run() -> None:
+    """Console-script entry point: never let a stray exception print a traceback at a user."""
+    try:
+        main(standalone_mode=True)
+    except ScittOciError as exc:  # pragma: no cover - commands catch theirs; this is the last net
+        click.echo(f"error: {exc.diagnostics()}", err=True)
+        sys.exit(EXIT_USAGE)

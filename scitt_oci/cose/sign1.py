@@ -1,0 +1,159 @@
+"""COSE_Sign1 (RFC 9052 section 4.2): encode, decode, sign and verify.
+
+The protected header is kept as the exact bytes received, and the Sig_structure is built over
+those bytes, never over a re-encoding of the decoded map.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cbor2
+
+from scitt_oci.cose import algorithms, cbor, headers
+from scitt_oci.cose.algorithms import Algorithm, PublicKey
+from scitt_oci.cose.cbor import DEFAULT_LIMITS, Limits
+from scitt_oci.cose.keys import CoseKey
+from scitt_oci.errors import MalformedError, SignatureError, UnsupportedError
+
+SIGN1_TAG = 18
+
+
+def sig_structure(protected: bytes, payload: bytes, external_aad: bytes = b"") -> bytes:
+    """The bytes a COSE_Sign1 signature covers."""
+    return cbor.dumps(["Signature1", protected, external_aad, payload])
+
+
+@dataclass(frozen=True)
+class Sign1:
+    """A decoded COSE_Sign1 message. `protected_bytes` is authoritative; `protected` is its decoding."""
+
+    protected_bytes: bytes
+    protected: dict[Any, Any]
+    unprotected: dict[Any, Any]
+    payload: bytes | None
+    signature: bytes
+    tagged: bool = True
+    _encoded: bytes | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def alg(self) -> Algorithm:
+        if headers.ALG not in self.protected:
+            raise MalformedError("protected header has no alg (1)")
+        return algorithms.by_id(self.protected[headers.ALG])
+
+    @property
+    def kid(self) -> bytes | None:
+        kid = self.protected.get(headers.KID, self.unprotected.get(headers.KID))
+        return kid if isinstance(kid, bytes) else None
+
+    def encode(self, *, tagged: bool = True) -> bytes:
+        """The message bytes; the protected header, payload and signature are reused as they are."""
+        if self._encoded is not None and tagged == self.tagged:
+            return self._encoded
+        body = [self.protected_bytes, self.unprotected, self.payload, self.signature]
+        return cbor.dumps(cbor2.CBORTag(SIGN1_TAG, body) if tagged else body)
+
+    def with_unprotected(self, unprotected: dict[Any, Any]) -> Sign1:
+        """The same message with another unprotected header (the signature still holds)."""
+        return Sign1(self.protected_bytes, self.protected, unprotected, self.payload, self.signature)
+
+    def to_be_signed(self, detached_payload: bytes | None = None) -> bytes:
+        payload = self.payload if detached_payload is None else detached_payload
+        if payload is None:
+            raise MalformedError("payload is detached and none was supplied")
+        if self.payload is not None and detached_payload is not None and detached_payload != self.payload:
+            raise MalformedError("a detached payload was supplied but the message carries another one")
+        return sig_structure(self.protected_bytes, payload)
+
+    def verify(self, key: PublicKey | CoseKey, detached_payload: bytes | None = None) -> None:
+        """Verify the signature with `key`; the algorithm comes from the protected header."""
+        public = key.public if isinstance(key, CoseKey) else key
+        algorithms.verify(self.alg, public, self.signature, self.to_be_signed(detached_payload))
+
+
+def _decode_header_map(raw: bytes, limits: Limits) -> dict[Any, Any]:
+    if raw == b"":
+        return {}
+    value = cbor.loads(raw, limits)
+    if not isinstance(value, dict):
+        raise MalformedError(f"protected header must encode a map, not {type(value).__name__}")
+    return value
+
+
+def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, *, require_tag: bool = False) -> Sign1:
+    """Decode a COSE_Sign1 message, tagged (18) or untagged; every failure is a `MalformedError`."""
+    value = cbor.loads(data, limits)
+    tagged = False
+    if isinstance(value, cbor2.CBORTag):
+        if value.tag != SIGN1_TAG:
+            raise MalformedError(f"CBOR tag {value.tag} is not COSE_Sign1 (18)")
+        value = value.value
+        tagged = True
+    elif require_tag:
+        raise MalformedError("COSE_Sign1 message must carry tag 18")
+    if not isinstance(value, list) or len(value) != 4:
+        raise MalformedError("COSE_Sign1 must be an array of 4 items [protected, unprotected, payload, signature]")
+    protected_bytes, unprotected, payload, signature = value
+    if not isinstance(protected_bytes, bytes):
+        raise MalformedError("COSE_Sign1 protected header must be a byte string")
+    if not isinstance(unprotected, dict):
+        raise MalformedError("COSE_Sign1 unprotected header must be a map")
+    if payload is not None and not isinstance(payload, bytes):
+        raise MalformedError("COSE_Sign1 payload must be a byte string or nil")
+    if not isinstance(signature, bytes):
+        raise MalformedError("COSE_Sign1 signature must be a byte string")
+    protected = _decode_header_map(protected_bytes, limits)
+    _check_headers(protected, unprotected)
+    raw = bytes(data)
+    return Sign1(protected_bytes, protected, unprotected, payload, signature, tagged, raw if tagged else None)
+
+
+def _check_headers(protected: dict[Any, Any], unprotected: dict[Any, Any]) -> None:
+    for label in list(protected) + list(unprotected):
+        if not isinstance(label, (int, str)) or isinstance(label, bool):
+            raise MalformedError(f"header label {label!r} must be an integer or text string")
+    both = protected.keys() & unprotected.keys()
+    if both:
+        raise MalformedError(
+            f"header labels {sorted(map(str, both))} appear in both the protected and unprotected headers"
+        )
+    crit = protected.get(headers.CRIT)
+    if crit is not None:
+        if not isinstance(crit, list) or not crit:
+            raise MalformedError("crit (2) must be a non-empty array of labels")
+        unknown = [c for c in crit if c not in headers.UNDERSTOOD]
+        if unknown:
+            raise UnsupportedError(f"critical header labels {unknown} are not understood")
+        missing = [c for c in crit if c not in protected]
+        if missing:
+            raise MalformedError(f"critical header labels {missing} are not in the protected header")
+
+
+def sign(
+    key: CoseKey,
+    protected: dict[Any, Any],
+    payload: bytes | None,
+    *,
+    unprotected: dict[Any, Any] | None = None,
+    detached_payload: bytes | None = None,
+) -> Sign1:
+    """Sign a new COSE_Sign1. `alg` and `kid` are filled from `key` when absent.
+
+    For a detached payload pass `payload=None` and the bytes as `detached_payload`.
+    """
+    if key.private is None:
+        raise SignatureError(f"key {key.kid.hex()} has no private half; it cannot sign")
+    alg = key.alg
+    if headers.ALG in protected:
+        alg = algorithms.by_id(protected[headers.ALG])
+    if alg is None:
+        raise UnsupportedError("no signature algorithm given for this key")
+    header = {headers.ALG: alg.cose_id, **protected}
+    protected_bytes = cbor.dumps(header)
+    signed_payload = payload if payload is not None else detached_payload
+    if signed_payload is None:
+        raise MalformedError("nothing to sign: payload and detached_payload are both absent")
+    signature = algorithms.sign(alg, key.private, sig_structure(protected_bytes, signed_payload))
+    return Sign1(protected_bytes, header, dict(unprotected or {}), payload, signature)

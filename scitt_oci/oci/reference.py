@@ -1,0 +1,97 @@
+"""OCI digests and image references (`registry/repository[:tag][@digest]`), per the OCI image and distribution specs."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from scitt_oci.errors import MalformedError
+
+# Registered algorithms and the length of their hex encoding (image-spec descriptor.md).
+_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
+_HASH_ALG = {"sha256": -16, "sha512": -44}
+_REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+_REGISTRY = re.compile(
+    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$"
+)
+
+
+@dataclass(frozen=True)
+class Digest:
+    algorithm: str
+    hex: str
+
+    @classmethod
+    def parse(cls, text: str) -> Digest:
+        alg, sep, encoded = text.partition(":")
+        if not sep or alg not in _HEX_LENGTHS:
+            raise MalformedError(f"digest {text[:80]!r} must be sha256:<64 hex> or sha512:<128 hex>")
+        if len(encoded) != _HEX_LENGTHS[alg] or not re.fullmatch(r"[0-9a-f]+", encoded):
+            raise MalformedError(f"digest {text[:80]!r}: {alg} needs {_HEX_LENGTHS[alg]} lowercase hex characters")
+        return cls(alg, encoded)
+
+    @classmethod
+    def from_bytes(cls, algorithm: str, raw: bytes) -> Digest:
+        return cls.parse(f"{algorithm}:{raw.hex()}")
+
+    @property
+    def raw(self) -> bytes:
+        return bytes.fromhex(self.hex)
+
+    @property
+    def cose_hash_alg(self) -> int:
+        return _HASH_ALG[self.algorithm]
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+
+@dataclass(frozen=True)
+class Reference:
+    registry: str
+    repository: str
+    tag: str | None = None
+    digest: Digest | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Reference:
+        """Parse `registry/repo[:tag][@digest]`, also with an `oci://` prefix. The registry part is required."""
+        original = text
+        if text.startswith("oci://"):
+            text = text[len("oci://") :]
+        name, at, digest_text = text.partition("@")
+        digest = Digest.parse(digest_text) if at else None
+        registry, slash, rest = name.partition("/")
+        if not slash or not rest:
+            raise MalformedError(
+                f"image reference {original[:200]!r} must name a registry and repository (registry/repo)"
+            )
+        tag = None
+        last = rest.rsplit("/", 1)[-1]
+        if ":" in last:
+            rest, _, tag = rest.rpartition(":")
+            if not _TAG.match(tag):
+                raise MalformedError(f"image reference {original[:200]!r}: tag {tag!r} is not a valid tag")
+        if not _REGISTRY.match(registry):
+            raise MalformedError(f"image reference {original[:200]!r}: {registry!r} is not a registry host[:port]")
+        if not _REPOSITORY.match(rest) or len(rest) > 255:
+            raise MalformedError(f"image reference {original[:200]!r}: {rest!r} is not a valid repository name")
+        return cls(registry, rest, tag, digest)
+
+    def with_digest(self, digest: Digest) -> Reference:
+        return Reference(self.registry, self.repository, None, digest)
+
+    def uri(self) -> str:
+        """The `oci://registry/repository@digest` form used in statements (digest required)."""
+        if self.digest is None:
+            raise MalformedError(f"{self} has no digest")
+        return f"oci://{self.registry}/{self.repository}@{self.digest}"
+
+    def __str__(self) -> str:
+        out = f"{self.registry}/{self.repository}"
+        if self.tag:
+            out += f":{self.tag}"
+        if self.digest:
+            out += f"@{self.digest}"
+        return out

@@ -1,0 +1,155 @@
+"""The scitt-oci statement profile, version 1 (docs/profile.md): Signed Statements about OCI events.
+
+Every statement is a hash envelope over the object it records. `sub` names the image the
+statement is about as `oci://registry/repository@digest`; the protected header "scitt-oci" says
+which event it records. A verifier holding only an image digest decides offline whether a
+statement is about it (`check_about`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from scitt_oci.cose import headers
+from scitt_oci.cose.keys import CoseKey
+from scitt_oci.errors import MalformedError, ScittOciError
+from scitt_oci.oci.reference import Digest, Reference
+from scitt_oci.scitt import statement as statement_mod
+from scitt_oci.scitt.reasons import Reason, VerificationFailure
+from scitt_oci.scitt.statement import SignedStatement
+
+PROFILE_LABEL = "scitt-oci"
+PROFILE_VERSION = 1
+
+
+class Kind(StrEnum):
+    PUSH = "push"  # an image manifest or index was pushed; the payload is its digest
+    SIGNATURE = "signature"  # a signature of the image was pushed; the payload is the signature manifest's digest
+    DELETE = "delete"  # the image manifest was deleted; the payload is its digest
+    DEPLOY = "deploy"  # the image was admitted to run in a cluster; the payload is its digest
+
+
+# Kind-specific members of the profile header, all optional text.
+_FIELDS: dict[Kind, tuple[str, ...]] = {
+    Kind.PUSH: ("tag",),
+    Kind.SIGNATURE: ("format", "signer"),
+    Kind.DELETE: ("tag",),
+    Kind.DEPLOY: ("cluster", "namespace", "workload"),
+}
+SIGNATURE_FORMATS = ("cosign", "cosign-bundle", "notation")
+
+
+@dataclass(frozen=True)
+class OciEvent:
+    """What one statement records."""
+
+    kind: Kind
+    subject: Reference  # the image, with digest
+    recorded_digest: Digest  # what the payload hashes: the image itself, or the signature manifest
+    media_type: str | None = None  # media type of the recorded object
+    details: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def recorded(self) -> Reference:
+        return self.subject.with_digest(self.recorded_digest)
+
+    def detail(self, name: str) -> str | None:
+        return dict(self.details).get(name)
+
+
+def _validate_details(kind: Kind, details: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    allowed = _FIELDS[kind]
+    for name, value in details.items():
+        if name not in allowed:
+            raise MalformedError(f"profile: {kind.value} statements take {', '.join(allowed)}, not {name!r}")
+        if not isinstance(value, str) or not value or len(value) > 1024:
+            raise MalformedError(f"profile: {name!r} must be a non-empty text string of at most 1024 characters")
+    if kind is Kind.SIGNATURE and details.get("format") not in SIGNATURE_FORMATS:
+        raise MalformedError(f"profile: signature format must be one of {', '.join(SIGNATURE_FORMATS)}")
+    return tuple(sorted(details.items()))
+
+
+def make_event(
+    kind: Kind,
+    subject: Reference,
+    *,
+    recorded_digest: Digest | None = None,
+    media_type: str | None = None,
+    **details: str,
+) -> OciEvent:
+    if subject.digest is None:
+        raise MalformedError(f"profile: the subject {subject} must carry a digest")
+    recorded = recorded_digest or subject.digest
+    if kind is not Kind.SIGNATURE and recorded != subject.digest:
+        raise MalformedError(f"profile: a {kind.value} statement records the image itself")
+    return OciEvent(kind, subject, recorded, media_type, _validate_details(kind, details))
+
+
+def build(key: CoseKey, issuer: str, event: OciEvent, *, iat: int | None = None) -> SignedStatement:
+    """Sign the statement recording `event`."""
+    header: dict[str, Any] = {"v": PROFILE_VERSION, "kind": event.kind.value, **dict(event.details)}
+    return statement_mod.hash_envelope_statement(
+        key,
+        issuer=issuer,
+        subject=event.subject.uri(),
+        digest=event.recorded_digest.raw,
+        hash_alg=event.recorded_digest.cose_hash_alg,
+        media_type=event.media_type,
+        location=event.recorded.uri(),
+        iat=iat,
+        extra_protected={PROFILE_LABEL: header},
+    )
+
+
+def _malformed(message: str) -> VerificationFailure:
+    return VerificationFailure(Reason.MALFORMED, f"not a scitt-oci v1 statement: {message}")
+
+
+def read_event(statement: SignedStatement) -> OciEvent:
+    """The event a profile statement records, checking every profile rule; `VerificationFailure` (MALFORMED) if broken."""
+    protected = statement.message.protected
+    header = protected.get(PROFILE_LABEL)
+    if not isinstance(header, dict):
+        raise _malformed(f'protected header has no "{PROFILE_LABEL}" map')
+    if header.get("v") != PROFILE_VERSION:
+        raise _malformed(f"profile version {header.get('v')!r} is not {PROFILE_VERSION}")
+    kind_text = header.get("kind")
+    try:
+        kind = Kind(kind_text if isinstance(kind_text, str) else "")
+    except ValueError:
+        raise _malformed(f"kind {header.get('kind')!r} is not one of {', '.join(k.value for k in Kind)}") from None
+    if statement.subject is None or statement.envelope is None:
+        raise _malformed("it needs sub (15/2) and a hash envelope (258)")
+    try:
+        subject = Reference.parse(statement.subject)
+        details = _validate_details(kind, {k: v for k, v in header.items() if k not in ("v", "kind")})
+    except ScittOciError as exc:
+        raise _malformed(str(exc)) from None
+    if subject.digest is None or not statement.subject.startswith("oci://"):
+        raise _malformed(f"sub {statement.subject!r} must be oci://registry/repository@digest")
+    env = statement.envelope
+    algorithm = {-16: "sha256", -44: "sha512"}.get(env.hash_alg)
+    if algorithm is None:
+        raise _malformed(f"payload-hash-alg {env.hash_alg} is not an OCI digest algorithm")
+    recorded = Digest.from_bytes(algorithm, env.digest)
+    location = protected.get(headers.PAYLOAD_LOCATION)
+    if location != subject.with_digest(recorded).uri():
+        raise _malformed(f"payload-location {location!r} does not name the recorded object {recorded}")
+    if kind is not Kind.SIGNATURE and recorded != subject.digest:
+        raise _malformed(f"a {kind.value} statement's payload must be the subject digest")
+    media_type = env.preimage_content_type if isinstance(env.preimage_content_type, str) else None
+    return OciEvent(kind, subject, recorded, media_type, details)
+
+
+def check_about(statement: SignedStatement, digest: Digest | str) -> OciEvent:
+    """The event, if `statement` is about the image `digest`; else `VerificationFailure` SUBJECT_MISMATCH."""
+    wanted = Digest.parse(digest) if isinstance(digest, str) else digest
+    event = read_event(statement)
+    if event.subject.digest != wanted:
+        raise VerificationFailure(
+            Reason.SUBJECT_MISMATCH,
+            f"the statement is about {event.subject.digest}, not {wanted}",
+        )
+    return event

@@ -1,0 +1,34 @@
+"""Machine-readable reasons a verification fails, and the error that carries one."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from scitt_oci.errors import ScittOciError
+
+
+class Reason(StrEnum):
+    """Why a statement or receipt was rejected. Values are stable: scripts and policies match on them."""
+
+    MALFORMED = "MALFORMED"
+    BAD_STATEMENT_SIGNATURE = "BAD_STATEMENT_SIGNATURE"
+    UNTRUSTED_ISSUER = "UNTRUSTED_ISSUER"
+    SUBJECT_MISMATCH = "SUBJECT_MISMATCH"
+    NO_RECEIPTS = "NO_RECEIPTS"
+    UNSUPPORTED_VDS = "UNSUPPORTED_VDS"
+    UNKNOWN_RECEIPT_KEY = "UNKNOWN_RECEIPT_KEY"
+    BAD_RECEIPT_SIGNATURE = "BAD_RECEIPT_SIGNATURE"
+    TAMPERED_INCLUSION_PATH = "TAMPERED_INCLUSION_PATH"
+    TOO_FEW_RECEIPTS = "TOO_FEW_RECEIPTS"
+
+
+class VerificationFailure(ScittOciError):
+    """A check that failed, with its reason code and one sentence saying what was wrong."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    def diagnostics(self) -> str:
+        return f"{self.reason.value}: {self.message}"

@@ -1,0 +1,199 @@
+"""SCITT Signed Statements (RFC 9943 section 6): build, sign, parse, verify, and the log entry form."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from scitt_oci.cose import hash_envelope, headers, sign1
+from scitt_oci.cose.cbor import DEFAULT_LIMITS, Limits
+from scitt_oci.cose.cwt import CwtClaims, claims_of
+from scitt_oci.cose.hash_envelope import HashEnvelope
+from scitt_oci.cose.keys import CoseKey
+from scitt_oci.cose.sign1 import Sign1
+from scitt_oci.errors import MalformedError, SignatureError, UntrustedKeyError
+from scitt_oci.scitt import x509chain
+
+
+@dataclass(frozen=True)
+class SignedStatement:
+    """A parsed Signed Statement. `message` holds the exact bytes of what was signed."""
+
+    message: Sign1
+    claims: CwtClaims | None
+    envelope: HashEnvelope | None
+
+    @property
+    def issuer(self) -> str | None:
+        return self.claims.iss if self.claims else None
+
+    @property
+    def subject(self) -> str | None:
+        return self.claims.sub if self.claims else None
+
+    def entry(self) -> bytes:
+        """The log entry: the tagged statement with an empty unprotected header, other items byte-identical."""
+        return self.message.with_unprotected({}).encode(tagged=True)
+
+    def stripped(self) -> SignedStatement:
+        """This statement with its unprotected header emptied (what a log registers)."""
+        return SignedStatement(self.message.with_unprotected({}), self.claims, self.envelope)
+
+    def encode(self) -> bytes:
+        return self.message.encode(tagged=True)
+
+    def check_required_headers(self) -> None:
+        """RFC 9943's rules for a registrable statement: alg; CWT Claims with iss and sub; kid unless x5t/x5chain."""
+        protected = self.message.protected
+        missing = []
+        if headers.ALG not in protected:
+            missing.append("alg (1)")
+        if self.claims is None:
+            missing.append("CWT Claims (15)")
+        else:
+            if not self.claims.iss:
+                missing.append("iss (15/1)")
+            if not self.claims.sub:
+                missing.append("sub (15/2)")
+        if not any(label in protected for label in (headers.KID, headers.X5T, headers.X5CHAIN)):
+            missing.append("kid (4), x5t (34) or x5chain (33)")
+        if missing:
+            raise MalformedError(f"Signed Statement protected header lacks {', '.join(missing)}")
+
+
+def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SignedStatement:
+    """Parse a Signed Statement (or Transparent Statement) from bytes, tagged or untagged."""
+    message = sign1.decode(data, limits)
+    return from_message(message)
+
+
+def from_message(message: Sign1) -> SignedStatement:
+    claims = claims_of(message.protected)
+    if headers.CWT_CLAIMS in message.unprotected:
+        raise MalformedError("CWT Claims (15) must be in the protected header, not the unprotected one")
+    envelope = hash_envelope.parse(message.protected, message.unprotected, message.payload)
+    return SignedStatement(message, claims, envelope)
+
+
+def build(
+    key: CoseKey,
+    *,
+    issuer: str,
+    subject: str,
+    payload: bytes,
+    content_type: str | int | None = None,
+    envelope: HashEnvelope | None = None,
+    iat: int | None = None,
+    x5chain: Sequence[bytes] | None = None,
+    extra_protected: dict[Any, Any] | None = None,
+    detached: bool = False,
+) -> SignedStatement:
+    """Sign a new Signed Statement with `key`. With `envelope`, `payload` must be its digest."""
+    claims = CwtClaims(iss=issuer, sub=subject, iat=iat)
+    protected: dict[Any, Any] = {headers.KID: key.kid}
+    if x5chain:
+        protected[headers.X5CHAIN] = list(x5chain) if len(x5chain) > 1 else x5chain[0]
+    if envelope is not None:
+        if content_type is not None:
+            raise MalformedError("a hash envelope carries the artifact's media type in 259, not content type (3)")
+        if envelope.digest != payload:
+            raise MalformedError("the hash envelope's payload must be the artifact digest")
+        protected.update(envelope.header())
+    elif content_type is not None:
+        protected[headers.CONTENT_TYPE] = content_type
+    protected[headers.CWT_CLAIMS] = claims.to_map()
+    if extra_protected:
+        protected.update(extra_protected)
+    message = sign1.sign(key, protected, None if detached else payload, detached_payload=payload if detached else None)
+    return from_message(message)
+
+
+def hash_envelope_statement(
+    key: CoseKey,
+    *,
+    issuer: str,
+    subject: str,
+    digest: bytes,
+    hash_alg: int = -16,
+    media_type: str | int | None = None,
+    location: str | None = None,
+    iat: int | None = None,
+    extra_protected: dict[Any, Any] | None = None,
+) -> SignedStatement:
+    """A hash-envelope statement about an artifact whose digest is already known (e.g. an OCI digest)."""
+    env = HashEnvelope(hash_alg, digest, media_type, location)
+    return build(
+        key, issuer=issuer, subject=subject, payload=digest, envelope=env, iat=iat, extra_protected=extra_protected
+    )
+
+
+@dataclass(frozen=True)
+class IssuerKeyMatch:
+    """How a statement's signature was verified: which key, found how."""
+
+    method: str  # "kid", "x5chain", or "key" (no kid: a trusted key that verifies)
+    key: CoseKey
+    chain: tuple[x509.Certificate, ...] = ()
+
+
+def verify(
+    statement: SignedStatement,
+    *,
+    keys: Sequence[CoseKey] = (),
+    x509_roots: Sequence[x509.Certificate] = (),
+    trust_embedded: bool = False,
+    detached_payload: bytes | None = None,
+    now: dt.datetime | None = None,
+) -> IssuerKeyMatch:
+    """Verify the issuer's signature.
+
+    The key is the leaf of x5chain (path-validated to `x509_roots`, or trusted as given when
+    `trust_embedded`), else the key in `keys` whose kid equals the statement's `kid`.
+    """
+    message = statement.message
+    chain = x509chain.chain_of(message.protected, message.unprotected)
+    if chain:
+        leaf = chain[0]
+        x509chain.check_x5t(message.protected, leaf)
+        public = leaf.public_key()
+        if not isinstance(public, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, rsa.RSAPublicKey)):
+            raise SignatureError(f"x5chain leaf key type {type(public).__name__} is not supported")
+        leaf_key = CoseKey.from_key(public, alg=message.alg if not isinstance(public, rsa.RSAPublicKey) else None)
+        validated: tuple[x509.Certificate, ...] = ()
+        if x509_roots:
+            at = now
+            if at is None and statement.claims is not None and statement.claims.iat is not None:
+                at = dt.datetime.fromtimestamp(statement.claims.iat, dt.UTC)
+            validated = tuple(x509chain.validate_path(chain, x509_roots, at))
+        elif not trust_embedded and not any(k.public == public for k in keys):
+            raise UntrustedKeyError(
+                f"statement is signed by certificate {leaf.subject.rfc4514_string()!r}, "
+                "but no X.509 roots are configured and its key is not trusted"
+            )
+        message.verify(leaf_key, detached_payload)
+        return IssuerKeyMatch("x5chain", leaf_key, validated or tuple(chain))
+    kid = message.kid
+    if kid is None:
+        # No kid and no chain (as in some third-party statements): any trusted key that verifies.
+        for key in keys:
+            try:
+                message.verify(key, detached_payload)
+            except SignatureError:
+                continue
+            return IssuerKeyMatch("key", key)
+        if not keys:
+            raise UntrustedKeyError(
+                "statement names no kid (4) and carries no x5chain (33), and no issuer keys are trusted"
+            )
+        raise SignatureError(f"statement carries no kid and none of the {len(keys)} trusted issuer keys verifies it")
+    for key in keys:
+        if kid in key.aliases:
+            message.verify(key, detached_payload)
+            return IssuerKeyMatch("kid", key)
+    known = ", ".join(k.kid.hex()[:16] for k in keys) or "none"
+    raise UntrustedKeyError(f"statement kid {kid.hex()[:16]}... is not among the trusted issuer keys (known: {known})")
