@@ -53,6 +53,11 @@ def list_hasher(leaf_hashes: Sequence[bytes]) -> RangeHasher:
     return hash_range
 
 
+def _check_hash(value: bytes, what: str) -> None:
+    if len(value) != HASH_SIZE:
+        raise ProofError(f"{what} is {len(value)} bytes; expected {HASH_SIZE}")
+
+
 def _check_size(index: int, size: int) -> None:
     if size <= 0 or not 0 <= index < size:
         raise ProofError(f"leaf index {index} is outside a tree of size {size}")
@@ -78,6 +83,7 @@ def inclusion_path(index: int, size: int, hash_range: RangeHasher) -> list[bytes
 def root_from_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes]) -> bytes:
     """The root an inclusion path leads to (RFC 9162 2.1.3.2); `ProofError` when the path cannot fit."""
     _check_size(index, size)
+    _check_hash(leaf, "leaf hash")
     expected = _inclusion_length(index, size)
     if len(path) != expected:
         raise ProofError(f"inclusion path has {len(path)} hashes; leaf {index} of {size} needs {expected}")
@@ -108,6 +114,7 @@ def _inclusion_length(index: int, size: int) -> int:
 
 def verify_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes], root: bytes) -> None:
     """Raise `ProofError` unless `path` proves `leaf` at `index` in the tree of `size` with `root`."""
+    _check_hash(root, "root")
     computed = root_from_inclusion(leaf, index, size, path)
     if computed != root:
         raise ProofError(f"inclusion path leads to root {computed.hex()}, not {root.hex()}")
@@ -153,6 +160,7 @@ def root_from_consistency(size1: int, size2: int, proof: Sequence[bytes], root1:
         if proof:
             raise ProofError(f"trees of equal size {size1} need an empty proof, got {len(proof)} hashes")
         return root1
+    _check_hash(root1, "old root")
     if not proof:
         raise ProofError(f"consistency proof from {size1} to {size2} is empty")
     for c in proof:

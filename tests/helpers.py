@@ -1,0 +1,91 @@
+"""Small builders the tests share: keys, certificate chains, and an in-memory log that mints receipts."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from scitt_oci.cose import algorithms, keys
+from scitt_oci.cose.keys import CoseKey
+from scitt_oci.scitt import merkle, receipt
+from scitt_oci.scitt.statement import SignedStatement
+
+_KEYS: dict[str, CoseKey] = {}
+
+
+def key(alg: str = "ES256", slot: int = 0) -> CoseKey:
+    """A private key per (alg, slot), generated once per test session (RSA generation is slow)."""
+    name = f"{alg}/{slot}"
+    if name not in _KEYS:
+        _KEYS[name] = keys.generate(algorithms.by_name(alg))
+    return _KEYS[name]
+
+
+@dataclass
+class MemoryLog:
+    """Enough of a transparency service to mint real receipts: entries in memory, one signed head per batch."""
+
+    signing_key: CoseKey
+    issuer: str = "https://ts.example"
+    entries: list[bytes] = field(default_factory=list)
+    hash_first: bool = False  # mint under the hash-first entry rule, as some services do
+
+    def add(self, statement: SignedStatement) -> int:
+        entry = statement.entry()
+        self.entries.append(receipt.entry_for_rule(statement, "hash-first" if self.hash_first else "statement", entry))
+        return len(self.entries) - 1
+
+    def leaves(self) -> list[bytes]:
+        return [merkle.leaf_hash(e) for e in self.entries]
+
+    def head(self, size: int | None = None) -> receipt.SignedTreeHead:
+        size = len(self.entries) if size is None else size
+        root = merkle.root_of(self.leaves()[:size])
+        return receipt.sign_tree_head(self.signing_key, issuer=self.issuer, subject="log", tree_size=size, root=root, iat=1)
+
+    def receipt(self, index: int, size: int | None = None, sth: receipt.SignedTreeHead | None = None) -> bytes:
+        sth = sth or self.head(size)
+        path = merkle.inclusion_path(index, sth.tree_size, merkle.list_hasher(self.leaves()))
+        return receipt.inclusion_receipt(sth, index, path)
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def cert_chain(
+    leaf_key: ec.EllipticCurvePrivateKey, *, days: int = 30, not_before_days: int = -1
+) -> tuple[list[x509.Certificate], x509.Certificate]:
+    """A leaf (code signing) signed by an intermediate signed by a root; returns ([leaf, intermediate], root)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    root_key = ec.generate_private_key(ec.SECP256R1())
+    inter_key = ec.generate_private_key(ec.SECP256R1())
+
+    def build(subject: str, issuer: str, public: ec.EllipticCurvePublicKey, signer: ec.EllipticCurvePrivateKey,
+              ca: bool, issuer_public: ec.EllipticCurvePublicKey) -> x509.Certificate:
+        b = (
+            x509.CertificateBuilder()
+            .subject_name(_name(subject)).issuer_name(_name(issuer)).public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now + dt.timedelta(days=not_before_days))
+            .not_valid_after(now + dt.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public), critical=False)
+        )
+        if ca:
+            b = b.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        else:
+            b = b.add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+            b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        return b.sign(signer, hashes.SHA256())
+
+    root = build("Test Root", "Test Root", root_key.public_key(), root_key, True, root_key.public_key())
+    inter = build("Test Intermediate", "Test Root", inter_key.public_key(), root_key, True, root_key.public_key())
+    leaf = build("Wabbit Networks signing", "Test Intermediate", leaf_key.public_key(), inter_key, False, inter_key.public_key())
+    return [leaf, inter], root
