@@ -62,7 +62,7 @@ def cert_chain(
     leaf_key: ec.EllipticCurvePrivateKey, *, days: int = 30, not_before_days: int = -1
 ) -> tuple[list[x509.Certificate], x509.Certificate]:
     """A leaf (code signing) signed by an intermediate signed by a root; returns ([leaf, intermediate], root)."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     root_key = ec.generate_private_key(ec.SECP256R1())
     inter_key = ec.generate_private_key(ec.SECP256R1())
 

@@ -7,6 +7,7 @@ convert at the edge.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TypeAlias
 
 from cryptography.exceptions import InvalidSignature
@@ -33,6 +34,12 @@ class Algorithm:
     hash_alg: type[hashes.HashAlgorithm] | None
     curve: type[ec.EllipticCurve] | None = None
     coordinate_size: int = 0
+
+    @cached_property
+    def ecdsa(self) -> ec.ECDSA:
+        """The (immutable, reusable) `cryptography` ECDSA parameters for this algorithm."""
+        assert self.hash_alg is not None
+        return ec.ECDSA(self.hash_alg())
 
 
 ALGORITHMS: dict[int, Algorithm] = {
@@ -91,7 +98,7 @@ def sign(alg: Algorithm, key: PrivateKey, message: bytes) -> bytes:
     check_key(alg, key.public_key())
     if isinstance(key, ec.EllipticCurvePrivateKey):
         assert alg.hash_alg is not None
-        der = key.sign(message, ec.ECDSA(alg.hash_alg()))
+        der = key.sign(message, alg.ecdsa)
         r, s = decode_dss_signature(der)
         return r.to_bytes(alg.coordinate_size, "big") + s.to_bytes(alg.coordinate_size, "big")
     if isinstance(key, ed25519.Ed25519PrivateKey):
@@ -100,9 +107,13 @@ def sign(alg: Algorithm, key: PrivateKey, message: bytes) -> bytes:
     return key.sign(message, _pss(alg), alg.hash_alg())
 
 
-def verify(alg: Algorithm, key: PublicKey, signature: bytes, message: bytes) -> None:
-    """Verify `signature` over `message`; raise `SignatureError` when it does not hold."""
-    check_key(alg, key)
+def verify(alg: Algorithm, key: PublicKey, signature: bytes, message: bytes, *, key_checked: bool = False) -> None:
+    """Verify `signature` over `message`; raise `SignatureError` when it does not hold.
+
+    `key_checked` skips the key-type check for a key already known to fit `alg`.
+    """
+    if not key_checked:
+        check_key(alg, key)
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
             assert alg.hash_alg is not None
@@ -111,7 +122,7 @@ def verify(alg: Algorithm, key: PublicKey, signature: bytes, message: bytes) -> 
                 raise SignatureError(f"{alg.name} signature is {len(signature)} bytes; expected {2 * size}")
             r = int.from_bytes(signature[:size], "big")
             s = int.from_bytes(signature[size:], "big")
-            key.verify(encode_dss_signature(r, s), message, ec.ECDSA(alg.hash_alg()))
+            key.verify(encode_dss_signature(r, s), message, alg.ecdsa)
         elif isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(signature, message)
         else:

