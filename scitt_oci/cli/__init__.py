@@ -1,0 +1,86 @@
+"""The `scitt-oci` command line. Commands translate between files and the library; they hold no domain logic.
+
+Exit codes: 0 success (or "valid"), 1 verification failed, 2 usage error or unreadable input.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from scitt_oci import __version__
+from scitt_oci.errors import ScittOciError
+
+MAX_INPUT_BYTES = 16 << 20
+EXIT_INVALID = 1
+EXIT_USAGE = 2
+
+
+def _die(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_INPUT_BYTES + 1)
+    except OSError as exc:
+        _die(f"cannot read {what} {path}: {exc.strerror}")
+    if len(data) > MAX_INPUT_BYTES:
+        _die(f"{what} {path} is larger than {MAX_INPUT_BYTES} bytes")
+    return data
+
+
+def write_private(path: Path, data: bytes, *, force: bool) -> None:
+    """Write secret bytes with mode 0600 from the first byte on (never world-readable, even briefly)."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if force else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        _die(f"{path} exists; pass --force to overwrite it")
+    except OSError as exc:
+        _die(f"cannot write {path}: {exc.strerror}")
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(data)
+
+
+def _write(path: str, data: bytes) -> None:
+    try:
+        Path(path).write_bytes(data)
+    except OSError as exc:
+        _die(f"cannot write {path}: {exc.strerror}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="scitt-oci")
+def main() -> None:
+    """Supply-chain transparency for OCI registries: SCITT statements, receipts and their verification.
+
+    \b
+    Make a key, sign a statement about an artifact, inspect it, verify it:
+      scitt-oci keys generate --out issuer.pem
+      scitt-oci statement create --key issuer.pem --issuer https://wabbit.example \\
+          --subject oci://registry.example/net-monitor@sha256:... --digest sha256:... --out s.cose
+      scitt-oci statement inspect s.cose
+      scitt-oci verify --statement ts.cose --trust policy.yaml
+    """
+
+
+def run() -> None:
+    """Console-script entry point: never let a stray exception print a traceback at a user."""
+    try:
+        main(standalone_mode=True)
+    except ScittOciError as exc:  # pragma: no cover - commands catch theirs; this is the last net
+        click.echo(f"error: {exc.diagnostics()}", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+# The command modules register themselves on `main`; they import it from here, so they come last.
+from scitt_oci.cli import formats as _formats  # noqa: E402, F401
+from scitt_oci.cli import log as _log  # noqa: E402, F401

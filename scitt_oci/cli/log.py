@@ -1,0 +1,271 @@
+"""Commands for the transparency service: run it, register with one, audit one."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scitt_oci import config as config_mod
+from scitt_oci.cli import EXIT_INVALID, _die, _read, _write, main
+from scitt_oci.cose import keys
+from scitt_oci.errors import ScittOciError
+from scitt_oci.log.client import ScrapiClient
+from scitt_oci.log.service import read_checkpoint
+from scitt_oci.scitt import receipt as receipt_mod
+from scitt_oci.scitt import statement as statement_mod
+from scitt_oci.scitt import transparent
+from scitt_oci.scitt.reasons import Reason, VerificationFailure
+
+
+@main.command("serve")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="YAML configuration (docs/configuration.md); also $SCITT_OCI_CONFIG.",
+)
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Keys and database (default ./data)."
+)
+@click.option("--listen", help="HOST:PORT to serve on (default 127.0.0.1:8700).")
+@click.option(
+    "--open-registration",
+    is_flag=True,
+    default=None,
+    help="Accept any statement whose signature verifies with the key it carries (open logs, demos).",
+)
+@click.option(
+    "--issuer-key",
+    "issuer_keys",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Trust this issuer's public key(s) for registration (repeatable).",
+)
+@click.option(
+    "--token-file",
+    "token_files",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Accept the bearer token in this file for registration (repeatable).",
+)
+def serve(
+    config_file: Path | None,
+    data_dir: Path | None,
+    listen: str | None,
+    open_registration: bool | None,
+    issuer_keys: tuple[Path, ...],
+    token_files: tuple[Path, ...],
+) -> None:
+    """Run the transparency service (SCRAPI) on its embedded defaults or a configuration.
+
+    \b
+    On first start it makes, in the data directory (mode 0600):
+      keys/ts.pem      the service's receipt-signing key
+      keys/issuer.pem  the operator's issuer key (always trusted for registration)
+      log.db           the log (SQLite, WAL)
+    Registration needs a bearer token whenever it listens beyond loopback; with none configured
+    it makes one in <data-dir>/registration-token.
+    """
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = str(data_dir)
+    if listen is not None:
+        overrides["listen"] = listen
+    registration: dict[str, Any] = {}
+    if open_registration:
+        registration["open"] = True
+    if issuer_keys:
+        registration["issuer_keys"] = [str(p.resolve()) for p in issuer_keys]
+    if registration:
+        overrides["registration"] = registration
+    if token_files:
+        overrides["auth"] = {"token_files": [str(p.resolve()) for p in token_files]}
+    try:
+        cfg = config_mod.load(config_file, overrides=overrides)
+        from scitt_oci.server import runtime
+
+        rt = runtime.build(cfg)
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
+    import uvicorn
+
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    click.echo(f"scitt-oci transparency service at {cfg.url}")
+    click.echo(f"  service kid:  {rt.service.key.kid.hex()}" + ("  (new key)" if rt.created_key else ""))
+    click.echo(f"  issuer kid:   {rt.issuer_key.kid.hex()}")
+    click.echo(f"  data dir:     {cfg.data_dir.resolve()}")
+    if rt.token_file is not None:
+        click.echo(f"  registration token: {rt.token_file.resolve()}")
+    elif not rt.config.auth_required:
+        click.echo("  registration: open to loopback clients without a token")
+    sys.stdout.flush()
+    rt.service.start()
+    try:
+        uvicorn.run(
+            rt.app,
+            host=cfg.host,
+            port=cfg.port,
+            log_level=cfg.log_level,
+            access_log=False,
+            loop="uvloop",
+            http="httptools",
+            lifespan="off",
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        rt.service.stop()
+
+
+def _client(ts: str, token_file: Path | None, timeout: float) -> ScrapiClient:
+    token = None
+    if token_file is not None:
+        token = _read(str(token_file), "token file").decode().strip()
+    try:
+        return ScrapiClient(ts, token=token, timeout=timeout)
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
+
+
+@main.command("register")
+@click.argument("statement_file", type=click.Path(dir_okay=False))
+@click.option("--ts", required=True, help="The transparency service URL, e.g. http://127.0.0.1:8700")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), help="Bearer token for registration.")
+@click.option(
+    "--out", type=click.Path(dir_okay=False), help="Transparent Statement to write (default: FILE with .scitt)."
+)
+@click.option("--receipt-out", type=click.Path(dir_okay=False), help="Also write the bare receipt here.")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the receipt.")
+def register(
+    statement_file: str, ts: str, token_file: Path | None, out: str | None, receipt_out: str | None, timeout: float
+) -> None:
+    """Register a Signed Statement and write the Transparent Statement (statement + receipt).
+
+    Works with SCRAPI draft -10 and -11 services. The receipt is checked against the service's
+    published keys before anything is written.
+    """
+    data = _read(statement_file, "statement")
+    try:
+        signed = statement_mod.parse(data)
+    except ScittOciError as exc:
+        _die(f"{statement_file}: {exc.diagnostics()}")
+    client = _client(ts, token_file, min(timeout, 30.0))
+    client._max_wait = timeout
+    try:
+        registered = client.register(data)
+        service_keys = client.keys()
+        verified = receipt_mod.verify_receipt(registered.receipt, signed, service_keys)
+    except VerificationFailure as exc:
+        _die(f"the service's receipt does not verify: {exc.diagnostics()}")
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
+    target = out or str(Path(statement_file).with_suffix(".scitt"))
+    _write(target, transparent.add_receipts(signed, [registered.receipt]))
+    if receipt_out:
+        _write(receipt_out, registered.receipt)
+    click.echo(
+        f"registered: leaf {verified.leaf_index} of {verified.tree_size}; transparent statement written to {target}"
+    )
+
+
+@main.group("log")
+def log_group() -> None:
+    """Audit a transparency service's log."""
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+@log_group.command("audit")
+@click.option("--ts", required=True, help="The transparency service URL.")
+@click.option(
+    "--state",
+    "state_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where the last verified checkpoint and the pinned keys are kept (JSON).",
+)
+@click.option(
+    "--keys",
+    "keys_file",
+    type=click.Path(dir_okay=False),
+    help="Service keys to trust (JWKS, COSE Key Set, PEM); default: pinned on first audit.",
+)
+@click.option("--timeout", default=10.0, show_default=True)
+def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float) -> None:
+    """Check that the log only grew since the last audit: verify the new checkpoint and a consistency proof.
+
+    Exit 0 when consistent (the new checkpoint is saved), 1 when the log is inconsistent
+    (nothing is saved: keep the evidence), 2 on errors.
+    """
+    state: dict[str, Any] = {}
+    if state_file.exists():
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError) as exc:
+            _die(f"cannot read audit state {state_file}: {exc}")
+        if state.get("ts") != ts:
+            _die(f"{state_file} records audits of {state.get('ts')!r}, not {ts!r}")
+    client = _client(ts, None, timeout)
+    try:
+        if keys_file:
+            trusted = keys.load_key_file(_read(keys_file, "keys file"))
+        elif state.get("keys"):
+            trusted = [keys.from_jwk(k) for k in state["keys"]]
+        else:
+            trusted = client.keys()
+            click.echo(
+                f"pinning {len(trusted)} service key(s) on first use: {', '.join(k.kid.hex()[:16] for k in trusted)}"
+            )
+        size, root, _key = read_checkpoint(client.checkpoint(), trusted)
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
+    old_size, old_root = state.get("tree_size"), state.get("root")
+    if isinstance(old_size, int) and isinstance(old_root, str):
+        if size < old_size:
+            click.echo(f"INCONSISTENT: the log shrank from {old_size} to {size} entries")
+            sys.exit(EXIT_INVALID)
+        try:
+            if size == old_size:
+                if root.hex() != old_root:
+                    raise VerificationFailure(
+                        Reason.TAMPERED_INCLUSION_PATH,
+                        f"size {size} now has root {root.hex()}, was {old_root}",
+                    )
+            else:
+                proof = client.consistency(old_size, size)
+                new_size, new_root, _v = receipt_mod.verify_consistency_receipt(
+                    proof, old_size=old_size, old_root=bytes.fromhex(old_root), keys=trusted
+                )
+                if (new_size, new_root) != (size, root):
+                    raise VerificationFailure(
+                        Reason.TAMPERED_INCLUSION_PATH,
+                        "the consistency proof ends at another tree head than the checkpoint",
+                    )
+        except VerificationFailure as exc:
+            click.echo(f"INCONSISTENT: {exc.message}")
+            sys.exit(EXIT_INVALID)
+        except ScittOciError as exc:
+            _die(exc.diagnostics())
+        click.echo(f"consistent: {old_size} -> {size} entries, root {root.hex()}")
+    else:
+        click.echo(f"first audit: {size} entries, root {root.hex()}")
+    _save_state(
+        state_file,
+        {
+            "ts": ts,
+            "tree_size": size,
+            "root": root.hex(),
+            "checked_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "keys": [k.to_jwk() for k in trusted],
+        },
+    )

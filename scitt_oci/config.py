@@ -1,0 +1,234 @@
+"""Service configuration: embedded defaults, then a YAML file, then SCITT_OCI_* environment variables, then flags.
+
+Every setting and its variable is listed in docs/configuration.md. Unknown keys are errors.
+Nested settings are reached from the environment with a double underscore:
+SCITT_OCI_BATCH__MAX_SIZE=500 sets `batch.max_size`. Lists are given as JSON.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from scitt_oci.errors import PolicyError
+
+ENV_PREFIX = "SCITT_OCI_"
+DEFAULT_PORT = 8700
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BatchConfig(_Section):
+    max_size: int = Field(1000, ge=1, le=100_000, description="entries integrated per signed tree head, at most")
+    max_delay_ms: float = Field(
+        2.0, ge=0, le=10_000, description="how long the sequencer waits for more entries once one arrived"
+    )
+    max_queue: int = Field(50_000, ge=1, description="registrations waiting at once before new ones get 429")
+
+
+class RegistrationConfig(_Section):
+    open: bool = Field(False, description="accept any statement whose signature verifies with the key it carries")
+    issuer_keys: list[Path] = Field(
+        default_factory=list, description="files of trusted issuer public keys (PEM, JWKS, COSE Key Set)"
+    )
+    x509_roots: list[Path] = Field(
+        default_factory=list, description="PEM files of roots for statements signed with x5chain"
+    )
+    algorithms: list[str] = Field(
+        default_factory=lambda: ["ES256", "ES384", "ES512", "EdDSA", "PS256", "PS384", "PS512"]
+    )
+    max_statement_bytes: int = Field(64 * 1024, ge=256, le=16 * 1024 * 1024)
+    issuers: list[str] | None = Field(None, description="allowed iss values (globs); none: any trusted issuer")
+    subjects: list[str] | None = Field(None, description="allowed sub values (globs); none: any")
+    wait_seconds: float = Field(
+        3.0, ge=0, le=60, description="how long POST /entries waits for the receipt before answering 202"
+    )
+
+
+class AuthConfig(_Section):
+    required: Literal["auto", "always", "never"] = Field(
+        "auto", description="bearer tokens for registration: auto = required when listening beyond loopback"
+    )
+    tokens: list[str] = Field(default_factory=list, description="accepted bearer tokens (prefer token_files)")
+    token_files: list[Path] = Field(default_factory=list, description="files holding one accepted token each")
+
+
+class RateLimitConfig(_Section):
+    per_client_per_second: float = Field(5000, ge=0, description="requests per second per client address; 0 = no limit")
+    burst: int = Field(10_000, ge=1)
+
+
+class StorageConfig(_Section):
+    backend: Literal["sqlite"] = "sqlite"
+    sqlite_path: Path | None = Field(None, description="default: <data_dir>/log.db")
+    synchronous: Literal["FULL", "NORMAL"] = Field(
+        "FULL", description="FULL survives power loss; NORMAL survives a process crash"
+    )
+
+
+class Config(_Section):
+    data_dir: Path = Field(Path("data"), description="keys and the embedded database live here")
+    listen: str = Field(f"127.0.0.1:{DEFAULT_PORT}", description="HOST:PORT to serve on")
+    identity: str | None = Field(None, description="the service's identity (receipt iss); default: its URL")
+    log_id: str = Field("scitt-oci/log", description="the log's name (receipt sub)")
+    ts_key: Path | None = Field(
+        None, description="the service's signing key (PEM); default: <data_dir>/keys/ts.pem, made on first start"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    batch: BatchConfig = Field(default_factory=BatchConfig)  # type: ignore[arg-type]
+    registration: RegistrationConfig = Field(default_factory=RegistrationConfig)  # type: ignore[arg-type]
+    auth: AuthConfig = Field(default_factory=AuthConfig)  # type: ignore[arg-type]
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)  # type: ignore[arg-type]
+    storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8700 or [::1]:8700")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def loopback_only(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def auth_required(self) -> bool:
+        return self.auth.required == "always" or (self.auth.required == "auto" and not self.loopback_only)
+
+    @property
+    def database(self) -> Path:
+        return self.storage.sqlite_path or self.data_dir / "log.db"
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        value: Any = raw
+        if raw[:1] in "[{":
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                raise PolicyError(f"environment variable {name} is not valid JSON") from None
+        node = out
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return out
+
+
+def _describe(exc: ValidationError, source: str) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        problems.append(f"{where}: {err['msg']}")
+    return f"invalid configuration ({source}): " + "; ".join(problems)
+
+
+def load(
+    path: Path | None = None, *, environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Config:
+    """Defaults < `path` (or $SCITT_OCI_CONFIG) < SCITT_OCI_* variables < `overrides` (flags)."""
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    file = path or (Path(env[ENV_PREFIX + "CONFIG"]) if env.get(ENV_PREFIX + "CONFIG") else None)
+    sources = ["defaults"]
+    if file is not None:
+        try:
+            doc = yaml.safe_load(file.read_text())
+        except OSError as exc:
+            raise PolicyError(f"cannot read configuration {file}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"configuration {file} is not valid YAML: {exc}") from None
+        if doc is not None and not isinstance(doc, dict):
+            raise PolicyError(f"configuration {file} must be a mapping")
+        data = _merge(data, _resolve_paths(doc or {}, file.parent))
+        sources.append(str(file))
+    from_env = _from_env(env)
+    if from_env:
+        data = _merge(data, from_env)
+        sources.append("environment")
+    if overrides:
+        data = _merge(data, overrides)
+        sources.append("flags")
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise PolicyError(_describe(exc, " < ".join(sources))) from None
+    return config
+
+
+_PATH_KEYS = {
+    ("data_dir",),
+    ("ts_key",),
+    ("registration", "issuer_keys"),
+    ("registration", "x509_roots"),
+    ("auth", "token_files"),
+    ("storage", "sqlite_path"),
+}
+
+
+def _resolve_paths(doc: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Relative paths written in a config file resolve against the file's folder."""
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value and not Path(value).is_absolute():
+            return str(base / value)
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        return value
+
+    out = dict(doc)
+    for keys in _PATH_KEYS:
+        node = out
+        for k in keys[:-1]:
+            child = node.get(k)
+            if not isinstance(child, dict):
+                break
+            node[k] = child = dict(child)
+            node = child
+        else:
+            if keys[-1] in node:
+                node[keys[-1]] = fix(node[keys[-1]])
+    return out

@@ -1,0 +1,68 @@
+"""Key and secret files: made once with mode 0600 (directories 0700), read back, never logged."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from scitt_oci.cose import algorithms, keys
+from scitt_oci.cose.keys import CoseKey
+from scitt_oci.errors import PolicyError, ScittOciError
+
+
+def write_secret(path: Path, data: bytes) -> None:
+    """Create `path` with mode 0600 from the first byte on; refuse to overwrite."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def private_key(path: Path, *, create_alg: str | None = "ES256") -> tuple[CoseKey, bool]:
+    """The private key at `path`, generating it first when absent and `create_alg` is given.
+
+    Returns (key, created). A key file readable by group or others is refused.
+    """
+    if not path.exists():
+        if create_alg is None:
+            raise PolicyError(f"key file {path} does not exist")
+        key = keys.generate(algorithms.by_name(create_alg))
+        write_secret(path, key.private_pem())
+        return key, True
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise PolicyError(f"key file {path} has mode {mode:o}; private keys must not be readable by others (chmod 600)")
+    try:
+        return keys.load_private_pem(path.read_bytes()), False
+    except OSError as exc:
+        raise PolicyError(f"cannot read key file {path}: {exc.strerror}") from None
+    except ScittOciError as exc:
+        raise PolicyError(f"key file {path}: {exc}") from None
+
+
+def token(path: Path, *, create: bool = False) -> str:
+    """A bearer token from `path` (first line), generating a random one first when asked."""
+    if not path.exists() and create:
+        write_secret(path, (secrets.token_urlsafe(32) + "\n").encode())
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise PolicyError(f"cannot read token file {path}: {exc.strerror}") from None
+    if len(value) < 16:
+        raise PolicyError(f"token file {path} holds a token shorter than 16 characters")
+    return value
+
+
+def public_keys(paths: list[Path]) -> list[CoseKey]:
+    out: list[CoseKey] = []
+    for p in paths:
+        try:
+            out.extend(keys.load_key_file(p.read_bytes()))
+        except OSError as exc:
+            raise PolicyError(f"cannot read key file {p}: {exc.strerror}") from None
+        except ScittOciError as exc:
+            raise PolicyError(f"key file {p}: {exc}") from None
+    return out

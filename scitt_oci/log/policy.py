@@ -1,0 +1,123 @@
+"""The registration policy: what the log checks before it stores anything (RFC 9943 5.1.1.1).
+
+Rejections carry SCRAPI's problem titles. The statement that passes comes back with its
+unprotected header emptied, ready to be the log entry.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cryptography import x509
+
+from scitt_oci.cose import algorithms
+from scitt_oci.cose.keys import CoseKey
+from scitt_oci.errors import ScittOciError, SignatureError, UnsupportedError, UntrustedKeyError
+from scitt_oci.scitt import statement as statement_mod
+from scitt_oci.scitt.statement import SignedStatement
+
+
+class Rejection(ScittOciError):
+    """A registration refused, with the SCRAPI problem title and one sentence of detail."""
+
+    def __init__(self, title: str, detail: str, status: int = 400) -> None:
+        super().__init__(f"{title}: {detail}")
+        self.title = title
+        self.detail = detail
+        self.status = status
+
+
+MALFORMED = "Malformed request"
+BAD_ALGORITHM = "Bad Signature Algorithm"
+PAYLOAD_MISSING = "Payload Missing"
+REJECTED = "Rejected"
+TOO_LARGE = "Payload Too Large"
+
+DEFAULT_ALGORITHMS = ("ES256", "ES384", "ES512", "EdDSA", "PS256", "PS384", "PS512")
+
+
+@dataclass(frozen=True)
+class RegistrationPolicy:
+    issuer_keys: tuple[CoseKey, ...] = ()
+    x509_roots: tuple[x509.Certificate, ...] = ()
+    open_registration: bool = False  # accept any statement whose signature verifies with the key it carries
+    algorithms: frozenset[int] = field(
+        default_factory=lambda: frozenset(algorithms.BY_NAME[a].cose_id for a in DEFAULT_ALGORITHMS)
+    )
+    max_statement_bytes: int = 64 * 1024
+    issuers: tuple[str, ...] | None = None  # allowed iss values (globs)
+    subjects: tuple[str, ...] | None = None  # allowed sub values (globs)
+    _subject_res: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        issuer_keys: Sequence[CoseKey] = (),
+        x509_roots: Sequence[x509.Certificate] = (),
+        open_registration: bool = False,
+        algorithm_names: Sequence[str] = DEFAULT_ALGORITHMS,
+        max_statement_bytes: int = 64 * 1024,
+        issuers: Sequence[str] | None = None,
+        subjects: Sequence[str] | None = None,
+    ) -> RegistrationPolicy:
+        return cls(
+            tuple(issuer_keys),
+            tuple(x509_roots),
+            open_registration,
+            frozenset(algorithms.by_name(a).cose_id for a in algorithm_names),
+            max_statement_bytes,
+            tuple(issuers) if issuers is not None else None,
+            tuple(subjects) if subjects is not None else None,
+            tuple(re.compile(fnmatch.translate(s)) for s in subjects or ()),
+        )
+
+    def check(self, data: bytes) -> SignedStatement:
+        """The statement, ready for the log, or `Rejection` saying why not."""
+        if len(data) > self.max_statement_bytes:
+            raise Rejection(
+                TOO_LARGE,
+                f"the statement is {len(data)} bytes; this log accepts at most {self.max_statement_bytes}",
+                413,
+            )
+        try:
+            signed = statement_mod.parse(data)
+        except UnsupportedError as exc:
+            raise Rejection(REJECTED, str(exc)) from None
+        except ScittOciError as exc:
+            raise Rejection(MALFORMED, f"the body is not a COSE_Sign1 Signed Statement: {exc}") from None
+        message = signed.message
+        if message.payload is None:
+            raise Rejection(
+                PAYLOAD_MISSING, "the statement's payload is detached; this log registers attached payloads only"
+            )
+        try:
+            alg = message.alg
+        except ScittOciError:
+            raise Rejection(BAD_ALGORITHM, f"alg {message.protected.get(1)!r} is missing or not supported") from None
+        if alg.cose_id not in self.algorithms:
+            allowed = ", ".join(a.name for a in algorithms.ALGORITHMS.values() if a.cose_id in self.algorithms)
+            raise Rejection(BAD_ALGORITHM, f"{alg.name} is not accepted here (accepted: {allowed})")
+        try:
+            signed.check_required_headers()
+        except ScittOciError as exc:
+            raise Rejection(REJECTED, str(exc)) from None
+        assert signed.claims is not None and signed.claims.iss and signed.claims.sub
+        if self.issuers is not None and not any(fnmatch.fnmatchcase(signed.claims.iss, p) for p in self.issuers):
+            raise Rejection(REJECTED, f"issuer {signed.claims.iss!r} is not allowed to register here")
+        if self.subjects is not None and not any(r.match(signed.claims.sub) for r in self._subject_res):
+            raise Rejection(REJECTED, f"subject {signed.claims.sub!r} matches none of the allowed subject patterns")
+        try:
+            statement_mod.verify(
+                signed, keys=self.issuer_keys, x509_roots=self.x509_roots, trust_embedded=self.open_registration
+            )
+        except UntrustedKeyError as exc:
+            raise Rejection(REJECTED, f"the issuer is not trusted by this log: {exc}") from None
+        except SignatureError as exc:
+            raise Rejection(REJECTED, f"the issuer's signature does not verify: {exc}") from None
+        except ScittOciError as exc:
+            raise Rejection(REJECTED, str(exc)) from None
+        return signed.stripped()

@@ -1,0 +1,172 @@
+"""The sequencer: one thread that turns accepted registrations into batches, one signature per batch.
+
+Each loop takes what arrived (waiting up to `max_delay` for more once something is there), and in
+one store transaction integrates up to `max_batch` entries (the durable backlog first, then new
+arrivals) and stores the overflow as pending. A registration is *accepted* when that transaction
+commits, whichever way it went, and *integrated* once its batch's tree head is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from scitt_oci.errors import ScittOciError
+from scitt_oci.log.store import BatchResult, HeadSigner, LogStore, Pending
+
+log = logging.getLogger(__name__)
+
+
+class Overloaded(ScittOciError):
+    """Too many registrations are waiting; the client should retry later."""
+
+
+@dataclass
+class Registration:
+    pending: Pending
+    accepted: Future[None] = field(default_factory=Future)
+    integrated: Future[int] = field(default_factory=Future)  # the leaf index
+
+
+BatchObserver = Callable[[BatchResult, float], None]  # (result, seconds the commit took)
+
+
+class Sequencer:
+    def __init__(
+        self,
+        store: LogStore,
+        sign: HeadSigner,
+        *,
+        max_batch: int = 1000,
+        max_delay: float = 0.002,
+        max_queue: int = 50_000,
+        observer: BatchObserver | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._sign = sign
+        self._max_batch = max_batch
+        self._max_delay = max_delay
+        self._max_queue = max_queue
+        self._observer = observer
+        self._clock = clock
+        self._arrivals: queue.SimpleQueue[Registration] = queue.SimpleQueue()
+        self._inflight: dict[bytes, Registration] = {}
+        self._lock = threading.Lock()
+        self._backlog: deque[Registration] = deque()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.failures = 0
+
+    # ----- lifecycle -----
+    def start(self) -> None:
+        for p in self._store.pending(10_000_000):  # accepted before a restart: integrate them first
+            reg = Registration(p)
+            reg.accepted.set_result(None)
+            self._inflight[p.entry_id] = reg
+            self._backlog.append(reg)
+        self._thread = threading.Thread(target=self._run, name="scitt-oci-sequencer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def queued(self) -> int:
+        return len(self._inflight)
+
+    def in_flight(self, eid: bytes) -> bool:
+        return eid in self._inflight
+
+    # ----- submission -----
+    def submit(self, pending: Pending) -> Registration:
+        """Queue `pending`; the same entry already in flight returns the same registration."""
+        with self._lock:
+            existing = self._inflight.get(pending.entry_id)
+            if existing is not None:
+                return existing
+            if len(self._inflight) >= self._max_queue:
+                raise Overloaded(f"{len(self._inflight)} registrations are already waiting")
+            reg = Registration(pending)
+            self._inflight[pending.entry_id] = reg
+        self._arrivals.put(reg)
+        return reg
+
+    # ----- the loop -----
+    def _collect(self) -> list[Registration]:
+        arrivals: list[Registration] = []
+        try:
+            first = self._arrivals.get(timeout=0.05 if not self._backlog else 0)
+        except queue.Empty:
+            return arrivals
+        arrivals.append(first)
+        deadline = time.monotonic() + self._max_delay
+        while len(arrivals) + len(self._backlog) < self._max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                arrivals.append(
+                    self._arrivals.get_nowait() if remaining <= 0 else self._arrivals.get(timeout=remaining)
+                )
+            except queue.Empty:
+                break
+        return arrivals
+
+    def _run(self) -> None:
+        retry_delay = 0.05
+        while not self._stop.is_set() or not self._arrivals.empty():
+            arrivals = self._collect()
+            if not arrivals and not self._backlog:
+                continue
+            take = min(len(self._backlog), self._max_batch)
+            from_backlog = [self._backlog[i] for i in range(take)]
+            room = self._max_batch - take
+            integrate = from_backlog + arrivals[:room]
+            overflow = arrivals[room:]
+            started = time.monotonic()
+            try:
+                result = self._store.commit(
+                    accept=[r.pending for r in overflow],
+                    integrate=[r.pending for r in integrate],
+                    sign=self._sign,
+                    now=self._clock(),
+                )
+            except Exception as exc:  # the store failed: nothing new was accepted
+                self.failures += 1
+                log.error("log commit failed (%s): %s", type(exc).__name__, exc)
+                for reg in arrivals:
+                    self._forget(reg)
+                    reg.accepted.set_exception(exc)
+                    reg.integrated.set_exception(exc)
+                self._stop.wait(retry_delay)
+                retry_delay = min(retry_delay * 2, 5.0)
+                continue
+            retry_delay = 0.05
+            for _ in range(take):
+                self._backlog.popleft()
+            for reg in integrate:
+                self._forget(reg)
+                if not reg.accepted.done():
+                    reg.accepted.set_result(None)
+                reg.integrated.set_result(result.integrated[reg.pending.entry_id])
+            for reg in overflow:
+                reg.accepted.set_result(None)
+                self._backlog.append(reg)
+            if self._observer is not None:
+                self._observer(result, time.monotonic() - started)
+
+    def _forget(self, reg: Registration) -> None:
+        with self._lock:
+            if self._inflight.get(reg.pending.entry_id) is reg:
+                del self._inflight[reg.pending.entry_id]

@@ -1,0 +1,180 @@
+"""The Transparency Service: registration, receipts, keys, checkpoints and consistency proofs.
+
+Faces (HTTP, CLI) call this; it holds the domain logic and nothing about HTTP.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from enum import StrEnum
+
+import cbor2
+
+from scitt_oci.cose import cbor, headers, sign1
+from scitt_oci.cose.keys import CoseKey
+from scitt_oci.errors import ScittOciError
+from scitt_oci.log.policy import RegistrationPolicy
+from scitt_oci.log.sequencer import BatchObserver, Registration, Sequencer
+from scitt_oci.log.store import LogStore, Pending, StoredHead, entry_id
+from scitt_oci.scitt import merkle, receipt
+
+
+class EntryState(StrEnum):
+    INTEGRATED = "integrated"
+    PENDING = "pending"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Submission:
+    entry_id: bytes
+    registration: Registration | None  # None: the entry was already in the log
+
+
+class ConsistencyError(ScittOciError):
+    """A consistency proof was asked for sizes the log cannot prove between."""
+
+
+class _ReceiptCache:
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._data: OrderedDict[bytes, bytes] = OrderedDict()
+        self._capacity = capacity
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> bytes | None:
+        with self._lock:
+            return self._data.get(key)
+
+    def put(self, key: bytes, value: bytes) -> None:
+        with self._lock:
+            self._data[key] = value
+            if len(self._data) > self._capacity:
+                self._data.popitem(last=False)
+
+
+class TransparencyService:
+    def __init__(
+        self,
+        store: LogStore,
+        key: CoseKey,
+        policy: RegistrationPolicy,
+        *,
+        identity: str,
+        log_id: str = "scitt-oci/log",
+        max_batch: int = 1000,
+        max_delay: float = 0.002,
+        max_queue: int = 50_000,
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self.store = store
+        self.key = key
+        self.policy = policy
+        self.identity = identity
+        self.log_id = log_id
+        self._receipts = _ReceiptCache()
+        self.sequencer = Sequencer(
+            store, self._sign, max_batch=max_batch, max_delay=max_delay, max_queue=max_queue, observer=observer
+        )
+
+    def _sign(self, size: int, root: bytes) -> receipt.SignedTreeHead:
+        return receipt.sign_tree_head(
+            self.key, issuer=self.identity, subject=self.log_id, tree_size=size, root=root, iat=int(time.time())
+        )
+
+    def start(self) -> None:
+        self.sequencer.start()
+
+    def stop(self) -> None:
+        self.sequencer.stop()
+
+    # ----- keys -----
+    def keys(self) -> list[CoseKey]:
+        return [self.key]
+
+    def find_key(self, kid: bytes) -> CoseKey | None:
+        return next((k for k in self.keys() if kid in k.aliases), None)
+
+    # ----- registration -----
+    def submit(self, data: bytes) -> Submission:
+        """Check `data` against the registration policy, then queue it (`Rejection` if refused)."""
+        signed = self.policy.check(data)
+        entry = signed.entry()
+        eid = entry_id(entry)
+        if self.store.lookup(eid) is not None:
+            return Submission(eid, None)
+        return Submission(eid, self.sequencer.submit(Pending(eid, entry)))
+
+    def state(self, eid: bytes) -> EntryState:
+        if self._receipts.get(eid) is not None or self.store.lookup(eid) is not None:
+            return EntryState.INTEGRATED
+        if self.sequencer.in_flight(eid) or self.store.is_pending(eid):
+            return EntryState.PENDING
+        return EntryState.UNKNOWN
+
+    def receipt(self, eid: bytes) -> bytes | None:
+        """The receipt of an integrated entry: the signed head of its batch plus an inclusion proof."""
+        cached = self._receipts.get(eid)
+        if cached is not None:
+            return cached
+        index = self.store.lookup(eid)
+        if index is None:
+            return None
+        head = self.store.head_covering(index)
+        if head is None:
+            raise ScittOciError(f"the log has entry {index} but no tree head covering it")
+        path = merkle.inclusion_path(index, head.tree_size, self.store.tree().hash_range)
+        value = receipt.inclusion_receipt(head.signed(), index, path)
+        self._receipts.put(eid, value)
+        return value
+
+    # ----- auditors -----
+    def checkpoint(self) -> bytes | None:
+        """The latest signed tree head as a COSE_Sign1 whose payload is the root (attached), with the tree size."""
+        head = self.store.head()
+        if head is None:
+            return None
+        return checkpoint_bytes(head)
+
+    def consistency(self, old_size: int, new_size: int | None = None) -> bytes:
+        """A consistency receipt from `old_size` to `new_size` (a batch boundary; default: the latest)."""
+        head = self.store.head(new_size)
+        if head is None:
+            raise ConsistencyError(
+                f"the log has no signed tree head of size {new_size}" if new_size else "the log is empty"
+            )
+        if not 0 < old_size <= head.tree_size:
+            raise ConsistencyError(f"no consistency proof from size {old_size} to size {head.tree_size}")
+        path = merkle.consistency_path(old_size, head.tree_size, self.store.tree().hash_range)
+        return receipt.consistency_receipt(head.signed(), old_size, path)
+
+
+TREE_SIZE_LABEL = "tree_size"
+
+
+def checkpoint_bytes(head: StoredHead) -> bytes:
+    sth = head.signed()
+    message = sth.message({TREE_SIZE_LABEL: head.tree_size})
+    items = [message.protected_bytes, message.unprotected, head.root, message.signature]
+    return cbor.dumps(cbor2.CBORTag(sign1.SIGN1_TAG, items))
+
+
+def read_checkpoint(data: bytes, keys: list[CoseKey]) -> tuple[int, bytes, CoseKey]:
+    """Verify a checkpoint against `keys`; returns (tree size, root, the key that signed it)."""
+    message = sign1.decode(data)
+    size = message.unprotected.get(TREE_SIZE_LABEL)
+    if type(size) is not int or size < 1 or message.payload is None or len(message.payload) != merkle.HASH_SIZE:
+        raise ScittOciError("checkpoint must carry a tree_size and a 32-byte root")
+    if message.protected.get(headers.VDS) != headers.VDS_RFC9162_SHA256:
+        raise ScittOciError("checkpoint is not an RFC9162_SHA256 tree head")
+    kid = message.kid
+    candidates = [k for k in keys if kid is None or kid in k.aliases]
+    for key in candidates:
+        try:
+            message.verify(key)
+        except ScittOciError:
+            continue
+        return size, message.payload, key
+    raise ScittOciError("the checkpoint's signature does not verify with any trusted service key")

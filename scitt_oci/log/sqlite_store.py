@@ -1,0 +1,208 @@
+"""The SQLite log store: WAL mode, one writer (the sequencer's thread), a read connection per thread.
+
+Entries are looked up by id through an index on the id's first 8 bytes (the full id is checked
+against the entry), which keeps storage at about the entry's bytes plus 70 per entry.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from scitt_oci.errors import ScittOciError
+from scitt_oci.log import tiles
+from scitt_oci.log.store import BatchResult, HeadSigner, Pending, StoredHead, entry_id
+from scitt_oci.log.tiles import NodeCache, TileTree
+from scitt_oci.scitt import merkle
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, id_prefix INTEGER NOT NULL, entry BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS entries_by_id ON entries (id_prefix);
+CREATE TABLE IF NOT EXISTS tiles (level INTEGER NOT NULL, idx INTEGER NOT NULL, hashes BLOB NOT NULL,
+                                  PRIMARY KEY (level, idx)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS heads (tree_size INTEGER PRIMARY KEY, root BLOB NOT NULL, protected BLOB NOT NULL,
+                                  signature BLOB NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS pending (seq INTEGER PRIMARY KEY AUTOINCREMENT, id BLOB NOT NULL UNIQUE,
+                                    entry BLOB NOT NULL, received REAL NOT NULL);
+"""
+
+
+class StoreError(ScittOciError):
+    """The database cannot be opened or is not a scitt-oci log."""
+
+
+def _prefix(eid: bytes) -> int:
+    return int.from_bytes(eid[:8], "big", signed=True)
+
+
+class SqliteStore:
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        self.path = path
+        self._synchronous = synchronous
+        self._local = threading.local()
+        self._cache = NodeCache()
+        self._writer_lock = threading.Lock()
+        conn = self._connect()
+        try:
+            with conn:
+                conn.executescript(_SCHEMA)
+                row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                if row is None:
+                    conn.execute("INSERT INTO meta (key, value) VALUES ('schema', ?)", (SCHEMA_VERSION,))
+                elif row[0] != SCHEMA_VERSION:
+                    raise StoreError(f"{path} has log schema {row[0]}; this version reads {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the log database {path}: {exc}") from None
+        self._writer = conn
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=1")
+            self._local.conn = conn
+        return conn
+
+    # ----- reads -----
+    def _read_tile(self, level: int, index: int) -> bytes:
+        row = self._reader().execute("SELECT hashes FROM tiles WHERE level = ? AND idx = ?", (level, index)).fetchone()
+        return bytes(row[0]) if row else b""
+
+    def tree(self) -> TileTree:
+        return TileTree(self._read_tile, self._cache)
+
+    def size(self) -> int:
+        row = self._reader().execute("SELECT MAX(tree_size) FROM heads").fetchone()
+        return int(row[0] or 0)
+
+    @staticmethod
+    def _head(row: tuple[object, ...] | None) -> StoredHead | None:
+        if row is None:
+            return None
+        size, root, protected, signature, created = row
+        return StoredHead(int(size), bytes(root), bytes(protected), bytes(signature), float(created))  # type: ignore[arg-type, call-overload]
+
+    def head(self, tree_size: int | None = None) -> StoredHead | None:
+        if tree_size is None:
+            sql = "SELECT tree_size, root, protected, signature, created FROM heads ORDER BY tree_size DESC LIMIT 1"
+            return self._head(self._reader().execute(sql).fetchone())
+        sql = "SELECT tree_size, root, protected, signature, created FROM heads WHERE tree_size = ?"
+        return self._head(self._reader().execute(sql, (tree_size,)).fetchone())
+
+    def head_covering(self, index: int) -> StoredHead | None:
+        sql = "SELECT tree_size, root, protected, signature, created FROM heads WHERE tree_size > ? ORDER BY tree_size LIMIT 1"
+        return self._head(self._reader().execute(sql, (index,)).fetchone())
+
+    def heads_between(self, low: int, high: int) -> list[StoredHead]:
+        sql = "SELECT tree_size, root, protected, signature, created FROM heads WHERE tree_size BETWEEN ? AND ? ORDER BY tree_size"
+        return [h for h in map(self._head, self._reader().execute(sql, (low, high)).fetchall()) if h]
+
+    def lookup(self, eid: bytes) -> int | None:
+        return self._lookup(self._reader(), eid)
+
+    @staticmethod
+    def _lookup(conn: sqlite3.Connection, eid: bytes) -> int | None:
+        for idx, entry in conn.execute("SELECT idx, entry FROM entries WHERE id_prefix = ?", (_prefix(eid),)):
+            if entry_id(bytes(entry)) == eid:
+                return int(idx)
+        return None
+
+    def entry(self, index: int) -> bytes | None:
+        row = self._reader().execute("SELECT entry FROM entries WHERE idx = ?", (index,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def is_pending(self, eid: bytes) -> bool:
+        return self._reader().execute("SELECT 1 FROM pending WHERE id = ?", (eid,)).fetchone() is not None
+
+    def pending(self, limit: int) -> list[Pending]:
+        rows = self._reader().execute("SELECT id, entry FROM pending ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        return [Pending(bytes(i), bytes(e)) for i, e in rows]
+
+    # ----- the one writer -----
+    def commit(
+        self, *, accept: Sequence[Pending], integrate: Sequence[Pending], sign: HeadSigner, now: float
+    ) -> BatchResult:
+        with self._writer_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = self._commit(conn, accept, integrate, sign, now)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+    def _commit(
+        self,
+        conn: sqlite3.Connection,
+        accept: Sequence[Pending],
+        integrate: Sequence[Pending],
+        sign: HeadSigner,
+        now: float,
+    ) -> BatchResult:
+        if accept:
+            conn.executemany(
+                "INSERT OR IGNORE INTO pending (id, entry, received) VALUES (?, ?, ?)",
+                [(p.entry_id, p.entry, now) for p in accept],
+            )
+        row = conn.execute("SELECT MAX(tree_size) FROM heads").fetchone()
+        size = int(row[0] or 0)
+        integrated: dict[bytes, int] = {}
+        fresh: list[Pending] = []
+        for p in integrate:
+            if p.entry_id in integrated:
+                continue
+            existing = self._lookup(conn, p.entry_id)
+            if existing is not None:  # registered before: idempotent, nothing appended
+                integrated[p.entry_id] = existing
+                continue
+            integrated[p.entry_id] = size + len(fresh)
+            fresh.append(p)
+        if integrate:
+            conn.executemany("DELETE FROM pending WHERE id = ?", [(p.entry_id,) for p in integrate])
+        if not fresh:
+            return BatchResult(None, integrated)
+        conn.executemany(
+            "INSERT INTO entries (idx, id_prefix, entry) VALUES (?, ?, ?)",
+            [(size + i, _prefix(p.entry_id), p.entry) for i, p in enumerate(fresh)],
+        )
+
+        def read(level: int, index: int) -> bytes:
+            r = conn.execute("SELECT hashes FROM tiles WHERE level = ? AND idx = ?", (level, index)).fetchone()
+            return bytes(r[0]) if r else b""
+
+        written = tiles.append(read, size, [merkle.leaf_hash(p.entry) for p in fresh])
+        conn.executemany(
+            "INSERT OR REPLACE INTO tiles (level, idx, hashes) VALUES (?, ?, ?)",
+            [(level, index, hashes) for (level, index), hashes in written.items()],
+        )
+        new_size = size + len(fresh)
+        # A private node cache: nothing computed from uncommitted tiles may outlive a rollback.
+        root = TileTree(lambda level, index: written.get((level, index)) or read(level, index), NodeCache(1024)).root(
+            new_size
+        )
+        sth = sign(new_size, root)
+        conn.execute(
+            "INSERT INTO heads (tree_size, root, protected, signature, created) VALUES (?, ?, ?, ?, ?)",
+            (new_size, root, sth.protected_bytes, sth.signature, now),
+        )
+        return BatchResult(StoredHead(new_size, root, sth.protected_bytes, sth.signature, now), integrated)
+
+    def close(self) -> None:
+        self._writer.close()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None

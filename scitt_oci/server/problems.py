@@ -1,0 +1,20 @@
+"""Concise problem details (RFC 9290) in CBOR, the error body of every SCRAPI answer."""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from scitt_oci.cose import cbor
+
+PROBLEM_TYPE = "application/concise-problem-details+cbor"
+TITLE, DETAIL, RESPONSE_CODE = -1, -2, -4
+
+
+def problem(
+    status: int, title: str, detail: str, *, retry_after: int | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    body = cbor.dumps({TITLE: title, DETAIL: detail, RESPONSE_CODE: status})
+    out = dict(headers or {})
+    if retry_after is not None:
+        out["Retry-After"] = str(retry_after)
+    return Response(body, status_code=status, media_type=PROBLEM_TYPE, headers=out)
