@@ -22,6 +22,10 @@ from scitt_oci.log.store import BatchResult, HeadSigner, LogStore, Pending
 
 log = logging.getLogger(__name__)
 
+# With max_delay above this, new entries are made durable (pending) within this long, then integrated
+# when their batch is due; at or below it, they are integrated straight away, in one commit.
+ACCEPT_WINDOW = 0.005
+
 
 class Overloaded(ScittOciError):
     """Too many registrations are waiting; the client should retry later."""
@@ -60,6 +64,7 @@ class Sequencer:
         self._inflight: dict[bytes, Registration] = {}
         self._lock = threading.Lock()
         self._backlog: deque[Registration] = deque()
+        self._backlog_since = 0.0  # when the oldest backlog entry was accepted (monotonic)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.failures = 0
@@ -105,16 +110,15 @@ class Sequencer:
         return reg
 
     # ----- the loop -----
-    def _collect(self) -> list[Registration]:
+    def _collect(self, wait: float, until: float) -> list[Registration]:
+        """Arrivals: block up to `wait` for the first, then take more until `until` or a full batch."""
         arrivals: list[Registration] = []
         try:
-            first = self._arrivals.get(timeout=0.05 if not self._backlog else 0)
+            arrivals.append(self._arrivals.get(timeout=wait) if wait > 0 else self._arrivals.get_nowait())
         except queue.Empty:
             return arrivals
-        arrivals.append(first)
-        deadline = time.monotonic() + self._max_delay
         while len(arrivals) + len(self._backlog) < self._max_batch:
-            remaining = deadline - time.monotonic()
+            remaining = until - time.monotonic()
             try:
                 arrivals.append(
                     self._arrivals.get_nowait() if remaining <= 0 else self._arrivals.get(timeout=remaining)
@@ -126,22 +130,23 @@ class Sequencer:
     def _run(self) -> None:
         retry_delay = 0.05
         while not self._stop.is_set() or not self._arrivals.empty():
-            arrivals = self._collect()
+            now = time.monotonic()
+            if self._backlog:
+                due_at = self._backlog_since + self._max_delay
+                arrivals = self._collect(max(0.0, min(due_at - now, 0.05)), now)
+            else:
+                # Linger a little for company; a long max_delay makes new entries durable (pending) first.
+                arrivals = self._collect(0.05, now + min(self._max_delay, ACCEPT_WINDOW))
             if not arrivals and not self._backlog:
                 continue
-            take = min(len(self._backlog), self._max_batch)
-            from_backlog = [self._backlog[i] for i in range(take)]
-            room = self._max_batch - take
-            integrate = from_backlog + arrivals[:room]
-            overflow = arrivals[room:]
-            started = time.monotonic()
+            now = time.monotonic()
+            full = len(self._backlog) + len(arrivals) >= self._max_batch
+            if self._backlog:
+                due = full or now >= self._backlog_since + self._max_delay
+            else:
+                due = full or self._max_delay <= ACCEPT_WINDOW
             try:
-                result = self._store.commit(
-                    accept=[r.pending for r in overflow],
-                    integrate=[r.pending for r in integrate],
-                    sign=self._sign,
-                    now=self._clock(),
-                )
+                self._commit(arrivals, due, now)
             except Exception as exc:  # the store failed: nothing new was accepted
                 self.failures += 1
                 log.error("log commit failed (%s): %s", type(exc).__name__, exc)
@@ -153,18 +158,37 @@ class Sequencer:
                 retry_delay = min(retry_delay * 2, 5.0)
                 continue
             retry_delay = 0.05
-            for _ in range(take):
-                self._backlog.popleft()
-            for reg in integrate:
-                self._forget(reg)
-                if not reg.accepted.done():
-                    reg.accepted.set_result(None)
-                reg.integrated.set_result(result.integrated[reg.pending.entry_id])
+
+    def _commit(self, arrivals: list[Registration], due: bool, now: float) -> None:
+        take = min(len(self._backlog), self._max_batch) if due else 0
+        from_backlog = [self._backlog[i] for i in range(take)]
+        room = self._max_batch - take if due else 0
+        integrate = from_backlog + arrivals[:room]
+        overflow = arrivals[room:]
+        started = time.monotonic()
+        result = self._store.commit(
+            accept=[r.pending for r in overflow],
+            integrate=[r.pending for r in integrate],
+            sign=self._sign,
+            now=self._clock(),
+        )
+        for _ in range(take):
+            self._backlog.popleft()
+        for reg in integrate:
+            self._forget(reg)
+            if not reg.accepted.done():
+                reg.accepted.set_result(None)
+            reg.integrated.set_result(result.integrated[reg.pending.entry_id])
+        if overflow:
+            if not self._backlog:
+                self._backlog_since = now
             for reg in overflow:
                 reg.accepted.set_result(None)
                 self._backlog.append(reg)
-            if self._observer is not None:
-                self._observer(result, time.monotonic() - started)
+        elif not self._backlog:
+            self._backlog_since = now
+        if self._observer is not None and integrate:
+            self._observer(result, time.monotonic() - started)
 
     def _forget(self, reg: Registration) -> None:
         with self._lock:

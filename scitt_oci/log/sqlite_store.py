@@ -46,8 +46,8 @@ class SqliteStore:
         self._local = threading.local()
         self._cache = NodeCache()
         self._writer_lock = threading.Lock()
-        conn = self._connect()
         try:
+            conn = self._connect()
             with conn:
                 conn.executescript(_SCHEMA)
                 row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()

@@ -1,0 +1,78 @@
+"""Registration policy rules and configuration loading."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from scitt_oci import config
+from scitt_oci.cose import headers, keys, sign1
+from scitt_oci.errors import PolicyError
+from scitt_oci.log.policy import RegistrationPolicy, Rejection
+from scitt_oci.scitt import statement
+from tests.helpers import key
+
+
+def _stmt(k: keys.CoseKey, iss: str = "https://wabbit.example", sub: str = "oci://r.example/app@sha256:" + "a" * 64) -> bytes:
+    return statement.hash_envelope_statement(k, issuer=iss, subject=sub, digest=hashlib.sha256(b"x").digest()).encode()
+
+
+def test_trusted_issuer_key_passes_and_the_unprotected_header_is_emptied() -> None:
+    policy = RegistrationPolicy.build(issuer_keys=[key()])
+    signed = statement.parse(_stmt(key()))
+    with_extra = signed.message.with_unprotected({headers.RECEIPTS: [b"old receipt"]}).encode()
+    checked = policy.check(with_extra)
+    assert checked.message.unprotected == {} and checked.entry() == signed.entry()
+
+
+@pytest.mark.parametrize(
+    ("policy_kw", "body_kw", "title", "detail"),
+    [
+        ({"algorithm_names": ["ES384"]}, {}, "Bad Signature Algorithm", "ES256 is not accepted here"),
+        ({"issuers": ["https://acme.*"]}, {}, "Rejected", "issuer 'https://wabbit.example' is not allowed"),
+        ({"subjects": ["oci://other.example/*"]}, {}, "Rejected", "matches none of the allowed subject patterns"),
+        ({"max_statement_bytes": 100}, {}, "Payload Too Large", "this log accepts at most 100"),
+        ({}, {"slot": 3}, "Rejected", "not trusted by this log"),
+    ],
+)
+def test_policy_rejections(policy_kw: dict[str, object], body_kw: dict[str, int], title: str, detail: str) -> None:
+    policy = RegistrationPolicy.build(issuer_keys=[key()], **policy_kw)  # type: ignore[arg-type]
+    with pytest.raises(Rejection, match=detail) as info:
+        policy.check(_stmt(key(slot=body_kw.get("slot", 0))))
+    assert info.value.title == title
+
+
+def test_subject_globs_allow_matching_subjects() -> None:
+    policy = RegistrationPolicy.build(issuer_keys=[key()], subjects=["oci://r.example/*"], issuers=["https://wabbit.*"])
+    assert policy.check(_stmt(key())).subject is not None
+
+
+def test_open_registration_needs_a_self_contained_signature() -> None:
+    policy = RegistrationPolicy.build(open_registration=True)
+    with pytest.raises(Rejection, match="not trusted"):
+        policy.check(_stmt(key(slot=5)))  # kid only: nothing to verify it with
+    forged = sign1.sign(key(), {4: key().kid, 15: {1: "https://x", 2: "s"}}, b"p")
+    bad = sign1.Sign1(forged.protected_bytes, forged.protected, {}, b"q", forged.signature).encode()
+    with pytest.raises(Rejection, match="not trusted|does not verify"):
+        RegistrationPolicy.build(issuer_keys=[key()]).check(bad)
+
+
+def test_config_layers_and_errors(tmp_path: Path) -> None:
+    file = tmp_path / "scitt.yaml"
+    file.write_text("listen: 127.0.0.1:9100\nbatch: {max_size: 10}\nregistration: {issuer_keys: [keys/a.pem]}\n")
+    cfg = config.load(file, environ={"SCITT_OCI_BATCH__MAX_SIZE": "20"}, overrides={"listen": "127.0.0.1:9200"})
+    assert cfg.batch.max_size == 20 and cfg.listen == "127.0.0.1:9200"
+    assert cfg.registration.issuer_keys == [tmp_path / "keys" / "a.pem"]
+    assert cfg.loopback_only and not cfg.auth_required
+    assert config.load(environ={"SCITT_OCI_LISTEN": "0.0.0.0:1"}).auth_required
+    with pytest.raises(PolicyError, match=r"batch\.max_size: Input should be greater than or equal to 1"):
+        config.load(environ={"SCITT_OCI_BATCH__MAX_SIZE": "0"})
+    with pytest.raises(PolicyError, match="listen: Value error, must be HOST:PORT"):
+        config.load(overrides={"listen": "nowhere"})
+    with pytest.raises(PolicyError, match="Extra inputs are not permitted"):
+        config.load(environ={"SCITT_OCI_NOPE": "1"})
+    file.write_text("- a list\n")
+    with pytest.raises(PolicyError, match="must be a mapping"):
+        config.load(file, environ={})
