@@ -84,6 +84,7 @@ class Config(_Section):
         None, description="the service's signing key (PEM); default: <data_dir>/keys/ts.pem, made on first start"
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    workers: int = Field(1, ge=1, le=64, description="server processes; they share the log through SQLite's write lock")
     batch: BatchConfig = Field(default_factory=BatchConfig)  # type: ignore[arg-type]
     registration: RegistrationConfig = Field(default_factory=RegistrationConfig)  # type: ignore[arg-type]
     auth: AuthConfig = Field(default_factory=AuthConfig)  # type: ignore[arg-type]

@@ -39,7 +39,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "scitt_oci", "serve", "--data-dir", str(self.data_dir),
              "--listen", f"{self.host}:{self.port}", *self.args],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env,
+            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:  # readiness polling, not a sleep-as-synchronisation
@@ -57,13 +57,14 @@ class ServerProcess:
         return (self.data_dir.parent / f"server-{self.port}.log").read_text(errors="replace")
 
     def kill(self) -> None:
+        """SIGKILL the server and any worker processes it started."""
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:

@@ -55,6 +55,7 @@ from scitt_oci.scitt.reasons import Reason, VerificationFailure
     type=click.Path(dir_okay=False, path_type=Path),
     help="Accept the bearer token in this file for registration (repeatable).",
 )
+@click.option("--workers", type=click.IntRange(1, 64), help="Server processes (default 1); more use more cores.")
 def serve(
     config_file: Path | None,
     data_dir: Path | None,
@@ -62,6 +63,7 @@ def serve(
     open_registration: bool | None,
     issuer_keys: tuple[Path, ...],
     token_files: tuple[Path, ...],
+    workers: int | None,
 ) -> None:
     """Run the transparency service (SCRAPI) on its embedded defaults or a configuration.
 
@@ -87,9 +89,11 @@ def serve(
         overrides["registration"] = registration
     if token_files:
         overrides["auth"] = {"token_files": [str(p.resolve()) for p in token_files]}
+    if workers is not None:
+        overrides["workers"] = workers
     try:
         cfg = config_mod.load(config_file, overrides=overrides)
-        from scitt_oci.server import runtime
+        from scitt_oci.server import asgi, runtime
 
         rt = runtime.build(cfg)
     except ScittOciError as exc:
@@ -106,19 +110,31 @@ def serve(
     elif not rt.config.auth_required:
         click.echo("  registration: open to loopback clients without a token")
     sys.stdout.flush()
+    common: dict[str, Any] = {
+        "host": cfg.host,
+        "port": cfg.port,
+        "log_level": cfg.log_level,
+        "access_log": False,
+        "loop": "uvloop",
+        "http": "httptools",
+        "timeout_graceful_shutdown": 10,
+    }
+    if cfg.workers > 1:
+        # Keys and the token exist now; each worker builds its own runtime from this configuration.
+        rt.service.store.close()
+        all_tokens = [*cfg.auth.token_files, *([rt.token_file.resolve()] if rt.token_file else [])]
+        resolved = cfg.model_copy(
+            update={
+                "data_dir": cfg.data_dir.resolve(),
+                "auth": cfg.auth.model_copy(update={"token_files": all_tokens}),
+            }
+        )
+        os.environ[asgi.WORKER_CONFIG_ENV] = resolved.model_dump_json()
+        uvicorn.run("scitt_oci.server.asgi:create", factory=True, workers=cfg.workers, **common)
+        return
     rt.service.start()
     try:
-        uvicorn.run(
-            rt.app,
-            host=cfg.host,
-            port=cfg.port,
-            log_level=cfg.log_level,
-            access_log=False,
-            loop="uvloop",
-            http="httptools",
-            lifespan="off",
-            timeout_graceful_shutdown=10,
-        )
+        uvicorn.run(rt.app, lifespan="off", **common)
     finally:
         rt.service.stop()
 

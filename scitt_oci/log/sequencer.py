@@ -15,10 +15,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from scitt_oci.errors import ScittOciError
-from scitt_oci.log.store import BatchResult, HeadSigner, LogStore, Pending
+from scitt_oci.log.store import BatchResult, HeadSigner, LogStore, Pending, StoredHead
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ class Overloaded(ScittOciError):
 class Registration:
     pending: Pending
     accepted: Future[None] = field(default_factory=Future)
-    integrated: Future[int] = field(default_factory=Future)  # the leaf index
+    # the leaf index, and the head of the batch that appended it (None: it was in the log already)
+    integrated: Future[tuple[int, StoredHead | None]] = field(default_factory=Future)
 
 
 BatchObserver = Callable[[BatchResult, float], None]  # (result, seconds the commit took)
@@ -178,11 +179,13 @@ class Sequencer:
             self._forget(reg)
             if not reg.accepted.done():
                 reg.accepted.set_result(None)
-            reg.integrated.set_result(result.integrated[reg.pending.entry_id])
+            index = result.integrated[reg.pending.entry_id]
+            reg.integrated.set_result((index, result.head_of(index)))
         if overflow:
             if not self._backlog:
                 self._backlog_since = now
             for reg in overflow:
+                reg.pending = replace(reg.pending, stored=True)
                 reg.accepted.set_result(None)
                 self._backlog.append(reg)
         elif not self._backlog:

@@ -103,8 +103,9 @@ class TransparencyService:
         signed = self.policy.check(data)
         entry = signed.entry()
         eid = entry_id(entry)
-        if self.store.lookup(eid) is not None:
+        if self._receipts.get(eid) is not None:  # known and recent: no need to queue it again
             return Submission(eid, None)
+        # An entry already in the log is recognised by the sequencer's commit, which answers with its index.
         return Submission(eid, self.sequencer.submit(Pending(eid, entry)))
 
     def state(self, eid: bytes) -> EntryState:
@@ -114,17 +115,20 @@ class TransparencyService:
             return EntryState.PENDING
         return EntryState.UNKNOWN
 
-    def receipt(self, eid: bytes) -> bytes | None:
-        """The receipt of an integrated entry: the signed head of its batch plus an inclusion proof."""
+    def receipt(self, eid: bytes, index: int | None = None, head: StoredHead | None = None) -> bytes | None:
+        """The receipt of an integrated entry: the signed head of the batch that appended it plus an
+        inclusion proof (so the same entry always gets the same receipt)."""
         cached = self._receipts.get(eid)
         if cached is not None:
             return cached
-        index = self.store.lookup(eid)
         if index is None:
-            return None
-        head = self.store.head_covering(index)
+            index = self.store.lookup(eid)
+            if index is None:
+                return None
         if head is None:
-            raise ScittOciError(f"the log has entry {index} but no tree head covering it")
+            head = self.store.head_covering(index)
+            if head is None:
+                raise ScittOciError(f"the log has entry {index} but no tree head covering it")
         path = merkle.inclusion_path(index, head.tree_size, self.store.tree().hash_range)
         value = receipt.inclusion_receipt(head.signed(), index, path)
         self._receipts.put(eid, value)

@@ -45,7 +45,11 @@ class SqliteStore:
         self._synchronous = synchronous
         self._local = threading.local()
         self._cache = NodeCache()
+        self._ranges = NodeCache(50_000)
         self._writer_lock = threading.Lock()
+        self._frontier: dict[tuple[int, int], bytes] = {}
+        self._frontier_size = -1
+        self._writer_nodes = NodeCache(4096)
         try:
             conn = self._connect()
             with conn:
@@ -80,7 +84,8 @@ class SqliteStore:
         return bytes(row[0]) if row else b""
 
     def tree(self) -> TileTree:
-        return TileTree(self._read_tile, self._cache)
+        """Over committed tiles only (reader connections), so cached nodes and ranges never go stale."""
+        return TileTree(self._read_tile, self._cache, self._ranges)
 
     def size(self) -> int:
         row = self._reader().execute("SELECT MAX(tree_size) FROM heads").fetchone()
@@ -118,6 +123,22 @@ class SqliteStore:
                 return int(idx)
         return None
 
+    @staticmethod
+    def _lookup_many(conn: sqlite3.Connection, eids: list[bytes]) -> dict[bytes, int]:
+        """The leaf indexes of those of `eids` already in the log, in one query per 500 ids."""
+        found: dict[bytes, int] = {}
+        wanted = set(eids)
+        prefixes = sorted({_prefix(e) for e in wanted})
+        for start in range(0, len(prefixes), 500):
+            chunk = prefixes[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = "SELECT idx, entry FROM entries WHERE id_prefix IN (" + marks + ")"  # noqa: S608 - placeholders only
+            for idx, entry in conn.execute(sql, chunk):
+                eid = entry_id(bytes(entry))
+                if eid in wanted:
+                    found[eid] = int(idx)
+        return found
+
     def entry(self, index: int) -> bytes | None:
         row = self._reader().execute("SELECT entry FROM entries WHERE idx = ?", (index,)).fetchone()
         return bytes(row[0]) if row else None
@@ -127,7 +148,7 @@ class SqliteStore:
 
     def pending(self, limit: int) -> list[Pending]:
         rows = self._reader().execute("SELECT id, entry FROM pending ORDER BY seq LIMIT ?", (limit,)).fetchall()
-        return [Pending(bytes(i), bytes(e)) for i, e in rows]
+        return [Pending(bytes(i), bytes(e), stored=True) for i, e in rows]
 
     # ----- the one writer -----
     def commit(
@@ -138,11 +159,18 @@ class SqliteStore:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = self._commit(conn, accept, integrate, sign, now)
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                self._forget_writer_state()  # it may hold tiles and nodes of the batch that was not stored
                 raise
-            conn.execute("COMMIT")
             return result
+
+    def _forget_writer_state(self) -> None:
+        self._frontier = {}
+        self._frontier_size = -1
+        self._writer_nodes = NodeCache(4096)
 
     def _commit(
         self,
@@ -159,27 +187,32 @@ class SqliteStore:
             )
         row = conn.execute("SELECT MAX(tree_size) FROM heads").fetchone()
         size = int(row[0] or 0)
-        integrated: dict[bytes, int] = {}
+        if size != self._frontier_size:  # first commit, or another process appended: re-read the tiles
+            self._forget_writer_state()
+        integrated = self._lookup_many(conn, [p.entry_id for p in integrate])  # registered before: idempotent
         fresh: list[Pending] = []
         for p in integrate:
             if p.entry_id in integrated:
                 continue
-            existing = self._lookup(conn, p.entry_id)
-            if existing is not None:  # registered before: idempotent, nothing appended
-                integrated[p.entry_id] = existing
-                continue
             integrated[p.entry_id] = size + len(fresh)
             fresh.append(p)
-        if integrate:
-            conn.executemany("DELETE FROM pending WHERE id = ?", [(p.entry_id,) for p in integrate])
+        stored = [(p.entry_id,) for p in integrate if p.stored]
+        if stored:
+            conn.executemany("DELETE FROM pending WHERE id = ?", stored)
         if not fresh:
-            return BatchResult(None, integrated)
+            return BatchResult(None, integrated, size)
         conn.executemany(
             "INSERT INTO entries (idx, id_prefix, entry) VALUES (?, ?, ?)",
             [(size + i, _prefix(p.entry_id), p.entry) for i, p in enumerate(fresh)],
         )
 
+        frontier = self._frontier
+
         def read(level: int, index: int) -> bytes:
+            # The writer keeps the partial tile of each level in memory: every batch appends to them.
+            cached = frontier.get((level, index))
+            if cached is not None:
+                return cached
             r = conn.execute("SELECT hashes FROM tiles WHERE level = ? AND idx = ?", (level, index)).fetchone()
             return bytes(r[0]) if r else b""
 
@@ -188,17 +221,18 @@ class SqliteStore:
             "INSERT OR REPLACE INTO tiles (level, idx, hashes) VALUES (?, ?, ?)",
             [(level, index, hashes) for (level, index), hashes in written.items()],
         )
+        frontier.update(written)
         new_size = size + len(fresh)
-        # A private node cache: nothing computed from uncommitted tiles may outlive a rollback.
-        root = TileTree(lambda level, index: written.get((level, index)) or read(level, index), NodeCache(1024)).root(
-            new_size
-        )
+        # The writer's own node cache: it is dropped whenever a batch is not stored (see commit).
+        root = TileTree(read, self._writer_nodes).root(new_size)
+        self._frontier = {k: v for k, v in frontier.items() if len(v) < tiles.TILE_WIDTH * tiles.HASH}
+        self._frontier_size = new_size
         sth = sign(new_size, root)
         conn.execute(
             "INSERT INTO heads (tree_size, root, protected, signature, created) VALUES (?, ?, ?, ?, ?)",
             (new_size, root, sth.protected_bytes, sth.signature, now),
         )
-        return BatchResult(StoredHead(new_size, root, sth.protected_bytes, sth.signature, now), integrated)
+        return BatchResult(StoredHead(new_size, root, sth.protected_bytes, sth.signature, now), integrated, size)
 
     def close(self) -> None:
         self._writer.close()

@@ -38,6 +38,7 @@ class StoredHead:
 class Pending:
     entry_id: bytes
     entry: bytes
+    stored: bool = False  # already in the pending list (accepted earlier), so integration must remove it
 
 
 # Signs the new tree head of a batch: (tree size, root) -> the signed head.
@@ -48,6 +49,11 @@ HeadSigner = Callable[[int, bytes], SignedTreeHead]
 class BatchResult:
     head: StoredHead | None  # None when nothing was integrated
     integrated: dict[bytes, int]  # entry id -> leaf index, for this batch's entries
+    appended_from: int = 0  # the tree size before this batch: indexes from here on are covered by `head`
+
+    def head_of(self, index: int) -> StoredHead | None:
+        """The head that first covers `index`, when this batch appended it (None for an older entry)."""
+        return self.head if self.head is not None and index >= self.appended_from else None
 
 
 class LogStore(Protocol):

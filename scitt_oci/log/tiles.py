@@ -52,9 +52,11 @@ class NodeCache:
 class TileTree:
     """Root and proof computations over tiles read through `read`."""
 
-    def __init__(self, read: TileReader, cache: NodeCache | None = None) -> None:
+    def __init__(self, read: TileReader, cache: NodeCache | None = None, ranges: NodeCache | None = None) -> None:
         self._read = read
         self._cache = cache or NodeCache()
+        # Roots of right-edge ranges [begin, end) of stored trees never change either.
+        self._ranges = ranges
 
     def node(self, height: int, index: int) -> bytes:
         """The root of the complete subtree of 2**height leaves starting at leaf index * 2**height."""
@@ -82,8 +84,15 @@ class TileTree:
             return merkle.EMPTY_ROOT
         if n & (n - 1) == 0 and begin % n == 0:
             return self.node(n.bit_length() - 1, begin // n)
+        if self._ranges is not None:
+            cached = self._ranges.get((begin, end))
+            if cached is not None:
+                return cached
         k = merkle.split_point(n)
-        return merkle.node_hash(self.hash_range(begin, begin + k), self.hash_range(begin + k, end))
+        value = merkle.node_hash(self.hash_range(begin, begin + k), self.hash_range(begin + k, end))
+        if self._ranges is not None:
+            self._ranges.put((begin, end), value)
+        return value
 
     def root(self, size: int) -> bytes:
         return self.hash_range(0, size)

@@ -10,6 +10,7 @@ Verifying vds 1 tries two entry rules, since services disagree on what the leaf 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,8 +39,13 @@ class SignedTreeHead:
     root: bytes
 
     def message(self, unprotected: dict[Any, Any]) -> Sign1:
-        protected = cbor.loads(self.protected_bytes)
-        return Sign1(self.protected_bytes, protected, unprotected, None, self.signature)
+        return Sign1(self.protected_bytes, _protected_map(self.protected_bytes), unprotected, None, self.signature)
+
+
+@functools.lru_cache(maxsize=1024)
+def _protected_map(protected_bytes: bytes) -> dict[Any, Any]:
+    """Tree heads are few and reused by every receipt of their batch: decode each once. Callers never mutate it."""
+    return cbor.loads(protected_bytes)  # type: ignore[no-any-return]
 
 
 def sign_tree_head(

@@ -41,7 +41,8 @@ def _roots(paths: list[Path]) -> list[x509.Certificate]:
     return out
 
 
-def build(config: Config) -> Runtime:
+def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
+    """Everything the service needs; with `run_sequencer` the app starts and stops the sequencer itself."""
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key_path = config.ts_key or config.data_dir / "keys" / "ts.pem"
     key, created = keyfiles.private_key(key_path, create_alg="ES256" if config.ts_key is None else None)
@@ -83,4 +84,5 @@ def build(config: Config) -> Runtime:
         max_body=reg.max_statement_bytes,
         rate_limiter=RateLimiter(config.rate_limit.per_client_per_second, config.rate_limit.burst),
     )
-    return Runtime(config, service, create_app(service, settings, metrics), metrics, created, issuer_key, token_file)
+    app = create_app(service, settings, metrics, run_sequencer=run_sequencer)
+    return Runtime(config, service, app, metrics, created, issuer_key, token_file)

@@ -59,10 +59,18 @@ def _check_log(db: Path, ts_key: keys.CoseKey) -> list[tuple[int, bytes]]:
     return out
 
 
-@pytest.mark.parametrize("max_delay_ms", ["20", "400"])  # integrate at once; accept first, integrate later
-def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path, max_delay_ms: str) -> None:
+@pytest.mark.parametrize(
+    ("max_delay_ms", "workers"),
+    [("20", "1"), ("400", "1"), ("20", "2")],  # integrate at once; accept first, integrate later; two writer processes
+)
+def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path, max_delay_ms: str, workers: str) -> None:
     data = tmp_path / "data"
-    env = {"SCITT_OCI_BATCH__MAX_DELAY_MS": max_delay_ms, "SCITT_OCI_BATCH__MAX_SIZE": "64", "SCITT_OCI_REGISTRATION__WAIT_SECONDS": "0.2"}
+    env = {
+        "SCITT_OCI_BATCH__MAX_DELAY_MS": max_delay_ms,
+        "SCITT_OCI_BATCH__MAX_SIZE": "64",
+        "SCITT_OCI_REGISTRATION__WAIT_SECONDS": "0.2",
+        "SCITT_OCI_WORKERS": workers,
+    }
     srv = ServerProcess(data, env=env).start()
     issuer = keys.load_private_pem((data / "keys" / "issuer.pem").read_bytes())
     ts_key = ScrapiClient(srv.url).keys()[0]

@@ -27,7 +27,7 @@ def test_batches_respect_the_size_bound_and_duplicates_share_a_registration(tmp_
     regs = [seq.submit(_p(i)) for i in range(95)]
     assert seq.submit(_p(3)) is regs[3]
     seq.start()
-    indexes = sorted(r.integrated.result(timeout=10) for r in regs)
+    indexes = sorted(r.integrated.result(timeout=10)[0] for r in regs)
     seq.stop()
     assert indexes == list(range(95)) and max(sizes) <= 10 and store.size() == 95
 
@@ -40,7 +40,7 @@ def test_pending_entries_are_integrated_after_a_restart(tmp_path: Path) -> None:
     seq = Sequencer(store, _sign, max_delay=0.001)
     seq.start()
     late = seq.submit(_p(3))
-    assert late.integrated.result(timeout=10) == 2
+    assert late.integrated.result(timeout=10)[0] == 2
     seq.stop()
     assert store.lookup(_p(1).entry_id) == 0 and store.lookup(_p(2).entry_id) == 1 and not store.pending(10)
 
@@ -52,5 +52,6 @@ def test_long_delay_accepts_before_integrating(tmp_path: Path) -> None:
     reg = seq.submit(_p(1))
     reg.accepted.result(timeout=5)
     assert not reg.integrated.done() and store.is_pending(_p(1).entry_id)
-    assert reg.integrated.result(timeout=5) == 0
+    index, head = reg.integrated.result(timeout=5)
+    assert index == 0 and head is not None and head.tree_size == 1
     seq.stop()

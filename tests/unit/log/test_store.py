@@ -59,6 +59,7 @@ def test_lookup_pending_and_idempotent_integration(tmp_path: Path) -> None:
     store.commit(accept=[a, b], integrate=[], sign=_sign, now=1)
     assert store.is_pending(a.entry_id) and store.size() == 0
     assert [p.entry_id for p in store.pending(10)] == [a.entry_id, b.entry_id]
+    a, b = Pending(a.entry_id, a.entry, stored=True), Pending(b.entry_id, b.entry, stored=True)
     result = store.commit(accept=[], integrate=[a, b, a], sign=_sign, now=2)
     assert result.integrated == {a.entry_id: 0, b.entry_id: 1} and store.size() == 2
     assert not store.is_pending(a.entry_id)

@@ -1,0 +1,21 @@
+"""The ASGI entry point for `scitt-oci serve --workers N`: each worker process builds its own runtime
+from the configuration the parent resolved, and runs its own sequencer. SQLite's write lock
+serialises their batches; every batch re-reads the tree size, so they interleave safely.
+"""
+
+from __future__ import annotations
+
+import os
+
+from starlette.applications import Starlette
+
+from scitt_oci.config import Config
+from scitt_oci.server import runtime
+
+# Deliberately not SCITT_OCI_*: those are configuration keys.
+WORKER_CONFIG_ENV = "SCITTOCI_WORKER_CONFIG"
+
+
+def create() -> Starlette:
+    config = Config.model_validate_json(os.environ[WORKER_CONFIG_ENV])
+    return runtime.build(config, run_sequencer=True).app
