@@ -1,0 +1,305 @@
+"""Transparency service benchmark: registration throughput (HTTP and in-process), latency at a fixed
+load, proof generation time and storage per entry at growing log sizes.
+
+Run: .venv/bin/python bench/log.py [--quick]
+Needs `wrk` (Debian package) for the HTTP throughput figure. Every throughput is printed beside the
+raw `cryptography` ES256 verification rate measured in the same run (one thread, and two threads:
+"the same cores" for the multi-threaded figures). Storage is durable (SQLite synchronous=FULL).
+
+Goals (issue #3): >= 3,000 registrations/s over HTTP; in-process >= 50% of the raw ES256 rate on
+the same cores; p99 <= 50 ms at 1,000 registrations/s; proof generation <= 1 ms and flat from 10^4
+to 10^7 entries; storage <= the statement's bytes + 100 bytes per entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import random
+import shutil
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from scitt_oci.cose import algorithms, keys
+from scitt_oci.log.policy import RegistrationPolicy
+from scitt_oci.log.service import TransparencyService
+from scitt_oci.log.sqlite_store import SqliteStore
+from scitt_oci.log.store import Pending, entry_id
+from scitt_oci.scitt import merkle, receipt, statement
+
+HERE = Path(__file__).resolve().parent
+
+
+def raw_es256(seconds: float, threads: int) -> float:
+    """Raw ES256 verifications per second over `threads` threads (cryptography releases the GIL)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    public, ecdsa = key.public_key(), ec.ECDSA(hashes.SHA256())
+    message = os.urandom(400)
+    signature = key.sign(message, ecdsa)
+    counts = [0] * threads
+    stop = time.monotonic() + seconds
+
+    def work(i: int) -> None:
+        n = 0
+        while time.monotonic() < stop:
+            for _ in range(50):
+                public.verify(signature, message, ecdsa)
+            n += 50
+        counts[i] = n
+
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    start = time.monotonic()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return sum(counts) / (time.monotonic() - start)
+
+
+def make_statements(issuer: keys.CoseKey, n: int, tag: str) -> list[bytes]:
+    return [
+        statement.hash_envelope_statement(
+            issuer,
+            issuer="https://wabbit-networks.example",
+            subject=f"oci://registry.example/net-monitor@sha256:{hashlib.sha256(f'{tag}{i}'.encode()).hexdigest()}",
+            digest=hashlib.sha256(f"{tag}{i}".encode()).digest(),
+            media_type="application/vnd.oci.image.manifest.v1+json",
+            iat=1_764_028_306,
+        ).encode()
+        for i in range(n)
+    ]
+
+
+# ----------------------------------------------------------------------------- in-process
+def in_process(n: int) -> float:
+    """Registrations/s through policy check, sequencer, durable commit and receipt, one submitting thread."""
+    issuer, ts_key = keys.generate(algorithms.by_name("ES256")), keys.generate(algorithms.by_name("ES256"))
+    bodies = make_statements(issuer, n, "inproc")
+    folder = Path(tempfile.mkdtemp())
+    service = TransparencyService(
+        SqliteStore(folder / "log.db"), ts_key, RegistrationPolicy.build(issuer_keys=[issuer]), identity="https://ts"
+    )
+    service.start()
+    start = time.perf_counter()
+    submissions = [service.submit(b) for b in bodies]
+    for s in submissions:
+        assert s.registration is not None
+        index, head = s.registration.integrated.result()
+        service.receipt(s.entry_id, index, head)
+    rate = n / (time.perf_counter() - start)
+    service.stop()
+    shutil.rmtree(folder)
+    return rate
+
+
+# ----------------------------------------------------------------------------- HTTP
+class Server:
+    def __init__(self, workers: int, env: dict[str, str] | None = None) -> None:
+        self.folder = Path(tempfile.mkdtemp())
+        with socket_port() as port:
+            self.port = port
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "scitt_oci", "serve", "--data-dir", str(self.folder / "data"),
+             "--listen", f"127.0.0.1:{self.port}", "--workers", str(workers)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        import requests
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{self.port}/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.05)
+        self.issuer = keys.load_private_pem((self.folder / "data" / "keys" / "issuer.pem").read_bytes())
+
+    def stop(self) -> None:
+        import signal
+
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(20)
+        shutil.rmtree(self.folder)
+
+
+class socket_port:
+    def __enter__(self) -> int:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        return int(self.sock.getsockname()[1])
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+
+def http_throughput(workers: int, seconds: float, connections: int) -> tuple[float, dict[str, int], int]:
+    server = Server(workers)
+    try:
+        bodies = make_statements(server.issuer, int(seconds * 4500), f"http{workers}")
+        path = server.folder / "statements.bin"
+        path.write_bytes(b"".join(len(b).to_bytes(4, "big") + b for b in bodies))
+        env = {**os.environ, "SCITT_BENCH_STATEMENTS": str(path), "SCITT_BENCH_THREADS": "2"}
+        out = subprocess.run(
+            ["wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "-s", str(HERE / "register.lua"),
+             f"http://127.0.0.1:{server.port}"],
+            capture_output=True, text=True, env=env, check=True,
+        ).stdout
+    finally:
+        server.stop()
+    rate = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+    statuses = {line.split()[1]: int(line.split()[2]) for line in out.splitlines() if line.startswith("status ")}
+    p99 = int(next(line.split()[1] for line in out.splitlines() if line.startswith("latency_p99_us")))
+    return rate, statuses, p99
+
+
+async def _fixed_load(port: int, bodies: list[bytes], rate: float, connections: int) -> list[float]:
+    """Open-loop load: request i is due at start + i/rate; latency counts from when it was due."""
+    queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+    latencies: list[float] = []
+    errors = 0
+
+    async def worker() -> None:
+        nonlocal errors
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while True:
+            due, body = await queue.get()
+            head = (
+                f"POST /entries HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/cose\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            writer.write(head + body)
+            status_line = await reader.readline()
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            await reader.readexactly(length)
+            if b" 201 " not in status_line:
+                errors += 1
+            latencies.append(time.monotonic() - due)
+            queue.task_done()
+
+    tasks = [asyncio.create_task(worker()) for _ in range(connections)]
+    start = time.monotonic() + 0.1
+    for i, body in enumerate(bodies):
+        due = start + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        queue.put_nowait((due, body))
+    await queue.join()
+    for t in tasks:
+        t.cancel()
+    if errors:
+        print(f"  ({errors} answers other than 201)")
+    return latencies
+
+
+def latency_at(rate: float, seconds: float, workers: int) -> tuple[float, float]:
+    server = Server(workers)
+    try:
+        bodies = make_statements(server.issuer, int(rate * seconds), f"lat{workers}")
+        latencies = sorted(asyncio.run(_fixed_load(server.port, bodies, rate, 64)))
+    finally:
+        server.stop()
+    skip = len(latencies) // 10  # the first second warms up caches
+    steady = sorted(latencies[skip:])
+    return statistics.median(steady) * 1000, steady[int(len(steady) * 0.99)] * 1000
+
+
+# ----------------------------------------------------------------------------- proofs and storage
+def proofs_and_storage(size: int, entry_bytes: int = 300) -> tuple[float, float, float]:
+    """Bulk-load `size` synthetic entries; returns (median inclusion proof ms, median consistency proof ms,
+    storage bytes per entry beyond the entry itself). Proofs are timed on a freshly opened store (cold caches)."""
+    folder = Path(tempfile.mkdtemp())
+    store = SqliteStore(folder / "log.db", synchronous="NORMAL")  # bulk load; the figure measured is the layout
+    ts_key = keys.generate(algorithms.by_name("ES256"))
+
+    def sign(n: int, root: bytes) -> receipt.SignedTreeHead:
+        return receipt.sign_tree_head(ts_key, issuer="https://ts", subject="log", tree_size=n, root=root)
+
+    filler = os.urandom(entry_bytes - 8)
+    batch = 20_000
+    for start in range(0, size, batch):
+        pending = []
+        for i in range(start, min(size, start + batch)):
+            entry = filler + i.to_bytes(8, "big")
+            pending.append(Pending(entry_id(entry), entry))
+        store.commit(accept=[], integrate=pending, sign=sign, now=0)
+    store.close()
+    conn = sqlite3.connect(folder / "log.db")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    per_entry = ((folder / "log.db").stat().st_size - size * entry_bytes) / size
+
+    store = SqliteStore(folder / "log.db")
+    tree = store.tree()
+    rng = random.Random(size)
+    inclusion, consistency = [], []
+    for _ in range(200):
+        index = rng.randrange(size)
+        t = time.perf_counter()
+        head = store.head_covering(index)
+        assert head is not None
+        path = merkle.inclusion_path(index, head.tree_size, tree.hash_range)
+        inclusion.append(time.perf_counter() - t)
+        old = rng.randrange(1, size)
+        t = time.perf_counter()
+        merkle.consistency_path(old, size, tree.hash_range)
+        consistency.append(time.perf_counter() - t)
+    leaf = merkle.leaf_hash(store.entry(index) or b"")
+    merkle.verify_inclusion(leaf, index, head.tree_size, path, head.root)
+    store.close()
+    shutil.rmtree(folder)
+    return statistics.median(inclusion) * 1000, statistics.median(consistency) * 1000, per_entry
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller runs; sizes up to 10^6")
+    args = parser.parse_args()
+    seconds = 5.0 if args.quick else 10.0
+
+    floor1 = raw_es256(2.0, 1)
+    floor2 = raw_es256(2.0, 2)
+    print(f"raw ES256 verify/s: {floor1:,.0f} on one thread, {floor2:,.0f} on two (this machine's 2 cores)")
+
+    rate = in_process(4000 if args.quick else 10_000)
+    print(f"in-process registrations/s (check + durable batch + receipt): {rate:,.0f}"
+          f"  = {rate / floor2:.1%} of raw ES256 on the same cores, {rate / floor1:.1%} of one core  (goal >= 50%)")
+
+    if shutil.which("wrk") is None:
+        print("HTTP throughput: skipped (install wrk: apt-get install wrk)")
+    else:
+        for workers in (1, 2):
+            r, statuses, p99 = http_throughput(workers, seconds, 128)
+            print(f"HTTP registrations/s, 128 connections, --workers {workers}: {r:,.0f}  ({r / floor2:.1%} of raw ES256 on"
+                  f" 2 threads; statuses {statuses}; p99 {p99 / 1000:.0f} ms; goal >= 3,000)")
+
+    for workers in (1, 2):
+        p50, p99 = latency_at(1000.0, seconds, workers)
+        print(f"latency at 1,000 registrations/s offered, --workers {workers}: p50 {p50:.1f} ms, p99 {p99:.1f} ms  (goal p99 <= 50 ms)")
+
+    for size in (10**4, 10**6) if args.quick else (10**4, 10**6, 10**7):
+        t = time.perf_counter()
+        inc, cons, per_entry = proofs_and_storage(size)
+        print(f"{size:>10,} entries: inclusion proof {inc:.3f} ms, consistency proof {cons:.3f} ms (median, cold store),"
+              f" storage entry + {per_entry:.1f} bytes  [loaded in {time.perf_counter() - t:.0f} s]")
+
+
+if __name__ == "__main__":
+    main()
