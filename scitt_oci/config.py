@@ -75,6 +75,37 @@ class StorageConfig(_Section):
     )
 
 
+class RegistryConfig(_Section):
+    url: str = Field(description="host[:port] or http(s)://host[:port]; plain http only for loopback registries")
+    insecure: bool = Field(False, description="talk plain HTTP (allowed for loopback registries only)")
+    username: str | None = None
+    password_file: Path | None = Field(None, description="file holding the password or token for `username`")
+    docker_config: Path | None = Field(None, description="a docker config.json to take credentials from")
+    ca_file: Path | None = Field(None, description="PEM bundle to verify the registry's TLS certificate")
+    auth_hosts: list[str] = Field(default_factory=list, description="token-service hosts besides the registry itself")
+
+
+class WatchConfig(_Section):
+    registries: list[RegistryConfig] = Field(
+        default_factory=list, description="the registries it may contact and watch"
+    )
+    webhook_secret_file: Path | None = Field(
+        None,
+        description="shared secret expected as `Authorization: Bearer` (default: <data_dir>/webhook-secret, made once)",
+    )
+    workers: int = Field(4, ge=1, le=64, description="events processed at once")
+    max_attempts: int = Field(8, ge=1, le=100, description="tries before an event is dead-lettered")
+    lease_seconds: float = Field(30, gt=0, description="an event whose worker died is taken up again after this long")
+    poll_interval_seconds: float = Field(
+        0, ge=0, description="reconcile catalog and tags this often; 0 = only webhooks"
+    )
+    issuer: str | None = Field(None, description="the iss of the statements it signs; default: the service identity")
+    transparency_service: str | None = Field(
+        None, description="a remote SCRAPI service to register with; default: the embedded log"
+    )
+    ts_token_file: Path | None = Field(None, description="bearer token for the remote transparency service")
+
+
 class Config(_Section):
     data_dir: Path = Field(Path("data"), description="keys and the embedded database live here")
     listen: str = Field(f"127.0.0.1:{DEFAULT_PORT}", description="HOST:PORT to serve on")
@@ -90,6 +121,7 @@ class Config(_Section):
     auth: AuthConfig = Field(default_factory=AuthConfig)  # type: ignore[arg-type]
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)  # type: ignore[arg-type]
     storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
+    watch: WatchConfig = Field(default_factory=WatchConfig)  # type: ignore[arg-type]
 
     @field_validator("listen")
     @classmethod

@@ -56,6 +56,20 @@ from scitt_oci.scitt.reasons import Reason, VerificationFailure
     help="Accept the bearer token in this file for registration (repeatable).",
 )
 @click.option("--workers", type=click.IntRange(1, 64), help="Server processes (default 1); more use more cores.")
+@click.option(
+    "--registry",
+    "registries",
+    multiple=True,
+    help="A registry to watch and attach statements to, host[:port] or URL (repeatable).",
+)
+@click.option(
+    "--registry-insecure", is_flag=True, help="Talk plain HTTP to the --registry ones (loopback registries only)."
+)
+@click.option(
+    "--webhook-secret-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Shared secret registries send as 'Authorization: Bearer <secret>' (default: made in the data dir).",
+)
 def serve(
     config_file: Path | None,
     data_dir: Path | None,
@@ -64,6 +78,9 @@ def serve(
     issuer_keys: tuple[Path, ...],
     token_files: tuple[Path, ...],
     workers: int | None,
+    registries: tuple[str, ...] = (),
+    registry_insecure: bool = False,
+    webhook_secret_file: Path | None = None,
 ) -> None:
     """Run the transparency service (SCRAPI) on its embedded defaults or a configuration.
 
@@ -91,6 +108,13 @@ def serve(
         overrides["auth"] = {"token_files": [str(p.resolve()) for p in token_files]}
     if workers is not None:
         overrides["workers"] = workers
+    watch: dict[str, Any] = {}
+    if registries:
+        watch["registries"] = [{"url": r, "insecure": registry_insecure} for r in registries]
+    if webhook_secret_file is not None:
+        watch["webhook_secret_file"] = str(webhook_secret_file.resolve())
+    if watch:
+        overrides["watch"] = watch
     try:
         cfg = config_mod.load(config_file, overrides=overrides)
         from scitt_oci.server import asgi, runtime
@@ -109,6 +133,9 @@ def serve(
         click.echo(f"  registration token: {rt.token_file.resolve()}")
     elif not rt.config.auth_required:
         click.echo("  registration: open to loopback clients without a token")
+    if rt.watcher is not None:
+        click.echo(f"  watching:     {', '.join(rt.watcher.clients)}; webhooks at {cfg.url}/webhooks/<format>")
+        click.echo(f"  webhook secret: {rt.webhook_secret_file}")
     sys.stdout.flush()
     common: dict[str, Any] = {
         "host": cfg.host,
@@ -132,11 +159,11 @@ def serve(
         os.environ[asgi.WORKER_CONFIG_ENV] = resolved.model_dump_json()
         uvicorn.run("scitt_oci.server.asgi:create", factory=True, workers=cfg.workers, **common)
         return
-    rt.service.start()
+    rt.start()
     try:
         uvicorn.run(rt.app, lifespan="off", **common)
     finally:
-        rt.service.stop()
+        rt.stop()
 
 
 def _client(ts: str, token_file: Path | None, timeout: float) -> ScrapiClient:

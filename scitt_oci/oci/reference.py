@@ -17,6 +17,10 @@ _REGISTRY = re.compile(
 )
 
 
+def valid_repository(name: str) -> bool:
+    return len(name) <= 255 and bool(_REPOSITORY.match(name))
+
+
 @dataclass(frozen=True)
 class Digest:
     algorithm: str

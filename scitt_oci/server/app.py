@@ -12,7 +12,7 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from scitt_oci.cose import cbor
 from scitt_oci.cose import keys as cose_keys
@@ -63,6 +63,12 @@ class Metrics:
         )
         self.tree_size = Gauge("scitt_tree_size", "Entries in the log", registry=self.registry)
         self.waiting = Gauge("scitt_registrations_waiting", "Registrations not yet integrated", registry=self.registry)
+        self.inbox = Gauge(
+            "scitt_watch_events",
+            "Registry events in the inbox by state (dead = dead-lettered)",
+            ["state"],
+            registry=self.registry,
+        )
 
     def observe_batch(self, result: BatchResult, seconds: float) -> None:
         self.commit_seconds.observe(seconds)
@@ -136,8 +142,17 @@ def _accepts(request: Request, media_type: str) -> bool:
 
 
 def create_app(
-    service: TransparencyService, settings: Settings, metrics: Metrics | None = None, *, run_sequencer: bool = False
+    service: TransparencyService,
+    settings: Settings,
+    metrics: Metrics | None = None,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
+    hooks: tuple[Callable[[], None], Callable[[], None]] | None = None,
+    readiness: Callable[[], str | None] = lambda: None,
+    scrape: Callable[[], None] = lambda: None,
 ) -> Starlette:
+    """`hooks` (start, stop) run in the app's lifespan (multi-process serving); `readiness` names what is not
+    ready (or None); `scrape` refreshes extra gauges before /metrics answers."""
     metrics = metrics or Metrics()
 
     def authorised(request: Request) -> bool:
@@ -277,6 +292,7 @@ def create_app(
     async def metrics_route(request: Request) -> Response:
         metrics.waiting.set(service.sequencer.queued)
         metrics.tree_size.set(service.store.size())  # from the store: the same whichever worker answers
+        scrape()
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
@@ -289,6 +305,9 @@ def create_app(
             return problem(503, "Service Unavailable", f"the log store is not readable: {type(exc).__name__}")
         if not service.sequencer.alive:
             return problem(503, "Service Unavailable", "the sequencer is not running")
+        not_ready = readiness()
+        if not_ready:
+            return problem(503, "Service Unavailable", not_ready)
         return Response(b"ready\n", media_type="text/plain")
 
     async def http_error(request: Request, exc: Exception) -> Response:
@@ -313,17 +332,18 @@ def create_app(
         Route("/metrics", metrics_route, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        *extra_routes,
     ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        if run_sequencer:
-            service.start()
+        if hooks:
+            hooks[0]()
         try:
             yield
         finally:
-            if run_sequencer:
-                service.stop()
+            if hooks:
+                hooks[1]()
 
     return Starlette(
         routes=routes, exception_handlers={HTTPException: http_error, Exception: server_error}, lifespan=lifespan

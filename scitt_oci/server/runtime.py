@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from starlette.applications import Starlette
+from starlette.routing import BaseRoute
 
 from scitt_oci import keyfiles
 from scitt_oci.config import Config
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import PolicyError
+from scitt_oci.log.client import ScrapiClient
 from scitt_oci.log.policy import RegistrationPolicy
 from scitt_oci.log.service import TransparencyService
 from scitt_oci.log.sqlite_store import SqliteStore
+from scitt_oci.oci.client import RegistryClient, RegistrySettings, docker_credentials
 from scitt_oci.server.app import Metrics, RateLimiter, Settings, create_app
+from scitt_oci.server.webhooks import webhook_routes
+from scitt_oci.watch.inbox import Inbox
+from scitt_oci.watch.reconcile import Reconciler
+from scitt_oci.watch.worker import EmbeddedRegistrar, Registrar, RemoteRegistrar, Watcher
 
 
 @dataclass
@@ -27,6 +36,65 @@ class Runtime:
     created_key: bool
     issuer_key: CoseKey
     token_file: Path | None
+    watcher: Watcher | None = None
+    reconciler: Reconciler | None = None
+    webhook_secret_file: Path | None = None
+
+    def start(self) -> None:
+        self.service.start()
+        if self.watcher:
+            self.watcher.start()
+        if self.reconciler:
+            self.reconciler.start()
+
+    def stop(self) -> None:
+        if self.reconciler:
+            self.reconciler.stop()
+        if self.watcher:
+            self.watcher.stop()
+        self.service.stop()
+
+
+def _registry_clients(config: Config) -> dict[str, RegistryClient]:
+    clients: dict[str, RegistryClient] = {}
+    for r in config.watch.registries:
+        url = r.url if "://" in r.url else ("http://" if r.insecure else "https://") + r.url
+        settings = RegistrySettings.for_url(url)
+        host = settings.name.rsplit(":", 1)[0].strip("[]")
+        if url.startswith("http://") and not _is_loopback(host):
+            raise PolicyError(f"registry {r.url}: plain HTTP is allowed for loopback registries only")
+        if url.startswith("http://") and not r.insecure:
+            raise PolicyError(f"registry {r.url}: plain HTTP needs insecure: true (--registry-insecure)")
+        username, password = r.username, None
+        if r.password_file:
+            password = keyfiles.token(r.password_file) if r.password_file.exists() else None
+            if password is None:
+                raise PolicyError(f"registry {r.url}: cannot read password file {r.password_file}")
+        elif r.docker_config:
+            creds = docker_credentials(r.docker_config, settings.name)
+            if creds:
+                username, password = creds
+        settings = RegistrySettings(
+            settings.name,
+            settings.url,
+            username,
+            password,
+            str(r.ca_file) if r.ca_file else None,
+            auth_hosts=tuple(r.auth_hosts),
+        )
+        if settings.name in clients:
+            raise PolicyError(f"registry {settings.name} is configured twice")
+        clients[settings.name] = RegistryClient(settings)
+    return clients
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _roots(paths: list[Path]) -> list[x509.Certificate]:
@@ -84,5 +152,48 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
         max_body=reg.max_statement_bytes,
         rate_limiter=RateLimiter(config.rate_limit.per_client_per_second, config.rate_limit.burst),
     )
-    app = create_app(service, settings, metrics, run_sequencer=run_sequencer)
-    return Runtime(config, service, app, metrics, created, issuer_key, token_file)
+    rt = Runtime(config, service, None, metrics, created, issuer_key, token_file)  # type: ignore[arg-type]
+    routes: Sequence[BaseRoute] = ()
+    if config.watch.registries:
+        clients = _registry_clients(config)
+        secret_file = config.watch.webhook_secret_file or config.data_dir / "webhook-secret"
+        secret = keyfiles.token(secret_file, create=config.watch.webhook_secret_file is None)
+        inbox = Inbox(
+            config.data_dir / "watch.db",
+            max_attempts=config.watch.max_attempts,
+            lease_seconds=config.watch.lease_seconds,
+        )
+        registrar: Registrar
+        if config.watch.transparency_service:
+            ts_token = keyfiles.token(config.watch.ts_token_file) if config.watch.ts_token_file else None
+            registrar = RemoteRegistrar(
+                ScrapiClient(config.watch.transparency_service, token=ts_token), config.watch.transparency_service
+            )
+        else:
+            registrar = EmbeddedRegistrar(service)
+        issuer = config.watch.issuer or service.identity
+        rt.watcher = Watcher(inbox, clients, issuer_key, issuer, registrar, workers=config.watch.workers)
+        rt.reconciler = Reconciler(inbox, clients, config.watch.poll_interval_seconds)
+        rt.webhook_secret_file = secret_file
+        routes = webhook_routes(inbox, list(clients), secret)
+
+    def readiness() -> str | None:
+        if rt.watcher and rt.watcher.crashed:
+            return "the registry watcher has stopped"
+        return None
+
+    def scrape() -> None:
+        if rt.watcher:
+            for state, n in rt.watcher.inbox.counts().items():
+                metrics.inbox.labels(state).set(n)
+
+    rt.app = create_app(
+        service,
+        settings,
+        metrics,
+        extra_routes=routes,
+        hooks=(rt.start, rt.stop) if run_sequencer else None,
+        readiness=readiness,
+        scrape=scrape,
+    )
+    return rt

@@ -1,0 +1,386 @@
+"""An OCI distribution client for one configured registry: manifests and blobs by digest (every byte
+checked), push by digest, the referrers API with the tag-schema fallback, catalog and tags.
+
+Why not `oras`: it has no referrers API or fallback, always pushes to a tag (`latest` when none is
+given), cannot push an index, and retries for about two minutes. This client has timeouts on every
+call, a bounded number of retries with jitter, and contacts only its registry (and token realms on
+the same host or explicitly allowed).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import random
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from scitt_oci.errors import MalformedError, ScittOciError
+from scitt_oci.oci import manifest as mf
+from scitt_oci.oci.manifest import Descriptor, Manifest
+from scitt_oci.oci.reference import Digest
+
+MAX_BLOB_BYTES = 16 * 1024 * 1024
+ACCEPT_MANIFESTS = ", ".join(mf.MANIFEST_TYPES)
+
+
+class RegistryError(ScittOciError):
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class TransientRegistryError(RegistryError):
+    """The registry is down, slow or overloaded: worth retrying later."""
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    name: str  # host[:port], as image references name it
+    url: str  # http(s)://host[:port]
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    timeout: float = 10.0
+    attempts: int = 4
+    auth_hosts: tuple[str, ...] = ()  # token realms elsewhere than the registry's own host
+
+    @classmethod
+    def for_url(cls, url: str, **kw: Any) -> RegistrySettings:
+        parts = urlsplit(url if "://" in url else f"https://{url}")
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise MalformedError(f"registry {url!r} must be host[:port] or http(s)://host[:port]")
+        return cls(name=parts.netloc, url=f"{parts.scheme}://{parts.netloc}", **kw)
+
+
+def docker_credentials(config_path: Path, registry: str) -> tuple[str, str] | None:
+    """Username and password for `registry` from a docker config.json `auths` entry, if any."""
+    try:
+        doc = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        return None
+    entry = (doc.get("auths") or {}).get(registry) or (doc.get("auths") or {}).get(f"https://{registry}")
+    if not isinstance(entry, dict) or not isinstance(entry.get("auth"), str):
+        return None
+    try:
+        user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return (user, password) if user else None
+
+
+_CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+
+
+class RegistryClient:
+    def __init__(
+        self,
+        settings: RegistrySettings,
+        *,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self._session = session or requests.Session()
+        self._session.headers["User-Agent"] = "scitt-oci"
+        self._verify: bool | str = settings.ca_file or True
+        self._tokens: dict[str, str] = {}
+        self._sleep = sleep
+        self.referrers_api: bool | None = None  # capability cache: None until probed
+        self._subject_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # ----- plumbing -----
+    def _url(self, path: str) -> str:
+        url = urljoin(self.settings.url + "/", path.lstrip("/")) if not path.startswith("http") else path
+        if urlsplit(url).netloc != urlsplit(self.settings.url).netloc:
+            raise RegistryError(f"refusing to contact {urlsplit(url).netloc}: only {self.settings.name} is configured")
+        return url
+
+    def _token(self, challenge: str, scope_hint: str) -> str | None:
+        params = dict(_CHALLENGE.findall(challenge))
+        realm = params.get("realm")
+        if not realm:
+            return None
+        host = urlsplit(realm).netloc
+        if host != urlsplit(self.settings.url).netloc and host not in self.settings.auth_hosts:
+            raise RegistryError(f"the registry's token service {host} is not an allowed auth host")
+        query = {"service": params.get("service", ""), "scope": params.get("scope", scope_hint)}
+        auth = (self.settings.username, self.settings.password or "") if self.settings.username else None
+        try:
+            r = self._session.get(realm, params=query, auth=auth, timeout=self.settings.timeout, verify=self._verify)
+        except requests.RequestException as exc:
+            raise TransientRegistryError(f"token service {host}: {type(exc).__name__}") from None
+        if r.status_code != 200:
+            raise RegistryError(f"token service {host} answered {r.status_code}", r.status_code)
+        try:
+            body = r.json()
+        except ValueError:
+            raise RegistryError(f"token service {host} did not answer JSON") from None
+        token = body.get("token") or body.get("access_token")
+        return token if isinstance(token, str) else None
+
+    def request(
+        self, method: str, path: str, *, scope: str = "", ok: tuple[int, ...] = (200,), **kw: Any
+    ) -> requests.Response:
+        """One call with auth, timeouts and bounded jittered retries; raises on anything not in `ok` (and not 404)."""
+        url = self._url(path)
+        headers = dict(kw.pop("headers", {}))
+        delay = 0.2
+        for attempt in range(1, self.settings.attempts + 1):
+            if scope in self._tokens:
+                headers["Authorization"] = f"Bearer {self._tokens[scope]}"
+            elif self.settings.username and "Authorization" not in headers and urlsplit(url).scheme == "https":
+                pass  # basic credentials are only sent after a Basic challenge
+            try:
+                r = self._session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    timeout=self.settings.timeout,
+                    verify=self._verify,
+                    allow_redirects=False,
+                    **kw,
+                )
+            except requests.RequestException as exc:
+                if attempt == self.settings.attempts:
+                    raise TransientRegistryError(f"{method} {url}: {type(exc).__name__}") from None
+                self._sleep(random.uniform(0, delay))  # noqa: S311 - jitter
+                delay = min(delay * 2, 3.0)
+                continue
+            if r.status_code == 401 and attempt < self.settings.attempts:
+                challenge = r.headers.get("www-authenticate", "")
+                if challenge.lower().startswith("bearer"):
+                    token = self._token(challenge, scope)
+                    if token:
+                        self._tokens[scope] = token
+                        continue
+                elif challenge.lower().startswith("basic") and self.settings.username:
+                    raw = f"{self.settings.username}:{self.settings.password or ''}".encode()
+                    headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+                    continue
+            if r.status_code in ok or r.status_code == 404:
+                return r
+            if (r.status_code >= 500 or r.status_code == 429) and attempt < self.settings.attempts:
+                retry_after = r.headers.get("retry-after", "")
+                self._sleep(min(float(retry_after), 10.0) if retry_after.isdigit() else random.uniform(0, delay))  # noqa: S311
+                delay = min(delay * 2, 3.0)
+                continue
+            error = TransientRegistryError if r.status_code >= 500 or r.status_code == 429 else RegistryError
+            raise error(f"{method} {url}: HTTP {r.status_code} {r.text[:200]!r}", r.status_code)
+        raise TransientRegistryError(f"{method} {url}: no answer after {self.settings.attempts} attempts")
+
+    # ----- reading -----
+    def manifest(self, repo: str, reference: str) -> tuple[bytes, str, str] | None:
+        """(bytes, media type, digest) of a manifest by digest or tag; None when absent. Digests are checked."""
+        r = self.request(
+            "GET",
+            f"/v2/{repo}/manifests/{reference}",
+            scope=f"repository:{repo}:pull",
+            headers={"Accept": ACCEPT_MANIFESTS},
+            stream=True,
+        )
+        if r.status_code == 404:
+            return None
+        data = _read_limited(r, mf.MAX_MANIFEST_BYTES)
+        digest = mf.digest_of(data)
+        if reference.startswith("sha256:") and digest != reference:
+            raise RegistryError(f"{repo}@{reference}: the registry sent bytes whose digest is {digest}")
+        if reference.startswith("sha512:"):
+            expected = Digest.parse(reference)
+            if hashlib.sha512(data).hexdigest() != expected.hex:
+                raise RegistryError(f"{repo}@{reference}: the registry sent other bytes")
+            digest = reference
+        media_type = r.headers.get("content-type", "").split(";")[0].strip()
+        return data, media_type, digest
+
+    def head_manifest(self, repo: str, reference: str) -> Descriptor | None:
+        r = self.request(
+            "HEAD",
+            f"/v2/{repo}/manifests/{reference}",
+            scope=f"repository:{repo}:pull",
+            headers={"Accept": ACCEPT_MANIFESTS},
+        )
+        if r.status_code == 404:
+            return None
+        digest = r.headers.get("docker-content-digest")
+        size = r.headers.get("content-length", "")
+        if not digest or not size.isdigit():
+            fetched = self.manifest(repo, reference)
+            if fetched is None:
+                return None
+            data, media_type, digest = fetched
+            return Descriptor(media_type, digest, len(data))
+        return Descriptor(r.headers.get("content-type", "").split(";")[0].strip(), digest, int(size))
+
+    def blob(self, repo: str, digest: str, limit: int = MAX_BLOB_BYTES) -> bytes | None:
+        r = self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=f"repository:{repo}:pull", stream=True)
+        if r.status_code == 404:
+            return None
+        data = _read_limited(r, limit)
+        if mf.digest_of(data) != digest:
+            raise RegistryError(f"{repo} blob {digest}: the registry sent other bytes")
+        return data
+
+    def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[Descriptor]:
+        """Referrers of `digest`: the referrers API when the registry has it, else the tag-schema index."""
+        if self.referrers_api is not False:
+            found = self._referrers_api(repo, digest, artifact_type)
+            if found is not None:
+                return found
+        return [
+            d
+            for d in self._fallback_index(repo, digest)[1]
+            if artifact_type is None or d.artifact_type == artifact_type
+        ]
+
+    def _referrers_api(self, repo: str, digest: str, artifact_type: str | None) -> list[Descriptor] | None:
+        path = f"/v2/{repo}/referrers/{digest}" + (f"?artifactType={artifact_type}" if artifact_type else "")
+        out: list[Descriptor] = []
+        pages = 0
+        while path and pages < 50:
+            pages += 1
+            r = self.request("GET", path, scope=f"repository:{repo}:pull", headers={"Accept": mf.OCI_INDEX})
+            if r.status_code == 404:
+                self.referrers_api = False
+                return None
+            self.referrers_api = True
+            index = mf.parse(_read_limited(r, mf.MAX_MANIFEST_BYTES), mf.OCI_INDEX)
+            filtered = "artifactType" in r.headers.get("oci-filters-applied", "")
+            out += [d for d in index.manifests if filtered or artifact_type is None or d.artifact_type == artifact_type]
+            path = _next_link(r.headers.get("link", ""))
+        return out
+
+    def _fallback_index(self, repo: str, digest: str) -> tuple[dict[str, Any] | None, list[Descriptor]]:
+        fetched = self.manifest(repo, mf.fallback_tag(digest))
+        if fetched is None:
+            return None, []
+        data, media_type, _ = fetched
+        parsed = mf.parse(data, media_type)
+        if not parsed.is_index:
+            raise RegistryError(
+                f"{repo}:{mf.fallback_tag(digest)} is a {parsed.media_type}, not a referrers index; not trusted"
+            )
+        return json.loads(data), list(parsed.manifests)
+
+    def catalog(self) -> list[str]:
+        return self._paged("/v2/_catalog?n=1000", "repositories", "registry:catalog:*")
+
+    def tags(self, repo: str) -> list[str]:
+        return self._paged(f"/v2/{repo}/tags/list?n=1000", "tags", f"repository:{repo}:pull")
+
+    def _paged(self, path: str, key: str, scope: str) -> list[str]:
+        out: list[str] = []
+        pages = 0
+        while path and pages < 1000:
+            pages += 1
+            r = self.request("GET", path, scope=scope)
+            if r.status_code == 404:
+                return out
+            try:
+                items = r.json().get(key) or []
+            except ValueError:
+                raise RegistryError(f"{path}: not JSON") from None
+            out += [i for i in items if isinstance(i, str)]
+            path = _next_link(r.headers.get("link", ""))
+        return out
+
+    # ----- writing -----
+    def push_blob(self, repo: str, data: bytes) -> str:
+        digest = mf.digest_of(data)
+        scope = f"repository:{repo}:pull,push"
+        if self.request("HEAD", f"/v2/{repo}/blobs/{digest}", scope=scope).status_code == 200:
+            return digest
+        r = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(202,))
+        location = r.headers.get("location")
+        if r.status_code != 202 or not location:
+            raise RegistryError(f"{repo}: blob upload did not start (HTTP {r.status_code})")
+        sep = "&" if "?" in location else "?"
+        put = self.request(
+            "PUT",
+            f"{location}{sep}digest={digest}",
+            scope=scope,
+            ok=(201,),
+            data=data,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        if put.status_code != 201:
+            raise RegistryError(f"{repo}: blob upload failed (HTTP {put.status_code})")
+        return digest
+
+    def push_manifest(
+        self, repo: str, data: bytes, media_type: str, reference: str | None = None
+    ) -> tuple[str, str | None]:
+        """PUT a manifest by digest (or to `reference`, only ever a fallback tag); returns (digest, OCI-Subject)."""
+        digest = mf.digest_of(data)
+        r = self.request(
+            "PUT",
+            f"/v2/{repo}/manifests/{reference or digest}",
+            scope=f"repository:{repo}:pull,push",
+            ok=(201,),
+            data=data,
+            headers={"Content-Type": media_type},
+        )
+        if r.status_code != 201:
+            raise RegistryError(f"{repo}: manifest push failed (HTTP {r.status_code})", r.status_code)
+        return digest, r.headers.get("oci-subject")
+
+    def _lock(self, repo: str, digest: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._subject_locks.setdefault((repo, digest), threading.Lock())
+
+    def attach(self, repo: str, subject: Descriptor, artifact: bytes, layers: list[bytes]) -> str:
+        """Push a referrer manifest and its blobs by digest; maintain the fallback index when the registry
+        does not process `subject`. Idempotent: attaching the same artifact again changes nothing."""
+        self.push_blob(repo, mf.EMPTY_BLOB)
+        for blob in layers:
+            self.push_blob(repo, blob)
+        digest, oci_subject = self.push_manifest(repo, artifact, mf.OCI_MANIFEST)
+        if oci_subject:
+            self.referrers_api = True
+            return digest
+        parsed = mf.parse(artifact, mf.OCI_MANIFEST)
+        entry = Descriptor(mf.OCI_MANIFEST, digest, len(artifact), parsed.effective_artifact_type, parsed.annotations)
+        with self._lock(repo, subject.digest):
+            for _ in range(5):
+                doc, listed = self._fallback_index(repo, subject.digest)
+                if any(d.digest == digest for d in listed):
+                    return digest
+                doc = doc or mf.empty_index()
+                doc.setdefault("manifests", []).append(entry.to_json())
+                self.push_manifest(repo, mf.canonical_json(doc), mf.OCI_INDEX, mf.fallback_tag(subject.digest))
+                # Re-read: another writer (outside this process) may have replaced the index meanwhile.
+                if any(d.digest == digest for d in self._fallback_index(repo, subject.digest)[1]):
+                    return digest
+        raise TransientRegistryError(f"{repo}:{mf.fallback_tag(subject.digest)} kept changing under us; will retry")
+
+
+def _read_limited(r: requests.Response, limit: int) -> bytes:
+    declared = r.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise RegistryError(f"{r.url}: {declared} bytes is more than the {limit} read")
+    chunks, size = [], 0
+    for chunk in r.iter_content(65536):
+        size += len(chunk)
+        if size > limit:
+            raise RegistryError(f"{r.url}: more than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _next_link(header: str) -> str:
+    match = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', header)
+    return match.group(1) if match else ""
+
+
+def parse_manifest(data: bytes, media_type: str) -> Manifest:
+    return mf.parse(data, media_type)

@@ -1,0 +1,259 @@
+"""The watcher's workers: turn inbox events into Signed Statements, register them, attach the
+Transparent Statements to the images as referrers. Every step is idempotent; see `inbox`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from scitt_oci.cose.keys import CoseKey
+from scitt_oci.errors import ScittOciError
+from scitt_oci.log.client import ScrapiClient
+from scitt_oci.log.service import TransparencyService
+from scitt_oci.oci import manifest as mf
+from scitt_oci.oci.client import RegistryClient, RegistryError, TransientRegistryError
+from scitt_oci.oci.manifest import Descriptor
+from scitt_oci.oci.reference import Digest, Reference
+from scitt_oci.scitt import profile, transparent
+from scitt_oci.scitt import statement as statement_mod
+from scitt_oci.watch.classify import Decision, classify
+from scitt_oci.watch.events import DELETE, PUSH, RegistryEvent
+from scitt_oci.watch.inbox import Inbox, InboxItem
+
+log = logging.getLogger(__name__)
+
+
+class Registrar(Protocol):
+    identity: str
+
+    def register(self, statement: bytes) -> bytes:
+        """Register `statement`; return its receipt."""
+
+
+@dataclass
+class EmbeddedRegistrar:
+    service: TransparencyService
+    timeout: float = 30.0
+    identity: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.identity = self.service.identity
+
+    def register(self, statement: bytes) -> bytes:
+        submission = self.service.submit(statement)
+        if submission.registration is None:
+            found = self.service.receipt(submission.entry_id)
+        else:
+            index, head = submission.registration.integrated.result(self.timeout)
+            found = self.service.receipt(submission.entry_id, index, head)
+        if found is None:
+            raise ScittOciError("the embedded log has no receipt for a statement it integrated")
+        return found
+
+
+@dataclass
+class RemoteRegistrar:
+    client: ScrapiClient
+    identity: str
+
+    def register(self, statement: bytes) -> bytes:
+        return self.client.register(statement).receipt
+
+
+class PermanentError(ScittOciError):
+    """An event that cannot succeed however often it is retried."""
+
+
+@dataclass
+class Stats:
+    processed: int = 0
+    recorded: int = 0
+    skipped: int = 0
+    retried: int = 0
+    dead: int = 0
+    last_latency: float = 0.0
+
+
+class Watcher:
+    def __init__(
+        self,
+        inbox: Inbox,
+        clients: dict[str, RegistryClient],
+        issuer_key: CoseKey,
+        issuer: str,
+        registrar: Registrar,
+        *,
+        workers: int = 4,
+        on_done: Callable[[InboxItem, Decision | None, float], None] | None = None,
+    ) -> None:
+        self.inbox = inbox
+        self.clients = clients
+        self.issuer_key = issuer_key
+        self.issuer = issuer
+        self.registrar = registrar
+        self.workers = workers
+        self.on_done = on_done
+        self.stats = Stats()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for i in range(self.workers):
+            t = threading.Thread(target=self._run, name=f"scitt-oci-watch-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.inbox.wakeup.set()
+        for t in self._threads:
+            t.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+
+    @property
+    def crashed(self) -> bool:
+        """Started, not stopped, and a worker thread is gone."""
+        return bool(self._threads) and not self._stop.is_set() and not self.alive
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            items = self.inbox.claim(1)
+            if not items:
+                self.inbox.wakeup.wait(0.2)
+                self.inbox.wakeup.clear()
+                continue
+            self.process(items[0])
+
+    def process(self, item: InboxItem) -> None:
+        started = time.monotonic()
+        decision: Decision | None = None
+        try:
+            decision = self._process(item)
+        except (PermanentError, RegistryError) as exc:
+            transient = isinstance(exc, TransientRegistryError) or (
+                isinstance(exc, RegistryError) and (exc.status or 0) >= 500
+            )
+            dead = self.inbox.failed(
+                item, f"{type(exc).__name__}: {exc}", permanent=not transient and isinstance(exc, PermanentError)
+            )
+            self.stats.dead += dead
+            self.stats.retried += not dead
+            log.warning("event %s %s: %s", item.id, "dead" if dead else "will retry", exc)
+            return
+        except Exception as exc:  # anything else is retried too; after max attempts it is dead-lettered
+            dead = self.inbox.failed(item, f"{type(exc).__name__}: {exc}")
+            self.stats.dead += dead
+            self.stats.retried += not dead
+            log.exception("event %s failed", item.id)
+            return
+        self.stats.processed += 1
+        elapsed = time.monotonic() - started
+        self.stats.last_latency = elapsed
+        if self.on_done is not None:
+            self.on_done(item, decision, elapsed)
+
+    def _process(self, item: InboxItem) -> Decision:
+        event = item.event
+        client = self.clients.get(item.registry)
+        if client is None:
+            raise PermanentError(f"registry {item.registry!r} is not configured")
+        digest = event.digest
+        if digest is None:  # a tag-only event: resolve it now
+            found = client.head_manifest(event.repository, event.tag or "")
+            if found is None:
+                raise PermanentError(f"{event.repository}:{event.tag} does not exist")
+            digest = found.digest
+        manifest = None
+        descriptor: Descriptor | None = None
+        if event.action == DELETE:
+            if client.head_manifest(event.repository, digest) is not None:
+                self.inbox.done(item, "skipped: the manifest still exists (a blob deletion)")
+                self.stats.skipped += 1
+                return Decision(None, reason="blob deletion")
+        else:
+            fetched = client.manifest(event.repository, digest)
+            if fetched is None:
+                raise RegistryError(f"{event.repository}@{digest} is not in the registry (yet)", 503)
+            data, media_type, digest = fetched
+            manifest = mf.parse(data, media_type)
+            descriptor = Descriptor(manifest.media_type, digest, len(data))
+        decision = classify(event, digest, manifest)
+        if not decision.record:
+            self.inbox.done(item, f"skipped: {decision.reason}")
+            self.stats.skipped += 1
+            return decision
+        if decision.children:
+            self.inbox.add(
+                item.registry,
+                [RegistryEvent(event.repository, c.digest, None, PUSH, c.media_type) for c in decision.children],
+            )
+        assert decision.kind is not None and decision.subject_digest is not None
+        subject = self._subject(item, client, decision, descriptor)
+        statement = item.statement or self._statement(item, decision, digest, manifest)
+        signed = statement_mod.parse(statement)
+        receipt = self.registrar.register(statement)
+        ts = transparent.add_receipts(signed, [receipt])
+        referrer = None
+        if subject is not None:
+            iat = signed.claims.iat if signed.claims and signed.claims.iat else int(time.time())
+            artifact = mf.statement_artifact(
+                subject, ts, kind=decision.kind.value, issuer=self.issuer, service=self.registrar.identity, created=iat
+            )
+            referrer = client.attach(event.repository, subject, artifact, [ts])
+        self.inbox.record(
+            item.registry,
+            event.repository,
+            decision.subject_digest,
+            decision.kind.value,
+            digest,
+            descriptor.media_type if descriptor else None,
+            descriptor.size if descriptor else None,
+            referrer,
+        )
+        self.inbox.done(item, None if subject else "registered; the deleted image has no record to attach to")
+        self.stats.recorded += 1
+        return decision
+
+    def _subject(
+        self, item: InboxItem, client: RegistryClient, decision: Decision, own: Descriptor | None
+    ) -> Descriptor | None:
+        event = item.event
+        assert decision.subject_digest is not None
+        if decision.kind is profile.Kind.PUSH:
+            return own
+        if decision.kind is profile.Kind.DELETE:
+            known = self.inbox.pushed(item.registry, event.repository, decision.subject_digest)
+            return Descriptor(known[0], decision.subject_digest, known[1]) if known else None
+        found = client.head_manifest(event.repository, decision.subject_digest)
+        if found is None:
+            raise RegistryError(f"the signed image {decision.subject_digest} is not in {event.repository} (yet)", 503)
+        return found
+
+    def _statement(self, item: InboxItem, decision: Decision, digest: str, manifest: mf.Manifest | None) -> bytes:
+        """Build and sign the statement once, and store it before it is registered (see module doc)."""
+        assert decision.kind is not None and decision.subject_digest is not None
+        event = item.event
+        subject = Reference(item.registry, event.repository, None, Digest.parse(decision.subject_digest))
+        details: dict[str, str] = {}
+        if decision.kind in (profile.Kind.PUSH, profile.Kind.DELETE) and event.tag:
+            details["tag"] = event.tag
+        if decision.kind is profile.Kind.SIGNATURE:
+            details["format"] = decision.format or "cosign"
+            if decision.signer:
+                details["signer"] = decision.signer
+        recorded = Digest.parse(digest) if decision.kind is profile.Kind.SIGNATURE else None
+        media_type = manifest.media_type if manifest else None
+        built = profile.build(
+            self.issuer_key,
+            self.issuer,
+            profile.make_event(decision.kind, subject, recorded_digest=recorded, media_type=media_type, **details),
+            iat=int(time.time()),
+        ).encode()
+        return self.inbox.save_statement(item, built)

@@ -1,0 +1,181 @@
+"""The registry watcher against Debian's CNCF Distribution: pushes and signatures become Transparent
+Statements attached to the images as referrers (tag-schema fallback: Distribution 2.8 has no referrers API)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from scitt_oci.cose import keys
+from scitt_oci.oci import manifest as mf
+from scitt_oci.oci.client import RegistryClient, RegistrySettings
+from scitt_oci.oci.manifest import Descriptor
+from scitt_oci.scitt import profile, transparent
+from scitt_oci.verify.trust import load_policy
+from scitt_oci.verify.verifier import verify_transparent_statement
+from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
+from tests.serverproc import ServerProcess
+
+SECRET = "test-webhook-secret-0123456789"
+
+
+@dataclass
+class Setup:
+    server: ServerProcess
+    registry: RegistryProcess
+    client: RegistryClient
+    policy: Path
+    root: Path
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    root = tmp_path_factory.mktemp("watch")
+    (root / "secret").write_text(SECRET)
+    server = ServerProcess(root / "data")
+    registry = RegistryProcess(root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET).start()
+    server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret")]
+    server.start()
+    (root / "ts.cbor").write_bytes(requests.get(server.url + "/.well-known/scitt-keys", timeout=5).content)
+    issuer = keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes())
+    (root / "issuer.pem").write_bytes(issuer.public_pem())
+    (root / "policy.yaml").write_text("transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
+                                      "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n")
+    yield Setup(server, registry, RegistryClient(RegistrySettings.for_url(registry.url)), root / "policy.yaml", root)
+    server.stop()
+    registry.stop()
+
+
+def statements_for(s: Setup, repo: str, digest: str, count: int, timeout: float = 30) -> list[bytes]:
+    """The Transparent Statements attached to `digest`, once there are `count` of them (polling the registry)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = s.client.referrers(repo, digest, mf.STATEMENT_ARTIFACT)
+        if len(found) >= count or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)  # polling for an asynchronous outcome, bounded by the deadline
+    assert len(found) == count, f"{len(found)} statements attached to {digest}, expected {count}: {s.server.output()[-2000:]}"
+    out = []
+    for d in found:
+        assert d.annotations[mf.ANN_KIND] in ("push", "signature", "delete")
+        fetched = s.client.manifest(repo, d.digest)
+        assert fetched is not None
+        artifact = mf.parse(fetched[0], fetched[1])
+        assert artifact.subject is not None and artifact.subject.digest == digest
+        blob = s.client.blob(repo, artifact.layers[0].digest)
+        assert blob is not None
+        out.append(blob)
+    return out
+
+
+def kinds(s: Setup, blobs: list[bytes], digest: str) -> list[str]:
+    policy = load_policy(s.policy)
+    out = []
+    for blob in blobs:
+        result = verify_transparent_statement(blob, policy, digest=digest)
+        assert result.valid, result.to_json()
+        assert result.event is not None
+        out.append(result.event.kind.value)
+    return sorted(out)
+
+
+def test_pushed_image_gets_a_verifiable_push_statement(watched: Setup) -> None:
+    digest = oci_layout(watched.root / "img1", "one")
+    skopeo_push(watched.root / "img1", watched.registry, "wabbit/net-monitor")
+    blobs = statements_for(watched, "wabbit/net-monitor", digest, 1)
+    assert kinds(watched, blobs, digest) == ["push"]
+    event = profile.read_event(transparent.parse(blobs[0]).statement)
+    assert event.detail("tag") == "v1" and str(event.subject.digest) == digest
+    assert event.subject.registry == watched.registry.host
+
+
+def test_multi_arch_index_and_its_platform_manifests(watched: Setup) -> None:
+    digest = oci_layout(watched.root / "img2", "two", multi_arch=True)
+    skopeo_push(watched.root / "img2", watched.registry, "wabbit/multi", all_platforms=True)
+    assert kinds(watched, statements_for(watched, "wabbit/multi", digest, 1), digest) == ["push"]
+    index = json.loads((watched.root / "img2" / "blobs" / "sha256" / digest.split(":")[1]).read_bytes())
+    for platform in index["manifests"]:
+        assert kinds(watched, statements_for(watched, "wabbit/multi", platform["digest"], 1), platform["digest"]) == ["push"]
+
+
+def _image_descriptor(s: Setup, repo: str, digest: str) -> Descriptor:
+    found = s.client.head_manifest(repo, digest)
+    assert found is not None
+    return found
+
+
+def test_cosign_classic_and_notation_signatures_are_recorded_about_the_image(watched: Setup) -> None:
+    repo = "wabbit/signed"
+    digest = oci_layout(watched.root / "img3", "three")
+    skopeo_push(watched.root / "img3", watched.registry, repo)
+    statements_for(watched, repo, digest, 1)
+    image = _image_descriptor(watched, repo, digest)
+    # cosign classic: a manifest tagged sha256-<hex>.sig with a simple-signing layer
+    payload = json.dumps({"critical": {"identity": {"docker-reference": f"{watched.registry.host}/{repo}"},
+                                       "image": {"docker-manifest-digest": digest},
+                                       "type": "cosign container image signature"}, "optional": None}).encode()
+    layer = watched.client.push_blob(repo, payload)
+    config = watched.client.push_blob(repo, b"{}")
+    cosign = mf.canonical_json({
+        "schemaVersion": 2, "mediaType": mf.OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "digest": layer,
+                    "size": len(payload), "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ=="}}],
+    })
+    watched.client.push_manifest(repo, cosign, mf.OCI_MANIFEST, mf.fallback_tag(digest) + ".sig")
+    # Notation: an artifact with subject = the image and a COSE envelope layer
+    envelope = watched.client.push_blob(repo, b"\xd2\x84\x40\xa0\xf6\x40")
+    notation = mf.canonical_json({
+        "schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "artifactType": mf.NOTATION_SIGNATURE,
+        "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
+        "layers": [{"mediaType": "application/cose", "digest": envelope, "size": 6}],
+        "subject": image.to_json(),
+        "annotations": {"io.cncf.notary.x509chain.thumbprint#S256": '["abcdef"]'},
+    })
+    notation_digest, _ = watched.client.push_manifest(repo, notation, mf.OCI_MANIFEST)
+    blobs = statements_for(watched, repo, digest, 3)
+    assert kinds(watched, blobs, digest) == ["push", "signature", "signature"]
+    formats = sorted(profile.read_event(transparent.parse(b).statement).detail("format") or "" for b in blobs)
+    assert formats == ["", "cosign", "notation"]
+    recorded = {str(profile.read_event(transparent.parse(b).statement).recorded_digest) for b in blobs}
+    assert notation_digest in recorded
+
+
+def test_no_feedback_loop_and_events_are_done(watched: Setup) -> None:
+    """Our own artifacts and the fallback indexes we write are recognised and never recorded."""
+    metrics = ""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        metrics = requests.get(watched.server.url + "/metrics", timeout=5).text
+        if 'scitt_watch_events{state="pending"}' not in metrics or 'scitt_watch_events{state="pending"} 0.0' in metrics:
+            break
+        time.sleep(0.05)
+    assert 'scitt_watch_events{state="dead"}' not in metrics or 'scitt_watch_events{state="dead"} 0.0' in metrics
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{watched.server.data_dir / 'watch.db'}?mode=ro", uri=True)
+    notes = [n for (n,) in conn.execute("SELECT last_error FROM events WHERE state = 'done' AND last_error LIKE 'skipped%'")]
+    assert any("our own" in n for n in notes) and any("fallback index" in n for n in notes)
+    kinds_on_record = [k for (k,) in conn.execute("SELECT kind FROM recorded")]
+    assert kinds_on_record.count("push") == 5 and kinds_on_record.count("signature") == 2
+
+
+def test_webhook_rejections(watched: Setup) -> None:
+    url = watched.server.url + "/webhooks/distribution"
+    auth = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
+    assert requests.post(url, data=b"{}", headers={"Content-Type": "application/json"}, timeout=5).status_code == 401
+    assert requests.post(url, data=b"{}", headers={**auth, "Authorization": "Bearer wrong"}, timeout=5).status_code == 401
+    bad = requests.post(url, data=b"not json", headers=auth, timeout=5)
+    assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
+    assert "not JSON" in bad.json()["detail"]
+    assert requests.post(url, data=b'{"events": 5}', headers=auth, timeout=5).status_code == 400
+    assert requests.post(url, data=b"x" * (1024 * 1024 + 1), headers=auth, timeout=5).status_code == 413
+    assert requests.post(watched.server.url + "/webhooks/nope", data=b"{}", headers=auth, timeout=5).status_code == 404
+    assert requests.post(url, data=b"{}", headers={**auth, "Content-Type": "text/plain"}, timeout=5).status_code == 415
+    assert requests.post(url + "?registry=evil.example", data=b'{"events": []}', headers=auth, timeout=5).status_code == 400
