@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 import requests
 
@@ -244,7 +244,10 @@ class RegistryClient:
         ]
 
     def _referrers_api(self, repo: str, digest: str, artifact_type: str | None) -> list[Descriptor] | None:
-        path = f"/v2/{repo}/referrers/{digest}" + (f"?artifactType={artifact_type}" if artifact_type else "")
+        # quote: "+" in a media type would otherwise arrive as a space
+        path = f"/v2/{repo}/referrers/{digest}" + (
+            f"?artifactType={quote(artifact_type, safe='')}" if artifact_type else ""
+        )
         out: list[Descriptor] = []
         pages = 0
         while path and pages < 50:
