@@ -84,3 +84,4 @@ def run() -> None:
 # The command modules register themselves on `main`; they import it from here, so they come last.
 from scitt_oci.cli import formats as _formats  # noqa: E402, F401
 from scitt_oci.cli import log as _log  # noqa: E402, F401
+from scitt_oci.cli import watch as _watch  # noqa: E402, F401

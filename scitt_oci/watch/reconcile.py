@@ -6,6 +6,7 @@ Used by the periodic reconciliation loop of `serve` and by `scitt-oci backfill`.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 
@@ -14,6 +15,7 @@ from scitt_oci.watch.events import PUSH, RegistryEvent
 from scitt_oci.watch.inbox import Inbox
 
 log = logging.getLogger(__name__)
+_FALLBACK_TAG = re.compile(r"^sha(256|512)-[0-9a-f]{64,128}$")
 
 
 def unrecorded(
@@ -22,6 +24,8 @@ def unrecorded(
     """Push events for every tagged manifest of `repositories` (default: the catalog) not yet on record."""
     for repo in repositories if repositories is not None else client.catalog():
         for tag in client.tags(repo):
+            if _FALLBACK_TAG.match(tag):
+                continue  # a referrers index (ours or another tool's), never an image
             found = client.head_manifest(repo, tag)
             if found is not None and not inbox.is_recorded(name, repo, found.digest):
                 yield RegistryEvent(repo, found.digest, tag, PUSH, found.media_type or None)

@@ -1,0 +1,204 @@
+"""Commands for the registry side: backfill a registry, show an image's history, inspect dead letters."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from scitt_oci import config as config_mod
+from scitt_oci.cli import _die, main
+from scitt_oci.errors import ScittOciError
+from scitt_oci.oci import manifest as mf
+from scitt_oci.oci.client import RegistryClient, RegistrySettings
+from scitt_oci.oci.reference import Reference
+from scitt_oci.scitt import profile, transparent
+from scitt_oci.scitt import receipt as receipt_mod
+
+
+def _runtime(config_file: Path | None, data_dir: Path | None, registry: str | None, insecure: bool) -> Any:
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = str(data_dir)
+    if registry is not None:
+        overrides["watch"] = {"registries": [{"url": registry, "insecure": insecure}]}
+    try:
+        from scitt_oci.server import runtime
+
+        return runtime.build(config_mod.load(config_file, overrides=overrides))
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
+
+
+_common = [
+    click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), help="Service configuration."
+    ),
+    click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), help="The service's data directory."),
+    click.option("--registry-insecure", is_flag=True, help="Plain HTTP to a loopback registry."),
+]
+
+
+def common(f: Any) -> Any:
+    for option in reversed(_common):
+        f = option(f)
+    return f
+
+
+@main.command("backfill")
+@click.argument("target")
+@common
+def backfill(target: str, config_file: Path | None, data_dir: Path | None, registry_insecure: bool) -> None:
+    """Record everything already in REGISTRY[/REPO]: every tagged manifest and signature not yet on record.
+
+    Resumable: what is on record is skipped, so an interrupted backfill picks up where it stopped.
+    Runs with the data directory of `scitt-oci serve` (it may be running: they share the log safely).
+    """
+    registry, _, repo = target.partition("/")
+    rt = _runtime(config_file, data_dir, registry, registry_insecure)
+    watcher = rt.watcher
+    assert watcher is not None
+    name = next(iter(watcher.clients)) if len(watcher.clients) == 1 else registry
+    client = watcher.clients.get(name)
+    if client is None:
+        _die(f"registry {registry} is not configured")
+    from scitt_oci.watch.reconcile import unrecorded
+
+    try:
+        repositories = [repo] if repo else client.catalog()
+        found = []
+        with click.progressbar(repositories, label="listing", file=sys.stderr) as bar:
+            for r in bar:
+                found += list(unrecorded(watcher.inbox, name, client, [r]))
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
+    queued = watcher.inbox.add(name, found)
+    rt.start()
+    try:
+        with click.progressbar(length=max(queued, 1), label="recording", file=sys.stderr) as recording:
+            done = 0
+            while True:
+                counts = watcher.inbox.counts()
+                remaining = counts.get("pending", 0)
+                recording.update(max(0, queued - remaining - done))
+                done = max(done, queued - remaining)
+                if remaining == 0:
+                    break
+                time.sleep(0.2)  # progress display cadence
+    finally:
+        rt.stop()
+    counts = watcher.inbox.counts()
+    click.echo(
+        f"found {len(found)} manifests not on record; queued {queued}; "
+        f"events done {counts.get('done', 0)}, dead {counts.get('dead', 0)}"
+    )
+
+
+@main.command("history")
+@click.argument("image")
+@click.option("--registry-insecure", is_flag=True, help="Plain HTTP to a loopback registry.")
+@click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def history(image: str, registry_insecure: bool, output: str) -> None:
+    """What is on record for IMAGE (registry/repo@digest or :tag): pushes, signatures, deletes, and the receipts.
+
+    Reads the Transparent Statements attached to the image; it does not verify them (use `verify`).
+    """
+    try:
+        ref = Reference.parse(image)
+        client = RegistryClient(
+            RegistrySettings.for_url(("http://" if registry_insecure else "https://") + ref.registry)
+        )
+        digest = str(ref.digest) if ref.digest else None
+        if digest is None:
+            found = client.head_manifest(ref.repository, ref.tag or "latest")
+            if found is None:
+                _die(f"{image} does not exist")
+            digest = found.digest
+            click.echo(f"warning: {image} is a tag; showing {digest}", err=True)
+        records = []
+        for d in client.referrers(ref.repository, digest, mf.STATEMENT_ARTIFACT):
+            fetched = client.manifest(ref.repository, d.digest)
+            if fetched is None:
+                continue
+            artifact = mf.parse(fetched[0], fetched[1])
+            blob = client.blob(ref.repository, artifact.layers[0].digest) if artifact.layers else None
+            if blob is None:
+                continue
+            records.append(_describe(d.digest, blob))
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
+    records.sort(key=lambda r: r.get("iat") or 0)
+    if output == "json":
+        click.echo(json.dumps({"image": f"{ref.registry}/{ref.repository}@{digest}", "records": records}, indent=2))
+        return
+    click.echo(f"{ref.registry}/{ref.repository}@{digest}: {len(records)} record(s)")
+    for r in records:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["iat"])) if r.get("iat") else "?"
+        extra = ", ".join(f"{k} {v}" for k, v in r.get("details", {}).items())
+        click.echo(f"  {when}  {r.get('kind', '?'):9} by {r.get('issuer')}" + (f" ({extra})" if extra else ""))
+        for rc in r.get("receipts", []):
+            click.echo(f"      receipt from {rc.get('service')}: leaf {rc.get('leaf_index')} of {rc.get('tree_size')}")
+
+
+def _describe(referrer: str, blob: bytes) -> dict[str, Any]:
+    out: dict[str, Any] = {"referrer": referrer}
+    try:
+        ts = transparent.parse(blob)
+        event = profile.read_event(ts.statement)
+    except ScittOciError as exc:
+        return {**out, "error": exc.diagnostics()}
+    claims = ts.statement.claims
+    out.update(
+        kind=event.kind.value,
+        issuer=ts.statement.issuer,
+        iat=claims.iat if claims else None,
+        recorded=str(event.recorded_digest),
+        details=dict(event.details),
+    )
+    receipts = []
+    for raw in ts.receipts:
+        try:
+            message, vds = receipt_mod.decode(raw)
+            proofs = message.unprotected.get(396, {}).get(-1, [])
+            from scitt_oci.cose import cbor
+
+            size, index, _path = cbor.loads(proofs[0]) if proofs else (None, None, None)
+            cwt = message.protected.get(15, {})
+            receipts.append({"service": cwt.get(1), "vds": vds, "tree_size": size, "leaf_index": index})
+        except (ScittOciError, ValueError, TypeError, AttributeError):
+            receipts.append({"error": "unreadable receipt"})
+    out["receipts"] = receipts
+    return out
+
+
+@main.group("watch")
+def watch_group() -> None:
+    """The registry watcher's inbox."""
+
+
+@watch_group.command("dead-letters")
+@common
+@click.option("--retry", is_flag=True, help="Put every dead-lettered event back in the queue.")
+def dead_letters(config_file: Path | None, data_dir: Path | None, registry_insecure: bool, retry: bool) -> None:
+    """List events that failed too often to be processed (with the reason), or retry them."""
+    from scitt_oci.watch.inbox import Inbox
+
+    cfg = config_mod.load(config_file, overrides={"data_dir": str(data_dir)} if data_dir else None)
+    path = cfg.data_dir / "watch.db"
+    if not path.exists():
+        _die(f"{path} does not exist: no watcher has run with this data directory")
+    inbox = Inbox(path)
+    if retry:
+        click.echo(f"{inbox.retry_dead()} event(s) queued again")
+        return
+    dead = inbox.dead()
+    for d in dead:
+        click.echo(
+            f"#{d.id} {d.registry}/{d.event.repository}@{d.event.digest or d.event.tag} {d.event.action}: "
+            f"{d.attempts} attempts; {d.reason}"
+        )
+    click.echo(f"{len(dead)} dead-lettered event(s)")

@@ -1,0 +1,85 @@
+"""No webhooks: backfill, periodic reconciliation, `history`, and dead letters."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from scitt_oci.oci import manifest as mf
+from scitt_oci.oci.client import RegistryClient, RegistrySettings
+from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
+from tests.serverproc import ServerProcess
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    return subprocess.run([sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, check=False,
+                          env={**os.environ, **(env or {})})
+
+
+def test_backfill_is_resumable_and_history_shows_the_record(tmp_path: Path) -> None:
+    registry = RegistryProcess(tmp_path / "registry").start()
+    try:
+        digests = [oci_layout(tmp_path / f"img{i}", f"bf{i}") for i in range(2)]
+        for i in range(2):
+            skopeo_push(tmp_path / f"img{i}", registry, f"team/app{i}")
+        data = str(tmp_path / "data")
+        first = cli("backfill", registry.host, "--data-dir", data, "--registry-insecure")
+        assert first.returncode == 0, first.stderr
+        assert "found 2 manifests not on record" in first.stdout and "dead 0" in first.stdout
+        again = cli("backfill", f"{registry.host}/team/app0", "--data-dir", data, "--registry-insecure")
+        assert again.returncode == 0 and "found 0 manifests not on record" in again.stdout
+        client = RegistryClient(RegistrySettings.for_url(registry.url))
+        assert len(client.referrers("team/app1", digests[1], mf.STATEMENT_ARTIFACT)) == 1
+        shown = cli("history", f"{registry.host}/team/app0@{digests[0]}", "--registry-insecure", "--output", "json")
+        doc = json.loads(shown.stdout)
+        assert [r["kind"] for r in doc["records"]] == ["push"] and doc["records"][0]["receipts"][0]["tree_size"] >= 1
+        tagged = cli("history", f"{registry.host}/team/app1:v1", "--registry-insecure")
+        assert "1 record(s)" in tagged.stdout and "push" in tagged.stdout and "is a tag" in tagged.stderr
+    finally:
+        registry.stop()
+
+
+def test_periodic_reconciliation_catches_what_no_webhook_said(tmp_path: Path) -> None:
+    registry = RegistryProcess(tmp_path / "registry").start()
+    server = ServerProcess(tmp_path / "data", args=["--registry", registry.host, "--registry-insecure"],
+                           env={"SCITT_OCI_WATCH__POLL_INTERVAL_SECONDS": "0.3"}).start()
+    try:
+        digest = oci_layout(tmp_path / "img", "poll")
+        skopeo_push(tmp_path / "img", registry, "quiet/app")
+        client = RegistryClient(RegistrySettings.for_url(registry.url))
+        deadline = time.monotonic() + 30
+        while not client.referrers("quiet/app", digest, mf.STATEMENT_ARTIFACT) and time.monotonic() < deadline:
+            time.sleep(0.1)  # polling an asynchronous outcome, bounded by the deadline
+        assert len(client.referrers("quiet/app", digest, mf.STATEMENT_ARTIFACT)) == 1
+    finally:
+        server.stop()
+        registry.stop()
+
+
+def test_dead_letters_are_listed_with_their_reason_and_can_be_retried(tmp_path: Path) -> None:
+    registry = RegistryProcess(tmp_path / "registry").start()
+    server = ServerProcess(tmp_path / "data", args=["--registry", registry.host, "--registry-insecure"],
+                           env={"SCITT_OCI_WATCH__MAX_ATTEMPTS": "1"}).start()
+    try:
+        secret = (server.data_dir / "webhook-secret").read_text().strip()
+        missing = "sha256:" + "ee" * 32
+        r = requests.post(server.url + "/webhooks/generic", json={"repository": "ghost", "digest": missing},
+                          headers={"Authorization": f"Bearer {secret}"}, timeout=5)
+        assert r.status_code == 202
+        deadline = time.monotonic() + 20
+        while 'scitt_watch_events{state="dead"} 1.0' not in requests.get(server.url + "/metrics", timeout=5).text:
+            assert time.monotonic() < deadline, "the event was not dead-lettered"
+            time.sleep(0.05)
+        listed = cli("watch", "dead-letters", "--data-dir", str(server.data_dir))
+        assert "ghost@" + missing in listed.stdout and "not in the registry" in listed.stdout
+        assert "1 event(s) queued again" in cli("watch", "dead-letters", "--data-dir", str(server.data_dir), "--retry").stdout
+    finally:
+        server.stop()
+        registry.stop()
