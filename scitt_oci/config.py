@@ -93,7 +93,7 @@ class WatchConfig(_Section):
         None,
         description="shared secret expected as `Authorization: Bearer` (default: <data_dir>/webhook-secret, made once)",
     )
-    workers: int = Field(4, ge=1, le=64, description="events processed at once")
+    workers: int = Field(8, ge=1, le=64, description="events processed at once")
     max_attempts: int = Field(8, ge=1, le=100, description="tries before an event is dead-lettered")
     lease_seconds: float = Field(30, gt=0, description="an event whose worker died is taken up again after this long")
     poll_interval_seconds: float = Field(

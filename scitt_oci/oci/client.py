@@ -97,6 +97,7 @@ class RegistryClient:
         self._sleep = sleep
         self.referrers_api: bool | None = None  # capability cache: None until probed
         self._subject_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._known_blobs: set[tuple[str, str]] = set()  # (repo, digest) seen in the registry: no HEAD again
         self._locks_guard = threading.Lock()
 
     # ----- plumbing -----
@@ -298,10 +299,15 @@ class RegistryClient:
         return out
 
     # ----- writing -----
-    def push_blob(self, repo: str, data: bytes) -> str:
+    def push_blob(self, repo: str, data: bytes, *, check_exists: bool = True) -> str:
+        """Upload a blob unless the registry has it (`check_exists=False` skips the HEAD for content
+        known to be new, such as a freshly made statement)."""
         digest = mf.digest_of(data)
         scope = f"repository:{repo}:pull,push"
-        if self.request("HEAD", f"/v2/{repo}/blobs/{digest}", scope=scope).status_code == 200:
+        if (repo, digest) in self._known_blobs:
+            return digest
+        if check_exists and self.request("HEAD", f"/v2/{repo}/blobs/{digest}", scope=scope).status_code == 200:
+            self._known_blobs.add((repo, digest))
             return digest
         r = self.request("POST", f"/v2/{repo}/blobs/uploads/", scope=scope, ok=(202,))
         location = r.headers.get("location")
@@ -318,6 +324,8 @@ class RegistryClient:
         )
         if put.status_code != 201:
             raise RegistryError(f"{repo}: blob upload failed (HTTP {put.status_code})")
+        if len(data) < 1024:  # small shared blobs (the empty config) recur; remember them
+            self._known_blobs.add((repo, digest))
         return digest
 
     def push_manifest(
@@ -346,7 +354,7 @@ class RegistryClient:
         does not process `subject`. Idempotent: attaching the same artifact again changes nothing."""
         self.push_blob(repo, mf.EMPTY_BLOB)
         for blob in layers:
-            self.push_blob(repo, blob)
+            self.push_blob(repo, blob, check_exists=False)  # a re-upload of existing content is harmless
         digest, oci_subject = self.push_manifest(repo, artifact, mf.OCI_MANIFEST)
         if oci_subject:
             self.referrers_api = True

@@ -7,11 +7,13 @@ returned: the registry an event is about is the configured one the webhook route
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from scitt_oci.errors import MalformedError
+from scitt_oci.oci.manifest import DOCKER_LIST, OCI_INDEX, STATEMENT_ARTIFACT
 from scitt_oci.oci.reference import Digest, valid_repository
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -95,9 +97,26 @@ def _distribution_event(e: dict[str, Any], where: str) -> RegistryEvent | None:
     repository = _repository(target.get("repository"), f"{where}.target.repository")
     digest = _digest(target.get("digest"), f"{where}.target.digest", required=False)
     tag = _text(target.get("tag"), f"{where}.target.tag", required=False)
+    if _ours(target, tag, media_type):
+        return None
     if digest is None and (action == DELETE or tag is None):
         return None  # a tag deletion (Distribution sends one beside the manifest's): the manifest event suffices
     return RegistryEvent(repository, digest, tag, action, media_type)
+
+
+_FALLBACK_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")
+
+
+def _ours(target: dict[str, Any], tag: str | None, media_type: str | None) -> bool:
+    """Events for what the watcher itself pushed, recognisable from the payload alone: a statement
+    artifact (its layer's media type is listed in `references`) or a referrers fallback index. Dropping
+    them here saves storing and fetching them; the worker would skip them anyway."""
+    if tag and _FALLBACK_TAG.match(tag) and media_type in (OCI_INDEX, DOCKER_LIST):
+        return True
+    references = target.get("references")
+    return isinstance(references, list) and any(
+        isinstance(r, dict) and r.get("mediaType") == STATEMENT_ARTIFACT for r in references
+    )
 
 
 def parse_distribution(body: bytes, headers: Mapping[str, str]) -> list[RegistryEvent]:

@@ -79,19 +79,23 @@ class Inbox:
         with self._conn() as conn:
             conn.executescript(_SCHEMA)
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _conn(self, durable: bool = False) -> sqlite3.Connection:
+        """A per-thread connection. `durable` ones fsync every commit (events before the 2xx, statements
+        before registration); progress marks (leases, done) may be lost to a power cut: that only means
+        the event is processed again, which is idempotent."""
+        name = "durable" if durable else "conn"
+        conn: sqlite3.Connection | None = getattr(self._local, name, None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            self._local.conn = conn
+            conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            setattr(self._local, name, conn)
         return conn
 
     def add(self, registry: str, events: list[RegistryEvent]) -> int:
         """Store events durably (one transaction); returns how many were new."""
         now = time.time()
-        conn = self._conn()
+        conn = self._conn(durable=True)
         conn.execute("BEGIN IMMEDIATE")
         try:
             added = 0
@@ -146,7 +150,7 @@ class Inbox:
 
     def save_statement(self, item: InboxItem, statement: bytes) -> bytes:
         """Keep the first statement made for this event; returns the one stored."""
-        conn = self._conn()
+        conn = self._conn(durable=True)
         conn.execute(
             "UPDATE events SET statement = ?, updated = ? WHERE id = ? AND statement IS NULL",
             (statement, time.time(), item.id),

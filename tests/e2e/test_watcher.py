@@ -160,8 +160,11 @@ def test_no_feedback_loop_and_events_are_done(watched: Setup) -> None:
     import sqlite3
 
     conn = sqlite3.connect(f"file:{watched.server.data_dir / 'watch.db'}?mode=ro", uri=True)
+    # Distribution's payloads let the webhook drop events about what we pushed before storing them.
+    stored = [json.loads(e) for (e,) in conn.execute("SELECT event FROM events")]
+    assert not [e for e in stored if (e["tag"] or "").startswith("sha256-") and not e["tag"].endswith(".sig")]
     notes = [n for (n,) in conn.execute("SELECT last_error FROM events WHERE state = 'done' AND last_error LIKE 'skipped%'")]
-    assert any("our own" in n for n in notes) and any("fallback index" in n for n in notes)
+    assert not any("our own" in n or "fallback index" in n for n in notes)
     kinds_on_record = [k for (k,) in conn.execute("SELECT kind FROM recorded")]
     assert kinds_on_record.count("push") == 5 and kinds_on_record.count("signature") == 2
 

@@ -80,3 +80,13 @@ def test_garbage_is_a_malformed_error(kind: str) -> None:
             events.PARSERS[kind](body, {})
         except MalformedError:
             pass
+
+
+def test_our_own_pushes_are_dropped_from_distribution_payloads() -> None:
+    ours = {"events": [
+        {"action": "push", "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": D, "repository": "a",
+                                      "references": [{"mediaType": "application/scitt-statement+cose", "digest": D, "size": 1}]}},
+        {"action": "push", "target": {"mediaType": "application/vnd.oci.image.index.v1+json", "digest": D, "repository": "a",
+                                      "tag": "sha256-" + "ab" * 32}},
+    ]}
+    assert events.parse_distribution(json.dumps(ours).encode(), {}) == []

@@ -1,0 +1,125 @@
+"""Watcher benchmark: push-to-attached latency and sustained end-to-end image pushes per second,
+against Debian's CNCF Distribution (`docker-registry`) on loopback, with notifications to the service.
+
+Run: .venv/bin/python bench/watch.py [--images 300] [--pushers 8]
+Push-to-attached: from the image's manifest PUT returning to its Transparent Statement being
+attached (the referrers fallback index `sha256-<hex>` exists), polled every 2 ms.
+The floor printed beside the figures is the push rate of the same registry with nothing watching it.
+Goals (issue #4): p50 <= 50 ms, p99 <= 250 ms, >= 200 pushes/s sustained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scitt_oci.oci import manifest as mf
+from scitt_oci.oci.client import RegistryClient, RegistrySettings
+from tests.registryproc import RegistryProcess
+from tests.serverproc import ServerProcess
+
+
+def push_image(client: RegistryClient, repo: str, n: int) -> str:
+    config = client.push_blob(repo, json.dumps({"architecture": "amd64", "os": "linux", "n": n}).encode())
+    layer = os.urandom(256)
+    layer_digest = client.push_blob(repo, layer)
+    doc = mf.canonical_json({
+        "schemaVersion": 2, "mediaType": mf.OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": len(json.dumps({"architecture": "amd64", "os": "linux", "n": n}).encode())},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}],
+    })
+    digest, _ = client.push_manifest(repo, doc, mf.OCI_MANIFEST, f"v{n}")
+    return digest
+
+
+def wait_attached(client: RegistryClient, repo: str, digest: str, timeout: float = 60) -> float:
+    tag = mf.fallback_tag(digest)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if client.head_manifest(repo, tag) is not None:
+            return time.monotonic()
+        time.sleep(0.002)
+    raise TimeoutError(f"{repo}@{digest} was not attached within {timeout} s")
+
+
+def registry_floor(images: int, pushers: int) -> float:
+    """Image pushes per second into the same registry with nothing watching it: the floor."""
+    root = Path(tempfile.mkdtemp())
+    registry = RegistryProcess(root / "registry").start()
+    client = RegistryClient(RegistrySettings.for_url(registry.url))
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(pushers) as pool:
+            list(pool.map(lambda n: push_image(client, f"bench/app{n % 20}", n), range(images)))
+        return images / (time.monotonic() - started)
+    finally:
+        registry.stop()
+
+
+def run(images: int, pushers: int, rate: float | None) -> tuple[list[float], float]:
+    root = Path(tempfile.mkdtemp())
+    secret = "bench-secret-0123456789abcdef"
+    (root / "secret").write_text(secret)
+    server = ServerProcess(root / "data")
+    registry = RegistryProcess(root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=secret).start()
+    server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret")]
+    server.start()
+    client = RegistryClient(RegistrySettings.for_url(registry.url))
+    latencies: list[float] = []
+    lock = threading.Lock()
+    started = time.monotonic()
+
+    def one(n: int) -> None:
+        if rate:
+            due = started + n / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        repo = f"bench/app{n % 20}"
+        digest = push_image(client, repo, n)
+        pushed = time.monotonic()
+        attached = wait_attached(client, repo, digest)
+        with lock:
+            latencies.append(attached - pushed)
+
+    try:
+        with ThreadPoolExecutor(pushers) as pool:
+            list(pool.map(one, range(images)))
+        elapsed = time.monotonic() - started
+    finally:
+        server.stop()
+        registry.stop()
+    return latencies, images / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--pushers", type=int, default=16)
+    args = parser.parse_args()
+    floor = registry_floor(args.images, args.pushers)
+    print(f"floor: {floor:,.1f} image pushes/s into docker-registry alone ({args.pushers} pushers, no watcher)")
+    runs = (("paced at 5 pushes/s (latency)", 4, 5.0, 100), ("paced at 20 pushes/s", 8, 20.0, 200),
+            ("as fast as possible (throughput)", args.pushers, None, args.images))
+    for label, pushers, rate, count in runs:
+        lat, per_second = run(count, pushers, rate)
+        lat.sort()
+        p50 = statistics.median(lat) * 1000
+        p99 = lat[int(len(lat) * 0.99) - 1] * 1000
+        print(f"{label}: {len(lat)} images, {per_second:,.1f} images/s end to end (push + attached, "
+              f"{per_second / floor:.0%} of the floor); "
+              f"push-to-attached p50 {p50:.0f} ms, p99 {p99:.0f} ms  (goals: p50 <= 50 ms, p99 <= 250 ms, >= 200/s)")
+
+
+if __name__ == "__main__":
+    main()
