@@ -94,6 +94,7 @@ class RegistryClient:
         self._session.headers["User-Agent"] = "scitt-oci"
         self._verify: bool | str = settings.ca_file or True
         self._tokens: dict[str, str] = {}
+        self._basic: str | None = None  # set once the registry asked for Basic credentials
         self._sleep = sleep
         self.referrers_api: bool | None = None  # capability cache: None until probed
         self._subject_locks: dict[tuple[str, str], threading.Lock] = {}
@@ -138,10 +139,11 @@ class RegistryClient:
         headers = dict(kw.pop("headers", {}))
         delay = 0.2
         for attempt in range(1, self.settings.attempts + 1):
-            if scope in self._tokens:
+            # Credentials go out only after the registry asked for them (a challenge), never unprompted.
+            if self._basic is not None:
+                headers["Authorization"] = self._basic
+            elif scope in self._tokens:
                 headers["Authorization"] = f"Bearer {self._tokens[scope]}"
-            elif self.settings.username and "Authorization" not in headers and urlsplit(url).scheme == "https":
-                pass  # basic credentials are only sent after a Basic challenge
             try:
                 r = self._session.request(
                     method,
@@ -165,9 +167,9 @@ class RegistryClient:
                     if token:
                         self._tokens[scope] = token
                         continue
-                elif challenge.lower().startswith("basic") and self.settings.username:
+                elif challenge.lower().startswith("basic") and self.settings.username and self._basic is None:
                     raw = f"{self.settings.username}:{self.settings.password or ''}".encode()
-                    headers["Authorization"] = "Basic " + base64.b64encode(raw).decode()
+                    self._basic = "Basic " + base64.b64encode(raw).decode()
                     continue
             if r.status_code in ok or r.status_code == 404:
                 return r

@@ -182,3 +182,20 @@ def test_webhook_rejections(watched: Setup) -> None:
     assert requests.post(watched.server.url + "/webhooks/nope", data=b"{}", headers=auth, timeout=5).status_code == 404
     assert requests.post(url, data=b"{}", headers={**auth, "Content-Type": "text/plain"}, timeout=5).status_code == 415
     assert requests.post(url + "?registry=evil.example", data=b'{"events": []}', headers=auth, timeout=5).status_code == 400
+
+
+def test_github_hmac_signed_webhook_is_accepted(watched: Setup) -> None:
+    import hashlib
+    import hmac
+
+    digest = "sha256:" + "9" * 64
+    body = json.dumps({"action": "published", "package": {"name": "gh-app", "package_type": "container",
+                       "package_version": {"version": digest}}}).encode()
+    signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    url = watched.server.url + "/webhooks/github"
+    ok = requests.post(url, data=body, headers={"X-Hub-Signature-256": signature, "X-GitHub-Event": "package",
+                                                "Content-Type": "application/json"}, timeout=5)
+    assert ok.status_code == 202 and ok.json()["received"] == 1
+    forged = requests.post(url, data=body, headers={"X-Hub-Signature-256": "sha256=" + "0" * 64,
+                                                    "Content-Type": "application/json"}, timeout=5)
+    assert forged.status_code == 401

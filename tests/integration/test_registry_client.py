@@ -192,3 +192,65 @@ def test_only_the_configured_registry_is_contacted() -> None:
         server.should_exit = True
         thread.join(5)
         listener.close()
+
+
+def test_bearer_token_and_basic_auth_flows(tmp_path: object) -> None:
+    """A Bearer challenge on the registry's own host gets a token (with the credentials), then the call succeeds;
+    a Basic challenge gets the credentials."""
+    import base64
+
+    seen: dict[str, str] = {}
+
+    async def token(request: Request) -> Response:
+        seen["token_auth"] = request.headers.get("authorization", "")
+        seen["scope"] = request.query_params.get("scope", "")
+        return Response(json.dumps({"token": "t0k"}), media_type="application/json")
+
+    async def bearer_manifest(request: Request) -> Response:
+        if request.headers.get("authorization") != "Bearer t0k":
+            realm = f"http://127.0.0.1:{request.url.port}/token"
+            return Response(status_code=401, headers={"WWW-Authenticate": f'Bearer realm="{realm}",service="reg"'})
+        return Response(status_code=404)
+
+    async def basic_tags(request: Request) -> Response:
+        expected = "Basic " + base64.b64encode(b"wabbit:s3cret").decode()
+        if request.headers.get("authorization") != expected:
+            return Response(status_code=401, headers={"WWW-Authenticate": 'Basic realm="reg"'})
+        return Response(json.dumps({"name": "app", "tags": ["v1", "v2"]}), media_type="application/json")
+
+    app = Starlette(routes=[Route("/token", token), Route("/v2/{repo:path}/manifests/{ref}", bearer_manifest),
+                            Route("/v2/{repo:path}/tags/list", basic_tags)])
+    server, thread, port = _serve(app)
+    try:
+        client = RegistryClient(RegistrySettings(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", "wabbit", "s3cret"))
+        assert client.manifest("app", "v1") is None  # authenticated, then an honest 404
+        assert seen["scope"] == "repository:app:pull" and seen["token_auth"].startswith("Basic ")
+        assert client.tags("app") == ["v1", "v2"]
+    finally:
+        server.should_exit = True
+        thread.join(5)
+
+
+def test_docker_config_credentials(tmp_path: object) -> None:
+    import base64
+    from pathlib import Path
+
+    from scitt_oci.oci.client import docker_credentials
+
+    assert isinstance(tmp_path, Path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"auths": {"registry.example:5000": {"auth": base64.b64encode(b"u:p:w").decode()}}}))
+    assert docker_credentials(path, "registry.example:5000") == ("u", "p:w")
+    assert docker_credentials(path, "other.example") is None
+    assert docker_credentials(tmp_path / "missing.json", "x") is None
+
+
+def test_a_fallback_tag_that_is_not_an_index_is_reported(double: tuple[ReferrersRegistry, RegistryClient]) -> None:
+    _registry, client = double
+    image = _image(client)
+    fetched = client.manifest("app", image.digest)
+    assert fetched is not None
+    client.push_manifest("app", fetched[0], mf.OCI_MANIFEST, mf.fallback_tag(image.digest))  # an image under the tag
+    client.referrers_api = False
+    with pytest.raises(RegistryError, match="not a referrers index; not trusted"):
+        client.referrers("app", image.digest)
