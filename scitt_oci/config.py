@@ -141,12 +141,7 @@ class Config(_Section):
 
     @property
     def loopback_only(self) -> bool:
-        if self.host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return False
+        return is_loopback_host(self.host)
 
     @property
     def url(self) -> str:
@@ -160,6 +155,15 @@ class Config(_Section):
     @property
     def database(self) -> Path:
         return self.storage.sqlite_path or self.data_dir / "log.db"
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

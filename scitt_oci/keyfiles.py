@@ -6,6 +6,8 @@ import os
 import secrets
 from pathlib import Path
 
+from cryptography import x509
+
 from scitt_oci.cose import algorithms, keys
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import PolicyError, ScittOciError
@@ -65,4 +67,17 @@ def public_keys(paths: list[Path]) -> list[CoseKey]:
             raise PolicyError(f"cannot read key file {p}: {exc.strerror}") from None
         except ScittOciError as exc:
             raise PolicyError(f"key file {p}: {exc}") from None
+    return out
+
+
+def certificates(paths: list[Path]) -> list[x509.Certificate]:
+    """Every certificate in PEM files (X.509 roots for issuers' chains)."""
+    out: list[x509.Certificate] = []
+    for p in paths:
+        try:
+            out.extend(x509.load_pem_x509_certificates(p.read_bytes()))
+        except OSError as exc:
+            raise PolicyError(f"cannot read X.509 roots {p}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise PolicyError(f"{p} holds no PEM certificates: {exc}") from None
     return out

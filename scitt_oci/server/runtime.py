@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from scitt_oci import keyfiles
-from scitt_oci.config import Config
+from scitt_oci.config import Config, is_loopback_host
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import PolicyError
 from scitt_oci.log.client import ScrapiClient
@@ -61,7 +59,7 @@ def _registry_clients(config: Config) -> dict[str, RegistryClient]:
         url = r.url if "://" in r.url else ("http://" if r.insecure else "https://") + r.url
         settings = RegistrySettings.for_url(url)
         host = settings.name.rsplit(":", 1)[0].strip("[]")
-        if url.startswith("http://") and not _is_loopback(host):
+        if url.startswith("http://") and not is_loopback_host(host):
             raise PolicyError(f"registry {r.url}: plain HTTP is allowed for loopback registries only")
         if url.startswith("http://") and not r.insecure:
             raise PolicyError(f"registry {r.url}: plain HTTP needs insecure: true (--registry-insecure)")
@@ -88,27 +86,6 @@ def _registry_clients(config: Config) -> dict[str, RegistryClient]:
     return clients
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def _roots(paths: list[Path]) -> list[x509.Certificate]:
-    out: list[x509.Certificate] = []
-    for p in paths:
-        try:
-            out.extend(x509.load_pem_x509_certificates(p.read_bytes()))
-        except OSError as exc:
-            raise PolicyError(f"cannot read X.509 roots {p}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise PolicyError(f"{p} holds no PEM certificates: {exc}") from None
-    return out
-
-
 def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
     """Everything the service needs; with `run_sequencer` the app starts and stops the sequencer itself."""
     config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -119,7 +96,7 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
     reg = config.registration
     policy = RegistrationPolicy.build(
         issuer_keys=[CoseKey.from_key(issuer_key.public), *keyfiles.public_keys(reg.issuer_keys)],
-        x509_roots=_roots(reg.x509_roots),
+        x509_roots=keyfiles.certificates(reg.x509_roots),
         open_registration=reg.open,
         algorithm_names=reg.algorithms,
         max_statement_bytes=reg.max_statement_bytes,

@@ -143,6 +143,12 @@ def test_statement_rules_are_rejected_with_scrapi_titles(server: ServerProcess, 
     for title, body in cases.items():
         r = requests.post(server.url + "/entries", data=body, headers={"Content-Type": "application/cose"}, timeout=10)
         assert r.status_code == 400 and _problem(r)[-1] == title, (title, _problem(r))
+    signed = sign1.sign(issuer, {4: issuer.kid, 15: {1: "https://x", 2: "s"}}, b"p")
+    unsigned = sign1.Sign1(signed.protected_bytes, signed.protected, {}, b"p", b"").encode()
+    wrong_alg = cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -999, 4: issuer.kid, 15: {1: "https://x", 2: "s"}}), {}, b"p", b"s" * 64]))
+    for body, title in ((unsigned, "Rejected"), (wrong_alg, "Bad Signature Algorithm")):
+        r = requests.post(server.url + "/entries", data=body, headers={"Content-Type": "application/cose"}, timeout=10)
+        assert r.status_code == 400 and _problem(r)[-1] == title, (title, _problem(r))
     no_sub = sign1.sign(issuer, {4: issuer.kid, 15: {1: "https://x"}}, b"p").encode()
     r = requests.post(server.url + "/entries", data=no_sub, headers={"Content-Type": "application/cose"}, timeout=10)
     assert r.status_code == 400 and "sub (15/2)" in str(_problem(r)[-2])
