@@ -106,6 +106,20 @@ class WatchConfig(_Section):
     ts_token_file: Path | None = Field(None, description="bearer token for the remote transparency service")
 
 
+class AdmissionConfig(_Section):
+    trust_policy: Path | None = Field(
+        None, description="the trust policy; setting it serves /admission/* and /gatekeeper/verify"
+    )
+    deadline_seconds: float = Field(
+        2.5, gt=0, le=29, description="per-request deadline, under the webhook's timeoutSeconds"
+    )
+    exclude_namespaces: list[str] = Field(
+        default_factory=lambda: ["kube-system"], description="namespaces always admitted"
+    )
+    cache_seconds: float = Field(300, ge=0, description="how long an admitted image's verdict is reused")
+    negative_cache_seconds: float = Field(10, ge=0, description="how long a rejected image's verdict is reused")
+
+
 class Config(_Section):
     data_dir: Path = Field(Path("data"), description="keys and the embedded database live here")
     listen: str = Field(f"127.0.0.1:{DEFAULT_PORT}", description="HOST:PORT to serve on")
@@ -122,6 +136,11 @@ class Config(_Section):
     rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)  # type: ignore[arg-type]
     storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
     watch: WatchConfig = Field(default_factory=WatchConfig)  # type: ignore[arg-type]
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)  # type: ignore[arg-type]
+    tls_cert: Path | None = Field(
+        None, description="PEM certificate to serve HTTPS (required for admission beyond loopback)"
+    )
+    tls_key: Path | None = Field(None, description="its private key (PEM)")
 
     @field_validator("listen")
     @classmethod
@@ -146,7 +165,7 @@ class Config(_Section):
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.port}"
 
     @property
     def auth_required(self) -> bool:

@@ -12,13 +12,16 @@ from typing import Any
 import click
 
 from scitt_oci.cli import EXIT_INVALID, _die, _read, _write, main, write_private
+from scitt_oci.config import is_loopback_host
 from scitt_oci.cose import algorithms, keys
 from scitt_oci.cose.hash_envelope import BY_OCI_ALGORITHM, HashEnvelope
 from scitt_oci.errors import ScittOciError
-from scitt_oci.oci.reference import Digest
+from scitt_oci.oci.client import RegistryClient, RegistrySettings
+from scitt_oci.oci.reference import Digest, Reference
 from scitt_oci.scitt import describe, transparent
 from scitt_oci.scitt import statement as statement_mod
-from scitt_oci.verify.trust import load_policy
+from scitt_oci.verify.image import RegistrySource, decide
+from scitt_oci.verify.trust import TrustPolicy, load_policy
 from scitt_oci.verify.verifier import VerificationResult, verify_transparent_statement
 
 
@@ -180,12 +183,12 @@ def _print_tree(value: Any, depth: int) -> None:
 
 # ----------------------------------------------------------------------------- verify
 @main.command("verify")
+@click.argument("image", required=False)
 @click.option(
     "--statement",
     "statement_file",
-    required=True,
     type=click.Path(dir_okay=False),
-    help="A Transparent Statement, or a Signed Statement with --receipt.",
+    help="A Transparent Statement, or a Signed Statement with --receipt (instead of IMAGE).",
 )
 @click.option(
     "--trust",
@@ -202,18 +205,42 @@ def _print_tree(value: Any, depth: int) -> None:
     help="A detached receipt (repeatable).",
 )
 @click.option("--digest", help="Also require a scitt-oci statement about this image digest (sha256:<hex>).")
+@click.option("--registry-insecure", is_flag=True, help="With IMAGE: plain HTTP to a loopback registry.")
+@click.option("--timeout", default=10.0, show_default=True, help="With IMAGE: seconds for each registry call.")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def verify(
-    statement_file: str, policy_file: str, receipt_files: tuple[str, ...], digest: str | None, output: str
+    image: str | None,
+    statement_file: str | None,
+    policy_file: str,
+    receipt_files: tuple[str, ...],
+    digest: str | None,
+    registry_insecure: bool,
+    timeout: float,
+    output: str,
 ) -> None:
-    """Verify a statement and its receipts offline against a trust policy.
+    """Verify an image's record, or one statement, against a trust policy; offline but for the registry.
 
-    Exit 0 when valid, 1 when invalid (reasons printed), 2 on usage errors or unreadable input.
+    \b
+    scitt-oci verify registry.example/app@sha256:... --trust policy.yaml
+        finds the Transparent Statements attached to the image (referrers API or the tag-schema
+        fallback), verifies each, and applies the policy: statements about this digest, trusted
+        issuers, receipts from enough trusted services, required kinds, signatures and age.
+    scitt-oci verify --statement ts.cose --trust policy.yaml [--receipt r.cose]
+        verifies one statement file.
+
+    Exit 0 when valid (admitted), 1 when not (reasons printed), 2 on usage errors, unreadable input
+    or an unreachable registry.
     """
+    if (image is None) == (statement_file is None):
+        _die("give an IMAGE or --statement FILE (one of them)")
     try:
         policy = load_policy(policy_file)
     except ScittOciError as exc:
         _die(exc.diagnostics())
+    if image is not None:
+        _verify_image(image, policy, registry_insecure, timeout, output)
+        return
+    assert statement_file is not None
     if digest is not None:
         try:
             Digest.parse(digest)
@@ -245,3 +272,36 @@ def _print_result(result: VerificationResult) -> None:
             click.echo(f"  receipt {r.index}: invalid: {r.finding.reason.value}: {r.finding.message}")
     for f in result.findings:
         click.echo(f"  {f.reason.value}: {f.message}")
+
+
+def _verify_image(image: str, policy: TrustPolicy, insecure: bool, timeout: float, output: str) -> None:
+    try:
+        ref = Reference.parse(image)
+        settings = RegistrySettings.for_url(
+            ("http://" if insecure else "https://") + ref.registry, timeout=timeout, attempts=2
+        )
+        if insecure and not is_loopback_host(settings.name.rsplit(":", 1)[0]):
+            _die("--registry-insecure is allowed for loopback registries only")
+        client = RegistryClient(settings)
+        if ref.digest is None:
+            found = client.head_manifest(ref.repository, ref.tag or "latest")
+            if found is None:
+                _die(f"{image} does not exist")
+            click.echo(f"warning: {image} is a tag, resolved to {found.digest}; verify by digest, tags move", err=True)
+            ref = ref.with_digest(Digest.parse(found.digest))
+        blobs = RegistrySource({ref.registry: client}).statements(ref)
+    except ScittOciError as exc:
+        _die(f"{image}: {exc.diagnostics()}")
+    verdict = decide(ref, blobs, policy)
+    if output == "json":
+        click.echo(json.dumps(verdict.to_json(), indent=2))
+    else:
+        click.echo(("ADMIT" if verdict.allowed else "REJECT") + (" (audit mode)" if verdict.mode == "audit" else ""))
+        click.echo(f"  {verdict.summary()}")
+        for i, s in enumerate(verdict.statements):
+            kind = s.event.kind.value if s.event else "?"
+            state = "valid" if s.valid else "invalid: " + ", ".join(s.reason_codes)
+            click.echo(
+                f"  statement {i}: {kind}, {state}; receipts from {', '.join(s.services) or 'no trusted service'}"
+            )
+    sys.exit(0 if verdict.allowed else EXIT_INVALID)

@@ -70,6 +70,14 @@ from scitt_oci.scitt.reasons import Reason, VerificationFailure
     type=click.Path(dir_okay=False, path_type=Path),
     help="Shared secret registries send as 'Authorization: Bearer <secret>' (default: made in the data dir).",
 )
+@click.option(
+    "--trust",
+    "trust_policy",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Trust policy: serve the admission webhooks and the Gatekeeper provider with it.",
+)
+@click.option("--tls-cert", type=click.Path(dir_okay=False, path_type=Path), help="PEM certificate for HTTPS.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, path_type=Path), help="PEM private key for HTTPS.")
 def serve(
     config_file: Path | None,
     data_dir: Path | None,
@@ -81,6 +89,9 @@ def serve(
     registries: tuple[str, ...] = (),
     registry_insecure: bool = False,
     webhook_secret_file: Path | None = None,
+    trust_policy: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
 ) -> None:
     """Run the transparency service (SCRAPI) on its embedded defaults or a configuration.
 
@@ -115,6 +126,12 @@ def serve(
         watch["webhook_secret_file"] = str(webhook_secret_file.resolve())
     if watch:
         overrides["watch"] = watch
+    if trust_policy is not None:
+        overrides["admission"] = {"trust_policy": str(trust_policy.resolve())}
+    if (tls_cert is None) != (tls_key is None):
+        _die("give both --tls-cert and --tls-key")
+    if tls_cert is not None and tls_key is not None:
+        overrides["tls_cert"], overrides["tls_key"] = str(tls_cert.resolve()), str(tls_key.resolve())
     try:
         cfg = config_mod.load(config_file, overrides=overrides)
         from scitt_oci.server import asgi, runtime
@@ -133,6 +150,8 @@ def serve(
         click.echo(f"  registration token: {rt.token_file.resolve()}")
     elif not rt.config.auth_required:
         click.echo("  registration: open to loopback clients without a token")
+    if cfg.admission.trust_policy is not None:
+        click.echo(f"  admission:    {cfg.url}/admission/validate, /admission/mutate, /gatekeeper/verify")
     if rt.watcher is not None:
         click.echo(f"  watching:     {', '.join(rt.watcher.clients)}; webhooks at {cfg.url}/webhooks/<format>")
         click.echo(f"  webhook secret: {rt.webhook_secret_file}")
@@ -146,6 +165,8 @@ def serve(
         "http": "httptools",
         "timeout_graceful_shutdown": 10,
     }
+    if cfg.tls_cert and cfg.tls_key:
+        common["ssl_certfile"], common["ssl_keyfile"] = str(cfg.tls_cert), str(cfg.tls_key)
     if cfg.workers > 1:
         # Keys and the token exist now; each worker builds its own runtime from this configuration.
         rt.service.store.close()

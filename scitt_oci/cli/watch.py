@@ -202,3 +202,30 @@ def dead_letters(config_file: Path | None, data_dir: Path | None, registry_insec
             f"{d.attempts} attempts; {d.reason}"
         )
     click.echo(f"{len(dead)} dead-lettered event(s)")
+
+
+@main.group("trust")
+def trust_group() -> None:
+    """Trust material for policies."""
+
+
+@trust_group.command("pin")
+@click.argument("url")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="COSE Key Set file to write.")
+@click.option("--timeout", default=10.0, show_default=True)
+def trust_pin(url: str, out: str, timeout: float) -> None:
+    """Fetch a transparency service's /.well-known/scitt-keys and write them for a trust policy."""
+    from scitt_oci.cli import _write
+    from scitt_oci.cose import keys as cose_keys
+    from scitt_oci.log.client import ScrapiClient
+
+    try:
+        found = ScrapiClient(url, timeout=timeout).keys()
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
+    if not found:
+        _die(f"{url} publishes no keys")
+    _write(out, cose_keys.dump_cose_key_set(found))
+    for k in found:
+        click.echo(f"pinned kid {k.kid.hex()} ({k.alg.name if k.alg else 'no alg'})")
+    click.echo(f"wrote {len(found)} key(s) to {out}; check the kids with the service's operator once")

@@ -12,12 +12,13 @@ from starlette.routing import BaseRoute
 from scitt_oci import keyfiles
 from scitt_oci.config import Config, is_loopback_host
 from scitt_oci.cose.keys import CoseKey
-from scitt_oci.errors import PolicyError
+from scitt_oci.errors import PolicyError, ScittOciError
 from scitt_oci.log.client import ScrapiClient
 from scitt_oci.log.policy import RegistrationPolicy
 from scitt_oci.log.service import TransparencyService
 from scitt_oci.log.sqlite_store import SqliteStore
 from scitt_oci.oci.client import RegistryClient, RegistrySettings, docker_credentials
+from scitt_oci.server.admission import Admission, admission_routes
 from scitt_oci.server.app import Metrics, RateLimiter, Settings, create_app
 from scitt_oci.server.webhooks import webhook_routes
 from scitt_oci.watch.inbox import Inbox
@@ -153,6 +154,26 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
         rt.reconciler = Reconciler(inbox, clients, config.watch.poll_interval_seconds)
         rt.webhook_secret_file = secret_file
         routes = webhook_routes(inbox, list(clients), secret)
+
+    policy_path = config.admission.trust_policy
+    if policy_path is not None:
+        if not config.tls_cert and not config.loopback_only:
+            raise PolicyError("admission needs HTTPS beyond loopback: set --tls-cert and --tls-key")
+        clients = rt.watcher.clients if rt.watcher else _registry_clients(config)
+        adm = config.admission
+        try:
+            controller = Admission(
+                policy_path,
+                clients,
+                deadline=adm.deadline_seconds,
+                excluded_namespaces=frozenset(adm.exclude_namespaces),
+                positive_ttl=adm.cache_seconds,
+                negative_ttl=adm.negative_cache_seconds,
+                registry=metrics.registry,
+            )
+        except (OSError, ScittOciError) as exc:
+            raise PolicyError(f"admission trust policy {policy_path}: {exc}") from None
+        routes = [*routes, *admission_routes(controller)]
 
     def readiness() -> str | None:
         if rt.watcher and rt.watcher.crashed:

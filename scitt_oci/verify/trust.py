@@ -6,7 +6,9 @@ are errors, so a typo never silently weakens a policy.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +39,43 @@ class Issuer:
 
 
 @dataclass(frozen=True)
+class SignatureRequirement:
+    format: str | None = None  # cosign, cosign-bundle, notation; None: any
+    signer: str | None = None  # a glob over the recorded signer identity; None: any
+
+
+@dataclass(frozen=True)
+class Requirements:
+    receipts: int = 1  # distinct trusted services
+    statements: tuple[str, ...] = ("push",)  # kinds that must be on record for an image
+    max_age: float | None = None  # seconds: the push statement may be at most this old
+    signatures: tuple[SignatureRequirement, ...] = ()  # each must match a recorded signature
+
+
+@dataclass(frozen=True)
+class Rule:
+    match: str  # glob over registry/repository
+    requirements: Requirements
+    mode: str
+
+
+@dataclass(frozen=True)
 class TrustPolicy:
     services: tuple[TransparencyService, ...]
     issuers: tuple[Issuer, ...] | None  # None: any issuer, signature checked with the key the statement carries
     required_receipts: int = 1
     digest: str = ""  # SHA-256 of the policy file and every file it names: changes when anything trusted changes
+    requirements: Requirements = Requirements()
+    mode: str = "enforce"  # or "audit": decide, but only warn
+    rules: tuple[Rule, ...] = ()
+    files: tuple[Path, ...] = ()  # every key or certificate file it was built from
+
+    def for_repository(self, repository: str) -> tuple[Requirements, str, str | None]:
+        """(requirements, mode, the rule's pattern or None) for `registry/repository`: the first rule that matches."""
+        for rule in self.rules:
+            if fnmatch.fnmatchcase(repository, rule.match):
+                return rule.requirements, rule.mode, rule.match
+        return self.requirements, self.mode, None
 
     @property
     def service_keys(self) -> tuple[CoseKey, ...]:
@@ -89,6 +123,7 @@ class _Loader:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.hasher = hashlib.sha256()
+        self.files: list[Path] = []
 
     def read(self, where: str, entry: object) -> tuple[Path, bytes]:
         item = _mapping(where, entry)
@@ -104,6 +139,7 @@ class _Loader:
         if len(data) > MAX_KEY_FILE_BYTES:
             raise PolicyError(f"{where}: {path} is larger than {MAX_KEY_FILE_BYTES} bytes")
         self.hasher.update(str(path).encode() + b"\0" + hashlib.sha256(data).digest())
+        self.files.append(path)
         return path, data
 
     def keys(self, where: str, entries: object) -> tuple[CoseKey, ...]:
@@ -134,7 +170,12 @@ def parse_policy(text: bytes, base: Path) -> TrustPolicy:
     except yaml.YAMLError as exc:
         raise PolicyError(f"trust policy is not valid YAML: {exc}") from None
     root = _mapping("trust policy", doc)
-    _check_keys("trust policy", root, {"transparency_services", "issuers", "require"}, {"transparency_services"})
+    _check_keys(
+        "trust policy",
+        root,
+        {"transparency_services", "issuers", "require", "mode", "rules"},
+        {"transparency_services"},
+    )
     loader = _Loader(base)
     loader.hasher.update(hashlib.sha256(text).digest())
     services = []
@@ -167,16 +208,81 @@ def parse_policy(text: bytes, base: Path) -> TrustPolicy:
                 raise PolicyError(f"{where}.iss: must be a string")
             parsed.append(Issuer(_name(where, item["name"]), keys, roots, iss))
         issuers = tuple(parsed)
-    required = 1
-    if root.get("require") is not None:
-        req = _mapping("require", root["require"])
-        _check_keys("require", req, {"receipts"})
-        required = req.get("receipts", 1)
-        if isinstance(required, bool) or not isinstance(required, int) or not 1 <= required <= len(services):
-            raise PolicyError(
-                f"require.receipts: must be an integer from 1 to the number of services ({len(services)})"
+    requirements = _requirements("require", root.get("require"), len(services), Requirements())
+    mode = _mode("mode", root.get("mode", "enforce"))
+    rules = []
+    for i, entry in enumerate(_list("rules", root.get("rules") or [])):
+        where = f"rules[{i}]"
+        item = _mapping(where, entry)
+        _check_keys(where, item, {"match", "require", "mode"}, {"match"})
+        pattern = item["match"]
+        if not isinstance(pattern, str) or "/" not in pattern:
+            raise PolicyError(f"{where}.match: must be a glob over registry/repository, e.g. registry.example/team/*")
+        rules.append(
+            Rule(
+                pattern,
+                _requirements(f"{where}.require", item.get("require"), len(services), requirements),
+                _mode(f"{where}.mode", item.get("mode", mode)),
             )
-    return TrustPolicy(tuple(services), issuers, required, loader.hasher.hexdigest())
+        )
+    return TrustPolicy(
+        tuple(services),
+        issuers,
+        requirements.receipts,
+        loader.hasher.hexdigest(),
+        requirements,
+        mode,
+        tuple(rules),
+        tuple(loader.files),
+    )
+
+
+_KINDS = ("push", "signature", "delete", "deploy")
+_FORMATS = ("cosign", "cosign-bundle", "notation")
+_DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def _mode(where: str, value: object) -> str:
+    if value not in ("enforce", "audit"):
+        raise PolicyError(f"{where}: must be enforce or audit")
+    return str(value)
+
+
+def _duration(where: str, value: object) -> float:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    match = _DURATION.match(str(value).strip()) if isinstance(value, str) else None
+    if not match:
+        raise PolicyError(f"{where}: must be a duration such as 90s, 30m, 12h, 30d or 2w")
+    return float(int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _requirements(where: str, value: object, services: int, base: Requirements) -> Requirements:
+    if value is None:
+        return base
+    req = _mapping(where, value)
+    _check_keys(where, req, {"receipts", "statements", "max_age", "signatures"})
+    receipts = req.get("receipts", base.receipts)
+    if isinstance(receipts, bool) or not isinstance(receipts, int) or not 1 <= receipts <= services:
+        raise PolicyError(f"{where}.receipts: must be an integer from 1 to the number of services ({services})")
+    statements = req.get("statements", list(base.statements))
+    if not isinstance(statements, list) or not all(k in _KINDS for k in statements):
+        raise PolicyError(f"{where}.statements: must be a list of {', '.join(_KINDS)}")
+    max_age = _duration(f"{where}.max_age", req["max_age"]) if req.get("max_age") is not None else base.max_age
+    signatures = list(base.signatures)
+    if "signatures" in req:
+        signatures = []
+        for i, sig in enumerate(_list(f"{where}.signatures", req["signatures"])):
+            item = _mapping(f"{where}.signatures[{i}]", sig)
+            _check_keys(f"{where}.signatures[{i}]", item, {"format", "signer"})
+            fmt, signer = item.get("format"), item.get("signer")
+            if fmt is not None and fmt not in _FORMATS:
+                raise PolicyError(f"{where}.signatures[{i}].format: must be one of {', '.join(_FORMATS)}")
+            if signer is not None and not isinstance(signer, str):
+                raise PolicyError(f"{where}.signatures[{i}].signer: must be a string (a glob)")
+            signatures.append(SignatureRequirement(fmt, signer))
+    return Requirements(receipts, tuple(statements), max_age, tuple(signatures))
 
 
 def load_policy(path: str | Path) -> TrustPolicy:

@@ -60,6 +60,7 @@ class VerificationResult:
     trusted_issuer: str | None = None
     event: profile.OciEvent | None = None
     services: list[str] = field(default_factory=list)
+    iat: int | None = None
 
     @property
     def valid(self) -> bool:
@@ -127,7 +128,11 @@ def _check_issuer(statement: SignedStatement, policy: TrustPolicy, result: Verif
 
 
 def _check_receipts(
-    statement: SignedStatement, receipts: Sequence[bytes], policy: TrustPolicy, result: VerificationResult
+    statement: SignedStatement,
+    receipts: Sequence[bytes],
+    policy: TrustPolicy,
+    result: VerificationResult,
+    required: int,
 ) -> None:
     keys = policy.service_keys
     for i, raw in enumerate(receipts):
@@ -156,7 +161,7 @@ def _check_receipts(
     if not receipts:
         result.fail(Reason.NO_RECEIPTS, "the statement carries no receipts and none were supplied")
         return
-    if len(result.services) >= policy.required_receipts:
+    if len(result.services) >= required:
         return
     for r in result.receipts:
         if r.finding is not None:
@@ -164,7 +169,7 @@ def _check_receipts(
     if result.services or all(r.finding is None for r in result.receipts):
         result.fail(
             Reason.TOO_FEW_RECEIPTS,
-            f"receipts from {len(result.services)} trusted service(s) verify; the policy requires {policy.required_receipts}",
+            f"receipts from {len(result.services)} trusted service(s) verify; the policy requires {required}",
         )
 
 
@@ -174,6 +179,7 @@ def verify_transparent_statement(
     *,
     detached_receipts: Sequence[bytes] = (),
     digest: Digest | str | None = None,
+    required_receipts: int | None = None,
 ) -> VerificationResult:
     """Verify a Transparent Statement (or a Signed Statement with `detached_receipts`).
 
@@ -187,11 +193,18 @@ def verify_transparent_statement(
         return result
     statement = parsed.statement
     result.issuer, result.subject = statement.issuer, statement.subject
+    result.iat = statement.claims.iat if statement.claims else None
     if digest is not None:
         try:
             result.event = profile.check_about(statement, digest)
         except VerificationFailure as exc:
             result.fail(exc.reason, exc.message)
     _check_issuer(statement, policy, result)
-    _check_receipts(statement, list(parsed.receipts) + list(detached_receipts), policy, result)
+    _check_receipts(
+        statement,
+        list(parsed.receipts) + list(detached_receipts),
+        policy,
+        result,
+        required_receipts or policy.required_receipts,
+    )
     return result

@@ -1,0 +1,132 @@
+"""Kubernetes AdmissionReview v1 and Gatekeeper external-data documents (pure: JSON in, JSON out).
+
+Images are read from Pods and from the pod templates of Deployments, ReplicaSets, StatefulSets,
+DaemonSets, Jobs and CronJobs: containers, init containers and ephemeral containers.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from scitt_oci.errors import MalformedError
+from scitt_oci.oci.reference import Reference
+
+ADMISSION_API = "admission.k8s.io/v1"
+GATEKEEPER_API = "externaldata.gatekeeper.sh/v1beta1"
+MAX_REVIEW_BYTES = 3 * 1024 * 1024
+
+POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+
+
+@dataclass(frozen=True)
+class ImageUse:
+    pointer: str  # JSON pointer to the image string, for a patch
+    image: str
+
+
+@dataclass(frozen=True)
+class Review:
+    uid: str
+    kind: str
+    namespace: str
+    name: str
+    images: tuple[ImageUse, ...]
+
+
+def parse_review(body: bytes) -> Review:
+    if len(body) > MAX_REVIEW_BYTES:
+        raise MalformedError(f"AdmissionReview is {len(body)} bytes; at most {MAX_REVIEW_BYTES} are read")
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedError(f"AdmissionReview is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("kind") != "AdmissionReview" or doc.get("apiVersion") != ADMISSION_API:
+        raise MalformedError(f"expected an {ADMISSION_API} AdmissionReview")
+    request = doc.get("request")
+    if not isinstance(request, dict) or not isinstance(request.get("uid"), str):
+        raise MalformedError("AdmissionReview.request with a uid is required")
+    kind = (request.get("kind") or {}).get("kind") if isinstance(request.get("kind"), dict) else None
+    obj = request.get("object")
+    images: list[ImageUse] = []
+    if kind in POD_SPEC_PATHS and isinstance(obj, dict):
+        spec: Any = obj
+        for part in POD_SPEC_PATHS[kind]:
+            spec = spec.get(part) if isinstance(spec, dict) else None
+        if isinstance(spec, dict):
+            base = "/" + "/".join(POD_SPEC_PATHS[kind])
+            for listing in CONTAINER_LISTS:
+                containers = spec.get(listing) or []
+                if not isinstance(containers, list):
+                    raise MalformedError(f"{base}/{listing} must be a list")
+                for i, c in enumerate(containers):
+                    if isinstance(c, dict) and isinstance(c.get("image"), str):
+                        images.append(ImageUse(f"{base}/{listing}/{i}/image", c["image"]))
+    namespace = (
+        request.get("namespace") or (obj or {}).get("metadata", {}).get("namespace", "")
+        if isinstance(obj, dict)
+        else ""
+    )
+    name = request.get("name") or ((obj or {}).get("metadata") or {}).get("name", "") if isinstance(obj, dict) else ""
+    return Review(request["uid"], str(kind or ""), str(namespace or ""), str(name or ""), tuple(images))
+
+
+def normalise(image: str) -> Reference:
+    """A pod's image string as a full reference (Docker Hub shorthand expanded)."""
+    first, _, rest = image.partition("/")
+    if not rest or ("." not in first and ":" not in first and first != "localhost"):
+        path = image if rest else f"library/{image}"
+        image = f"docker.io/{path}"
+    return Reference.parse(image)
+
+
+def response(
+    uid: str,
+    allowed: bool,
+    message: str = "",
+    warnings: list[str] | None = None,
+    patch: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if not allowed:
+        out["status"] = {"code": 403, "message": message[:4000]}
+    elif message:
+        out["status"] = {"code": 200, "message": message[:4000]}
+    if warnings:
+        out["warnings"] = [w[:500] for w in warnings[:20]]
+    if patch:
+        out["patchType"] = "JSONPatch"
+        out["patch"] = base64.b64encode(json.dumps(patch).encode()).decode()
+    return {"apiVersion": ADMISSION_API, "kind": "AdmissionReview", "response": out}
+
+
+def parse_provider_request(body: bytes) -> list[str]:
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedError(f"ProviderRequest is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("kind") != "ProviderRequest":
+        raise MalformedError(f"expected a {GATEKEEPER_API} ProviderRequest")
+    keys = (doc.get("request") or {}).get("keys") if isinstance(doc.get("request"), dict) else None
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(keys) > 256:
+        raise MalformedError("ProviderRequest.request.keys must be a list of at most 256 image strings")
+    return keys
+
+
+def provider_response(items: list[dict[str, Any]], system_error: str = "") -> dict[str, Any]:
+    return {
+        "apiVersion": GATEKEEPER_API,
+        "kind": "ProviderResponse",
+        "response": {"idempotent": True, "items": items, "systemError": system_error},
+    }

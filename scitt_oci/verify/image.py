@@ -1,0 +1,142 @@
+"""Is an image on record? Verify what is attached to it against the trust policy.
+
+The decision is pure (`decide`): the statements attached to an image digest, a policy, a clock.
+Fetching them is behind `StatementSource`, so the admission webhook, the CLI and the tests share it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from scitt_oci.oci import manifest as mf
+from scitt_oci.oci.client import RegistryClient
+from scitt_oci.oci.reference import Reference
+from scitt_oci.scitt import profile
+from scitt_oci.scitt.reasons import Reason
+from scitt_oci.verify.trust import Requirements, TrustPolicy
+from scitt_oci.verify.verifier import Finding, VerificationResult, verify_transparent_statement
+
+MAX_STATEMENTS = 64
+
+
+class StatementSource(Protocol):
+    def statements(self, ref: Reference) -> list[bytes]:
+        """The Transparent Statements attached to `ref` (which has a digest)."""
+
+
+@dataclass
+class RegistrySource:
+    """Statements from the image's registry: referrers API or the tag-schema fallback, our artifactType."""
+
+    clients: dict[str, RegistryClient]
+
+    def statements(self, ref: Reference) -> list[bytes]:
+        client = self.clients[ref.registry]
+        out = []
+        for d in client.referrers(ref.repository, str(ref.digest), mf.STATEMENT_ARTIFACT)[:MAX_STATEMENTS]:
+            fetched = client.manifest(ref.repository, d.digest)
+            if fetched is None:
+                continue
+            artifact = mf.parse(fetched[0], fetched[1])
+            if artifact.subject is None or artifact.subject.digest != str(ref.digest) or not artifact.layers:
+                continue  # listed for another subject: not trusted (a foreign entry in a fallback index)
+            blob = client.blob(ref.repository, artifact.layers[0].digest, limit=1024 * 1024)
+            if blob is not None:
+                out.append(blob)
+        return out
+
+
+@dataclass
+class ImageVerdict:
+    image: str
+    allowed: bool  # the decision after the mode: audit always allows
+    valid: bool  # what the policy says, whatever the mode
+    mode: str
+    rule: str | None
+    reasons: list[Finding] = field(default_factory=list)
+    statements: list[VerificationResult] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        return [f"{self.image}: {f.reason.value}: {f.message}" for f in self.reasons] if not self.valid else []
+
+    def summary(self) -> str:
+        if self.valid:
+            kinds = sorted({s.event.kind.value for s in self.statements if s.valid and s.event})
+            return f"{self.image}: on record ({', '.join(kinds)})"
+        return f"{self.image}: " + "; ".join(f"{f.reason.value}: {f.message}" for f in self.reasons)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "decision": "ADMIT" if self.allowed else "REJECT",
+            "valid": self.valid,
+            "mode": self.mode,
+            "rule": self.rule,
+            "reasons": [f.to_json() for f in self.reasons],
+            "statements": [s.to_json() for s in self.statements],
+        }
+
+
+def _signature_matches(event: profile.OciEvent, fmt: str | None, signer: str | None) -> bool:
+    if fmt is not None and event.detail("format") != fmt:
+        return False
+    return signer is None or fnmatch.fnmatchcase(event.detail("signer") or "", signer)
+
+
+def decide(ref: Reference, blobs: Sequence[bytes], policy: TrustPolicy, *, now: float | None = None) -> ImageVerdict:
+    """The verdict for `ref` (with digest) given the statements attached to it."""
+    requirements, mode, rule = policy.for_repository(f"{ref.registry}/{ref.repository}")
+    verdict = ImageVerdict(str(ref), False, False, mode, rule)
+    assert ref.digest is not None
+    for blob in blobs[:MAX_STATEMENTS]:
+        verdict.statements.append(
+            verify_transparent_statement(blob, policy, digest=ref.digest, required_receipts=requirements.receipts)
+        )
+    valid = [s for s in verdict.statements if s.valid and s.event is not None]
+    _check(verdict, valid, requirements, now if now is not None else time.time())
+    verdict.valid = not verdict.reasons
+    verdict.allowed = verdict.valid or mode == "audit"
+    return verdict
+
+
+def _check(verdict: ImageVerdict, valid: list[VerificationResult], req: Requirements, now: float) -> None:
+    fail = verdict.reasons.append
+    if not verdict.statements:
+        fail(Finding(Reason.NO_STATEMENTS, "nothing is on record for this image: no statements are attached to it"))
+        return
+    if not valid:
+        # Say why the statements that are there did not count: their own first reasons.
+        seen: list[Finding] = []
+        for s in verdict.statements:
+            for f in s.findings[:1]:
+                if f.reason not in [x.reason for x in seen]:
+                    seen.append(f)
+        verdict.reasons.extend(seen)
+        return
+    events = [s.event for s in valid if s.event is not None]
+    kinds = {e.kind.value for e in events}
+    for kind in req.statements:
+        if kind not in kinds:
+            fail(Finding(Reason.MISSING_STATEMENT, f"no valid {kind} statement is on record for this image"))
+    if any(e.kind is profile.Kind.DELETE for e in events):
+        fail(Finding(Reason.MISSING_STATEMENT, "the image is on record as deleted"))
+    if req.max_age is not None:
+        pushed = [s.iat for s in valid if s.event and s.event.kind is profile.Kind.PUSH and s.iat is not None]
+        if pushed and now - max(pushed) > req.max_age:
+            age_days = (now - max(pushed)) / 86400
+            fail(
+                Finding(
+                    Reason.EXPIRED,
+                    f"the push statement is {age_days:.1f} days old; the policy allows {req.max_age / 86400:.1f}",
+                )
+            )
+    signatures = [e for e in events if e.kind is profile.Kind.SIGNATURE]
+    for want in req.signatures:
+        if not any(_signature_matches(e, want.format, want.signer) for e in signatures):
+            what = " ".join(x for x in (want.format or "any-format", f"by {want.signer}" if want.signer else "") if x)
+            fail(Finding(Reason.MISSING_STATEMENT, f"no recorded {what} signature of this image"))

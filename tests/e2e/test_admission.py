@@ -1,0 +1,163 @@
+"""Admission end to end: images recorded by the watcher in a real registry, then reviewed by the
+webhooks, the Gatekeeper provider and `scitt-oci verify IMAGE@DIGEST`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from scitt_oci.cose import keys
+from scitt_oci.oci import manifest as mf
+from scitt_oci.oci.client import RegistryClient, RegistrySettings
+from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
+from tests.serverproc import ServerProcess
+
+SECRET = "admission-test-secret-0123456789"
+
+
+@dataclass
+class Cluster:
+    server: ServerProcess
+    registry: RegistryProcess
+    root: Path
+    recorded: str  # digest of an image on record
+    unrecorded: str  # digest of an image pushed while nothing watched
+
+
+def _write_policy(root: Path, extra: str = "") -> None:
+    (root / "policy.yaml").write_text("transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
+                                      "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n" + extra)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("adm")
+    (root / "secret").write_text(SECRET)
+    # An image pushed before anything watched the registry: present, but not on record.
+    quiet = RegistryProcess(root / "registry").start()
+    unrecorded = oci_layout(root / "old", "old")
+    skopeo_push(root / "old", quiet, "acme/app", "old")
+    quiet.stop()
+    server = ServerProcess(root / "data", env={"SCITT_OCI_ADMISSION__NEGATIVE_CACHE_SECONDS": "0"})
+    registry = RegistryProcess(root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET,
+                               port=quiet.port).start()
+    # The policy needs the service's keys, which exist once it has started: bootstrap with a placeholder.
+    (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(keys.algorithms.by_name("ES256"))]))
+    (root / "issuer.pem").write_bytes(keys.generate(keys.algorithms.by_name("ES256")).public_pem())
+    _write_policy(root)
+    server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret"),
+                   "--trust", str(root / "policy.yaml")]
+    server.start()
+    pin = subprocess.run([sys.executable, "-m", "scitt_oci", "trust", "pin", server.url, "--out", str(root / "ts.cbor")],
+                         capture_output=True, text=True, check=False)
+    assert pin.returncode == 0 and "pinned kid" in pin.stdout, pin.stderr
+    issuer = keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes())
+    (root / "issuer.pem").write_bytes(issuer.public_pem())
+    recorded = oci_layout(root / "new", "new")
+    skopeo_push(root / "new", registry, "acme/app", "v1")
+    client = RegistryClient(RegistrySettings.for_url(registry.url))
+    deadline = time.monotonic() + 30
+    while not client.referrers("acme/app", recorded, mf.STATEMENT_ARTIFACT) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the watcher records it asynchronously
+    yield Cluster(server, registry, root, recorded, unrecorded)
+    server.stop()
+    registry.stop()
+
+
+def _pod(image: str, namespace: str = "prod") -> dict[str, object]:
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "uid-1", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": namespace, "name": "p",
+        "operation": "CREATE", "object": {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": image}]}}}}
+
+
+def _review(c: Cluster, image: str, route: str = "validate", namespace: str = "prod") -> dict[str, object]:
+    r = requests.post(f"{c.server.url}/admission/{route}", json=_pod(image, namespace), timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["response"]  # type: ignore[no-any-return]
+
+
+def test_admission_decisions(cluster: Cluster) -> None:
+    host = cluster.registry.host
+    ok = _review(cluster, f"{host}/acme/app@{cluster.recorded}")
+    assert ok["allowed"] is True and ok["uid"] == "uid-1", ok
+    again = _review(cluster, f"{host}/acme/app@{cluster.recorded}")
+    assert again["allowed"] is True
+    metrics = requests.get(cluster.server.url + "/metrics", timeout=5).text
+    assert 'scitt_admission_decisions_total{cached="true",decision="admit"} 1.0' in metrics
+    no_record = _review(cluster, f"{host}/acme/app@{cluster.unrecorded}")
+    assert no_record["allowed"] is False and "NO_STATEMENTS" in no_record["status"]["message"]
+    tag = _review(cluster, f"{host}/acme/app:v1")
+    assert tag["allowed"] is False and "TAG_REFERENCE" in tag["status"]["message"] and "@sha256:" in tag["status"]["message"]
+    elsewhere = _review(cluster, "docker.io/library/busybox@sha256:" + "1" * 64)
+    assert elsewhere["allowed"] is False and "REGISTRY_UNREACHABLE" in elsewhere["status"]["message"]
+    assert _review(cluster, f"{host}/acme/app@{cluster.unrecorded}", namespace="kube-system")["allowed"] is True
+
+
+def test_mutation_pins_tags_to_digests(cluster: Cluster) -> None:
+    out = _review(cluster, f"{cluster.registry.host}/acme/app:v1", route="mutate")
+    assert out["allowed"] is True and out["patchType"] == "JSONPatch"
+    patch = json.loads(base64.b64decode(out["patch"]))
+    assert patch == [{"op": "replace", "path": "/spec/containers/0/image",
+                      "value": f"{cluster.registry.host}/acme/app@{cluster.recorded}"}]
+
+
+def test_gatekeeper_provider(cluster: Cluster) -> None:
+    host = cluster.registry.host
+    body = {"apiVersion": "externaldata.gatekeeper.sh/v1beta1", "kind": "ProviderRequest",
+            "request": {"keys": [f"{host}/acme/app@{cluster.recorded}", f"{host}/acme/app@{cluster.unrecorded}", "nginx:1"]}}
+    r = requests.post(cluster.server.url + "/gatekeeper/verify", json=body, timeout=10)
+    items = {i["key"]: i for i in r.json()["response"]["items"]}
+    assert items[f"{host}/acme/app@{cluster.recorded}"]["value"]["allowed"] is True
+    assert items[f"{host}/acme/app@{cluster.unrecorded}"]["value"]["allowed"] is False
+    assert "TAG_REFERENCE" in items["nginx:1"]["error"]
+
+
+def test_cli_verify_image(cluster: Cluster) -> None:
+    host = cluster.registry.host
+
+    def verify(image: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "scitt_oci", "verify", image, "--trust", str(cluster.root / "policy.yaml"),
+                               "--registry-insecure", "--output", "json"], capture_output=True, text=True, check=False)
+
+    ok = verify(f"{host}/acme/app@{cluster.recorded}")
+    assert ok.returncode == 0 and json.loads(ok.stdout)["decision"] == "ADMIT"
+    bad = verify(f"{host}/acme/app@{cluster.unrecorded}")
+    assert bad.returncode == 1 and json.loads(bad.stdout)["reasons"][0]["code"] == "NO_STATEMENTS"
+    tag = verify(f"{host}/acme/app:v1")
+    assert tag.returncode == 0 and "is a tag, resolved to" in tag.stderr
+
+
+def test_policy_change_empties_the_cache_and_audit_mode_warns(cluster: Cluster) -> None:
+    host = cluster.registry.host
+    assert _review(cluster, f"{host}/acme/app@{cluster.recorded}")["allowed"] is True
+    _write_policy(cluster.root, "require: {signatures: [{format: notation}]}\n")
+    denied = _review(cluster, f"{host}/acme/app@{cluster.recorded}")
+    assert denied["allowed"] is False and "MISSING_STATEMENT" in denied["status"]["message"]
+    _write_policy(cluster.root, "require: {signatures: [{format: notation}]}\nmode: audit\n")
+    audited = _review(cluster, f"{host}/acme/app@{cluster.recorded}")
+    assert audited["allowed"] is True and any("MISSING_STATEMENT" in w for w in audited["warnings"])
+    _write_policy(cluster.root)
+
+
+def test_registry_unreachable_within_the_deadline(cluster: Cluster) -> None:
+    host = cluster.registry.host
+    cluster.registry.stop()
+    try:
+        fresh = "sha256:" + "7" * 64  # not cached
+        down = _review(cluster, f"{host}/acme/app@{fresh}")
+        assert down["allowed"] is False and "REGISTRY_UNREACHABLE" in down["status"]["message"]
+        _write_policy(cluster.root, "mode: audit\n")
+        audited = _review(cluster, f"{host}/acme/app@{fresh}")
+        assert audited["allowed"] is True and any("REGISTRY_UNREACHABLE" in w for w in audited["warnings"])
+    finally:
+        _write_policy(cluster.root)
+        cluster.registry.start()

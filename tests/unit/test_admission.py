@@ -1,0 +1,146 @@
+"""AdmissionReview parsing for every workload kind, responses and patches, and image decisions."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from scitt_oci.cose import keys
+from scitt_oci.errors import MalformedError
+from scitt_oci.oci.reference import Digest, Reference
+from scitt_oci.scitt import profile, transparent
+from scitt_oci.verify import admission as adm
+from scitt_oci.verify.image import decide
+from scitt_oci.verify.trust import load_policy
+from tests.helpers import MemoryLog, key
+
+D = "sha256:" + "ab" * 32
+POD_SPEC = {"initContainers": [{"name": "i", "image": "r.example/init@" + D}],
+            "containers": [{"name": "c", "image": "r.example/app:v1"}],
+            "ephemeralContainers": [{"name": "e", "image": "busybox"}]}
+
+
+def review(kind: str, obj: dict[str, object], namespace: str = "prod") -> bytes:
+    return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": kind}, "namespace": namespace,
+        "operation": "CREATE", "object": obj}}).encode()
+
+
+@pytest.mark.parametrize(("kind", "wrap", "base"), [
+    ("Pod", lambda s: {"spec": s}, "/spec"),
+    ("Deployment", lambda s: {"spec": {"template": {"spec": s}}}, "/spec/template/spec"),
+    ("ReplicaSet", lambda s: {"spec": {"template": {"spec": s}}}, "/spec/template/spec"),
+    ("StatefulSet", lambda s: {"spec": {"template": {"spec": s}}}, "/spec/template/spec"),
+    ("DaemonSet", lambda s: {"spec": {"template": {"spec": s}}}, "/spec/template/spec"),
+    ("Job", lambda s: {"spec": {"template": {"spec": s}}}, "/spec/template/spec"),
+    ("CronJob", lambda s: {"spec": {"jobTemplate": {"spec": {"template": {"spec": s}}}}}, "/spec/jobTemplate/spec/template/spec"),
+])
+def test_every_workload_kind_yields_every_container_image(kind: str, wrap: object, base: str) -> None:
+    r = adm.parse_review(review(kind, wrap(POD_SPEC)))  # type: ignore[operator]
+    assert r.uid == "u-1" and r.kind == kind and r.namespace == "prod"
+    assert [(u.pointer, u.image) for u in r.images] == [
+        (f"{base}/initContainers/0/image", "r.example/init@" + D),
+        (f"{base}/containers/0/image", "r.example/app:v1"),
+        (f"{base}/ephemeralContainers/0/image", "busybox"),
+    ]
+
+
+def test_bad_reviews_and_other_kinds() -> None:
+    with pytest.raises(MalformedError, match="AdmissionReview"):
+        adm.parse_review(b'{"kind": "Nope"}')
+    with pytest.raises(MalformedError, match="not JSON"):
+        adm.parse_review(b"{")
+    assert adm.parse_review(review("ConfigMap", {"data": {}})).images == ()
+
+
+def test_normalise_docker_hub_shorthand() -> None:
+    assert str(adm.normalise("busybox")) == "docker.io/library/busybox"
+    assert str(adm.normalise("team/app:v1")) == "docker.io/team/app:v1"
+    assert str(adm.normalise("localhost:5000/app@" + D)) == "localhost:5000/app@" + D
+
+
+def test_response_and_json_patch_apply_cleanly() -> None:
+    out = adm.response("u", True, "", ["careful"], [{"op": "replace", "path": "/spec/containers/0/image", "value": "x@" + D}])
+    body = out["response"]
+    assert body["allowed"] and body["warnings"] == ["careful"] and body["patchType"] == "JSONPatch"
+    patch = json.loads(base64.b64decode(body["patch"]))
+    pod = {"spec": {"containers": [{"image": "x:v1"}]}}
+    for op in patch:  # a minimal RFC 6902 replace, enough to show the pointer is right
+        parts = op["path"].strip("/").split("/")
+        target: object = pod
+        for p in parts[:-1]:
+            target = target[int(p)] if isinstance(target, list) else target[p]  # type: ignore[index]
+        target[parts[-1]] = op["value"]  # type: ignore[index]
+    assert pod["spec"]["containers"][0]["image"] == "x@" + D
+    denied = adm.response("u", False, "no")["response"]
+    assert denied["status"] == {"code": 403, "message": "no"} and not denied["allowed"]
+
+
+# ----------------------------------------------------------------------------- decisions
+@pytest.fixture
+def world(tmp_path: Path) -> dict[str, object]:
+    log_a, log_b = MemoryLog(key(slot=5), issuer="https://a"), MemoryLog(key(slot=6), issuer="https://b")
+    (tmp_path / "a.pem").write_bytes(log_a.signing_key.public_pem())
+    (tmp_path / "b.pem").write_bytes(log_b.signing_key.public_pem())
+    (tmp_path / "issuer.pem").write_bytes(key().public_pem())
+    return {"a": log_a, "b": log_b, "dir": tmp_path}
+
+
+def _policy(world: dict[str, object], extra: str = "") -> Path:
+    path = world["dir"] / "policy.yaml"  # type: ignore[operator]
+    path.write_text("transparency_services: [{name: a, keys: [{path: a.pem}]}, {name: b, keys: [{path: b.pem}]}]\n"
+                    "issuers: [{name: w, keys: [{path: issuer.pem}]}]\n" + extra)
+    return path  # type: ignore[no-any-return]
+
+
+def _ts(world: dict[str, object], kind: profile.Kind = profile.Kind.PUSH, logs: str = "a", iat: int = 1_800_000_000,
+        signer_key: keys.CoseKey | None = None, **details: str) -> bytes:
+    ref = Reference.parse(f"r.example/app@{D}")
+    recorded = Digest.parse("sha256:" + "cd" * 32) if kind is profile.Kind.SIGNATURE else None
+    s = profile.build(signer_key or key(), "https://w", profile.make_event(kind, ref, recorded_digest=recorded, **details), iat=iat)
+    receipts = []
+    for name in logs:
+        log = world[name]
+        assert isinstance(log, MemoryLog)
+        receipts.append(log.receipt(log.add(s)))
+    return transparent.add_receipts(s, receipts)
+
+
+REF = Reference.parse(f"r.example/app@{D}")
+NOW = 1_800_000_100
+
+
+def test_decisions_and_their_reasons(world: dict[str, object]) -> None:
+    policy = load_policy(_policy(world))
+    assert decide(REF, [_ts(world)], policy, now=NOW).valid
+    assert [f.reason.value for f in decide(REF, [], policy, now=NOW).reasons] == ["NO_STATEMENTS"]
+    rogue = MemoryLog(key(slot=7))
+    world["r"] = rogue
+    assert [f.reason.value for f in decide(REF, [_ts(world, logs="r")], policy, now=NOW).reasons] == ["UNKNOWN_RECEIPT_KEY"]
+    other = Reference.parse("r.example/app@sha256:" + "00" * 32)
+    assert "SUBJECT_MISMATCH" in [f.reason.value for f in decide(other, [_ts(world)], policy, now=NOW).reasons]
+    tampered = bytearray(_ts(world))
+    tampered[-5] ^= 1
+    assert not decide(REF, [bytes(tampered)], policy, now=NOW).valid
+    untrusted = decide(REF, [_ts(world, signer_key=key(slot=3))], policy, now=NOW)
+    assert [f.reason.value for f in untrusted.reasons] == ["UNTRUSTED_ISSUER"]
+
+
+def test_policy_requirements_rules_and_audit_mode(world: dict[str, object]) -> None:
+    strict = load_policy(_policy(world, "require: {receipts: 2, max_age: 1d, signatures: [{format: notation, signer: 'CN=W*'}]}\n"
+                                        "rules: [{match: 'r.example/sandbox/*', mode: audit}]\n"))
+    one = decide(REF, [_ts(world)], strict, now=NOW)
+    assert {f.reason.value for f in one.reasons} == {"TOO_FEW_RECEIPTS"}
+    both = [_ts(world, logs="ab"), _ts(world, profile.Kind.SIGNATURE, logs="ab", format="notation", signer="CN=Wabbit")]
+    assert decide(REF, both, strict, now=NOW).valid
+    old = decide(REF, both, strict, now=NOW + 2 * 86400)
+    assert [f.reason.value for f in old.reasons] == ["EXPIRED"]
+    unsigned = decide(REF, both[:1], strict, now=NOW)
+    assert [f.reason.value for f in unsigned.reasons] == ["MISSING_STATEMENT"] and not unsigned.allowed
+    sandbox = decide(Reference.parse(f"r.example/sandbox/app@{D}"), [], strict, now=NOW)
+    assert sandbox.allowed and not sandbox.valid and sandbox.mode == "audit" and sandbox.warnings
+    deleted = decide(REF, [_ts(world, logs="ab"), _ts(world, profile.Kind.DELETE, logs="ab")], load_policy(_policy(world)), now=NOW)
+    assert "deleted" in deleted.summary()
