@@ -7,7 +7,6 @@ SCITT_OCI_BATCH__MAX_SIZE=500 sets `batch.max_size`. Lists are given as JSON.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from scitt_oci.errors import PolicyError
+from scitt_oci.netutil import is_loopback_host
 
 ENV_PREFIX = "SCITT_OCI_"
 DEFAULT_PORT = 8700
@@ -174,15 +174,6 @@ class Config(_Section):
     @property
     def database(self) -> Path:
         return self.storage.sqlite_path or self.data_dir / "log.db"
-
-
-def is_loopback_host(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

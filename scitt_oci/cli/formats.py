@@ -12,15 +12,13 @@ from typing import Any
 import click
 
 from scitt_oci.cli import EXIT_INVALID, _die, _read, _write, main, write_private
-from scitt_oci.config import is_loopback_host
 from scitt_oci.cose import algorithms, keys
 from scitt_oci.cose.hash_envelope import BY_OCI_ALGORITHM, HashEnvelope
 from scitt_oci.errors import ScittOciError
-from scitt_oci.oci.client import RegistryClient, RegistrySettings
+from scitt_oci.netutil import is_loopback_host
 from scitt_oci.oci.reference import Digest, Reference
 from scitt_oci.scitt import describe, transparent
 from scitt_oci.scitt import statement as statement_mod
-from scitt_oci.verify.image import RegistrySource, decide
 from scitt_oci.verify.trust import TrustPolicy, load_policy
 from scitt_oci.verify.verifier import VerificationResult, verify_transparent_statement
 
@@ -275,6 +273,9 @@ def _print_result(result: VerificationResult) -> None:
 
 
 def _verify_image(image: str, policy: TrustPolicy, insecure: bool, timeout: float, output: str) -> None:
+    from scitt_oci.oci.client import RegistryClient, RegistrySettings  # imported here: start-up time of other commands
+    from scitt_oci.verify.image import RegistrySource, decide
+
     try:
         ref = Reference.parse(image)
         settings = RegistrySettings.for_url(

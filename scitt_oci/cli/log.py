@@ -12,12 +12,9 @@ from typing import Any
 
 import click
 
-from scitt_oci import config as config_mod
 from scitt_oci.cli import EXIT_INVALID, _die, _read, _write, main
 from scitt_oci.cose import keys
 from scitt_oci.errors import ScittOciError
-from scitt_oci.log.client import ScrapiClient
-from scitt_oci.log.service import read_checkpoint
 from scitt_oci.scitt import receipt as receipt_mod
 from scitt_oci.scitt import statement as statement_mod
 from scitt_oci.scitt import transparent
@@ -132,6 +129,8 @@ def serve(
         _die("give both --tls-cert and --tls-key")
     if tls_cert is not None and tls_key is not None:
         overrides["tls_cert"], overrides["tls_key"] = str(tls_cert.resolve()), str(tls_key.resolve())
+    from scitt_oci import config as config_mod  # imported here: the other commands start faster without pydantic
+
     try:
         cfg = config_mod.load(config_file, overrides=overrides)
         from scitt_oci.server import asgi, runtime
@@ -187,7 +186,9 @@ def serve(
         rt.stop()
 
 
-def _client(ts: str, token_file: Path | None, timeout: float) -> ScrapiClient:
+def _client(ts: str, token_file: Path | None, timeout: float) -> Any:
+    from scitt_oci.log.client import ScrapiClient
+
     token = None
     if token_file is not None:
         token = _read(str(token_file), "token file").decode().strip()
@@ -290,6 +291,8 @@ def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float) -> N
             click.echo(
                 f"pinning {len(trusted)} service key(s) on first use: {', '.join(k.kid.hex()[:16] for k in trusted)}"
             )
+        from scitt_oci.log.service import read_checkpoint
+
         size, root, _key = read_checkpoint(client.checkpoint(), trusted)
     except ScittOciError as exc:
         _die(exc.diagnostics())

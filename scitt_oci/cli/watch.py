@@ -10,17 +10,17 @@ from typing import Any
 
 import click
 
-from scitt_oci import config as config_mod
 from scitt_oci.cli import _die, main
 from scitt_oci.errors import ScittOciError
 from scitt_oci.oci import manifest as mf
-from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from scitt_oci.oci.reference import Reference
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.scitt import receipt as receipt_mod
 
 
 def _runtime(config_file: Path | None, data_dir: Path | None, registry: str | None, insecure: bool) -> Any:
+    from scitt_oci import config as config_mod
+
     overrides: dict[str, Any] = {}
     if data_dir is not None:
         overrides["data_dir"] = str(data_dir)
@@ -107,6 +107,8 @@ def history(image: str, registry_insecure: bool, output: str) -> None:
 
     Reads the Transparent Statements attached to the image; it does not verify them (use `verify`).
     """
+    from scitt_oci.oci.client import RegistryClient, RegistrySettings
+
     try:
         ref = Reference.parse(image)
         client = RegistryClient(
@@ -185,6 +187,7 @@ def watch_group() -> None:
 @click.option("--retry", is_flag=True, help="Put every dead-lettered event back in the queue.")
 def dead_letters(config_file: Path | None, data_dir: Path | None, registry_insecure: bool, retry: bool) -> None:
     """List events that failed too often to be processed (with the reason), or retry them."""
+    from scitt_oci import config as config_mod
     from scitt_oci.watch.inbox import Inbox
 
     cfg = config_mod.load(config_file, overrides={"data_dir": str(data_dir)} if data_dir else None)

@@ -10,13 +10,14 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from scitt_oci import keyfiles
-from scitt_oci.config import Config, is_loopback_host
+from scitt_oci.config import Config
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import PolicyError, ScittOciError
 from scitt_oci.log.client import ScrapiClient
 from scitt_oci.log.policy import RegistrationPolicy
 from scitt_oci.log.service import TransparencyService
 from scitt_oci.log.sqlite_store import SqliteStore
+from scitt_oci.netutil import is_loopback_host
 from scitt_oci.oci.client import RegistryClient, RegistrySettings, docker_credentials
 from scitt_oci.server.admission import Admission, admission_routes
 from scitt_oci.server.app import Metrics, RateLimiter, Settings, create_app

@@ -1,0 +1,128 @@
+"""Admission benchmark: cold `scitt-oci verify IMAGE@DIGEST` wall time beside the `python -c pass`
+floor, and admission requests per second with p50/p99 latency for cached and uncached digests.
+
+Run: .venv/bin/python bench/admission.py        (needs docker-registry and skopeo; wrk for the cached figures)
+Goals (issue #5): cold verify <= 4x the start-up floor; cached >= 2,000 requests/s with p99 <= 5 ms;
+uncached p99 <= 50 ms on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from scitt_oci.cose import keys
+from scitt_oci.oci import manifest as mf
+from scitt_oci.oci.client import RegistryClient, RegistrySettings
+from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
+from tests.serverproc import ServerProcess
+
+HERE = Path(__file__).resolve().parent
+
+
+def wall(cmd: list[str], runs: int = 15) -> float:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, check=False)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def review(image: str) -> bytes:
+    return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
+        "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "prod", "operation": "CREATE",
+        "object": {"spec": {"containers": [{"name": "c", "image": image}]}}}}).encode()
+
+
+def start(root: Path, env: dict[str, str]) -> tuple[ServerProcess, RegistryProcess]:
+    secret = "bench-secret-0123456789abcdef"
+    (root / "secret").write_text(secret)
+    server = ServerProcess(root / "data", env=env)
+    registry = RegistryProcess(root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=secret).start()
+    (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(keys.algorithms.by_name("ES256"))]))
+    (root / "issuer.pem").write_bytes(keys.generate(keys.algorithms.by_name("ES256")).public_pem())
+    (root / "policy.yaml").write_text("transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
+                                      "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n")
+    server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret"),
+                   "--trust", str(root / "policy.yaml")]
+    server.start()
+    (root / "ts.cbor").write_bytes(requests.get(server.url + "/.well-known/scitt-keys", timeout=5).content)
+    (root / "issuer.pem").write_bytes(keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes()).public_pem())
+    return server, registry
+
+
+def recorded_image(root: Path, registry: RegistryProcess, seed: str) -> str:
+    digest = oci_layout(root / seed, seed)
+    skopeo_push(root / seed, registry, "bench/app", seed)
+    client = RegistryClient(RegistrySettings.for_url(registry.url))
+    deadline = time.monotonic() + 30
+    while not client.referrers("bench/app", digest, mf.STATEMENT_ARTIFACT):
+        if time.monotonic() > deadline:
+            raise TimeoutError("the image was not recorded")
+        time.sleep(0.05)
+    return f"{registry.host}/bench/app@{digest}"
+
+
+def main() -> None:
+    root = Path(tempfile.mkdtemp())
+    server, registry = start(root, {"SCITT_OCI_ADMISSION__CACHE_SECONDS": "0", "SCITT_OCI_ADMISSION__NEGATIVE_CACHE_SECONDS": "0"})
+    try:
+        image = recorded_image(root, registry, "one")
+        floor = wall([sys.executable, "-c", "pass"])
+        cold = wall([sys.executable, "-m", "scitt_oci", "verify", image, "--trust", str(root / "policy.yaml"), "--registry-insecure"])
+        ok = subprocess.run([sys.executable, "-m", "scitt_oci", "verify", image, "--trust", str(root / "policy.yaml"),
+                             "--registry-insecure"], capture_output=True, text=True, check=False)
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        print(f"cold `scitt-oci verify IMAGE@DIGEST`: {cold * 1000:.0f} ms median; `python -c pass`: {floor * 1000:.0f} ms;"
+              f" ratio {cold / floor:.1f}x  (goal <= 4x)")
+        body = review(image)
+        session = requests.Session()
+        lat = []
+        for _ in range(300):  # uncached: the cache is off, every request reads the registry and verifies
+            t = time.perf_counter()
+            r = session.post(server.url + "/admission/validate", data=body, headers={"Content-Type": "application/json"}, timeout=10)
+            lat.append(time.perf_counter() - t)
+            assert r.json()["response"]["allowed"] is True
+        lat.sort()
+        print(f"uncached admission (sequential, n=300): p50 {statistics.median(lat) * 1000:.1f} ms, "
+              f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.1f} ms, {len(lat) / sum(lat):,.0f} requests/s  (goal p99 <= 50 ms)")
+    finally:
+        server.stop()
+        registry.stop()
+    root = Path(tempfile.mkdtemp())
+    server, registry = start(root, {})
+    try:
+        image = recorded_image(root, registry, "two")
+        (root / "review.json").write_bytes(review(image))
+        assert requests.post(server.url + "/admission/validate", data=review(image), headers={"Content-Type": "application/json"},
+                             timeout=10).json()["response"]["allowed"] is True
+        if shutil.which("wrk") is None:
+            print("cached admission: skipped (install wrk)")
+            return
+        out = subprocess.run(["wrk", "-t2", "-c16", "-d8s", "-s", str(HERE / "admission.lua"), server.url],
+                             capture_output=True, text=True, check=True, env={**os.environ, "SCITT_BENCH_BODY": str(root / "review.json")}).stdout
+        rate = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+        p50 = int(next(line.split()[1] for line in out.splitlines() if line.startswith("latency_p50_us"))) / 1000
+        p99 = int(next(line.split()[1] for line in out.splitlines() if line.startswith("latency_p99_us"))) / 1000
+        errors = next(line.split()[1] for line in out.splitlines() if line.startswith("errors"))
+        print(f"cached admission (wrk, 16 connections): {rate:,.0f} requests/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms,"
+              f" errors {errors}  (goals >= 2,000/s, p99 <= 5 ms)")
+    finally:
+        server.stop()
+        registry.stop()
+
+
+if __name__ == "__main__":
+    main()
