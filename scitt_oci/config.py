@@ -118,6 +118,10 @@ class AdmissionConfig(_Section):
     )
     cache_seconds: float = Field(300, ge=0, description="how long an admitted image's verdict is reused")
     negative_cache_seconds: float = Field(10, ge=0, description="how long a rejected image's verdict is reused")
+    deploy_log: bool = Field(
+        False, description="record each admitted image as a deploy statement (needs watch.registries)"
+    )
+    cluster: str = Field("default", description="the cluster name written into deploy statements")
 
 
 class Config(_Section):

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,8 @@ class Admission:
     positive_ttl: float = 300.0
     negative_ttl: float = 10.0
     registry: CollectorRegistry | None = None
+    # Deployment log: called (off the request path) for each admitted image with (ref, namespace, workload).
+    on_admit: Callable[[Reference, str, str], None] | None = None
     _policy: TrustPolicy | None = None
     _stamp: tuple[tuple[int, int], ...] | None = None
     _cache: OrderedDict[tuple[str, str], _Cached] = field(default_factory=OrderedDict)
@@ -155,6 +158,7 @@ class Admission:
         warnings: list[str] = []
         patch: list[dict[str, Any]] = []
         policy = self.policy()
+        admitted: list[Reference] = []
 
         async def one(use: adm.ImageUse) -> None:
             try:
@@ -191,6 +195,8 @@ class Admission:
             ).inc()
             if not verdict.valid:
                 (warnings if verdict.allowed else denials).append(verdict.summary())
+            else:
+                admitted.append(ref)
 
         await asyncio.gather(*(one(u) for u in review.images))
         log.info(
@@ -203,7 +209,18 @@ class Admission:
         )
         if denials:
             return adm.response(review.uid, False, "scitt-oci: " + " | ".join(denials), warnings)
+        if admitted and self.on_admit is not None and not review.dry_run:
+            workload = f"{review.kind}/{review.name}" if review.name else review.kind
+            for ref in admitted:  # recorded asynchronously: never on the admission path
+                self._pool.submit(self._record_deploy, ref, review.namespace, workload)
         return adm.response(review.uid, True, "", warnings, patch if mutate else None)
+
+    def _record_deploy(self, ref: Reference, namespace: str, workload: str) -> None:
+        try:
+            assert self.on_admit is not None
+            self.on_admit(ref, namespace, workload)
+        except Exception:  # the deployment log must never affect admission
+            log.exception("recording the deployment of %s failed", ref)
 
     async def gatekeeper(self, body: bytes) -> dict[str, Any]:
         deadline = time.monotonic() + self.deadline

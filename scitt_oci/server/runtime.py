@@ -19,9 +19,11 @@ from scitt_oci.log.service import TransparencyService
 from scitt_oci.log.sqlite_store import SqliteStore
 from scitt_oci.netutil import is_loopback_host
 from scitt_oci.oci.client import RegistryClient, RegistrySettings, docker_credentials
+from scitt_oci.oci.reference import Reference
 from scitt_oci.server.admission import Admission, admission_routes
 from scitt_oci.server.app import Metrics, RateLimiter, Settings, create_app
 from scitt_oci.server.webhooks import webhook_routes
+from scitt_oci.watch.events import DEPLOY, RegistryEvent
 from scitt_oci.watch.inbox import Inbox
 from scitt_oci.watch.reconcile import Reconciler
 from scitt_oci.watch.worker import EmbeddedRegistrar, Registrar, RemoteRegistrar, Watcher
@@ -174,6 +176,18 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
             )
         except (OSError, ScittOciError) as exc:
             raise PolicyError(f"admission trust policy {policy_path}: {exc}") from None
+        if adm.deploy_log:
+            if rt.watcher is None:
+                raise PolicyError("admission.deploy_log needs watch.registries (deploy statements are attached there)")
+            inbox, cluster = rt.watcher.inbox, adm.cluster
+
+            def record(ref: Reference, namespace: str, workload: str) -> None:
+                deployment = (("cluster", cluster), ("namespace", namespace or "-"), ("workload", workload or "-"))
+                inbox.add(
+                    ref.registry, [RegistryEvent(ref.repository, str(ref.digest), None, DEPLOY, None, deployment)]
+                )
+
+            controller.on_admit = record
         routes = [*routes, *admission_routes(controller)]
 
     def readiness() -> str | None:

@@ -43,6 +43,7 @@ class Review:
     namespace: str
     name: str
     images: tuple[ImageUse, ...]
+    dry_run: bool = False
 
 
 def parse_review(body: bytes) -> Review:
@@ -79,7 +80,14 @@ def parse_review(body: bytes) -> Review:
         else ""
     )
     name = request.get("name") or ((obj or {}).get("metadata") or {}).get("name", "") if isinstance(obj, dict) else ""
-    return Review(request["uid"], str(kind or ""), str(namespace or ""), str(name or ""), tuple(images))
+    return Review(
+        request["uid"],
+        str(kind or ""),
+        str(namespace or ""),
+        str(name or ""),
+        tuple(images),
+        bool(request.get("dryRun")),
+    )
 
 
 def normalise(image: str) -> Reference:

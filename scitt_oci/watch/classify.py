@@ -12,7 +12,7 @@ from cryptography.x509.oid import ExtensionOID, NameOID
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.manifest import Descriptor, Manifest
 from scitt_oci.scitt.profile import Kind
-from scitt_oci.watch.events import DELETE, RegistryEvent
+from scitt_oci.watch.events import DELETE, DEPLOY, RegistryEvent
 
 _FALLBACK_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")
 _COSIGN_TAG = re.compile(r"^sha256-([0-9a-f]{64})\.(sig|att)$")
@@ -74,6 +74,8 @@ def classify(event: RegistryEvent, digest: str, manifest: Manifest | None) -> De
     """The decision for one event about `digest` (`manifest` is None for deletions)."""
     if event.action == DELETE:
         return Decision(Kind.DELETE, digest)
+    if event.action == DEPLOY:
+        return Decision(Kind.DEPLOY, digest)
     assert manifest is not None
     kind = manifest.effective_artifact_type
     if kind == mf.STATEMENT_ARTIFACT:

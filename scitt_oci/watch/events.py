@@ -17,7 +17,7 @@ from scitt_oci.oci.manifest import DOCKER_LIST, OCI_INDEX, STATEMENT_ARTIFACT
 from scitt_oci.oci.reference import Digest, valid_repository
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
-PUSH, DELETE = "push", "delete"
+PUSH, DELETE, DEPLOY = "push", "delete", "deploy"
 
 
 @dataclass(frozen=True)
@@ -25,12 +25,14 @@ class RegistryEvent:
     repository: str
     digest: str | None  # None: a tag-only event (resolved against the registry before use)
     tag: str | None
-    action: str  # "push" or "delete"
+    action: str  # "push", "delete", or "deploy" (from admission, never from a webhook)
     media_type: str | None = None
+    deployment: tuple[tuple[str, str], ...] = ()  # for deploy: cluster, namespace, workload
 
     def key(self) -> str:
         """What makes two deliveries the same event (for de-duplication in the inbox)."""
-        return f"{self.action}|{self.repository}|{self.digest or ''}|{self.tag or ''}"
+        where = "|".join(v for _k, v in self.deployment)
+        return f"{self.action}|{self.repository}|{self.digest or ''}|{self.tag or ''}" + (f"|{where}" if where else "")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -39,11 +41,15 @@ class RegistryEvent:
             "tag": self.tag,
             "action": self.action,
             "media_type": self.media_type,
+            "deployment": dict(self.deployment),
         }
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> RegistryEvent:
-        return cls(doc["repository"], doc.get("digest"), doc.get("tag"), doc["action"], doc.get("media_type"))
+        deployment = tuple(sorted((doc.get("deployment") or {}).items()))
+        return cls(
+            doc["repository"], doc.get("digest"), doc.get("tag"), doc["action"], doc.get("media_type"), deployment
+        )
 
 
 def _json(body: bytes) -> Any:

@@ -226,7 +226,7 @@ class Watcher:
     ) -> Descriptor | None:
         event = item.event
         assert decision.subject_digest is not None
-        if decision.kind is profile.Kind.PUSH:
+        if decision.kind in (profile.Kind.PUSH, profile.Kind.DEPLOY):
             return own
         if decision.kind is profile.Kind.DELETE:
             known = self.inbox.pushed(item.registry, event.repository, decision.subject_digest)
@@ -244,6 +244,8 @@ class Watcher:
         details: dict[str, str] = {}
         if decision.kind in (profile.Kind.PUSH, profile.Kind.DELETE) and event.tag:
             details["tag"] = event.tag
+        if decision.kind is profile.Kind.DEPLOY:
+            details.update(dict(event.deployment))
         if decision.kind is profile.Kind.SIGNATURE:
             details["format"] = decision.format or "cosign"
             if decision.signer:

@@ -47,7 +47,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     unrecorded = oci_layout(root / "old", "old")
     skopeo_push(root / "old", quiet, "acme/app", "old")
     quiet.stop()
-    server = ServerProcess(root / "data", env={"SCITT_OCI_ADMISSION__NEGATIVE_CACHE_SECONDS": "0"})
+    server = ServerProcess(root / "data", env={"SCITT_OCI_ADMISSION__NEGATIVE_CACHE_SECONDS": "0",
+                                               "SCITT_OCI_ADMISSION__DEPLOY_LOG": "true",
+                                               "SCITT_OCI_ADMISSION__CLUSTER": "acme-prod"})
     registry = RegistryProcess(root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET,
                                port=quiet.port).start()
     # The policy needs the service's keys, which exist once it has started: bootstrap with a placeholder.
@@ -161,3 +163,28 @@ def test_registry_unreachable_within_the_deadline(cluster: Cluster) -> None:
     finally:
         _write_policy(cluster.root)
         cluster.registry.start()
+
+
+def test_admitted_images_get_a_deploy_statement(cluster: Cluster) -> None:
+    from scitt_oci.scitt import profile, transparent
+
+    host = cluster.registry.host
+    review = _pod(f"{host}/acme/app@{cluster.recorded}", namespace="payments")
+    review["request"]["name"] = "api-7f9c"  # type: ignore[index]
+    assert requests.post(f"{cluster.server.url}/admission/validate", json=review, timeout=10).json()["response"]["allowed"]
+    client = RegistryClient(RegistrySettings.for_url(cluster.registry.url))
+    deadline = time.monotonic() + 30
+    deploys: list[profile.OciEvent] = []
+    while not deploys and time.monotonic() < deadline:
+        for d in client.referrers("acme/app", cluster.recorded, mf.STATEMENT_ARTIFACT):
+            if d.annotations.get(mf.ANN_KIND) == "deploy":
+                fetched = client.manifest("acme/app", d.digest)
+                assert fetched is not None
+                blob = client.blob("acme/app", mf.parse(fetched[0], fetched[1]).layers[0].digest)
+                assert blob is not None
+                event = profile.read_event(transparent.parse(blob).statement)
+                if event.detail("namespace") == "payments":
+                    deploys.append(event)
+        time.sleep(0.05)  # recorded asynchronously, off the admission path
+    assert len(deploys) == 1 and deploys[0].kind is profile.Kind.DEPLOY
+    assert dict(deploys[0].details) == {"cluster": "acme-prod", "namespace": "payments", "workload": "Pod/api-7f9c"}
