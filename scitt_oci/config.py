@@ -132,6 +132,10 @@ class Config(_Section):
     ts_key: Path | None = Field(
         None, description="the service's signing key (PEM); default: <data_dir>/keys/ts.pem, made on first start"
     )
+    issuer_key: Path | None = Field(
+        None,
+        description="the issuer key the watcher signs with (PEM); default: <data_dir>/keys/issuer.pem, made on first start",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     workers: int = Field(1, ge=1, le=64, description="server processes; they share the log through SQLite's write lock")
     batch: BatchConfig = Field(default_factory=BatchConfig)  # type: ignore[arg-type]

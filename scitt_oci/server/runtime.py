@@ -96,7 +96,10 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
     key_path = config.ts_key or config.data_dir / "keys" / "ts.pem"
     key, created = keyfiles.private_key(key_path, create_alg="ES256" if config.ts_key is None else None)
     # The operator's own issuer key (the registry watcher signs with it) is always trusted here.
-    issuer_key, _ = keyfiles.private_key(config.data_dir / "keys" / "issuer.pem")
+    issuer_key, _ = keyfiles.private_key(
+        config.issuer_key or config.data_dir / "keys" / "issuer.pem",
+        create_alg="ES256" if config.issuer_key is None else None,
+    )
     reg = config.registration
     policy = RegistrationPolicy.build(
         issuer_keys=[CoseKey.from_key(issuer_key.public), *keyfiles.public_keys(reg.issuer_keys)],

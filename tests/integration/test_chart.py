@@ -1,0 +1,150 @@
+"""The Helm chart, rendered by a real `helm`: lint, Kubernetes 1.33 schemas, configuration the service
+loads, routes the server has, the sidecar's notification wiring, schema errors, and deploy/ in step."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from scitt_oci.config import Config
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "scitt-oci"
+POLICY_FILE = ROOT / "deploy" / "trust-policy.example.yaml"
+COMBINATIONS = {
+    "standalone": [],
+    "sidecar": ["--set", "mode=sidecar"],
+    "standalone-registries": ["--set", "watch.registries[0].url=registry.example.com", "--set", "watch.pollIntervalSeconds=300"],
+    "admission": ["--set", "admission.enabled=true", "--set-file", f"admission.trustPolicy={POLICY_FILE}"],
+    "admission-mutate-certmanager": ["--set", "admission.enabled=true", "--set-file", f"admission.trustPolicy={POLICY_FILE}",
+                                     "--set", "admission.mutate=true", "--set", "admission.tls.certManager.enabled=true",
+                                     "--set", "admission.tls.certManager.issuerRef.name=ca"],
+    "sidecar-admission-extras": ["--set", "mode=sidecar", "--set", "admission.enabled=true",
+                                 "--set-file", f"admission.trustPolicy={POLICY_FILE}", "--set", "serviceMonitor.enabled=true",
+                                 "--set", "podDisruptionBudget.enabled=true", "--set", "keys.existingSecret=my-keys",
+                                 "--set", "admission.deployLog=true"],
+}
+NOT_IN_KUBERNETES = {"ServiceMonitor", "Certificate"}  # CRDs (Prometheus operator, cert-manager)
+
+
+def helm() -> str:
+    found = os.environ.get("SCITT_OCI_HELM") or shutil.which("helm") or str(ROOT / ".tools" / "helm")
+    if not Path(found).exists():
+        pytest.fail("helm is not installed: scripts/test puts it in .tools/helm")
+    return found
+
+
+def render(*args: str) -> list[dict[str, Any]]:
+    out = subprocess.run([helm(), "template", "scitt", str(CHART), "--namespace", "scitt", *args],
+                         capture_output=True, text=True, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+@pytest.mark.parametrize("name", sorted(COMBINATIONS))
+def test_lint_and_kubernetes_1_33_schemas(name: str) -> None:
+    args = COMBINATIONS[name]
+    lint = subprocess.run([helm(), "lint", str(CHART), "--strict", *args], capture_output=True, text=True, check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    docs = render(*args)
+    for doc in docs:
+        if doc["kind"] in NOT_IN_KUBERNETES:
+            continue
+        kubernetes_validate.validate(doc, "1.33.0", strict=True)
+
+
+@pytest.mark.parametrize("name", sorted(COMBINATIONS))
+def test_the_rendered_configuration_loads_and_the_pod_is_hardened(name: str) -> None:
+    docs = render(*COMBINATIONS[name])
+    config_map = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "scitt-scitt-oci")
+    config = Config.model_validate(yaml.safe_load(config_map["data"]["config.yaml"]))
+    deployment = next(d for d in docs if d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    for container in pod["containers"] + pod.get("initContainers", []):
+        sc = container["securityContext"]
+        assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"]["drop"] == ["ALL"]
+        assert sc["allowPrivilegeEscalation"] is False
+    scitt = next(c for c in pod["containers"] if c["name"] == "scitt-oci")
+    assert scitt["ports"][0]["containerPort"] == config.port
+    assert scitt["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    mounts = {m["mountPath"] for m in scitt["volumeMounts"]}
+    assert "/data" in mounts and (config.admission.trust_policy is None or "/etc/scitt-oci/trust" in mounts)
+
+
+def test_webhook_paths_and_ports_are_the_servers() -> None:
+    from scitt_oci.server.admission import admission_routes
+
+    served = {r.path for r in admission_routes(None)}  # type: ignore[arg-type]  # paths only; nothing is called
+    docs = render(*COMBINATIONS["admission-mutate-certmanager"])
+    service = next(d for d in docs if d["kind"] == "Service")
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        hook = next(d for d in docs if d["kind"] == kind)["webhooks"][0]
+        assert hook["clientConfig"]["service"]["path"] in served
+        assert hook["clientConfig"]["service"]["port"] == service["spec"]["ports"][0]["port"]
+        assert "scitt" in hook["namespaceSelector"]["matchExpressions"][0]["values"]  # never its own namespace
+        assert hook["timeoutSeconds"] > 0
+
+
+def test_helm_generated_ca_matches_the_serving_certificate() -> None:
+    import base64
+
+    from cryptography import x509
+
+    docs = render(*COMBINATIONS["admission"])
+    tls = next(d for d in docs if d["kind"] == "Secret" and d["type"] == "kubernetes.io/tls")
+    hook = next(d for d in docs if d["kind"] == "ValidatingWebhookConfiguration")["webhooks"][0]
+    ca = x509.load_pem_x509_certificate(base64.b64decode(hook["clientConfig"]["caBundle"]))
+    cert = x509.load_pem_x509_certificate(base64.b64decode(tls["data"]["tls.crt"]))
+    cert.verify_directly_issued_by(ca)
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(x509.DNSName)
+    assert "scitt-scitt-oci.scitt.svc" in names
+
+
+def test_sidecar_registry_notifies_the_sidecar_with_the_secret() -> None:
+    import base64
+
+    docs = render(*COMBINATIONS["sidecar"])
+    registry_config = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-registry"))["data"]["config.yml"])
+    endpoint = registry_config["notifications"]["endpoints"][0]
+    config = Config.model_validate(yaml.safe_load(next(d for d in docs if d["metadata"]["name"] == "scitt-scitt-oci" and d["kind"] == "ConfigMap")["data"]["config.yaml"]))
+    assert endpoint["url"] == f"http://127.0.0.1:{config.port}/webhooks/distribution"
+    assert endpoint["headers"]["Authorization"] == ["Bearer __WEBHOOK_SECRET__"]  # filled in by the init container
+    assert config.watch.registries[0].url == "127.0.0.1:5000" and config.watch.registries[0].insecure
+    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-webhook"))
+    assert len(base64.b64decode(secret["data"]["webhook-secret"])) >= 32
+    assert str(config.watch.webhook_secret_file).endswith("/webhook-secret")
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    init = pod["initContainers"][0]
+    assert "__WEBHOOK_SECRET__" in init["args"][0] and {c["name"] for c in pod["containers"]} == {"scitt-oci", "registry"}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--set", "mode=gateway"], "value must be one of 'sidecar', 'standalone'"),
+    (["--set", "admission.enabled=true"], "/admission/trustPolicy"),
+    (["--set", "image.digest=sha256:nothex"], "/image/digest"),
+    (["--set", "admission.timeoutSeconds=60"], "/admission/timeoutSeconds"),
+    (["--set", "surprise=1"], "additional properties 'surprise' not allowed"),
+])
+def test_bad_values_fail_with_the_schemas_message(args: list[str], message: str) -> None:
+    proc = subprocess.run([helm(), "template", "scitt", str(CHART), *args], capture_output=True, text=True, check=False)
+    assert proc.returncode != 0 and message in proc.stderr, proc.stderr
+
+
+def test_deploy_manifests_are_up_to_date() -> None:
+    proc = subprocess.run(["bash", str(ROOT / "deploy" / "render.sh"), "--check"], capture_output=True, text=True,
+                          check=False, env={**os.environ, "HELM": helm()})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dockerfile_is_multi_stage_non_root_and_pinned() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    bases = [line.split()[1] for line in text.splitlines() if line.startswith("FROM ")]
+    assert len(bases) == 2 and all(":" in b and not b.endswith(":latest") for b in bases)
+    assert "USER 10001:10001" in text and "--from=build" in text
