@@ -35,8 +35,10 @@ def private_key(path: Path, *, create_alg: str | None = "ES256") -> tuple[CoseKe
         write_secret(path, key.private_pem())
         return key, True
     mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise PolicyError(f"key file {path} has mode {mode:o}; private keys must not be readable by others (chmod 600)")
+    # Group read is allowed for keys mounted from a Kubernetes Secret (defaultMode 0440 with fsGroup);
+    # anything open to others, or writable by the group, is refused.
+    if mode & 0o027:
+        raise PolicyError(f"key file {path} has mode {mode:o}; private keys must not be open to others (chmod 600)")
     try:
         return keys.load_private_pem(path.read_bytes()), False
     except OSError as exc:

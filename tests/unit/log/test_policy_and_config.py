@@ -76,3 +76,18 @@ def test_config_layers_and_errors(tmp_path: Path) -> None:
     file.write_text("- a list\n")
     with pytest.raises(PolicyError, match="must be a mapping"):
         config.load(file, environ={})
+
+
+def test_private_keys_open_to_others_are_refused(tmp_path: Path) -> None:
+    import os
+
+    from scitt_oci import keyfiles
+
+    path = tmp_path / "k.pem"
+    key_obj, created = keyfiles.private_key(path)
+    assert created and oct(path.stat().st_mode & 0o777) == "0o600"
+    os.chmod(path, 0o440)  # a Kubernetes Secret mounted with fsGroup
+    assert keyfiles.private_key(path)[0].kid == key_obj.kid
+    os.chmod(path, 0o644)
+    with pytest.raises(PolicyError, match="must not be open to others"):
+        keyfiles.private_key(path)
