@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from scitt_oci.errors import PolicyError
 from scitt_oci.netutil import is_loopback_host
@@ -68,7 +68,11 @@ class RateLimitConfig(_Section):
 
 
 class StorageConfig(_Section):
-    backend: Literal["sqlite"] = "sqlite"
+    backend: Literal["sqlite", "postgres"] = "sqlite"
+    postgres_dsn: SecretStr | None = Field(
+        None, description="libpq connection string (keep it in a Secret / environment variable)"
+    )
+    postgres_schema: str = Field("scitt_oci", description="the PostgreSQL schema the log's tables live in")
     sqlite_path: Path | None = Field(None, description="default: <data_dir>/log.db")
     synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL", description="FULL survives power loss; NORMAL survives a process crash"

@@ -1,23 +1,15 @@
-"""The SQLite log store: WAL mode, one writer (the sequencer's thread), a read connection per thread.
-
-Entries are looked up by id through an index on the id's first 4 bytes (the full id is checked
-against the entry), which keeps storage at about the entry's bytes plus 70 per entry.
-"""
+"""The SQLite log store: WAL mode, one writer at a time (SQLite's write lock), a read connection per thread."""
 
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from scitt_oci.errors import ScittOciError
-from scitt_oci.log import tiles
-from scitt_oci.log.store import BatchResult, HeadSigner, Pending, StoredHead, entry_id
-from scitt_oci.log.tiles import NodeCache, TileTree
-from scitt_oci.scitt import merkle
+from scitt_oci.log.sql_store import SCHEMA_VERSION, SqlStore, StoreError
 
-SCHEMA_VERSION = 1
+__all__ = ["SqliteStore", "StoreError"]
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, id_prefix INTEGER NOT NULL, entry BLOB NOT NULL);
@@ -31,27 +23,13 @@ CREATE TABLE IF NOT EXISTS pending (seq INTEGER PRIMARY KEY AUTOINCREMENT, id BL
 """
 
 
-class StoreError(ScittOciError):
-    """The database cannot be opened or is not a scitt-oci log."""
-
-
-def _prefix(eid: bytes) -> int:
-    return int.from_bytes(eid[:4], "big", signed=True)  # 4 bytes on disk; the full id is checked
-
-
-class SqliteStore:
+class SqliteStore(SqlStore):
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        super().__init__()
         self.path = path
         self._synchronous = synchronous
-        self._local = threading.local()
-        self._cache = NodeCache()
-        self._ranges = NodeCache(50_000)
-        self._writer_lock = threading.Lock()
-        self._frontier: dict[tuple[int, int], bytes] = {}
-        self._frontier_size = -1
-        self._writer_nodes = NodeCache(4096)
         try:
-            conn = self._connect()
+            conn = self._connect(read_only=False)
             with conn:
                 conn.executescript(_SCHEMA)
                 row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
@@ -63,180 +41,18 @@ class SqliteStore:
             raise StoreError(f"cannot open the log database {path}: {exc}") from None
         self._writer = conn
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, read_only: bool) -> Any:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
         conn.execute("PRAGMA busy_timeout=30000")
-        return conn
-
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
+        if read_only:
             conn.execute("PRAGMA query_only=1")
-            self._local.conn = conn
         return conn
 
-    # ----- reads -----
-    def _read_tile(self, level: int, index: int) -> bytes:
-        row = self._reader().execute("SELECT hashes FROM tiles WHERE level = ? AND idx = ?", (level, index)).fetchone()
-        return bytes(row[0]) if row else b""
+    def _begin(self, conn: Any) -> None:
+        conn.execute("BEGIN IMMEDIATE")
 
-    def tree(self) -> TileTree:
-        """Over committed tiles only (reader connections), so cached nodes and ranges never go stale."""
-        return TileTree(self._read_tile, self._cache, self._ranges)
-
-    def size(self) -> int:
-        row = self._reader().execute("SELECT MAX(tree_size) FROM heads").fetchone()
-        return int(row[0] or 0)
-
-    @staticmethod
-    def _head(row: tuple[object, ...] | None) -> StoredHead | None:
-        if row is None:
-            return None
-        size, root, protected, signature, created = row
-        return StoredHead(int(size), bytes(root), bytes(protected), bytes(signature), float(created))  # type: ignore[arg-type, call-overload]
-
-    def head(self, tree_size: int | None = None) -> StoredHead | None:
-        if tree_size is None:
-            sql = "SELECT tree_size, root, protected, signature, created FROM heads ORDER BY tree_size DESC LIMIT 1"
-            return self._head(self._reader().execute(sql).fetchone())
-        sql = "SELECT tree_size, root, protected, signature, created FROM heads WHERE tree_size = ?"
-        return self._head(self._reader().execute(sql, (tree_size,)).fetchone())
-
-    def head_covering(self, index: int) -> StoredHead | None:
-        sql = "SELECT tree_size, root, protected, signature, created FROM heads WHERE tree_size > ? ORDER BY tree_size LIMIT 1"
-        return self._head(self._reader().execute(sql, (index,)).fetchone())
-
-    def heads_between(self, low: int, high: int) -> list[StoredHead]:
-        sql = "SELECT tree_size, root, protected, signature, created FROM heads WHERE tree_size BETWEEN ? AND ? ORDER BY tree_size"
-        return [h for h in map(self._head, self._reader().execute(sql, (low, high)).fetchall()) if h]
-
-    def lookup(self, eid: bytes) -> int | None:
-        return self._lookup(self._reader(), eid)
-
-    @staticmethod
-    def _lookup(conn: sqlite3.Connection, eid: bytes) -> int | None:
-        for idx, entry in conn.execute("SELECT idx, entry FROM entries WHERE id_prefix = ?", (_prefix(eid),)):
-            if entry_id(bytes(entry)) == eid:
-                return int(idx)
-        return None
-
-    @staticmethod
-    def _lookup_many(conn: sqlite3.Connection, eids: list[bytes]) -> dict[bytes, int]:
-        """The leaf indexes of those of `eids` already in the log, in one query per 500 ids."""
-        found: dict[bytes, int] = {}
-        wanted = set(eids)
-        prefixes = sorted({_prefix(e) for e in wanted})
-        for start in range(0, len(prefixes), 500):
-            chunk = prefixes[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            sql = "SELECT idx, entry FROM entries WHERE id_prefix IN (" + marks + ")"  # noqa: S608 - placeholders only
-            for idx, entry in conn.execute(sql, chunk):
-                eid = entry_id(bytes(entry))
-                if eid in wanted:
-                    found[eid] = int(idx)
-        return found
-
-    def entry(self, index: int) -> bytes | None:
-        row = self._reader().execute("SELECT entry FROM entries WHERE idx = ?", (index,)).fetchone()
-        return bytes(row[0]) if row else None
-
-    def is_pending(self, eid: bytes) -> bool:
-        return self._reader().execute("SELECT 1 FROM pending WHERE id = ?", (eid,)).fetchone() is not None
-
-    def pending(self, limit: int) -> list[Pending]:
-        rows = self._reader().execute("SELECT id, entry FROM pending ORDER BY seq LIMIT ?", (limit,)).fetchall()
-        return [Pending(bytes(i), bytes(e), stored=True) for i, e in rows]
-
-    # ----- the one writer -----
-    def commit(
-        self, *, accept: Sequence[Pending], integrate: Sequence[Pending], sign: HeadSigner, now: float
-    ) -> BatchResult:
-        with self._writer_lock:
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = self._commit(conn, accept, integrate, sign, now)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                self._forget_writer_state()  # it may hold tiles and nodes of the batch that was not stored
-                raise
-            return result
-
-    def _forget_writer_state(self) -> None:
-        self._frontier = {}
-        self._frontier_size = -1
-        self._writer_nodes = NodeCache(4096)
-
-    def _commit(
-        self,
-        conn: sqlite3.Connection,
-        accept: Sequence[Pending],
-        integrate: Sequence[Pending],
-        sign: HeadSigner,
-        now: float,
-    ) -> BatchResult:
-        if accept:
-            conn.executemany(
-                "INSERT OR IGNORE INTO pending (id, entry, received) VALUES (?, ?, ?)",
-                [(p.entry_id, p.entry, now) for p in accept],
-            )
-        row = conn.execute("SELECT MAX(tree_size) FROM heads").fetchone()
-        size = int(row[0] or 0)
-        if size != self._frontier_size:  # first commit, or another process appended: re-read the tiles
-            self._forget_writer_state()
-        integrated = self._lookup_many(conn, [p.entry_id for p in integrate])  # registered before: idempotent
-        fresh: list[Pending] = []
-        for p in integrate:
-            if p.entry_id in integrated:
-                continue
-            integrated[p.entry_id] = size + len(fresh)
-            fresh.append(p)
-        stored = [(p.entry_id,) for p in integrate if p.stored]
-        if stored:
-            conn.executemany("DELETE FROM pending WHERE id = ?", stored)
-        if not fresh:
-            return BatchResult(None, integrated, size)
-        conn.executemany(
-            "INSERT INTO entries (idx, id_prefix, entry) VALUES (?, ?, ?)",
-            [(size + i, _prefix(p.entry_id), p.entry) for i, p in enumerate(fresh)],
-        )
-
-        frontier = self._frontier
-
-        def read(level: int, index: int) -> bytes:
-            # The writer keeps the partial tile of each level in memory: every batch appends to them.
-            cached = frontier.get((level, index))
-            if cached is not None:
-                return cached
-            r = conn.execute("SELECT hashes FROM tiles WHERE level = ? AND idx = ?", (level, index)).fetchone()
-            return bytes(r[0]) if r else b""
-
-        written = tiles.append(read, size, [merkle.leaf_hash(p.entry) for p in fresh])
-        conn.executemany(
-            "INSERT OR REPLACE INTO tiles (level, idx, hashes) VALUES (?, ?, ?)",
-            [(level, index, hashes) for (level, index), hashes in written.items()],
-        )
-        frontier.update(written)
-        new_size = size + len(fresh)
-        # The writer's own node cache: it is dropped whenever a batch is not stored (see commit).
-        root = TileTree(read, self._writer_nodes).root(new_size)
-        self._frontier = {k: v for k, v in frontier.items() if len(v) < tiles.TILE_WIDTH * tiles.HASH}
-        self._frontier_size = new_size
-        sth = sign(new_size, root)
-        conn.execute(
-            "INSERT INTO heads (tree_size, root, protected, signature, created) VALUES (?, ?, ?, ?, ?)",
-            (new_size, root, sth.protected_bytes, sth.signature, now),
-        )
-        return BatchResult(StoredHead(new_size, root, sth.protected_bytes, sth.signature, now), integrated, size)
-
-    def close(self) -> None:
-        self._writer.close()
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+    def _rollback(self, conn: Any) -> None:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")

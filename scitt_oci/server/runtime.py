@@ -15,8 +15,10 @@ from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import PolicyError, ScittOciError
 from scitt_oci.log.client import ScrapiClient
 from scitt_oci.log.policy import RegistrationPolicy
+from scitt_oci.log.postgres_store import PostgresStore
 from scitt_oci.log.service import TransparencyService
 from scitt_oci.log.sqlite_store import SqliteStore
+from scitt_oci.log.store import LogStore
 from scitt_oci.netutil import is_loopback_host
 from scitt_oci.oci.client import RegistryClient, RegistrySettings, docker_credentials
 from scitt_oci.oci.reference import Reference
@@ -116,7 +118,13 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
         token_file = config.data_dir / "registration-token"
         tokens.append(keyfiles.token(token_file, create=True))
     metrics = Metrics()
-    store = SqliteStore(config.database, synchronous=config.storage.synchronous)
+    store: LogStore
+    if config.storage.backend == "postgres":
+        if config.storage.postgres_dsn is None:
+            raise PolicyError("storage.backend postgres needs storage.postgres_dsn (SCITT_OCI_STORAGE__POSTGRES_DSN)")
+        store = PostgresStore(config.storage.postgres_dsn.get_secret_value(), schema=config.storage.postgres_schema)
+    else:
+        store = SqliteStore(config.database, synchronous=config.storage.synchronous)
     service = TransparencyService(
         store,
         key,

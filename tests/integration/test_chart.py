@@ -26,6 +26,9 @@ COMBINATIONS = {
     "admission-mutate-certmanager": ["--set", "admission.enabled=true", "--set-file", f"admission.trustPolicy={POLICY_FILE}",
                                      "--set", "admission.mutate=true", "--set", "admission.tls.certManager.enabled=true",
                                      "--set", "admission.tls.certManager.issuerRef.name=ca"],
+    "postgres-replicas": ["--set", "storage.type=postgres", "--set", "storage.postgres.existingSecret=pg",
+                          "--set", "storage.replicas=3", "--set", "keys.existingSecret=keys",
+                          "--set", "podDisruptionBudget.enabled=true"],
     "sidecar-admission-extras": ["--set", "mode=sidecar", "--set", "admission.enabled=true",
                                  "--set-file", f"admission.trustPolicy={POLICY_FILE}", "--set", "serviceMonitor.enabled=true",
                                  "--set", "podDisruptionBudget.enabled=true", "--set", "keys.existingSecret=my-keys",
@@ -74,6 +77,10 @@ def test_the_rendered_configuration_loads_and_the_pod_is_hardened(name: str) -> 
     scitt = next(c for c in pod["containers"] if c["name"] == "scitt-oci")
     assert scitt["ports"][0]["containerPort"] == config.port
     assert scitt["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    if config.storage.backend == "postgres":
+        dsn = next(e for e in scitt["env"] if e["name"] == "SCITT_OCI_STORAGE__POSTGRES_DSN")
+        assert dsn["valueFrom"]["secretKeyRef"] == {"name": "pg", "key": "dsn"} and deployment["spec"]["replicas"] == 3
+        assert config.ts_key is not None  # replicas share keys from the Secret
     mounts = {m["mountPath"] for m in scitt["volumeMounts"]}
     assert "/data" in mounts and (config.admission.trust_policy is None or "/etc/scitt-oci/trust" in mounts)
 
@@ -131,6 +138,8 @@ def test_sidecar_registry_notifies_the_sidecar_with_the_secret() -> None:
     (["--set", "image.digest=sha256:nothex"], "/image/digest"),
     (["--set", "admission.timeoutSeconds=60"], "/admission/timeoutSeconds"),
     (["--set", "surprise=1"], "additional properties 'surprise' not allowed"),
+    (["--set", "storage.type=postgres", "--set", "keys.existingSecret=k"], "needs storage.postgres.existingSecret"),
+    (["--set", "storage.replicas=2"], "needs storage.type=postgres"),
 ])
 def test_bad_values_fail_with_the_schemas_message(args: list[str], message: str) -> None:
     proc = subprocess.run([helm(), "template", "scitt", str(CHART), *args], capture_output=True, text=True, check=False)
