@@ -17,8 +17,8 @@ from scitt_oci.cose.hash_envelope import BY_OCI_ALGORITHM, HashEnvelope
 from scitt_oci.errors import ScittOciError
 from scitt_oci.netutil import is_loopback_host
 from scitt_oci.oci.reference import Digest, Reference
-from scitt_oci.scitt import describe, transparent
 from scitt_oci.scitt import statement as statement_mod
+from scitt_oci.scitt import transparent
 from scitt_oci.verify.trust import TrustPolicy, load_policy
 from scitt_oci.verify.verifier import VerificationResult, verify_transparent_statement
 
@@ -47,6 +47,8 @@ def keys_generate(alg: str, out: str, force: bool) -> None:
     write_private(Path(out), key.private_pem(), force=force)
     click.echo(f"kid: {key.kid.hex()}")
     click.echo(f"alg: {key.alg.name if key.alg else '-'}")
+    from scitt_oci.scitt import describe  # imported here: start-up time of the other commands
+
     click.echo(f"cose_key: {json.dumps(describe.plain(key.to_cose()))}")
     click.echo(f"private key written to {out} (mode 0600)")
 
@@ -155,6 +157,8 @@ def statement_inspect(file: str, output: str) -> None:
         parsed = transparent.parse(_read(file, "statement"))
     except ScittOciError as exc:
         _die(f"{file}: {exc.diagnostics()}")
+    from scitt_oci.scitt import describe
+
     view = describe.transparent_statement(parsed)
     if output == "json":
         click.echo(json.dumps(view, indent=2))

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
-import requests
-
 from scitt_oci.errors import MalformedError, ScittOciError
 from scitt_oci.oci import manifest as mf
+from scitt_oci.oci.http import HttpError, Response, Session
 from scitt_oci.oci.manifest import Descriptor, Manifest
 from scitt_oci.oci.reference import Digest
 
@@ -86,13 +85,13 @@ class RegistryClient:
         self,
         settings: RegistrySettings,
         *,
-        session: requests.Session | None = None,
+        session: Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
-        self._session = session or requests.Session()
-        self._session.headers["User-Agent"] = "scitt-oci"
         self._verify: bool | str = settings.ca_file or True
+        self._session = session or Session(verify=self._verify)
+        self._session.headers["User-Agent"] = "scitt-oci"
         self._tokens: dict[str, str] = {}
         self._basic: str | None = None  # set once the registry asked for Basic credentials
         self._sleep = sleep
@@ -119,8 +118,8 @@ class RegistryClient:
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope_hint)}
         auth = (self.settings.username, self.settings.password or "") if self.settings.username else None
         try:
-            r = self._session.get(realm, params=query, auth=auth, timeout=self.settings.timeout, verify=self._verify)
-        except requests.RequestException as exc:
+            r = self._session.get(realm, params=query, auth=auth, timeout=self.settings.timeout)
+        except HttpError as exc:
             raise TransientRegistryError(f"token service {host}: {type(exc).__name__}") from None
         if r.status_code != 200:
             raise RegistryError(f"token service {host} answered {r.status_code}", r.status_code)
@@ -131,9 +130,7 @@ class RegistryClient:
         token = body.get("token") or body.get("access_token")
         return token if isinstance(token, str) else None
 
-    def request(
-        self, method: str, path: str, *, scope: str = "", ok: tuple[int, ...] = (200,), **kw: Any
-    ) -> requests.Response:
+    def request(self, method: str, path: str, *, scope: str = "", ok: tuple[int, ...] = (200,), **kw: Any) -> Response:
         """One call with auth, timeouts and bounded jittered retries; raises on anything not in `ok` (and not 404)."""
         url = self._url(path)
         headers = dict(kw.pop("headers", {}))
@@ -150,11 +147,9 @@ class RegistryClient:
                     url,
                     headers=headers,
                     timeout=self.settings.timeout,
-                    verify=self._verify,
-                    allow_redirects=False,
                     **kw,
                 )
-            except requests.RequestException as exc:
+            except HttpError as exc:
                 if attempt == self.settings.attempts:
                     raise TransientRegistryError(f"{method} {url}: {type(exc).__name__}") from None
                 self._sleep(random.uniform(0, delay))  # noqa: S311 - jitter
@@ -377,7 +372,7 @@ class RegistryClient:
         raise TransientRegistryError(f"{repo}:{mf.fallback_tag(subject.digest)} kept changing under us; will retry")
 
 
-def _read_limited(r: requests.Response, limit: int) -> bytes:
+def _read_limited(r: Response, limit: int) -> bytes:
     declared = r.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise RegistryError(f"{r.url}: {declared} bytes is more than the {limit} read")
