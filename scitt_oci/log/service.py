@@ -5,11 +5,8 @@ Faces (HTTP, CLI) call this; it holds the domain logic and nothing about HTTP.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
-from enum import StrEnum
 
 import cbor2
 
@@ -19,13 +16,8 @@ from scitt_oci.errors import ScittOciError
 from scitt_oci.log.policy import RegistrationPolicy
 from scitt_oci.log.sequencer import BatchObserver, Registration, Sequencer
 from scitt_oci.log.store import LogStore, Pending, StoredHead, entry_id
+from scitt_oci.lru import LruCache
 from scitt_oci.scitt import merkle, receipt
-
-
-class EntryState(StrEnum):
-    INTEGRATED = "integrated"
-    PENDING = "pending"
-    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
@@ -36,23 +28,6 @@ class Submission:
 
 class ConsistencyError(ScittOciError):
     """A consistency proof was asked for sizes the log cannot prove between."""
-
-
-class _ReceiptCache:
-    def __init__(self, capacity: int = 100_000) -> None:
-        self._data: OrderedDict[bytes, bytes] = OrderedDict()
-        self._capacity = capacity
-        self._lock = threading.Lock()
-
-    def get(self, key: bytes) -> bytes | None:
-        with self._lock:
-            return self._data.get(key)
-
-    def put(self, key: bytes, value: bytes) -> None:
-        with self._lock:
-            self._data[key] = value
-            if len(self._data) > self._capacity:
-                self._data.popitem(last=False)
 
 
 class TransparencyService:
@@ -74,7 +49,7 @@ class TransparencyService:
         self.policy = policy
         self.identity = identity
         self.log_id = log_id
-        self._receipts = _ReceiptCache()
+        self._receipts: LruCache[bytes, bytes] = LruCache(100_000)  # receipts never change once made
         self.sequencer = Sequencer(
             store, self._sign, max_batch=max_batch, max_delay=max_delay, max_queue=max_queue, observer=observer
         )
@@ -108,12 +83,9 @@ class TransparencyService:
         # An entry already in the log is recognised by the sequencer's commit, which answers with its index.
         return Submission(eid, self.sequencer.submit(Pending(eid, entry)))
 
-    def state(self, eid: bytes) -> EntryState:
-        if self._receipts.get(eid) is not None or self.store.lookup(eid) is not None:
-            return EntryState.INTEGRATED
-        if self.sequencer.in_flight(eid) or self.store.is_pending(eid):
-            return EntryState.PENDING
-        return EntryState.UNKNOWN
+    def pending(self, eid: bytes) -> bool:
+        """Accepted and not yet integrated."""
+        return self.sequencer.in_flight(eid) or self.store.is_pending(eid)
 
     def receipt(self, eid: bytes, index: int | None = None, head: StoredHead | None = None) -> bytes | None:
         """The receipt of an integrated entry: the signed head of the batch that appended it plus an

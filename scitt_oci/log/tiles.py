@@ -9,11 +9,10 @@ are cached by (height, index).
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 
 from scitt_oci.errors import ScittOciError
+from scitt_oci.lru import LruCache
 from scitt_oci.scitt import merkle
 
 TILE_HEIGHT = 4
@@ -27,26 +26,11 @@ class TileError(ScittOciError):
     """The stored tiles do not hold a node they should: the store is damaged."""
 
 
-class NodeCache:
-    """A bounded, thread-safe map of complete-subtree roots: (height, index) -> hash."""
+class NodeCache(LruCache[tuple[int, int], bytes]):
+    """Roots of complete subtrees (or of stored ranges), which never change: (height, index) -> hash."""
 
     def __init__(self, capacity: int = 200_000) -> None:
-        self._data: OrderedDict[tuple[int, int], bytes] = OrderedDict()
-        self._capacity = capacity
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[int, int]) -> bytes | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: tuple[int, int], value: bytes) -> None:
-        with self._lock:
-            self._data[key] = value
-            if len(self._data) > self._capacity:
-                self._data.popitem(last=False)
+        super().__init__(capacity)
 
 
 class TileTree:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from scitt_oci.cose import cbor, headers, sign1
+from scitt_oci.cose import algorithms, cbor, headers, sign1
 from scitt_oci.cose.cwt import CwtClaims, claims_of
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.cose.sign1 import Sign1
@@ -242,8 +242,6 @@ def _check_signature_shape(message: Sign1, candidates: Sequence[CoseKey]) -> Non
             Reason.BAD_RECEIPT_SIGNATURE,
             f"receipt {alg.name} signature is {len(message.signature)} bytes; expected {2 * alg.coordinate_size}",
         )
-    from scitt_oci.cose import algorithms
-
     for key in candidates:
         try:
             algorithms.check_key(alg, key.public)

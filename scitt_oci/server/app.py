@@ -27,7 +27,7 @@ from scitt_oci.cose import keys as cose_keys
 from scitt_oci.errors import ScittOciError
 from scitt_oci.log.policy import Rejection
 from scitt_oci.log.sequencer import Overloaded
-from scitt_oci.log.service import ConsistencyError, EntryState, TransparencyService
+from scitt_oci.log.service import ConsistencyError, TransparencyService
 from scitt_oci.log.store import BatchResult, StoredHead
 from scitt_oci.server.problems import problem
 
@@ -248,10 +248,10 @@ def create_app(
             eid = b""
         if len(eid) != 32:
             return problem(400, "Malformed request", f"entry id {text[:80]!r} is not 64 hexadecimal characters")
-        state = service.state(eid)
-        if state is EntryState.INTEGRATED:
-            return receipt_response(eid, 200)
-        if state is EntryState.PENDING:
+        body = service.receipt(eid)
+        if body is not None:
+            return Response(body, media_type=COSE, headers={"Location": _entry_path(eid)})
+        if service.pending(eid):
             return Response(status_code=202, headers={"Location": _entry_path(eid), "Retry-After": "1"})
         return problem(404, "Not Found", f"receipt with entry id {eid.hex()} is not known to this service")
 
