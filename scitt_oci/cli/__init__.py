@@ -5,10 +5,11 @@ Exit codes: 0 success (or "valid"), 1 verification failed, 2 usage error or unre
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import ClassVar, NoReturn
 
 import click
 
@@ -57,7 +58,35 @@ def _write(path: str, data: bytes) -> None:
         _die(f"cannot write {path}: {exc.strerror}")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """Imports a command's module only when that command runs (or when help lists them all):
+    start-up time is part of every `scitt-oci verify` on an admission path."""
+
+    MODULES: ClassVar[dict[str, str]] = {
+        "keys": "formats",
+        "statement": "formats",
+        "verify": "formats",
+        "serve": "log",
+        "register": "log",
+        "log": "log",
+        "backfill": "watch",
+        "history": "watch",
+        "watch": "watch",
+        "trust": "watch",
+    }
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in self.MODULES:
+            importlib.import_module(f"scitt_oci.cli.{self.MODULES[cmd_name]}")
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        for module in sorted(set(self.MODULES.values())):
+            importlib.import_module(f"scitt_oci.cli.{module}")
+        return super().list_commands(ctx)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="scitt-oci")
 def main() -> None:
     """Supply-chain transparency for OCI registries: SCITT statements, receipts and their verification.
@@ -79,9 +108,3 @@ def run() -> None:
     except ScittOciError as exc:  # pragma: no cover - commands catch theirs; this is the last net
         click.echo(f"error: {exc.diagnostics()}", err=True)
         sys.exit(EXIT_USAGE)
-
-
-# The command modules register themselves on `main`; they import it from here, so they come last.
-from scitt_oci.cli import formats as _formats  # noqa: E402, F401
-from scitt_oci.cli import log as _log  # noqa: E402, F401
-from scitt_oci.cli import watch as _watch  # noqa: E402, F401

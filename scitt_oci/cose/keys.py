@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -306,6 +305,8 @@ def load_pem_public_keys(data: bytes) -> list[CoseKey]:
         pub: object
         try:
             if label == b"CERTIFICATE":
+                from cryptography import x509  # imported here: it is slow to import and rarely needed
+
                 pub = x509.load_pem_x509_certificate(pem).public_key()
             elif label == b"PUBLIC KEY":
                 pub = serialization.load_pem_public_key(pem)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from scitt_oci.cose import hash_envelope, headers, sign1
@@ -17,7 +16,9 @@ from scitt_oci.cose.hash_envelope import HashEnvelope
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.cose.sign1 import Sign1
 from scitt_oci.errors import MalformedError, SignatureError, UntrustedKeyError
-from scitt_oci.scitt import x509chain
+
+if TYPE_CHECKING:
+    from cryptography import x509
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,11 @@ def verify(
     `trust_embedded`), else the key in `keys` whose kid equals the statement's `kid`.
     """
     message = statement.message
-    chain = x509chain.chain_of(message.protected, message.unprotected)
+    chain: list[x509.Certificate] = []
+    if headers.X5CHAIN in message.protected or headers.X5CHAIN in message.unprotected:
+        from scitt_oci.scitt import x509chain  # imported here: X.509 is slow to import and most statements use kid
+
+        chain = x509chain.chain_of(message.protected, message.unprotected)
     if chain:
         leaf = chain[0]
         x509chain.check_x5t(message.protected, leaf)

@@ -12,12 +12,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from cryptography import x509
 
 from scitt_oci.cose.keys import CoseKey, load_key_file
+
+if TYPE_CHECKING:
+    from cryptography import x509
 from scitt_oci.errors import PolicyError, ScittOciError
 
 MAX_POLICY_BYTES = 1 << 20
@@ -157,6 +159,8 @@ class _Loader:
         for i, entry in enumerate(_list(where, entries)):
             path, data = self.read(f"{where}[{i}]", entry)
             try:
+                from cryptography import x509  # imported here: only policies with roots need it
+
                 out.extend(x509.load_pem_x509_certificates(data))
             except ValueError as exc:
                 raise PolicyError(f"{where}[{i}]: {path} holds no PEM certificates: {exc}") from None
