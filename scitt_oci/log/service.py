@@ -49,7 +49,7 @@ class TransparencyService:
         self.policy = policy
         self.identity = identity
         self.log_id = log_id
-        self._receipts: LruCache[bytes, bytes] = LruCache(100_000)  # receipts never change once made
+        self._receipts: LruCache[bytes, bytes] = LruCache(20_000)  # receipts never change once made
         self.sequencer = Sequencer(
             store, self._sign, max_batch=max_batch, max_delay=max_delay, max_queue=max_queue, observer=observer
         )
