@@ -13,6 +13,7 @@ import signal
 import subprocess
 import tarfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ class RegistryProcess:
     secret: str | None = None
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    tls: tuple[Path, Path] | None = None  # (certificate, key) to serve HTTPS
 
     @property
     def host(self) -> str:
@@ -43,14 +45,14 @@ class RegistryProcess:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def config(self) -> str:
         lines = [
             "version: 0.1",
             "log: {level: warn}",
             f"storage: {{filesystem: {{rootdirectory: {self.root / 'store'}}}, delete: {{enabled: true}}}}",
-            f"http: {{addr: {self.host}}}",
+            f"http: {{addr: {self.host}" + (f", tls: {{certificate: {self.tls[0]}, key: {self.tls[1]}}}" if self.tls else "") + "}",
         ]
         if self.notify_url:
             lines += [
@@ -76,7 +78,7 @@ class RegistryProcess:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
-                if requests.get(self.url + "/v2/", timeout=1).status_code == 200:
+                if requests.get(self.url + "/v2/", timeout=1, verify=False).status_code == 200:
                     return self
             except requests.RequestException:
                 time.sleep(0.05)
