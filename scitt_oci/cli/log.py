@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -177,6 +178,11 @@ def serve(
             }
         )
         os.environ[asgi.WORKER_CONFIG_ENV] = resolved.model_dump_json()
+        # Metrics from all workers, whichever answers a scrape (prometheus_client's multiprocess mode).
+        metrics_dir = cfg.data_dir.resolve() / "metrics"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(mode=0o700)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         uvicorn.run("scitt_oci.server.asgi:create", factory=True, workers=cfg.workers, **common)
         return
     rt.start()

@@ -11,6 +11,7 @@ import binascii
 import contextlib
 import hmac
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,18 @@ COSE = "application/cose"
 CBOR = "application/cbor"
 
 
+def _exposition(registry: CollectorRegistry) -> CollectorRegistry:
+    """With `--workers N` every worker writes its values to PROMETHEUS_MULTIPROC_DIR; a scrape then
+    reports the sum over all workers, whichever answers."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return registry
+    from prometheus_client import multiprocess
+
+    combined = CollectorRegistry()
+    multiprocess.MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+    return combined
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -61,13 +74,20 @@ class Metrics:
             registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
         )
-        self.tree_size = Gauge("scitt_tree_size", "Entries in the log", registry=self.registry)
-        self.waiting = Gauge("scitt_registrations_waiting", "Registrations not yet integrated", registry=self.registry)
+        # multiprocess_mode: how `--workers N` combines the workers' values (ignored with one process)
+        self.tree_size = Gauge("scitt_tree_size", "Entries in the log", registry=self.registry, multiprocess_mode="max")
+        self.waiting = Gauge(
+            "scitt_registrations_waiting",
+            "Registrations not yet integrated",
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
         self.inbox = Gauge(
             "scitt_watch_events",
             "Registry events in the inbox by state (dead = dead-lettered)",
             ["state"],
             registry=self.registry,
+            multiprocess_mode="max",
         )
 
     def observe_batch(self, result: BatchResult, seconds: float) -> None:
@@ -293,7 +313,7 @@ def create_app(
         metrics.waiting.set(service.sequencer.queued)
         metrics.tree_size.set(service.store.size())  # from the store: the same whichever worker answers
         scrape()
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(_exposition(metrics.registry)), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> Response:
         return Response(b"ok\n", media_type="text/plain")
