@@ -49,6 +49,9 @@ def test_registry_down_then_back_loses_nothing(tmp_path: Path) -> None:
         registry = RegistryProcess(registry.root, port=registry.port).start()
         client = RegistryClient(RegistrySettings.for_url(registry.url))
         assert _attached(client, "app", digest, 1, 60) == 1
+        deadline = time.monotonic() + 10  # the event is marked done just after the referrer is pushed
+        while db.execute("SELECT state FROM events").fetchone()[0] != "done" and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert db.execute("SELECT state FROM events").fetchone()[0] == "done"
     finally:
         server.stop()
