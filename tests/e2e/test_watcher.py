@@ -139,10 +139,22 @@ def test_cosign_classic_and_notation_signatures_are_recorded_about_the_image(wat
         "annotations": {"io.cncf.notary.x509chain.thumbprint#S256": '["abcdef"]'},
     })
     notation_digest, _ = watched.client.push_manifest(repo, notation, mf.OCI_MANIFEST)
-    blobs = statements_for(watched, repo, digest, 3)
-    assert kinds(watched, blobs, digest) == ["push", "signature", "signature"]
+    # cosign v3: a Sigstore bundle as an OCI 1.1 referrer
+    bundle = json.dumps({"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "messageSignature": {}}).encode()
+    bundle_blob = watched.client.push_blob(repo, bundle)
+    sigstore = mf.canonical_json({
+        "schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "artifactType": mf.SIGSTORE_BUNDLE,
+        "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
+        "layers": [{"mediaType": mf.SIGSTORE_BUNDLE, "digest": bundle_blob, "size": len(bundle)}],
+        "subject": image.to_json(),
+        "annotations": {"dev.sigstore.bundle.content": "message-signature",
+                        "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1"},
+    })
+    watched.client.push_manifest(repo, sigstore, mf.OCI_MANIFEST)
+    blobs = statements_for(watched, repo, digest, 4)
+    assert kinds(watched, blobs, digest) == ["push", "signature", "signature", "signature"]
     formats = sorted(profile.read_event(transparent.parse(b).statement).detail("format") or "" for b in blobs)
-    assert formats == ["", "cosign", "notation"]
+    assert formats == ["", "cosign", "cosign-bundle", "notation"]
     recorded = {str(profile.read_event(transparent.parse(b).statement).recorded_digest) for b in blobs}
     assert notation_digest in recorded
 
@@ -166,7 +178,7 @@ def test_no_feedback_loop_and_events_are_done(watched: Setup) -> None:
     notes = [n for (n,) in conn.execute("SELECT last_error FROM events WHERE state = 'done' AND last_error LIKE 'skipped%'")]
     assert not any("our own" in n or "fallback index" in n for n in notes)
     kinds_on_record = [k for (k,) in conn.execute("SELECT kind FROM recorded")]
-    assert kinds_on_record.count("push") == 5 and kinds_on_record.count("signature") == 2
+    assert kinds_on_record.count("push") == 5 and kinds_on_record.count("signature") == 3
 
 
 def test_webhook_rejections(watched: Setup) -> None:
