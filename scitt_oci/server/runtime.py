@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -35,7 +35,6 @@ from scitt_oci.watch.worker import EmbeddedRegistrar, Registrar, RemoteRegistrar
 class Runtime:
     config: Config
     service: TransparencyService
-    app: Starlette
     metrics: Metrics
     created_key: bool
     issuer_key: CoseKey
@@ -43,6 +42,7 @@ class Runtime:
     watcher: Watcher | None = None
     reconciler: Reconciler | None = None
     webhook_secret_file: Path | None = None
+    app: Starlette = field(init=False)  # made last: its lifespan hooks are this runtime's start and stop
 
     def start(self) -> None:
         self.service.start()
@@ -144,7 +144,7 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
         max_body=reg.max_statement_bytes,
         rate_limiter=RateLimiter(config.rate_limit.per_client_per_second, config.rate_limit.burst),
     )
-    rt = Runtime(config, service, None, metrics, created, issuer_key, token_file)  # type: ignore[arg-type]
+    rt = Runtime(config, service, metrics, created, issuer_key, token_file)
     routes: Sequence[BaseRoute] = ()
     if config.watch.registries:
         clients = _registry_clients(config)
