@@ -297,7 +297,7 @@ def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float) -> N
             click.echo(
                 f"pinning {len(trusted)} service key(s) on first use: {', '.join(k.kid.hex()[:16] for k in trusted)}"
             )
-        from scitt_oci.log.service import read_checkpoint
+        from scitt_oci.scitt.receipt import read_checkpoint
 
         size, root, _key = read_checkpoint(client.checkpoint(), trusted)
     except ScittOciError as exc:

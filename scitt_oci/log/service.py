@@ -8,9 +8,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import cbor2
-
-from scitt_oci.cose import cbor, headers, sign1
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import ScittOciError
 from scitt_oci.log.policy import RegistrationPolicy
@@ -112,7 +109,7 @@ class TransparencyService:
         head = self.store.head()
         if head is None:
             return None
-        return checkpoint_bytes(head)
+        return receipt.checkpoint_bytes(head.signed())
 
     def consistency(self, old_size: int, new_size: int | None = None) -> bytes:
         """A consistency receipt from `old_size` to `new_size` (a batch boundary; default: the latest)."""
@@ -125,32 +122,3 @@ class TransparencyService:
             raise ConsistencyError(f"no consistency proof from size {old_size} to size {head.tree_size}")
         path = merkle.consistency_path(old_size, head.tree_size, self.store.tree().hash_range)
         return receipt.consistency_receipt(head.signed(), old_size, path)
-
-
-TREE_SIZE_LABEL = "tree_size"
-
-
-def checkpoint_bytes(head: StoredHead) -> bytes:
-    sth = head.signed()
-    message = sth.message({TREE_SIZE_LABEL: head.tree_size})
-    items = [message.protected_bytes, message.unprotected, head.root, message.signature]
-    return cbor.dumps(cbor2.CBORTag(sign1.SIGN1_TAG, items))
-
-
-def read_checkpoint(data: bytes, keys: list[CoseKey]) -> tuple[int, bytes, CoseKey]:
-    """Verify a checkpoint against `keys`; returns (tree size, root, the key that signed it)."""
-    message = sign1.decode(data)
-    size = message.unprotected.get(TREE_SIZE_LABEL)
-    if type(size) is not int or size < 1 or message.payload is None or len(message.payload) != merkle.HASH_SIZE:
-        raise ScittOciError("checkpoint must carry a tree_size and a 32-byte root")
-    if message.protected.get(headers.VDS) != headers.VDS_RFC9162_SHA256:
-        raise ScittOciError("checkpoint is not an RFC9162_SHA256 tree head")
-    kid = message.kid
-    candidates = [k for k in keys if kid is None or kid in k.aliases]
-    for key in candidates:
-        try:
-            message.verify(key)
-        except ScittOciError:
-            continue
-        return size, message.payload, key
-    raise ScittOciError("the checkpoint's signature does not verify with any trusted service key")

@@ -74,6 +74,33 @@ def consistency_receipt(sth: SignedTreeHead, old_size: int, path: Sequence[bytes
     return sth.message({headers.VDP: {headers.VDP_CONSISTENCY: [proof]}}).encode()
 
 
+CHECKPOINT_TREE_SIZE = "tree_size"  # unprotected label of a checkpoint's tree size
+
+
+def checkpoint_bytes(sth: SignedTreeHead) -> bytes:
+    """A checkpoint: the signed tree head with its root attached and its size in the unprotected header."""
+    message = sth.message({CHECKPOINT_TREE_SIZE: sth.tree_size})
+    return Sign1(message.protected_bytes, message.protected, message.unprotected, sth.root, sth.signature).encode()
+
+
+def read_checkpoint(data: bytes, keys: Sequence[CoseKey]) -> tuple[int, bytes, CoseKey]:
+    """Verify a checkpoint against `keys`; returns (tree size, root, the key that signed it)."""
+    message = sign1.decode(data)
+    size = message.unprotected.get(CHECKPOINT_TREE_SIZE)
+    if type(size) is not int or size < 1 or message.payload is None or len(message.payload) != merkle.HASH_SIZE:
+        raise ScittOciError("checkpoint must carry a tree_size and a 32-byte root")
+    if message.protected.get(headers.VDS) != headers.VDS_RFC9162_SHA256:
+        raise ScittOciError("checkpoint is not an RFC9162_SHA256 tree head")
+    kid = message.kid
+    for key in (k for k in keys if kid is None or kid_matches(k, kid)):
+        try:
+            message.verify(key)
+        except ScittOciError:
+            continue
+        return size, message.payload, key
+    raise ScittOciError("the checkpoint's signature does not verify with any trusted service key")
+
+
 @dataclass(frozen=True)
 class VerifiedReceipt:
     """What a receipt proved once its signature verified."""

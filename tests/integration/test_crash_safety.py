@@ -17,8 +17,8 @@ import requests
 
 from scitt_oci.cose import keys
 from scitt_oci.log.client import ScrapiClient
-from scitt_oci.log.service import read_checkpoint
 from scitt_oci.scitt import merkle, receipt, statement
+from scitt_oci.scitt.receipt import read_checkpoint
 from tests.serverproc import ServerProcess
 
 

@@ -11,8 +11,8 @@ import psycopg
 
 from scitt_oci.cose import keys
 from scitt_oci.log.client import ScrapiClient
-from scitt_oci.log.service import read_checkpoint
 from scitt_oci.scitt import receipt, statement
+from scitt_oci.scitt.receipt import read_checkpoint
 from tests.serverproc import ServerProcess
 from tests.unit.log.test_postgres_store import DSN
 

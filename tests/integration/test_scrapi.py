@@ -14,8 +14,8 @@ import scitt_cose
 
 from scitt_oci.cose import keys
 from scitt_oci.log.client import ClientError, ScrapiClient
-from scitt_oci.log.service import read_checkpoint
 from scitt_oci.scitt import receipt, statement
+from scitt_oci.scitt.receipt import read_checkpoint
 from tests.serverproc import ServerProcess
 
 PROBLEM = "application/concise-problem-details+cbor"
