@@ -192,14 +192,14 @@ def serve(
         rt.stop()
 
 
-def _client(ts: str, token_file: Path | None, timeout: float) -> Any:
+def _client(ts: str, token_file: Path | None, timeout: float, max_wait: float = 60.0) -> Any:
     from scitt_oci.log.client import ScrapiClient
 
     token = None
     if token_file is not None:
         token = _read(str(token_file), "token file").decode().strip()
     try:
-        return ScrapiClient(ts, token=token, timeout=timeout)
+        return ScrapiClient(ts, token=token, timeout=timeout, max_wait=max_wait)
     except ScittOciError as exc:
         _die(exc.diagnostics())
 
@@ -226,8 +226,7 @@ def register(
         signed = statement_mod.parse(data)
     except ScittOciError as exc:
         _die(f"{statement_file}: {exc.diagnostics()}")
-    client = _client(ts, token_file, min(timeout, 30.0))
-    client._max_wait = timeout
+    client = _client(ts, token_file, min(timeout, 30.0), max_wait=timeout)
     try:
         registered = client.register(data)
         service_keys = client.keys()
