@@ -92,14 +92,7 @@ class Admission:
     def _verify(self, ref: Reference, policy: TrustPolicy) -> ImageVerdict:
         client = self.clients.get(ref.registry)
         if client is None:
-            verdict = ImageVerdict(
-                str(ref), False, False, policy.for_repository(f"{ref.registry}/{ref.repository}")[1], None
-            )
-            verdict.reasons.append(
-                Finding(Reason.REGISTRY_UNREACHABLE, f"registry {ref.registry} is not one this service may contact")
-            )
-            verdict.allowed = verdict.mode == "audit"
-            return verdict
+            return self._unreachable(ref, policy, f"registry {ref.registry} is not one this service may contact")
         return decide(ref, RegistrySource({ref.registry: client}).statements(ref), policy)
 
     def _unreachable(self, ref: Reference, policy: TrustPolicy, why: str) -> ImageVerdict:
@@ -108,9 +101,8 @@ class Admission:
         verdict.reasons.append(Finding(Reason.REGISTRY_UNREACHABLE, why))
         return verdict
 
-    async def verdict(self, ref: Reference, deadline: float) -> tuple[ImageVerdict, bool]:
-        """(verdict, from cache) for an image with a digest."""
-        policy = self.policy()
+    async def verdict(self, ref: Reference, policy: TrustPolicy, deadline: float) -> tuple[ImageVerdict, bool]:
+        """(verdict, from cache) for an image with a digest, under the `policy` the request started with."""
         key = (str(ref), policy.digest)
         now = time.monotonic()
         with self._lock:
@@ -189,7 +181,7 @@ class Admission:
                     }
                 )
                 ref = resolved
-            verdict, cached = await self.verdict(ref, deadline)
+            verdict, cached = await self.verdict(ref, policy, deadline)
             self.decisions.labels(
                 "admit" if verdict.valid else ("audit" if verdict.allowed else "deny"), str(cached).lower()
             ).inc()
@@ -225,6 +217,7 @@ class Admission:
     async def gatekeeper(self, body: bytes) -> dict[str, Any]:
         deadline = time.monotonic() + self.deadline
         keys = adm.parse_provider_request(body)
+        policy = self.policy()
 
         async def item(key: str) -> dict[str, Any]:
             try:
@@ -233,7 +226,7 @@ class Admission:
                 return {"key": key, "error": f"not an image reference: {exc}"}
             if ref.digest is None:
                 return {"key": key, "error": f"{Reason.TAG_REFERENCE.value}: reference the image by digest"}
-            verdict, _ = await self.verdict(ref, deadline)
+            verdict, _ = await self.verdict(ref, policy, deadline)
             return {
                 "key": key,
                 "value": {
