@@ -15,7 +15,7 @@ from scitt_oci.errors import ScittOciError
 from scitt_oci.log.client import ScrapiClient
 from scitt_oci.log.service import TransparencyService
 from scitt_oci.oci import manifest as mf
-from scitt_oci.oci.client import RegistryClient, RegistryError, TransientRegistryError
+from scitt_oci.oci.client import RegistryClient, RegistryError
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest, Reference
 from scitt_oci.scitt import profile, transparent
@@ -68,16 +68,6 @@ class PermanentError(ScittOciError):
     """An event that cannot succeed however often it is retried."""
 
 
-@dataclass
-class Stats:
-    processed: int = 0
-    recorded: int = 0
-    skipped: int = 0
-    retried: int = 0
-    dead: int = 0
-    last_latency: float = 0.0
-
-
 class Watcher:
     def __init__(
         self,
@@ -97,7 +87,6 @@ class Watcher:
         self.registrar = registrar
         self.workers = workers
         self.on_done = on_done
-        self.stats = Stats()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -133,31 +122,17 @@ class Watcher:
 
     def process(self, item: InboxItem) -> None:
         started = time.monotonic()
-        decision: Decision | None = None
         try:
             decision = self._process(item)
-        except (PermanentError, RegistryError) as exc:
-            transient = isinstance(exc, TransientRegistryError) or (
-                isinstance(exc, RegistryError) and (exc.status or 0) >= 500
-            )
-            dead = self.inbox.failed(
-                item, f"{type(exc).__name__}: {exc}", permanent=not transient and isinstance(exc, PermanentError)
-            )
-            self.stats.dead += dead
-            self.stats.retried += not dead
-            log.warning("event %s %s: %s", item.id, "dead" if dead else "will retry", exc)
+        except Exception as exc:  # retried until max attempts, then dead-lettered; a PermanentError at once
+            dead = self.inbox.failed(item, f"{type(exc).__name__}: {exc}", permanent=isinstance(exc, PermanentError))
+            if isinstance(exc, (PermanentError, RegistryError)):
+                log.warning("event %s %s: %s", item.id, "dead" if dead else "will retry", exc)
+            else:
+                log.exception("event %s failed", item.id)
             return
-        except Exception as exc:  # anything else is retried too; after max attempts it is dead-lettered
-            dead = self.inbox.failed(item, f"{type(exc).__name__}: {exc}")
-            self.stats.dead += dead
-            self.stats.retried += not dead
-            log.exception("event %s failed", item.id)
-            return
-        self.stats.processed += 1
-        elapsed = time.monotonic() - started
-        self.stats.last_latency = elapsed
         if self.on_done is not None:
-            self.on_done(item, decision, elapsed)
+            self.on_done(item, decision, time.monotonic() - started)
 
     def _process(self, item: InboxItem) -> Decision:
         event = item.event
@@ -175,7 +150,6 @@ class Watcher:
         if event.action == DELETE:
             if client.head_manifest(event.repository, digest) is not None:
                 self.inbox.done(item, "skipped: the manifest still exists (a blob deletion)")
-                self.stats.skipped += 1
                 return Decision(None, reason="blob deletion")
         else:
             fetched = client.manifest(event.repository, digest)
@@ -187,7 +161,6 @@ class Watcher:
         decision = classify(event, digest, manifest)
         if not decision.record:
             self.inbox.done(item, f"skipped: {decision.reason}")
-            self.stats.skipped += 1
             return decision
         if decision.children:
             self.inbox.add(
@@ -218,7 +191,6 @@ class Watcher:
             referrer,
         )
         self.inbox.done(item, None if subject else "registered; the deleted image has no record to attach to")
-        self.stats.recorded += 1
         return decision
 
     def _subject(
