@@ -278,7 +278,7 @@ def _print_result(result: VerificationResult) -> None:
 
 def _verify_image(image: str, policy: TrustPolicy, insecure: bool, timeout: float, output: str) -> None:
     from scitt_oci.oci.client import RegistryClient, RegistrySettings  # imported here: start-up time of other commands
-    from scitt_oci.verify.image import RegistrySource, decide
+    from scitt_oci.verify.image import attached_statements, decide
 
     try:
         ref = Reference.parse(image)
@@ -294,7 +294,7 @@ def _verify_image(image: str, policy: TrustPolicy, insecure: bool, timeout: floa
                 _die(f"{image} does not exist")
             click.echo(f"warning: {image} is a tag, resolved to {found.digest}; verify by digest, tags move", err=True)
             ref = ref.with_digest(Digest.parse(found.digest))
-        blobs = RegistrySource({ref.registry: client}).statements(ref)
+        blobs = attached_statements(client, ref)
     except ScittOciError as exc:
         _die(f"{image}: {exc.diagnostics()}")
     verdict = decide(ref, blobs, policy)

@@ -68,7 +68,6 @@ class Sequencer:
         self._backlog_since = 0.0  # when the oldest backlog entry was accepted (monotonic)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.failures = 0
 
     # ----- lifecycle -----
     def start(self) -> None:
@@ -149,7 +148,6 @@ class Sequencer:
             try:
                 self._commit(arrivals, due, now)
             except Exception as exc:  # the store failed: nothing new was accepted
-                self.failures += 1
                 log.error("log commit failed (%s): %s", type(exc).__name__, exc)
                 for reg in arrivals:
                     self._forget(reg)

@@ -109,10 +109,6 @@ class SqlStore(ABC):
         sql = "SELECT tree_size, root, protected, signature, created FROM heads WHERE tree_size > ? ORDER BY tree_size LIMIT 1"
         return self._head(self._exec(self._reader(), sql, (index,)).fetchone())
 
-    def heads_between(self, low: int, high: int) -> list[StoredHead]:
-        sql = "SELECT tree_size, root, protected, signature, created FROM heads WHERE tree_size BETWEEN ? AND ? ORDER BY tree_size"
-        return [h for h in map(self._head, self._exec(self._reader(), sql, (low, high)).fetchall()) if h]
-
     def lookup(self, eid: bytes) -> int | None:
         return self._lookup(self._reader(), eid)
 

@@ -66,9 +66,6 @@ class LogStore(Protocol):
     def head_covering(self, index: int) -> StoredHead | None:
         """The head of the batch that integrated leaf `index` (the first head whose tree contains it)."""
 
-    def heads_between(self, low: int, high: int) -> list[StoredHead]:
-        """Heads with low <= tree_size <= high, oldest first."""
-
     def lookup(self, entry_id: bytes) -> int | None:
         """The leaf index of an integrated entry."""
 

@@ -25,7 +25,7 @@ from urllib.parse import quote, urljoin, urlsplit
 from scitt_oci.errors import MalformedError, ScittOciError
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.http import HttpError, Response, Session
-from scitt_oci.oci.manifest import Descriptor, Manifest
+from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest
 
 MAX_BLOB_BYTES = 16 * 1024 * 1024
@@ -388,7 +388,3 @@ def _read_limited(r: Response, limit: int) -> bytes:
 def _next_link(header: str) -> str:
     match = re.search(r'<([^>]+)>\s*;\s*rel="?next"?', header)
     return match.group(1) if match else ""
-
-
-def parse_manifest(data: bytes, media_type: str) -> Manifest:
-    return mf.parse(data, media_type)

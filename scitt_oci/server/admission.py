@@ -28,7 +28,7 @@ from scitt_oci.oci.reference import Digest, Reference
 from scitt_oci.scitt.reasons import Reason
 from scitt_oci.server.webhooks import problem_json
 from scitt_oci.verify import admission as adm
-from scitt_oci.verify.image import ImageVerdict, RegistrySource, decide
+from scitt_oci.verify.image import ImageVerdict, attached_statements, decide
 from scitt_oci.verify.trust import TrustPolicy, load_policy
 from scitt_oci.verify.verifier import Finding
 
@@ -93,7 +93,7 @@ class Admission:
         client = self.clients.get(ref.registry)
         if client is None:
             return self._unreachable(ref, policy, f"registry {ref.registry} is not one this service may contact")
-        return decide(ref, RegistrySource({ref.registry: client}).statements(ref), policy)
+        return decide(ref, attached_statements(client, ref), policy)
 
     def _unreachable(self, ref: Reference, policy: TrustPolicy, why: str) -> ImageVerdict:
         mode = policy.for_repository(f"{ref.registry}/{ref.repository}")[1]

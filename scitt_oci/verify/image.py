@@ -1,7 +1,7 @@
 """Is an image on record? Verify what is attached to it against the trust policy.
 
 The decision is pure (`decide`): the statements attached to an image digest, a policy, a clock.
-Fetching them is behind `StatementSource`, so the admission webhook, the CLI and the tests share it.
+Fetching them (`attached_statements`) is shared by the admission webhook and `scitt-oci verify`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import fnmatch
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient
@@ -23,31 +23,21 @@ from scitt_oci.verify.verifier import Finding, VerificationResult, verify_transp
 MAX_STATEMENTS = 64
 
 
-class StatementSource(Protocol):
-    def statements(self, ref: Reference) -> list[bytes]:
-        """The Transparent Statements attached to `ref` (which has a digest)."""
-
-
-@dataclass
-class RegistrySource:
-    """Statements from the image's registry: referrers API or the tag-schema fallback, our artifactType."""
-
-    clients: dict[str, RegistryClient]
-
-    def statements(self, ref: Reference) -> list[bytes]:
-        client = self.clients[ref.registry]
-        out = []
-        for d in client.referrers(ref.repository, str(ref.digest), mf.STATEMENT_ARTIFACT)[:MAX_STATEMENTS]:
-            fetched = client.manifest(ref.repository, d.digest)
-            if fetched is None:
-                continue
-            artifact = mf.parse(fetched[0], fetched[1])
-            if artifact.subject is None or artifact.subject.digest != str(ref.digest) or not artifact.layers:
-                continue  # listed for another subject: not trusted (a foreign entry in a fallback index)
-            blob = client.blob(ref.repository, artifact.layers[0].digest, limit=1024 * 1024)
-            if blob is not None:
-                out.append(blob)
-        return out
+def attached_statements(client: RegistryClient, ref: Reference) -> list[bytes]:
+    """The Transparent Statements attached to `ref` (which has a digest): referrers API or the tag-schema
+    fallback, our artifactType, at most MAX_STATEMENTS."""
+    out = []
+    for d in client.referrers(ref.repository, str(ref.digest), mf.STATEMENT_ARTIFACT)[:MAX_STATEMENTS]:
+        fetched = client.manifest(ref.repository, d.digest)
+        if fetched is None:
+            continue
+        artifact = mf.parse(fetched[0], fetched[1])
+        if artifact.subject is None or artifact.subject.digest != str(ref.digest) or not artifact.layers:
+            continue  # listed for another subject: not trusted (a foreign entry in a fallback index)
+        blob = client.blob(ref.repository, artifact.layers[0].digest, limit=1024 * 1024)
+        if blob is not None:
+            out.append(blob)
+    return out
 
 
 @dataclass

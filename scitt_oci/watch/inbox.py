@@ -145,9 +145,6 @@ class Inbox:
             )
         return out
 
-    def release(self, item: InboxItem) -> None:
-        self._conn().execute("UPDATE events SET lease_until = 0 WHERE id = ?", (item.id,))
-
     def save_statement(self, item: InboxItem, statement: bytes) -> bytes:
         """Keep the first statement made for this event; returns the one stored."""
         conn = self._conn(durable=True)
