@@ -164,15 +164,9 @@ def _describe(referrer: str, blob: bytes) -> dict[str, Any]:
     receipts = []
     for raw in ts.receipts:
         try:
-            message, vds = receipt_mod.decode(raw)
-            proofs = message.unprotected.get(396, {}).get(-1, [])
-            from scitt_oci.cose import cbor
-
-            size, index, _path = cbor.loads(proofs[0]) if proofs else (None, None, None)
-            cwt = message.protected.get(15, {})
-            receipts.append({"service": cwt.get(1), "vds": vds, "tree_size": size, "leaf_index": index})
-        except (ScittOciError, ValueError, TypeError, AttributeError):
-            receipts.append({"error": "unreadable receipt"})
+            receipts.append(receipt_mod.describe(raw))
+        except ScittOciError as exc:
+            receipts.append({"error": f"unreadable receipt: {exc}"})
     out["receipts"] = receipts
     return out
 

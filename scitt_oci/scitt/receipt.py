@@ -201,6 +201,17 @@ def _inclusion_proof(p: Any) -> tuple[int, int, list[bytes]]:
     return size, index, path
 
 
+def describe(data: bytes) -> dict[str, Any]:
+    """What a receipt claims, unverified, for display: its service (iss), vds and, for vds 1, the tree
+    size and leaf index of its first inclusion proof. Raises VerificationFailure if it is malformed."""
+    message, vds = decode(data)
+    claims = _claims(message)
+    size = index = None
+    if vds == headers.VDS_RFC9162_SHA256:
+        size, index, _path = _inclusion_proof(_decode_proofs(message, headers.VDP_INCLUSION)[0])
+    return {"service": claims.iss if claims else None, "vds": vds, "tree_size": size, "leaf_index": index}
+
+
 def entry_for_rule(statement: SignedStatement, rule: str, entry: bytes | None = None) -> bytes:
     """The leaf entry of `statement` under a vds 1 entry rule."""
     entry = entry if entry is not None else statement.entry()

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scitt_oci.cose import cbor, headers, sign1
-from scitt_oci.errors import MalformedError
+from scitt_oci.errors import MalformedError, ScittOciError
 from scitt_oci.scitt import merkle, receipt, statement, transparent
 from scitt_oci.scitt.reasons import Reason, VerificationFailure
 from tests.helpers import MemoryLog, key
@@ -67,7 +67,9 @@ def test_unknown_receipt_key_names_the_kid() -> None:
 
 def test_unsupported_vds_and_attached_payload() -> None:
     k = key(slot=9)
-    odd = sign1.sign(k, {headers.VDS: 7}, None, detached_payload=b"r" * 32, unprotected={396: {-1: [cbor.dumps([1, 0, []])]}})
+    odd = sign1.sign(
+        k, {headers.VDS: 7}, None, detached_payload=b"r" * 32, unprotected={396: {-1: [cbor.dumps([1, 0, []])]}}
+    )
     with pytest.raises(VerificationFailure, match="vds 7 is not supported") as info:
         receipt.verify_receipt(odd.encode(), _statement(0), [k])
     assert info.value.reason is Reason.UNSUPPORTED_VDS
@@ -131,13 +133,39 @@ def test_consistency_receipt_proves_the_log_only_grew() -> None:
         receipt.verify_consistency_receipt(r, old_size=6, old_root=b"\x00" * 32, keys=[log.signing_key])
 
 
+def test_describe_reads_a_receipt_without_keys_and_names_a_malformed_one() -> None:
+    log, _ = _log(5)
+    assert receipt.describe(log.receipt(3)) == {
+        "service": "https://ts.example",
+        "vds": 1,
+        "tree_size": 5,
+        "leaf_index": 3,
+    }
+    consistency = receipt.consistency_receipt(
+        log.head(5), 2, merkle.consistency_path(2, 5, merkle.list_hasher(log.leaves()))
+    )
+    with pytest.raises(VerificationFailure, match="no inclusion"):
+        receipt.describe(consistency)
+
+
+def test_checkpoint_round_trip_and_untrusted_key() -> None:
+    log, _ = _log(6)
+    sth = log.head()
+    size, root, signer = receipt.read_checkpoint(receipt.checkpoint_bytes(sth), [key(slot=1), log.signing_key])
+    assert (size, root, signer) == (6, sth.root, log.signing_key)
+    with pytest.raises(ScittOciError, match="does not verify with any trusted service key"):
+        receipt.read_checkpoint(receipt.checkpoint_bytes(sth), [key(slot=1)])
+
+
 def test_transparent_statement_emits_bstr_receipts_and_reads_both_forms() -> None:
     log, stmts = _log(3)
     r = log.receipt(1)
     ts = transparent.add_receipts(stmts[1], [r, r])
     decoded = cbor2.loads(ts)
     assert decoded.value[1][394] == [r]  # bstr-wrapped, deduplicated
-    unwrapped = cbor2.dumps(cbor2.CBORTag(18, [decoded.value[0], {394: [cbor2.loads(r)]}, decoded.value[2], decoded.value[3]]))
+    unwrapped = cbor2.dumps(
+        cbor2.CBORTag(18, [decoded.value[0], {394: [cbor2.loads(r)]}, decoded.value[2], decoded.value[3]])
+    )
     parsed = transparent.parse(unwrapped)
     assert receipt.verify_receipt(parsed.receipts[0], parsed.statement, [log.signing_key]).leaf_index == 1
     assert parsed.statement.entry() == stmts[1].entry()
@@ -153,7 +181,9 @@ def test_scitt_cose_verifies_our_statements_and_receipts() -> None:
     for i in (0, 4, 8):
         parsed = scitt_cose.parse_signed_statement(stmts[i].encode(), public_key_pem=_pem(key()))
         assert parsed["signature_verified"] is True
-        result = scitt_cose.verify_receipt(log.receipt(i), leaf_entry_hex=stmts[i].entry().hex(), log_public_key_pem=_pem(log.signing_key))
+        result = scitt_cose.verify_receipt(
+            log.receipt(i), leaf_entry_hex=stmts[i].entry().hex(), log_public_key_pem=_pem(log.signing_key)
+        )
         assert result.ok, result.errors
         assert (result.tree_size, result.leaf_index) == (9, i)
         assert result.root == log.head().root.hex()
@@ -163,8 +193,15 @@ def test_we_verify_scitt_cose_statements_and_receipts() -> None:
     k = key()
     log_key = key(slot=9)
     theirs = [
-        scitt_cose.build_signed_statement(f"p{i}".encode(), alg="ES256", private_key_pem=k.private_pem(),
-                                          issuer=ISS, subject=f"urn:x:{i}", content_type="text/plain", kid=k.kid)
+        scitt_cose.build_signed_statement(
+            f"p{i}".encode(),
+            alg="ES256",
+            private_key_pem=k.private_pem(),
+            issuer=ISS,
+            subject=f"urn:x:{i}",
+            content_type="text/plain",
+            kid=k.kid,
+        )
         for i in range(5)
     ]
     parsed = [statement.parse(t) for t in theirs]
@@ -172,14 +209,26 @@ def test_we_verify_scitt_cose_statements_and_receipts() -> None:
         statement.verify(p, keys=[k])
     # scitt-cose under our rule (entry = statement with empty unprotected header) ...
     entries = [p.entry().hex() for p in parsed]
-    r = scitt_cose.build_receipt(leaf_entry_hex=entries[3], leaf_index=3, tree_entries_hex=entries, alg="ES256",
-                                 log_private_key_pem=log_key.private_pem(), kid=log_key.kid, iss="https://them")
+    r = scitt_cose.build_receipt(
+        leaf_entry_hex=entries[3],
+        leaf_index=3,
+        tree_entries_hex=entries,
+        alg="ES256",
+        log_private_key_pem=log_key.private_pem(),
+        kid=log_key.kid,
+        iss="https://them",
+    )
     v = receipt.verify_receipt(r, parsed[3], [log_key])
     assert (v.entry_rule, v.tree_size, v.leaf_index) == ("statement", 5, 3)
     # ... and under theirs (entry = SHA-256 of the statement bytes).
     hashed = [hashlib.sha256(t).hexdigest() for t in theirs]
-    r2 = scitt_cose.build_receipt(leaf_entry_hex=hashed[1], leaf_index=1, tree_entries_hex=hashed, alg="ES256",
-                                  log_private_key_pem=log_key.private_pem())
+    r2 = scitt_cose.build_receipt(
+        leaf_entry_hex=hashed[1],
+        leaf_index=1,
+        tree_entries_hex=hashed,
+        alg="ES256",
+        log_private_key_pem=log_key.private_pem(),
+    )
     assert receipt.verify_receipt(r2, parsed[1], [log_key]).entry_rule == "hash-first"
     ts = scitt_cose.attach_receipts(theirs[3], [r])
     assert transparent.parse(ts).receipts == (r,)
