@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -112,7 +110,3 @@ def test_wrong_size_or_index_names_the_numbers() -> None:
         merkle.verify_inclusion(leaves[3], 2, 8, path, merkle.root_of(leaves))
     with pytest.raises(ProofError, match="went down from 5 to 4"):
         merkle.verify_consistency(5, 4, [], b"", b"")
-
-
-def test_empty_root_is_sha256_of_nothing() -> None:
-    assert hashlib.sha256(b"").digest() == merkle.EMPTY_ROOT
