@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
+from scitt_oci import jsonin
 from scitt_oci.errors import MalformedError, ScittOciError
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.http import HttpError, Response, Session
@@ -125,8 +126,8 @@ class RegistryClient:
             raise RegistryError(f"token service {host} answered {r.status_code}", r.status_code)
         try:
             body = r.json()
-        except ValueError:
-            raise RegistryError(f"token service {host} did not answer JSON") from None
+        except MalformedError as exc:
+            raise RegistryError(f"token service {host}: {exc}") from None
         token = body.get("token") or body.get("access_token")
         return token if isinstance(token, str) else None
 
@@ -271,7 +272,7 @@ class RegistryClient:
             raise RegistryError(
                 f"{repo}:{mf.fallback_tag(digest)} is a {parsed.media_type}, not a referrers index; not trusted"
             )
-        return json.loads(data), list(parsed.manifests)
+        return jsonin.load_object(data, "referrers index", mf.MAX_MANIFEST_BYTES), list(parsed.manifests)
 
     def catalog(self) -> list[str]:
         return self._paged("/v2/_catalog?n=1000", "repositories", "registry:catalog:*")
@@ -289,8 +290,8 @@ class RegistryClient:
                 return out
             try:
                 items = r.json().get(key) or []
-            except ValueError:
-                raise RegistryError(f"{path}: not JSON") from None
+            except MalformedError as exc:
+                raise RegistryError(f"{path}: {exc}") from None
             out += [i for i in items if isinstance(i, str)]
             path = _next_link(r.headers.get("link", ""))
         return out

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import base64
 import http.client
-import json
 import ssl
 import threading
 from collections.abc import Iterator, Mapping
 from typing import Any, overload
 from urllib.parse import urlencode, urlsplit
+
+from scitt_oci import jsonin
 
 MAX_BODY = 16 * 1024 * 1024
 HttpError = (OSError, http.client.HTTPException)
@@ -69,8 +70,9 @@ class Response:
     def text(self) -> str:
         return self.content.decode("utf-8", errors="replace")
 
-    def json(self) -> Any:
-        return json.loads(self.content)
+    def json(self) -> dict[str, Any]:
+        """The body as a JSON object (MalformedError otherwise)."""
+        return jsonin.load_object(self.content, "response body", MAX_BODY)
 
     def done(self) -> bool:
         return self._content is not None or self._raw.isclosed()

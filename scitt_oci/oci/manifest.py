@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from scitt_oci import jsonin
 from scitt_oci.errors import MalformedError
 from scitt_oci.oci.reference import Digest
 
@@ -105,12 +106,7 @@ class Manifest:
 
 def parse(data: bytes, content_type: str | None = None) -> Manifest:
     """Parse manifest bytes; `content_type` (from the registry) is used when the body names no mediaType."""
-    if len(data) > MAX_MANIFEST_BYTES:
-        raise MalformedError(f"manifest is {len(data)} bytes; at most {MAX_MANIFEST_BYTES} are read")
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedError(f"manifest is not JSON: {exc}") from None
+    doc = jsonin.load(data, "manifest", MAX_MANIFEST_BYTES)
     if not isinstance(doc, dict) or doc.get("schemaVersion") != 2:
         raise MalformedError("manifest must be a JSON object with schemaVersion 2")
     media_type = doc.get("mediaType") or (content_type or "").split(";")[0].strip()

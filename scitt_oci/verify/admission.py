@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from scitt_oci import jsonin
 from scitt_oci.errors import MalformedError
 from scitt_oci.oci.reference import Reference
 
@@ -47,12 +48,7 @@ class Review:
 
 
 def parse_review(body: bytes) -> Review:
-    if len(body) > MAX_REVIEW_BYTES:
-        raise MalformedError(f"AdmissionReview is {len(body)} bytes; at most {MAX_REVIEW_BYTES} are read")
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedError(f"AdmissionReview is not JSON: {exc}") from None
+    doc = jsonin.load(body, "AdmissionReview", MAX_REVIEW_BYTES)
     if not isinstance(doc, dict) or doc.get("kind") != "AdmissionReview" or doc.get("apiVersion") != ADMISSION_API:
         raise MalformedError(f"expected an {ADMISSION_API} AdmissionReview")
     request = doc.get("request")
@@ -120,10 +116,7 @@ def response(
 
 
 def parse_provider_request(body: bytes) -> list[str]:
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedError(f"ProviderRequest is not JSON: {exc}") from None
+    doc = jsonin.load(body, "ProviderRequest", MAX_REVIEW_BYTES)
     if not isinstance(doc, dict) or doc.get("kind") != "ProviderRequest":
         raise MalformedError(f"expected a {GATEKEEPER_API} ProviderRequest")
     keys = (doc.get("request") or {}).get("keys") if isinstance(doc.get("request"), dict) else None

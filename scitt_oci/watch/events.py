@@ -6,12 +6,12 @@ returned: the registry an event is about is the configured one the webhook route
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from scitt_oci import jsonin
 from scitt_oci.errors import MalformedError
 from scitt_oci.oci.manifest import DOCKER_LIST, OCI_INDEX, STATEMENT_ARTIFACT
 from scitt_oci.oci.reference import Digest, valid_repository
@@ -53,12 +53,7 @@ class RegistryEvent:
 
 
 def _json(body: bytes) -> Any:
-    if len(body) > MAX_PAYLOAD_BYTES:
-        raise MalformedError(f"payload is {len(body)} bytes; at most {MAX_PAYLOAD_BYTES} are accepted")
-    try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedError(f"payload is not JSON: {exc}") from None
+    return jsonin.load(body, "payload", MAX_PAYLOAD_BYTES)
 
 
 def _obj(value: Any, where: str) -> dict[str, Any]:

@@ -190,6 +190,8 @@ def test_webhook_rejections(watched: Setup) -> None:
     assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
     assert "not JSON" in bad.json()["detail"]
     assert requests.post(url, data=b'{"events": 5}', headers=auth, timeout=5).status_code == 400
+    deep = requests.post(url, data=b"[" * 100_000, headers=auth, timeout=5)
+    assert deep.status_code == 400 and "too deeply" in deep.json()["detail"]
     assert requests.post(url, data=b"x" * (1024 * 1024 + 1), headers=auth, timeout=5).status_code == 413
     assert requests.post(watched.server.url + "/webhooks/nope", data=b"{}", headers=auth, timeout=5).status_code == 404
     assert requests.post(url, data=b"{}", headers={**auth, "Content-Type": "text/plain"}, timeout=5).status_code == 415

@@ -1,0 +1,41 @@
+"""Every parser of outside JSON goes through `jsonin`: size, depth and syntax fail as MalformedError."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from scitt_oci import jsonin
+from scitt_oci.errors import LimitExceededError, MalformedError
+from scitt_oci.oci import manifest
+from scitt_oci.verify import admission
+from scitt_oci.watch import events
+
+PARSERS: dict[str, Callable[[bytes], Any]] = {
+    "webhook payload": lambda b: events.parse_generic(b, {}),
+    "manifest": manifest.parse,
+    "AdmissionReview": admission.parse_review,
+    "ProviderRequest": admission.parse_provider_request,
+}
+
+
+@pytest.mark.parametrize("name", PARSERS)
+def test_nesting_too_deep_for_the_decoder_is_a_limit_error(name: str) -> None:
+    with pytest.raises(LimitExceededError, match="too deeply"):
+        PARSERS[name](b"[" * 100_000 + b"]" * 100_000)
+
+
+@pytest.mark.parametrize("name", PARSERS)
+def test_bytes_that_are_not_utf8_json_are_malformed(name: str) -> None:
+    with pytest.raises(MalformedError, match="is not JSON"):
+        PARSERS[name](b"\xff\xfe{")
+
+
+def test_size_limit_applies_before_decoding_and_objects_are_required() -> None:
+    with pytest.raises(LimitExceededError, match="thing is 11 bytes; at most 10"):
+        jsonin.load(b'"123456789"', "thing", 10)
+    assert jsonin.load_object(b'{"a": [1]}', "thing", 100) == {"a": [1]}
+    with pytest.raises(MalformedError, match="thing must be a JSON object, not list"):
+        jsonin.load_object(b"[1]", "thing", 100)
