@@ -26,6 +26,7 @@ from scitt_oci.errors import ScittOciError
 from scitt_oci.oci.client import RegistryClient
 from scitt_oci.oci.reference import Digest, Reference
 from scitt_oci.scitt.reasons import Reason
+from scitt_oci.server.bodies import read_limited
 from scitt_oci.server.webhooks import problem_json
 from scitt_oci.verify import admission as adm
 from scitt_oci.verify.image import ImageVerdict, attached_statements, decide
@@ -243,11 +244,11 @@ def admission_routes(controller: Admission) -> list[Route]:
     async def read(request: Request) -> bytes | Response:
         if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
             return problem_json(415, "Unsupported Media Type", "admission requests are application/json")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > adm.MAX_REVIEW_BYTES:
-                return problem_json(413, "Payload Too Large", "the request is too large")
+        body = await read_limited(request, adm.MAX_REVIEW_BYTES)
+        if body is None:
+            return problem_json(
+                413, "Payload Too Large", f"admission requests may be at most {adm.MAX_REVIEW_BYTES} bytes"
+            )
         return body
 
     def handler(mutate: bool) -> Any:

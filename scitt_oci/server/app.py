@@ -30,6 +30,7 @@ from scitt_oci.log.policy import Rejection
 from scitt_oci.log.sequencer import Overloaded
 from scitt_oci.log.service import ConsistencyError, TransparencyService
 from scitt_oci.log.store import BatchResult, StoredHead
+from scitt_oci.server.bodies import read_limited
 from scitt_oci.server.problems import problem
 
 log = logging.getLogger("scitt_oci.server")
@@ -135,17 +136,8 @@ def _entry_path(eid: bytes) -> str:
 
 
 async def _read_body(request: Request, limit: int) -> bytes | Response:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        return problem(413, "Payload Too Large", f"the body may be at most {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            return problem(413, "Payload Too Large", f"the body may be at most {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    body = await read_limited(request, limit)
+    return problem(413, "Payload Too Large", f"the body may be at most {limit} bytes") if body is None else body
 
 
 def _media_type(request: Request) -> str:

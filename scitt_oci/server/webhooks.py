@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scitt_oci.errors import ScittOciError
+from scitt_oci.server.bodies import read_limited
 from scitt_oci.watch.events import MAX_PAYLOAD_BYTES, PARSERS
 from scitt_oci.watch.inbox import Inbox
 
@@ -40,18 +41,9 @@ def webhook_routes(inbox: Inbox, registries: list[str], secret: str) -> list[Rou
         parser = PARSERS.get(kind)
         if parser is None:
             return problem_json(404, "Not Found", f"no webhook format {kind!r} (known: {', '.join(PARSERS)})")
-        declared = request.headers.get("content-length", "")
-        if declared and (not declared.isdigit() or int(declared) > MAX_PAYLOAD_BYTES):
+        body = await read_limited(request, MAX_PAYLOAD_BYTES)
+        if body is None:
             return problem_json(413, "Payload Too Large", f"webhook payloads may be at most {MAX_PAYLOAD_BYTES} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_PAYLOAD_BYTES:
-                return problem_json(
-                    413, "Payload Too Large", f"webhook payloads may be at most {MAX_PAYLOAD_BYTES} bytes"
-                )
-            chunks.append(chunk)
-        body = b"".join(chunks)
         if not authorised(request, body):
             return problem_json(401, "Unauthorized", "the webhook secret is missing or wrong")
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()

@@ -188,3 +188,19 @@ def test_admitted_images_get_a_deploy_statement(cluster: Cluster) -> None:
         time.sleep(0.05)  # recorded asynchronously, off the admission path
     assert len(deploys) == 1 and deploys[0].kind is profile.Kind.DEPLOY
     assert dict(deploys[0].details) == {"cluster": "acme-prod", "namespace": "payments", "workload": "Pod/api-7f9c"}
+
+
+@pytest.mark.parametrize("route", ["admission/validate", "admission/mutate", "gatekeeper/verify"])
+def test_bad_requests_get_a_named_4xx(cluster: Cluster, route: str) -> None:
+    url = f"{cluster.server.url}/{route}"
+    json_type = {"Content-Type": "application/json"}
+    cases = [
+        (b"{}", {"Content-Type": "text/plain"}, 415, "application/json"),
+        (b"not json", json_type, 400, "not JSON"),
+        (b"[" * 100_000, json_type, 400, "too deeply"),
+        (b"x" * (3 * 1024 * 1024 + 1), json_type, 413, "at most"),
+    ]
+    for body, headers, status, words in cases:
+        r = requests.post(url, data=body, headers=headers, timeout=10)
+        assert r.status_code == status, (body[:10], r.text)
+        assert words in r.text, (body[:10], r.text)
