@@ -27,7 +27,7 @@ from scitt_oci.oci.client import RegistryClient
 from scitt_oci.oci.reference import Digest, Reference
 from scitt_oci.scitt.reasons import Reason
 from scitt_oci.server.bodies import read_limited
-from scitt_oci.server.webhooks import problem_json
+from scitt_oci.server.problems import problem_json
 from scitt_oci.verify import admission as adm
 from scitt_oci.verify.image import ImageVerdict, attached_statements, decide
 from scitt_oci.verify.trust import TrustPolicy, load_policy

@@ -1,6 +1,9 @@
-"""Concise problem details (RFC 9290) in CBOR, the error body of every SCRAPI answer."""
+"""Error bodies: concise problem details (RFC 9290) in CBOR for SCRAPI, problem details (RFC 9457) in
+JSON for the webhook and admission endpoints, whose callers speak JSON."""
 
 from __future__ import annotations
+
+import json
 
 from starlette.responses import Response
 
@@ -18,3 +21,8 @@ def problem(
     if retry_after is not None:
         out["Retry-After"] = str(retry_after)
     return Response(body, status_code=status, media_type=PROBLEM_TYPE, headers=out)
+
+
+def problem_json(status: int, title: str, detail: str) -> Response:
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
+    return Response(body, status_code=status, media_type="application/problem+json")

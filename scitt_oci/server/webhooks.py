@@ -12,13 +12,9 @@ from starlette.routing import Route
 
 from scitt_oci.errors import ScittOciError
 from scitt_oci.server.bodies import read_limited
+from scitt_oci.server.problems import problem_json
 from scitt_oci.watch.events import MAX_PAYLOAD_BYTES, PARSERS
 from scitt_oci.watch.inbox import Inbox
-
-
-def problem_json(status: int, title: str, detail: str) -> Response:
-    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
-    return Response(body, status_code=status, media_type="application/problem+json")
 
 
 def webhook_routes(inbox: Inbox, registries: list[str], secret: str) -> list[Route]:
