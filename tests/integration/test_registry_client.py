@@ -231,6 +231,33 @@ def test_bearer_token_and_basic_auth_flows(tmp_path: object) -> None:
         thread.join(5)
 
 
+def test_registry_json_that_is_not_an_object_is_a_registry_error() -> None:
+    """A token service or tag list answering a JSON array (or nesting too deep) is named, not an AttributeError."""
+
+    async def token(request: Request) -> Response:
+        return Response(b"[1, 2]", media_type="application/json")
+
+    async def manifest(request: Request) -> Response:
+        realm = f"http://127.0.0.1:{request.url.port}/token"
+        return Response(status_code=401, headers={"WWW-Authenticate": f'Bearer realm="{realm}",service="reg"'})
+
+    async def tags(request: Request) -> Response:
+        return Response(b"[" * 100_000, media_type="application/json")
+
+    app = Starlette(routes=[Route("/token", token), Route("/v2/{repo:path}/manifests/{ref}", manifest),
+                            Route("/v2/{repo:path}/tags/list", tags)])
+    server, thread, port = _serve(app)
+    try:
+        client = RegistryClient(RegistrySettings(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}"))
+        with pytest.raises(RegistryError, match="must be a JSON object, not list"):
+            client.manifest("app", "v1")
+        with pytest.raises(RegistryError, match="too deeply"):
+            client.tags("app")
+    finally:
+        server.should_exit = True
+        thread.join(5)
+
+
 def test_docker_config_credentials(tmp_path: object) -> None:
     import base64
     from pathlib import Path
