@@ -198,14 +198,14 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
         except (OSError, ScittOciError) as exc:
             raise PolicyError(f"admission trust policy {policy_path}: {exc}") from None
         if adm.deploy_log:
-            if rt.watcher is None:
-                raise PolicyError("admission.deploy_log needs watch.registries (deploy statements are attached there)")
             if not auth.configured:
                 raise PolicyError(
                     "admission.deploy_log records deploys only for authenticated reviews: serve admission on "
                     "admission.listen with admission.client_ca (the API server's client certificate) or "
                     "admission.token_files"
                 )
+            if rt.watcher is None:
+                raise PolicyError("admission.deploy_log needs watch.registries (deploy statements are attached there)")
             inbox, cluster = rt.watcher.inbox, adm.cluster
 
             def record(ref: Reference, namespace: str, workload: str) -> None:

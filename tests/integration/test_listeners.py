@@ -137,3 +137,58 @@ def test_plain_credentials_guard_is_in_the_service(tmp_path: Path) -> None:
                       headers={"Authorization": "Bearer " + "t" * 20, "Content-Type": "application/cose"})
     assert status == 403
     rt.service.store.close()
+
+
+def _build(tmp_path: Path, **admission: object) -> object:
+    from scitt_oci import config
+    from scitt_oci.server import runtime
+
+    return runtime.build(config.load(overrides={"data_dir": str(tmp_path / "d"), "admission": admission}))
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"trust_self": True, "listen": "127.0.0.1:9443"}, "serves TLS only"),
+    ({"trust_self": True, "client_ca": "/nonexistent/ca.pem"}, "set admission.listen too"),
+    ({"trust_self": True, "deploy_log": True}, "only for authenticated reviews"),
+])
+def test_admission_listener_settings_are_checked_at_start(tmp_path: Path, settings: dict[str, object], message: str) -> None:
+    from scitt_oci.errors import PolicyError
+
+    with pytest.raises(PolicyError, match=message):
+        _build(tmp_path, **settings)
+
+
+def test_trust_self_trusts_this_instances_keys(tmp_path: Path) -> None:
+    from scitt_oci.server.runtime import Runtime
+    from scitt_oci.verify.trust import load_policy
+
+    rt = _build(tmp_path, trust_self=True)
+    assert isinstance(rt, Runtime) and rt.admission_policy is not None
+    policy = load_policy(rt.admission_policy)
+    assert [k.kid for k in policy.services[0].keys] == [rt.service.key.kid]
+    assert [k.kid for k in policy.issuers[0].keys] == [rt.issuer_key.kid] and policy.issuers[0].iss == rt.service.identity
+    assert b"PRIVATE" not in (rt.admission_policy.parent / "issuer.pem").read_bytes()
+    rt.service.store.close()
+
+
+def test_client_certificate_only_refuses_the_handshake_without_one(tmp_path: Path) -> None:
+    from tests.pki import make_pki
+    from tests.serverproc import free_port
+
+    pki = make_pki(tmp_path / "pki")
+    port = free_port()
+    srv = ServerProcess(tmp_path / "data", env={
+        "SCITT_OCI_ADMISSION__TRUST_SELF": "true", "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{port}",
+        "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert), "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key),
+        "SCITT_OCI_ADMISSION__CLIENT_CA": str(pki.ca)}).start()
+    try:
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                  "request": {"uid": "u", "kind": {"kind": "ConfigMap"}, "namespace": "n", "object": {}}}
+        url = f"https://127.0.0.1:{port}/admission/validate"
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.post(url, json=review, verify=str(pki.ca), timeout=10)
+        r = requests.post(url, json=review, verify=str(pki.ca), cert=(str(pki.client_cert), str(pki.client_key)), timeout=10)
+        assert r.status_code == 200 and r.json()["response"]["allowed"] is True
+        assert "client certificate)" in srv.output()
+    finally:
+        srv.stop()
