@@ -118,7 +118,12 @@ async def _serve(servers: list[_Listener]) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-    tasks = [asyncio.ensure_future(s.serve()) for s in servers]
+
+    async def run(server: _Listener) -> None:
+        with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind; `started` stays False
+            await server.serve()
+
+    tasks = [asyncio.ensure_future(run(s)) for s in servers]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         stop()  # one listener ending (a failed start, a signal) ends them all
@@ -133,7 +138,6 @@ async def _serve(servers: list[_Listener]) -> None:
 def serve_all(configs: list[uvicorn.Config]) -> int:
     """Run each listener in one event loop until a signal; 0, or STARTUP_FAILURE if one could not start."""
     servers = [_Listener(c) for c in configs]
-    # uvicorn exits (SystemExit) when it cannot bind
-    with asyncio.Runner(loop_factory=configs[0].get_loop_factory()) as runner, contextlib.suppress(SystemExit):
+    with asyncio.Runner(loop_factory=configs[0].get_loop_factory()) as runner:
         runner.run(_serve(servers))
     return 0 if all(s.started for s in servers) else STARTUP_FAILURE

@@ -192,3 +192,25 @@ def test_client_certificate_only_refuses_the_handshake_without_one(tmp_path: Pat
         assert "client certificate)" in srv.output()
     finally:
         srv.stop()
+
+
+def test_a_busy_admission_port_stops_the_service_with_exit_3_and_no_traceback(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.pki import make_pki
+    from tests.serverproc import free_port
+
+    pki = make_pki(tmp_path / "pki")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        env = {**os.environ, "SCITT_OCI_ADMISSION__TRUST_SELF": "true",
+               "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{busy.getsockname()[1]}",
+               "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert), "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key)}
+        proc = subprocess.run([sys.executable, "-m", "scitt_oci", "serve", "--data-dir", str(tmp_path / "d"),
+                               "--listen", f"127.0.0.1:{free_port()}"], capture_output=True, text=True, env=env,
+                              timeout=60, check=False)
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert "address already in use" in proc.stderr and "Traceback" not in proc.stderr
