@@ -10,7 +10,6 @@ from the validating webhook, for reviews whose client authenticated (`ClientAuth
 from __future__ import annotations
 
 import asyncio
-import copy
 import hmac
 import logging
 import threading
@@ -61,17 +60,30 @@ class _Budget:
                 raise BudgetSpent(f"the review used its {self.limit} registry reads (admission.max_registry_requests)")
             self.used += 1
 
-    def client(self, client: RegistryClient) -> RegistryClient:
-        """`client` (sharing its connections and tokens) with each request counted against this budget."""
-        counted = copy.copy(client)
-        request = client.request
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """`fn(*args)` in this thread with its registry requests counted against this budget."""
+        _active.budget = self
+        try:
+            return fn(*args)
+        finally:
+            _active.budget = None
 
-        def budgeted(method: str, path: str, **kw: Any) -> Any:
-            self.spend()
-            return request(method, path, **kw)
 
-        counted.request = budgeted  # type: ignore[method-assign]
-        return counted
+_active = threading.local()  # the budget of the review a pool thread is working for, if any
+
+
+def _count_requests(client: RegistryClient) -> None:
+    """Count each request `client` makes against the budget of the review the calling thread works for
+    (the client is shared: its connections, tokens and capability probes serve every review)."""
+    request = client.request
+
+    def budgeted(method: str, path: str, **kw: Any) -> Any:
+        budget: _Budget | None = getattr(_active, "budget", None)
+        if budget is not None:
+            budget.spend()
+        return request(method, path, **kw)
+
+    client.request = budgeted  # type: ignore[method-assign]
 
 
 @dataclass(frozen=True)
@@ -127,6 +139,8 @@ class Admission:
     )
 
     def __post_init__(self) -> None:
+        for client in self.clients.values():
+            _count_requests(client)
         self.decisions = Counter(
             "scitt_admission_decisions", "Admission decisions per image", ["decision", "cached"], registry=self.registry
         )
@@ -159,7 +173,7 @@ class Admission:
         client = self.clients.get(ref.registry)
         if client is None:
             return self._unreachable(ref, policy, f"registry {ref.registry} is not one this service may contact")
-        return decide(ref, attached_statements(budget.client(client), ref), policy)
+        return decide(ref, budget.run(attached_statements, client, ref), policy)
 
     def _unreachable(
         self, ref: Reference, policy: TrustPolicy, why: str, reason: Reason = Reason.REGISTRY_UNREACHABLE
@@ -208,10 +222,9 @@ class Admission:
         if client is None:
             return None
         loop = asyncio.get_running_loop()
-        counted = budget.client(client)
         try:
             found = await asyncio.wait_for(
-                loop.run_in_executor(self._pool, counted.head_manifest, ref.repository, ref.tag or "latest"),
+                loop.run_in_executor(self._pool, budget.run, client.head_manifest, ref.repository, ref.tag or "latest"),
                 timeout=max(0.05, deadline - time.monotonic()),
             )
         except (TimeoutError, ScittOciError):
