@@ -3,10 +3,15 @@ function init(args)
   local f = assert(io.open(os.getenv("SCITT_BENCH_BODY"), "rb"))
   body = f:read("*a")
   f:close()
+  headers = {["Content-Type"] = "application/json"}
+  local token = os.getenv("SCITT_BENCH_TOKEN")
+  if token and token ~= "" then
+    headers["Authorization"] = "Bearer " .. token  -- the admission listener's client authentication
+  end
 end
 
 function request()
-  return wrk.format("POST", "/admission/validate", {["Content-Type"] = "application/json"}, body)
+  return wrk.format("POST", "/admission/validate", headers, body)
 end
 
 function done(summary, latency, requests)

@@ -14,9 +14,9 @@ for name in standalone sidecar admission; do
   case $name in
     standalone) args=() ;;
     sidecar) args=(--set mode=sidecar) ;;
+    # No trust policy: the service trusts its own records (admission.trust_self), so it starts as shipped.
     admission) args=(--set admission.enabled=true --set admission.tls.certManager.enabled=true
-                     --set admission.tls.certManager.issuerRef.name=scitt-oci-ca
-                     --set-file admission.trustPolicy=deploy/trust-policy.example.yaml) ;;
+                     --set admission.tls.certManager.issuerRef.name=scitt-oci-ca) ;;
   esac
   text=$(render "$name" "${args[@]}")
   file=deploy/scitt-oci-$name.yaml

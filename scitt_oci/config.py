@@ -110,7 +110,68 @@ class WatchConfig(_Section):
     ts_token_file: Path | None = Field(None, description="bearer token for the remote transparency service")
 
 
-class AdmissionConfig(_Section):
+# ---- Listeners (engineer B): the admission listener and its client authentication, admission bounds,
+# ---- request read timeouts. Kept together so parallel changes to the sections above merge cleanly.
+
+
+def _check_listen(value: str | None) -> str | None:
+    if value is None:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8700 or [::1]:8700")
+    return value
+
+
+class AdmissionListenerSettings(_Section):
+    """Where admission is served, how its clients authenticate, and how much one review may cost."""
+
+    listen: str | None = Field(
+        None,
+        description="HOST:PORT of the admission listener (TLS); when set, /admission/* and /gatekeeper/verify "
+        "are served there only, not on the main listener",
+    )
+    tls_cert: Path | None = Field(None, description="the admission listener's PEM certificate (required with listen)")
+    tls_key: Path | None = Field(None, description="its private key (PEM)")
+    client_ca: Path | None = Field(
+        None, description="PEM CA bundle: clients presenting a certificate it signed are authenticated (the API server)"
+    )
+    token_files: list[Path] = Field(
+        default_factory=list, description="files each holding a bearer token that authenticates a client"
+    )
+    trust_self: bool = Field(
+        False,
+        description="without trust_policy: trust this instance's own receipt and issuer keys (made on first start)",
+    )
+    max_images: int = Field(256, ge=1, le=10_000, description="image references per review; more are denied")
+    max_registry_requests: int = Field(
+        512, ge=1, le=100_000, description="registry reads per review; past it the remaining images are denied"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _admission_listen(cls, value: str | None) -> str | None:
+        return _check_listen(value)
+
+
+class HttpConfig(_Section):
+    header_timeout_seconds: float = Field(
+        10, gt=0, le=600, description="a request's line and headers must arrive within this long (then 408)"
+    )
+    body_timeout_seconds: float = Field(
+        60, gt=0, le=3600, description="a request's body must arrive within this long after its headers"
+    )
+    allow_plain_http_credentials: bool = Field(
+        False,
+        description="accept bearer tokens and webhook secrets over plain HTTP beyond loopback "
+        "(only behind a TLS-terminating proxy or mesh)",
+    )
+
+
+# ---- end of the listeners block
+
+
+class AdmissionConfig(AdmissionListenerSettings):
     trust_policy: Path | None = Field(
         None, description="the trust policy; setting it serves /admission/* and /gatekeeper/verify"
     )
@@ -149,6 +210,7 @@ class Config(_Section):
     storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
     watch: WatchConfig = Field(default_factory=WatchConfig)  # type: ignore[arg-type]
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)  # type: ignore[arg-type]
+    http: HttpConfig = Field(default_factory=HttpConfig)  # type: ignore[arg-type]
     tls_cert: Path | None = Field(
         None, description="PEM certificate to serve HTTPS (required for admission beyond loopback)"
     )

@@ -150,23 +150,38 @@ def serve(
         click.echo(f"  registration token: {rt.token_file.resolve()}")
     elif not rt.config.auth_required:
         click.echo("  registration: open to loopback clients without a token")
-    if cfg.admission.trust_policy is not None:
-        click.echo(f"  admission:    {cfg.url}/admission/validate, /admission/mutate, /gatekeeper/verify")
+    if rt.admission_policy is not None:
+        adm = cfg.admission
+        where = f"https://{adm.listen}" if adm.listen else cfg.url
+        how = (
+            "client certificate or bearer token"
+            if adm.client_ca and adm.token_files
+            else "client certificate"
+            if adm.client_ca
+            else "bearer token"
+            if adm.token_files
+            else "no client authentication: verdicts only, no deploy records"
+        )
+        click.echo(f"  admission:    {where}/admission/validate, /admission/mutate, /gatekeeper/verify ({how})")
+        if adm.trust_policy is None:
+            click.echo(f"  admission trusts this instance (trust_self): {rt.admission_policy}")
     if rt.watcher is not None:
         click.echo(f"  watching:     {', '.join(rt.watcher.clients)}; webhooks at {cfg.url}/webhooks/<format>")
         click.echo(f"  webhook secret: {rt.webhook_secret_file}")
     sys.stdout.flush()
+    from scitt_oci.server.listeners import GuardedHttpToolsProtocol, serve_all
+
+    GuardedHttpToolsProtocol.configure(cfg.http.header_timeout_seconds, cfg.http.body_timeout_seconds)
     common: dict[str, Any] = {
-        "host": cfg.host,
-        "port": cfg.port,
         "log_level": cfg.log_level,
         "access_log": False,
         "loop": "uvloop",
-        "http": "httptools",
+        "http": GuardedHttpToolsProtocol,
         "timeout_graceful_shutdown": 10,
     }
+    main_tls: dict[str, Any] = {}
     if cfg.tls_cert and cfg.tls_key:
-        common["ssl_certfile"], common["ssl_keyfile"] = str(cfg.tls_cert), str(cfg.tls_key)
+        main_tls = {"ssl_certfile": str(cfg.tls_cert), "ssl_keyfile": str(cfg.tls_key)}
     if cfg.workers > 1:
         # Keys and the token exist now; each worker builds its own runtime from this configuration.
         rt.service.store.close()
@@ -183,13 +198,39 @@ def serve(
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(mode=0o700)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        uvicorn.run("scitt_oci.server.asgi:create", factory=True, workers=cfg.workers, **common)
+        # Workers import the protocol by name (the class is not pickled) and set its deadlines in asgi.create.
+        uvicorn.run(
+            "scitt_oci.server.asgi:create",
+            factory=True,
+            workers=cfg.workers,
+            host=cfg.host,
+            port=cfg.port,
+            **{**common, "http": "scitt_oci.server.listeners:GuardedHttpToolsProtocol"},
+            **main_tls,
+        )
         return
+    configs = [uvicorn.Config(rt.app, host=cfg.host, port=cfg.port, lifespan="off", **common, **main_tls)]
+    if rt.admission_app is not None:
+        adm = cfg.admission
+        assert adm.listen is not None and adm.tls_cert is not None and adm.tls_key is not None
+        host, _, port = adm.listen.rpartition(":")
+        tls: dict[str, Any] = {"ssl_certfile": str(adm.tls_cert), "ssl_keyfile": str(adm.tls_key)}
+        if adm.client_ca is not None:
+            import ssl
+
+            tls["ssl_ca_certs"] = str(adm.client_ca)
+            # A certificate is demanded in the handshake unless a bearer token may stand in for it.
+            tls["ssl_cert_reqs"] = ssl.CERT_OPTIONAL if adm.token_files else ssl.CERT_REQUIRED
+        configs.append(
+            uvicorn.Config(rt.admission_app, host=host.strip("[]"), port=int(port), lifespan="off", **common, **tls)
+        )
     rt.start()
     try:
-        uvicorn.run(rt.app, lifespan="off", **common)
+        code = serve_all(configs)
     finally:
         rt.stop()
+    if code:
+        sys.exit(code)
 
 
 def _client(ts: str, token_file: Path | None, timeout: float, max_wait: float = 60.0) -> Any:

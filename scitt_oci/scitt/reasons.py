@@ -26,6 +26,8 @@ class Reason(StrEnum):
     EXPIRED = "EXPIRED"
     TAG_REFERENCE = "TAG_REFERENCE"
     REGISTRY_UNREACHABLE = "REGISTRY_UNREACHABLE"
+    REVIEW_LIMIT = "REVIEW_LIMIT"  # a review past its bound of images or registry reads
+    VERIFIER_ERROR = "VERIFIER_ERROR"  # an unexpected failure while deciding: denied, never a 500
 
 
 class VerificationFailure(ScittOciError):

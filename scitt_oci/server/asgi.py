@@ -11,6 +11,7 @@ from starlette.applications import Starlette
 
 from scitt_oci.config import Config
 from scitt_oci.server import runtime
+from scitt_oci.server.listeners import GuardedHttpToolsProtocol
 
 # Deliberately not SCITT_OCI_*: those are configuration keys.
 WORKER_CONFIG_ENV = "SCITTOCI_WORKER_CONFIG"
@@ -18,4 +19,5 @@ WORKER_CONFIG_ENV = "SCITTOCI_WORKER_CONFIG"
 
 def create() -> Starlette:
     config = Config.model_validate_json(os.environ[WORKER_CONFIG_ENV])
+    GuardedHttpToolsProtocol.configure(config.http.header_timeout_seconds, config.http.body_timeout_seconds)
     return runtime.build(config, run_sequencer=True).app

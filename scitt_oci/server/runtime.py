@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
 from scitt_oci import keyfiles
 from scitt_oci.config import Config
-from scitt_oci.cose.keys import CoseKey
+from scitt_oci.cose.keys import CoseKey, dump_cose_key_set
 from scitt_oci.errors import PolicyError, ScittOciError
 from scitt_oci.log.client import ScrapiClient
 from scitt_oci.log.policy import RegistrationPolicy
@@ -22,8 +23,9 @@ from scitt_oci.log.store import LogStore
 from scitt_oci.netutil import is_loopback_host
 from scitt_oci.oci.client import RegistryClient, RegistrySettings, docker_credentials
 from scitt_oci.oci.reference import Reference
-from scitt_oci.server.admission import Admission, admission_routes
+from scitt_oci.server.admission import Admission, ClientAuth, admission_app, admission_routes
 from scitt_oci.server.app import Metrics, RateLimiter, Settings, create_app
+from scitt_oci.server.plaintext import RefusePlainCredentials
 from scitt_oci.server.webhooks import webhook_routes
 from scitt_oci.watch.events import DEPLOY, RegistryEvent
 from scitt_oci.watch.inbox import Inbox
@@ -42,6 +44,8 @@ class Runtime:
     watcher: Watcher | None = None
     reconciler: Reconciler | None = None
     webhook_secret_file: Path | None = None
+    admission_app: Starlette | None = None  # the admission listener's app, when admission.listen is set
+    admission_policy: Path | None = None  # the policy admission decides with (made by trust_self, or given)
     app: Starlette = field(init=False)  # made last: its lifespan hooks are this runtime's start and stop
 
     def start(self) -> None:
@@ -169,12 +173,16 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
         rt.webhook_secret_file = secret_file
         routes = webhook_routes(inbox, list(clients), secret)
 
-    policy_path = config.admission.trust_policy
+    adm = config.admission
+    policy_path = adm.trust_policy
+    if policy_path is None and adm.trust_self:
+        policy_path = _trust_self(config, service, issuer_key, config.watch.issuer or service.identity)
+    auth = _admission_auth(config) if policy_path is not None else ClientAuth()
     if policy_path is not None:
-        if not config.tls_cert and not config.loopback_only:
+        if adm.listen is None and not config.tls_cert and not config.loopback_only:
             raise PolicyError("admission needs HTTPS beyond loopback: set --tls-cert and --tls-key")
+        rt.admission_policy = policy_path
         clients = rt.watcher.clients if rt.watcher else _registry_clients(config)
-        adm = config.admission
         try:
             controller = Admission(
                 policy_path,
@@ -184,10 +192,18 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
                 positive_ttl=adm.cache_seconds,
                 negative_ttl=adm.negative_cache_seconds,
                 registry=metrics.registry,
+                max_images=adm.max_images,
+                max_registry_requests=adm.max_registry_requests,
             )
         except (OSError, ScittOciError) as exc:
             raise PolicyError(f"admission trust policy {policy_path}: {exc}") from None
         if adm.deploy_log:
+            if not auth.configured:
+                raise PolicyError(
+                    "admission.deploy_log records deploys only for authenticated reviews: serve admission on "
+                    "admission.listen with admission.client_ca (the API server's client certificate) or "
+                    "admission.token_files"
+                )
             if rt.watcher is None:
                 raise PolicyError("admission.deploy_log needs watch.registries (deploy statements are attached there)")
             inbox, cluster = rt.watcher.inbox, adm.cluster
@@ -199,7 +215,10 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
                 )
 
             controller.on_admit = record
-        routes = [*routes, *admission_routes(controller)]
+        if adm.listen is not None:
+            rt.admission_app = admission_app(admission_routes(controller, auth))
+        else:
+            routes = [*routes, *admission_routes(controller)]
 
     def readiness() -> str | None:
         if rt.watcher and rt.watcher.crashed:
@@ -220,4 +239,47 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
         readiness=readiness,
         scrape=scrape,
     )
+    if not config.http.allow_plain_http_credentials:
+        rt.app.add_middleware(RefusePlainCredentials)
     return rt
+
+
+def _admission_auth(config: Config) -> ClientAuth:
+    """The admission listener's settings checked together, and how its clients authenticate."""
+    adm = config.admission
+    if adm.listen is None:
+        if adm.client_ca or adm.token_files or adm.tls_cert or adm.tls_key:
+            raise PolicyError(
+                "admission.client_ca, token_files, tls_cert and tls_key belong to the admission listener: "
+                "set admission.listen too"
+            )
+        return ClientAuth()
+    if not (adm.tls_cert and adm.tls_key):
+        raise PolicyError("admission.listen serves TLS only: set admission.tls_cert and admission.tls_key")
+    if adm.listen == config.listen:
+        raise PolicyError(f"admission.listen {adm.listen} is the main listener's address: give it its own port")
+    if config.workers > 1:
+        raise PolicyError("admission.listen runs in one process: use workers: 1 and scale admission with replicas")
+    for path, what in ((adm.tls_cert, "tls_cert"), (adm.tls_key, "tls_key"), (adm.client_ca, "client_ca")):
+        if path is not None and not path.is_file():
+            raise PolicyError(f"admission.{what}: cannot read {path}")
+    return ClientAuth(client_ca=adm.client_ca is not None, tokens=tuple(keyfiles.token(p) for p in adm.token_files))
+
+
+def _trust_self(config: Config, service: TransparencyService, issuer_key: CoseKey, issuer: str) -> Path:
+    """A trust policy for this instance's own records: its receipt keys and its issuer key and iss,
+    written (public halves only) under the data directory on each start."""
+    folder = config.data_dir / "trust-self"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (folder / "ts-keys.cbor").write_bytes(dump_cose_key_set(service.keys()))
+    (folder / "issuer.pem").write_bytes(issuer_key.public_pem())
+    policy = {
+        "transparency_services": [{"name": "self", "keys": [{"path": "ts-keys.cbor"}]}],
+        "issuers": [{"name": "self", "keys": [{"path": "issuer.pem"}], "iss": issuer}],
+    }
+    path = folder / "policy.yaml"
+    path.write_text(
+        "# Written by scitt-oci at start-up (admission.trust_self): trust what this instance records.\n"
+        + yaml.safe_dump(policy, sort_keys=False)
+    )
+    return path

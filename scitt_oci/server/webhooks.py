@@ -18,18 +18,19 @@ from scitt_oci.watch.inbox import Inbox
 
 
 def webhook_routes(inbox: Inbox, registries: list[str], secret: str) -> list[Route]:
-    def authorised(request: Request, body: bytes) -> bool:
+    def bearer(request: Request) -> bool:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        if (
+        return (
             scheme.lower() == "bearer"
-            and presented
-            and hmac.compare_digest(presented.strip().encode(), secret.encode())
-        ):
-            return True
+            and bool(presented)
+            and hmac.compare_digest(presented.strip().encode("utf-8", "replace"), secret.encode())
+        )
+
+    def signed(request: Request, body: bytes) -> bool:
         signature = request.headers.get("x-hub-signature-256", "")  # GitHub signs the body with the secret
         if signature.startswith("sha256="):
             expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-            return hmac.compare_digest(signature[7:], expected)
+            return hmac.compare_digest(signature[7:].encode("utf-8", "replace"), expected.encode())
         return False
 
     async def receive(request: Request) -> Response:
@@ -37,10 +38,15 @@ def webhook_routes(inbox: Inbox, registries: list[str], secret: str) -> list[Rou
         parser = PARSERS.get(kind)
         if parser is None:
             return problem_json(404, "Not Found", f"no webhook format {kind!r} (known: {', '.join(PARSERS)})")
+        # The secret is checked before the body is read: a bearer secret from the headers alone; a body
+        # signature (which needs the body) only when the request carries one.
+        by_bearer = bearer(request)
+        if not by_bearer and not request.headers.get("x-hub-signature-256", "").startswith("sha256="):
+            return problem_json(401, "Unauthorized", "the webhook secret is missing or wrong")
         body = await read_limited(request, MAX_PAYLOAD_BYTES)
         if body is None:
             return problem_json(413, "Payload Too Large", f"webhook payloads may be at most {MAX_PAYLOAD_BYTES} bytes")
-        if not authorised(request, body):
+        if not by_bearer and not signed(request, body):
             return problem_json(401, "Unauthorized", "the webhook secret is missing or wrong")
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if not (media_type.endswith("json") or media_type == ""):

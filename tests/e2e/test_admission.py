@@ -18,10 +18,12 @@ import requests
 from scitt_oci.cose import keys
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
+from tests.pki import Pki, make_pki
 from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, free_port
 
 SECRET = "admission-test-secret-0123456789"
+API_SERVER_TOKEN = "api-server-token-0123456789abcdef"
 
 
 @dataclass
@@ -31,6 +33,18 @@ class Cluster:
     root: Path
     recorded: str  # digest of an image on record
     unrecorded: str  # digest of an image pushed while nothing watched
+    pki: Pki
+    admission_port: int
+
+    @property
+    def admission_url(self) -> str:
+        return f"https://127.0.0.1:{self.admission_port}"
+
+    def post(self, route: str, body: object, *, authenticate: bool = True, **kw: object) -> requests.Response:
+        """POST to the admission listener as the API server would: TLS, with its client certificate."""
+        cert = (str(self.pki.client_cert), str(self.pki.client_key)) if authenticate else None
+        return requests.post(f"{self.admission_url}/{route}", json=body, cert=cert, verify=str(self.pki.ca),
+                             timeout=10, **kw)  # type: ignore[arg-type]
 
 
 def _write_policy(root: Path, extra: str = "") -> None:
@@ -42,6 +56,9 @@ def _write_policy(root: Path, extra: str = "") -> None:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("adm")
     (root / "secret").write_text(SECRET)
+    (root / "api-token").write_text(API_SERVER_TOKEN)
+    pki = make_pki(root / "pki")
+    admission_port = free_port()
     # An image pushed before anything watched the registry: present, but not on record.
     quiet = RegistryProcess(root / "registry").start()
     unrecorded = oci_layout(root / "old", "old")
@@ -49,7 +66,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     quiet.stop()
     server = ServerProcess(root / "data", env={"SCITT_OCI_ADMISSION__NEGATIVE_CACHE_SECONDS": "0",
                                                "SCITT_OCI_ADMISSION__DEPLOY_LOG": "true",
-                                               "SCITT_OCI_ADMISSION__CLUSTER": "acme-prod"})
+                                               "SCITT_OCI_ADMISSION__CLUSTER": "acme-prod",
+                                               "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{admission_port}",
+                                               "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert),
+                                               "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key),
+                                               "SCITT_OCI_ADMISSION__CLIENT_CA": str(pki.ca),
+                                               "SCITT_OCI_ADMISSION__TOKEN_FILES": json.dumps([str(root / "api-token")])})
     registry = RegistryProcess(root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET,
                                port=quiet.port).start()
     # The policy needs the service's keys, which exist once it has started: bootstrap with a placeholder.
@@ -70,7 +92,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     deadline = time.monotonic() + 30
     while not client.referrers("acme/app", recorded, mf.STATEMENT_ARTIFACT) and time.monotonic() < deadline:
         time.sleep(0.05)  # the watcher records it asynchronously
-    yield Cluster(server, registry, root, recorded, unrecorded)
+    yield Cluster(server, registry, root, recorded, unrecorded, pki, admission_port)
     server.stop()
     registry.stop()
 
@@ -82,7 +104,7 @@ def _pod(image: str, namespace: str = "prod") -> dict[str, object]:
 
 
 def _review(c: Cluster, image: str, route: str = "validate", namespace: str = "prod") -> dict[str, object]:
-    r = requests.post(f"{c.server.url}/admission/{route}", json=_pod(image, namespace), timeout=10)
+    r = c.post(f"admission/{route}", _pod(image, namespace))
     assert r.status_code == 200, r.text
     return r.json()["response"]  # type: ignore[no-any-return]
 
@@ -116,7 +138,7 @@ def test_gatekeeper_provider(cluster: Cluster) -> None:
     host = cluster.registry.host
     body = {"apiVersion": "externaldata.gatekeeper.sh/v1beta1", "kind": "ProviderRequest",
             "request": {"keys": [f"{host}/acme/app@{cluster.recorded}", f"{host}/acme/app@{cluster.unrecorded}", "nginx:1"]}}
-    r = requests.post(cluster.server.url + "/gatekeeper/verify", json=body, timeout=10)
+    r = cluster.post("gatekeeper/verify", body)
     items = {i["key"]: i for i in r.json()["response"]["items"]}
     assert items[f"{host}/acme/app@{cluster.recorded}"]["value"]["allowed"] is True
     assert items[f"{host}/acme/app@{cluster.unrecorded}"]["value"]["allowed"] is False
@@ -171,7 +193,7 @@ def test_admitted_images_get_a_deploy_statement(cluster: Cluster) -> None:
     host = cluster.registry.host
     review = _pod(f"{host}/acme/app@{cluster.recorded}", namespace="payments")
     review["request"]["name"] = "api-7f9c"  # type: ignore[index]
-    assert requests.post(f"{cluster.server.url}/admission/validate", json=review, timeout=10).json()["response"]["allowed"]
+    assert cluster.post("admission/validate", review).json()["response"]["allowed"]
     client = RegistryClient(RegistrySettings.for_url(cluster.registry.url))
     deadline = time.monotonic() + 30
     deploys: list[profile.OciEvent] = []
@@ -192,7 +214,8 @@ def test_admitted_images_get_a_deploy_statement(cluster: Cluster) -> None:
 
 @pytest.mark.parametrize("route", ["admission/validate", "admission/mutate", "gatekeeper/verify"])
 def test_bad_requests_get_a_named_4xx(cluster: Cluster, route: str) -> None:
-    url = f"{cluster.server.url}/{route}"
+    url = f"{cluster.admission_url}/{route}"
+    tls = {"cert": (str(cluster.pki.client_cert), str(cluster.pki.client_key)), "verify": str(cluster.pki.ca)}
     json_type = {"Content-Type": "application/json"}
     cases = [
         (b"{}", {"Content-Type": "text/plain"}, 415, "application/json"),
@@ -201,6 +224,98 @@ def test_bad_requests_get_a_named_4xx(cluster: Cluster, route: str) -> None:
         (b"x" * (3 * 1024 * 1024 + 1), json_type, 413, "at most"),
     ]
     for body, headers, status, words in cases:
-        r = requests.post(url, data=body, headers=headers, timeout=10)
+        r = requests.post(url, data=body, headers=headers, timeout=10, **tls)  # type: ignore[arg-type]
         assert r.status_code == status, (body[:10], r.text)
         assert words in r.text, (body[:10], r.text)
+
+
+def _deploy_namespaces(c: Cluster) -> list[str]:
+    from scitt_oci.scitt import profile, transparent
+
+    client = RegistryClient(RegistrySettings.for_url(c.registry.url))
+    out = []
+    for d in client.referrers("acme/app", c.recorded, mf.STATEMENT_ARTIFACT):
+        if d.annotations.get(mf.ANN_KIND) == "deploy":
+            fetched = client.manifest("acme/app", d.digest)
+            assert fetched is not None
+            blob = client.blob("acme/app", mf.parse(fetched[0], fetched[1]).layers[0].digest)
+            assert blob is not None
+            out.append(profile.read_event(transparent.parse(blob).statement).detail("namespace") or "")
+    return out
+
+
+def test_admission_is_not_served_on_the_main_listener(cluster: Cluster) -> None:
+    image = f"{cluster.registry.host}/acme/app@{cluster.recorded}"
+    for route in ("admission/validate", "admission/mutate", "gatekeeper/verify"):
+        r = requests.post(f"{cluster.server.url}/{route}", json=_pod(image), timeout=10)
+        assert r.status_code == 404, (route, r.status_code, r.text)
+    assert requests.get(cluster.admission_url + "/healthz", verify=str(cluster.pki.ca), timeout=5).status_code == 200
+
+
+def test_only_authenticated_validating_reviews_record_deploys(cluster: Cluster, tmp_path: Path) -> None:
+    image = f"{cluster.registry.host}/acme/app@{cluster.recorded}"
+    # Anyone who reaches the port without the API server's certificate or token is refused before the body is read.
+    anonymous = cluster.post("admission/validate", _pod(image, "intruders"), authenticate=False)
+    assert anonymous.status_code == 401 and "client certificate" in anonymous.json()["detail"]
+    wrong = cluster.post("admission/validate", _pod(image, "intruders"), authenticate=False,
+                         headers={"Authorization": "Bearer not-the-api-server-token"})
+    assert wrong.status_code == 401
+    assert cluster.post("gatekeeper/verify", {}, authenticate=False).status_code == 401
+    # A certificate from another CA fails the TLS handshake.
+    rogue = make_pki(tmp_path / "rogue", "rogue")
+    with pytest.raises(requests.exceptions.ConnectionError):  # TLS 1.3: a handshake alert or a reset
+        requests.post(f"{cluster.admission_url}/admission/validate", json=_pod(image, "intruders"),
+                      cert=(str(rogue.client_cert), str(rogue.client_key)), verify=str(cluster.pki.ca), timeout=10)
+    # The mutating webhook decides but never records: it runs before the final decision and may be reinvoked.
+    mutated = cluster.post("admission/mutate", _pod(image, "mutated"))
+    assert mutated.json()["response"]["allowed"] is True
+    # The bearer token is the alternative to the certificate; it records like the certificate does.
+    by_token = cluster.post("admission/validate", _pod(image, "by-token"), authenticate=False,
+                            headers={"Authorization": f"Bearer {API_SERVER_TOKEN}"})
+    assert by_token.json()["response"]["allowed"] is True
+    deadline = time.monotonic() + 30
+    while "by-token" not in _deploy_namespaces(cluster) and time.monotonic() < deadline:
+        time.sleep(0.05)  # recorded asynchronously; polled until the authenticated one is on record
+    recorded = _deploy_namespaces(cluster)
+    assert "by-token" in recorded
+    assert "intruders" not in recorded and "mutated" not in recorded, recorded
+
+
+def test_reviews_are_bounded(cluster: Cluster) -> None:
+    host = cluster.registry.host
+    many = _pod(f"{host}/acme/app@{cluster.recorded}")
+    many["request"]["object"]["spec"]["containers"] = [  # type: ignore[index]
+        {"name": f"c{i}", "image": f"{host}/acme/app@sha256:{i:064x}"} for i in range(20_000)]
+    started = time.monotonic()
+    out = cluster.post("admission/validate", many).json()["response"]
+    assert out["allowed"] is False and "REVIEW_LIMIT" in out["status"]["message"], out
+    assert "20000 images" in out["status"]["message"] and time.monotonic() - started < 5
+    keys = [f"{host}/acme/app@sha256:{i:064x}" for i in range(300)]
+    r = cluster.post("gatekeeper/verify", {"apiVersion": "externaldata.gatekeeper.sh/v1beta1",
+                                           "kind": "ProviderRequest", "request": {"keys": keys}})
+    assert r.status_code == 400 and "at most 256" in r.text
+
+
+def test_registry_reads_per_review_are_bounded(cluster: Cluster) -> None:
+    import asyncio
+
+    from scitt_oci.server.admission import Admission
+
+    client = RegistryClient(RegistrySettings.for_url(cluster.registry.url))
+    calls: list[str] = []
+    real = client.request
+
+    def counted(method: str, path: str, **kw: object) -> object:
+        calls.append(path)
+        return real(method, path, **kw)  # type: ignore[arg-type]
+
+    client.request = counted  # type: ignore[method-assign]
+    controller = Admission(cluster.root / "policy.yaml", {cluster.registry.host: client}, max_registry_requests=5,
+                           negative_ttl=0)
+    host = cluster.registry.host
+    review = _pod(f"{host}/acme/app@{cluster.recorded}")
+    review["request"]["object"]["spec"]["containers"] = [  # type: ignore[index]
+        {"name": f"c{i}", "image": f"{host}/acme/app@sha256:{i:064x}"} for i in range(40)]
+    out = asyncio.run(controller.review(json.dumps(review).encode(), mutate=False))["response"]
+    assert out["allowed"] is False and "REVIEW_LIMIT" in out["status"]["message"], out
+    assert 0 < len(calls) <= 5, len(calls)

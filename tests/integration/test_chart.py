@@ -29,10 +29,19 @@ COMBINATIONS = {
     "postgres-replicas": ["--set", "storage.type=postgres", "--set", "storage.postgres.existingSecret=pg",
                           "--set", "storage.replicas=3", "--set", "keys.existingSecret=keys",
                           "--set", "podDisruptionBudget.enabled=true"],
+    "sidecar-admission-trust-self": ["--set", "mode=sidecar", "--set", "admission.enabled=true"],
+    "registry-credentials": ["--set", "watch.registries[0].url=myacr.azurecr.io",
+                             "--set", "watch.registries[0].username=00000000-0000-0000-0000-000000000000",
+                             "--set", "watch.registries[0].passwordSecret.name=acr-push",
+                             "--set", "watch.registries[1].url=registry.example.com",
+                             "--set", "watch.registries[1].dockerConfigSecret=regcred"],
+    "admission-client-auth": ["--set", "admission.enabled=true", "--set", "admission.clientAuth.caSecret=apiserver-ca",
+                              "--set", "admission.clientAuth.tokenSecret=apiserver-token", "--set", "admission.deployLog=true",
+                              "--set", "networkPolicy.admissionFrom[0].ipBlock.cidr=10.0.0.10/32"],
     "sidecar-admission-extras": ["--set", "mode=sidecar", "--set", "admission.enabled=true",
                                  "--set-file", f"admission.trustPolicy={POLICY_FILE}", "--set", "serviceMonitor.enabled=true",
                                  "--set", "podDisruptionBudget.enabled=true", "--set", "keys.existingSecret=my-keys",
-                                 "--set", "admission.deployLog=true"],
+                                 "--set", "admission.deployLog=true", "--set", "admission.clientAuth.caSecret=apiserver-ca"],
 }
 NOT_IN_KUBERNETES = {"ServiceMonitor", "Certificate"}  # CRDs (Prometheus operator, cert-manager)
 
@@ -91,12 +100,68 @@ def test_webhook_paths_and_ports_are_the_servers() -> None:
     served = {r.path for r in admission_routes(None)}  # type: ignore[arg-type]  # paths only; nothing is called
     docs = render(*COMBINATIONS["admission-mutate-certmanager"])
     service = next(d for d in docs if d["kind"] == "Service")
+    config = _config(docs)
+    admission_port = next(p for p in service["spec"]["ports"] if p["name"] == "admission")
+    assert config.admission.listen is not None and int(config.admission.listen.rpartition(":")[2]) == admission_port["port"]
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
         hook = next(d for d in docs if d["kind"] == kind)["webhooks"][0]
         assert hook["clientConfig"]["service"]["path"] in served
-        assert hook["clientConfig"]["service"]["port"] == service["spec"]["ports"][0]["port"]
+        assert hook["clientConfig"]["service"]["port"] == admission_port["port"]
         assert "scitt" in hook["namespaceSelector"]["matchExpressions"][0]["values"]  # never its own namespace
         assert hook["timeoutSeconds"] > 0
+
+
+def _config(docs: list[dict[str, Any]]) -> Config:
+    cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "scitt-scitt-oci")
+    return Config.model_validate(yaml.safe_load(cm["data"]["config.yaml"]))
+
+
+def test_sidecar_with_admission_and_no_policy_trusts_itself_and_keeps_notifications_plain() -> None:
+    docs = render(*COMBINATIONS["sidecar-admission-trust-self"])
+    config = _config(docs)
+    assert config.admission.trust_policy is None and config.admission.trust_self
+    assert config.tls_cert is None  # the main listener stays plain: the registry notifies it over loopback
+    assert config.admission.listen == "0.0.0.0:8443" and config.admission.tls_cert is not None
+    registry_config = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap"
+                                          and d["metadata"]["name"].endswith("-registry"))["data"]["config.yml"])
+    assert registry_config["notifications"]["endpoints"][0]["url"] == f"http://127.0.0.1:{config.port}/webhooks/distribution"
+    assert not any(d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-trust") for d in docs)
+    scitt = next(c for c in next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"]
+                 if c["name"] == "scitt-oci")
+    assert scitt["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
+
+
+def test_admission_port_is_open_only_to_whom_the_values_name() -> None:
+    def admission_rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+        return [r for r in policy["spec"]["ingress"] if any(p["port"] == 8443 for p in r["ports"])]
+
+    assert admission_rules(render(*COMBINATIONS["sidecar-admission-trust-self"])) == []
+    rules = admission_rules(render(*COMBINATIONS["admission-client-auth"]))
+    assert len(rules) == 1 and rules[0]["from"] == [{"ipBlock": {"cidr": "10.0.0.10/32"}}]
+
+
+def test_admission_client_auth_and_registry_credentials_come_from_secrets() -> None:
+    docs = render(*COMBINATIONS["admission-client-auth"])
+    config = _config(docs)
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert config.admission.deploy_log and config.admission.client_ca is not None and config.admission.token_files
+    assert volumes[mounts[str(config.admission.client_ca.parent)]]["secret"]["secretName"] == "apiserver-ca"
+    assert volumes[mounts[str(config.admission.token_files[0].parent)]]["secret"]["secretName"] == "apiserver-token"
+
+    docs = render(*COMBINATIONS["registry-credentials"])
+    config = _config(docs)
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    acr, other = config.watch.registries
+    assert acr.username == "00000000-0000-0000-0000-000000000000" and acr.password_file is not None
+    assert volumes[mounts[str(acr.password_file.parent)]]["secret"]["secretName"] == "acr-push"
+    assert acr.password_file.name == "password"
+    assert other.docker_config is not None and other.docker_config.name == ".dockerconfigjson"
+    assert volumes[mounts[str(other.docker_config.parent)]]["secret"]["secretName"] == "regcred"
 
 
 def test_helm_generated_ca_matches_the_serving_certificate() -> None:
@@ -134,7 +199,8 @@ def test_sidecar_registry_notifies_the_sidecar_with_the_secret() -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--set", "mode=gateway"], "value must be one of 'sidecar', 'standalone'"),
-    (["--set", "admission.enabled=true"], "/admission/trustPolicy"),
+    (["--set", "admission.enabled=true", "--set", "admission.deployLog=true"], "only for an authenticated API server"),
+    (["--set", "watch.registries[0].url=r.example", "--set", "watch.registries[0].passwordSecret.name=s"], "username"),
     (["--set", "image.digest=sha256:nothex"], "/image/digest"),
     (["--set", "admission.timeoutSeconds=60"], "/admission/timeoutSeconds"),
     (["--set", "surprise=1"], "additional properties 'surprise' not allowed"),

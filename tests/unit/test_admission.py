@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
 
 import pytest
+import requests
 
 from scitt_oci.cose import keys
 from scitt_oci.errors import MalformedError
+from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from scitt_oci.oci.reference import Digest, Reference
 from scitt_oci.scitt import profile, transparent
+from scitt_oci.server.admission import Admission
 from scitt_oci.verify import admission as adm
-from scitt_oci.verify.image import decide
+from scitt_oci.verify.image import ImageVerdict, decide
 from scitt_oci.verify.trust import load_policy
 from tests.helpers import MemoryLog, key
 
@@ -144,3 +148,38 @@ def test_policy_requirements_rules_and_audit_mode(world: dict[str, object]) -> N
     assert sandbox.allowed and not sandbox.valid and sandbox.mode == "audit" and sandbox.warnings
     deleted = decide(REF, [_ts(world, logs="ab"), _ts(world, profile.Kind.DELETE, logs="ab")], load_policy(_policy(world)), now=NOW)
     assert "deleted" in deleted.summary()
+
+
+# ----------------------------------------------------------------------------- failures deny, never a 500
+class _Exploding(RegistryClient):
+    """A registry client whose every request fails with an error nobody planned for."""
+
+    def request(self, method: str, path: str, **kw: object) -> requests.Response:  # type: ignore[override]
+        raise ValueError("boom from a place nobody expected")
+
+
+def test_an_unexpected_failure_is_a_denial_with_its_reason(world: dict[str, object]) -> None:
+    controller = Admission(_policy(world), {"r.example": _Exploding(RegistrySettings.for_url("https://r.example"))})
+    body = review("Pod", {"spec": {"containers": [{"name": "c", "image": f"r.example/app@{D}"}]}})
+    out = asyncio.run(controller.review(body, mutate=False))["response"]
+    assert out["allowed"] is False and "VERIFIER_ERROR" in out["status"]["message"] and "boom" in out["status"]["message"]
+    provider = json.dumps({"apiVersion": "externaldata.gatekeeper.sh/v1beta1", "kind": "ProviderRequest",
+                           "request": {"keys": [f"r.example/app@{D}"]}}).encode()
+    item = asyncio.run(controller.gatekeeper(provider))["response"]["items"][0]
+    assert "VERIFIER_ERROR" in item["error"]
+
+
+def test_mutating_and_unauthenticated_reviews_record_no_deploy(world: dict[str, object]) -> None:
+    admitted: list[str] = []
+
+    class Admits(Admission):
+        async def verdict(self, ref: Reference, policy: object, deadline: float, budget: object = None) -> tuple[ImageVerdict, bool]:  # type: ignore[override]
+            return ImageVerdict(str(ref), True, True, "enforce", None), False
+
+    controller = Admits(_policy(world), {}, on_admit=lambda ref, ns, wl: admitted.append(ns))
+    body = review("Pod", {"spec": {"containers": [{"name": "c", "image": f"r.example/app@{D}"}]}})
+    for mutate, authenticated in ((True, True), (False, False), (True, False)):
+        assert asyncio.run(controller.review(body, mutate=mutate, authenticated=authenticated))["response"]["allowed"]
+    assert asyncio.run(controller.review(body, mutate=False, authenticated=True))["response"]["allowed"]
+    controller._pool.shutdown(wait=True)  # the deploy is handed to the pool; wait for it to run
+    assert admitted == ["prod"]
