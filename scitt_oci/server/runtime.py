@@ -22,8 +22,10 @@ from scitt_oci.log.store import LogStore
 from scitt_oci.netutil import is_loopback_host
 from scitt_oci.oci.client import RegistryClient, RegistrySettings, docker_credentials
 from scitt_oci.oci.reference import Reference
+from scitt_oci.server import replication
 from scitt_oci.server.admission import Admission, admission_routes
 from scitt_oci.server.app import Metrics, RateLimiter, Settings, create_app
+from scitt_oci.server.replication import Replication
 from scitt_oci.server.webhooks import webhook_routes
 from scitt_oci.watch.events import DEPLOY, RegistryEvent
 from scitt_oci.watch.inbox import Inbox
@@ -42,6 +44,7 @@ class Runtime:
     watcher: Watcher | None = None
     reconciler: Reconciler | None = None
     webhook_secret_file: Path | None = None
+    replication: Replication | None = None  # C2SP tiles, witness, witness client
     app: Starlette = field(init=False)  # made last: its lifespan hooks are this runtime's start and stop
 
     def start(self) -> None:
@@ -50,8 +53,12 @@ class Runtime:
             self.watcher.start()
         if self.reconciler:
             self.reconciler.start()
+        if self.replication:
+            self.replication.start()
 
     def stop(self) -> None:
+        if self.replication:
+            self.replication.stop()
         if self.reconciler:
             self.reconciler.stop()
         if self.watcher:
@@ -200,6 +207,10 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
 
             controller.on_admit = record
         routes = [*routes, *admission_routes(controller)]
+
+    # ----- replication (server/replication.py, docs/replication.md) -----
+    rt.replication = replication.setup(config, service)
+    routes = [*routes, *rt.replication.routes]
 
     def readiness() -> str | None:
         if rt.watcher and rt.watcher.crashed:

@@ -1,0 +1,61 @@
+"""Composition of the replication faces from the configuration: the C2SP read API of the service's own
+log, and (later blocks) the witness and the witness client. Kept apart from runtime.py so that file
+only gains a few lines."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from starlette.routing import BaseRoute
+
+from scitt_oci import keyfiles
+from scitt_oci.config import Config
+from scitt_oci.errors import PolicyError, ScittOciError
+from scitt_oci.log.service import TransparencyService
+from scitt_oci.log.tiled import TiledLog
+from scitt_oci.server.tlog_routes import tlog_routes
+from scitt_oci.tlog import note, tiles
+
+
+def ed25519_key(path: Path, *, create: bool) -> ed25519.Ed25519PrivateKey:
+    key, _ = keyfiles.private_key(path, create_alg="EdDSA" if create else None)
+    if not isinstance(key.private, ed25519.Ed25519PrivateKey):
+        raise PolicyError(f"key file {path} must hold an Ed25519 private key (note and witness keys are Ed25519)")
+    return key.private
+
+
+def default_origin(config: Config) -> str:
+    base = config.identity or config.url
+    origin = base.split("://", 1)[-1].rstrip("/") + "/tlog"
+    return origin
+
+
+@dataclass
+class Replication:
+    routes: list[BaseRoute] = field(default_factory=list)
+    tiled: TiledLog | None = None
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def setup(config: Config, service: TransparencyService) -> Replication:
+    rep = Replication()
+    if not config.tlog.enabled:
+        return rep
+    origin = config.tlog.origin or default_origin(config)
+    try:
+        note.check_key_name(origin)
+    except ScittOciError as exc:
+        raise PolicyError(f"tlog.origin {origin!r}: {exc} (set tlog.origin)") from None
+    key_path = config.tlog.note_key or config.data_dir / "keys" / "note.pem"
+    signer = note.NoteSigner(origin, ed25519_key(key_path, create=config.tlog.note_key is None))
+    service.max_entry_bytes = tiles.MAX_ENTRY
+    rep.tiled = TiledLog(service.store, origin, signer)
+    rep.routes.extend(tlog_routes(rep.tiled))
+    return rep
