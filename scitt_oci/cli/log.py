@@ -134,8 +134,15 @@ def serve(
 
     try:
         cfg = config_mod.load(config_file, overrides=overrides)
-        from scitt_oci.server import asgi, runtime
+        from scitt_oci.server import (
+            asgi,
+            replication,  # a mirror's data dir: serve its /tlog/ read API only
+            runtime,
+        )
 
+        if replication.is_mirror(cfg.data_dir):
+            _serve_mirror(cfg)
+            return
         rt = runtime.build(cfg)
     except ScittOciError as exc:
         _die(exc.diagnostics())
@@ -190,6 +197,28 @@ def serve(
         uvicorn.run(rt.app, lifespan="off", **common)
     finally:
         rt.stop()
+
+
+def _serve_mirror(cfg: Any) -> None:
+    import uvicorn
+
+    from scitt_oci.server import replication
+
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    click.echo(f"scitt-oci mirror of another log at {cfg.url}/tlog/ (data dir {cfg.data_dir.resolve()})")
+    sys.stdout.flush()
+    tls: dict[str, Any] = (
+        {"ssl_certfile": str(cfg.tls_cert), "ssl_keyfile": str(cfg.tls_key)} if cfg.tls_cert and cfg.tls_key else {}
+    )
+    uvicorn.run(
+        replication.mirror_app(cfg.data_dir),
+        host=cfg.host,
+        port=cfg.port,
+        log_level=cfg.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        **tls,
+    )
 
 
 def _client(ts: str, token_file: Path | None, timeout: float, max_wait: float = 60.0) -> Any:
