@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import gzip
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from scitt_oci.log.tiled import TlogSource
+from scitt_oci.replication.witness import Witness
+from scitt_oci.server.bodies import read_limited
 from scitt_oci.tlog import tiles
 
 TEXT = "text/plain; charset=utf-8"
@@ -62,4 +65,25 @@ def tlog_routes(source: TlogSource, prefix: str = "/tlog") -> list[BaseRoute]:
         Route(f"{prefix}/checkpoint", checkpoint, methods=["GET"]),
         Route(f"{prefix}/vkey", vkey, methods=["GET"]),
         Route(prefix + "/tile/{path:path}", tile, methods=["GET"]),
+    ]
+
+
+MAX_ADD_CHECKPOINT = 64 * 1024  # old line, 63 proof lines and a checkpoint with many signatures
+
+
+def witness_routes(witness: Witness, prefix: str = "/tlog/witness") -> list[BaseRoute]:
+    async def add_checkpoint(request: Request) -> Response:
+        body = await read_limited(request, MAX_ADD_CHECKPOINT)
+        if body is None:
+            return text_error(413, f"the request may be at most {MAX_ADD_CHECKPOINT} bytes")
+        # The check-and-store transaction may wait for SQLite's write lock: off the event loop.
+        answer = await run_in_threadpool(witness.add_checkpoint, body)
+        return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
+
+    async def vkey(request: Request) -> Response:
+        return Response(witness.vkey() + "\n", media_type=TEXT)
+
+    return [
+        Route(f"{prefix}/add-checkpoint", add_checkpoint, methods=["POST"]),
+        Route(f"{prefix}/vkey", vkey, methods=["GET"]),
     ]
