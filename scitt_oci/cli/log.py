@@ -300,11 +300,17 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
     help="Service keys to trust (JWKS, COSE Key Set, PEM); default: pinned on first audit.",
 )
 @click.option("--timeout", default=10.0, show_default=True)
-def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float) -> None:
+@click.option(
+    "--witness-policy",
+    "witness_policy",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A C2SP tlog-policy: audit the witnessed /tlog/checkpoint and refuse it below the policy's quorum.",
+)
+def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float, witness_policy: Path | None = None) -> None:
     """Check that the log only grew since the last audit: verify the new checkpoint and a consistency proof.
 
-    Exit 0 when consistent (the new checkpoint is saved), 1 when the log is inconsistent
-    (nothing is saved: keep the evidence), 2 on errors.
+    Exit 0 when consistent (the new checkpoint is saved), 1 when the log is inconsistent or its
+    checkpoint is below the witness quorum (nothing is saved: keep the evidence), 2 on errors.
     """
     state: dict[str, Any] = {}
     if state_file.exists():
@@ -330,6 +336,11 @@ def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float) -> N
         size, root, _key = read_checkpoint(client.checkpoint(), trusted)
     except ScittOciError as exc:
         _die(exc.diagnostics())
+    if witness_policy is not None:
+        # The witnessed C2SP checkpoint decides the size and root; the COSE consistency proof below must end there.
+        from scitt_oci.cli.replication import witnessed_checkpoint
+
+        size, root = witnessed_checkpoint(ts, witness_policy, timeout)
     old_size, old_root = state.get("tree_size"), state.get("root")
     if isinstance(old_size, int) and isinstance(old_root, str):
         if size < old_size:

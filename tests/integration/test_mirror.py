@@ -19,12 +19,12 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from scitt_oci import keyfiles
 from scitt_oci.log.sqlite_store import SqliteStore
 from scitt_oci.log.store import Pending, entry_id
 from scitt_oci.replication.mirror import MirrorStore
 from scitt_oci.scitt import merkle, receipt
 from scitt_oci.tlog import checkpoint, note, tiles
-from tests.helpers import key
 from tests.serverproc import ServerProcess, free_port
 
 ORIGIN = "source.test/tlog"
@@ -42,7 +42,7 @@ def grow(data_dir: Path, target: int, tag: str = "a", step: int = 5000) -> None:
     """Append synthetic entries to a source's log database (one signed head per `step`)."""
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     store = SqliteStore(data_dir / "log.db", synchronous="NORMAL")
-    k = key()
+    k, _ = keyfiles.private_key(data_dir / "keys" / "ts.pem")  # the service's own receipt key: its heads verify
     done = store.size()
     while done < target:
         end = min(target, done + step)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -186,6 +188,7 @@ def test_quorum_holds_publication_back_until_witnesses_cosign(tmp_path: Path) ->
     w.start()
     try:
         wait_for(lambda: _cosigned_size(a, a_note, w_vkey) == 10)
+        _audit_and_mirror_with_policies(tmp_path, a, a_note, w_vkey)
         w.stop()
         grow(a.data_dir, 50, tag="a")
         wait_for(lambda: "did not cosign size 50" in a.output())
@@ -205,3 +208,24 @@ def test_bad_witness_configuration_is_a_named_error(tmp_path: Path) -> None:
     srv2 = ServerProcess(tmp_path / "data2", env={"SCITT_OCI_WITNESS_QUORUM": "2"})
     with pytest.raises(RuntimeError, match="witness_quorum 2 is more than the 0 witnesses"):
         srv2.start()
+
+
+def _scitt(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, timeout=120)
+
+
+def _audit_and_mirror_with_policies(tmp_path: Path, a: ServerProcess, a_note: str, w_vkey: str) -> None:
+    other = note.Verifier("w2.test/witness", note.COSIGNATURE_V1, ed25519.Ed25519PrivateKey.generate().public_key().public_bytes_raw())
+    met = tmp_path / "met.policy"
+    met.write_text(f"log {a_note}\nwitness W {w_vkey}\nquorum W\n")
+    unmet = tmp_path / "unmet.policy"
+    unmet.write_text(f"log {a_note}\nwitness W {w_vkey}\nwitness W2 {other.vkey}\ngroup both all W W2\nquorum both\n")
+    ok = _scitt("log", "audit", "--ts", a.url, "--state", str(tmp_path / "audit.json"), "--witness-policy", str(met))
+    assert ok.returncode == 0 and "witnessed: size 10 cosigned by w.test/witness" in ok.stdout, ok.stdout + ok.stderr
+    refused = _scitt("log", "audit", "--ts", a.url, "--state", str(tmp_path / "audit2.json"), "--witness-policy", str(unmet))
+    assert refused.returncode == 1 and "below the witness quorum" in refused.stdout, refused.stdout + refused.stderr
+    assert not (tmp_path / "audit2.json").exists()
+    mirrored = _scitt("mirror", a.url, "--vkey", a_note, "--data-dir", str(tmp_path / "m-met"), "--once", "--policy", str(met))
+    assert mirrored.returncode == 0, mirrored.stderr
+    below = _scitt("mirror", a.url, "--vkey", a_note, "--data-dir", str(tmp_path / "m-unmet"), "--once", "--policy", str(unmet))
+    assert below.returncode == 2 and "below the witness quorum" in below.stderr, below.stderr
