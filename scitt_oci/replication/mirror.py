@@ -101,16 +101,6 @@ class MirrorStore:
         row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return str(row[0]) if row else None
 
-    def set_meta(self, values: dict[str, str]) -> None:
-        conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", list(values.items()))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
     def held(self) -> Held | None:
         row = self._conn().execute("SELECT size, root, note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
         return Held(int(row[0]), bytes(row[1]), bytes(row[2])) if row else None
@@ -132,12 +122,19 @@ class MirrorStore:
         return [(int(i), str(r), str(e)) for i, r, e in rows]
 
     def commit(
-        self, cp: Checkpoint, note: bytes, new_tiles: dict[tuple[int, int], bytes], entries: list[tuple[int, bytes]]
+        self,
+        cp: Checkpoint,
+        note: bytes,
+        new_tiles: dict[tuple[int, int], bytes],
+        entries: list[tuple[int, bytes]],
+        meta: dict[str, str],
     ) -> None:
-        """Tiles, entries and the checkpoint in one transaction; the checkpoint must extend the one held."""
+        """Tiles, entries and the checkpoint in one transaction; the checkpoint must extend the one held.
+        `meta` (source and key) is bound on the first commit, so a failed first pass binds nothing."""
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
             row = conn.execute("SELECT MAX(size) FROM checkpoints").fetchone()
             if row[0] is not None and int(row[0]) > cp.size:
                 raise MirrorError(f"another mirror process stored size {row[0]} meanwhile; not storing {cp.size}")
@@ -233,8 +230,6 @@ class Mirror:
             raise MirrorError(f"{store.path} mirrors the log of key {held_key}, not {vkey.vkey}")
         if source is not None and source != client.prefix:
             raise MirrorError(f"{store.path} mirrors {source}, not {client.prefix}")
-        if held_key is None:
-            store.set_meta({"source": client.prefix, "vkey": vkey.vkey, "origin": vkey.name})
 
     def check_no_fork(self) -> None:
         forks = self.store.forks()
@@ -345,7 +340,8 @@ class Mirror:
                 if merkle.leaf_hash(entry) != level0[i]:
                     raise MirrorError(f"entry {index} from the source does not hash to its leaf in the tiles")
                 entries.append((index, entry))
-        self.store.commit(cp, data, new_tiles, entries)
+        meta = {"source": self.client.prefix, "vkey": self.vkey.vkey, "origin": self.vkey.name}
+        self.store.commit(cp, data, new_tiles, entries, meta)
         log.info("mirrored %d -> %d entries", held.size, cp.size)
         return cp.size
 

@@ -229,6 +229,11 @@ def test_wrong_key_and_unreachable_source_are_errors_not_forks(tmp_path: Path, s
     other = note.Verifier(ORIGIN, 1, ed25519.Ed25519PrivateKey.generate().public_key().public_bytes_raw()).vkey
     bad = run_mirror(src.url, other, tmp_path / "m1")
     assert bad.returncode == 2 and "does not verify" in bad.stderr and "Traceback" not in bad.stderr
+    # A failed first pass binds the data dir to nothing: the right key works there afterwards.
+    right = requests.get(src.url + "/tlog/vkey", timeout=5).text.strip()
+    assert run_mirror(src.url, right, tmp_path / "m1").returncode == 0
+    rebind = run_mirror(src.url, other, tmp_path / "m1")
+    assert rebind.returncode == 2 and "mirrors the log of key" in rebind.stderr
     down = run_mirror(f"http://127.0.0.1:{free_port()}", other, tmp_path / "m2")
     assert down.returncode == 2 and "cannot read" in down.stderr and "Traceback" not in down.stderr
     garbled = run_mirror(src.url, "not-a-vkey+zz+AA", tmp_path / "m3")
