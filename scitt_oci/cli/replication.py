@@ -29,10 +29,20 @@ def load_vkey(value: str) -> note.Verifier:
 
 
 def load_policy(path: Path | None) -> policy_mod.Policy | None:
+    """A C2SP tlog-policy file, or a trust policy (YAML) whose service names a `tlog` section."""
     if path is None:
         return None
+    text = _read(str(path), "witness policy").decode("utf-8", errors="replace")
     try:
-        return policy_mod.parse(_read(str(path), "witness policy").decode("utf-8", errors="replace"))
+        if "transparency_services" in text:
+            import yaml
+
+            try:
+                doc = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                _die(f"{path}: not valid YAML: {exc}")
+            return policy_mod.from_trust_policy(doc)
+        return policy_mod.parse(text)
     except ScittOciError as exc:
         _die(f"{path}: {exc}")
 

@@ -144,3 +144,54 @@ def parse(text: str) -> Policy:
         raise PolicyError("tlog policy has no quorum line")
     policy.quorum = quorum
     return policy
+
+
+def from_trust_policy(doc: object, service: str | None = None) -> Policy:
+    """The witness policy a trust policy's YAML names for one transparency service:
+
+        transparency_services:
+          - name: wabbit
+            keys: [...]
+            tlog:
+              vkey: "<the service's note vkey>"
+              witnesses: [{name: acme, vkey: "<cosignature/v1 vkey>"}]
+              quorum: 1          # how many of them must cosign (0 or absent: none)
+
+    `service` picks the entry by name; without it, the one entry that has `tlog`."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("transparency_services"), list):
+        raise PolicyError("trust policy: expected a mapping with a transparency_services list")
+    entries = [e for e in doc["transparency_services"] if isinstance(e, dict) and "tlog" in e]
+    if service is not None:
+        entries = [e for e in entries if e.get("name") == service]
+    if len(entries) != 1:
+        which = f"named {service!r} " if service else ""
+        raise PolicyError(
+            f"trust policy: expected one transparency service {which}with a `tlog` section, found {len(entries)}"
+        )
+    name = entries[0].get("name")
+    section = entries[0]["tlog"]
+    where = f"transparency_services[{name}].tlog"
+    if not isinstance(section, dict) or set(section) - {"vkey", "witnesses", "quorum"} or "vkey" not in section:
+        raise PolicyError(f"{where}: expected {{vkey, witnesses, quorum}} with a vkey")
+    lines = [f"log {section['vkey']}"]
+    witnesses = section.get("witnesses") or []
+    if not isinstance(witnesses, list):
+        raise PolicyError(f"{where}.witnesses: expected a list")
+    names = []
+    for i, w in enumerate(witnesses):
+        if not isinstance(w, dict) or set(w) != {"name", "vkey"}:
+            raise PolicyError(f"{where}.witnesses[{i}]: expected {{name, vkey}}")
+        names.append(str(w["name"]))
+        lines.append(f"witness {w['name']} {w['vkey']}")
+    quorum = section.get("quorum", 0)
+    if not isinstance(quorum, int) or isinstance(quorum, bool) or not 0 <= quorum <= len(names):
+        raise PolicyError(f"{where}.quorum: expected a number from 0 to {len(names)}")
+    if quorum:
+        lines.append(f"group quorum-of-{name} {quorum} {' '.join(names)}")
+        lines.append(f"quorum quorum-of-{name}")
+    else:
+        lines.append("quorum none")
+    try:
+        return parse("\n".join(lines))
+    except PolicyError as exc:
+        raise PolicyError(f"{where}: {exc}") from None

@@ -225,6 +225,15 @@ def _audit_and_mirror_with_policies(tmp_path: Path, a: ServerProcess, a_note: st
     refused = _scitt("log", "audit", "--ts", a.url, "--state", str(tmp_path / "audit2.json"), "--witness-policy", str(unmet))
     assert refused.returncode == 1 and "below the witness quorum" in refused.stdout, refused.stdout + refused.stderr
     assert not (tmp_path / "audit2.json").exists()
+    # The same quorum named in a trust policy's YAML.
+    (tmp_path / "ts.pem").write_bytes((a.data_dir / "keys" / "ts.pem").read_bytes())
+    yaml_policy = tmp_path / "trust.yaml"
+    yaml_policy.write_text(
+        "transparency_services:\n  - name: a\n    keys: [{path: ts.pem}]\n"
+        f"    tlog: {{vkey: '{a_note}', witnesses: [{{name: w, vkey: '{w_vkey}'}}], quorum: 1}}\n"
+    )
+    from_yaml = _scitt("log", "audit", "--ts", a.url, "--state", str(tmp_path / "audit3.json"), "--witness-policy", str(yaml_policy))
+    assert from_yaml.returncode == 0 and "witnessed: size 10" in from_yaml.stdout, from_yaml.stdout + from_yaml.stderr
     mirrored = _scitt("mirror", a.url, "--vkey", a_note, "--data-dir", str(tmp_path / "m-met"), "--once", "--policy", str(met))
     assert mirrored.returncode == 0, mirrored.stderr
     below = _scitt("mirror", a.url, "--vkey", a_note, "--data-dir", str(tmp_path / "m-unmet"), "--once", "--policy", str(unmet))

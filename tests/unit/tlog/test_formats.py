@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from tlog_scales import signing as ts_signing
 from tlog_scales import tiles as ts_tiles
 from tlog_scales import tlog as ts_tlog
@@ -290,3 +292,32 @@ quorum X-and-Y
 def test_bad_tlog_policies_are_named(text: str, why: str) -> None:
     with pytest.raises(PolicyError, match=why):
         policy.parse(text)
+
+
+def test_witness_policy_from_a_trust_policy_yaml(tmp_path: Path) -> None:
+    import yaml
+
+    from scitt_oci.verify import trust
+
+    log_vkey, w1, w2 = _vkey("ts.example/tlog", 1), _vkey("acme/w", 4), _vkey("lab/w", 4)
+    text = f"""
+transparency_services:
+  - name: wabbit
+    keys: [{{path: keys.pem}}]
+    tlog:
+      vkey: "{log_vkey}"
+      witnesses: [{{name: acme, vkey: "{w1}"}}, {{name: lab, vkey: "{w2}"}}]
+      quorum: 2
+"""
+    p = policy.from_trust_policy(yaml.safe_load(text))
+    assert p.log_keys == [note.parse_vkey(log_vkey)]
+    assert not p.satisfied([note.parse_vkey(w1)])
+    assert p.satisfied([note.parse_vkey(w1), note.parse_vkey(w2)])
+    # The verifier's own reader accepts the same file (it ignores the tlog section).
+    pem = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    (tmp_path / "keys.pem").write_bytes(pem)
+    assert trust.parse_policy(text.encode(), tmp_path).services[0].name == "wabbit"
+    with pytest.raises(PolicyError, match="quorum: expected a number from 0 to 2"):
+        policy.from_trust_policy(yaml.safe_load(text.replace("quorum: 2", "quorum: 3")))
+    with pytest.raises(PolicyError, match="found 0"):
+        policy.from_trust_policy(yaml.safe_load(text), service="other")
