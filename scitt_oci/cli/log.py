@@ -304,7 +304,7 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
     "--witness-policy",
     "witness_policy",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="A C2SP tlog-policy: audit the witnessed /tlog/checkpoint and refuse it below the policy's quorum.",
+    help="A C2SP tlog-policy (or a trust policy with a `tlog` section): audit the witnessed /tlog/checkpoint and refuse it below the quorum.",
 )
 def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float, witness_policy: Path | None = None) -> None:
     """Check that the log only grew since the last audit: verify the new checkpoint and a consistency proof.

@@ -57,12 +57,18 @@ def load_policy(path: Path | None) -> policy_mod.Policy | None:
     help="Where the mirror keeps its copy (mirror.db) and fork evidence; `serve --data-dir` serves it.",
 )
 @click.option("--once", is_flag=True, help="One pass, then exit (default: follow the source).")
-@click.option("--interval", default=5.0, show_default=True, help="Seconds between passes when following.")
+@click.option(
+    "--interval",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between passes when following.",
+)
 @click.option(
     "--policy",
     "policy_file",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="A C2SP tlog-policy file: refuse checkpoints below its witness quorum.",
+    help="A C2SP tlog-policy file, or a trust policy naming a `tlog` section: refuse checkpoints below its witness quorum.",
 )
 @click.option("--ca-file", type=click.Path(dir_okay=False), help="PEM bundle to verify the source's TLS certificate.")
 @click.option("--timeout", default=15.0, show_default=True, help="Seconds per HTTP request.")
