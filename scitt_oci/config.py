@@ -189,6 +189,38 @@ class AdmissionConfig(AdmissionListenerSettings):
     cluster: str = Field("default", description="the cluster name written into deploy statements")
 
 
+# ----- replication: C2SP tiles, witnessing (docs/replication.md) -----
+class TlogConfig(_Section):
+    enabled: bool = Field(True, description="serve the log as C2SP tiles under /tlog/ (entries capped at 65,535 bytes)")
+    origin: str | None = Field(
+        None, description="the checkpoint origin and note key name; default: the identity or URL without scheme + /tlog"
+    )
+    note_key: Path | None = Field(
+        None,
+        description="Ed25519 key that signs checkpoints (PEM); default: <data_dir>/keys/note.pem, made on first start",
+    )
+
+
+class WitnessedLog(_Section):
+    vkey: str = Field(description="the log's note verifier key (name+id+key); its name is the log's origin")
+    origin: str | None = Field(None, description="the origin, when it differs from the key name")
+
+
+class WitnessConfig(_Section):
+    logs: list[WitnessedLog] = Field(
+        default_factory=list, description="logs to witness at POST /tlog/witness/add-checkpoint; none: no witness"
+    )
+    name: str | None = Field(None, description="the cosigner name; default: the origin with /witness")
+    key: Path | None = Field(
+        None, description="Ed25519 cosigning key (PEM); default: <data_dir>/keys/witness.pem, made on first start"
+    )
+
+
+class WitnessPeer(_Section):
+    url: str = Field(description="the witness service's base URL (/tlog/witness/add-checkpoint is appended)")
+    vkey: str = Field(description="the witness's cosignature/v1 verifier key")
+
+
 class Config(_Section):
     data_dir: Path = Field(Path("data"), description="keys and the embedded database live here")
     listen: str = Field(f"127.0.0.1:{DEFAULT_PORT}", description="HOST:PORT to serve on")
@@ -215,6 +247,11 @@ class Config(_Section):
         None, description="PEM certificate to serve HTTPS (required for admission beyond loopback)"
     )
     tls_key: Path | None = Field(None, description="its private key (PEM)")
+    # replication (docs/replication.md)
+    tlog: TlogConfig = Field(default_factory=TlogConfig)  # type: ignore[arg-type]
+    witness: WitnessConfig = Field(default_factory=WitnessConfig)  # type: ignore[arg-type]
+    witnesses: list[WitnessPeer] = Field(default_factory=list, description="witnesses to send each new checkpoint to")
+    witness_quorum: int = Field(0, ge=0, description="publish a checkpoint at /tlog/checkpoint once this many cosigned")
 
     @field_validator("listen")
     @classmethod
@@ -327,6 +364,8 @@ _PATH_KEYS = {
     ("registration", "x509_roots"),
     ("auth", "token_files"),
     ("storage", "sqlite_path"),
+    ("tlog", "note_key"),
+    ("witness", "key"),
 }
 
 

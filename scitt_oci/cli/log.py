@@ -134,8 +134,15 @@ def serve(
 
     try:
         cfg = config_mod.load(config_file, overrides=overrides)
-        from scitt_oci.server import asgi, runtime
+        from scitt_oci.server import (
+            asgi,
+            replication,  # a mirror's data dir: serve its /tlog/ read API only
+            runtime,
+        )
 
+        if replication.is_mirror(cfg.data_dir):
+            _serve_mirror(cfg)
+            return
         rt = runtime.build(cfg)
     except ScittOciError as exc:
         _die(exc.diagnostics())
@@ -233,6 +240,28 @@ def serve(
         sys.exit(code)
 
 
+def _serve_mirror(cfg: Any) -> None:
+    import uvicorn
+
+    from scitt_oci.server import replication
+
+    logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    click.echo(f"scitt-oci mirror of another log at {cfg.url}/tlog/ (data dir {cfg.data_dir.resolve()})")
+    sys.stdout.flush()
+    tls: dict[str, Any] = (
+        {"ssl_certfile": str(cfg.tls_cert), "ssl_keyfile": str(cfg.tls_key)} if cfg.tls_cert and cfg.tls_key else {}
+    )
+    uvicorn.run(
+        replication.mirror_app(cfg.data_dir),
+        host=cfg.host,
+        port=cfg.port,
+        log_level=cfg.log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
+        **tls,
+    )
+
+
 def _client(ts: str, token_file: Path | None, timeout: float, max_wait: float = 60.0) -> Any:
     from scitt_oci.log.client import ScrapiClient
 
@@ -312,11 +341,17 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
     help="Service keys to trust (JWKS, COSE Key Set, PEM); default: pinned on first audit.",
 )
 @click.option("--timeout", default=10.0, show_default=True)
-def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float) -> None:
+@click.option(
+    "--witness-policy",
+    "witness_policy",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A C2SP tlog-policy (or a trust policy with a `tlog` section): audit the witnessed /tlog/checkpoint and refuse it below the quorum.",
+)
+def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float, witness_policy: Path | None = None) -> None:
     """Check that the log only grew since the last audit: verify the new checkpoint and a consistency proof.
 
-    Exit 0 when consistent (the new checkpoint is saved), 1 when the log is inconsistent
-    (nothing is saved: keep the evidence), 2 on errors.
+    Exit 0 when consistent (the new checkpoint is saved), 1 when the log is inconsistent or its
+    checkpoint is below the witness quorum (nothing is saved: keep the evidence), 2 on errors.
     """
     state: dict[str, Any] = {}
     if state_file.exists():
@@ -342,6 +377,11 @@ def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float) -> N
         size, root, _key = read_checkpoint(client.checkpoint(), trusted)
     except ScittOciError as exc:
         _die(exc.diagnostics())
+    if witness_policy is not None:
+        # The witnessed C2SP checkpoint decides the size and root; the COSE consistency proof below must end there.
+        from scitt_oci.cli.replication import witnessed_checkpoint
+
+        size, root = witnessed_checkpoint(ts, witness_policy, timeout)
     old_size, old_root = state.get("tree_size"), state.get("root")
     if isinstance(old_size, int) and isinstance(old_root, str):
         if size < old_size:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import ScittOciError
-from scitt_oci.log.policy import RegistrationPolicy
+from scitt_oci.log.policy import RegistrationPolicy, Rejection
 from scitt_oci.log.sequencer import BatchObserver, Registration, Sequencer
 from scitt_oci.log.store import LogStore, Pending, StoredHead, entry_id
 from scitt_oci.lru import LruCache
@@ -40,8 +40,10 @@ class TransparencyService:
         max_delay: float = 0.002,
         max_queue: int = 50_000,
         observer: BatchObserver | None = None,
+        max_entry_bytes: int | None = None,
     ) -> None:
         self.store = store
+        self.max_entry_bytes = max_entry_bytes  # the C2SP entry bundles' limit when tiles are served
         self.key = key
         self.policy = policy
         self.identity = identity
@@ -74,6 +76,12 @@ class TransparencyService:
         """Check `data` against the registration policy, then queue it (`Rejection` if refused)."""
         signed = self.policy.check(data)
         entry = signed.entry()
+        if self.max_entry_bytes is not None and len(entry) > self.max_entry_bytes:
+            raise Rejection(
+                "Payload Too Large",
+                f"the log entry would be {len(entry)} bytes; this log serves C2SP tiles, whose entries are at most {self.max_entry_bytes}",
+                413,
+            )
         eid = entry_id(entry)
         if self._receipts.get(eid) is not None:  # known and recent: no need to queue it again
             return Submission(eid, None)

@@ -83,6 +83,30 @@ class SqlStore(ABC):
         ).fetchone()
         return bytes(row[0]) if row else b""
 
+    def read_tiles(self, level: int, first: int, count: int) -> bytes:
+        """Stored tiles `first`..`first+count-1` of `level`, concatenated, stopping at the first one absent
+        or partial (the C2SP read API builds its 256-wide tiles from 16 of these)."""
+        rows = self._exec(
+            self._reader(),
+            "SELECT idx, hashes FROM tiles WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            (level, first, first + count),
+        ).fetchall()
+        out = bytearray()
+        for expected, (idx, hashes) in enumerate(rows, first):
+            if int(idx) != expected:
+                break
+            out += bytes(hashes)
+            if len(hashes) < tiles.TILE_WIDTH * tiles.HASH:
+                break
+        return bytes(out)
+
+    def entries(self, begin: int, end: int) -> list[bytes]:
+        """The entries at leaf indexes [begin, end), as far as they are stored."""
+        rows = self._exec(
+            self._reader(), "SELECT entry FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (begin, end)
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
+
     def tree(self) -> TileTree:
         """Over committed tiles only (reader connections), so cached nodes and ranges never go stale."""
         return TileTree(self._read_tile, self._cache, self._ranges)

@@ -78,6 +78,12 @@ class LogStore(Protocol):
     def pending(self, limit: int) -> list[Pending]:
         """The oldest pending entries."""
 
+    def read_tiles(self, level: int, first: int, count: int) -> bytes:
+        """Stored hash tiles `first`.. of `level` (16 hashes each), concatenated up to the first partial one."""
+
+    def entries(self, begin: int, end: int) -> list[bytes]:
+        """The entries at leaf indexes [begin, end)."""
+
     def tree(self) -> TileTree:
         """Root and proof computations over the stored tiles (for the calling thread)."""
 

@@ -23,9 +23,11 @@ from scitt_oci.log.store import LogStore
 from scitt_oci.netutil import is_loopback_host
 from scitt_oci.oci.client import RegistryClient, RegistrySettings, docker_credentials
 from scitt_oci.oci.reference import Reference
+from scitt_oci.server import replication
 from scitt_oci.server.admission import Admission, ClientAuth, admission_app, admission_routes
 from scitt_oci.server.app import Metrics, RateLimiter, Settings, create_app
 from scitt_oci.server.plaintext import RefusePlainCredentials
+from scitt_oci.server.replication import Replication
 from scitt_oci.server.webhooks import webhook_routes
 from scitt_oci.watch.events import DEPLOY, RegistryEvent
 from scitt_oci.watch.inbox import Inbox
@@ -46,6 +48,7 @@ class Runtime:
     webhook_secret_file: Path | None = None
     admission_app: Starlette | None = None  # the admission listener's app, when admission.listen is set
     admission_policy: Path | None = None  # the policy admission decides with (made by trust_self, or given)
+    replication: Replication | None = None  # C2SP tiles, witness, witness client
     app: Starlette = field(init=False)  # made last: its lifespan hooks are this runtime's start and stop
 
     def start(self) -> None:
@@ -54,8 +57,12 @@ class Runtime:
             self.watcher.start()
         if self.reconciler:
             self.reconciler.start()
+        if self.replication:
+            self.replication.start()
 
     def stop(self) -> None:
+        if self.replication:
+            self.replication.stop()
         if self.reconciler:
             self.reconciler.stop()
         if self.watcher:
@@ -219,6 +226,10 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
             rt.admission_app = admission_app(admission_routes(controller, auth))
         else:
             routes = [*routes, *admission_routes(controller)]
+
+    # ----- replication (server/replication.py, docs/replication.md) -----
+    rt.replication = replication.setup(config, service)
+    routes = [*routes, *rt.replication.routes]
 
     def readiness() -> str | None:
         if rt.watcher and rt.watcher.crashed:

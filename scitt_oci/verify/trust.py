@@ -186,7 +186,8 @@ def parse_policy(text: bytes, base: Path) -> TrustPolicy:
     for i, entry in enumerate(_list("transparency_services", root["transparency_services"])):
         where = f"transparency_services[{i}]"
         item = _mapping(where, entry)
-        _check_keys(where, item, {"name", "keys"}, {"name", "keys"})
+        # `tlog` (the service's note key and witnesses) is read by `log audit` and `mirror` (tlog/policy.py)
+        _check_keys(where, item, {"name", "keys", "tlog"}, {"name", "keys"})
         keys = loader.keys(f"{where}.keys", item["keys"])
         if not keys:
             raise PolicyError(f"{where}: names no keys")

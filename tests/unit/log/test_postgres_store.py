@@ -95,3 +95,25 @@ def test_bad_dsn_is_a_clear_error_without_the_password() -> None:
     with pytest.raises(StoreError, match="cannot open the PostgreSQL log") as info:
         PostgresStore("host=127.0.0.1 port=1 user=x password=hunter2 connect_timeout=2", schema="s")
     assert "hunter2" not in str(info.value)
+
+
+def test_c2sp_tiles_from_postgresql_rebuild_the_root(schema: str) -> None:
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from scitt_oci.log.tiled import TiledLog
+    from scitt_oci.tlog import checkpoint, note, tiles
+
+    store = PostgresStore(DSN, schema=schema)
+    entries = [_p("t", i) for i in range(600)]
+    store.commit(accept=[], integrate=entries, sign=_sign, now=1)
+    signer = note.NoteSigner("pg.test/tlog", ed25519.Ed25519PrivateKey.generate())
+    tiled = TiledLog(store, "pg.test/tlog", signer)
+    opened = checkpoint.open_signed(tiled.checkpoint() or b"", [signer.verifier])
+
+    def read(level: int, index: int) -> bytes:
+        width = min(tiles.WIDTH, tiles.level_width(600, level) - index * tiles.WIDTH)
+        return tiled.tile(level, index, width) or b""
+
+    assert tiles.TiledTree(read, 600).root() == opened.checkpoint.root == merkle.root_of([merkle.leaf_hash(p.entry) for p in entries])
+    assert tiles.decode_bundle(tiled.bundle(2, 88) or b"", 88)[0] == entries[512].entry
+    store.close()
