@@ -1,0 +1,177 @@
+"""Notation envelopes made by notation-go, verified against trust stores as Notation's trust policy names them."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+
+import cbor2
+import pytest
+from cryptography import x509
+
+from scitt_oci.signatures import notation
+from scitt_oci.signatures.trust import NotationTrustStore, SignatureTrust, TrustedIdentity
+from tests.conftest import shared
+
+NOW = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+ALPINE = notation.Subject(
+    "sha256:19dbd2e48e921426ee8ace4dc892edfb2ecdc1d1a72d5416c83670c30acecef0",
+    481,
+    "application/vnd.oci.image.manifest.v1+json",
+)
+TIMESTAMPED = notation.Subject(
+    "sha256:c0669ef34cdc14332c0f1ab0c2c01acb91d96014b172f1a76f3a39e63d1f0bda",
+    528,
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+ALPINE_DN = "x509.subject: C=US, ST=WA, L=Seattle, O=Notary, CN=alpine"
+
+
+def _envelope(name: str) -> bytes:
+    return shared("signatures", "notation", name).read_bytes()
+
+
+def _alpine_cert() -> x509.Certificate:
+    jws = json.loads(_envelope("jws_signature.sig"))
+    return x509.load_der_x509_certificate(base64.b64decode(jws["header"]["x5c"][0]))
+
+
+def _trust(
+    *roots: x509.Certificate, identities: tuple[str, ...] = (ALPINE_DN,), authority: bool = False
+) -> SignatureTrust:
+    ids = tuple(TrustedIdentity.parse(i) for i in identities)
+    store = NotationTrustStore("wabbit", () if authority else roots, roots if authority else (), ids)
+    return SignatureTrust(notation=(store,))
+
+
+@pytest.mark.parametrize(
+    ("name", "media_type"), [("jws_signature.sig", notation.JWS), ("cose_signature.sig", notation.COSE)]
+)
+def test_notation_envelopes_verify_with_the_signer_and_chain(name: str, media_type: str) -> None:
+    cert = _alpine_cert()
+    check = notation.verify(_envelope(name), media_type, ALPINE, _trust(cert), NOW)
+    assert check.verified, check.reason
+    assert check.signer == "x509.subject: C=US, ST=WA, L=Seattle, O=Notary, CN=alpine"
+    assert check.anchor == "wabbit" and len(check.chain) == 1 and check.chain[0].startswith("sha256:")
+    assert check.timestamp == notation.NO_TIMESTAMP
+
+
+def test_flipped_signature_byte_is_not_verified() -> None:
+    doc = json.loads(_envelope("jws_signature.sig"))
+    sig = bytearray(base64.urlsafe_b64decode(doc["signature"] + "=="))
+    sig[10] ^= 1
+    doc["signature"] = base64.urlsafe_b64encode(bytes(sig)).decode().rstrip("=")
+    check = notation.verify(json.dumps(doc).encode(), notation.JWS, ALPINE, _trust(_alpine_cert()), NOW)
+    assert not check.verified
+    assert "envelope signature does not verify" in check.reason
+
+
+def test_flipped_payload_byte_in_cose_is_not_verified() -> None:
+    tag = cbor2.loads(_envelope("cose_signature.sig"))
+    tag.value[2] = tag.value[2].replace(b"481", b"482")
+    check = notation.verify(cbor2.dumps(tag), notation.COSE, ALPINE, _trust(_alpine_cert()), NOW)
+    assert not check.verified and "envelope signature does not verify" in check.reason
+
+
+def test_another_subject_is_not_verified() -> None:
+    other = notation.Subject("sha256:" + "ab" * 32, ALPINE.size, ALPINE.media_type)
+    check = notation.verify(_envelope("cose_signature.sig"), notation.COSE, other, _trust(_alpine_cert()), NOW)
+    assert not check.verified
+    assert check.reason == f"the signature is for {ALPINE.digest!r}, not the subject {other.digest}"
+    bigger = notation.Subject(ALPINE.digest, 482, ALPINE.media_type)
+    assert (
+        "signed size 481 is not the subject's 482"
+        in notation.verify(_envelope("cose_signature.sig"), notation.COSE, bigger, _trust(_alpine_cert()), NOW).reason
+    )
+
+
+def test_untrusted_root_is_not_verified() -> None:
+    wabbit = x509.load_pem_x509_certificate(
+        shared("signatures", "notation", "truststore", "wabbit-networks.io.crt").read_bytes()
+    )
+    check = notation.verify(_envelope("jws_signature.sig"), notation.JWS, ALPINE, _trust(wabbit), NOW)
+    assert not check.verified
+    assert (
+        "trust store 'wabbit': certificate 'CN=alpine,O=Notary,L=Seattle,ST=WA,C=US' does not chain to a configured root"
+        in check.reason
+    )
+
+
+def test_nothing_configured_is_not_verified() -> None:
+    check = notation.verify(_envelope("jws_signature.sig"), notation.JWS, ALPINE, SignatureTrust(), NOW)
+    assert (check.verified, check.reason) == (False, "no Notation trust store is configured")
+
+
+def test_identity_outside_the_trusted_identities_is_not_verified() -> None:
+    check = notation.verify(
+        _envelope("jws_signature.sig"),
+        notation.JWS,
+        ALPINE,
+        _trust(_alpine_cert(), identities=("x509.subject: C=US, O=Acme",)),
+        NOW,
+    )
+    assert not check.verified and "is not one of its trusted identities (x509.subject: C=US, O=Acme)" in check.reason
+    wildcard = notation.verify(
+        _envelope("jws_signature.sig"), notation.JWS, ALPINE, _trust(_alpine_cert(), identities=("*",)), NOW
+    )
+    assert wildcard.verified
+
+
+def test_signing_scheme_needs_the_matching_store_kind() -> None:
+    check = notation.verify(
+        _envelope("jws_signature.sig"), notation.JWS, ALPINE, _trust(_alpine_cert(), authority=True), NOW
+    )
+    assert not check.verified and "it has no CA roots (signing scheme notary.x509)" in check.reason
+
+
+def _expired() -> tuple[bytes, x509.Certificate]:
+    data = _envelope("timestamp/coseExpiredWithTimestamp.sig")
+    leaf = x509.load_der_x509_certificate(cbor2.loads(data).value[1][33][0])
+    return data, leaf
+
+
+def test_expired_certificate_without_timestamp_is_not_verified() -> None:
+    data, leaf = _expired()
+    tag = cbor2.loads(data)
+    del tag.value[1][notation.TIMESTAMP]  # unprotected: the signature still holds without it
+    check = notation.verify(cbor2.dumps(tag), notation.COSE, TIMESTAMPED, _trust(leaf, identities=("*",)), NOW)
+    assert not check.verified
+    assert "certificate 'CN=testTSA,O=Notary,L=Seattle,ST=WA,C=US' expired at 2024-06-18T07:30:31+00:00" in check.reason
+    assert "timestamp" not in check.reason
+
+
+def test_expired_certificate_with_timestamp_says_the_timestamp_is_not_checked() -> None:
+    data, leaf = _expired()
+    check = notation.verify(data, notation.COSE, TIMESTAMPED, _trust(leaf, identities=("*",)), NOW)
+    assert not check.verified
+    assert check.reason.endswith(f"({notation.TIMESTAMP_NOT_CHECKED})")
+    assert "expired at 2024-06-18" in check.reason
+
+
+@pytest.mark.parametrize(
+    ("name", "media_type"), [("coseWithTimestamp.sig", notation.COSE), ("jwsWithTimestamp.sig", notation.JWS)]
+)
+def test_timestamped_envelope_verifies_at_verification_time_and_says_so(name: str, media_type: str) -> None:
+    root = x509.load_pem_x509_certificate(
+        shared("signatures", "notation", "truststore", "TestTimestamp.crt").read_bytes()
+    )
+    check = notation.verify(_envelope(f"timestamp/{name}"), media_type, TIMESTAMPED, _trust(root), NOW)
+    assert check.verified, check.reason
+    assert check.timestamp == notation.TIMESTAMP_NOT_CHECKED
+
+
+def test_garbage_envelopes_are_not_verified_with_a_reason() -> None:
+    trust = _trust(_alpine_cert())
+    assert "not JSON" in notation.verify(b"x" * 42, notation.JWS, ALPINE, trust, NOW).reason
+    assert "cannot be decoded" in notation.verify(b"\xff" * 42, notation.COSE, ALPINE, trust, NOW).reason
+    assert "is not application/jose+json" in notation.verify(b"{}", "text/plain", ALPINE, trust, NOW).reason
+
+
+def test_trusted_identity_syntax_is_checked() -> None:
+    from scitt_oci.errors import PolicyError
+
+    with pytest.raises(PolicyError, match="must be '\\*' or 'x509.subject"):
+        TrustedIdentity.parse("CN=alpine")
+    with pytest.raises(PolicyError, match="'XX=1' is not NAME=value"):
+        TrustedIdentity.parse("x509.subject: XX=1")
