@@ -160,7 +160,11 @@ def _describe(referrer: str, blob: bytes) -> dict[str, Any]:
         iat=claims.iat if claims else None,
         recorded=str(event.recorded_digest),
         details=dict(event.details),
+        profile_version=event.version,
     )
+    if event.kind in profile.SIGNED_KINDS and event.version < 2:
+        out["details"]["verified"] = False
+        out["details"]["note"] = "profile v1: the signer is the pusher's claim; nothing verified it"
     receipts = []
     for raw in ts.receipts:
         try:
