@@ -255,7 +255,7 @@ def parse_policy(text: bytes, base: Path) -> TrustPolicy:
     )
 
 
-_KINDS = ("push", "signature", "delete", "deploy")
+_KINDS = ("push", "signature", "attestation", "delete", "deploy")
 _FORMATS = ("cosign", "cosign-bundle", "notation")
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
