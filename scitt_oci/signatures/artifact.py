@@ -28,7 +28,23 @@ def verify_signature(
     trust: SignatureTrust,
     now: dt.datetime,
 ) -> SignatureCheck:
-    """Verify the signature manifest `manifest` of `fmt` over `subject`; `blobs` maps layer digests to bytes."""
+    """Verify the signature manifest `manifest` of `fmt` over `subject`; `blobs` maps layer digests to bytes.
+
+    Never raises: hostile bytes that trip a parser below are "not verified" with what went wrong."""
+    try:
+        return _verify(fmt, manifest, blobs, subject, trust, now)
+    except Exception as exc:  # a pusher controls every byte here; none of it may stop the watcher
+        return SignatureCheck.failed(fmt, f"the signature cannot be checked: {type(exc).__name__}: {exc}"[:1000])
+
+
+def _verify(
+    fmt: Format,
+    manifest: Manifest,
+    blobs: Mapping[str, bytes],
+    subject: Descriptor,
+    trust: SignatureTrust,
+    now: dt.datetime,
+) -> SignatureCheck:
     layers = [(d, blobs[d.digest]) for d in manifest.layers[:MAX_SIGNATURE_LAYERS] if d.digest in blobs]
     if fmt is Format.COSIGN:
         return cosign.verify(layers, subject.digest, trust, now)
