@@ -134,6 +134,9 @@ class NotationTrustStoreConfig(_Section):
     signing_authority: list[Path] = Field(
         default_factory=list, description="PEM files of signing-authority roots (notary.x509.signingAuthority)"
     )
+    tsa: list[Path] = Field(
+        default_factory=list, description="PEM or DER files of timestamping roots for RFC 3161 countersignatures"
+    )
     trusted_identities: list[str] = Field(
         min_length=1,
         description="leaf subjects it trusts, as Notation writes them: 'x509.subject: C=US, O=Acme', or '*'",
@@ -343,7 +346,7 @@ def _resolve_signature_paths(doc: dict[str, Any], base: Path) -> dict[str, Any]:
             return str(base / value)
         return [fix(v) for v in value] if isinstance(value, list) else value
 
-    fields = {"notation": ("ca", "signing_authority"), "cosign_keys": ("key",), "sigstore": ("trusted_root",)}
+    fields = {"notation": ("ca", "signing_authority", "tsa"), "cosign_keys": ("key",), "sigstore": ("trusted_root",)}
     out = dict(block)
     for section, names in fields.items():
         entries = out.get(section)

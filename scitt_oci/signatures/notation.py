@@ -8,8 +8,11 @@ store of the kind its signing scheme names (CA for `notary.x509`, signing author
 `notary.x509.signingAuthority`) at the time of verification; and the leaf's subject is one of
 that store's trusted identities.
 
-RFC 3161 timestamp countersignatures are NOT checked: the chain must be valid now, and the
-result says that any timestamp the envelope carries was not used.
+Signing time: when the envelope carries an RFC 3161 timestamp countersignature and the trust store
+names TSA roots, the timestamp must verify under them, and the chain must be valid over the whole
+time it proves (genTime plus or minus its accuracy), as Notation's authentic-timestamp rule asks.
+Otherwise the chain must be valid at the time of verification, and a timestamp the envelope
+carries is said to be unchecked. Revocation (OCSP, CRL) is not checked.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from scitt_oci.cose import algorithms, cbor
 from scitt_oci.errors import ScittOciError
+from scitt_oci.signatures import timestamp as tsp
 from scitt_oci.signatures.model import Format, NotVerified, SignatureCheck
 from scitt_oci.signatures.trust import NotationTrustStore, SignatureTrust
 from scitt_oci.signatures.x509path import MAX_CHAIN, check_code_signing, dn_matches, thumbprint, validate
@@ -69,7 +73,7 @@ class Envelope:
     chain: list[x509.Certificate]
     scheme: str
     expiry: dt.datetime | None
-    has_timestamp: bool
+    timestamp: bytes | None  # the RFC 3161 TimeStampToken countersigning `signature`
 
 
 def _b64url(value: object, what: str) -> bytes:
@@ -114,6 +118,18 @@ def _time(value: object, what: str) -> dt.datetime:
     raise NotVerified(f"{what} {value!r} is not a time")
 
 
+def _token(value: object, decode: Any) -> bytes | None:
+    if value is None:
+        return None
+    try:
+        token = decode(value)
+    except (TypeError, ValueError, binascii.Error):
+        raise NotVerified(f"{TIMESTAMP} cannot be read") from None
+    if not isinstance(token, bytes):
+        raise NotVerified(f"{TIMESTAMP} must be a byte string")
+    return token
+
+
 def _read_jws(data: bytes) -> Envelope:
     try:
         doc = json.loads(data)
@@ -148,7 +164,7 @@ def _read_jws(data: bytes) -> Envelope:
         chain,
         str(protected.get(SIGNING_SCHEME)),
         _time(protected[EXPIRY], "expiry") if EXPIRY in protected else None,
-        TIMESTAMP in header,
+        _token(header.get(TIMESTAMP), lambda t: base64.b64decode(t, validate=True)),
     )
 
 
@@ -192,7 +208,7 @@ def _read_cose(data: bytes) -> Envelope:
         chain,
         str(protected.get(SIGNING_SCHEME)),
         _time(protected[EXPIRY], "expiry") if EXPIRY in protected else None,
-        TIMESTAMP in unprotected,
+        _token(unprotected.get(TIMESTAMP), bytes),
     )
 
 
@@ -241,7 +257,21 @@ def notation_subject(cert: x509.Certificate) -> str:
     return "x509.subject: " + ", ".join(parts)
 
 
-def _trusted_by(store: NotationTrustStore, envelope: Envelope, now: dt.datetime) -> list[x509.Certificate]:
+def _signing_time(store: NotationTrustStore, envelope: Envelope, now: dt.datetime) -> tuple[list[dt.datetime], str]:
+    """The times the chain must be valid at, and how they were established, in words."""
+    if envelope.timestamp is None:
+        return [now], NO_TIMESTAMP
+    if not store.tsa:
+        return [now], TIMESTAMP_NOT_CHECKED
+    stamp = tsp.verify(envelope.timestamp, envelope.signature, store.tsa)
+    how = (
+        f"RFC 3161 timestamp {stamp.time.isoformat()} (accuracy {stamp.accuracy.total_seconds():g} s) verified under "
+        "the trust store's TSA roots; the chain was validated over that time"
+    )
+    return [stamp.earliest, stamp.latest], how
+
+
+def _trusted_by(store: NotationTrustStore, envelope: Envelope, now: dt.datetime) -> tuple[list[x509.Certificate], str]:
     if envelope.scheme == SCHEME_CA:
         roots = store.ca
     elif envelope.scheme == SCHEME_AUTHORITY:
@@ -251,7 +281,9 @@ def _trusted_by(store: NotationTrustStore, envelope: Envelope, now: dt.datetime)
     if not roots:
         kind = "CA" if envelope.scheme == SCHEME_CA else "signing-authority"
         raise NotVerified(f"it has no {kind} roots (signing scheme {envelope.scheme})")
-    path = validate(envelope.chain, roots, now)
+    times, how = _signing_time(store, envelope, now)
+    paths = [validate(envelope.chain, roots, at) for at in times]  # valid at every time of the range
+    path = paths[0]
     leaf = envelope.chain[0]
     check_code_signing(leaf)
     if not any(i.attributes is None or dn_matches(i.attributes, leaf) for i in store.trusted_identities):
@@ -259,7 +291,7 @@ def _trusted_by(store: NotationTrustStore, envelope: Envelope, now: dt.datetime)
             f"{notation_subject(leaf)!r} is not one of its trusted identities "
             f"({'; '.join(i.text for i in store.trusted_identities) or 'none configured'})"
         )
-    return path
+    return path, how
 
 
 def verify(
@@ -277,7 +309,7 @@ def verify(
         refusals = []
         for store in trust.notation:
             try:
-                path = _trusted_by(store, envelope, now)
+                path, how = _trusted_by(store, envelope, now)
             except NotVerified as exc:
                 refusals.append(f"trust store {store.name!r}: {exc.reason}")
                 continue
@@ -287,9 +319,9 @@ def verify(
                 signer=notation_subject(envelope.chain[0]),
                 chain=tuple(thumbprint(c) for c in path),
                 anchor=store.name,
-                timestamp=TIMESTAMP_NOT_CHECKED if envelope.has_timestamp else NO_TIMESTAMP,
+                timestamp=how,
             )
-        note = f" ({TIMESTAMP_NOT_CHECKED})" if envelope.has_timestamp else ""
+        note = f" ({TIMESTAMP_NOT_CHECKED})" if envelope.timestamp and not any(s.tsa for s in trust.notation) else ""
         raise NotVerified("; ".join(refusals) + note)
     except NotVerified as exc:
         return SignatureCheck.failed(Format.NOTATION, exc.reason)

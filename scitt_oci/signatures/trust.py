@@ -56,6 +56,7 @@ class NotationTrustStore:
     ca: tuple[x509.Certificate, ...] = ()
     signing_authority: tuple[x509.Certificate, ...] = ()
     trusted_identities: tuple[TrustedIdentity, ...] = ()
+    tsa: tuple[x509.Certificate, ...] = ()  # timestamping roots: RFC 3161 countersignatures verify under these
 
 
 @dataclass(frozen=True)

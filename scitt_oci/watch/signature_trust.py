@@ -39,10 +39,14 @@ def _read(path: Path, where: str) -> bytes:
 def _certificates(paths: list[Path], where: str) -> tuple[x509.Certificate, ...]:
     out: list[x509.Certificate] = []
     for i, path in enumerate(paths):
+        data = _read(path, f"{where}[{i}]")
         try:
-            out.extend(x509.load_pem_x509_certificates(_read(path, f"{where}[{i}]")))
+            if b"-----BEGIN" in data:
+                out.extend(x509.load_pem_x509_certificates(data))
+            else:
+                out.append(x509.load_der_x509_certificate(data))
         except ValueError as exc:
-            raise PolicyError(f"{where}[{i}]: {path} holds no PEM certificates: {exc}") from None
+            raise PolicyError(f"{where}[{i}]: {path} holds no PEM or DER certificate: {exc}") from None
     return tuple(out)
 
 
@@ -71,6 +75,7 @@ def load(config: SignaturesConfig) -> SignatureTrust:
                 _certificates(store.ca, f"{where}.ca"),
                 _certificates(store.signing_authority, f"{where}.signing_authority"),
                 identities,
+                _certificates(store.tsa, f"{where}.tsa"),
             )
         )
     keys = tuple(

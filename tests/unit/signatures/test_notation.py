@@ -175,3 +175,68 @@ def test_trusted_identity_syntax_is_checked() -> None:
         TrustedIdentity.parse("CN=alpine")
     with pytest.raises(PolicyError, match="'XX=1' is not NAME=value"):
         TrustedIdentity.parse("x509.subject: XX=1")
+
+
+def _tsa_roots(name: str = "tsa-globalsignRoot.cer") -> tuple[x509.Certificate, ...]:
+    raw = shared("signatures", "notation", "truststore", name).read_bytes()
+    return (
+        tuple(x509.load_pem_x509_certificates(raw))
+        if raw.startswith(b"-----")
+        else (x509.load_der_x509_certificate(raw),)
+    )
+
+
+def _timestamped_trust(root: x509.Certificate, tsa: tuple[x509.Certificate, ...]) -> SignatureTrust:
+    return SignatureTrust(notation=(NotationTrustStore("test", (root,), (), (TrustedIdentity.parse("*"),), tsa),))
+
+
+@pytest.mark.parametrize(
+    ("name", "media_type"),
+    [("coseExpiredWithTimestamp.sig", notation.COSE), ("jwsExpiredWithTimestamp.sig", notation.JWS)],
+)
+def test_expired_certificate_with_an_authentic_timestamp_verifies_at_the_timestamp(name: str, media_type: str) -> None:
+    data = _envelope(f"timestamp/{name}")
+    chain = notation.read_envelope(data, media_type).chain
+    check = notation.verify(data, media_type, TIMESTAMPED, _timestamped_trust(chain[0], _tsa_roots()), NOW)
+    assert check.verified, check.reason
+    assert check.timestamp is not None and check.timestamp.startswith("RFC 3161 timestamp 2024-06-18T07:21")
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("timestampAfterNotAfter.sig", "expired at 2001-09-18"),
+        ("timestampBeforeNotBefore.sig", "is not valid before 2099-09-18"),
+    ],
+)
+def test_timestamp_outside_the_certificate_validity_is_not_verified(name: str, why: str) -> None:
+    data = _envelope(f"timestamp/{name}")
+    media_type = notation.JWS if data[:1] == b"{" else notation.COSE
+    chain = notation.read_envelope(data, media_type).chain
+    check = notation.verify(data, media_type, TIMESTAMPED, _timestamped_trust(chain[0], _tsa_roots()), NOW)
+    assert not check.verified and why in check.reason and "checked at 2024-06-19" in check.reason
+
+
+def test_timestamp_under_an_untrusted_tsa_root_is_not_verified() -> None:
+    data, leaf = _expired()
+    check = notation.verify(
+        data, notation.COSE, TIMESTAMPED, _timestamped_trust(leaf, _tsa_roots("GlobalSign.der")), NOW
+    )
+    assert not check.verified and "the timestamp does not verify" in check.reason
+
+
+def test_timestamp_over_another_signature_is_not_verified() -> None:
+    data, leaf = _expired()
+    other = cbor2.loads(_envelope("timestamp/coseWithTimestamp.sig")).value[1][notation.TIMESTAMP]
+    tag = cbor2.loads(data)
+    tag.value[1][notation.TIMESTAMP] = other  # unprotected: swapped in from another envelope
+    check = notation.verify(cbor2.dumps(tag), notation.COSE, TIMESTAMPED, _timestamped_trust(leaf, _tsa_roots()), NOW)
+    assert not check.verified and "the timestamp does not verify: Mismatch between messages" in check.reason
+
+
+def test_garbage_timestamp_token_is_not_verified() -> None:
+    data, leaf = _expired()
+    tag = cbor2.loads(data)
+    tag.value[1][notation.TIMESTAMP] = b"\x30\x82\xff\xff" + b"x" * 40
+    check = notation.verify(cbor2.dumps(tag), notation.COSE, TIMESTAMPED, _timestamped_trust(leaf, _tsa_roots()), NOW)
+    assert not check.verified and "the timestamp token cannot be read" in check.reason
