@@ -260,7 +260,9 @@ def test_history_shows_verified_notation_and_cosign_signatures_with_their_signer
     assert cosign[0]["verified"] is True and cosign[0]["anchor"] == "acme-release-key"  # type: ignore[index]
     assert str(cosign[0]["signer"]).startswith("key sha256:")  # type: ignore[index]
     text = _cli("history", f"{world.registry.host}/notary/alpine@{ALPINE}", "--registry-insecure")
-    assert f"signer {ALPINE_SUBJECT}" in text.stdout
+    assert f"verified: signer {ALPINE_SUBJECT}, trust anchor alpine-notary" in text.stdout
+    forged = _cli("history", f"{world.registry.host}/acme/forged@{world.forged}", "--registry-insecure")
+    assert "NOT verified: the signature does not verify with the certificate it carries" in forged.stdout
 
 
 def test_forgeries_are_recorded_as_not_verified_with_the_reason(world: World) -> None:
