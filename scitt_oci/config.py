@@ -139,7 +139,7 @@ class NotationTrustStoreConfig(_Section):
     )
     trusted_identities: list[str] = Field(
         min_length=1,
-        description="leaf subjects it trusts, as Notation writes them: 'x509.subject: C=US, O=Acme', or '*'",
+        description="leaf subjects it trusts, as Notation writes them: 'x509.subject: C=US, ST=WA, O=Acme', or '*'",
     )
 
 

@@ -8,11 +8,12 @@ store of the kind its signing scheme names (CA for `notary.x509`, signing author
 `notary.x509.signingAuthority`) at the time of verification; and the leaf's subject is one of
 that store's trusted identities.
 
-Signing time: when the envelope carries an RFC 3161 timestamp countersignature and the trust store
-names TSA roots, the timestamp must verify under them, and the chain must be valid over the whole
-time it proves (genTime plus or minus its accuracy), as Notation's authentic-timestamp rule asks.
-Otherwise the chain must be valid at the time of verification, and a timestamp the envelope
-carries is said to be unchecked. Revocation (OCSP, CRL) is not checked.
+Signing time, as Notation's trust policy has it (`verifyTimestamp: always`): when the trust store
+names TSA roots and the signing scheme is `notary.x509`, the envelope must carry an RFC 3161
+timestamp countersignature that verifies under them, and the chain must be valid over the whole
+time it proves (genTime plus or minus its accuracy). Otherwise the chain must be valid at the time
+of verification, and a timestamp the envelope carries is said to be unchecked. Revocation (OCSP,
+CRL) is not checked.
 """
 
 from __future__ import annotations
@@ -259,10 +260,10 @@ def notation_subject(cert: x509.Certificate) -> str:
 
 def _signing_time(store: NotationTrustStore, envelope: Envelope, now: dt.datetime) -> tuple[list[dt.datetime], str]:
     """The times the chain must be valid at, and how they were established, in words."""
+    if envelope.scheme != SCHEME_CA or not store.tsa:  # Notation verifies timestamps for notary.x509 with tsa roots
+        return [now], NO_TIMESTAMP if envelope.timestamp is None else TIMESTAMP_NOT_CHECKED
     if envelope.timestamp is None:
-        return [now], NO_TIMESTAMP
-    if not store.tsa:
-        return [now], TIMESTAMP_NOT_CHECKED
+        raise NotVerified("its tsa roots require an RFC 3161 timestamp and the envelope carries none")
     stamp = tsp.verify(envelope.timestamp, envelope.signature, store.tsa)
     how = (
         f"RFC 3161 timestamp {stamp.time.isoformat()} (accuracy {stamp.accuracy.total_seconds():g} s) verified under "

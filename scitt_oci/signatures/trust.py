@@ -45,9 +45,18 @@ class TrustedIdentity:
         if not sep or prefix.strip() != "x509.subject":
             raise PolicyError(f"trusted identity {text!r} must be '*' or 'x509.subject: <distinguished name>'")
         try:
-            return cls(text.strip(), parse_dn(dn))
+            attributes = parse_dn(dn)
         except ValueError as exc:
             raise PolicyError(f"trusted identity {text!r}: {exc}") from None
+        # Notation's trust policy: each identity names at least C, ST (or S) and O.
+        missing = [
+            name for name, oid in (("C", "2.5.4.6"), ("ST", "2.5.4.8"), ("O", "2.5.4.10")) if oid not in attributes
+        ]
+        if missing:
+            raise PolicyError(
+                f"trusted identity {text!r} must name C, ST and O at least (missing {', '.join(missing)})"
+            )
+        return cls(text.strip(), attributes)
 
 
 @dataclass(frozen=True)

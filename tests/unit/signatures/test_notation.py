@@ -108,10 +108,13 @@ def test_identity_outside_the_trusted_identities_is_not_verified() -> None:
         _envelope("jws_signature.sig"),
         notation.JWS,
         ALPINE,
-        _trust(_alpine_cert(), identities=("x509.subject: C=US, O=Acme",)),
+        _trust(_alpine_cert(), identities=("x509.subject: C=US, ST=WA, O=Acme",)),
         NOW,
     )
-    assert not check.verified and "is not one of its trusted identities (x509.subject: C=US, O=Acme)" in check.reason
+    assert (
+        not check.verified
+        and "is not one of its trusted identities (x509.subject: C=US, ST=WA, O=Acme)" in check.reason
+    )
     wildcard = notation.verify(
         _envelope("jws_signature.sig"), notation.JWS, ALPINE, _trust(_alpine_cert(), identities=("*",)), NOW
     )
@@ -175,6 +178,13 @@ def test_trusted_identity_syntax_is_checked() -> None:
         TrustedIdentity.parse("CN=alpine")
     with pytest.raises(PolicyError, match="'XX=1' is not NAME=value"):
         TrustedIdentity.parse("x509.subject: XX=1")
+    with pytest.raises(PolicyError, match=r"must name C, ST and O at least \(missing ST, O\)"):
+        TrustedIdentity.parse("x509.subject: C=US, CN=alpine")
+    assert TrustedIdentity.parse("x509.subject: C=US, S=WA, O=Notary").attributes == {
+        "2.5.4.6": "US",
+        "2.5.4.8": "WA",
+        "2.5.4.10": "Notary",
+    }
 
 
 def _tsa_roots(name: str = "tsa-globalsignRoot.cer") -> tuple[x509.Certificate, ...]:
@@ -240,3 +250,13 @@ def test_garbage_timestamp_token_is_not_verified() -> None:
     tag.value[1][notation.TIMESTAMP] = b"\x30\x82\xff\xff" + b"x" * 40
     check = notation.verify(cbor2.dumps(tag), notation.COSE, TIMESTAMPED, _timestamped_trust(leaf, _tsa_roots()), NOW)
     assert not check.verified and "the timestamp token cannot be read" in check.reason
+
+
+def test_tsa_roots_require_a_timestamp_on_notary_x509_envelopes() -> None:
+    check = notation.verify(
+        _envelope("jws_signature.sig"), notation.JWS, ALPINE, _timestamped_trust(_alpine_cert(), _tsa_roots()), NOW
+    )
+    assert (
+        not check.verified
+        and "its tsa roots require an RFC 3161 timestamp and the envelope carries none" in check.reason
+    )

@@ -36,7 +36,7 @@ def test_every_kind_of_trust_loads_with_paths_relative_to_the_config_file(tmp_pa
     (tmp_path / "trust" / "root.json").write_bytes(shared("signatures", "cosign", "trusted_root_pgi.json").read_bytes())
     (tmp_path / "config.yaml").write_text(
         "signatures:\n"
-        "  notation: [{name: alpine, ca: [trust/alpine.pem], tsa: [trust/tsa.cer], trusted_identities: ['x509.subject: CN=alpine']}]\n"
+        "  notation: [{name: alpine, ca: [trust/alpine.pem], tsa: [trust/tsa.cer], trusted_identities: ['x509.subject: C=US, ST=WA, O=Notary, CN=alpine']}]\n"
         "  cosign_keys: [{name: release, key: trust/cosign.pub}]\n"
         "  sigstore:\n"
         "    - {name: private, trusted_root: trust/root.json, identities: [{san: '*@acme.example', issuer: 'https://accounts.google.com'}]}\n"
