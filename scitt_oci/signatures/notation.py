@@ -75,6 +75,7 @@ class Envelope:
     scheme: str
     expiry: dt.datetime | None
     timestamp: bytes | None  # the RFC 3161 TimeStampToken countersigning `signature`
+    authentic_time: dt.datetime | None = None  # notary.x509.signingAuthority: the signing authority's signed time
 
 
 def _b64url(value: object, what: str) -> bytes:
@@ -95,6 +96,19 @@ def _certificates(items: object, where: str, decode: Any) -> list[x509.Certifica
         return [x509.load_der_x509_certificate(decode(c)) for c in items]
     except (ValueError, TypeError, binascii.Error) as exc:
         raise NotVerified(f"{where} holds a certificate that cannot be read: {exc}") from None
+
+
+def _check_times(protected: dict[Any, Any]) -> dt.datetime | None:
+    """Each scheme's required time header (signingTime for notary.x509, authenticSigningTime for the other);
+    the authentic one, if any."""
+    scheme = protected.get(SIGNING_SCHEME)
+    if scheme == SCHEME_CA and SIGNING_TIME not in protected:
+        raise NotVerified(f"a {SCHEME_CA} envelope needs {SIGNING_TIME}")
+    if scheme == SCHEME_AUTHORITY:
+        if AUTHENTIC_TIME not in protected or AUTHENTIC_TIME not in (protected.get("crit") or protected.get(2) or []):
+            raise NotVerified(f"a {SCHEME_AUTHORITY} envelope needs the critical {AUTHENTIC_TIME}")
+        return _time(protected[AUTHENTIC_TIME], AUTHENTIC_TIME)
+    return None
 
 
 def _check_critical(crit: object, protected: dict[Any, Any]) -> None:
@@ -153,6 +167,7 @@ def _read_jws(data: bytes) -> Envelope:
     if protected.get("cty") != PAYLOAD_TYPE:
         raise NotVerified(f"JWS cty {protected.get('cty')!r} is not {PAYLOAD_TYPE}")
     _check_critical(protected.get("crit"), protected)
+    authentic = _check_times(protected)
     header = doc.get("header")
     if not isinstance(header, dict):
         raise NotVerified("the JWS unprotected header (header) is missing")
@@ -166,6 +181,7 @@ def _read_jws(data: bytes) -> Envelope:
         str(protected.get(SIGNING_SCHEME)),
         _time(protected[EXPIRY], "expiry") if EXPIRY in protected else None,
         _token(header.get(TIMESTAMP), lambda t: base64.b64decode(t, validate=True)),
+        authentic,
     )
 
 
@@ -199,6 +215,7 @@ def _read_cose(data: bytes) -> Envelope:
     if protected.get(3) != PAYLOAD_TYPE:
         raise NotVerified(f"COSE content type {protected.get(3)!r} is not {PAYLOAD_TYPE}")
     _check_critical(protected.get(2), protected)
+    authentic = _check_times(protected)
     chain = _certificates(unprotected.get(33), "COSE x5chain (33)", bytes)
     sig_structure = cbor.dumps(["Signature1", raw_protected, b"", payload])
     return Envelope(
@@ -210,6 +227,7 @@ def _read_cose(data: bytes) -> Envelope:
         str(protected.get(SIGNING_SCHEME)),
         _time(protected[EXPIRY], "expiry") if EXPIRY in protected else None,
         _token(unprotected.get(TIMESTAMP), bytes),
+        authentic,
     )
 
 
@@ -227,6 +245,17 @@ def _check_signature(envelope: Envelope) -> None:
     key = envelope.chain[0].public_key()
     if not isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
         raise NotVerified(f"the signing certificate holds a {type(key).__name__}, not an RSA or EC key")
+    # The key decides the algorithm (no substitution): RSA 2048/3072/4096 -> PS256/384/512, P-256/384/521 -> ES256/384/512.
+    if isinstance(key, rsa.RSAPublicKey):
+        expected = {2048: "PS256", 3072: "PS384", 4096: "PS512"}.get(key.key_size)
+        what = f"RSA {key.key_size}"
+    else:
+        expected = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}.get(key.curve.name)
+        what = f"EC {key.curve.name}"
+    if envelope.alg.name != expected:
+        raise NotVerified(
+            f"alg {envelope.alg.name} does not match the signing key ({what} signs with {expected or 'nothing Notation allows'})"
+        )
     try:
         algorithms.verify(envelope.alg, key, envelope.signature, envelope.signed)
     except ScittOciError as exc:
@@ -260,6 +289,10 @@ def notation_subject(cert: x509.Certificate) -> str:
 
 def _signing_time(store: NotationTrustStore, envelope: Envelope, now: dt.datetime) -> tuple[list[dt.datetime], str]:
     """The times the chain must be valid at, and how they were established, in words."""
+    if envelope.authentic_time is not None:  # notary.x509.signingAuthority: signed by the trusted authority itself
+        return [
+            envelope.authentic_time
+        ], f"authentic signing time {envelope.authentic_time.isoformat()} from the signing authority"
     if envelope.scheme != SCHEME_CA or not store.tsa:  # Notation verifies timestamps for notary.x509 with tsa roots
         return [now], NO_TIMESTAMP if envelope.timestamp is None else TIMESTAMP_NOT_CHECKED
     if envelope.timestamp is None:
@@ -303,7 +336,7 @@ def verify(
         envelope = read_envelope(envelope_bytes, media_type)
         _check_signature(envelope)
         _check_target(envelope.payload, subject)
-        if envelope.expiry is not None and now > envelope.expiry:
+        if envelope.expiry is not None and now >= envelope.expiry:
             raise NotVerified(f"the signature expired at {envelope.expiry.isoformat()} ({EXPIRY})")
         if not trust.notation:
             raise NotVerified("no Notation trust store is configured")

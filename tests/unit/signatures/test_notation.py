@@ -9,7 +9,11 @@ import json
 import cbor2
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
 
+from scitt_oci.cose import algorithms
 from scitt_oci.signatures import notation
 from scitt_oci.signatures.trust import NotationTrustStore, SignatureTrust, TrustedIdentity
 from tests.conftest import shared
@@ -259,4 +263,69 @@ def test_tsa_roots_require_a_timestamp_on_notary_x509_envelopes() -> None:
     assert (
         not check.verified
         and "its tsa roots require an RFC 3161 timestamp and the envelope carries none" in check.reason
+    )
+
+
+def _own_cose_envelope(
+    alg: int = -7, curve: ec.EllipticCurve | None = None, headers: dict[object, object] | None = None
+) -> tuple[bytes, x509.Certificate]:
+    """A COSE Notation envelope signed here with our own self-signed code-signing certificate."""
+    key = ec.generate_private_key(curve or ec.SECP256R1())
+    name = x509.Name.from_rfc4514_string("CN=builder,O=Acme,ST=WA,C=US")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(dt.datetime(2025, 1, 1, tzinfo=dt.UTC))
+        .not_valid_after(dt.datetime(2030, 1, 1, tzinfo=dt.UTC))
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    protected = {
+        1: alg,
+        2: [notation.SIGNING_SCHEME],
+        3: notation.PAYLOAD_TYPE,
+        notation.SIGNING_SCHEME: "notary.x509",
+        notation.SIGNING_TIME: dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+        **(headers or {}),
+    }
+    protected = {k: v for k, v in protected.items() if v is not None}
+    raw = cbor2.dumps(protected)
+    payload = json.dumps(
+        {"targetArtifact": {"digest": ALPINE.digest, "size": ALPINE.size, "mediaType": ALPINE.media_type}}
+    ).encode()
+    alg_obj = algorithms.by_id(-7 if isinstance(key.curve, ec.SECP256R1) else -35)
+    signature = algorithms.sign(alg_obj, key, cbor2.dumps(["Signature1", raw, b"", payload]))
+    envelope = cbor2.dumps(cbor2.CBORTag(18, [raw, {33: [cert.public_bytes(Encoding.DER)]}, payload, signature]))
+    return envelope, cert
+
+
+def test_own_envelope_verifies_and_each_notation_header_rule_holds() -> None:
+    envelope, cert = _own_cose_envelope()
+    trust = _trust(cert, identities=("x509.subject: C=US, ST=WA, O=Acme",))
+    assert notation.verify(envelope, notation.COSE, ALPINE, trust, NOW).verified
+    substituted, cert2 = _own_cose_envelope(alg=-35)  # ES384 claimed, P-256 key
+    reason = notation.verify(substituted, notation.COSE, ALPINE, _trust(cert2, identities=("*",)), NOW).reason
+    assert reason == "alg ES384 does not match the signing key (EC secp256r1 signs with ES256)"
+    untimed, cert3 = _own_cose_envelope(headers={notation.SIGNING_TIME: None})
+    assert notation.verify(untimed, notation.COSE, ALPINE, _trust(cert3, identities=("*",)), NOW).reason == (
+        "a notary.x509 envelope needs io.cncf.notary.signingTime"
+    )
+    expired, cert4 = _own_cose_envelope(
+        headers={2: [notation.SIGNING_SCHEME, notation.EXPIRY], notation.EXPIRY: dt.datetime(2026, 5, 1, tzinfo=dt.UTC)}
+    )
+    assert notation.verify(expired, notation.COSE, ALPINE, _trust(cert4, identities=("*",)), NOW).reason == (
+        "the signature expired at 2026-05-01T00:00:00+00:00 (io.cncf.notary.expiry)"
+    )
+    plugin, cert5 = _own_cose_envelope(
+        headers={
+            2: [notation.SIGNING_SCHEME, "io.cncf.notary.verificationPlugin"],
+            "io.cncf.notary.verificationPlugin": "x",
+        }
+    )
+    assert (
+        "critical header(s) ['io.cncf.notary.verificationPlugin'] are not supported"
+        in notation.verify(plugin, notation.COSE, ALPINE, _trust(cert5, identities=("*",)), NOW).reason
     )
