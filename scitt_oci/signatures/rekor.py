@@ -40,11 +40,16 @@ def _b64(value: object, what: str) -> bytes:
         raise NotVerified(f"the Rekor bundle's {what} is not valid base64") from None
 
 
-def _verify_set(trust: SigstoreTrust, log_id: str, signed: bytes, signature: bytes) -> None:
+def _verify_set(trust: SigstoreTrust, log_id: str, signed: bytes, signature: bytes, when: dt.datetime) -> None:
     keys = [k for k in trust.log_keys if k.log_id.hex() == log_id]
     if not keys:
         raise NotVerified(f"Rekor log {log_id[:16]}... is not in trusted root {trust.name!r}")
-    key = keys[0].key
+    entry = keys[0]
+    if (entry.start is not None and when < entry.start) or (entry.end is not None and when > entry.end):
+        raise NotVerified(
+            f"Rekor log {log_id[:16]}...'s key was not valid at the entry's integrated time {when.isoformat()}"
+        )
+    key = entry.key
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, signed, ec.ECDSA(hashes.SHA256()))
@@ -94,7 +99,11 @@ def verify_bundle(
         sort_keys=True,
         separators=(",", ":"),
     ).encode()
-    _verify_set(trust, log_id, canonical, _b64(doc.get("SignedEntryTimestamp"), "SignedEntryTimestamp"))
+    try:
+        when = dt.datetime.fromtimestamp(integrated, dt.UTC)
+    except (OverflowError, OSError, ValueError):
+        raise NotVerified(f"the Rekor integratedTime {integrated} is not a time") from None
+    _verify_set(trust, log_id, canonical, _b64(doc.get("SignedEntryTimestamp"), "SignedEntryTimestamp"), when)
     try:
         body = json.loads(_b64(body_b64, "body"))
     except ValueError:
@@ -102,8 +111,4 @@ def verify_bundle(
     if not isinstance(body, dict):
         raise NotVerified("the Rekor entry body must be a JSON object")
     _check_body(body, payload, signature, cert)
-    try:
-        when = dt.datetime.fromtimestamp(integrated, dt.UTC)
-    except (OverflowError, OSError, ValueError):
-        raise NotVerified(f"the Rekor integratedTime {integrated} is not a time") from None
     return LogEntry(when, index, log_id)
