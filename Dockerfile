@@ -7,13 +7,13 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY scitt_oci ./scitt_oci
 RUN python -m pip install --no-cache-dir --upgrade pip==24.3.1 \
- && python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+ && python -m pip wheel --no-cache-dir --wheel-dir /wheels ".[sigstore]"
 
 FROM python:3.11.11-slim-bookworm
 RUN groupadd --system --gid 10001 scitt && useradd --system --uid 10001 --gid scitt --home-dir /data scitt \
  && mkdir -p /data && chown scitt:scitt /data
 COPY --from=build /wheels /wheels
-RUN python -m pip install --no-cache-dir --no-index --find-links /wheels scitt-oci && rm -rf /wheels
+RUN python -m pip install --no-cache-dir --no-index --find-links /wheels "scitt-oci[sigstore]" && rm -rf /wheels
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER 10001:10001
 WORKDIR /data

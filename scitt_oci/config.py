@@ -221,6 +221,47 @@ class WitnessPeer(_Section):
     vkey: str = Field(description="the witness's cosignature/v1 verifier key")
 
 
+class NotationTrustStoreConfig(_Section):
+    name: str = Field(min_length=1, description="this trust store's name, recorded as the trust anchor")
+    ca: list[Path] = Field(default_factory=list, description="PEM files of CA roots (signing scheme notary.x509)")
+    signing_authority: list[Path] = Field(
+        default_factory=list, description="PEM files of signing-authority roots (notary.x509.signingAuthority)"
+    )
+    tsa: list[Path] = Field(
+        default_factory=list, description="PEM or DER files of timestamping roots for RFC 3161 countersignatures"
+    )
+    trusted_identities: list[str] = Field(
+        min_length=1,
+        description="leaf subjects it trusts, as Notation writes them: 'x509.subject: C=US, ST=WA, O=Acme', or '*'",
+    )
+
+
+class CosignKeyConfig(_Section):
+    name: str = Field(min_length=1, description="this key's name, recorded as the trust anchor")
+    key: Path = Field(description="a PEM public key (EC, RSA or Ed25519)")
+
+
+class SigstoreIdentityConfig(_Section):
+    san: str = Field(min_length=1, description="the certificate's identity (e-mail or URI); a glob")
+    issuer: str = Field(min_length=1, description="the OIDC issuer that certified it, exactly")
+
+
+class SigstoreTrustConfig(_Section):
+    name: str = Field(min_length=1, description="this trusted root's name, recorded as the trust anchor")
+    trusted_root: str = Field(
+        description="'public-good' (the trusted_root.json the sigstore package ships) or a trusted_root.json file"
+    )
+    identities: list[SigstoreIdentityConfig] = Field(min_length=1, description="the signers it trusts")
+
+
+class SignaturesConfig(_Section):
+    """Whose signatures the watcher verifies before it records them as verified. Nothing else is trusted."""
+
+    notation: list[NotationTrustStoreConfig] = Field(default_factory=list)
+    cosign_keys: list[CosignKeyConfig] = Field(default_factory=list)
+    sigstore: list[SigstoreTrustConfig] = Field(default_factory=list)
+
+
 class Config(_Section):
     data_dir: Path = Field(Path("data"), description="keys and the embedded database live here")
     listen: str = Field(f"127.0.0.1:{DEFAULT_PORT}", description="HOST:PORT to serve on")
@@ -243,6 +284,7 @@ class Config(_Section):
     watch: WatchConfig = Field(default_factory=WatchConfig)  # type: ignore[arg-type]
     admission: AdmissionConfig = Field(default_factory=AdmissionConfig)  # type: ignore[arg-type]
     http: HttpConfig = Field(default_factory=HttpConfig)  # type: ignore[arg-type]
+    signatures: SignaturesConfig = Field(default_factory=SignaturesConfig)
     tls_cert: Path | None = Field(
         None, description="PEM certificate to serve HTTPS (required for admission beyond loopback)"
     )
@@ -341,7 +383,7 @@ def load(
             raise PolicyError(f"configuration {file} is not valid YAML: {exc}") from None
         if doc is not None and not isinstance(doc, dict):
             raise PolicyError(f"configuration {file} must be a mapping")
-        data = _merge(data, _resolve_paths(doc or {}, file.parent))
+        data = _merge(data, _resolve_signature_paths(_resolve_paths(doc or {}, file.parent), file.parent))
         sources.append(str(file))
     from_env = _from_env(env)
     if from_env:
@@ -392,3 +434,25 @@ def _resolve_paths(doc: dict[str, Any], base: Path) -> dict[str, Any]:
             if keys[-1] in node:
                 node[keys[-1]] = fix(node[keys[-1]])
     return out
+
+
+def _resolve_signature_paths(doc: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The signature trust block's files (inside lists of entries) resolve against the config file's folder too."""
+    block = doc.get("signatures")
+    if not isinstance(block, dict):
+        return doc
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str) and value and value != "public-good" and not Path(value).is_absolute():
+            return str(base / value)
+        return [fix(v) for v in value] if isinstance(value, list) else value
+
+    fields = {"notation": ("ca", "signing_authority", "tsa"), "cosign_keys": ("key",), "sigstore": ("trusted_root",)}
+    out = dict(block)
+    for section, names in fields.items():
+        entries = out.get(section)
+        if isinstance(entries, list):
+            out[section] = [
+                {k: fix(v) if k in names else v for k, v in e.items()} if isinstance(e, dict) else e for e in entries
+            ]
+    return {**doc, "signatures": out}

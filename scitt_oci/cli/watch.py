@@ -140,10 +140,22 @@ def history(image: str, registry_insecure: bool, output: str) -> None:
     click.echo(f"{ref.registry}/{ref.repository}@{digest}: {len(records)} record(s)")
     for r in records:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["iat"])) if r.get("iat") else "?"
-        extra = ", ".join(f"{k} {v}" for k, v in r.get("details", {}).items())
-        click.echo(f"  {when}  {r.get('kind', '?'):9} by {r.get('issuer')}" + (f" ({extra})" if extra else ""))
+        extra = _details_text(r.get("details", {}))
+        click.echo(f"  {when}  {r.get('kind', '?'):11} by {r.get('issuer')}" + (f" ({extra})" if extra else ""))
         for rc in r.get("receipts", []):
             click.echo(f"      receipt from {rc.get('service')}: leaf {rc.get('leaf_index')} of {rc.get('tree_size')}")
+
+
+def _details_text(details: dict[str, Any]) -> str:
+    """A signature's verification first (verified: signer, anchor; or NOT verified: reason), then the rest."""
+    if "verified" not in details:
+        return ", ".join(f"{k} {v}" for k, v in details.items())
+    rest = {k: v for k, v in details.items() if k not in ("verified", "signer", "anchor", "reason", "note")}
+    if details["verified"] is True:
+        head = f"verified: signer {details.get('signer')}, trust anchor {details.get('anchor')}"
+    else:
+        head = f"NOT verified: {details.get('note') or details.get('reason')}"
+    return "; ".join([head, ", ".join(f"{k} {v}" for k, v in rest.items())])
 
 
 def _describe(referrer: str, blob: bytes) -> dict[str, Any]:
@@ -160,7 +172,11 @@ def _describe(referrer: str, blob: bytes) -> dict[str, Any]:
         iat=claims.iat if claims else None,
         recorded=str(event.recorded_digest),
         details=dict(event.details),
+        profile_version=event.version,
     )
+    if event.kind in profile.SIGNED_KINDS and event.version < 2:
+        out["details"]["verified"] = False
+        out["details"]["note"] = "profile v1: the signer is the pusher's claim; nothing verified it"
     receipts = []
     for raw in ts.receipts:
         try:

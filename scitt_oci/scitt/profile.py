@@ -1,4 +1,8 @@
-"""The scitt-oci statement profile, version 1 (docs/profile.md): Signed Statements about OCI events.
+"""The scitt-oci statement profile, version 2 (docs/profile.md): Signed Statements about OCI events.
+
+Version 2 records what the issuer verified about a signature (`verified`, the identity as
+verified, the trust anchor, or the reason it did not verify). Version 1 statements still read;
+their signature `signer` was the pusher's claim, so a v1 signature event is never `verified`.
 
 Every statement is a hash envelope over the object it records. `sub` names the image the
 statement is about as `oci://registry/repository@digest`; the protected header "scitt-oci" says
@@ -21,7 +25,8 @@ from scitt_oci.scitt.reasons import Reason, VerificationFailure
 from scitt_oci.scitt.statement import SignedStatement
 
 PROFILE_LABEL = "scitt-oci"
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class Kind(StrEnum):
@@ -29,16 +34,42 @@ class Kind(StrEnum):
     SIGNATURE = "signature"  # a signature of the image was pushed; the payload is the signature manifest's digest
     DELETE = "delete"  # the image manifest was deleted; the payload is its digest
     DEPLOY = "deploy"  # the image was admitted to run in a cluster; the payload is its digest
+    ATTESTATION = (
+        "attestation"  # an attestation (in-toto statement) about the image; the payload is its manifest's digest
+    )
 
 
-# Kind-specific members of the profile header, all optional text.
+SIGNED_KINDS = (Kind.SIGNATURE, Kind.ATTESTATION)
+# What the issuer says it verified about a signature or attestation (v2).
+_VERIFICATION = (
+    "format",
+    "verified",
+    "signer",
+    "oidc-issuer",
+    "key-id",
+    "chain",
+    "anchor",
+    "reason",
+    "predicate-type",
+    "timestamp",
+)
+# Members that name who signed: present only when the issuer verified the signature.
+IDENTITY_FIELDS = ("signer", "oidc-issuer", "key-id", "chain", "anchor")
+# Kind-specific members of the profile header; all text but `verified` (a bool).
 _FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.PUSH: ("tag",),
-    Kind.SIGNATURE: ("format", "signer"),
+    Kind.SIGNATURE: _VERIFICATION,
+    Kind.ATTESTATION: _VERIFICATION,
     Kind.DELETE: ("tag",),
     Kind.DEPLOY: ("cluster", "namespace", "workload"),
 }
+# Version 1: no attestations, and a signature's signer was copied from what the pusher wrote.
+_FIELDS_V1: dict[Kind, tuple[str, ...]] = {
+    **{k: v for k, v in _FIELDS.items() if k is not Kind.ATTESTATION},
+    Kind.SIGNATURE: ("format", "signer"),
+}
 SIGNATURE_FORMATS = ("cosign", "cosign-bundle", "notation")
+Detail = str | bool
 
 
 @dataclass(frozen=True)
@@ -49,25 +80,47 @@ class OciEvent:
     subject: Reference  # the image, with digest
     recorded_digest: Digest  # what the payload hashes: the image itself, or the signature manifest
     media_type: str | None = None  # media type of the recorded object
-    details: tuple[tuple[str, str], ...] = ()
+    details: tuple[tuple[str, Detail], ...] = ()
+    version: int = PROFILE_VERSION
 
     @property
     def recorded(self) -> Reference:
         return self.subject.with_digest(self.recorded_digest)
 
     def detail(self, name: str) -> str | None:
-        return dict(self.details).get(name)
+        value = dict(self.details).get(name)
+        return value if isinstance(value, str) else None
+
+    @property
+    def verified(self) -> bool:
+        """The issuer verified this signature or attestation (v2 `verified: true`); v1 signers are claims."""
+        return self.kind in SIGNED_KINDS and self.version >= 2 and dict(self.details).get("verified") is True
 
 
-def _validate_details(kind: Kind, details: dict[str, Any]) -> tuple[tuple[str, str], ...]:
-    allowed = _FIELDS[kind]
+def _validate_details(
+    kind: Kind, details: dict[str, Any], version: int = PROFILE_VERSION
+) -> tuple[tuple[str, Detail], ...]:
+    allowed = (_FIELDS_V1 if version == 1 else _FIELDS)[kind]
     for name, value in details.items():
         if name not in allowed:
             raise MalformedError(f"profile: {kind.value} statements take {', '.join(allowed)}, not {name!r}")
-        if not isinstance(value, str) or not value or len(value) > 1024:
+        if name == "verified":
+            if not isinstance(value, bool):
+                raise MalformedError("profile: 'verified' must be true or false")
+        elif not isinstance(value, str) or not value or len(value) > 1024:
             raise MalformedError(f"profile: {name!r} must be a non-empty text string of at most 1024 characters")
-    if kind is Kind.SIGNATURE and details.get("format") not in SIGNATURE_FORMATS:
-        raise MalformedError(f"profile: signature format must be one of {', '.join(SIGNATURE_FORMATS)}")
+    if kind in SIGNED_KINDS and details.get("format") not in SIGNATURE_FORMATS:
+        raise MalformedError(f"profile: {kind.value} format must be one of {', '.join(SIGNATURE_FORMATS)}")
+    if kind in SIGNED_KINDS and version >= 2:
+        if "verified" not in details:
+            raise MalformedError(f"profile: a v{version} {kind.value} statement must say whether it was verified")
+        if details["verified"] is True and not {"signer", "anchor"} <= details.keys():
+            raise MalformedError("profile: a verified signature names its signer and the trust anchor that verified it")
+        claimed = sorted(set(IDENTITY_FIELDS) & details.keys())
+        if details["verified"] is False and claimed:
+            raise MalformedError(f"profile: an unverified signature names no signer ({', '.join(claimed)} given)")
+        if details["verified"] is False and "reason" not in details:
+            raise MalformedError("profile: an unverified signature says why (reason)")
     return tuple(sorted(details.items()))
 
 
@@ -77,12 +130,12 @@ def make_event(
     *,
     recorded_digest: Digest | None = None,
     media_type: str | None = None,
-    **details: str,
+    **details: Detail,
 ) -> OciEvent:
     if subject.digest is None:
         raise MalformedError(f"profile: the subject {subject} must carry a digest")
     recorded = recorded_digest or subject.digest
-    if kind is not Kind.SIGNATURE and recorded != subject.digest:
+    if kind not in SIGNED_KINDS and recorded != subject.digest:
         raise MalformedError(f"profile: a {kind.value} statement records the image itself")
     return OciEvent(kind, subject, recorded, media_type, _validate_details(kind, details))
 
@@ -104,7 +157,7 @@ def build(key: CoseKey, issuer: str, event: OciEvent, *, iat: int | None = None)
 
 
 def _malformed(message: str) -> VerificationFailure:
-    return VerificationFailure(Reason.MALFORMED, f"not a scitt-oci v1 statement: {message}")
+    return VerificationFailure(Reason.MALFORMED, f"not a scitt-oci profile statement: {message}")
 
 
 def read_event(statement: SignedStatement) -> OciEvent:
@@ -113,18 +166,23 @@ def read_event(statement: SignedStatement) -> OciEvent:
     header = protected.get(PROFILE_LABEL)
     if not isinstance(header, dict):
         raise _malformed(f'protected header has no "{PROFILE_LABEL}" map')
-    if header.get("v") != PROFILE_VERSION:
-        raise _malformed(f"profile version {header.get('v')!r} is not {PROFILE_VERSION}")
+    version = header.get("v")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
+        raise _malformed(f"profile version {version!r} is not one of {', '.join(map(str, READABLE_VERSIONS))}")
     kind_text = header.get("kind")
     try:
         kind = Kind(kind_text if isinstance(kind_text, str) else "")
+        if version == 1 and kind is Kind.ATTESTATION:
+            raise ValueError
     except ValueError:
-        raise _malformed(f"kind {header.get('kind')!r} is not one of {', '.join(k.value for k in Kind)}") from None
+        raise _malformed(
+            f"kind {header.get('kind')!r} is not one of {', '.join(_FIELDS_V1 if version == 1 else _FIELDS)}"
+        ) from None
     if statement.subject is None or statement.envelope is None:
         raise _malformed("it needs sub (15/2) and a hash envelope (258)")
     try:
         subject = Reference.parse(statement.subject)
-        details = _validate_details(kind, {k: v for k, v in header.items() if k not in ("v", "kind")})
+        details = _validate_details(kind, {k: v for k, v in header.items() if k not in ("v", "kind")}, version)
     except ScittOciError as exc:
         raise _malformed(str(exc)) from None
     if subject.digest is None or not statement.subject.startswith("oci://"):
@@ -137,10 +195,10 @@ def read_event(statement: SignedStatement) -> OciEvent:
     location = protected.get(headers.PAYLOAD_LOCATION)
     if location != subject.with_digest(recorded).uri():
         raise _malformed(f"payload-location {location!r} does not name the recorded object {recorded}")
-    if kind is not Kind.SIGNATURE and recorded != subject.digest:
+    if kind not in SIGNED_KINDS and recorded != subject.digest:
         raise _malformed(f"a {kind.value} statement's payload must be the subject digest")
     media_type = env.preimage_content_type if isinstance(env.preimage_content_type, str) else None
-    return OciEvent(kind, subject, recorded, media_type, details)
+    return OciEvent(kind, subject, recorded, media_type, details, version)
 
 
 def check_about(statement: SignedStatement, digest: Digest | str) -> OciEvent:

@@ -29,6 +29,7 @@ from scitt_oci.server.app import Metrics, RateLimiter, Settings, create_app
 from scitt_oci.server.plaintext import RefusePlainCredentials
 from scitt_oci.server.replication import Replication
 from scitt_oci.server.webhooks import webhook_routes
+from scitt_oci.watch import signature_trust
 from scitt_oci.watch.events import DEPLOY, RegistryEvent
 from scitt_oci.watch.inbox import Inbox
 from scitt_oci.watch.reconcile import Reconciler
@@ -175,7 +176,15 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
         else:
             registrar = EmbeddedRegistrar(service)
         issuer = config.watch.issuer or service.identity
-        rt.watcher = Watcher(inbox, clients, issuer_key, issuer, registrar, workers=config.watch.workers)
+        rt.watcher = Watcher(
+            inbox,
+            clients,
+            issuer_key,
+            issuer,
+            registrar,
+            workers=config.watch.workers,
+            signature_trust=signature_trust.load(config.signatures),
+        )
         rt.reconciler = Reconciler(inbox, clients, config.watch.poll_interval_seconds)
         rt.webhook_secret_file = secret_file
         routes = webhook_routes(inbox, list(clients), secret)

@@ -17,7 +17,7 @@ from scitt_oci.oci.client import RegistryClient
 from scitt_oci.oci.reference import Reference
 from scitt_oci.scitt import profile
 from scitt_oci.scitt.reasons import Reason
-from scitt_oci.verify.trust import Requirements, TrustPolicy
+from scitt_oci.verify.trust import Requirements, SignatureRequirement, TrustPolicy
 from scitt_oci.verify.verifier import Finding, VerificationResult, verify_transparent_statement
 
 MAX_STATEMENTS = 64
@@ -72,10 +72,30 @@ class ImageVerdict:
         }
 
 
-def _signature_matches(event: profile.OciEvent, fmt: str | None, signer: str | None) -> bool:
-    if fmt is not None and event.detail("format") != fmt:
+def _signature_matches(event: profile.OciEvent, want: SignatureRequirement) -> bool:
+    """Only a signature its issuer verified counts; a v1 signer, or an unverified one, is a claim."""
+    if event.kind is not profile.Kind.SIGNATURE or not event.verified:
         return False
-    return signer is None or fnmatch.fnmatchcase(event.detail("signer") or "", signer)
+    if want.format is not None and event.detail("format") != want.format:
+        return False
+    if want.anchor is not None and event.detail("anchor") != want.anchor:
+        return False
+    if want.issuer is not None and not fnmatch.fnmatchcase(event.detail("oidc-issuer") or "", want.issuer):
+        return False
+    return want.signer is None or fnmatch.fnmatchcase(event.detail("signer") or "", want.signer)
+
+
+def _unverified_note(signatures: list[profile.OciEvent], want: SignatureRequirement) -> str:
+    """Why recorded signatures of the wanted format did not count, for the REJECT message."""
+    notes = []
+    for e in signatures:
+        if e.verified or (want.format is not None and e.detail("format") != want.format):
+            continue
+        if e.version < 2:
+            notes.append(f"a v1 {e.detail('format')} record whose signer ({e.detail('signer')}) nobody verified")
+        else:
+            notes.append(f"a {e.detail('format')} signature that did not verify: {e.detail('reason')}")
+    return f" (recorded but not counted: {'; '.join(notes[:3])})" if notes else ""
 
 
 def decide(ref: Reference, blobs: Sequence[bytes], policy: TrustPolicy, *, now: float | None = None) -> ImageVerdict:
@@ -127,6 +147,6 @@ def _check(verdict: ImageVerdict, valid: list[VerificationResult], req: Requirem
             )
     signatures = [e for e in events if e.kind is profile.Kind.SIGNATURE]
     for want in req.signatures:
-        if not any(_signature_matches(e, want.format, want.signer) for e in signatures):
-            what = " ".join(x for x in (want.format or "any-format", f"by {want.signer}" if want.signer else "") if x)
-            fail(Finding(Reason.MISSING_STATEMENT, f"no recorded {what} signature of this image"))
+        if not any(_signature_matches(e, want) for e in signatures):
+            note = _unverified_note(signatures, want)
+            fail(Finding(Reason.MISSING_STATEMENT, f"no verified {want.describe()} signature of this image{note}"))

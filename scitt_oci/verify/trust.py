@@ -42,8 +42,22 @@ class Issuer:
 
 @dataclass(frozen=True)
 class SignatureRequirement:
+    """Matched against verified signatures only: statements whose issuer says it verified them (profile v2)."""
+
     format: str | None = None  # cosign, cosign-bundle, notation; None: any
-    signer: str | None = None  # a glob over the recorded signer identity; None: any
+    signer: str | None = None  # a glob over the signer identity as verified; None: any
+    issuer: str | None = None  # a glob over the OIDC issuer (Sigstore); None: any
+    anchor: str | None = None  # the trust anchor that verified it (a name in the watcher's `signatures` config)
+
+    def describe(self) -> str:
+        parts = [self.format or "any-format"]
+        if self.signer:
+            parts.append(f"by {self.signer}")
+        if self.issuer:
+            parts.append(f"from {self.issuer}")
+        if self.anchor:
+            parts.append(f"under {self.anchor}")
+        return " ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -242,7 +256,7 @@ def parse_policy(text: bytes, base: Path) -> TrustPolicy:
     )
 
 
-_KINDS = ("push", "signature", "delete", "deploy")
+_KINDS = ("push", "signature", "attestation", "delete", "deploy")
 _FORMATS = ("cosign", "cosign-bundle", "notation")
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -280,13 +294,14 @@ def _requirements(where: str, value: object, services: int, base: Requirements) 
         signatures = []
         for i, sig in enumerate(_list(f"{where}.signatures", req["signatures"])):
             item = _mapping(f"{where}.signatures[{i}]", sig)
-            _check_keys(f"{where}.signatures[{i}]", item, {"format", "signer"})
-            fmt, signer = item.get("format"), item.get("signer")
+            _check_keys(f"{where}.signatures[{i}]", item, {"format", "signer", "issuer", "anchor"})
+            fmt = item.get("format")
             if fmt is not None and fmt not in _FORMATS:
                 raise PolicyError(f"{where}.signatures[{i}].format: must be one of {', '.join(_FORMATS)}")
-            if signer is not None and not isinstance(signer, str):
-                raise PolicyError(f"{where}.signatures[{i}].signer: must be a string (a glob)")
-            signatures.append(SignatureRequirement(fmt, signer))
+            for name in ("signer", "issuer", "anchor"):
+                if item.get(name) is not None and (not isinstance(item[name], str) or not item[name]):
+                    raise PolicyError(f"{where}.signatures[{i}].{name}: must be a non-empty string")
+            signatures.append(SignatureRequirement(fmt, item.get("signer"), item.get("issuer"), item.get("anchor")))
     return Requirements(receipts, tuple(statements), max_age, tuple(signatures))
 
 

@@ -3,11 +3,12 @@ Transparent Statements to the images as referrers. Every step is idempotent; see
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from scitt_oci.cose.keys import CoseKey
@@ -20,6 +21,9 @@ from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest, Reference
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.scitt import statement as statement_mod
+from scitt_oci.signatures.artifact import MAX_LAYER_BYTES, layers_to_fetch, verify_signature
+from scitt_oci.signatures.model import ArtifactKind, SignatureCheck
+from scitt_oci.signatures.trust import SignatureTrust
 from scitt_oci.watch.classify import Decision, classify
 from scitt_oci.watch.events import DELETE, PUSH, RegistryEvent
 from scitt_oci.watch.inbox import Inbox, InboxItem
@@ -79,6 +83,7 @@ class Watcher:
         *,
         workers: int = 4,
         on_done: Callable[[InboxItem, Decision | None, float], None] | None = None,
+        signature_trust: SignatureTrust | None = None,
     ) -> None:
         self.inbox = inbox
         self.clients = clients
@@ -87,6 +92,7 @@ class Watcher:
         self.registrar = registrar
         self.workers = workers
         self.on_done = on_done
+        self.signature_trust = signature_trust or SignatureTrust()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -169,8 +175,17 @@ class Watcher:
             )
         assert decision.kind is not None and decision.subject_digest is not None
         subject = self._subject(item, client, decision, descriptor)
-        statement = item.statement or self._statement(item, decision, digest, manifest)
+        statement = item.statement
+        if statement is None:
+            check = None
+            if decision.kind in profile.SIGNED_KINDS:
+                assert manifest is not None and subject is not None
+                check = self._verify(client, event.repository, decision, manifest, subject)
+            statement = self._statement(item, decision, digest, manifest, check)
         signed = statement_mod.parse(statement)
+        if decision.kind in profile.SIGNED_KINDS:  # the statement says which (a .sig may hold an attestation)
+            decision = replace(decision, kind=profile.read_event(signed).kind)
+        assert decision.kind is not None and decision.subject_digest is not None
         receipt = self.registrar.register(statement)
         ts = transparent.add_receipts(signed, [receipt])
         referrer = None
@@ -208,26 +223,78 @@ class Watcher:
             raise RegistryError(f"the signed image {decision.subject_digest} is not in {event.repository} (yet)", 503)
         return found
 
-    def _statement(self, item: InboxItem, decision: Decision, digest: str, manifest: mf.Manifest | None) -> bytes:
+    def _verify(
+        self, client: RegistryClient, repository: str, decision: Decision, manifest: mf.Manifest, subject: Descriptor
+    ) -> SignatureCheck:
+        """Verify the signature artifact against the configured signature trust, reading its layers."""
+        assert decision.format is not None
+        blobs = {}
+        for layer in layers_to_fetch(decision.format, manifest):
+            data = client.blob(repository, layer.digest, limit=MAX_LAYER_BYTES)
+            if data is not None:
+                blobs[layer.digest] = data
+        check = verify_signature(
+            decision.format, manifest, blobs, subject, self.signature_trust, dt.datetime.now(dt.UTC)
+        )
+        if check.verified:
+            log.info(
+                "%s signature of %s verified: %s (trust %s)", check.format, subject.digest, check.signer, check.anchor
+            )
+        else:
+            log.warning("%s signature of %s NOT verified: %s", check.format, subject.digest, check.reason)
+        return check
+
+    def _statement(
+        self,
+        item: InboxItem,
+        decision: Decision,
+        digest: str,
+        manifest: mf.Manifest | None,
+        check: SignatureCheck | None = None,
+    ) -> bytes:
         """Build and sign the statement once, and store it before it is registered (see module doc)."""
         assert decision.kind is not None and decision.subject_digest is not None
         event = item.event
+        kind = decision.kind
         subject = Reference(item.registry, event.repository, None, Digest.parse(decision.subject_digest))
-        details: dict[str, str] = {}
-        if decision.kind in (profile.Kind.PUSH, profile.Kind.DELETE) and event.tag:
+        details: dict[str, profile.Detail] = {}
+        if kind in (profile.Kind.PUSH, profile.Kind.DELETE) and event.tag:
             details["tag"] = event.tag
-        if decision.kind is profile.Kind.DEPLOY:
+        if kind is profile.Kind.DEPLOY:
             details.update(dict(event.deployment))
-        if decision.kind is profile.Kind.SIGNATURE:
-            details["format"] = decision.format or "cosign"
-            if decision.signer:
-                details["signer"] = decision.signer
-        recorded = Digest.parse(digest) if decision.kind is profile.Kind.SIGNATURE else None
+        if check is not None:
+            details.update(verification_details(check))
+            kind = profile.Kind.ATTESTATION if check.kind is ArtifactKind.ATTESTATION else profile.Kind.SIGNATURE
+        recorded = Digest.parse(digest) if kind in profile.SIGNED_KINDS else None
         media_type = manifest.media_type if manifest else None
         built = profile.build(
             self.issuer_key,
             self.issuer,
-            profile.make_event(decision.kind, subject, recorded_digest=recorded, media_type=media_type, **details),
+            profile.make_event(kind, subject, recorded_digest=recorded, media_type=media_type, **details),
             iat=int(time.time()),
         ).encode()
         return self.inbox.save_statement(item, built)
+
+
+def _text(value: str) -> str:
+    return value if len(value) <= 1024 else value[:1021] + "..."
+
+
+def verification_details(check: SignatureCheck) -> dict[str, profile.Detail]:
+    """The profile header members that say what was verified (docs/profile.md, v2)."""
+    out: dict[str, profile.Detail] = {"format": check.format.value, "verified": check.verified}
+    if check.predicate_type:
+        out["predicate-type"] = _text(check.predicate_type)
+    if not check.verified:
+        out["reason"] = _text(check.reason or "not verified")
+        return out
+    named = {
+        "signer": check.signer,
+        "oidc-issuer": check.oidc_issuer,
+        "key-id": check.key_id,
+        "chain": ",".join(check.chain) or None,
+        "anchor": check.anchor,
+        "timestamp": check.timestamp,
+    }
+    out.update({k: _text(v) for k, v in named.items() if v})
+    return out

@@ -101,9 +101,9 @@ def _policy(world: dict[str, object], extra: str = "") -> Path:
 
 
 def _ts(world: dict[str, object], kind: profile.Kind = profile.Kind.PUSH, logs: str = "a", iat: int = 1_800_000_000,
-        signer_key: keys.CoseKey | None = None, **details: str) -> bytes:
+        signer_key: keys.CoseKey | None = None, **details: profile.Detail) -> bytes:
     ref = Reference.parse(f"r.example/app@{D}")
-    recorded = Digest.parse("sha256:" + "cd" * 32) if kind is profile.Kind.SIGNATURE else None
+    recorded = Digest.parse("sha256:" + "cd" * 32) if kind in profile.SIGNED_KINDS else None
     s = profile.build(signer_key or key(), "https://w", profile.make_event(kind, ref, recorded_digest=recorded, **details), iat=iat)
     receipts = []
     for name in logs:
@@ -138,7 +138,7 @@ def test_policy_requirements_rules_and_audit_mode(world: dict[str, object]) -> N
                                         "rules: [{match: 'r.example/sandbox/*', mode: audit}]\n"))
     one = decide(REF, [_ts(world)], strict, now=NOW)
     assert {f.reason.value for f in one.reasons} == {"TOO_FEW_RECEIPTS"}
-    both = [_ts(world, logs="ab"), _ts(world, profile.Kind.SIGNATURE, logs="ab", format="notation", signer="CN=Wabbit")]
+    both = [_ts(world, logs="ab"), _ts(world, profile.Kind.SIGNATURE, logs="ab", format="notation", verified=True, signer="CN=Wabbit", anchor="wabbit")]
     assert decide(REF, both, strict, now=NOW).valid
     old = decide(REF, both, strict, now=NOW + 2 * 86400)
     assert [f.reason.value for f in old.reasons] == ["EXPIRED"]
@@ -183,3 +183,46 @@ def test_mutating_and_unauthenticated_reviews_record_no_deploy(world: dict[str, 
     assert asyncio.run(controller.review(body, mutate=False, authenticated=True))["response"]["allowed"]
     controller._pool.shutdown(wait=True)  # the deploy is handed to the pool; wait for it to run
     assert admitted == ["prod"]
+
+
+def _v1_signature(world: dict[str, object], signer: str) -> bytes:
+    """A statement as profile v1 wrote it: the signer copied from the pusher's annotation."""
+    from scitt_oci.scitt import statement
+
+    ref = Reference.parse(f"r.example/app@{D}")
+    s = statement.hash_envelope_statement(
+        key(), issuer="https://w", subject=ref.uri(), digest=bytes.fromhex("cd" * 32), hash_alg=-16, media_type=None,
+        location=ref.with_digest(Digest.parse("sha256:" + "cd" * 32)).uri(), iat=1_800_000_000,
+        extra_protected={profile.PROFILE_LABEL: {"v": 1, "kind": "signature", "format": "notation", "signer": signer}},
+    )
+    log = world["a"]
+    assert isinstance(log, MemoryLog)
+    return transparent.add_receipts(s, [log.receipt(log.add(s))])
+
+
+def test_signature_rules_count_verified_signatures_only(world: dict[str, object]) -> None:
+    policy = load_policy(_policy(world, "require: {signatures: [{format: notation, signer: 'x509.subject: *O=Notary*'}]}\n"))
+    push = _ts(world)
+    claimed = decide(REF, [push, _v1_signature(world, "x509.subject: C=US, O=Notary")], policy, now=NOW)
+    assert not claimed.valid and [f.reason.value for f in claimed.reasons] == ["MISSING_STATEMENT"]
+    assert "whose signer (x509.subject: C=US, O=Notary) nobody verified" in claimed.reasons[0].message
+    failed = _ts(world, profile.Kind.SIGNATURE, format="notation", verified=False, reason="the envelope signature does not verify")
+    unverified = decide(REF, [push, failed], policy, now=NOW)
+    assert not unverified.valid and "did not verify: the envelope signature does not verify" in unverified.reasons[0].message
+    good = _ts(world, profile.Kind.SIGNATURE, format="notation", verified=True, signer="x509.subject: C=US, O=Notary", anchor="wabbit")
+    assert decide(REF, [push, good], policy, now=NOW).valid
+    att = _ts(world, profile.Kind.ATTESTATION, format="notation", verified=True, signer="x509.subject: C=US, O=Notary", anchor="wabbit")
+    assert not decide(REF, [push, att], policy, now=NOW).valid  # an attestation is not a signature
+
+
+def test_signature_rules_may_name_the_trust_anchor_and_oidc_issuer(world: dict[str, object]) -> None:
+    sig = _ts(world, profile.Kind.SIGNATURE, format="cosign-bundle", verified=True, signer="release@acme.example",
+              anchor="public-good", **{"oidc-issuer": "https://accounts.google.com"})
+    for rule, valid in [
+        ("{anchor: public-good}", True),
+        ("{anchor: acme-private}", False),
+        ("{signer: release@acme.example, issuer: 'https://accounts.google.com'}", True),
+        ("{signer: release@acme.example, issuer: 'https://github.com/login/oauth'}", False),
+    ]:
+        policy = load_policy(_policy(world, f"require: {{signatures: [{rule}]}}\n"))
+        assert decide(REF, [_ts(world), sig], policy, now=NOW).valid is valid, rule

@@ -1,4 +1,4 @@
-"""The scitt-oci v1 profile: a verifier holding only a digest tells offline whether a statement is about it."""
+"""The scitt-oci profile (v2; v1 still read): a verifier holding only a digest tells offline whether a statement is about it."""
 
 from __future__ import annotations
 
@@ -30,10 +30,13 @@ def test_push_statement_is_about_its_image_only() -> None:
 
 
 def test_signature_statement_records_the_signature_and_names_the_image() -> None:
-    event = profile.make_event(profile.Kind.SIGNATURE, REF, recorded_digest=Digest.parse(SIG), format="notation", signer="CN=Wabbit")
+    event = profile.make_event(
+        profile.Kind.SIGNATURE, REF, recorded_digest=Digest.parse(SIG), format="notation", verified=True, signer="CN=Wabbit", anchor="wabbit"
+    )
     parsed = statement.parse(profile.build(key(), "https://w.example", event).encode())
     got = profile.check_about(parsed, IMAGE)
     assert got.recorded_digest == Digest.parse(SIG) and got.detail("format") == "notation"
+    assert got.verified and got.version == 2 and got.detail("anchor") == "wabbit"
     with pytest.raises(VerificationFailure) as info:
         profile.check_about(parsed, SIG)  # about the image, not about the signature artifact
     assert info.value.reason is Reason.SUBJECT_MISMATCH
@@ -77,3 +80,43 @@ def test_references_and_digests_parse_strictly() -> None:
             Reference.parse(bad)
     with pytest.raises(MalformedError, match="needs 64 lowercase hex"):
         Digest.parse("sha256:AB")
+
+
+def _v1_signature(signer: str) -> statement.SignedStatement:
+    header = {"v": 1, "kind": "signature", "format": "notation", "signer": signer}
+    return statement.hash_envelope_statement(
+        key(),
+        issuer="https://w",
+        subject=REF.uri(),
+        digest=bytes.fromhex("cd" * 32),
+        hash_alg=-16,
+        media_type=None,
+        location=REF.with_digest(Digest.parse(SIG)).uri(),
+        extra_protected={profile.PROFILE_LABEL: header},
+    )
+
+
+def test_v1_signature_statements_read_but_their_signer_is_a_claim() -> None:
+    got = profile.check_about(statement.parse(_v1_signature("x509 sha256:2f3c").encode()), IMAGE)
+    assert got.version == 1 and got.detail("signer") == "x509 sha256:2f3c"
+    assert not got.verified
+
+
+def test_signature_statements_say_what_was_verified() -> None:
+    sig = Digest.parse(SIG)
+    with pytest.raises(MalformedError, match="must say whether it was verified"):
+        profile.make_event(profile.Kind.SIGNATURE, REF, recorded_digest=sig, format="cosign")
+    with pytest.raises(MalformedError, match="names its signer and the trust anchor"):
+        profile.make_event(profile.Kind.SIGNATURE, REF, recorded_digest=sig, format="cosign", verified=True, signer="a@b")
+    with pytest.raises(MalformedError, match=r"an unverified signature names no signer \(signer given\)"):
+        profile.make_event(profile.Kind.SIGNATURE, REF, recorded_digest=sig, format="cosign", verified=False, signer="a@b", reason="x")
+    with pytest.raises(MalformedError, match="says why"):
+        profile.make_event(profile.Kind.SIGNATURE, REF, recorded_digest=sig, format="cosign", verified=False)
+    with pytest.raises(MalformedError, match="'verified' must be true or false"):
+        profile.make_event(profile.Kind.SIGNATURE, REF, recorded_digest=sig, format="cosign", verified="yes", reason="x")
+    att = profile.make_event(
+        profile.Kind.ATTESTATION, REF, recorded_digest=sig, format="cosign", verified=False, reason="no key", **{"predicate-type": "https://slsa.dev/provenance/v1"}
+    )
+    got = profile.check_about(statement.parse(profile.build(key(), "https://w", att).encode()), IMAGE)
+    assert got.kind is profile.Kind.ATTESTATION and got.detail("predicate-type") == "https://slsa.dev/provenance/v1"
+    assert not got.verified and got.detail("reason") == "no key"

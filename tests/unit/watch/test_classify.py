@@ -38,7 +38,14 @@ def test_signatures_of_every_format() -> None:
     cosign = classify(_event(f"sha256-{'ab' * 32}.sig"), "sha256:" + "cd" * 32, _m())
     assert (cosign.kind, cosign.subject_digest, cosign.format) == (Kind.SIGNATURE, IMG, "cosign")
     att = classify(_event(f"sha256-{'ab' * 32}.att"), "sha256:" + "cd" * 32, _m())
-    assert att.kind is Kind.SIGNATURE
+    assert (att.kind, att.subject_digest, att.format) == (Kind.ATTESTATION, IMG, "cosign")
+
+
+def test_classification_reads_no_signer_from_annotations() -> None:
+    """The pusher writes annotations; a signer is only ever taken from verified material, by the worker."""
+    forged = _m(artifactType=mf.NOTATION_SIGNATURE, subject=SUBJECT,
+                annotations={"io.cncf.notary.x509chain.thumbprint#S256": '["2f3c"]'})
+    assert not hasattr(classify(_event(), "sha256:" + "cd" * 32, forged), "signer")
 
 
 def test_what_is_never_recorded() -> None:
