@@ -264,6 +264,10 @@ def _print_result(result: VerificationResult) -> None:
         f"  issuer:  {result.issuer}" + (f" (trusted as {result.trusted_issuer})" if result.trusted_issuer else "")
     )
     click.echo(f"  subject: {result.subject}")
+    if result.chain_time is not None:
+        binding = f", iss bound by {result.issuer_binding}" if result.issuer_binding else ""
+        when = result.chain_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+        click.echo(f"  certificate chain valid at {when} ({result.chain_time_source}){binding}")
     for r in result.receipts:
         if r.valid:
             where = f"tree size {r.tree_size}, leaf {r.leaf_index}" if r.tree_size is not None else "CCF ledger"
