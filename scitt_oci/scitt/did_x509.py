@@ -241,11 +241,35 @@ def fingerprint(cert: x509.Certificate, alg: str = "sha256") -> bytes:
 # ----- resolution -----
 
 
-def resolve(did: str | DidX509, chain: Sequence[x509.Certificate]) -> DidX509:
-    """Check `did` against `chain` (leaf first, root last, already path-validated); UntrustedKeyError if it fails."""
+_SAN_MODEL = (x509.RFC822Name, x509.DNSName, x509.UniformResourceIdentifier, x509.DirectoryName)
+
+
+def resolve(
+    did: str | DidX509, chain: Sequence[x509.Certificate], supplied: Sequence[x509.Certificate] | None = None
+) -> DidX509:
+    """Check `did` against `chain` (leaf first, root last, already path-validated); UntrustedKeyError if it fails.
+
+    With `supplied` (the chain as the message carried it), the validated path must begin with exactly
+    those certificates: a chain padded with unrelated certificates is refused, as the method does.
+    """
     parsed = parse(did) if isinstance(did, str) else did
     if len(chain) < 2:
         raise UntrustedKeyError(f"{parsed.did}: did:x509 resolves against a chain of at least two certificates")
+    if supplied is not None and list(chain[: len(supplied)]) != list(supplied):
+        raise UntrustedKeyError(
+            f"{parsed.did}: the certificate chain as supplied is not the validated path (it holds certificates "
+            "that are not on the path, or is out of order)"
+        )
+    try:
+        sans = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        sans = None
+    for name in sans or ():
+        if not isinstance(name, _SAN_MODEL):
+            raise UntrustedKeyError(
+                f"{parsed.did}: the leaf has a {type(name).__name__} SAN, which did:x509's certificate model "
+                "(email, dns, uri, dn) does not support"
+            )
     for cert in chain:
         for ext in cert.extensions:
             if ext.critical and ext.oid not in _CRITICAL_OK:

@@ -242,7 +242,7 @@ def _verify_chain(
     if did_x509.is_did_x509(iss):
         assert iss is not None
         try:
-            did_x509.resolve(iss, validated)
+            did_x509.resolve(iss, validated, supplied=chain)
         except MalformedError as exc:
             raise UntrustedKeyError(f"iss is not a well-formed did:x509: {exc}") from None
     return IssuerKeyMatch("x5chain", leaf_key, tuple(validated or chain), when if validated else None)

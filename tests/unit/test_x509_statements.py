@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from scitt_oci.cose import keys
-from scitt_oci.errors import PolicyError
+from scitt_oci.errors import PolicyError, UntrustedKeyError
 from scitt_oci.log.policy import RegistrationPolicy, Rejection
 from scitt_oci.scitt import did_x509, statement, transparent, x509chain
 from scitt_oci.scitt.statement import SignedStatement
@@ -374,3 +375,58 @@ def test_certificate_rule_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="certificate rules need x509_roots"):
         load_policy(tmp_path / "p.yaml")
 
+
+
+def test_did_x509_resolution_rules_of_the_method() -> None:
+    """The method's rules beyond path validation, each on its own (chains made here, validity aside)."""
+    pki, signer = Pki(), ec.generate_private_key(ec.SECP256R1())
+    leaf, inter = pki.leaf(signer.public_key(), email="release@wabbit.example")
+    chain = [leaf, inter, pki.root]
+    did = did_x509.create(pki.root, san=("email", "release@wabbit.example"))
+    assert did_x509.resolve(did, chain, supplied=[leaf, inter]).predicates == (("san", "email:release%40wabbit.example"),)
+    # The chain as supplied must be the validated path: no unrelated certificates slipped in.
+    with pytest.raises(UntrustedKeyError, match="not the validated path"):
+        did_x509.resolve(did, chain, supplied=[leaf, Pki().root, inter])
+    with pytest.raises(UntrustedKeyError, match="at least two certificates"):
+        did_x509.resolve(did, [leaf])
+    # A leaf fingerprint never satisfies the CA fingerprint.
+    with pytest.raises(UntrustedKeyError, match="no CA certificate in the chain"):
+        did_x509.resolve(did_x509.create(leaf, subject=[("CN", "Wabbit Networks release signing")]), chain)
+
+
+def _leaf_with(pki: Pki, extension: x509.ExtensionType, critical: bool = False, usage: x509.KeyUsage | None = None) -> x509.Certificate:
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    b = Pki._base(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Leaf")]), "Test Intermediate", public, NOW - DAY, NOW + DAY)
+    b = b.add_extension(extension, critical=critical)
+    if usage is not None:
+        b = b.add_extension(usage, critical=True)
+    return _sign(b, pki.inter_key)
+
+
+def test_did_x509_leaf_rules() -> None:
+    pki = Pki()
+    did = did_x509.create(pki.root, subject=[("CN", "Leaf")])
+    ip_san = _leaf_with(pki, x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]))
+    with pytest.raises(UntrustedKeyError, match="IPAddress SAN, which did:x509's certificate model"):
+        did_x509.resolve(did, [ip_san, pki.inter, pki.root])
+    agreement_only = _leaf_with(pki, x509.BasicConstraints(ca=False, path_length=None), True,
+                                x509.KeyUsage(False, False, False, False, True, False, False, False, False))
+    with pytest.raises(UntrustedKeyError, match="does not allow digitalSignature"):
+        did_x509.resolve(did, [agreement_only, pki.inter, pki.root])
+    unknown_critical = _leaf_with(pki, x509.UnrecognizedExtension(x509.ObjectIdentifier("1.2.3.4"), b"\x05\x00"), True)
+    with pytest.raises(UntrustedKeyError, match="critical extension 1.2.3.4"):
+        did_x509.resolve(did, [unknown_critical, pki.inter, pki.root])
+
+
+def test_did_x509_fulcio_issuer_predicate() -> None:
+    pki = Pki()
+    issuer_v2 = x509.UnrecognizedExtension(did_x509.FULCIO_ISSUER_V2, b"\x0c\x1bhttps://accounts.google.com")
+    leaf = _leaf_with(pki, issuer_v2)
+    chain = [leaf, pki.inter, pki.root]
+    did = did_x509.create(pki.root, fulcio_issuer_url="https://accounts.google.com")
+    assert did.endswith("::fulcio-issuer:accounts.google.com")
+    did_x509.resolve(did, chain)
+    with pytest.raises(UntrustedKeyError, match="Fulcio issuer is 'https://accounts.google.com', not 'https://token.actions"):
+        did_x509.resolve(did_x509.create(pki.root, fulcio_issuer_url="https://token.actions.githubusercontent.com"), chain)
+    with pytest.raises(UntrustedKeyError, match="critical extension 1.3.6.1.4.1.57264.1.8"):
+        did_x509.resolve(did, [_leaf_with(pki, issuer_v2, critical=True), pki.inter, pki.root])
