@@ -121,3 +121,30 @@ def test_an_unknown_receipt_kid_names_the_accepted_forms() -> None:
     with pytest.raises(VerificationFailure, match="receipt kid 'rogue-ts' is not a trusted service key") as info:
         receipt.verify_receipt(log.receipt(log.add(s)), s, [key(slot=5)])
     assert info.value.reason is Reason.UNKNOWN_RECEIPT_KEY and "hex text or base64url text" in info.value.message
+
+
+def test_scitt_cose_text_kids_in_statement_and_receipt(tmp_path: Path) -> None:
+    """An independent implementation (scitt-cose) writes text kids as UTF-8 bytes in both headers."""
+    import hashlib
+
+    import scitt_cose
+
+    issuer, ts = key(slot=0), key(slot=5)
+    theirs = scitt_cose.build_signed_statement(
+        b"{}", alg="ES256", private_key_pem=issuer.private_pem(), issuer=ISS, subject=SUB,
+        content_type="application/json", kid=b"wabbit/release-2026",
+    )
+    leaves = [hashlib.sha256(theirs).hexdigest(), hashlib.sha256(b"other").hexdigest()]
+    r = scitt_cose.build_receipt(
+        leaf_entry_hex=leaves[0], leaf_index=0, tree_entries_hex=leaves, alg="ES256",
+        log_private_key_pem=ts.private_pem(), kid=b"log-key-1", iss="https://ts.example", sub=SUB, iat=1_780_000_000,
+    )
+    (tmp_path / "issuer.pem").write_bytes(issuer.public_pem())
+    (tmp_path / "ts.pem").write_bytes(ts.public_pem())
+    (tmp_path / "p.yaml").write_text(
+        "transparency_services: [{name: ts, keys: [{path: ts.pem, kid: log-key-1}]}]\n"
+        "issuers: [{name: wabbit, keys: [{path: issuer.pem, kid: wabbit/release-2026}]}]\n"
+    )
+    result = verify_transparent_statement(theirs, load_policy(tmp_path / "p.yaml"), detached_receipts=[r])
+    assert result.valid, result.to_json()
+    assert result.receipts[0].entry_rule == "hash-first" and result.receipts[0].signed_at == 1_780_000_000
