@@ -47,7 +47,7 @@ def chain_of(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) -> li
     """The x5chain certificates the protected header vouches for, leaf first; empty when there are none.
 
     A protected x5chain wins. An unprotected one counts only when a protected x5t names its leaf
-    (`check_x5t` then holds the leaf to it); otherwise it is ignored (see `has_unbound_chain`).
+    (`check_x5t` then holds the leaf to it); otherwise it is ignored (UNPROTECTED_CHAIN_IGNORED says why).
     """
     raw = protected.get(headers.X5CHAIN)
     if raw is None:
@@ -65,11 +65,6 @@ def chain_of(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) -> li
         return [x509.load_der_x509_certificate(c) for c in items]
     except ValueError as exc:
         raise MalformedError(f"x5chain (33) holds a certificate that cannot be parsed: {exc}") from None
-
-
-def has_unbound_chain(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) -> bool:
-    """An x5chain only in the unprotected header, with no protected x5t: present, but not honoured."""
-    return headers.X5CHAIN not in protected and headers.X5T not in protected and headers.X5CHAIN in unprotected
 
 
 def check_x5t(protected: Mapping[Any, Any], leaf: x509.Certificate) -> None:
