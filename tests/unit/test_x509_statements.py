@@ -430,3 +430,45 @@ def test_did_x509_fulcio_issuer_predicate() -> None:
         did_x509.resolve(did_x509.create(pki.root, fulcio_issuer_url="https://token.actions.githubusercontent.com"), chain)
     with pytest.raises(UntrustedKeyError, match="critical extension 1.3.6.1.4.1.57264.1.8"):
         did_x509.resolve(did, [_leaf_with(pki, issuer_v2, critical=True), pki.inter, pki.root])
+
+
+def test_cli_makes_a_did_x509_and_an_x509_statement_that_verifies(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from scitt_oci.cli import formats as _formats  # registers the keys and statement commands
+    from scitt_oci.cli import main
+
+    assert _formats
+    pki, signer = Pki(), ec.generate_private_key(ec.SECP256R1())
+    chain = pki.leaf(signer.public_key())
+    (tmp_path / "root.pem").write_bytes(pki.root.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "chain.pem").write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
+    (tmp_path / "leaf-key.pem").write_bytes(keys.CoseKey.from_key(signer).private_pem())
+    runner = CliRunner()
+    made = runner.invoke(main, ["keys", "did-x509", str(tmp_path / "root.pem"), "--subject", "O=Wabbit Networks",
+                                "--eku", CODE_SIGNING, "--check", str(tmp_path / "chain.pem")])
+    assert made.exit_code == 0, made.output
+    did = made.output.strip()
+    assert did == did_x509.create(pki.root, subject=[("O", "Wabbit Networks")], eku=[CODE_SIGNING])
+    wrong = runner.invoke(main, ["keys", "did-x509", str(tmp_path / "root.pem"), "--subject", "O=Acme",
+                                 "--check", str(tmp_path / "chain.pem")])
+    assert wrong.exit_code != 0 and "O is 'Wabbit Networks', not 'Acme'" in wrong.output
+    created = runner.invoke(main, ["statement", "create", "--key", str(tmp_path / "leaf-key.pem"), "--issuer", did,
+                                   "--subject", SUB, "--digest", "sha256:" + "ab" * 32,
+                                   "--x5chain", str(tmp_path / "chain.pem"), "--out", str(tmp_path / "s.cose")])
+    assert created.exit_code == 0, created.output
+    s = statement.parse((tmp_path / "s.cose").read_bytes())
+    assert 33 in s.message.protected and s.issuer == did
+    log = MemoryLog(key(slot=5), iat=int(NOW.timestamp()))
+    (tmp_path / "r.cose").write_bytes(log.receipt(log.add(s)))
+    (tmp_path / "ts.pem").write_bytes(log.signing_key.public_pem())
+    (tmp_path / "p.yaml").write_text("transparency_services: [{name: ts, keys: [{path: ts.pem}]}]\n"
+                                     "issuers: [{name: wabbit, x509_roots: [{path: root.pem}]}]\n")
+    verified = runner.invoke(main, ["verify", "--statement", str(tmp_path / "s.cose"), "--receipt",
+                                    str(tmp_path / "r.cose"), "--trust", str(tmp_path / "p.yaml")])
+    assert verified.exit_code == 0, verified.output
+    assert "certificate chain valid at" in verified.output and "(receipt iat (ts)), iss bound by did:x509" in verified.output
+    other_key = runner.invoke(main, ["statement", "create", "--key", str(tmp_path / "leaf-key.pem"), "--issuer", did,
+                                     "--subject", SUB, "--digest", "sha256:" + "ab" * 32, "--x5chain",
+                                     str(tmp_path / "root.pem"), "--out", str(tmp_path / "x.cose")])
+    assert other_key.exit_code != 0 and "does not certify --key" in other_key.output
