@@ -124,6 +124,39 @@ def _name(where: str, value: object) -> str:
     return value
 
 
+def _issuer_binding(
+    where: str, iss: str | None, roots: tuple[x509.Certificate, ...], certificate: object
+) -> CertificateRule | None:
+    """Check how an issuer entry ties `iss` to certificates under its roots; the entry's certificate rule.
+
+    With x509_roots, any certificate under them could otherwise claim any iss: the entry must name a
+    did:x509 iss, an iss with certificate rules, or no iss (statements must then carry a did:x509
+    iss their chain proves)."""
+    if iss is not None and iss.startswith("did:x509:"):
+        from scitt_oci.scitt import did_x509  # imported here: only policies with did:x509 issuers need it
+
+        try:
+            did_x509.parse(iss)
+        except ScittOciError as exc:
+            raise PolicyError(f"{where}.iss: {exc}") from None
+    rule = None
+    if certificate is not None:
+        if not roots:
+            raise PolicyError(f"{where}.certificate: certificate rules need x509_roots to validate the chain against")
+        from scitt_oci.scitt.x509chain import CertificateRule
+
+        try:
+            rule = CertificateRule.parse(certificate)
+        except ScittOciError as exc:
+            raise PolicyError(f"{where}.certificate: {exc}") from None
+    if roots and iss is not None and not iss.startswith("did:x509:") and rule is None:
+        raise PolicyError(
+            f"{where}: iss {iss!r} is not bound to the certificates under x509_roots, so any of them could claim it: "
+            "add certificate rules (subject, san or eku) the signing certificate must match, or use a did:x509 iss"
+        )
+    return rule
+
+
 class _Loader:
     def __init__(self, base: Path) -> None:
         self.base = base
@@ -251,39 +284,6 @@ def parse_policy(text: bytes, base: Path) -> TrustPolicy:
         tuple(rules),
         tuple(loader.files),
     )
-
-
-def _issuer_binding(
-    where: str, iss: str | None, roots: tuple[x509.Certificate, ...], certificate: object
-) -> CertificateRule | None:
-    """Check how an issuer entry ties `iss` to certificates under its roots; the entry's certificate rule.
-
-    With x509_roots, any certificate under them could otherwise claim any iss: the entry must name a
-    did:x509 iss, an iss with certificate rules, or no iss (statements must then carry a did:x509
-    iss their chain proves)."""
-    if iss is not None and iss.startswith("did:x509:"):
-        from scitt_oci.scitt import did_x509  # imported here: only policies with did:x509 issuers need it
-
-        try:
-            did_x509.parse(iss)
-        except ScittOciError as exc:
-            raise PolicyError(f"{where}.iss: {exc}") from None
-    rule = None
-    if certificate is not None:
-        if not roots:
-            raise PolicyError(f"{where}.certificate: certificate rules need x509_roots to validate the chain against")
-        from scitt_oci.scitt.x509chain import CertificateRule
-
-        try:
-            rule = CertificateRule.parse(certificate)
-        except ScittOciError as exc:
-            raise PolicyError(f"{where}.certificate: {exc}") from None
-    if roots and iss is not None and not iss.startswith("did:x509:") and rule is None:
-        raise PolicyError(
-            f"{where}: iss {iss!r} is not bound to the certificates under x509_roots, so any of them could claim it: "
-            "add certificate rules (subject, san or eku) the signing certificate must match, or use a did:x509 iss"
-        )
-    return rule
 
 
 _KINDS = ("push", "signature", "delete", "deploy")
