@@ -11,13 +11,16 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from scitt_oci.errors import PolicyError
+from scitt_oci.errors import PolicyError, ScittOciError
 from scitt_oci.netutil import is_loopback_host
+
+if TYPE_CHECKING:
+    from scitt_oci.scitt.x509chain import IssuerBinding
 
 ENV_PREFIX = "SCITT_OCI_"
 DEFAULT_PORT = 8700
@@ -35,6 +38,45 @@ class BatchConfig(_Section):
     max_queue: int = Field(50_000, ge=1, description="registrations waiting at once before new ones get 429")
 
 
+class X509IssuerConfig(_Section):
+    """An iss that statements signed with a certificate under registration.x509_roots may claim, and what
+    that certificate must show (the same rules as a trust policy issuer's `certificate`)."""
+
+    iss: str = Field(min_length=1, description="the iss this entry allows")
+    subject: dict[str, str] = Field(default_factory=dict, description="leaf subject attributes that must all match")
+    san: list[str] = Field(default_factory=list, description="leaf SANs (email:, dns:, uri:), any one of them")
+    eku: list[str] = Field(default_factory=list, description="EKU OIDs the leaf must all carry")
+
+    @model_validator(mode="after")
+    def _bound(self) -> X509IssuerConfig:
+        from scitt_oci.scitt import did_x509  # imported here: only X.509 issuers need it
+        from scitt_oci.scitt.x509chain import CertificateRule
+
+        if self.iss.startswith("did:x509:"):
+            try:
+                did_x509.parse(self.iss)
+            except ScittOciError as exc:
+                raise ValueError(str(exc)) from None
+            if not (self.subject or self.san or self.eku):
+                return self  # a did:x509 binds itself
+
+        try:
+            CertificateRule.parse({"subject": self.subject, "san": self.san, "eku": self.eku})
+        except ScittOciError as exc:
+            raise ValueError(f"iss {self.iss!r}: certificate rule {exc}") from None
+        return self
+
+    def binding(self) -> IssuerBinding:
+        from scitt_oci.scitt.x509chain import CertificateRule, IssuerBinding
+
+        rule = (
+            CertificateRule.parse({"subject": self.subject, "san": self.san, "eku": self.eku})
+            if (self.subject or self.san or self.eku)
+            else CertificateRule()
+        )
+        return IssuerBinding(self.iss, rule)
+
+
 class RegistrationConfig(_Section):
     open: bool = Field(False, description="accept any statement whose signature verifies with the key it carries")
     issuer_keys: list[Path] = Field(
@@ -42,6 +84,10 @@ class RegistrationConfig(_Section):
     )
     x509_roots: list[Path] = Field(
         default_factory=list, description="PEM files of roots for statements signed with x5chain"
+    )
+    x509_issuers: list[X509IssuerConfig] = Field(
+        default_factory=list,
+        description="iss values certificates under x509_roots may claim, with the certificate rules that bind them",
     )
     algorithms: list[str] = Field(
         default_factory=lambda: ["ES256", "ES384", "ES512", "EdDSA", "PS256", "PS384", "PS512"]

@@ -34,6 +34,7 @@ class MemoryLog:
     issuer: str = "https://ts.example"
     entries: list[bytes] = field(default_factory=list)
     hash_first: bool = False  # mint under the hash-first entry rule, as some services do
+    iat: int | None = 1  # the signed time in each tree head (15/6); None: none, as some vds 1 services mint
 
     def add(self, statement: SignedStatement) -> int:
         entry = statement.entry()
@@ -46,7 +47,7 @@ class MemoryLog:
     def head(self, size: int | None = None) -> receipt.SignedTreeHead:
         size = len(self.entries) if size is None else size
         root = merkle.root_of(self.leaves()[:size])
-        return receipt.sign_tree_head(self.signing_key, issuer=self.issuer, subject="log", tree_size=size, root=root, iat=1)
+        return receipt.sign_tree_head(self.signing_key, issuer=self.issuer, subject="log", tree_size=size, root=root, iat=self.iat)
 
     def receipt(self, index: int, size: int | None = None, sth: receipt.SignedTreeHead | None = None) -> bytes:
         sth = sth or self.head(size)

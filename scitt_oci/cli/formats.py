@@ -83,6 +83,67 @@ def keys_export(key_file: str, fmt: str, out: str | None) -> None:
         sys.stdout.buffer.write(body)
 
 
+@keys_group.command("did-x509")
+@click.argument("ca_file", type=click.Path(dir_okay=False))
+@click.option(
+    "--subject", "subjects", multiple=True, help="Leaf subject attribute, e.g. O=Wabbit Networks (repeatable)."
+)
+@click.option("--san", help="Leaf SAN: email:..., dns:... or uri:...")
+@click.option(
+    "--eku", "ekus", multiple=True, help="Leaf EKU OID, e.g. 1.3.6.1.5.5.7.3.3 for code signing (repeatable)."
+)
+@click.option(
+    "--fingerprint-alg", default="sha256", show_default=True, type=click.Choice(["sha256", "sha384", "sha512"])
+)
+@click.option(
+    "--check",
+    "check_chain",
+    type=click.Path(dir_okay=False),
+    help="A chain (PEM, leaf first) the DID must resolve for.",
+)
+def keys_did_x509(
+    ca_file: str,
+    subjects: tuple[str, ...],
+    san: str | None,
+    ekus: tuple[str, ...],
+    fingerprint_alg: str,
+    check_chain: str | None,
+) -> None:
+    """Print the did:x509 identifier for leaves under the CA certificate CA_FILE (PEM) with these
+    predicates: an iss a trust policy issuer can pin, or statements can carry (docs/trust-policy.md)."""
+    from cryptography import x509  # imported here: start-up time of the other commands
+
+    from scitt_oci.scitt import did_x509
+
+    try:
+        [ca, *_rest] = x509.load_pem_x509_certificates(_read(ca_file, "CA certificate"))
+        pairs = []
+        for item in subjects:
+            name, sep, value = item.partition("=")
+            if not sep or not value:
+                _die(f"--subject {item!r}: expected NAME=VALUE, e.g. O=Wabbit Networks")
+            pairs.append((name.strip(), value))
+        san_pair = None
+        if san is not None:
+            kind, sep, value = san.partition(":")
+            if not sep or kind not in did_x509.SAN_TYPES:
+                _die(f"--san {san!r}: expected email:..., dns:... or uri:...")
+            san_pair = (kind, value)
+        if not pairs and san_pair is None and not ekus:
+            _die("give at least one of --subject, --san and --eku: a did:x509 needs a predicate")
+        did = did_x509.create(ca, subject=pairs, san=san_pair, eku=list(ekus), alg=fingerprint_alg)
+        if check_chain is not None:
+            chain = x509.load_pem_x509_certificates(_read(check_chain, "chain"))
+            if ca not in chain:
+                chain.append(ca)
+            did_x509.resolve(did, chain)
+    except ValueError as exc:
+        _die(f"cannot read the certificates: {exc}")
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
+    click.echo(did)
+
+
 # ----------------------------------------------------------------------------- statement
 @main.group("statement")
 def statement_group() -> None:
@@ -109,6 +170,12 @@ def _load_signing_key(path: str, alg: str | None) -> keys.CoseKey:
 @click.option("--digest", help="Artifact digest instead of a file, as sha256:<hex> or sha512:<hex> (an OCI digest).")
 @click.option("--media-type", help="Media type of the artifact (hash envelope 259).")
 @click.option("--location", help="Where the artifact can be found (hash envelope 260).")
+@click.option(
+    "--x5chain",
+    "chain_file",
+    type=click.Path(dir_okay=False),
+    help="Certificate chain (PEM, leaf first; the leaf certifies --key) to carry in the protected header.",
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Where to write the statement.")
 def statement_create(
     key_file: str,
@@ -119,6 +186,7 @@ def statement_create(
     digest: str | None,
     media_type: str | None,
     location: str | None,
+    chain_file: str | None,
     out: str,
 ) -> None:
     """Sign a hash-envelope Signed Statement (RFC 9995) over a file or an OCI digest."""
@@ -133,6 +201,7 @@ def statement_create(
         except ScittOciError as exc:
             _die(exc.diagnostics())
         hash_alg, raw = BY_OCI_ALGORITHM[parsed.algorithm], parsed.raw
+    ders = _chain_ders(chain_file, key) if chain_file is not None else None
     try:
         signed = statement_mod.build(
             key,
@@ -141,11 +210,25 @@ def statement_create(
             payload=raw,
             envelope=HashEnvelope(hash_alg, raw, media_type, location),
             iat=int(time.time()),
+            x5chain=ders,
         )
     except ScittOciError as exc:
         _die(exc.diagnostics())
     _write(out, signed.encode())
     click.echo(f"statement written to {out} (kid {key.kid.hex()}, payload {raw.hex()})")
+
+
+def _chain_ders(chain_file: str, key: keys.CoseKey) -> list[bytes]:
+    from cryptography import x509  # imported here: start-up time of the other commands
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    try:
+        chain = x509.load_pem_x509_certificates(_read(chain_file, "certificate chain"))
+    except ValueError as exc:
+        _die(f"{chain_file}: cannot read the certificates: {exc}")
+    if chain[0].public_key() != key.public:
+        _die(f"{chain_file}: the first certificate ({chain[0].subject.rfc4514_string()}) does not certify --key")
+    return [c.public_bytes(Encoding.DER) for c in chain]
 
 
 @statement_group.command("inspect")
@@ -264,6 +347,10 @@ def _print_result(result: VerificationResult) -> None:
         f"  issuer:  {result.issuer}" + (f" (trusted as {result.trusted_issuer})" if result.trusted_issuer else "")
     )
     click.echo(f"  subject: {result.subject}")
+    if result.chain_time is not None:
+        binding = f", iss bound by {result.issuer_binding}" if result.issuer_binding else ""
+        when = result.chain_time.strftime("%Y-%m-%dT%H:%M:%SZ")
+        click.echo(f"  certificate chain valid at {when} ({result.chain_time_source}){binding}")
     for r in result.receipts:
         if r.valid:
             where = f"tree size {r.tree_size}, leaf {r.leaf_index}" if r.tree_size is not None else "CCF ledger"

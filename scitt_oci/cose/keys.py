@@ -63,11 +63,17 @@ class CoseKey:
     kid: bytes
     alg: Algorithm | None = None
     private: PrivateKey | None = field(default=None, repr=False, compare=False)
+    names: frozenset[bytes] = field(default=frozenset(), compare=False)  # text kids others call it by (UTF-8)
 
     # ----- construction -----
     @classmethod
     def from_key(
-        cls, key: PublicKey | PrivateKey, *, kid: bytes | None = None, alg: Algorithm | None = None
+        cls,
+        key: PublicKey | PrivateKey,
+        *,
+        kid: bytes | None = None,
+        alg: Algorithm | None = None,
+        names: Iterable[bytes] = (),
     ) -> CoseKey:
         """Wrap a `cryptography` key; `kid` defaults to the RFC 9679 thumbprint."""
         private: PrivateKey | None = None
@@ -82,15 +88,34 @@ class CoseKey:
             alg = default_algorithm(public)
         if alg is not None:
             algorithms.check_key(alg, public)
-        return cls(public=public, kid=kid if kid is not None else thumbprint(public), alg=alg, private=private)
+        return cls(
+            public=public,
+            kid=kid if kid is not None else thumbprint(public),
+            alg=alg,
+            private=private,
+            names=frozenset(names),
+        )
+
+    def named(self, *names: bytes) -> CoseKey:
+        """This key, also answering to the text kids `names` (UTF-8 bytes), e.g. as a trust policy names it."""
+        return CoseKey(self.public, self.kid, self.alg, self.private, self.names | frozenset(names))
 
     @cached_property
     def aliases(self) -> frozenset[bytes]:
-        """Every byte string a peer may use as this key's kid: ours, the RFC 9679 thumbprint, and the
-        SHA-256 of the SubjectPublicKeyInfo raw or as hex text (CCF's form)."""
+        """Every byte string a peer may put in `kid` (a bstr, RFC 9052) to name this key (KID_FORMS):
+        our kid, the RFC 9679 thumbprint and the SHA-256 of the SubjectPublicKeyInfo (CCF), each as raw
+        bytes, as hex text or as base64url text, plus the text kids the key was given (`names`)."""
         spki = self.public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        spki_hash = hashlib.sha256(spki).digest()
-        return frozenset({self.kid, thumbprint(self.public), spki_hash, spki_hash.hex().encode()})
+        out = set(self.names)
+        for raw in (self.kid, thumbprint(self.public), hashlib.sha256(spki).digest()):
+            out.update((raw, raw.hex().encode(), _b64u(raw).encode()))
+        return frozenset(out)
+
+    def answers_to(self, kid: bytes) -> bool:
+        """Does `kid` name this key in one of KID_FORMS? (Hex text is matched in either case.)"""
+        if kid in self.aliases:
+            return True
+        return kid.isascii() and kid.lower() in self.aliases
 
     # ----- COSE_Key -----
     def to_cose(self, *, include_kid: bool = True, include_alg: bool = True) -> dict[int, Any]:
@@ -131,6 +156,19 @@ class CoseKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
+
+
+KID_FORMS = (
+    "the key's kid, its RFC 9679 thumbprint or the SHA-256 of its SubjectPublicKeyInfo, as raw bytes, hex text "
+    "or base64url text, or a text kid the key file or trust policy gives it, always as a byte string "
+    "(RFC 9052: kid is bstr; a text kid is carried as its UTF-8 bytes)"
+)
+
+
+def kid_text(kid: bytes) -> str:
+    """A kid for messages: printable ASCII as quoted text, anything else as hex (shortened)."""
+    text = repr(kid.decode("ascii")) if kid.isascii() and kid.decode("ascii").isprintable() else kid.hex()
+    return text[:40] + ("..." if len(text) > 40 else "")
 
 
 def default_algorithm(key: PublicKey) -> Algorithm | None:
@@ -255,11 +293,13 @@ def from_jwk(jwk: object) -> CoseKey:
             raise UnsupportedError(f"JWK kty {kty!r} is not supported (EC, OKP, RSA)")
     except ValueError as exc:
         raise KeyFormatError(f"JWK does not hold a valid public key: {exc}") from None
-    kid_text = jwk.get("kid")
-    kid = _jwk_kid(kid_text) if isinstance(kid_text, str) and kid_text else None
+    jwk_kid = jwk.get("kid")
+    kid = _jwk_kid(jwk_kid) if isinstance(jwk_kid, str) and jwk_kid else None
     alg_name = jwk.get("alg")
     alg = algorithms.by_name(alg_name) if isinstance(alg_name, str) else None
-    return CoseKey.from_key(public, kid=kid, alg=alg)
+    # The JWK kid as text is a name too: pyscitt, transmute and others put it in COSE kid as UTF-8 bytes.
+    names = [jwk_kid.encode("utf-8", "replace")] if isinstance(jwk_kid, str) and jwk_kid else []
+    return CoseKey.from_key(public, kid=kid, alg=alg, names=names)
 
 
 def _jwk_kid(text: str) -> bytes:

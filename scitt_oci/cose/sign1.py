@@ -48,8 +48,15 @@ class Sign1:
 
     @property
     def kid(self) -> bytes | None:
+        """The kid (4), protected header first; MalformedError if it is not a byte string (RFC 9052)."""
         kid = self.protected.get(headers.KID, self.unprotected.get(headers.KID))
-        return kid if isinstance(kid, bytes) else None
+        if kid is None or isinstance(kid, bytes):
+            return kid
+        kind = {str: "a text string", int: "an integer", bool: "a boolean", list: "an array", dict: "a map"}
+        raise MalformedError(
+            f"kid (4) must be a byte string (RFC 9052: kid is bstr), not {kind.get(type(kid), type(kid).__name__)} "
+            f"{repr(kid)[:40]}; a text kid is carried as its UTF-8 bytes"
+        )
 
     def encode(self, *, tagged: bool = True) -> bytes:
         """The message bytes; the protected header, payload and signature are reused as they are."""

@@ -6,6 +6,7 @@ unprotected header emptied, ready to be the log entry.
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import re
 from collections.abc import Sequence
@@ -15,9 +16,11 @@ from cryptography import x509
 
 from scitt_oci.cose import algorithms
 from scitt_oci.cose.keys import CoseKey
-from scitt_oci.errors import ScittOciError, SignatureError, UnsupportedError, UntrustedKeyError
+from scitt_oci.errors import MalformedError, ScittOciError, SignatureError, UnsupportedError, UntrustedKeyError
 from scitt_oci.scitt import statement as statement_mod
+from scitt_oci.scitt import x509chain
 from scitt_oci.scitt.statement import SignedStatement
+from scitt_oci.scitt.x509chain import IssuerBinding
 
 
 class Rejection(ScittOciError):
@@ -50,6 +53,8 @@ class RegistrationPolicy:
     max_statement_bytes: int = 64 * 1024
     issuers: tuple[str, ...] | None = None  # allowed iss values (globs)
     subjects: tuple[str, ...] | None = None  # allowed sub values (globs)
+    # How an iss is bound to a certificate under x509_roots; a did:x509 iss binds itself.
+    x509_issuers: tuple[IssuerBinding, ...] = ()
     _subject_res: tuple[re.Pattern[str], ...] = field(default=(), compare=False, repr=False)
 
     @classmethod
@@ -63,6 +68,7 @@ class RegistrationPolicy:
         max_statement_bytes: int = 64 * 1024,
         issuers: Sequence[str] | None = None,
         subjects: Sequence[str] | None = None,
+        x509_issuers: Sequence[IssuerBinding] = (),
     ) -> RegistrationPolicy:
         return cls(
             tuple(issuer_keys),
@@ -72,11 +78,15 @@ class RegistrationPolicy:
             max_statement_bytes,
             tuple(issuers) if issuers is not None else None,
             tuple(subjects) if subjects is not None else None,
+            tuple(x509_issuers),
             tuple(re.compile(fnmatch.translate(s)) for s in subjects or ()),
         )
 
-    def check(self, data: bytes) -> SignedStatement:
-        """The statement, ready for the log, or `Rejection` saying why not."""
+    def check(self, data: bytes, *, now: dt.datetime | None = None) -> SignedStatement:
+        """The statement, ready for the log, or `Rejection` saying why not.
+
+        An x5chain is validated at `now` (the service's clock), never at the `iat` the issuer wrote.
+        """
         if len(data) > self.max_statement_bytes:
             raise Rejection(
                 TOO_LARGE,
@@ -111,13 +121,39 @@ class RegistrationPolicy:
         if self.subjects is not None and not any(r.match(signed.claims.sub) for r in self._subject_res):
             raise Rejection(REJECTED, f"subject {signed.claims.sub!r} matches none of the allowed subject patterns")
         try:
-            statement_mod.verify(
-                signed, keys=self.issuer_keys, x509_roots=self.x509_roots, trust_embedded=self.open_registration
+            match = statement_mod.verify(
+                signed,
+                keys=self.issuer_keys,
+                x509_roots=self.x509_roots,
+                trust_embedded=self.open_registration,
+                at=now or dt.datetime.now(dt.UTC),
             )
+            if match.method == "x5chain" and self.x509_roots:
+                self._check_binding(signed.claims.iss, match.chain)
         except UntrustedKeyError as exc:
             raise Rejection(REJECTED, f"the issuer is not trusted by this log: {exc}") from None
         except SignatureError as exc:
             raise Rejection(REJECTED, f"the issuer's signature does not verify: {exc}") from None
+        except MalformedError as exc:
+            raise Rejection(MALFORMED, str(exc)) from None
         except ScittOciError as exc:
             raise Rejection(REJECTED, str(exc)) from None
         return signed.stripped()
+
+    def _check_binding(self, iss: str, chain: Sequence[x509.Certificate]) -> None:
+        """A chain under our roots may claim only an iss bound to it: a did:x509 it proves, or an entry of x509_issuers."""
+        if iss.startswith("did:x509:"):
+            return  # statement.verify resolved it against the validated chain
+        reasons = []
+        for binding in (b for b in self.x509_issuers if b.iss == iss):
+            try:
+                x509chain.check_binding(iss, chain, binding)
+                return
+            except UntrustedKeyError as exc:
+                reasons.append(str(exc))
+        if reasons:
+            raise UntrustedKeyError("; ".join(reasons))
+        raise UntrustedKeyError(
+            f"iss {iss!r} is not bound to certificate {chain[0].subject.rfc4514_string()!r}: use a did:x509 iss "
+            "the certificate proves, or name this iss with certificate rules in registration.x509_issuers"
+        )

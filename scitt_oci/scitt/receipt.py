@@ -18,7 +18,7 @@ from typing import Any
 
 from scitt_oci.cose import algorithms, cbor, headers, sign1
 from scitt_oci.cose.cwt import CwtClaims, claims_of
-from scitt_oci.cose.keys import CoseKey
+from scitt_oci.cose.keys import KID_FORMS, CoseKey, kid_text
 from scitt_oci.cose.sign1 import Sign1
 from scitt_oci.errors import MalformedError, ScittOciError, SignatureError, UnsupportedError
 from scitt_oci.scitt import merkle
@@ -141,28 +141,25 @@ def decode(data: bytes) -> tuple[Sign1, int]:
 
 
 def _candidate_keys(message: Sign1, keys: Sequence[CoseKey]) -> list[CoseKey]:
-    kid = message.protected.get(headers.KID)
+    try:
+        kid = message.kid  # the same rules as a statement's kid: a bstr, protected header first
+    except MalformedError as exc:
+        raise _fail(Reason.MALFORMED, f"receipt {exc}") from None
     if kid is None:
         return list(keys)
-    if not isinstance(kid, bytes):
-        raise _fail(Reason.MALFORMED, "receipt kid (4) must be a byte string")
     matching = [k for k in keys if kid_matches(k, kid)]
     if not matching:
         known = ", ".join(k.kid.hex()[:16] for k in keys) or "none"
         raise _fail(
-            Reason.UNKNOWN_RECEIPT_KEY, f"receipt kid {_show_kid(kid)} is not a trusted service key (known: {known})"
+            Reason.UNKNOWN_RECEIPT_KEY,
+            f"receipt kid {kid_text(kid)} is not a trusted service key (known: {known}; a kid may be {KID_FORMS})",
         )
     return matching
 
 
-def _show_kid(kid: bytes) -> str:
-    text = kid.decode("ascii", errors="replace") if kid.isascii() and kid.decode("ascii").isalnum() else kid.hex()
-    return text[:16] + ("..." if len(text) > 16 else "")
-
-
 def kid_matches(key: CoseKey, kid: bytes) -> bool:
-    """A receipt `kid` names `key` if it is its kid, its RFC 9679 thumbprint, or (CCF) the SHA-256 of its SPKI, raw or hex."""
-    return kid in key.aliases
+    """Does a receipt's `kid` name `key`? The same forms as for statements (keys.KID_FORMS)."""
+    return key.answers_to(kid)
 
 
 def _decode_proofs(message: Sign1, label: int) -> list[Any]:

@@ -13,7 +13,7 @@ from scitt_oci.cose import hash_envelope, headers, sign1
 from scitt_oci.cose.cbor import DEFAULT_LIMITS, Limits
 from scitt_oci.cose.cwt import CwtClaims, claims_of
 from scitt_oci.cose.hash_envelope import HashEnvelope
-from scitt_oci.cose.keys import CoseKey
+from scitt_oci.cose.keys import KID_FORMS, CoseKey, kid_text
 from scitt_oci.cose.sign1 import Sign1
 from scitt_oci.errors import MalformedError, SignatureError, UntrustedKeyError
 
@@ -78,6 +78,7 @@ def from_message(message: Sign1) -> SignedStatement:
     if headers.CWT_CLAIMS in message.unprotected:
         raise MalformedError("CWT Claims (15) must be in the protected header, not the unprotected one")
     envelope = hash_envelope.parse(message.protected, message.unprotected, message.payload)
+    message.kid  # noqa: B018 - a kid that is not a bstr is malformed (RFC 9052), never "absent"
     return SignedStatement(message, claims, envelope)
 
 
@@ -140,6 +141,7 @@ class IssuerKeyMatch:
     method: str  # "kid", "x5chain", or "key" (no kid: a trusted key that verifies)
     key: CoseKey
     chain: tuple[x509.Certificate, ...] = ()
+    validated_at: dt.datetime | None = None  # when the chain was path-validated; None: it was not
 
 
 def verify(
@@ -149,40 +151,28 @@ def verify(
     x509_roots: Sequence[x509.Certificate] = (),
     trust_embedded: bool = False,
     detached_payload: bytes | None = None,
-    now: dt.datetime | None = None,
+    at: dt.datetime | None = None,
 ) -> IssuerKeyMatch:
     """Verify the issuer's signature.
 
-    The key is the leaf of x5chain (path-validated to `x509_roots`, or trusted as given when
-    `trust_embedded`), else the key in `keys` whose kid equals the statement's `kid`.
+    The key is the leaf of the x5chain the protected header vouches for (path-validated to
+    `x509_roots` at time `at`, or trusted as given when `trust_embedded`), else the key in `keys` that
+    the statement's `kid` names. `at` is the time the chain must be valid at: the registration time
+    a trusted receipt proves, or now (the default). The `iat` the issuer wrote is never used: it is
+    the issuer's own claim, and a backdated one would revive an expired certificate.
+
+    An `iss` that is a did:x509 must resolve against the chain, whatever else is trusted.
     """
     message = statement.message
-    chain: list[x509.Certificate] = []
+    kid = message.kid  # MalformedError when it is not a bstr: checked before anything is trusted
+    unbound = ""
     if headers.X5CHAIN in message.protected or headers.X5CHAIN in message.unprotected:
-        from scitt_oci.scitt import x509chain  # imported here: X.509 is slow to import and most statements use kid
+        return_value = _verify_chain(statement, keys, x509_roots, trust_embedded, detached_payload, at)
+        if return_value is not None:
+            return return_value
+        from scitt_oci.scitt import x509chain
 
-        chain = x509chain.chain_of(message.protected, message.unprotected)
-    if chain:
-        leaf = chain[0]
-        x509chain.check_x5t(message.protected, leaf)
-        public = leaf.public_key()
-        if not isinstance(public, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, rsa.RSAPublicKey)):
-            raise SignatureError(f"x5chain leaf key type {type(public).__name__} is not supported")
-        leaf_key = CoseKey.from_key(public, alg=message.alg if not isinstance(public, rsa.RSAPublicKey) else None)
-        validated: tuple[x509.Certificate, ...] = ()
-        if x509_roots:
-            at = now
-            if at is None and statement.claims is not None and statement.claims.iat is not None:
-                at = dt.datetime.fromtimestamp(statement.claims.iat, dt.UTC)
-            validated = tuple(x509chain.validate_path(chain, x509_roots, at))
-        elif not trust_embedded and not any(k.public == public for k in keys):
-            raise UntrustedKeyError(
-                f"statement is signed by certificate {leaf.subject.rfc4514_string()!r}, "
-                "but no X.509 roots are configured and its key is not trusted"
-            )
-        message.verify(leaf_key, detached_payload)
-        return IssuerKeyMatch("x5chain", leaf_key, validated or tuple(chain))
-    kid = message.kid
+        unbound = f"; {x509chain.UNPROTECTED_CHAIN_IGNORED}"
     if kid is None:
         # No kid and no chain (as in some third-party statements): any trusted key that verifies.
         for key in keys:
@@ -193,12 +183,66 @@ def verify(
             return IssuerKeyMatch("key", key)
         if not keys:
             raise UntrustedKeyError(
-                "statement names no kid (4) and carries no x5chain (33), and no issuer keys are trusted"
+                "statement names no kid (4) and carries no x5chain (33), and no issuer keys are trusted" + unbound
             )
-        raise SignatureError(f"statement carries no kid and none of the {len(keys)} trusted issuer keys verifies it")
+        raise SignatureError(
+            f"statement carries no kid and none of the {len(keys)} trusted issuer keys verifies it" + unbound
+        )
     for key in keys:
-        if kid in key.aliases:
+        if key.answers_to(kid):
             message.verify(key, detached_payload)
             return IssuerKeyMatch("kid", key)
     known = ", ".join(k.kid.hex()[:16] for k in keys) or "none"
-    raise UntrustedKeyError(f"statement kid {kid.hex()[:16]}... is not among the trusted issuer keys (known: {known})")
+    raise UntrustedKeyError(
+        f"statement kid {kid_text(kid)} is not among the trusted issuer keys (known: {known}; a kid may be "
+        f"{KID_FORMS}){unbound}"
+    )
+
+
+def _verify_chain(
+    statement: SignedStatement,
+    keys: Sequence[CoseKey],
+    x509_roots: Sequence[x509.Certificate],
+    trust_embedded: bool,
+    detached_payload: bytes | None,
+    at: dt.datetime | None,
+) -> IssuerKeyMatch | None:
+    """Verify by the x5chain the protected header vouches for; None when there is none (only an unbound one)."""
+    from scitt_oci.scitt import (  # imported here: X.509 is slow to import and most statements use kid
+        did_x509,
+        x509chain,
+    )
+
+    message = statement.message
+    chain = x509chain.chain_of(message.protected, message.unprotected)
+    if not chain:
+        return None
+    leaf = chain[0]
+    x509chain.check_x5t(message.protected, leaf)
+    public = leaf.public_key()
+    if not isinstance(public, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, rsa.RSAPublicKey)):
+        raise SignatureError(f"x5chain leaf key type {type(public).__name__} is not supported")
+    leaf_key = CoseKey.from_key(public, alg=message.alg if not isinstance(public, rsa.RSAPublicKey) else None)
+    when = at if at is not None else dt.datetime.now(dt.UTC)
+    iss = statement.issuer
+    validated: list[x509.Certificate] = []
+    if x509_roots:
+        validated = x509chain.validate_path(chain, x509_roots, when)
+    elif not trust_embedded and not any(k.public == public for k in keys):
+        raise UntrustedKeyError(
+            f"statement is signed by certificate {leaf.subject.rfc4514_string()!r}, "
+            "but no X.509 roots are configured and its key is not trusted"
+        )
+    elif did_x509.is_did_x509(iss):
+        # did:x509 resolution validates the chain with its last certificate as the trust anchor.
+        if len(chain) < 2:
+            raise UntrustedKeyError(f"iss {iss!r} is a did:x509, which needs a chain of at least two certificates")
+        validated = x509chain.validate_path(chain, [chain[-1]], when)
+    message.verify(leaf_key, detached_payload)
+    if did_x509.is_did_x509(iss):
+        assert iss is not None
+        try:
+            did_x509.resolve(iss, validated, supplied=chain)
+        except MalformedError as exc:
+            raise UntrustedKeyError(f"iss is not a well-formed did:x509: {exc}") from None
+    return IssuerKeyMatch("x5chain", leaf_key, tuple(validated or chain), when if validated else None)

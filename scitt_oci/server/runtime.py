@@ -123,6 +123,7 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
         max_statement_bytes=reg.max_statement_bytes,
         issuers=reg.issuers,
         subjects=reg.subjects,
+        x509_issuers=[entry.binding() for entry in reg.x509_issuers],
     )
     tokens = list(config.auth.tokens) + [keyfiles.token(p) for p in config.auth.token_files]
     token_file = None

@@ -6,6 +6,7 @@ Fetching them (`attached_statements`) is shared by the admission webhook and `sc
 
 from __future__ import annotations
 
+import datetime as dt
 import fnmatch
 import time
 from collections.abc import Sequence
@@ -103,9 +104,12 @@ def decide(ref: Reference, blobs: Sequence[bytes], policy: TrustPolicy, *, now: 
     requirements, mode, rule = policy.for_repository(f"{ref.registry}/{ref.repository}")
     verdict = ImageVerdict(str(ref), False, False, mode, rule)
     assert ref.digest is not None
+    at = dt.datetime.fromtimestamp(now, dt.UTC) if now is not None else None
     for blob in blobs[:MAX_STATEMENTS]:
         verdict.statements.append(
-            verify_transparent_statement(blob, policy, digest=ref.digest, required_receipts=requirements.receipts)
+            verify_transparent_statement(
+                blob, policy, digest=ref.digest, required_receipts=requirements.receipts, now=at
+            )
         )
     valid = [s for s in verdict.statements if s.valid and s.event is not None]
     _check(verdict, valid, requirements, now if now is not None else time.time())

@@ -20,6 +20,8 @@ from scitt_oci.cose.keys import CoseKey, load_key_file
 
 if TYPE_CHECKING:
     from cryptography import x509
+
+    from scitt_oci.scitt.x509chain import CertificateRule
 from scitt_oci.errors import PolicyError, ScittOciError
 
 MAX_POLICY_BYTES = 1 << 20
@@ -38,6 +40,7 @@ class Issuer:
     keys: tuple[CoseKey, ...] = ()
     x509_roots: tuple[x509.Certificate, ...] = ()
     iss: str | None = None  # when set, the statement's iss claim must equal it
+    certificate: CertificateRule | None = None  # what an x5chain leaf under x509_roots must show to claim `iss`
 
 
 @dataclass(frozen=True)
@@ -135,15 +138,48 @@ def _name(where: str, value: object) -> str:
     return value
 
 
+def _issuer_binding(
+    where: str, iss: str | None, roots: tuple[x509.Certificate, ...], certificate: object
+) -> CertificateRule | None:
+    """Check how an issuer entry ties `iss` to certificates under its roots; the entry's certificate rule.
+
+    With x509_roots, any certificate under them could otherwise claim any iss: the entry must name a
+    did:x509 iss, an iss with certificate rules, or no iss (statements must then carry a did:x509
+    iss their chain proves)."""
+    if iss is not None and iss.startswith("did:x509:"):
+        from scitt_oci.scitt import did_x509  # imported here: only policies with did:x509 issuers need it
+
+        try:
+            did_x509.parse(iss)
+        except ScittOciError as exc:
+            raise PolicyError(f"{where}.iss: {exc}") from None
+    rule = None
+    if certificate is not None:
+        if not roots:
+            raise PolicyError(f"{where}.certificate: certificate rules need x509_roots to validate the chain against")
+        from scitt_oci.scitt.x509chain import CertificateRule
+
+        try:
+            rule = CertificateRule.parse(certificate)
+        except ScittOciError as exc:
+            raise PolicyError(f"{where}.certificate: {exc}") from None
+    if roots and iss is not None and not iss.startswith("did:x509:") and rule is None:
+        raise PolicyError(
+            f"{where}: iss {iss!r} is not bound to the certificates under x509_roots, so any of them could claim it: "
+            "add certificate rules (subject, san or eku) the signing certificate must match, or use a did:x509 iss"
+        )
+    return rule
+
+
 class _Loader:
     def __init__(self, base: Path) -> None:
         self.base = base
         self.hasher = hashlib.sha256()
         self.files: list[Path] = []
 
-    def read(self, where: str, entry: object) -> tuple[Path, bytes]:
+    def read(self, where: str, entry: object, allowed: frozenset[str] = frozenset({"path"})) -> tuple[Path, bytes]:
         item = _mapping(where, entry)
-        _check_keys(where, item, {"path"}, {"path"})
+        _check_keys(where, item, set(allowed), {"path"})
         if not isinstance(item["path"], str):
             raise PolicyError(f"{where}: path must be a string")
         path = (self.base / item["path"]).resolve()
@@ -161,11 +197,19 @@ class _Loader:
     def keys(self, where: str, entries: object) -> tuple[CoseKey, ...]:
         out: list[CoseKey] = []
         for i, entry in enumerate(_list(where, entries)):
-            path, data = self.read(f"{where}[{i}]", entry)
+            path, data = self.read(f"{where}[{i}]", entry, frozenset({"path", "kid"}))
             try:
-                out.extend(load_key_file(data))
+                loaded = load_key_file(data)
             except ScittOciError as exc:
                 raise PolicyError(f"{where}[{i}]: {path}: {exc}") from None
+            kid = _mapping(where, entry).get("kid")
+            if kid is not None:
+                # A text kid the signer puts in its messages (as UTF-8 bytes), e.g. pyscitt's or transmute's.
+                if not isinstance(kid, str) or not kid:
+                    raise PolicyError(f"{where}[{i}].kid: must be a non-empty string (the kid as text)")
+                self.hasher.update(b"kid\0" + kid.encode("utf-8", "replace"))
+                loaded = [k.named(kid.encode("utf-8", "replace")) for k in loaded]
+            out.extend(loaded)
         return tuple(out)
 
     def roots(self, where: str, entries: object) -> tuple[x509.Certificate, ...]:
@@ -217,7 +261,7 @@ def parse_policy(text: bytes, base: Path) -> TrustPolicy:
         for i, entry in enumerate(_list("issuers", root["issuers"])):
             where = f"issuers[{i}]"
             item = _mapping(where, entry)
-            _check_keys(where, item, {"name", "keys", "x509_roots", "iss"}, {"name"})
+            _check_keys(where, item, {"name", "keys", "x509_roots", "iss", "certificate"}, {"name"})
             keys = loader.keys(f"{where}.keys", item.get("keys", []))
             roots = loader.roots(f"{where}.x509_roots", item.get("x509_roots", []))
             if not keys and not roots:
@@ -225,7 +269,8 @@ def parse_policy(text: bytes, base: Path) -> TrustPolicy:
             iss = item.get("iss")
             if iss is not None and not isinstance(iss, str):
                 raise PolicyError(f"{where}.iss: must be a string")
-            parsed.append(Issuer(_name(where, item["name"]), keys, roots, iss))
+            certificate = _issuer_binding(where, iss, roots, item.get("certificate"))
+            parsed.append(Issuer(_name(where, item["name"]), keys, roots, iss, certificate))
         issuers = tuple(parsed)
     requirements = _requirements("require", root.get("require"), len(services), Requirements())
     mode = _mode("mode", root.get("mode", "enforce"))

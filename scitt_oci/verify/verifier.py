@@ -5,11 +5,12 @@ Pure: bytes and a policy in, a `VerificationResult` out. No network, no clock un
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scitt_oci.errors import ScittOciError, UntrustedKeyError
+from scitt_oci.errors import MalformedError, ScittOciError, UntrustedKeyError
 from scitt_oci.oci.reference import Digest
 from scitt_oci.scitt import profile, receipt, transparent
 from scitt_oci.scitt import statement as statement_mod
@@ -39,6 +40,7 @@ class ReceiptResult:
     leaf_index: int | None = None
     root: str | None = None
     issuer: str | None = None
+    signed_at: int | None = None  # the iat (15/6) in the receipt's protected header, if any
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "valid": self.valid}
@@ -61,6 +63,10 @@ class VerificationResult:
     event: profile.OciEvent | None = None
     services: list[str] = field(default_factory=list)
     iat: int | None = None
+    # When an x5chain was validated: the registration time a trusted receipt proves, else the verification time.
+    chain_time: dt.datetime | None = None
+    chain_time_source: str | None = None
+    issuer_binding: str | None = None  # how iss was tied to the certificate: "did:x509" or "certificate rule"
 
     @property
     def valid(self) -> bool:
@@ -85,6 +91,13 @@ class VerificationResult:
             "receipts": [r.to_json() for r in self.receipts],
             "services": self.services,
         }
+        if self.chain_time is not None:
+            out["statement"]["certificate_checked_at"] = {
+                "time": self.chain_time.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "source": self.chain_time_source,
+            }
+        if self.issuer_binding is not None:
+            out["statement"]["issuer_binding"] = self.issuer_binding
         if self.event is not None:
             out["statement"]["event"] = {
                 "kind": self.event.kind.value,
@@ -95,17 +108,27 @@ class VerificationResult:
         return out
 
 
-def _check_issuer(statement: SignedStatement, policy: TrustPolicy, result: VerificationResult) -> None:
+def _check_issuer(
+    statement: SignedStatement, policy: TrustPolicy, result: VerificationResult, at: dt.datetime, source: str
+) -> None:
+    """Is the statement signed by a trusted issuer? An x5chain is validated at `at` (see `_chain_time`)."""
     if policy.issuers is None:
         try:
-            statement_mod.verify(statement, trust_embedded=True)
-        except UntrustedKeyError:
+            match = statement_mod.verify(statement, trust_embedded=True, at=at)
+        except UntrustedKeyError as exc:
             result.fail(
                 Reason.UNTRUSTED_ISSUER,
-                "the statement carries no certificate and the policy names no issuer keys to check its signature with",
+                "the policy names no issuer keys, so only a certificate the statement carries can check its "
+                f"signature: {exc}",
             )
+            return
+        except MalformedError as exc:
+            result.fail(Reason.MALFORMED, f"the statement's issuer headers are malformed: {exc}")
+            return
         except ScittOciError as exc:
             result.fail(Reason.BAD_STATEMENT_SIGNATURE, f"the issuer's signature does not verify: {exc}")
+            return
+        _note_chain(result, match, source)
         return
     untrusted: list[str] = []
     for issuer in policy.issuers:
@@ -113,18 +136,51 @@ def _check_issuer(statement: SignedStatement, policy: TrustPolicy, result: Verif
             untrusted.append(f"{issuer.name}: iss is {statement.issuer!r}, not {issuer.iss!r}")
             continue
         try:
-            statement_mod.verify(statement, keys=issuer.keys, x509_roots=issuer.x509_roots)
+            match = statement_mod.verify(statement, keys=issuer.keys, x509_roots=issuer.x509_roots, at=at)
+            binding = None
+            if match.method == "x5chain" and issuer.x509_roots:
+                from scitt_oci.scitt import x509chain  # imported here: only statements with chains need it
+
+                rule = issuer.certificate or x509chain.CertificateRule()
+                binding = x509chain.check_binding(
+                    statement.issuer, match.chain, x509chain.IssuerBinding(issuer.iss, rule)
+                )
         except UntrustedKeyError as exc:
             untrusted.append(f"{issuer.name}: {exc}")
             continue
+        except MalformedError as exc:
+            result.fail(Reason.MALFORMED, f"the statement's issuer headers are malformed: {exc}")
+            return
         except ScittOciError as exc:
             result.fail(
                 Reason.BAD_STATEMENT_SIGNATURE, f"the signature of issuer {issuer.name!r} does not verify: {exc}"
             )
             return
         result.trusted_issuer = issuer.name
+        result.issuer_binding = binding
+        _note_chain(result, match, source)
         return
     result.fail(Reason.UNTRUSTED_ISSUER, "no trusted issuer signed this statement (" + "; ".join(untrusted) + ")")
+
+
+def _note_chain(result: VerificationResult, match: statement_mod.IssuerKeyMatch, source: str) -> None:
+    if match.validated_at is not None:
+        result.chain_time, result.chain_time_source = match.validated_at, source
+
+
+def _chain_time(result: VerificationResult, now: dt.datetime | None) -> tuple[dt.datetime, str]:
+    """The time an issuer's certificate chain must be valid at: the registration time trusted receipts prove.
+
+    A verified receipt from a trusted service proves the statement was registered no later than the
+    time that service signed in the receipt's protected CWT Claims (`iat`, 15/6): the earliest such
+    time counts. vds 1 defines no other signed time, so a receipt without `iat` proves none, and the
+    chain is then checked at the verification time (`now`). The statement's own `iat` is never used.
+    """
+    proven = [(r.signed_at, r.service) for r in result.receipts if r.valid and r.signed_at is not None]
+    if proven:
+        when, service = min(proven, key=lambda p: p[0])
+        return dt.datetime.fromtimestamp(when, dt.UTC), f"receipt iat ({service})"
+    return (now or dt.datetime.now(dt.UTC)), "verification time"
 
 
 def _check_receipts(
@@ -154,6 +210,7 @@ def _check_receipts(
                 verified.leaf_index,
                 verified.root.hex(),
                 verified.issuer,
+                verified.claims.iat if verified.claims else None,
             )
         )
         if service not in result.services:
@@ -180,10 +237,13 @@ def verify_transparent_statement(
     detached_receipts: Sequence[bytes] = (),
     digest: Digest | str | None = None,
     required_receipts: int | None = None,
+    now: dt.datetime | None = None,
 ) -> VerificationResult:
     """Verify a Transparent Statement (or a Signed Statement with `detached_receipts`).
 
     With `digest`, the statement must also be a scitt-oci profile statement about that image.
+    Receipts are checked first: the registration time they prove is when an issuer's X.509 chain
+    must have been valid (`_chain_time`); `now` (default: the clock) is used only when none proves one.
     """
     result = VerificationResult()
     try:
@@ -199,12 +259,16 @@ def verify_transparent_statement(
             result.event = profile.check_about(statement, digest)
         except VerificationFailure as exc:
             result.fail(exc.reason, exc.message)
-    _check_issuer(statement, policy, result)
+    receipts = VerificationResult()
     _check_receipts(
         statement,
         list(parsed.receipts) + list(detached_receipts),
         policy,
-        result,
+        receipts,
         required_receipts or policy.required_receipts,
     )
+    result.receipts, result.services = receipts.receipts, receipts.services
+    at, source = _chain_time(result, now)
+    _check_issuer(statement, policy, result, at, source)
+    result.findings.extend(receipts.findings)
     return result

@@ -116,14 +116,16 @@ def test_x5t_must_match_the_leaf() -> None:
         statement.verify(s, x509_roots=[root])
 
 
-def test_expired_issuer_certificate_is_checked_at_the_statement_iat() -> None:
+def test_expired_issuer_certificate_is_checked_at_the_time_given_never_at_the_statement_iat() -> None:
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     chain, root = cert_chain(leaf_key, days=-1, not_before_days=-30)  # expired yesterday
     ders = [c.public_bytes(serialization.Encoding.DER) for c in chain]
     signer = keys.CoseKey.from_key(leaf_key)
-    then = int((dt.datetime.now(dt.UTC) - dt.timedelta(days=10)).timestamp())
-    signed_then = statement.build(signer, issuer=ISS, subject=SUB, payload=b"p", x5chain=ders, iat=then)
-    assert statement.verify(signed_then, x509_roots=[root]).method == "x5chain"
-    signed_now = statement.build(signer, issuer=ISS, subject=SUB, payload=b"p", x5chain=ders)
-    with pytest.raises(UntrustedKeyError, match="does not chain"):
-        statement.verify(signed_now, x509_roots=[root])
+    then = dt.datetime.now(dt.UTC) - dt.timedelta(days=10)
+    backdated = statement.build(signer, issuer=ISS, subject=SUB, payload=b"p", x5chain=ders, iat=int(then.timestamp()))
+    # The iat is the issuer's own claim: a backdated one does not revive the certificate today.
+    with pytest.raises(UntrustedKeyError, match="does not chain to a trusted root at"):
+        statement.verify(backdated, x509_roots=[root])
+    # At a time something trusted proves (e.g. a receipt's), the certificate was valid.
+    match = statement.verify(backdated, x509_roots=[root], at=then)
+    assert match.method == "x5chain" and match.validated_at == then

@@ -97,20 +97,32 @@ def test_issuer_by_x509_root_and_without_issuers_section(tmp_path: Path) -> None
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     chain, root = cert_chain(leaf_key)
     (tmp_path / "roots.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
-    log = MemoryLog(key(slot=5))
+    log = MemoryLog(key(slot=5), iat=None)  # no signed time: the chain is checked at the verification time
     (tmp_path / "ts.pem").write_bytes(log.signing_key.public_pem())
-    from scitt_oci.scitt import statement
+    from scitt_oci.scitt import did_x509, statement
 
-    s = statement.build(keys.CoseKey.from_key(leaf_key), issuer="did:x509:test", subject="urn:x", payload=b"p",
+    did = did_x509.create(root, subject=[("CN", "Wabbit Networks signing")])
+    s = statement.build(keys.CoseKey.from_key(leaf_key), issuer=did, subject="urn:x", payload=b"p",
                         x5chain=[c.public_bytes(serialization.Encoding.DER) for c in chain])
     ts = transparent.add_receipts(s, [log.receipt(log.add(s))])
     with_roots = _write_policy(tmp_path, "transparency_services: [{name: t, keys: [{path: ts.pem}]}]\n"
-                               "issuers: [{name: w, x509_roots: [{path: roots.pem}], iss: 'did:x509:test'}]\n")
-    assert verify_transparent_statement(ts, load_policy(with_roots)).valid
+                               f"issuers: [{{name: w, x509_roots: [{{path: roots.pem}}], iss: '{did}'}}]\n")
+    result = verify_transparent_statement(ts, load_policy(with_roots))
+    assert result.valid, result.to_json()
+    assert result.to_json()["statement"]["certificate_checked_at"]["source"] == "verification time"
     open_policy = _write_policy(tmp_path, "transparency_services: [{name: t, keys: [{path: ts.pem}]}]\n")
-    assert verify_transparent_statement(ts, load_policy(open_policy)).valid
+    # Without roots, a did:x509 resolves against the chain alone (its last certificate the anchor):
+    # the root it pins is not in this chain, so the claim cannot be proven.
+    unproven = verify_transparent_statement(ts, load_policy(open_policy))
+    assert unproven.reason_codes == ["UNTRUSTED_ISSUER"] and "no CA certificate in the chain" in unproven.findings[0].message
+    by_intermediate = did_x509.create(chain[1], subject=[("CN", "Wabbit Networks signing")])
+    s2 = statement.build(keys.CoseKey.from_key(leaf_key), issuer=by_intermediate, subject="urn:x", payload=b"p",
+                         x5chain=[c.public_bytes(serialization.Encoding.DER) for c in chain])
+    assert verify_transparent_statement(transparent.add_receipts(s2, [log.receipt(log.add(s2))]),
+                                        load_policy(open_policy)).valid
+    other = did_x509.create(root, subject=[("CN", "Someone else")])
     wrong_iss = _write_policy(tmp_path, "transparency_services: [{name: t, keys: [{path: ts.pem}]}]\n"
-                              "issuers: [{name: w, x509_roots: [{path: roots.pem}], iss: 'did:x509:other'}]\n")
+                              f"issuers: [{{name: w, x509_roots: [{{path: roots.pem}}], iss: '{other}'}}]\n")
     assert verify_transparent_statement(ts, load_policy(wrong_iss)).reason_codes == ["UNTRUSTED_ISSUER"]
 
 
