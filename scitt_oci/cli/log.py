@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from scitt_oci.cli import EXIT_INVALID, _die, _read, _write, main
+from scitt_oci.cli import EXIT_INVALID, EXIT_NOT_STARTED, _die, _read, _write, main, service_error
 from scitt_oci.cose import keys
 from scitt_oci.errors import ScittOciError
 from scitt_oci.scitt import receipt as receipt_mod
@@ -134,6 +134,17 @@ def serve(
 
     try:
         cfg = config_mod.load(config_file, overrides=overrides)
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
+    busy = _cannot_bind(cfg.host, cfg.port)
+    if busy is not None:
+        click.echo(
+            f"error: cannot listen on {cfg.listen}: {busy}. Another process (perhaps another `scitt-oci serve`) "
+            "holds that address: stop it, or choose another with --listen HOST:PORT",
+            err=True,
+        )
+        sys.exit(EXIT_NOT_STARTED)
+    try:
         from scitt_oci.server import asgi, runtime
 
         rt = runtime.build(cfg)
@@ -192,16 +203,39 @@ def serve(
         rt.stop()
 
 
-def _client(ts: str, token_file: Path | None, timeout: float, max_wait: float = 60.0) -> Any:
+def _cannot_bind(host: str, port: int) -> str | None:
+    """Why HOST:PORT cannot be listened on (as uvicorn would bind it), or None when it can."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _client(
+    ts: str, token_file: Path | None, timeout: float, max_wait: float = 60.0, ca_file: str | None = None
+) -> Any:
     from scitt_oci.log.client import ScrapiClient
 
     token = None
     if token_file is not None:
         token = _read(str(token_file), "token file").decode().strip()
     try:
-        return ScrapiClient(ts, token=token, timeout=timeout, max_wait=max_wait)
+        return ScrapiClient(ts, token=token, timeout=timeout, max_wait=max_wait, verify_tls=ca_file or True)
     except ScittOciError as exc:
         _die(exc.diagnostics())
+
+
+_ca_file = click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="PEM CA certificate(s) for a service whose certificate a private CA signed.",
+)
 
 
 @main.command("register")
@@ -213,8 +247,15 @@ def _client(ts: str, token_file: Path | None, timeout: float, max_wait: float = 
 )
 @click.option("--receipt-out", type=click.Path(dir_okay=False), help="Also write the bare receipt here.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the receipt.")
+@_ca_file
 def register(
-    statement_file: str, ts: str, token_file: Path | None, out: str | None, receipt_out: str | None, timeout: float
+    statement_file: str,
+    ts: str,
+    token_file: Path | None,
+    out: str | None,
+    receipt_out: str | None,
+    timeout: float,
+    ca_file: str | None = None,
 ) -> None:
     """Register a Signed Statement and write the Transparent Statement (statement + receipt).
 
@@ -226,7 +267,7 @@ def register(
         signed = statement_mod.parse(data)
     except ScittOciError as exc:
         _die(f"{statement_file}: {exc.diagnostics()}")
-    client = _client(ts, token_file, min(timeout, 30.0), max_wait=timeout)
+    client = _client(ts, token_file, min(timeout, 30.0), max_wait=timeout, ca_file=ca_file)
     try:
         registered = client.register(data)
         service_keys = client.keys()
@@ -234,7 +275,7 @@ def register(
     except VerificationFailure as exc:
         _die(f"the service's receipt does not verify: {exc.diagnostics()}")
     except ScittOciError as exc:
-        _die(exc.diagnostics())
+        _die(service_error(exc, ts))
     target = out or str(Path(statement_file).with_suffix(".scitt"))
     _write(target, transparent.add_receipts(signed, [registered.receipt]))
     if receipt_out:
@@ -271,7 +312,8 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
     help="Service keys to trust (JWKS, COSE Key Set, PEM); default: pinned on first audit.",
 )
 @click.option("--timeout", default=10.0, show_default=True)
-def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float) -> None:
+@_ca_file
+def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float, ca_file: str | None = None) -> None:
     """Check that the log only grew since the last audit: verify the new checkpoint and a consistency proof.
 
     Exit 0 when consistent (the new checkpoint is saved), 1 when the log is inconsistent
@@ -285,7 +327,7 @@ def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float) -> N
             _die(f"cannot read audit state {state_file}: {exc}")
         if state.get("ts") != ts:
             _die(f"{state_file} records audits of {state.get('ts')!r}, not {ts!r}")
-    client = _client(ts, None, timeout)
+    client = _client(ts, None, timeout, ca_file=ca_file)
     try:
         if keys_file:
             trusted = keys.load_key_file(_read(keys_file, "keys file"))
@@ -293,14 +335,12 @@ def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float) -> N
             trusted = [keys.from_jwk(k) for k in state["keys"]]
         else:
             trusted = client.keys()
-            click.echo(
-                f"pinning {len(trusted)} service key(s) on first use: {', '.join(k.kid.hex()[:16] for k in trusted)}"
-            )
+            click.echo(f"pinning {len(trusted)} service key(s) on first use: {', '.join(k.kid.hex() for k in trusted)}")
         from scitt_oci.scitt.receipt import read_checkpoint
 
         size, root, _key = read_checkpoint(client.checkpoint(), trusted)
     except ScittOciError as exc:
-        _die(exc.diagnostics())
+        _die(service_error(exc, ts))
     old_size, old_root = state.get("tree_size"), state.get("root")
     if isinstance(old_size, int) and isinstance(old_root, str):
         if size < old_size:
@@ -314,7 +354,7 @@ def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float) -> N
                         f"size {size} now has root {root.hex()}, was {old_root}",
                     )
             else:
-                proof = client.consistency(old_size, size)
+                proof = client.consistency(old_size, size)  # errors other than a failed proof: below
                 new_size, new_root, _v = receipt_mod.verify_consistency_receipt(
                     proof, old_size=old_size, old_root=bytes.fromhex(old_root), keys=trusted
                 )
@@ -327,7 +367,7 @@ def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float) -> N
             click.echo(f"INCONSISTENT: {exc.message}")
             sys.exit(EXIT_INVALID)
         except ScittOciError as exc:
-            _die(exc.diagnostics())
+            _die(service_error(exc, ts))
         click.echo(f"consistent: {old_size} -> {size} entries, root {root.hex()}")
     else:
         click.echo(f"first audit: {size} entries, root {root.hex()}")

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from scitt_oci.cli import _die, main
+from scitt_oci.cli import _die, _write, main
 from scitt_oci.errors import ScittOciError
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.reference import Reference
@@ -208,21 +208,147 @@ def trust_group() -> None:
 
 @trust_group.command("pin")
 @click.argument("url")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="COSE Key Set file to write.")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Trust policy to write, or to add this service to: its receipt keys, its issuers and their iss.",
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the bare receipt keys (COSE Key Set) here.")
+@click.option("--name", help="The service's name in the policy (default: from the URL's host and port).")
+@click.option(
+    "--expect-fingerprint",
+    "expected",
+    multiple=True,
+    help="Refuse unless every key pinned has one of these fingerprints (hex, as `scitt-oci serve` prints; repeatable).",
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="PEM CA certificate(s) for a service whose certificate a private CA signed.",
+)
 @click.option("--timeout", default=10.0, show_default=True)
-def trust_pin(url: str, out: str, timeout: float) -> None:
-    """Fetch a transparency service's /.well-known/scitt-keys and write them for a trust policy."""
-    from scitt_oci.cli import _write
+def trust_pin(
+    url: str,
+    policy_file: Path | None,
+    out: str | None,
+    name: str | None,
+    expected: tuple[str, ...],
+    ca_file: str | None,
+    timeout: float,
+) -> None:
+    """Trust a transparency service: fetch its receipt keys (/.well-known/scitt-keys) and the issuers its
+    watcher signs as (/.well-known/scitt-oci/issuers), print their fingerprints, and write them.
+
+    \b
+    With --policy the file becomes (or gains) a complete trust policy: the service under
+    transparency_services and its issuers, with their iss, under issuers; the keys go to files beside
+    it (NAME.ts-keys.cbor, NAME.issuer-keys.cbor), merged with keys pinned before. Compare the
+    fingerprints with the service's operator once (`scitt-oci serve` prints them as kids), or give
+    them with --expect-fingerprint: a key not expected is refused and nothing is written (exit 1).
+    """
+    from urllib.parse import urlsplit
+
+    from scitt_oci.cli import EXIT_INVALID, service_error
     from scitt_oci.cose import keys as cose_keys
-    from scitt_oci.log.client import ScrapiClient
+    from scitt_oci.log.client import ClientError, PublishedIssuer, ScrapiClient
+    from scitt_oci.verify import pin
+
+    if policy_file is None and out is None:
+        _die("give --policy FILE (a trust policy) or --out FILE (the bare receipt keys), or both")
+    try:
+        wanted = [pin.parse_fingerprint(e) for e in expected]
+        client = ScrapiClient(url, timeout=timeout, verify_tls=ca_file or True)
+        found = client.keys()
+        issuers: list[PublishedIssuer] = []
+        if policy_file is not None:
+            try:
+                issuers = client.issuers()
+            except ClientError as exc:
+                if exc.status != 404:
+                    raise
+                click.echo(f"warning: {url} publishes no issuers (not a scitt-oci service?): trust its issuers by hand")
+    except ScittOciError as exc:
+        _die(service_error(exc, url))
+    if not found:
+        _die(f"{url} publishes no receipt keys")
+    for k in found:
+        click.echo(f"receipt key  {pin.fingerprint(k)}  ({k.alg.name if k.alg else 'no alg'})")
+    for i in issuers:
+        for k in i.keys:
+            click.echo(f"issuer key   {pin.fingerprint(k)}  ({k.alg.name if k.alg else 'no alg'}) for iss {i.iss}")
+    if wanted:
+        stray, unmatched = pin.unexpected([*found, *(k for i in issuers for k in i.keys)], wanted)
+        if stray or unmatched:
+            for k in stray:
+                click.echo(f"error: key {pin.fingerprint(k)} is not among the expected fingerprints", err=True)
+            for f in unmatched:
+                click.echo(f"error: no key has the expected fingerprint {f}", err=True)
+            click.echo("nothing written", err=True)
+            sys.exit(EXIT_INVALID)
+        click.echo(f"every key matches an expected fingerprint ({len(wanted)} given)")
+    if out is not None:
+        _write(out, cose_keys.dump_cose_key_set(found))
+        click.echo(f"wrote {len(found)} receipt key(s) to {out}")
+    if policy_file is not None:
+        service = name or pin.slug(urlsplit(url).netloc)
+        _write_policy(policy_file, service, found, issuers)
+    if not wanted:
+        click.echo("compare these fingerprints with the service's operator once (`scitt-oci serve` prints them)")
+
+
+def _write_policy(policy_file: Path, service: str, found: list[Any], issuers: list[Any]) -> None:
+    import yaml
+
+    from scitt_oci.cose import keys as cose_keys
+    from scitt_oci.verify import pin
+    from scitt_oci.verify.trust import load_policy
+
+    folder = policy_file.parent
+    doc: dict[str, Any] | None = None
+    if policy_file.exists():
+        try:
+            loaded = yaml.safe_load(policy_file.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            _die(f"cannot add to {policy_file}: {exc}")
+        if loaded is not None and not isinstance(loaded, dict):
+            _die(f"cannot add to {policy_file}: it is not a mapping (a trust policy)")
+        doc = loaded
+
+    def merged(file_name: str, fetched: list[Any]) -> None:
+        path = folder / file_name
+        existing = []
+        if path.exists():
+            try:
+                existing = cose_keys.load_key_file(path.read_bytes())
+            except (OSError, ScittOciError) as exc:
+                _die(f"cannot add to {path}: {exc}")
+        result = pin.merge_keys(existing, fetched)
+        _write(str(path), cose_keys.dump_cose_key_set(result.keys))
+        kept = len(result.keys) - len(result.added)
+        click.echo(f"  {file_name}: {len(result.added)} key(s) added" + (f", {kept} kept" if kept else ""))
 
     try:
-        found = ScrapiClient(url, timeout=timeout).keys()
+        service_file = f"{service}.ts-keys.cbor"
+        pins = []
+        for n, published in enumerate(issuers):
+            issuer_name = service if len(issuers) == 1 else f"{service}-{n + 1}"
+            pins.append(pin.IssuerPin(issuer_name, f"{issuer_name}.issuer-keys.cbor", published.iss))
+        new_doc = pin.merge_policy(doc, service, service_file, pins)
     except ScittOciError as exc:
-        _die(exc.diagnostics())
-    if not found:
-        _die(f"{url} publishes no keys")
-    _write(out, cose_keys.dump_cose_key_set(found))
-    for k in found:
-        click.echo(f"pinned kid {k.kid.hex()} ({k.alg.name if k.alg else 'no alg'})")
-    click.echo(f"wrote {len(found)} key(s) to {out}; check the kids with the service's operator once")
+        _die(f"cannot add to {policy_file}: {exc.diagnostics()}")
+    merged(service_file, found)
+    for p, published in zip(pins, issuers, strict=True):
+        merged(p.key_file, list(published.keys))
+    tmp = policy_file.with_name(policy_file.name + ".tmp")
+    _write(str(tmp), yaml.safe_dump(new_doc, sort_keys=False).encode())
+    try:
+        load_policy(tmp)
+    except ScittOciError as exc:
+        tmp.unlink(missing_ok=True)
+        _die(f"the policy would not load, so {policy_file} is left as it was: {exc.diagnostics()}")
+    tmp.replace(policy_file)
+    click.echo(
+        f"wrote {policy_file}: service {service!r}"
+        + (f" and issuer(s) {', '.join(repr(p.iss) for p in pins)}" if pins else " (no issuers)")
+    )

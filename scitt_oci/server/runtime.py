@@ -23,7 +23,7 @@ from scitt_oci.netutil import is_loopback_host
 from scitt_oci.oci.client import RegistryClient, RegistrySettings, docker_credentials
 from scitt_oci.oci.reference import Reference
 from scitt_oci.server.admission import Admission, admission_routes
-from scitt_oci.server.app import Metrics, RateLimiter, Settings, create_app
+from scitt_oci.server.app import Issuer, Metrics, RateLimiter, Settings, create_app
 from scitt_oci.server.webhooks import webhook_routes
 from scitt_oci.watch.events import DEPLOY, RegistryEvent
 from scitt_oci.watch.inbox import Inbox
@@ -145,6 +145,7 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
         rate_limiter=RateLimiter(config.rate_limit.per_client_per_second, config.rate_limit.burst),
     )
     rt = Runtime(config, service, metrics, created, issuer_key, token_file)
+    issuer = config.watch.issuer or service.identity  # the iss of every statement the watcher signs
     routes: Sequence[BaseRoute] = ()
     if config.watch.registries:
         clients = _registry_clients(config)
@@ -163,7 +164,6 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
             )
         else:
             registrar = EmbeddedRegistrar(service)
-        issuer = config.watch.issuer or service.identity
         rt.watcher = Watcher(inbox, clients, issuer_key, issuer, registrar, workers=config.watch.workers)
         rt.reconciler = Reconciler(inbox, clients, config.watch.poll_interval_seconds)
         rt.webhook_secret_file = secret_file
@@ -219,5 +219,6 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
         hooks=(rt.start, rt.stop) if run_sequencer else None,
         readiness=readiness,
         scrape=scrape,
+        issuers=[Issuer(issuer, (CoseKey.from_key(issuer_key.public, kid=issuer_key.kid, alg=issuer_key.alg),))],
     )
     return rt
