@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import http.server
 import ipaddress
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,6 +142,48 @@ def test_errors_name_the_fix(server: ServerProcess, tmp_path: Path) -> None:
     assert plain.returncode == 2 and f"use {server.url}" in plain.stderr
     usage = cli("trust", "pin", server.url, cwd=tmp_path)
     assert usage.returncode == 2 and "--policy" in usage.stderr
+
+
+def test_wrong_port_and_busy_port(server: ServerProcess, tmp_path: Path) -> None:
+    class NotScitt(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            self.wfile.write(b"404 page not found\n")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotScitt)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{other.server_address[1]}"
+        wrong = cli("trust", "pin", url, "--out", "k.cbor", cwd=tmp_path)
+        assert wrong.returncode == 2 and "HTTP 404" in wrong.stderr
+        assert "does not answer like a SCITT transparency service" in wrong.stderr and "check the URL and the port" in wrong.stderr
+    finally:
+        other.shutdown()
+    busy = subprocess.run([sys.executable, "-m", "scitt_oci", "serve", "--data-dir", str(tmp_path / "d"),
+                           "--listen", f"127.0.0.1:{server.port}"], capture_output=True, text=True, timeout=60, check=False)
+    assert busy.returncode == 3, busy.stderr
+    assert f"cannot listen on 127.0.0.1:{server.port}" in busy.stderr and "--listen" in busy.stderr
+    assert "Traceback" not in busy.stderr and not (tmp_path / "d").exists()
+
+
+def test_401_says_which_option_carries_the_token(tmp_path: Path) -> None:
+    srv = ServerProcess(tmp_path / "data", host="0.0.0.0").start()
+    try:
+        key_file = str(srv.data_dir / "keys" / "issuer.pem")
+        made = cli("statement", "create", "--key", key_file, "--issuer", "https://w.example", "--subject", "urn:x",
+                   "--digest", DIGEST, "--out", "s.cose", cwd=tmp_path)
+        assert made.returncode == 0, made.stderr
+        refused = cli("register", "s.cose", "--ts", srv.url, cwd=tmp_path)
+        assert refused.returncode == 2 and "HTTP 401" in refused.stderr and "--token-file" in refused.stderr
+        ok = cli("register", "s.cose", "--ts", srv.url, "--token-file", str(srv.data_dir / "registration-token"), cwd=tmp_path)
+        assert ok.returncode == 0, ok.stderr
+    finally:
+        srv.stop()
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
