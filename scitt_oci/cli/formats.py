@@ -15,7 +15,7 @@ from scitt_oci.cli import EXIT_INVALID, _die, _read, _write, main, write_private
 from scitt_oci.cose import algorithms, keys
 from scitt_oci.cose.hash_envelope import BY_OCI_ALGORITHM, HashEnvelope
 from scitt_oci.errors import ScittOciError
-from scitt_oci.netutil import is_loopback_host
+from scitt_oci.netutil import registry_url
 from scitt_oci.oci.reference import Digest, Reference
 from scitt_oci.scitt import statement as statement_mod
 from scitt_oci.scitt import transparent
@@ -347,11 +347,7 @@ def _verify_image(image: str, policy: TrustPolicy, insecure: bool, timeout: floa
 
     try:
         ref = Reference.parse(image)
-        settings = RegistrySettings.for_url(
-            ("http://" if insecure else "https://") + ref.registry, timeout=timeout, attempts=2
-        )
-        if insecure and not is_loopback_host(settings.name.rsplit(":", 1)[0]):
-            _die("--registry-insecure is allowed for loopback registries only")
+        settings = RegistrySettings.for_url(registry_url(ref.registry, insecure=insecure), timeout=timeout, attempts=2)
         client = RegistryClient(settings)
         if ref.digest is None:
             found = client.head_manifest(ref.repository, ref.tag or "latest")

@@ -18,18 +18,46 @@ from scitt_oci.scitt import profile, transparent
 from scitt_oci.scitt import receipt as receipt_mod
 
 
-def _runtime(config_file: Path | None, data_dir: Path | None, registry: str | None, insecure: bool) -> Any:
+def _split_target(target: str) -> tuple[str, str]:
+    """REGISTRY[/REPO] or http(s)://REGISTRY[/REPO] -> (registry as written, with any scheme; repository or "")."""
+    scheme, sep, rest = target.partition("://")
+    if not sep:
+        scheme, rest = "", target
+    registry, _, repo = rest.partition("/")
+    return (f"{scheme}://{registry}" if scheme else registry), repo.strip("/")
+
+
+def _backfill_runtime(
+    config_file: Path | None, data_dir: Path | None, registry: str, insecure: bool
+) -> tuple[Any, str]:
+    """The runtime, and the name of the registry to walk: the configured entry for it when there is one
+    (its `insecure`, credentials and CA as configured), else one made from the command line, by the same
+    rule `serve` and `verify` follow."""
     from scitt_oci import config as config_mod
+    from scitt_oci.netutil import registry_url
+    from scitt_oci.oci.client import RegistrySettings
 
     overrides: dict[str, Any] = {}
     if data_dir is not None:
         overrides["data_dir"] = str(data_dir)
-    if registry is not None:
-        overrides["watch"] = {"registries": [{"url": registry, "insecure": insecure}]}
     try:
+        cfg = config_mod.load(config_file, overrides=overrides)
+
+        def name_of(url: str, insecure: bool) -> str:
+            return RegistrySettings.for_url(registry_url(url, insecure=insecure)).name
+
+        configured = {name_of(r.url, r.insecure) for r in cfg.watch.registries}
+        scheme_given = "://" in registry
+        wanted = RegistrySettings.for_url(registry if scheme_given else f"https://{registry}").name
+        if wanted not in configured:
+            name_of(registry, insecure)  # the loopback and --registry-insecure rules, before anything starts
+            added = config_mod.RegistryConfig.model_validate({"url": registry, "insecure": insecure})
+            cfg = cfg.model_copy(
+                update={"watch": cfg.watch.model_copy(update={"registries": [*cfg.watch.registries, added]})}
+            )
         from scitt_oci.server import runtime
 
-        return runtime.build(config_mod.load(config_file, overrides=overrides))
+        return runtime.build(cfg), wanted
     except ScittOciError as exc:
         _die(exc.diagnostics())
 
@@ -58,14 +86,11 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
     Resumable: what is on record is skipped, so an interrupted backfill picks up where it stopped.
     Runs with the data directory of `scitt-oci serve` (it may be running: they share the log safely).
     """
-    registry, _, repo = target.partition("/")
-    rt = _runtime(config_file, data_dir, registry, registry_insecure)
+    registry, repo = _split_target(target)
+    rt, name = _backfill_runtime(config_file, data_dir, registry, registry_insecure)
     watcher = rt.watcher
     assert watcher is not None
-    name = next(iter(watcher.clients)) if len(watcher.clients) == 1 else registry
-    client = watcher.clients.get(name)
-    if client is None:
-        _die(f"registry {registry} is not configured")
+    client = watcher.clients[name]
     from scitt_oci.watch.reconcile import unrecorded
 
     try:
@@ -107,13 +132,12 @@ def history(image: str, registry_insecure: bool, output: str) -> None:
 
     Reads the Transparent Statements attached to the image; it does not verify them (use `verify`).
     """
+    from scitt_oci.netutil import registry_url
     from scitt_oci.oci.client import RegistryClient, RegistrySettings
 
     try:
         ref = Reference.parse(image)
-        client = RegistryClient(
-            RegistrySettings.for_url(("http://" if registry_insecure else "https://") + ref.registry)
-        )
+        client = RegistryClient(RegistrySettings.for_url(registry_url(ref.registry, insecure=registry_insecure)))
         digest = str(ref.digest) if ref.digest else None
         if digest is None:
             found = client.head_manifest(ref.repository, ref.tag or "latest")

@@ -19,7 +19,7 @@ from scitt_oci.log.postgres_store import PostgresStore
 from scitt_oci.log.service import TransparencyService
 from scitt_oci.log.sqlite_store import SqliteStore
 from scitt_oci.log.store import LogStore
-from scitt_oci.netutil import is_loopback_host
+from scitt_oci.netutil import registry_url
 from scitt_oci.oci.client import RegistryClient, RegistrySettings, docker_credentials
 from scitt_oci.oci.reference import Reference
 from scitt_oci.server.admission import Admission, admission_routes
@@ -62,13 +62,7 @@ class Runtime:
 def _registry_clients(config: Config) -> dict[str, RegistryClient]:
     clients: dict[str, RegistryClient] = {}
     for r in config.watch.registries:
-        url = r.url if "://" in r.url else ("http://" if r.insecure else "https://") + r.url
-        settings = RegistrySettings.for_url(url)
-        host = settings.name.rsplit(":", 1)[0].strip("[]")
-        if url.startswith("http://") and not is_loopback_host(host):
-            raise PolicyError(f"registry {r.url}: plain HTTP is allowed for loopback registries only")
-        if url.startswith("http://") and not r.insecure:
-            raise PolicyError(f"registry {r.url}: plain HTTP needs insecure: true (--registry-insecure)")
+        settings = RegistrySettings.for_url(registry_url(r.url, insecure=r.insecure))
         username, password = r.username, None
         if r.password_file:
             password = keyfiles.token(r.password_file) if r.password_file.exists() else None
