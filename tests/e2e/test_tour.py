@@ -162,3 +162,15 @@ def test_audit_detects_a_rewritten_log(tmp_path: Path) -> None:
         assert (tmp_path / "audit.json").read_text() == before
     finally:
         b.stop()
+
+
+def test_trust_policy_worked_example_runs_as_written(tmp_path: Path) -> None:
+    [example] = runnable_blocks("docs/trust-policy.md")
+    code, out, err = run_literally(example, tmp_path)
+    context = f"exit {code}\n{out}\n{err}\n{_logs(tmp_path)}"
+    top_level = [line for line in out.splitlines() if line.strip() and not line.startswith(" ")]
+    assert code == 0 and top_level[-1] == "VALID" and "trusted as wabbit-log" in out, context
+    shown = out[out.index("transparency_services:"):out.index("VALID")]
+    documented = (ROOT / "docs" / "trust-policy.md").read_text().split("`trust pin` wrote this policy")[1]
+    documented = documented.split("```yaml\n", 1)[1].split("```", 1)[0]
+    assert shown.strip() == documented.strip(), "docs/trust-policy.md shows another policy than trust pin writes"
