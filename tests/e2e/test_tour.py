@@ -174,3 +174,18 @@ def test_trust_policy_worked_example_runs_as_written(tmp_path: Path) -> None:
     documented = (ROOT / "docs" / "trust-policy.md").read_text().split("`trust pin` wrote this policy")[1]
     documented = documented.split("```yaml\n", 1)[1].split("```", 1)[0]
     assert shown.strip() == documented.strip(), "docs/trust-policy.md shows another policy than trust pin writes"
+
+
+def test_watcher_dead_letter_example_runs_as_written(tmp_path: Path) -> None:
+    [example] = runnable_blocks("docs/watcher.md")
+    code, out, err = run_literally(example, tmp_path)
+    context = f"exit {code}\n{out}\n{err}\n{_logs(tmp_path)}"
+    assert code == 0 and '"received": 1' in out and '"queued": 1' in out, context
+    assert "ghost@sha256:e3b0c442" in out and "1 dead-lettered event(s)" in out.splitlines()[-1], context
+
+
+def test_no_elided_digests_in_the_docs() -> None:
+    for doc in ["README.md", "docs/trust-policy.md", "docs/watcher.md", "docs/admission.md", "docs/api.md",
+                "charts/scitt-oci/README.md", "deploy/README.md"]:
+        text = (ROOT / doc).read_text()
+        assert "…" not in text, f"{doc} elides something with …"
