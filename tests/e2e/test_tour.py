@@ -17,7 +17,6 @@ import sys
 from functools import cache
 from pathlib import Path
 
-import pytest
 import requests
 
 from tests.serverproc import ServerProcess
