@@ -156,6 +156,7 @@ def serve(
     click.echo(f"scitt-oci transparency service at {cfg.url}")
     click.echo(f"  service kid:  {rt.service.key.kid.hex()}" + ("  (new key)" if rt.created_key else ""))
     click.echo(f"  issuer kid:   {rt.issuer_key.kid.hex()}")
+    click.echo(f"  to trust it:  scitt-oci trust pin {cfg.url} --policy policy.yaml  (compare the kids above)")
     click.echo(f"  data dir:     {cfg.data_dir.resolve()}")
     if rt.token_file is not None:
         click.echo(f"  registration token: {rt.token_file.resolve()}")

@@ -319,6 +319,10 @@ def trust_pin(
         _write_policy(policy_file, service, found, issuers)
     if not wanted:
         click.echo("compare these fingerprints with the service's operator once (`scitt-oci serve` prints them)")
+        from scitt_oci.netutil import is_loopback_host
+
+        if url.startswith("http://") and not is_loopback_host(urlsplit(url).hostname or ""):
+            click.echo("warning: fetched over plain HTTP, which anyone on the path can change: compare them", err=True)
 
 
 def _write_policy(policy_file: Path, service: str, found: list[Any], issuers: list[Any]) -> None:
