@@ -365,6 +365,11 @@ def _write_policy(policy_file: Path, service: str, found: list[Any], issuers: li
         new_doc = pin.merge_policy(doc, service, service_file, pins)
     except ScittOciError as exc:
         _die(f"cannot add to {policy_file}: {exc.diagnostics()}")
+    if doc is not None and doc.get("issuers") is None and pins:
+        click.echo(
+            f"note: {policy_file} named no issuers (any issuer whose statement carries its certificate); "
+            "from now on only the issuers it lists are trusted"
+        )
     merged(service_file, found)
     for p, published in zip(pins, issuers, strict=True):
         merged(p.key_file, list(published.keys))

@@ -129,9 +129,15 @@ def test_pin_merges_into_an_existing_policy_and_keeps_old_keys(server: ServerPro
     policy = load_policy(tmp_path / "p.yaml")
     wabbit = next(s for s in policy.services if s.name == "wabbit")
     assert pin.fingerprint(retired) in {pin.fingerprint(k) for k in wabbit.keys} and len(wabbit.keys) == 2
+    assert "named no issuers" not in proc.stdout
     again = cli("trust", "pin", server.url, "--policy", "p.yaml", "--name", "wabbit", cwd=tmp_path)
     assert again.returncode == 0 and "0 key(s) added, 2 kept" in again.stdout
     assert yaml.safe_load((tmp_path / "p.yaml").read_text()) == doc
+    # A policy that trusted any issuer (no `issuers`) is told that it now trusts only the listed ones.
+    (tmp_path / "open.yaml").write_text("transparency_services: [{name: other, keys: [{path: other.pem}]}]\n")
+    narrowed = cli("trust", "pin", server.url, "--policy", "open.yaml", cwd=tmp_path)
+    assert narrowed.returncode == 0 and "named no issuers" in narrowed.stdout, narrowed.stderr
+    assert load_policy(tmp_path / "open.yaml").issuers
 
 
 def test_errors_name_the_fix(server: ServerProcess, tmp_path: Path) -> None:
