@@ -130,6 +130,15 @@ def main() -> None:
           --subject oci://registry.example/net-monitor@sha256:... --digest sha256:... --out s.cose
       scitt-oci statement inspect s.cose
       scitt-oci verify --statement ts.cose --trust policy.yaml
+
+    \b
+    Trust a running service (its receipt keys and the issuer its watcher signs as):
+      scitt-oci trust pin https://scitt.example --policy policy.yaml
+
+    \b
+    Exit codes: 0 success or valid, 1 verification failed (INVALID, REJECT, a refused
+    fingerprint, an inconsistent log), 2 usage error, unreadable input or an unreachable
+    service or registry, 3 `serve` could not start (its address is in use).
     """
 
 
