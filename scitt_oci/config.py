@@ -11,7 +11,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -445,20 +445,23 @@ def load(
     return config
 
 
-_PATH_KEYS = {
-    ("data_dir",),
-    ("ts_key",),
-    ("registration", "issuer_keys"),
-    ("registration", "x509_roots"),
-    ("auth", "token_files"),
-    ("storage", "sqlite_path"),
-    ("tlog", "note_key"),
-    ("witness", "key"),
-}
+def _is_path(annotation: Any) -> bool:
+    return annotation is Path or any(_is_path(a) for a in get_args(annotation))
 
 
-def _resolve_paths(doc: dict[str, Any], base: Path) -> dict[str, Any]:
-    """Relative paths written in a config file resolve against the file's folder."""
+def _section(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _section(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _resolve_paths(doc: Mapping[str, Any], base: Path, model: type[BaseModel] = Config) -> dict[str, Any]:
+    """Relative paths written in a config file resolve against the file's folder: every field of `model`
+    typed Path (or Path | None, list[Path]), in nested sections and in lists of them, found from the model."""
 
     def fix(value: Any) -> Any:
         if isinstance(value, str) and value and not Path(value).is_absolute():
@@ -468,17 +471,19 @@ def _resolve_paths(doc: dict[str, Any], base: Path) -> dict[str, Any]:
         return value
 
     out = dict(doc)
-    for keys in _PATH_KEYS:
-        node = out
-        for k in keys[:-1]:
-            child = node.get(k)
-            if not isinstance(child, dict):
-                break
-            node[k] = child = dict(child)
-            node = child
-        else:
-            if keys[-1] in node:
-                node[keys[-1]] = fix(node[keys[-1]])
+    for name, field in model.model_fields.items():
+        if name not in out:
+            continue
+        annotation = field.annotation
+        section = _section(annotation)
+        if section is not None:
+            value = out[name]
+            if isinstance(value, Mapping):
+                out[name] = _resolve_paths(value, base, section)
+            elif isinstance(value, list):
+                out[name] = [_resolve_paths(v, base, section) if isinstance(v, Mapping) else v for v in value]
+        elif _is_path(annotation):
+            out[name] = fix(out[name])
     return out
 
 

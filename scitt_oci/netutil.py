@@ -12,3 +12,31 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def registry_url(text: str, *, insecure: bool) -> str:
+    """`http(s)://host[:port]` for a registry written as host[:port] or as a URL: the one rule `serve`,
+    `verify`, `history` and `backfill` share. Plain HTTP is used when `insecure` is set (or an http://
+    URL says so, which also needs `insecure`), and only for loopback registries."""
+    from urllib.parse import urlsplit
+
+    from scitt_oci.errors import PolicyError
+
+    if "://" in text:
+        parts = urlsplit(text)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
+            raise PolicyError(f"registry {text!r} must be host[:port] or http(s)://host[:port]")
+        scheme, netloc = parts.scheme, parts.netloc
+    else:
+        if not text or "/" in text:
+            raise PolicyError(f"registry {text!r} must be host[:port] or http(s)://host[:port]")
+        scheme, netloc = ("http" if insecure else "https"), text
+    if scheme == "http":
+        host = netloc.rsplit(":", 1)[0] if not netloc.endswith("]") else netloc
+        if not is_loopback_host(host.strip("[]")):
+            raise PolicyError(f"registry {text}: plain HTTP is allowed for loopback registries only")
+        if not insecure:
+            raise PolicyError(
+                f"registry {text}: plain HTTP needs --registry-insecure (insecure: true in a configuration)"
+            )
+    return f"{scheme}://{netloc}"

@@ -28,10 +28,11 @@ class ServerProcess:
     host: str = "127.0.0.1"
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    ca: Path | None = None  # with --tls-cert among args: the CA that signed it (the URL is https)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ca else 'http'}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         env = {**os.environ, **self.env}
@@ -46,7 +47,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
             try:
-                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
+                if requests.get(self.url + "/readyz", timeout=1, verify=str(self.ca) if self.ca else True).status_code == 200:
                     return self
             except requests.RequestException:
                 pass

@@ -1,6 +1,7 @@
 """The `scitt-oci` command line. Commands translate between files and the library; they hold no domain logic.
 
-Exit codes: 0 success (or "valid"), 1 verification failed, 2 usage error or unreadable input.
+Exit codes: 0 success (or "valid"), 1 verification failed, 2 usage error or unreadable input,
+3 `serve` could not start (its address is in use or cannot be bound).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from scitt_oci.errors import ScittOciError
 MAX_INPUT_BYTES = 16 << 20
 EXIT_INVALID = 1
 EXIT_USAGE = 2
+EXIT_NOT_STARTED = 3  # uvicorn's own code for a failed start-up, kept so both paths agree
 
 
 def _die(message: str) -> NoReturn:
@@ -56,6 +58,36 @@ def _write(path: str, data: bytes) -> None:
         Path(path).write_bytes(data)
     except OSError as exc:
         _die(f"cannot write {path}: {exc.strerror}")
+
+
+def service_error(exc: ScittOciError, url: str) -> str:
+    """The text for a failed call to a transparency service, with the fix when the cause is known."""
+    text = exc.diagnostics()
+    cause, status, title = getattr(exc, "cause", None), getattr(exc, "status", None), getattr(exc, "title", None)
+    if cause == "connect":
+        hint = (
+            "is `scitt-oci serve` running there, on that port? (it listens on 127.0.0.1:8700 unless --listen says "
+            "otherwise, and prints its URL when it starts)"
+        )
+    elif cause == "tls-untrusted":
+        hint = "pass --ca-file with the PEM certificate of the CA that signed the service's certificate"
+    elif cause == "tls-plain":
+        hint = "the service speaks plain HTTP: use " + ("http://" + url.split("://", 1)[1] if "://" in url else url)
+    elif cause == "timeout":
+        hint = "the service is slow or the address drops packets; check the URL, or raise --timeout"
+    elif status == 401:
+        hint = (
+            "this service needs a registration token: pass --token-file FILE (`scitt-oci serve` makes one in "
+            "<data-dir>/registration-token when it listens beyond loopback)"
+        )
+    elif status == 404 and title is None:
+        hint = (
+            f"{url} does not answer like a SCITT transparency service (a bare 404, no problem details): "
+            "check the URL and the port (`scitt-oci serve` prints its URL when it starts)"
+        )
+    else:
+        return text
+    return f"{text}; {hint}"
 
 
 class LazyGroup(click.Group):
@@ -99,6 +131,15 @@ def main() -> None:
           --subject oci://registry.example/net-monitor@sha256:... --digest sha256:... --out s.cose
       scitt-oci statement inspect s.cose
       scitt-oci verify --statement ts.cose --trust policy.yaml
+
+    \b
+    Trust a running service (its receipt keys and the issuer its watcher signs as):
+      scitt-oci trust pin https://scitt.example --policy policy.yaml
+
+    \b
+    Exit codes: 0 success or valid, 1 verification failed (INVALID, REJECT, a refused
+    fingerprint, an inconsistent log), 2 usage error, unreadable input or an unreachable
+    service or registry, 3 `serve` could not start (its address is in use).
     """
 
 

@@ -15,7 +15,7 @@ from scitt_oci.cli import EXIT_INVALID, _die, _read, _write, main, write_private
 from scitt_oci.cose import algorithms, keys
 from scitt_oci.cose.hash_envelope import BY_OCI_ALGORITHM, HashEnvelope
 from scitt_oci.errors import ScittOciError
-from scitt_oci.netutil import is_loopback_host
+from scitt_oci.netutil import registry_url
 from scitt_oci.oci.reference import Digest, Reference
 from scitt_oci.scitt import statement as statement_mod
 from scitt_oci.scitt import transparent
@@ -157,6 +157,9 @@ def _load_signing_key(path: str, alg: str | None) -> keys.CoseKey:
         _die(f"{path}: {exc.diagnostics()}")
 
 
+PROFILE_KINDS = ("push", "delete", "deploy")  # signature statements are the watcher's: it verifies the signature
+
+
 @statement_group.command("create")
 @click.option("--key", "key_file", required=True, type=click.Path(dir_okay=False), help="Issuer private key (PEM).")
 @click.option(
@@ -165,7 +168,21 @@ def _load_signing_key(path: str, alg: str | None) -> keys.CoseKey:
     help="Signature algorithm (default: from the key; PS256 for RSA).",
 )
 @click.option("--issuer", required=True, help="CWT iss: the issuer's identity, e.g. https://wabbit-networks.example.")
-@click.option("--subject", required=True, help="CWT sub: what the statement is about, e.g. oci://host/repo@sha256:...")
+@click.option(
+    "--profile",
+    "kind",
+    type=click.Choice(PROFILE_KINDS),
+    help="Make a scitt-oci profile statement (docs/profile.md) of this kind about --image, as the watcher does.",
+)
+@click.option("--image", help="With --profile: the image, REGISTRY/REPO@DIGEST (its sub and payload).")
+@click.option(
+    "--detail",
+    "details",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="With --profile: a kind's field (push, delete: tag; deploy: cluster, namespace, workload); repeatable.",
+)
+@click.option("--subject", help="CWT sub: what the statement is about, e.g. oci://host/repo@sha256:...")
 @click.option("--file", "artifact", type=click.Path(dir_okay=False), help="Artifact to hash (SHA-256).")
 @click.option("--digest", help="Artifact digest instead of a file, as sha256:<hex> or sha512:<hex> (an OCI digest).")
 @click.option("--media-type", help="Media type of the artifact (hash envelope 259).")
@@ -181,7 +198,10 @@ def statement_create(
     key_file: str,
     alg: str | None,
     issuer: str,
-    subject: str,
+    kind: str | None,
+    image: str | None,
+    details: tuple[str, ...],
+    subject: str | None,
     artifact: str | None,
     digest: str | None,
     media_type: str | None,
@@ -189,7 +209,29 @@ def statement_create(
     chain_file: str | None,
     out: str,
 ) -> None:
-    """Sign a hash-envelope Signed Statement (RFC 9995) over a file or an OCI digest."""
+    """Sign a hash-envelope Signed Statement (RFC 9995) over a file or an OCI digest, or (--profile) a
+    scitt-oci profile statement about an image, the kind `verify IMAGE` and `verify --digest` require.
+
+    \b
+    scitt-oci statement create --key issuer.pem --issuer https://wabbit.example \\
+        --subject urn:sbom:net-monitor --file sbom.json --out s.cose
+    scitt-oci statement create --key issuer.pem --issuer https://wabbit.example \\
+        --profile push --image registry.example/net-monitor@sha256:... --out push.cose
+    """
+    if kind is not None:
+        if subject or artifact or digest or location:
+            _die("--profile takes --image (and --media-type, --detail), not --subject, --file, --digest or --location")
+        if image is None:
+            _die("--profile needs --image REGISTRY/REPO@DIGEST")
+        signer = _load_signing_key(key_file, alg)
+        signed = _profile_statement(signer, issuer, kind, image, media_type, details)
+        _write(out, signed.encode())
+        click.echo(f"{kind} statement about {image} written to {out} (kid {signer.kid.hex()})")
+        return
+    if image is not None or details:
+        _die("--image and --detail go with --profile")
+    if subject is None:
+        _die("give --subject (or --profile with --image)")
     if (artifact is None) == (digest is None):
         _die("give exactly one of --file and --digest")
     key = _load_signing_key(key_file, alg)
@@ -229,6 +271,29 @@ def _chain_ders(chain_file: str, key: keys.CoseKey) -> list[bytes]:
     if chain[0].public_key() != key.public:
         _die(f"{chain_file}: the first certificate ({chain[0].subject.rfc4514_string()}) does not certify --key")
     return [c.public_bytes(Encoding.DER) for c in chain]
+
+
+def _profile_statement(
+    key: keys.CoseKey, issuer: str, kind: str, image: str, media_type: str | None, details: tuple[str, ...]
+) -> statement_mod.SignedStatement:
+    from scitt_oci.scitt import profile
+
+    fields: dict[str, str] = {}
+    for d in details:
+        name, sep, value = d.partition("=")
+        if not sep or not name:
+            _die(f"--detail {d!r} must be NAME=VALUE")
+        if name in ("kind", "subject", "recorded_digest", "media_type"):
+            _die(f"--detail {name} is not a field of {kind} statements")
+        fields[name] = value
+    try:
+        ref = Reference.parse(image)
+        if ref.digest is None:
+            _die(f"--image {image} must name a digest (REGISTRY/REPO@sha256:...): a statement records one image")
+        event = profile.make_event(profile.Kind(kind), ref, recorded_digest=None, media_type=media_type, **fields)
+        return profile.build(key, issuer, event, iat=int(time.time()))
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
 
 
 @statement_group.command("inspect")
@@ -369,11 +434,7 @@ def _verify_image(image: str, policy: TrustPolicy, insecure: bool, timeout: floa
 
     try:
         ref = Reference.parse(image)
-        settings = RegistrySettings.for_url(
-            ("http://" if insecure else "https://") + ref.registry, timeout=timeout, attempts=2
-        )
-        if insecure and not is_loopback_host(settings.name.rsplit(":", 1)[0]):
-            _die("--registry-insecure is allowed for loopback registries only")
+        settings = RegistrySettings.for_url(registry_url(ref.registry, insecure=insecure), timeout=timeout, attempts=2)
         client = RegistryClient(settings)
         if ref.digest is None:
             found = client.head_manifest(ref.repository, ref.tag or "latest")

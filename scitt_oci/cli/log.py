@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from scitt_oci.cli import EXIT_INVALID, _die, _read, _write, main
+from scitt_oci.cli import EXIT_INVALID, EXIT_NOT_STARTED, _die, _read, _write, main, service_error
 from scitt_oci.cose import keys
 from scitt_oci.errors import ScittOciError
 from scitt_oci.scitt import receipt as receipt_mod
@@ -134,6 +134,17 @@ def serve(
 
     try:
         cfg = config_mod.load(config_file, overrides=overrides)
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
+    busy = _cannot_bind(cfg.host, cfg.port)
+    if busy is not None:
+        click.echo(
+            f"error: cannot listen on {cfg.listen}: {busy}. Another process (perhaps another `scitt-oci serve`) "
+            "holds that address: stop it, or choose another with --listen HOST:PORT",
+            err=True,
+        )
+        sys.exit(EXIT_NOT_STARTED)
+    try:
         from scitt_oci.server import (
             asgi,
             replication,  # a mirror's data dir: serve its /tlog/ read API only
@@ -152,6 +163,7 @@ def serve(
     click.echo(f"scitt-oci transparency service at {cfg.url}")
     click.echo(f"  service kid:  {rt.service.key.kid.hex()}" + ("  (new key)" if rt.created_key else ""))
     click.echo(f"  issuer kid:   {rt.issuer_key.kid.hex()}")
+    click.echo(f"  to trust it:  scitt-oci trust pin {cfg.url} --policy policy.yaml  (compare the kids above)")
     click.echo(f"  data dir:     {cfg.data_dir.resolve()}")
     if rt.token_file is not None:
         click.echo(f"  registration token: {rt.token_file.resolve()}")
@@ -262,16 +274,39 @@ def _serve_mirror(cfg: Any) -> None:
     )
 
 
-def _client(ts: str, token_file: Path | None, timeout: float, max_wait: float = 60.0) -> Any:
+def _cannot_bind(host: str, port: int) -> str | None:
+    """Why HOST:PORT cannot be listened on (as uvicorn would bind it), or None when it can."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
+
+
+def _client(
+    ts: str, token_file: Path | None, timeout: float, max_wait: float = 60.0, ca_file: str | None = None
+) -> Any:
     from scitt_oci.log.client import ScrapiClient
 
     token = None
     if token_file is not None:
         token = _read(str(token_file), "token file").decode().strip()
     try:
-        return ScrapiClient(ts, token=token, timeout=timeout, max_wait=max_wait)
+        return ScrapiClient(ts, token=token, timeout=timeout, max_wait=max_wait, verify_tls=ca_file or True)
     except ScittOciError as exc:
         _die(exc.diagnostics())
+
+
+_ca_file = click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="PEM CA certificate(s) for a service whose certificate a private CA signed.",
+)
 
 
 @main.command("register")
@@ -283,8 +318,15 @@ def _client(ts: str, token_file: Path | None, timeout: float, max_wait: float = 
 )
 @click.option("--receipt-out", type=click.Path(dir_okay=False), help="Also write the bare receipt here.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the receipt.")
+@_ca_file
 def register(
-    statement_file: str, ts: str, token_file: Path | None, out: str | None, receipt_out: str | None, timeout: float
+    statement_file: str,
+    ts: str,
+    token_file: Path | None,
+    out: str | None,
+    receipt_out: str | None,
+    timeout: float,
+    ca_file: str | None = None,
 ) -> None:
     """Register a Signed Statement and write the Transparent Statement (statement + receipt).
 
@@ -296,7 +338,7 @@ def register(
         signed = statement_mod.parse(data)
     except ScittOciError as exc:
         _die(f"{statement_file}: {exc.diagnostics()}")
-    client = _client(ts, token_file, min(timeout, 30.0), max_wait=timeout)
+    client = _client(ts, token_file, min(timeout, 30.0), max_wait=timeout, ca_file=ca_file)
     try:
         registered = client.register(data)
         service_keys = client.keys()
@@ -304,7 +346,7 @@ def register(
     except VerificationFailure as exc:
         _die(f"the service's receipt does not verify: {exc.diagnostics()}")
     except ScittOciError as exc:
-        _die(exc.diagnostics())
+        _die(service_error(exc, ts))
     target = out or str(Path(statement_file).with_suffix(".scitt"))
     _write(target, transparent.add_receipts(signed, [registered.receipt]))
     if receipt_out:
@@ -347,7 +389,15 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="A C2SP tlog-policy (or a trust policy with a `tlog` section): audit the witnessed /tlog/checkpoint and refuse it below the quorum.",
 )
-def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float, witness_policy: Path | None = None) -> None:
+@_ca_file
+def audit(
+    ts: str,
+    state_file: Path,
+    keys_file: str | None,
+    timeout: float,
+    witness_policy: Path | None = None,
+    ca_file: str | None = None,
+) -> None:
     """Check that the log only grew since the last audit: verify the new checkpoint and a consistency proof.
 
     Exit 0 when consistent (the new checkpoint is saved), 1 when the log is inconsistent or its
@@ -361,7 +411,7 @@ def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float, witn
             _die(f"cannot read audit state {state_file}: {exc}")
         if state.get("ts") != ts:
             _die(f"{state_file} records audits of {state.get('ts')!r}, not {ts!r}")
-    client = _client(ts, None, timeout)
+    client = _client(ts, None, timeout, ca_file=ca_file)
     try:
         if keys_file:
             trusted = keys.load_key_file(_read(keys_file, "keys file"))
@@ -369,14 +419,12 @@ def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float, witn
             trusted = [keys.from_jwk(k) for k in state["keys"]]
         else:
             trusted = client.keys()
-            click.echo(
-                f"pinning {len(trusted)} service key(s) on first use: {', '.join(k.kid.hex()[:16] for k in trusted)}"
-            )
+            click.echo(f"pinning {len(trusted)} service key(s) on first use: {', '.join(k.kid.hex() for k in trusted)}")
         from scitt_oci.scitt.receipt import read_checkpoint
 
         size, root, _key = read_checkpoint(client.checkpoint(), trusted)
     except ScittOciError as exc:
-        _die(exc.diagnostics())
+        _die(service_error(exc, ts))
     if witness_policy is not None:
         # The witnessed C2SP checkpoint decides the size and root; the COSE consistency proof below must end there.
         from scitt_oci.cli.replication import witnessed_checkpoint
@@ -395,7 +443,7 @@ def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float, witn
                         f"size {size} now has root {root.hex()}, was {old_root}",
                     )
             else:
-                proof = client.consistency(old_size, size)
+                proof = client.consistency(old_size, size)  # errors other than a failed proof: below
                 new_size, new_root, _v = receipt_mod.verify_consistency_receipt(
                     proof, old_size=old_size, old_root=bytes.fromhex(old_root), keys=trusted
                 )
@@ -408,7 +456,7 @@ def audit(ts: str, state_file: Path, keys_file: str | None, timeout: float, witn
             click.echo(f"INCONSISTENT: {exc.message}")
             sys.exit(EXIT_INVALID)
         except ScittOciError as exc:
-            _die(exc.diagnostics())
+            _die(service_error(exc, ts))
         click.echo(f"consistent: {old_size} -> {size} entries, root {root.hex()}")
     else:
         click.echo(f"first audit: {size} entries, root {root.hex()}")

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from scitt_oci.cli import _die, main
+from scitt_oci.cli import _die, _write, main
 from scitt_oci.errors import ScittOciError
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.reference import Reference
@@ -18,18 +18,46 @@ from scitt_oci.scitt import profile, transparent
 from scitt_oci.scitt import receipt as receipt_mod
 
 
-def _runtime(config_file: Path | None, data_dir: Path | None, registry: str | None, insecure: bool) -> Any:
+def _split_target(target: str) -> tuple[str, str]:
+    """REGISTRY[/REPO] or http(s)://REGISTRY[/REPO] -> (registry as written, with any scheme; repository or "")."""
+    scheme, sep, rest = target.partition("://")
+    if not sep:
+        scheme, rest = "", target
+    registry, _, repo = rest.partition("/")
+    return (f"{scheme}://{registry}" if scheme else registry), repo.strip("/")
+
+
+def _backfill_runtime(
+    config_file: Path | None, data_dir: Path | None, registry: str, insecure: bool
+) -> tuple[Any, str]:
+    """The runtime, and the name of the registry to walk: the configured entry for it when there is one
+    (its `insecure`, credentials and CA as configured), else one made from the command line, by the same
+    rule `serve` and `verify` follow."""
     from scitt_oci import config as config_mod
+    from scitt_oci.netutil import registry_url
+    from scitt_oci.oci.client import RegistrySettings
 
     overrides: dict[str, Any] = {}
     if data_dir is not None:
         overrides["data_dir"] = str(data_dir)
-    if registry is not None:
-        overrides["watch"] = {"registries": [{"url": registry, "insecure": insecure}]}
     try:
+        cfg = config_mod.load(config_file, overrides=overrides)
+
+        def name_of(url: str, insecure: bool) -> str:
+            return RegistrySettings.for_url(registry_url(url, insecure=insecure)).name
+
+        configured = {name_of(r.url, r.insecure) for r in cfg.watch.registries}
+        scheme_given = "://" in registry
+        wanted = RegistrySettings.for_url(registry if scheme_given else f"https://{registry}").name
+        if wanted not in configured:
+            name_of(registry, insecure)  # the loopback and --registry-insecure rules, before anything starts
+            added = config_mod.RegistryConfig.model_validate({"url": registry, "insecure": insecure})
+            cfg = cfg.model_copy(
+                update={"watch": cfg.watch.model_copy(update={"registries": [*cfg.watch.registries, added]})}
+            )
         from scitt_oci.server import runtime
 
-        return runtime.build(config_mod.load(config_file, overrides=overrides))
+        return runtime.build(cfg), wanted
     except ScittOciError as exc:
         _die(exc.diagnostics())
 
@@ -58,14 +86,11 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
     Resumable: what is on record is skipped, so an interrupted backfill picks up where it stopped.
     Runs with the data directory of `scitt-oci serve` (it may be running: they share the log safely).
     """
-    registry, _, repo = target.partition("/")
-    rt = _runtime(config_file, data_dir, registry, registry_insecure)
+    registry, repo = _split_target(target)
+    rt, name = _backfill_runtime(config_file, data_dir, registry, registry_insecure)
     watcher = rt.watcher
     assert watcher is not None
-    name = next(iter(watcher.clients)) if len(watcher.clients) == 1 else registry
-    client = watcher.clients.get(name)
-    if client is None:
-        _die(f"registry {registry} is not configured")
+    client = watcher.clients[name]
     from scitt_oci.watch.reconcile import unrecorded
 
     try:
@@ -107,13 +132,12 @@ def history(image: str, registry_insecure: bool, output: str) -> None:
 
     Reads the Transparent Statements attached to the image; it does not verify them (use `verify`).
     """
+    from scitt_oci.netutil import registry_url
     from scitt_oci.oci.client import RegistryClient, RegistrySettings
 
     try:
         ref = Reference.parse(image)
-        client = RegistryClient(
-            RegistrySettings.for_url(("http://" if registry_insecure else "https://") + ref.registry)
-        )
+        client = RegistryClient(RegistrySettings.for_url(registry_url(ref.registry, insecure=registry_insecure)))
         digest = str(ref.digest) if ref.digest else None
         if digest is None:
             found = client.head_manifest(ref.repository, ref.tag or "latest")
@@ -224,21 +248,156 @@ def trust_group() -> None:
 
 @trust_group.command("pin")
 @click.argument("url")
-@click.option("--out", required=True, type=click.Path(dir_okay=False), help="COSE Key Set file to write.")
+@click.option(
+    "--policy",
+    "policy_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Trust policy to write, or to add this service to: its receipt keys, its issuers and their iss.",
+)
+@click.option("--out", type=click.Path(dir_okay=False), help="Also write the bare receipt keys (COSE Key Set) here.")
+@click.option("--name", help="The service's name in the policy (default: from the URL's host and port).")
+@click.option(
+    "--expect-fingerprint",
+    "expected",
+    multiple=True,
+    help="Refuse unless every key pinned has one of these fingerprints (hex, as `scitt-oci serve` prints; repeatable).",
+)
+@click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="PEM CA certificate(s) for a service whose certificate a private CA signed.",
+)
 @click.option("--timeout", default=10.0, show_default=True)
-def trust_pin(url: str, out: str, timeout: float) -> None:
-    """Fetch a transparency service's /.well-known/scitt-keys and write them for a trust policy."""
-    from scitt_oci.cli import _write
+def trust_pin(
+    url: str,
+    policy_file: Path | None,
+    out: str | None,
+    name: str | None,
+    expected: tuple[str, ...],
+    ca_file: str | None,
+    timeout: float,
+) -> None:
+    """Trust a transparency service: fetch its receipt keys (/.well-known/scitt-keys) and the issuers its
+    watcher signs as (/.well-known/scitt-oci/issuers), print their fingerprints, and write them.
+
+    \b
+    With --policy the file becomes (or gains) a complete trust policy: the service under
+    transparency_services and its issuers, with their iss, under issuers; the keys go to files beside
+    it (NAME.ts-keys.cbor, NAME.issuer-keys.cbor), merged with keys pinned before. Compare the
+    fingerprints with the service's operator once (`scitt-oci serve` prints them as kids), or give
+    them with --expect-fingerprint: a key not expected is refused and nothing is written (exit 1).
+    """
+    from urllib.parse import urlsplit
+
+    from scitt_oci.cli import EXIT_INVALID, service_error
     from scitt_oci.cose import keys as cose_keys
-    from scitt_oci.log.client import ScrapiClient
+    from scitt_oci.log.client import ClientError, PublishedIssuer, ScrapiClient
+    from scitt_oci.verify import pin
+
+    if policy_file is None and out is None:
+        _die("give --policy FILE (a trust policy) or --out FILE (the bare receipt keys), or both")
+    try:
+        wanted = [pin.parse_fingerprint(e) for e in expected]
+        client = ScrapiClient(url, timeout=timeout, verify_tls=ca_file or True)
+        found = client.keys()
+        issuers: list[PublishedIssuer] = []
+        if policy_file is not None:
+            try:
+                issuers = client.issuers()
+            except ClientError as exc:
+                if exc.status != 404:
+                    raise
+                click.echo(f"warning: {url} publishes no issuers (not a scitt-oci service?): trust its issuers by hand")
+    except ScittOciError as exc:
+        _die(service_error(exc, url))
+    if not found:
+        _die(f"{url} publishes no receipt keys")
+    for k in found:
+        click.echo(f"receipt key  {pin.fingerprint(k)}  ({k.alg.name if k.alg else 'no alg'})")
+    for i in issuers:
+        for k in i.keys:
+            click.echo(f"issuer key   {pin.fingerprint(k)}  ({k.alg.name if k.alg else 'no alg'}) for iss {i.iss}")
+    if wanted:
+        stray, unmatched = pin.unexpected([*found, *(k for i in issuers for k in i.keys)], wanted)
+        if stray or unmatched:
+            for k in stray:
+                click.echo(f"error: key {pin.fingerprint(k)} is not among the expected fingerprints", err=True)
+            for f in unmatched:
+                click.echo(f"error: no key has the expected fingerprint {f}", err=True)
+            click.echo("nothing written", err=True)
+            sys.exit(EXIT_INVALID)
+        click.echo(f"every key matches an expected fingerprint ({len(wanted)} given)")
+    if out is not None:
+        _write(out, cose_keys.dump_cose_key_set(found))
+        click.echo(f"wrote {len(found)} receipt key(s) to {out}")
+    if policy_file is not None:
+        service = name or pin.slug(urlsplit(url).netloc)
+        _write_policy(policy_file, service, found, issuers)
+    if not wanted:
+        click.echo("compare these fingerprints with the service's operator once (`scitt-oci serve` prints them)")
+        from scitt_oci.netutil import is_loopback_host
+
+        if url.startswith("http://") and not is_loopback_host(urlsplit(url).hostname or ""):
+            click.echo("warning: fetched over plain HTTP, which anyone on the path can change: compare them", err=True)
+
+
+def _write_policy(policy_file: Path, service: str, found: list[Any], issuers: list[Any]) -> None:
+    import yaml
+
+    from scitt_oci.cose import keys as cose_keys
+    from scitt_oci.verify import pin
+    from scitt_oci.verify.trust import load_policy
+
+    folder = policy_file.parent
+    doc: dict[str, Any] | None = None
+    if policy_file.exists():
+        try:
+            loaded = yaml.safe_load(policy_file.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            _die(f"cannot add to {policy_file}: {exc}")
+        if loaded is not None and not isinstance(loaded, dict):
+            _die(f"cannot add to {policy_file}: it is not a mapping (a trust policy)")
+        doc = loaded
+
+    def merged(file_name: str, fetched: list[Any]) -> None:
+        path = folder / file_name
+        existing = []
+        if path.exists():
+            try:
+                existing = cose_keys.load_key_file(path.read_bytes())
+            except (OSError, ScittOciError) as exc:
+                _die(f"cannot add to {path}: {exc}")
+        result = pin.merge_keys(existing, fetched)
+        _write(str(path), cose_keys.dump_cose_key_set(result.keys))
+        kept = len(result.keys) - len(result.added)
+        click.echo(f"  {file_name}: {len(result.added)} key(s) added" + (f", {kept} kept" if kept else ""))
 
     try:
-        found = ScrapiClient(url, timeout=timeout).keys()
+        service_file = f"{service}.ts-keys.cbor"
+        pins = []
+        for n, published in enumerate(issuers):
+            issuer_name = service if len(issuers) == 1 else f"{service}-{n + 1}"
+            pins.append(pin.IssuerPin(issuer_name, f"{issuer_name}.issuer-keys.cbor", published.iss))
+        new_doc = pin.merge_policy(doc, service, service_file, pins)
     except ScittOciError as exc:
-        _die(exc.diagnostics())
-    if not found:
-        _die(f"{url} publishes no keys")
-    _write(out, cose_keys.dump_cose_key_set(found))
-    for k in found:
-        click.echo(f"pinned kid {k.kid.hex()} ({k.alg.name if k.alg else 'no alg'})")
-    click.echo(f"wrote {len(found)} key(s) to {out}; check the kids with the service's operator once")
+        _die(f"cannot add to {policy_file}: {exc.diagnostics()}")
+    if doc is not None and doc.get("issuers") is None and pins:
+        click.echo(
+            f"note: {policy_file} named no issuers (any issuer whose statement carries its certificate); "
+            "from now on only the issuers it lists are trusted"
+        )
+    merged(service_file, found)
+    for p, published in zip(pins, issuers, strict=True):
+        merged(p.key_file, list(published.keys))
+    tmp = policy_file.with_name(policy_file.name + ".tmp")
+    _write(str(tmp), yaml.safe_dump(new_doc, sort_keys=False).encode())
+    try:
+        load_policy(tmp)
+    except ScittOciError as exc:
+        tmp.unlink(missing_ok=True)
+        _die(f"the policy would not load, so {policy_file} is left as it was: {exc.diagnostics()}")
+    tmp.replace(policy_file)
+    click.echo(
+        f"wrote {policy_file}: service {service!r}"
+        + (f" and issuer(s) {', '.join(repr(p.iss) for p in pins)}" if pins else " (no issuers)")
+    )

@@ -16,21 +16,61 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from scitt_oci import jsonin
 from scitt_oci.cose import cbor, keys
 from scitt_oci.cose.keys import CoseKey
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import MalformedError, ScittOciError
 
 COSE = "application/cose"
 PENDING = {202, 204, 302}
 
 
 class ClientError(ScittOciError):
-    """The service refused or failed a request; carries its status and problem details."""
+    """The service refused or failed a request; carries its status and problem details, or (no answer)
+    the cause: "connect" (nothing listens), "timeout", "tls-untrusted" (certificate not trusted),
+    "tls-plain" (the far end speaks plain HTTP), "tls" (another TLS failure)."""
 
-    def __init__(self, message: str, status: int | None = None, title: str | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, title: str | None = None, *, cause: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.title = title
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class PublishedIssuer:
+    """An identity (CWT iss) a service's watcher signs statements as, with its public keys."""
+
+    iss: str
+    keys: tuple[CoseKey, ...]
+
+
+ISSUERS_PATH = "/.well-known/scitt-oci/issuers"
+MAX_ISSUERS_BYTES = 1 << 20
+
+
+def _no_answer(method: str, url: str, exc: requests.RequestException) -> ClientError:
+    """A precise error for a request that got no HTTP answer at all."""
+    text = str(exc)
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+    if isinstance(exc, requests.exceptions.SSLError):
+        if "CERTIFICATE_VERIFY_FAILED" in text:
+            reason = text.split("CERTIFICATE_VERIFY_FAILED", 1)[1].strip(" ]:)'\"(")[:120]
+            return ClientError(f"the TLS certificate of {origin} is not trusted ({reason})", cause="tls-untrusted")
+        if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text or "packet length too long" in text:
+            return ClientError(f"{origin} does not speak TLS (it answers plain HTTP)", cause="tls-plain")
+        return ClientError(f"TLS with {origin} failed: {text[:200]}", cause="tls")
+    if isinstance(exc, requests.exceptions.Timeout):
+        return ClientError(f"{method} {url}: no answer in time", cause="timeout")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        why = next(
+            (w for w in ("Connection refused", "Name or service not known", "No route to host") if w in text),
+            "no connection",
+        )
+        return ClientError(f"cannot connect to {origin} ({why})", cause="connect")
+    return ClientError(f"{method} {url}: {type(exc).__name__}: {text[:200]}")
 
 
 @dataclass(frozen=True)
@@ -110,8 +150,8 @@ class ScrapiClient:
                     **kw,  # type: ignore[arg-type]
                 )
             except requests.RequestException as exc:
-                if attempt == self._attempts:
-                    raise ClientError(f"{method} {url}: {type(exc).__name__}: {exc}") from None
+                if attempt == self._attempts or isinstance(exc, requests.exceptions.SSLError):
+                    raise _no_answer(method, url, exc) from None
                 self._sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not a secret
                 delay = min(delay * 2, 5.0)
                 continue
@@ -142,6 +182,28 @@ class ScrapiClient:
             return keys.load_cose_key_set(response.content)
         except ScittOciError as exc:
             raise ClientError(f"the service keys are not a COSE Key Set: {exc}") from None
+
+    def issuers(self) -> list[PublishedIssuer]:
+        """The identities and keys a scitt-oci service's watcher signs with (ISSUERS_PATH; docs/api.md)."""
+        response = self._request("GET", ISSUERS_PATH, headers={"Accept": "application/json"})
+        if response.status_code != 200:
+            raise self._fail(response, "fetching the published issuers")
+        try:
+            doc = jsonin.load_object(response.content, "the published issuers", MAX_ISSUERS_BYTES)
+            entries = doc.get("issuers")
+            if not isinstance(entries, list):
+                raise MalformedError('the published issuers document has no "issuers" list')
+            out = []
+            for i, entry in enumerate(entries):
+                if not isinstance(entry, dict) or not isinstance(entry.get("iss"), str) or not entry["iss"]:
+                    raise MalformedError(f"issuers[{i}] needs a non-empty text iss")
+                jwks = entry.get("keys")
+                if not isinstance(jwks, list) or not jwks:
+                    raise MalformedError(f"issuers[{i}] needs a non-empty keys list (JWKs)")
+                out.append(PublishedIssuer(entry["iss"], tuple(keys.from_jwk(k) for k in jwks)))
+        except ScittOciError as exc:
+            raise ClientError(f"{self.base}{ISSUERS_PATH.lstrip('/')}: {exc}") from None
+        return out
 
     def register(self, statement: bytes) -> Registered:
         """Register `statement` and wait (up to max_wait) for its receipt."""

@@ -14,6 +14,7 @@ import hashlib
 import json
 import random
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -76,6 +77,27 @@ def docker_credentials(config_path: Path, registry: str) -> tuple[str, str] | No
     except (ValueError, UnicodeDecodeError):
         return None
     return (user, password) if user else None
+
+
+def _no_answer(method: str, url: str, exc: BaseException) -> TransientRegistryError:
+    """A request that got no HTTP answer, said with its cause and the usual fix."""
+    origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
+    text = str(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return TransientRegistryError(
+            f"the TLS certificate of {origin} is not trusted ({getattr(exc, 'verify_message', text)}): "
+            "give the CA that signed it (ca_file of a configured registry, or SSL_CERT_FILE)"
+        )
+    if isinstance(exc, ssl.SSLError):
+        if any(w in text for w in ("WRONG_VERSION_NUMBER", "record layer failure", "packet length too long")):
+            return TransientRegistryError(
+                f"{origin} does not speak TLS (it answers plain HTTP): for a loopback registry pass "
+                "--registry-insecure (insecure: true in a configuration)"
+            )
+        return TransientRegistryError(f"TLS with {origin} failed: {text[:200]}")
+    if isinstance(exc, ConnectionRefusedError):
+        return TransientRegistryError(f"{method} {url}: connection refused: is the registry running on that port?")
+    return TransientRegistryError(f"{method} {url}: {type(exc).__name__}")
 
 
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
@@ -151,8 +173,8 @@ class RegistryClient:
                     **kw,
                 )
             except HttpError as exc:
-                if attempt == self.settings.attempts:
-                    raise TransientRegistryError(f"{method} {url}: {type(exc).__name__}") from None
+                if attempt == self.settings.attempts or isinstance(exc, ssl.SSLError):
+                    raise _no_answer(method, url, exc) from None
                 self._sleep(random.uniform(0, delay))  # noqa: S311 - jitter
                 delay = min(delay * 2, 3.0)
                 continue

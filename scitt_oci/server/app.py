@@ -10,6 +10,7 @@ import base64
 import binascii
 import contextlib
 import hmac
+import json
 import logging
 import os
 import time
@@ -37,6 +38,16 @@ log = logging.getLogger("scitt_oci.server")
 
 COSE = "application/cose"
 CBOR = "application/cbor"
+JSON = "application/json"
+ISSUERS_PATH = "/.well-known/scitt-oci/issuers"
+
+
+@dataclass(frozen=True)
+class Issuer:
+    """An identity (CWT iss) and the public keys statements under it are signed with."""
+
+    iss: str
+    keys: tuple[cose_keys.CoseKey, ...]
 
 
 def _exposition(registry: CollectorRegistry) -> CollectorRegistry:
@@ -162,9 +173,14 @@ def create_app(
     hooks: tuple[Callable[[], None], Callable[[], None]] | None = None,
     readiness: Callable[[], str | None] = lambda: None,
     scrape: Callable[[], None] = lambda: None,
+    issuers: Sequence[Issuer] = (),
 ) -> Starlette:
     """`hooks` (start, stop) run in the app's lifespan (multi-process serving); `readiness` names what is not
-    ready (or None); `scrape` refreshes extra gauges before /metrics answers."""
+    ready (or None); `scrape` refreshes extra gauges before /metrics answers; `issuers` are published at
+    ISSUERS_PATH (the identities and public keys this service's watcher signs statements with)."""
+    issuers_body = json.dumps(
+        {"issuers": [{"iss": i.iss, "keys": [k.to_jwk() for k in i.keys]} for i in issuers]}, indent=2
+    ).encode()
     metrics = metrics or Metrics()
 
     def authorised(request: Request) -> bool:
@@ -275,13 +291,20 @@ def create_app(
     async def one_key(request: Request) -> Response:
         text = request.path_params["kid"]
         candidates = [text.encode()]
-        with contextlib.suppress(binascii.Error, ValueError):
+        with contextlib.suppress(ValueError):  # the hex form the CLI prints everywhere
+            candidates.append(bytes.fromhex(text))
+        with contextlib.suppress(binascii.Error, ValueError):  # base64url, as SCRAPI requires
             candidates.append(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         for kid in candidates:
             key = service.find_key(kid)
             if key is not None:
                 return Response(cbor.dumps(key.to_cose()), media_type=CBOR)
         return problem(404, "No such key", "No key could be found for this kid value")
+
+    async def issuer_set(request: Request) -> Response:
+        if not _accepts(request, JSON):
+            return problem(406, "Not Acceptable", f"issuers are served as {JSON}")
+        return Response(issuers_body, media_type=JSON)
 
     async def checkpoint(request: Request) -> Response:
         body = service.checkpoint()
@@ -337,6 +360,7 @@ def create_app(
     routes = [
         Route("/.well-known/scitt-keys", key_set, methods=["GET"]),
         Route("/.well-known/scitt-keys/{kid}", one_key, methods=["GET"]),
+        Route(ISSUERS_PATH, issuer_set, methods=["GET"]),
         Route("/entries", register, methods=["POST"]),
         Route("/entries/{entry_id}", get_entry, methods=["GET"]),
         Route("/checkpoint", checkpoint, methods=["GET"]),

@@ -20,12 +20,12 @@ from scitt_oci.log.postgres_store import PostgresStore
 from scitt_oci.log.service import TransparencyService
 from scitt_oci.log.sqlite_store import SqliteStore
 from scitt_oci.log.store import LogStore
-from scitt_oci.netutil import is_loopback_host
+from scitt_oci.netutil import registry_url
 from scitt_oci.oci.client import RegistryClient, RegistrySettings, docker_credentials
 from scitt_oci.oci.reference import Reference
 from scitt_oci.server import replication
 from scitt_oci.server.admission import Admission, ClientAuth, admission_app, admission_routes
-from scitt_oci.server.app import Metrics, RateLimiter, Settings, create_app
+from scitt_oci.server.app import Issuer, Metrics, RateLimiter, Settings, create_app
 from scitt_oci.server.plaintext import RefusePlainCredentials
 from scitt_oci.server.replication import Replication
 from scitt_oci.server.webhooks import webhook_routes
@@ -74,13 +74,7 @@ class Runtime:
 def _registry_clients(config: Config) -> dict[str, RegistryClient]:
     clients: dict[str, RegistryClient] = {}
     for r in config.watch.registries:
-        url = r.url if "://" in r.url else ("http://" if r.insecure else "https://") + r.url
-        settings = RegistrySettings.for_url(url)
-        host = settings.name.rsplit(":", 1)[0].strip("[]")
-        if url.startswith("http://") and not is_loopback_host(host):
-            raise PolicyError(f"registry {r.url}: plain HTTP is allowed for loopback registries only")
-        if url.startswith("http://") and not r.insecure:
-            raise PolicyError(f"registry {r.url}: plain HTTP needs insecure: true (--registry-insecure)")
+        settings = RegistrySettings.for_url(registry_url(r.url, insecure=r.insecure))
         username, password = r.username, None
         if r.password_file:
             password = keyfiles.token(r.password_file) if r.password_file.exists() else None
@@ -158,6 +152,7 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
         rate_limiter=RateLimiter(config.rate_limit.per_client_per_second, config.rate_limit.burst),
     )
     rt = Runtime(config, service, metrics, created, issuer_key, token_file)
+    issuer = config.watch.issuer or service.identity  # the iss of every statement the watcher signs
     routes: Sequence[BaseRoute] = ()
     if config.watch.registries:
         clients = _registry_clients(config)
@@ -176,7 +171,6 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
             )
         else:
             registrar = EmbeddedRegistrar(service)
-        issuer = config.watch.issuer or service.identity
         rt.watcher = Watcher(
             inbox,
             clients,
@@ -193,7 +187,7 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
     adm = config.admission
     policy_path = adm.trust_policy
     if policy_path is None and adm.trust_self:
-        policy_path = _trust_self(config, service, issuer_key, config.watch.issuer or service.identity)
+        policy_path = _trust_self(config, service, issuer_key, issuer)
     auth = _admission_auth(config) if policy_path is not None else ClientAuth()
     if policy_path is not None:
         if adm.listen is None and not config.tls_cert and not config.loopback_only:
@@ -259,6 +253,7 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
         hooks=(rt.start, rt.stop) if run_sequencer else None,
         readiness=readiness,
         scrape=scrape,
+        issuers=[Issuer(issuer, (CoseKey.from_key(issuer_key.public, kid=issuer_key.kid, alg=issuer_key.alg),))],
     )
     if not config.http.allow_plain_http_credentials:
         rt.app.add_middleware(RefusePlainCredentials)

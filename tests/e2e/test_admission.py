@@ -83,7 +83,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     server.start()
     pin = subprocess.run([sys.executable, "-m", "scitt_oci", "trust", "pin", server.url, "--out", str(root / "ts.cbor")],
                          capture_output=True, text=True, check=False)
-    assert pin.returncode == 0 and "pinned kid" in pin.stdout, pin.stderr
+    assert pin.returncode == 0 and "receipt key" in pin.stdout, pin.stderr
     issuer = keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes())
     (root / "issuer.pem").write_bytes(issuer.public_pem())
     recorded = oci_layout(root / "new", "new")

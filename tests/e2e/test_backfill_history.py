@@ -83,3 +83,39 @@ def test_dead_letters_are_listed_with_their_reason_and_can_be_retried(tmp_path: 
     finally:
         server.stop()
         registry.stop()
+
+
+def test_backfill_history_and_verify_build_registry_clients_alike(tmp_path: Path) -> None:
+    """A URL target, a configured `insecure: true` registry, and the loopback rule for plain HTTP."""
+    registry = RegistryProcess(tmp_path / "registry").start()
+    try:
+        digest = oci_layout(tmp_path / "img", "alike")
+        skopeo_push(tmp_path / "img", registry, "team/url")
+        skopeo_push(tmp_path / "img", registry, "team/conf")
+        # `backfill http://HOST:PORT/REPO` once requested https://http:/v2/...
+        by_url = cli("backfill", f"http://{registry.host}/team/url", "--data-dir", str(tmp_path / "a"), "--registry-insecure")
+        assert by_url.returncode == 0 and "found 1 manifests not on record" in by_url.stdout, by_url.stderr
+        # A configured registry's `insecure: true` holds without the flag (it was dropped for https).
+        (tmp_path / "conf").mkdir()
+        (tmp_path / "conf" / "scitt-oci.yaml").write_text(
+            f"data_dir: data\nwatch: {{registries: [{{url: '{registry.host}', insecure: true}}]}}\n")
+        configured = cli("backfill", f"{registry.host}/team/conf", "--config", str(tmp_path / "conf" / "scitt-oci.yaml"))
+        assert configured.returncode == 0 and "found 1 manifests not on record" in configured.stdout, configured.stderr
+        assert (tmp_path / "conf" / "data" / "watch.db").exists()  # data_dir relative to the file's folder
+        # An http:// URL without the flag is refused by the same rule as `serve`.
+        unflagged = cli("backfill", f"http://{registry.host}", "--data-dir", str(tmp_path / "b"))
+        assert unflagged.returncode == 2 and "--registry-insecure" in unflagged.stderr
+        # TLS to a plain-HTTP registry names the flag that fixes it.
+        policy = tmp_path / "p.yaml"
+        (tmp_path / "k.pem").write_bytes((tmp_path / "a" / "keys" / "issuer.pem").read_bytes())
+        policy.write_text("transparency_services: [{name: x, keys: [{path: k.pem}]}]\n")
+        tls = cli("verify", f"{registry.host}/team/url@{digest}", "--trust", str(policy))
+        assert tls.returncode == 2 and "does not speak TLS" in tls.stderr and "--registry-insecure" in tls.stderr
+        shown = cli("history", f"{registry.host}/team/url@{digest}")
+        assert shown.returncode == 2 and "--registry-insecure" in shown.stderr
+    finally:
+        registry.stop()
+    # Plain HTTP only to loopback registries: `history` refuses as `verify` does, before any request.
+    for command in (["history"], ["verify", "--trust", str(policy)]):
+        far = cli(*command, f"registry.example.com/app@{digest}", "--registry-insecure")
+        assert far.returncode == 2 and "plain HTTP is allowed for loopback registries only" in far.stderr, far.stderr

@@ -91,3 +91,53 @@ def test_private_keys_open_to_others_are_refused(tmp_path: Path) -> None:
     os.chmod(path, 0o644)
     with pytest.raises(PolicyError, match="must not be open to others"):
         keyfiles.private_key(path)
+
+
+def _path_settings(model: type[config.BaseModel], prefix: str = "") -> list[tuple[str, bool]]:
+    """(dotted name, is a list) of every Path setting, found by reading the annotations' text."""
+    out: list[tuple[str, bool]] = []
+    for name, field in model.model_fields.items():
+        text = str(field.annotation)
+        nested = [a for a in (field.annotation, *getattr(field.annotation, "__args__", ())) if isinstance(a, type) and issubclass(a, config.BaseModel)]
+        if nested:
+            out += [(f"{prefix}{name}[].{n}" if "list" in text else f"{prefix}{name}.{n}", lst) for n, lst in _path_settings(nested[0])]
+        elif "Path" in text:
+            out.append((prefix + name, "list" in text))
+    return out
+
+
+def test_every_path_setting_in_a_file_resolves_against_its_folder(tmp_path: Path) -> None:
+    """All of them, including those in nested sections and in the list of registries (6 of 15 did before)."""
+    settings = _path_settings(config.Config)
+    assert len(settings) >= 15, settings
+    doc: dict[str, object] = {}
+    for dotted, is_list in settings:
+        node = doc
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            if part.endswith("[]"):
+                node = node.setdefault(part[:-2], [{"url": "127.0.0.1:5000"}])[0]  # type: ignore[attr-defined,index]
+            else:
+                node = node.setdefault(part, {})  # type: ignore[assignment]
+        node[parts[-1]] = [f"rel/{dotted}"] if is_list else f"rel/{dotted}"
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    import yaml
+
+    (folder / "scitt-oci.yaml").write_text(yaml.safe_dump(doc))
+    cfg = config.load(folder / "scitt-oci.yaml", environ={})
+    for dotted, is_list in settings:
+        value: object = cfg
+        for part in dotted.split("."):
+            value = getattr(value, part.removesuffix("[]"))
+            if part.endswith("[]"):
+                value = value[0]  # type: ignore[index]
+        got = value[0] if is_list else value  # type: ignore[index]
+        assert got == folder / "rel" / dotted, (dotted, got)
+
+
+def test_absolute_paths_and_flags_are_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "c.yaml").write_text("tls_cert: /etc/tls.crt\ntls_key: /etc/tls.key\nadmission: {trust_policy: p.yaml}\n")
+    cfg = config.load(tmp_path / "c.yaml", environ={}, overrides={"issuer_key": "relative.pem"})
+    assert cfg.tls_cert == Path("/etc/tls.crt") and cfg.admission.trust_policy == tmp_path / "p.yaml"
+    assert cfg.issuer_key == Path("relative.pem")  # flags and environment are relative to the working directory
