@@ -73,6 +73,7 @@ class LazyGroup(click.Group):
         "history": "watch",
         "watch": "watch",
         "trust": "watch",
+        "promote": "promote",
     }
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:

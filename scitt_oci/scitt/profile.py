@@ -29,6 +29,7 @@ class Kind(StrEnum):
     SIGNATURE = "signature"  # a signature of the image was pushed; the payload is the signature manifest's digest
     DELETE = "delete"  # the image manifest was deleted; the payload is its digest
     DEPLOY = "deploy"  # the image was admitted to run in a cluster; the payload is its digest
+    IMPORT = "import"  # the image was promoted here after its upstream record verified; the payload is its digest
 
 
 # Kind-specific members of the profile header, all optional text.
@@ -37,7 +38,11 @@ _FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.SIGNATURE: ("format", "signer"),
     Kind.DELETE: ("tag",),
     Kind.DEPLOY: ("cluster", "namespace", "workload"),
+    Kind.IMPORT: ("source", "policy"),
 }
+# An import names the upstream statements it verified: a list, not text (`OciEvent.verified`).
+VERIFIED = "statements"
+MAX_VERIFIED = 256
 SIGNATURE_FORMATS = ("cosign", "cosign-bundle", "notation")
 
 
@@ -50,6 +55,7 @@ class OciEvent:
     recorded_digest: Digest  # what the payload hashes: the image itself, or the signature manifest
     media_type: str | None = None  # media type of the recorded object
     details: tuple[tuple[str, str], ...] = ()
+    verified: tuple[Digest, ...] = ()  # import: the SHA-256 of each upstream statement's log entry it verified
 
     @property
     def recorded(self) -> Reference:
@@ -68,7 +74,26 @@ def _validate_details(kind: Kind, details: dict[str, Any]) -> tuple[tuple[str, s
             raise MalformedError(f"profile: {name!r} must be a non-empty text string of at most 1024 characters")
     if kind is Kind.SIGNATURE and details.get("format") not in SIGNATURE_FORMATS:
         raise MalformedError(f"profile: signature format must be one of {', '.join(SIGNATURE_FORMATS)}")
+    if kind is Kind.IMPORT:
+        if "source" not in details or "policy" not in details:
+            raise MalformedError("profile: an import statement names its source and policy")
+        Digest.parse(details["policy"])
     return tuple(sorted(details.items()))
+
+
+def _validate_verified(kind: Kind, verified: object) -> tuple[Digest, ...]:
+    if kind is not Kind.IMPORT:
+        if verified is not None:
+            raise MalformedError(f"profile: {kind.value} statements take no {VERIFIED!r} list")
+        return ()
+    if not isinstance(verified, list) or len(verified) > MAX_VERIFIED:
+        raise MalformedError(f"profile: an import's {VERIFIED!r} must be a list of at most {MAX_VERIFIED} digests")
+    out = []
+    for item in verified:
+        if not isinstance(item, str):
+            raise MalformedError(f"profile: each member of {VERIFIED!r} must be a digest as text")
+        out.append(Digest.parse(item))
+    return tuple(sorted(set(out), key=str))
 
 
 def make_event(
@@ -84,12 +109,28 @@ def make_event(
     recorded = recorded_digest or subject.digest
     if kind is not Kind.SIGNATURE and recorded != subject.digest:
         raise MalformedError(f"profile: a {kind.value} statement records the image itself")
+    if kind is Kind.IMPORT:
+        raise MalformedError("profile: an import statement is made with make_import")
     return OciEvent(kind, subject, recorded, media_type, _validate_details(kind, details))
+
+
+def make_import(
+    subject: Reference, *, source: str, policy: str, verified: tuple[Digest, ...], media_type: str | None = None
+) -> OciEvent:
+    """The event of a promotion: `subject` (with digest) arrived from `source` after the upstream statements
+    `verified` (digests of their log entries) verified under the policy whose digest is `policy`."""
+    if subject.digest is None:
+        raise MalformedError(f"profile: the subject {subject} must carry a digest")
+    details = _validate_details(Kind.IMPORT, {"source": source, "policy": policy})
+    checked = _validate_verified(Kind.IMPORT, [str(d) for d in verified])
+    return OciEvent(Kind.IMPORT, subject, subject.digest, media_type, details, checked)
 
 
 def build(key: CoseKey, issuer: str, event: OciEvent, *, iat: int | None = None) -> SignedStatement:
     """Sign the statement recording `event`."""
     header: dict[str, Any] = {"v": PROFILE_VERSION, "kind": event.kind.value, **dict(event.details)}
+    if event.kind is Kind.IMPORT:
+        header[VERIFIED] = [str(d) for d in event.verified]
     return statement_mod.hash_envelope_statement(
         key,
         issuer=issuer,
@@ -124,7 +165,8 @@ def read_event(statement: SignedStatement) -> OciEvent:
         raise _malformed("it needs sub (15/2) and a hash envelope (258)")
     try:
         subject = Reference.parse(statement.subject)
-        details = _validate_details(kind, {k: v for k, v in header.items() if k not in ("v", "kind")})
+        details = _validate_details(kind, {k: v for k, v in header.items() if k not in ("v", "kind", VERIFIED)})
+        verified = _validate_verified(kind, header.get(VERIFIED))
     except ScittOciError as exc:
         raise _malformed(str(exc)) from None
     if subject.digest is None or not statement.subject.startswith("oci://"):
@@ -140,7 +182,7 @@ def read_event(statement: SignedStatement) -> OciEvent:
     if kind is not Kind.SIGNATURE and recorded != subject.digest:
         raise _malformed(f"a {kind.value} statement's payload must be the subject digest")
     media_type = env.preimage_content_type if isinstance(env.preimage_content_type, str) else None
-    return OciEvent(kind, subject, recorded, media_type, details)
+    return OciEvent(kind, subject, recorded, media_type, details, verified)
 
 
 def check_about(statement: SignedStatement, digest: Digest | str) -> OciEvent:
