@@ -29,7 +29,7 @@ from scitt_oci.promote.promote import entry_digest
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.verify.image import attached_statements
 from scitt_oci.verify.trust import load_policy
-from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
+from tests.registryproc import RegistryProcess, oci_layout, require, skopeo_push
 from tests.serverproc import ServerProcess
 
 SECRET = "test-webhook-secret-0123456789"
@@ -171,6 +171,8 @@ def _sign(party: Party, repo: str, digest: str) -> tuple[str, str]:
     party.client.push_blob(repo, mf.EMPTY_BLOB)
     notation_digest, _ = party.client.push_manifest(repo, notation, mf.OCI_MANIFEST)
     party.client.attach(repo, image, notation, [])
+    # One writer at a time on the tag-schema index: wait for the watcher's signature statement first.
+    recorded(party, repo, digest, 2)
     sbom_body = b'{"spdxVersion": "SPDX-2.3", "name": "net-monitor"}'
     sbom_blob = party.client.push_blob(repo, sbom_body)
     sbom = mf.canonical_json(
@@ -434,3 +436,22 @@ def test_sigkill_mid_promote_never_leaves_the_tag_without_the_record(world: Worl
         "--registry-insecure",
     )
     assert admit.returncode == 0, admit.stdout
+
+
+def test_verify_after_skopeo_copy_which_drops_artifact_types(world: World, published: tuple[str, list[str]]) -> None:
+    """`skopeo copy --all` of the image and of its tag-schema index: entries arrive without artifactType."""
+    w, (digest, _) = world, published
+    src, dst = f"{w.wabbit.registry.host}/wabbit/net-monitor", f"{w.acme.registry.host}/acme/skopeo"
+    base = [require("skopeo"), "copy", "--all", "--src-tls-verify=false", "--dest-tls-verify=false"]
+    tag = mf.fallback_tag(digest)
+    for source, dest in ((f"{src}@{digest}", f"{dst}:copied"), (f"{src}:{tag}", f"{dst}:{tag}")):
+        done = subprocess.run(
+            [*base, f"docker://{source}", f"docker://{dest}"], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+    fetched = w.acme.client.manifest("acme/skopeo", mf.fallback_tag(digest))
+    assert fetched is not None
+    entries = json.loads(fetched[0])["manifests"]
+    assert entries and not any("artifactType" in e for e in entries)  # what skopeo leaves
+    verdict = cli("verify", f"{dst}@{digest}", "--trust", str(w.root / "import.yaml"), "--registry-insecure")
+    assert verdict.returncode == 0 and verdict.stdout.startswith("ADMIT"), verdict.stdout + verdict.stderr
