@@ -177,21 +177,28 @@ class Promotion:
     """One `promote SOURCE DEST`: the stores, the policy, the consumer's service and issuer."""
 
     source: ImageStore
-    source_ref: Reference  # registry/repository@digest: what the policy's rules and the import name
+    source_ref: Reference  # registry/repository@digest: what the policy's rules match (oci/layout for a layout)
     dest: ImageStore
-    dest_ref: Reference  # registry/repository[:tag]: what the counter-signed record is attached at
+    dest_ref: Reference  # registry/repository[:tag]: where the import statement says the image is
     policy: TrustPolicy
-    service: CounterSigner
-    issuer_key: CoseKey
-    issuer: str
+    # The consumer's service and issuer; without them (a carry into an OCI layout for an air gap) the
+    # record is verified and copied, and counter-registered where it arrives at a registry.
+    service: CounterSigner | None
+    issuer_key: CoseKey | None
+    issuer: str | None
     sync: bool = False
+    source_name: str | None = None  # how the import and the report name the source (default: source_ref)
+    dest_name: str | None = None
     clock: Callable[[], float] = time.time
     report: PromotionReport = field(init=False)
 
     def __post_init__(self) -> None:
         assert self.source_ref.digest is not None
         self.digest = str(self.source_ref.digest)
-        self.report = PromotionReport(str(self.source_ref), str(self.dest_ref), self.digest, tag=self.dest_ref.tag)
+        self.source_name = self.source_name or str(self.source_ref)
+        self.report = PromotionReport(
+            self.source_name, self.dest_name or str(self.dest_ref), self.digest, tag=self.dest_ref.tag
+        )
         self._dest_listed: dict[str, set[str]] = {}
         # Every referrer this run put or found at the destination: (subject digest, referrer digest) -> what to put.
         self._expected: dict[tuple[str, str], tuple[Descriptor, bytes, str]] = {}
@@ -219,11 +226,12 @@ class Promotion:
         for subject in [top, *top.children]:
             self._copy_referrers(subject, 0)
             self._copy_tagged(subject)
-        for v in verified:
-            if v.entry_digest not in countersigned:
-                self._countersign(v)
-        if not covered:
-            self._record_import(top, sorted(wanted))
+        if self.service is not None:
+            for v in verified:
+                if v.entry_digest not in countersigned:
+                    self._countersign(v, self.service)
+            if not covered:
+                self._record_import(top, sorted(wanted), self.service)
         self._confirm()
         self._write_tag(top)
         return self.report
@@ -301,6 +309,9 @@ class Promotion:
         digests already counter-signed by the consumer's service) at the destination."""
         imports: list[set[str]] = []
         countersigned: set[str] = set()
+        if self.service is None:
+            return imports, countersigned
+        keys = self.service.keys
         dest_digest_ref = self.dest_ref.with_digest(Digest.parse(self.digest))
         subjects = [self.digest]
         if self.dest.has_manifest(self.digest):
@@ -313,7 +324,7 @@ class Promotion:
                     ts = transparent.parse(blob)
                 except ScittOciError:
                     continue
-                if any(_verifies(r, ts.statement, self.service.keys) for r in ts.receipts):
+                if any(_verifies(r, ts.statement, keys) for r in ts.receipts):
                     countersigned.add(entry_digest(ts.statement))
                 if subject == self.digest and self._our_import(ts.statement):
                     event = profile.read_event(ts.statement)
@@ -321,6 +332,8 @@ class Promotion:
         return imports, countersigned
 
     def _our_import(self, statement: SignedStatement) -> bool:
+        if self.issuer_key is None:
+            return False
         try:
             statement_mod.verify(statement, keys=[self.issuer_key])
             event = profile.check_about(statement, self.digest)
@@ -328,7 +341,7 @@ class Promotion:
             return False
         return (
             event.kind is profile.Kind.IMPORT
-            and event.detail("source") == str(self.source_ref)
+            and event.detail("source") == self.source_name
             and event.detail("policy") == f"sha256:{self.policy.digest}"
         )
 
@@ -395,14 +408,15 @@ class Promotion:
                 self.dest.put_manifest(node.data, node.descriptor.media_type, tag)
                 self.report.tags_copied.append(tag)
 
-    def _register(self, statement: SignedStatement) -> bytes:
-        raw = self.service.register(statement.entry())
-        if not _verifies(raw, statement, self.service.keys):
-            raise PromotionError(f"the receipt from {self.service.identity} does not verify with the keys it publishes")
+    @staticmethod
+    def _register(statement: SignedStatement, service: CounterSigner) -> bytes:
+        raw = service.register(statement.entry())
+        if not _verifies(raw, statement, service.keys):
+            raise PromotionError(f"the receipt from {service.identity} does not verify with the keys it publishes")
         return raw
 
-    def _countersign(self, v: Verified) -> None:
-        counter = self._register(v.statement)
+    def _countersign(self, v: Verified, service: CounterSigner) -> None:
+        counter = self._register(v.statement, service)
         ts = transparent.add_receipts(v.statement, [counter])
         iat = v.statement.claims.iat if v.statement.claims and v.statement.claims.iat else int(self.clock())
         artifact = mf.statement_artifact(
@@ -410,27 +424,28 @@ class Promotion:
             ts,
             kind=v.event.kind.value,
             issuer=v.statement.issuer or "",
-            service=self.service.identity,
+            service=service.identity,
             created=iat,
         )
         self.dest.put_blob(ts)
         self._put_referrer(v.subject.descriptor, artifact, mf.OCI_MANIFEST)
         self.report.counter_registered.append(v.entry_digest)
 
-    def _record_import(self, top: Node, verified: list[str]) -> None:
+    def _record_import(self, top: Node, verified: list[str], service: CounterSigner) -> None:
+        assert self.issuer_key is not None and self.issuer is not None and self.source_name is not None
         subject = Reference(self.dest_ref.registry, self.dest_ref.repository, None, Digest.parse(self.digest))
         event = profile.make_import(
             subject,
-            source=str(self.source_ref),
+            source=self.source_name,
             policy=f"sha256:{self.policy.digest}",
             verified=tuple(Digest.parse(v) for v in verified),
             media_type=top.descriptor.media_type,
         )
         iat = int(self.clock())
         statement = profile.build(self.issuer_key, self.issuer, event, iat=iat)
-        ts = transparent.add_receipts(statement, [self._register(statement)])
+        ts = transparent.add_receipts(statement, [self._register(statement, service)])
         artifact = mf.statement_artifact(
-            top.descriptor, ts, kind=event.kind.value, issuer=self.issuer, service=self.service.identity, created=iat
+            top.descriptor, ts, kind=event.kind.value, issuer=self.issuer, service=service.identity, created=iat
         )
         self.dest.put_blob(ts)
         self.report.import_statement = self._put_referrer(top.descriptor, artifact, mf.OCI_MANIFEST)
@@ -438,6 +453,7 @@ class Promotion:
     def _write_tag(self, top: Node) -> None:
         tag = self.dest_ref.tag
         if tag is None:
+            self.dest.keep(top.descriptor)
             return
         current = self.dest.tag_digest(tag)
         if current == top.digest:

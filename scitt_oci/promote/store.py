@@ -41,6 +41,9 @@ class ImageStore(Protocol):
     def put_manifest(self, data: bytes, media_type: str, tag: str | None = None) -> None:
         """Store a manifest by digest, or point `tag` at it (the caller stores it by digest first)."""
 
+    def keep(self, image: Descriptor) -> None:
+        """Hold on to an untagged image (a layout lists it in index.json; a registry keeps it anyway)."""
+
     def put_referrer(self, subject: Descriptor, data: bytes, media_type: str) -> None:
         """Store a referrer manifest (its blobs already stored) and list it among `subject`'s referrers,
         merged with what is listed already."""
@@ -79,6 +82,9 @@ class RegistryStore:
 
     def put_manifest(self, data: bytes, media_type: str, tag: str | None = None) -> None:
         self.client.push_manifest(self.repository, data, media_type, tag)
+
+    def keep(self, image: Descriptor) -> None:
+        return None  # a registry keeps what was pushed by digest
 
     def put_referrer(self, subject: Descriptor, data: bytes, media_type: str) -> None:
         if media_type != mf.OCI_MANIFEST:

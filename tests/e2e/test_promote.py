@@ -87,6 +87,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     w.policy("import", IMPORT_POLICY)
     w.policy("admit", _admission("acme-ts.cbor"))
     w.policy("no-acme", _admission("stranger.pem"))
+    w.policy("stranger", IMPORT_POLICY.replace("wabbit-issuer.pem", "stranger.pem"))
     yield w
     for party in (wabbit, acme):
         party.server.stop()
@@ -350,7 +351,7 @@ def _nothing_at(w: World, repo: str, digest: str, tag: str) -> None:
 def test_a_policy_that_does_not_trust_the_publisher_copies_nothing(world: World) -> None:
     w = world
     digest = _single(w, "wabbit/untrusted", "untrusted")
-    policy = w.policy("stranger", IMPORT_POLICY.replace("wabbit-issuer.pem", "stranger.pem"))
+    policy = w.root / "stranger.yaml"
     code, report = promote(
         w, f"{w.wabbit.registry.host}/wabbit/untrusted@{digest}", f"{w.acme.registry.host}/acme/untrusted:1", policy
     )
@@ -455,3 +456,63 @@ def test_verify_after_skopeo_copy_which_drops_artifact_types(world: World, publi
     assert entries and not any("artifactType" in e for e in entries)  # what skopeo leaves
     verdict = cli("verify", f"{dst}@{digest}", "--trust", str(w.root / "import.yaml"), "--registry-insecure")
     assert verdict.returncode == 0 and verdict.stdout.startswith("ADMIT"), verdict.stdout + verdict.stderr
+
+
+def test_across_an_air_gap_through_an_oci_layout(world: World, published: tuple[str, list[str]]) -> None:
+    """W -> oci:DIR (verified, copied, nothing registered) -> A (verified again, counter-registered)."""
+    w, (digest, upstream) = world, published
+    layout = w.root / "carried"
+    carry = cli(
+        "promote",
+        f"{w.wabbit.registry.host}/wabbit/net-monitor@{digest}",
+        f"oci:{layout}:1.0",
+        "--trust",
+        str(w.root / "import.yaml"),
+        "--registry-insecure",
+        "--output",
+        "json",
+    )
+    assert carry.returncode == 0, carry.stderr
+    carried = json.loads(carry.stdout)
+    assert carried["counter_registered"] == [] and carried["import_statement"] is None
+    assert set(upstream) <= set(carried["copied"]["referrers"])
+    # skopeo reads the layout as an image layout
+    inspect = subprocess.run(
+        [require("skopeo"), "inspect", "--raw", f"oci:{layout}:1.0"], capture_output=True, check=False
+    )
+    assert inspect.returncode == 0 and mf.digest_of(inspect.stdout) == digest, inspect.stderr
+    code, report = promote(w, f"oci:{layout}:1.0", f"{w.acme.registry.host}/acme/airgap:1.0", w.root / "import.yaml")
+    assert code == 0 and report["decision"] == "ADMIT", report
+    # the same statements, the same verdicts, as read from the registry
+    judged = sorted(json.dumps(s, sort_keys=True) for s in report["verification"]["statements"])
+    assert judged == sorted(json.dumps(s, sort_keys=True) for s in carried["verification"]["statements"])
+    assert (
+        report["import_statement"]
+        and len(report["counter_registered"]) == len(carried["verification"]["statements"]) + 2
+    )
+    assert w.acme.client.head_manifest("acme/airgap", "1.0").digest == digest  # type: ignore[union-attr]
+    admit = cli(
+        "verify",
+        f"{w.acme.registry.host}/acme/airgap@{digest}",
+        "--trust",
+        str(w.root / "admit.yaml"),
+        "--registry-insecure",
+    )
+    assert admit.returncode == 0, admit.stdout
+    # a second carry into the layout changes nothing; a policy not trusting Wabbit copies nothing out of it
+    again = cli(
+        "promote",
+        f"{w.wabbit.registry.host}/wabbit/net-monitor@{digest}",
+        f"oci:{layout}:1.0",
+        "--trust",
+        str(w.root / "import.yaml"),
+        "--registry-insecure",
+        "--output",
+        "json",
+    )
+    assert again.returncode == 0 and json.loads(again.stdout)["changed"] is False
+    code, refused = promote(
+        w, f"oci:{layout}@{digest}", f"{w.acme.registry.host}/acme/airgap2:1", w.root / "stranger.yaml"
+    )
+    assert code == 1 and refused["changed"] is False
+    _nothing_at(w, "acme/airgap2", digest, "1")
