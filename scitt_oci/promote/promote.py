@@ -271,6 +271,8 @@ class Promotion:
             return []
         out = []
         for d in self.source.referrers(self.source.repository, subject.digest):
+            if not self.source.has_manifest(d.digest):
+                continue  # listed but gone (deleted after its index entry was written): nothing to copy
             node = self._node(d.digest)
             if node.manifest.subject is None or node.manifest.subject.digest != subject.digest:
                 continue  # a foreign entry in a fallback index: not this subject's, not copied
