@@ -238,9 +238,24 @@ def published(world: World) -> tuple[str, list[str]]:
 def test_promote_copies_the_image_and_its_whole_record(world: World, published: tuple[str, list[str]]) -> None:
     w, (digest, upstream) = world, published
     source = f"{w.wabbit.registry.host}/wabbit/net-monitor@{digest}"
+    acme, repo = w.acme.client, "acme/net-monitor"
+    # ACME already lists a note of its own about this digest: the merge must keep it
+    image = w.wabbit.client.head_manifest("wabbit/net-monitor", digest)
+    assert image is not None
+    note = mf.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mf.OCI_MANIFEST,
+            "artifactType": "application/vnd.acme.review+json",
+            "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
+            "layers": [{"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2}],
+            "subject": image.to_json(),
+        }
+    )
+    note_digest = acme.attach(repo, image, note, [])
     code, report = promote(w, source, f"{w.acme.registry.host}/acme/net-monitor:1.0", w.root / "import.yaml")
     assert code == 0 and report["decision"] == "ADMIT", report
-    acme, repo = w.acme.client, "acme/net-monitor"
+    assert note_digest in {d.digest for d in acme.referrers(repo, digest)}
     # the same digest, byte for byte, every platform manifest, the tag last
     assert acme.manifest(repo, digest) == w.wabbit.client.manifest("wabbit/net-monitor", digest)
     index = json.loads(acme.manifest(repo, digest)[0])  # type: ignore[index]
