@@ -33,12 +33,12 @@ class ReferrerSource(Protocol):
     def blob(self, repo: str, digest: str, limit: int = ...) -> bytes | None: ...
 
 
-def _maybe_statement(d: Descriptor) -> bool:
-    """From the listing alone: ours, or an entry whose artifactType a copying tool dropped (`skopeo copy`
-    leaves fallback index entries without it), which only its manifest can tell."""
-    return d.artifact_type == mf.STATEMENT_ARTIFACT or (
-        d.artifact_type is None and (d.media_type == mf.OCI_MANIFEST or mf.ANN_KIND in d.annotations)
-    )
+def _candidates(listed: Sequence[Descriptor]) -> list[Descriptor]:
+    """From the listing alone: ours first, then entries whose artifactType a copying tool dropped
+    (`skopeo copy` leaves fallback index entries without it), which only their manifests can tell."""
+    ours = [d for d in listed if d.artifact_type == mf.STATEMENT_ARTIFACT]
+    unknown = [d for d in listed if d.artifact_type is None and d.media_type == mf.OCI_MANIFEST]
+    return ours + unknown
 
 
 def attached_statements(client: ReferrerSource, ref: Reference) -> list[bytes]:
@@ -46,7 +46,7 @@ def attached_statements(client: ReferrerSource, ref: Reference) -> list[bytes]:
     fallback, our artifactType (or our manifest when the listing lost it), at most MAX_STATEMENTS."""
     out = []
     listed = client.referrers(ref.repository, str(ref.digest))
-    for d in [d for d in listed if _maybe_statement(d)][:MAX_STATEMENTS]:
+    for d in _candidates(listed)[:MAX_STATEMENTS]:
         fetched = client.manifest(ref.repository, d.digest)
         if fetched is None:
             continue
