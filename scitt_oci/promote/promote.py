@@ -228,8 +228,9 @@ class Promotion:
             self._copy_tagged(subject)
         if self.service is not None:
             for v in verified:
-                if v.entry_digest not in countersigned:
+                if (v.subject.digest, v.entry_digest) not in countersigned:
                     self._countersign(v, self.service)
+                    countersigned.add((v.subject.digest, v.entry_digest))  # attached twice upstream: once here
             if not covered:
                 self._record_import(top, sorted(wanted), self.service)
         self._confirm()
@@ -306,11 +307,11 @@ class Promotion:
     def _dest_has_manifest(self, digest: str) -> bool:
         return self.dest.has_manifest(digest)
 
-    def _destination_record(self) -> tuple[list[set[str]], set[str]]:
-        """(the statement sets named by our verified import statements for this source and policy, the entry
-        digests already counter-signed by the consumer's service) at the destination."""
+    def _destination_record(self) -> tuple[list[set[str]], set[tuple[str, str]]]:
+        """(the statement sets named by our verified import statements for this source and policy, the
+        (subject, entry digest) pairs already counter-signed by the consumer's service) at the destination."""
         imports: list[set[str]] = []
-        countersigned: set[str] = set()
+        countersigned: set[tuple[str, str]] = set()
         if self.service is None:
             return imports, countersigned
         keys = self.service.keys
@@ -327,7 +328,7 @@ class Promotion:
                 except ScittOciError:
                     continue
                 if any(_verifies(r, ts.statement, keys) for r in ts.receipts):
-                    countersigned.add(entry_digest(ts.statement))
+                    countersigned.add((subject, entry_digest(ts.statement)))
                 if subject == self.digest and self._our_import(ts.statement):
                     event = profile.read_event(ts.statement)
                     imports.append({str(d) for d in event.verified})
