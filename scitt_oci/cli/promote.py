@@ -173,7 +173,8 @@ def promote(
         if not report.changed:
             click.echo("  already promoted: nothing to do")
         click.echo(
-            f"  copied {report.blobs_copied} blob(s), {len(report.manifests_copied)} manifest(s), "
+            f"  copied {report.blobs_copied} blob(s) ({report.blobs_mounted} more mounted), "
+            f"{len(report.manifests_copied)} manifest(s), "
             f"{len(report.referrers_copied)} referrer(s), {len(report.tags_copied)} signature tag(s)"
         )
         if ts_url:

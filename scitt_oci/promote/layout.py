@@ -20,7 +20,7 @@ from scitt_oci.errors import MalformedError, ScittOciError
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest
-from scitt_oci.promote.store import MAX_COPY_BLOB_BYTES
+from scitt_oci.promote.store import MAX_COPY_BLOB_BYTES, ImageStore
 
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = '{"imageLayoutVersion":"1.0.0"}'
@@ -136,6 +136,9 @@ class LayoutStore:
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
             _write_atomic(path, data)
+
+    def mount(self, digest: str, source: ImageStore) -> bool:
+        return False  # a layout holds its own copy of every blob
 
     def _list(self, entry: Descriptor, *, replace_tag: str | None = None) -> None:
         doc = self._index()

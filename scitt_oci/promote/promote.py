@@ -116,6 +116,7 @@ class PromotionReport:
     digest: str
     verdict: ImageVerdict | None = None
     blobs_copied: int = 0
+    blobs_mounted: int = 0  # taken from another repository of the same registry, bytes never downloaded
     manifests_copied: list[str] = field(default_factory=list)
     referrers_copied: list[str] = field(default_factory=list)
     tags_copied: list[str] = field(default_factory=list)
@@ -135,6 +136,7 @@ class PromotionReport:
     def changed(self) -> bool:
         return bool(
             self.blobs_copied
+            or self.blobs_mounted
             or self.manifests_copied
             or self.referrers_copied
             or self.tags_copied
@@ -152,6 +154,7 @@ class PromotionReport:
             "changed": self.changed,
             "copied": {
                 "blobs": self.blobs_copied,
+                "blobs_mounted": self.blobs_mounted,
                 "manifests": self.manifests_copied,
                 "referrers": self.referrers_copied,
                 "tags": self.tags_copied,
@@ -351,6 +354,9 @@ class Promotion:
     # ----- writing the destination -----
     def _copy_blob(self, d: Descriptor) -> None:
         if self.dest.has_blob(d.digest):
+            return
+        if self.dest.mount(d.digest, self.source):
+            self.report.blobs_mounted += 1
             return
         data = self.source.blob(self.source.repository, d.digest)
         if data is None:

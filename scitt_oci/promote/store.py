@@ -38,6 +38,9 @@ class ImageStore(Protocol):
 
     def put_blob(self, data: bytes) -> None: ...
 
+    def mount(self, digest: str, source: ImageStore) -> bool:
+        """Take blob `digest` from `source` without the bytes passing through us, where the store can."""
+
     def put_manifest(self, data: bytes, media_type: str, tag: str | None = None) -> None:
         """Store a manifest by digest, or point `tag` at it (the caller stores it by digest first)."""
 
@@ -79,6 +82,24 @@ class RegistryStore:
 
     def put_blob(self, data: bytes) -> None:
         self.client.push_blob(self.repository, data, check_exists=False)
+
+    def mount(self, digest: str, source: ImageStore) -> bool:
+        """A cross-repository mount (distribution-spec), when `source` is another repository of this registry."""
+        if not isinstance(source, RegistryStore) or source.client.settings.url != self.client.settings.url:
+            return False
+        scope = f"repository:{self.repository}:pull,push repository:{source.repository}:pull"
+        try:
+            r = self.client.request(
+                "POST",
+                f"/v2/{self.repository}/blobs/uploads/?mount={digest}&from={source.repository}",
+                scope=scope,
+                ok=(201, 202),
+            )
+            if r.status_code == 202 and r.headers.get("location"):  # not mounted: an upload began instead
+                self.client.request("DELETE", r.headers["location"], scope=scope, ok=(204, 202, 200))
+        except RegistryError:
+            return False  # e.g. no pull right on the other repository: upload the bytes instead
+        return r.status_code == 201
 
     def put_manifest(self, data: bytes, media_type: str, tag: str | None = None) -> None:
         self.client.push_manifest(self.repository, data, media_type, tag)

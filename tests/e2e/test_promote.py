@@ -531,3 +531,15 @@ def test_across_an_air_gap_through_an_oci_layout(world: World, published: tuple[
     )
     assert code == 1 and refused["changed"] is False
     _nothing_at(w, "acme/airgap2", digest, "1")
+
+
+def test_within_one_registry_blobs_are_mounted_not_downloaded(world: World, published: tuple[str, list[str]]) -> None:
+    w, (digest, _) = world, published
+    code, report = promote(
+        w,
+        f"{w.wabbit.registry.host}/wabbit/net-monitor@{digest}",
+        f"{w.wabbit.registry.host}/wabbit/mirror:1.0",
+        w.root / "import.yaml",
+    )
+    assert code == 0 and report["copied"]["blobs"] == 0 and report["copied"]["blobs_mounted"] >= 4, report["copied"]
+    assert w.wabbit.client.head_manifest("wabbit/mirror", "1.0").digest == digest  # type: ignore[union-attr]
