@@ -110,7 +110,8 @@ def promote(
     """
     from scitt_oci import keyfiles
     from scitt_oci.log.client import ScrapiClient
-    from scitt_oci.promote.promote import Promotion, ScrapiCounterSigner
+    from scitt_oci.promote.countersign import ScrapiCounterSigner
+    from scitt_oci.promote.promote import Promotion
     from scitt_oci.verify.trust import load_policy
 
     try:

@@ -22,14 +22,14 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import ScittOciError
-from scitt_oci.log.client import ScrapiClient
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest, Reference
+from scitt_oci.promote.countersign import CounterSigner
+from scitt_oci.promote.report import PromotionReport
 from scitt_oci.promote.store import ImageStore
 from scitt_oci.scitt import profile, receipt, transparent
 from scitt_oci.scitt import statement as statement_mod
@@ -45,35 +45,6 @@ COSIGN_TAG_SUFFIXES = (".sig", ".att", ".sbom")
 
 class PromotionError(ScittOciError):
     """The promotion could not be carried out (the source, the destination or the service failed)."""
-
-
-class CounterSigner(Protocol):
-    """The consumer's transparency service."""
-
-    identity: str
-    keys: Sequence[CoseKey]
-
-    def register(self, statement: bytes) -> bytes:
-        """Register `statement`; return its receipt."""
-
-
-@dataclass
-class ScrapiCounterSigner:
-    """A SCRAPI service as the `CounterSigner`: its receipts are checked against the keys it publishes."""
-
-    client: ScrapiClient
-    identity: str
-    keys: Sequence[CoseKey] = ()
-
-    @classmethod
-    def connect(cls, client: ScrapiClient, identity: str) -> ScrapiCounterSigner:
-        found = tuple(client.keys())
-        if not found:
-            raise PromotionError(f"{identity} publishes no keys at /.well-known/scitt-keys")
-        return cls(client, identity, found)
-
-    def register(self, statement: bytes) -> bytes:
-        return self.client.register(statement).receipt
 
 
 @dataclass
@@ -107,67 +78,6 @@ class Verified:
     statement: SignedStatement
     event: profile.OciEvent
     entry_digest: str  # SHA-256 of its log entry: the same at every log that registered it
-
-
-@dataclass
-class PromotionReport:
-    source: str
-    destination: str
-    digest: str
-    verdict: ImageVerdict | None = None
-    blobs_copied: int = 0
-    blobs_mounted: int = 0  # taken from another repository of the same registry, bytes never downloaded
-    manifests_copied: list[str] = field(default_factory=list)
-    referrers_copied: list[str] = field(default_factory=list)
-    tags_copied: list[str] = field(default_factory=list)
-    counter_registered: list[str] = field(default_factory=list)
-    import_statement: str | None = None  # the referrer holding it, when attached by this run
-    import_found: bool = False  # an earlier run's import record is at the destination
-    tag: str | None = None
-    tag_written: bool = False
-    tag_moved_from: str | None = None
-    not_synced: int = 0  # upstream referrers not at the destination, left for --sync
-
-    @property
-    def admitted(self) -> bool:
-        return self.verdict is not None and self.verdict.valid
-
-    @property
-    def changed(self) -> bool:
-        return bool(
-            self.blobs_copied
-            or self.blobs_mounted
-            or self.manifests_copied
-            or self.referrers_copied
-            or self.tags_copied
-            or self.counter_registered
-            or self.import_statement
-            or self.tag_written
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "source": self.source,
-            "destination": self.destination,
-            "digest": self.digest,
-            "decision": "ADMIT" if self.admitted else "REJECT",
-            "changed": self.changed,
-            "copied": {
-                "blobs": self.blobs_copied,
-                "blobs_mounted": self.blobs_mounted,
-                "manifests": self.manifests_copied,
-                "referrers": self.referrers_copied,
-                "tags": self.tags_copied,
-            },
-            "counter_registered": self.counter_registered,
-            "import_statement": self.import_statement,
-            "already_imported": self.import_found,
-            "tag": {"name": self.tag, "written": self.tag_written, "moved_from": self.tag_moved_from},
-            "not_synced": self.not_synced,
-        }
-        if self.verdict is not None:
-            out["verification"] = self.verdict.to_json()
-        return out
 
 
 def entry_digest(statement: SignedStatement) -> str:
