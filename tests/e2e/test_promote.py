@@ -372,6 +372,14 @@ def test_a_policy_that_does_not_trust_the_publisher_copies_nothing(world: World)
     )
     assert code == 1 and report["decision"] == "REJECT" and report["changed"] is False
     assert "UNTRUSTED_ISSUER" in json.dumps(report["verification"]["reasons"])
+    text = cli(
+        *promote_args(
+            w, f"{w.wabbit.registry.host}/wabbit/untrusted@{digest}", f"{w.acme.registry.host}/acme/untrusted:1", policy
+        )[:-2]
+    )
+    assert (
+        text.returncode == 1 and text.stdout.startswith("REJECT: nothing copied") and "UNTRUSTED_ISSUER" in text.stdout
+    )
     _nothing_at(w, "acme/untrusted", digest, "1")
 
 
@@ -410,37 +418,41 @@ def _import_at(w: World, repo: str, digest: str) -> bool:
     )
 
 
-def test_sigkill_mid_promote_never_leaves_the_tag_without_the_record(world: World) -> None:
-    w, repo = world, "acme/killed"
-    digest = _single(w, "wabbit/killed", "killed")
-    _sign(w.wabbit, "wabbit/killed", digest)
-    recorded(w.wabbit, "wabbit/killed", digest, 3)
-    args = promote_args(
-        w,
-        f"{w.wabbit.registry.host}/wabbit/killed@{digest}",
-        f"{w.acme.registry.host}/{repo}:1",
-        w.root / "import.yaml",
+def _countersigned_at(w: World, repo: str, digest: str) -> bool:
+    return any(
+        len(transparent.parse(b).receipts) == 2 for b in _statements(w.acme.client, w.acme.registry.host, repo, digest)
     )
+
+
+@pytest.mark.parametrize("when", ["image", "countersigned"])
+def test_sigkill_mid_promote_never_leaves_the_tag_without_the_record(world: World, when: str) -> None:
+    """SIGKILL once the image has arrived, or once the first counter-signed statement has; then run again."""
+    w, repo = world, f"acme/killed-{when}"
+    digest = _single(w, f"wabbit/killed-{when}", f"killed-{when}")
+    _sign(w.wabbit, f"wabbit/killed-{when}", digest)
+    recorded(w.wabbit, f"wabbit/killed-{when}", digest, 3)
+    source = f"{w.wabbit.registry.host}/wabbit/killed-{when}@{digest}"
+    args = promote_args(w, source, f"{w.acme.registry.host}/{repo}:1", w.root / "import.yaml")
     proc = subprocess.Popen(
         [sys.executable, "-m", "scitt_oci", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+    arrived = (
+        (lambda: w.acme.client.head_manifest(repo, digest) is not None)
+        if when == "image"
+        else (lambda: _countersigned_at(w, repo, digest))
+    )
     deadline = time.monotonic() + 60
-    while w.acme.client.head_manifest(repo, digest) is None and proc.poll() is None:
-        assert time.monotonic() < deadline, "the promotion never copied the image"
-    if proc.poll() is None:  # copying has begun: kill it there
+    while proc.poll() is None and not arrived():  # no sleep: the window before the tag is short
+        assert time.monotonic() < deadline, "the promotion never got there"
+    if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
     tagged = w.acme.client.head_manifest(repo, "1")
     assert tagged is None or (tagged.digest == digest and _import_at(w, repo, digest))
-    code, report = promote(
-        w,
-        f"{w.wabbit.registry.host}/wabbit/killed@{digest}",
-        f"{w.acme.registry.host}/{repo}:1",
-        w.root / "import.yaml",
-    )
+    code, report = promote(w, source, f"{w.acme.registry.host}/{repo}:1", w.root / "import.yaml")
     assert code == 0, report
     assert w.acme.client.head_manifest(repo, "1").digest == digest  # type: ignore[union-attr]
     assert _import_at(w, repo, digest)
