@@ -106,6 +106,7 @@ class LazyGroup(click.Group):
         "watch": "watch",
         "trust": "watch",
         "mirror": "replication",
+        "promote": "promote",
     }
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:

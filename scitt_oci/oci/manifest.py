@@ -138,6 +138,14 @@ def parse(data: bytes, content_type: str | None = None) -> Manifest:
     )
 
 
+def is_statement_artifact(m: Manifest) -> bool:
+    """Whether `m` attaches a scitt-oci Transparent Statement: by its artifactType (or config media type),
+    or, when a copying tool rewrote those, by its first layer's media type and our kind annotation."""
+    if m.effective_artifact_type == STATEMENT_ARTIFACT:
+        return True
+    return ANN_KIND in m.annotations and bool(m.layers) and m.layers[0].media_type == STATEMENT_ARTIFACT
+
+
 def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 

@@ -37,6 +37,7 @@ class Kind(StrEnum):
     ATTESTATION = (
         "attestation"  # an attestation (in-toto statement) about the image; the payload is its manifest's digest
     )
+    IMPORT = "import"  # the image was promoted here after its upstream record verified; the payload is its digest
 
 
 SIGNED_KINDS = (Kind.SIGNATURE, Kind.ATTESTATION)
@@ -62,10 +63,14 @@ _FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.ATTESTATION: _VERIFICATION,
     Kind.DELETE: ("tag",),
     Kind.DEPLOY: ("cluster", "namespace", "workload"),
+    Kind.IMPORT: ("source", "policy"),
 }
+# An import names the upstream statements it verified: a list, not text (`OciEvent.upstream`).
+UPSTREAM = "statements"
+MAX_UPSTREAM = 256
 # Version 1: no attestations, and a signature's signer was copied from what the pusher wrote.
 _FIELDS_V1: dict[Kind, tuple[str, ...]] = {
-    **{k: v for k, v in _FIELDS.items() if k is not Kind.ATTESTATION},
+    **{k: v for k, v in _FIELDS.items() if k not in (Kind.ATTESTATION, Kind.IMPORT)},
     Kind.SIGNATURE: ("format", "signer"),
 }
 SIGNATURE_FORMATS = ("cosign", "cosign-bundle", "notation")
@@ -82,6 +87,7 @@ class OciEvent:
     media_type: str | None = None  # media type of the recorded object
     details: tuple[tuple[str, Detail], ...] = ()
     version: int = PROFILE_VERSION
+    upstream: tuple[Digest, ...] = ()  # import: the SHA-256 of each upstream statement's log entry it verified
 
     @property
     def recorded(self) -> Reference:
@@ -121,7 +127,26 @@ def _validate_details(
             raise MalformedError(f"profile: an unverified signature names no signer ({', '.join(claimed)} given)")
         if details["verified"] is False and "reason" not in details:
             raise MalformedError("profile: an unverified signature says why (reason)")
+    if kind is Kind.IMPORT:
+        if "source" not in details or "policy" not in details:
+            raise MalformedError("profile: an import statement names its source and policy")
+        Digest.parse(details["policy"])
     return tuple(sorted(details.items()))
+
+
+def _validate_upstream(kind: Kind, upstream: object) -> tuple[Digest, ...]:
+    if kind is not Kind.IMPORT:
+        if upstream is not None:
+            raise MalformedError(f"profile: {kind.value} statements take no {UPSTREAM!r} list")
+        return ()
+    if not isinstance(upstream, list) or len(upstream) > MAX_UPSTREAM:
+        raise MalformedError(f"profile: an import's {UPSTREAM!r} must be a list of at most {MAX_UPSTREAM} digests")
+    out = []
+    for item in upstream:
+        if not isinstance(item, str):
+            raise MalformedError(f"profile: each member of {UPSTREAM!r} must be a digest as text")
+        out.append(Digest.parse(item))
+    return tuple(sorted(set(out), key=str))
 
 
 def make_event(
@@ -134,15 +159,31 @@ def make_event(
 ) -> OciEvent:
     if subject.digest is None:
         raise MalformedError(f"profile: the subject {subject} must carry a digest")
+    if kind is Kind.IMPORT:
+        raise MalformedError("profile: an import statement is made with make_import")
     recorded = recorded_digest or subject.digest
     if kind not in SIGNED_KINDS and recorded != subject.digest:
         raise MalformedError(f"profile: a {kind.value} statement records the image itself")
     return OciEvent(kind, subject, recorded, media_type, _validate_details(kind, details))
 
 
+def make_import(
+    subject: Reference, *, source: str, policy: str, upstream: tuple[Digest, ...], media_type: str | None = None
+) -> OciEvent:
+    """The event of a promotion: `subject` (with digest) arrived from `source` after the upstream statements
+    `upstream` (digests of their log entries) verified under the policy whose digest is `policy`."""
+    if subject.digest is None:
+        raise MalformedError(f"profile: the subject {subject} must carry a digest")
+    details = _validate_details(Kind.IMPORT, {"source": source, "policy": policy})
+    checked = _validate_upstream(Kind.IMPORT, [str(d) for d in upstream])
+    return OciEvent(Kind.IMPORT, subject, subject.digest, media_type, details, upstream=checked)
+
+
 def build(key: CoseKey, issuer: str, event: OciEvent, *, iat: int | None = None) -> SignedStatement:
     """Sign the statement recording `event`."""
     header: dict[str, Any] = {"v": PROFILE_VERSION, "kind": event.kind.value, **dict(event.details)}
+    if event.kind is Kind.IMPORT:
+        header[UPSTREAM] = [str(d) for d in event.upstream]
     return statement_mod.hash_envelope_statement(
         key,
         issuer=issuer,
@@ -172,7 +213,7 @@ def read_event(statement: SignedStatement) -> OciEvent:
     kind_text = header.get("kind")
     try:
         kind = Kind(kind_text if isinstance(kind_text, str) else "")
-        if version == 1 and kind is Kind.ATTESTATION:
+        if version == 1 and kind in (Kind.ATTESTATION, Kind.IMPORT):
             raise ValueError
     except ValueError:
         raise _malformed(
@@ -182,7 +223,10 @@ def read_event(statement: SignedStatement) -> OciEvent:
         raise _malformed("it needs sub (15/2) and a hash envelope (258)")
     try:
         subject = Reference.parse(statement.subject)
-        details = _validate_details(kind, {k: v for k, v in header.items() if k not in ("v", "kind")}, version)
+        details = _validate_details(
+            kind, {k: v for k, v in header.items() if k not in ("v", "kind", UPSTREAM)}, version
+        )
+        upstream = _validate_upstream(kind, header.get(UPSTREAM))
     except ScittOciError as exc:
         raise _malformed(str(exc)) from None
     if subject.digest is None or not statement.subject.startswith("oci://"):
@@ -198,7 +242,7 @@ def read_event(statement: SignedStatement) -> OciEvent:
     if kind not in SIGNED_KINDS and recorded != subject.digest:
         raise _malformed(f"a {kind.value} statement's payload must be the subject digest")
     media_type = env.preimage_content_type if isinstance(env.preimage_content_type, str) else None
-    return OciEvent(kind, subject, recorded, media_type, details, version)
+    return OciEvent(kind, subject, recorded, media_type, details, version, upstream)
 
 
 def check_about(statement: SignedStatement, digest: Digest | str) -> OciEvent:

@@ -11,10 +11,10 @@ import fnmatch
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from scitt_oci.oci import manifest as mf
-from scitt_oci.oci.client import RegistryClient
+from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Reference
 from scitt_oci.scitt import profile
 from scitt_oci.scitt.reasons import Reason
@@ -24,15 +24,36 @@ from scitt_oci.verify.verifier import Finding, VerificationResult, verify_transp
 MAX_STATEMENTS = 64
 
 
-def attached_statements(client: RegistryClient, ref: Reference) -> list[bytes]:
+class ReferrerSource(Protocol):
+    """Where referrers are read from: a registry (`RegistryClient`) or an OCI image layout."""
+
+    def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[Descriptor]: ...
+
+    def manifest(self, repo: str, reference: str) -> tuple[bytes, str, str] | None: ...
+
+    def blob(self, repo: str, digest: str, limit: int = ...) -> bytes | None: ...
+
+
+def _candidates(listed: Sequence[Descriptor]) -> list[Descriptor]:
+    """From the listing alone: ours first, then entries whose artifactType a copying tool dropped
+    (`skopeo copy` leaves fallback index entries without it), which only their manifests can tell."""
+    ours = [d for d in listed if d.artifact_type == mf.STATEMENT_ARTIFACT]
+    unknown = [d for d in listed if d.artifact_type is None and d.media_type == mf.OCI_MANIFEST]
+    return ours + unknown
+
+
+def attached_statements(client: ReferrerSource, ref: Reference) -> list[bytes]:
     """The Transparent Statements attached to `ref` (which has a digest): referrers API or the tag-schema
-    fallback, our artifactType, at most MAX_STATEMENTS."""
+    fallback, our artifactType (or our manifest when the listing lost it), at most MAX_STATEMENTS."""
     out = []
-    for d in client.referrers(ref.repository, str(ref.digest), mf.STATEMENT_ARTIFACT)[:MAX_STATEMENTS]:
+    listed = client.referrers(ref.repository, str(ref.digest))
+    for d in _candidates(listed)[:MAX_STATEMENTS]:
         fetched = client.manifest(ref.repository, d.digest)
         if fetched is None:
             continue
         artifact = mf.parse(fetched[0], fetched[1])
+        if not mf.is_statement_artifact(artifact):
+            continue
         if artifact.subject is None or artifact.subject.digest != str(ref.digest) or not artifact.layers:
             continue  # listed for another subject: not trusted (a foreign entry in a fallback index)
         blob = client.blob(ref.repository, artifact.layers[0].digest, limit=1024 * 1024)
@@ -108,7 +129,12 @@ def decide(ref: Reference, blobs: Sequence[bytes], policy: TrustPolicy, *, now: 
     for blob in blobs[:MAX_STATEMENTS]:
         verdict.statements.append(
             verify_transparent_statement(
-                blob, policy, digest=ref.digest, required_receipts=requirements.receipts, now=at
+                blob,
+                policy,
+                digest=ref.digest,
+                required_receipts=requirements.receipts,
+                receipt_groups=requirements.receipt_groups,
+                now=at,
             )
         )
     valid = [s for s in verdict.statements if s.valid and s.event is not None]

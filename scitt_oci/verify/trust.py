@@ -64,11 +64,25 @@ class SignatureRequirement:
 
 
 @dataclass(frozen=True)
+class ReceiptGroup:
+    """Receipts from at least `at_least` of the named services (all of them when it equals their number)."""
+
+    services: tuple[str, ...]
+    at_least: int
+
+    def describe(self) -> str:
+        if self.at_least == len(self.services):
+            return "all of " + ", ".join(self.services)
+        return f"at least {self.at_least} of " + ", ".join(self.services)
+
+
+@dataclass(frozen=True)
 class Requirements:
     receipts: int = 1  # distinct trusted services
     statements: tuple[str, ...] = ("push",)  # kinds that must be on record for an image
     max_age: float | None = None  # seconds: the push statement may be at most this old
     signatures: tuple[SignatureRequirement, ...] = ()  # each must match a recorded signature
+    receipt_groups: tuple[ReceiptGroup, ...] = ()  # each must hold, beside `receipts`
 
 
 @dataclass(frozen=True)
@@ -272,7 +286,7 @@ def parse_policy(text: bytes, base: Path) -> TrustPolicy:
             certificate = _issuer_binding(where, iss, roots, item.get("certificate"))
             parsed.append(Issuer(_name(where, item["name"]), keys, roots, iss, certificate))
         issuers = tuple(parsed)
-    requirements = _requirements("require", root.get("require"), len(services), Requirements())
+    requirements = _requirements("require", root.get("require"), len(services), Requirements(), names=tuple(names))
     mode = _mode("mode", root.get("mode", "enforce"))
     rules = []
     for i, entry in enumerate(_list("rules", root.get("rules") or [])):
@@ -285,7 +299,7 @@ def parse_policy(text: bytes, base: Path) -> TrustPolicy:
         rules.append(
             Rule(
                 pattern,
-                _requirements(f"{where}.require", item.get("require"), len(services), requirements),
+                _requirements(f"{where}.require", item.get("require"), len(services), requirements, names=tuple(names)),
                 _mode(f"{where}.mode", item.get("mode", mode)),
             )
         )
@@ -301,7 +315,7 @@ def parse_policy(text: bytes, base: Path) -> TrustPolicy:
     )
 
 
-_KINDS = ("push", "signature", "attestation", "delete", "deploy")
+_KINDS = ("push", "signature", "attestation", "delete", "deploy", "import")
 _FORMATS = ("cosign", "cosign-bundle", "notation")
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -322,14 +336,56 @@ def _duration(where: str, value: object) -> float:
     return float(int(match.group(1)) * _UNITS[match.group(2)])
 
 
-def _requirements(where: str, value: object, services: int, base: Requirements) -> Requirements:
+def _receipt_group(where: str, value: object, names: tuple[str, ...]) -> ReceiptGroup:
+    item = _mapping(where, value)
+    if "all" in item:
+        _check_keys(where, item, {"all"})
+        listed = _list(f"{where}.all", item["all"])
+    else:
+        _check_keys(where, item, {"at_least", "of"}, {"at_least", "of"})
+        listed = _list(f"{where}.of", item["of"])
+    if not listed or not all(isinstance(n, str) for n in listed) or len(set(listed)) != len(listed):
+        raise PolicyError(f"{where}: must name one or more distinct transparency services")
+    unknown = [n for n in listed if n not in names]
+    if unknown:
+        raise PolicyError(
+            f"{where}: {', '.join(map(repr, unknown))} is not a transparency service of this policy "
+            f"(known: {', '.join(names)})"
+        )
+    at_least = item.get("at_least", len(listed))
+    if isinstance(at_least, bool) or not isinstance(at_least, int) or not 1 <= at_least <= len(listed):
+        raise PolicyError(f"{where}.at_least: must be an integer from 1 to the {len(listed)} services named")
+    return ReceiptGroup(tuple(listed), at_least)
+
+
+def _receipt_rule(
+    where: str, value: object, services: int, names: tuple[str, ...]
+) -> tuple[int, tuple[ReceiptGroup, ...]]:
+    """`receipts`: k distinct trusted services; or {all: [names]}; or {at_least: k, of: [names]}; or a list of those."""
+    if isinstance(value, dict):
+        return 1, (_receipt_group(where, value, names),)
+    if isinstance(value, list):
+        if not value:
+            raise PolicyError(f"{where}: an empty list requires nothing; give a number or groups")
+        return 1, tuple(_receipt_group(f"{where}[{i}]", v, names) for i, v in enumerate(value))
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= services:
+        raise PolicyError(
+            f"{where}: must be an integer from 1 to the number of services ({services}), "
+            "{all: [service, ...]}, {at_least: k, of: [service, ...]}, or a list of those"
+        )
+    return value, ()
+
+
+def _requirements(
+    where: str, value: object, services: int, base: Requirements, *, names: tuple[str, ...] = ()
+) -> Requirements:
     if value is None:
         return base
     req = _mapping(where, value)
     _check_keys(where, req, {"receipts", "statements", "max_age", "signatures"})
-    receipts = req.get("receipts", base.receipts)
-    if isinstance(receipts, bool) or not isinstance(receipts, int) or not 1 <= receipts <= services:
-        raise PolicyError(f"{where}.receipts: must be an integer from 1 to the number of services ({services})")
+    receipts, groups = base.receipts, base.receipt_groups
+    if "receipts" in req:
+        receipts, groups = _receipt_rule(f"{where}.receipts", req["receipts"], services, names)
     statements = req.get("statements", list(base.statements))
     if not isinstance(statements, list) or not all(k in _KINDS for k in statements):
         raise PolicyError(f"{where}.statements: must be a list of {', '.join(_KINDS)}")
@@ -347,7 +403,7 @@ def _requirements(where: str, value: object, services: int, base: Requirements) 
                 if item.get(name) is not None and (not isinstance(item[name], str) or not item[name]):
                     raise PolicyError(f"{where}.signatures[{i}].{name}: must be a non-empty string")
             signatures.append(SignatureRequirement(fmt, item.get("signer"), item.get("issuer"), item.get("anchor")))
-    return Requirements(receipts, tuple(statements), max_age, tuple(signatures))
+    return Requirements(receipts, tuple(statements), max_age, tuple(signatures), groups)
 
 
 def load_policy(path: str | Path) -> TrustPolicy:

@@ -16,7 +16,7 @@ from scitt_oci.scitt import profile, receipt, transparent
 from scitt_oci.scitt import statement as statement_mod
 from scitt_oci.scitt.reasons import Reason, VerificationFailure
 from scitt_oci.scitt.statement import SignedStatement
-from scitt_oci.verify.trust import TrustPolicy
+from scitt_oci.verify.trust import ReceiptGroup, TrustPolicy
 
 
 @dataclass(frozen=True)
@@ -189,6 +189,7 @@ def _check_receipts(
     policy: TrustPolicy,
     result: VerificationResult,
     required: int,
+    groups: Sequence[ReceiptGroup] = (),
 ) -> None:
     keys = policy.service_keys
     for i, raw in enumerate(receipts):
@@ -218,16 +219,22 @@ def _check_receipts(
     if not receipts:
         result.fail(Reason.NO_RECEIPTS, "the statement carries no receipts and none were supplied")
         return
-    if len(result.services) >= required:
+    unmet = [g for g in groups if len(set(g.services) & set(result.services)) < g.at_least]
+    if len(result.services) >= required and not unmet:
         return
     for r in result.receipts:
         if r.finding is not None:
             result.fail(r.finding.reason, f"receipt {r.index}: {r.finding.message}")
-    if result.services or all(r.finding is None for r in result.receipts):
+    if not (result.services or all(r.finding is None for r in result.receipts)):
+        return
+    if len(result.services) < required:
         result.fail(
             Reason.TOO_FEW_RECEIPTS,
             f"receipts from {len(result.services)} trusted service(s) verify; the policy requires {required}",
         )
+    for g in unmet:
+        have = ", ".join(result.services) or "none"
+        result.fail(Reason.TOO_FEW_RECEIPTS, f"the policy requires receipts from {g.describe()}; verified: {have}")
 
 
 def verify_transparent_statement(
@@ -238,6 +245,7 @@ def verify_transparent_statement(
     digest: Digest | str | None = None,
     required_receipts: int | None = None,
     now: dt.datetime | None = None,
+    receipt_groups: Sequence[ReceiptGroup] | None = None,
 ) -> VerificationResult:
     """Verify a Transparent Statement (or a Signed Statement with `detached_receipts`).
 
@@ -266,6 +274,7 @@ def verify_transparent_statement(
         policy,
         receipts,
         required_receipts or policy.required_receipts,
+        policy.requirements.receipt_groups if receipt_groups is None else receipt_groups,
     )
     result.receipts, result.services = receipts.receipts, receipts.services
     at, source = _chain_time(result, now)

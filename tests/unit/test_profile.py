@@ -17,7 +17,9 @@ REF = Reference.parse(f"registry.example:5000/wabbit/net-monitor@{IMAGE}")
 
 
 def test_push_statement_is_about_its_image_only() -> None:
-    event = profile.make_event(profile.Kind.PUSH, REF, media_type="application/vnd.oci.image.manifest.v1+json", tag="v1")
+    event = profile.make_event(
+        profile.Kind.PUSH, REF, media_type="application/vnd.oci.image.manifest.v1+json", tag="v1"
+    )
     s = profile.build(key(), "https://wabbit-networks.example", event, iat=1)
     parsed = statement.parse(s.encode())
     assert parsed.subject == f"oci://registry.example:5000/wabbit/net-monitor@{IMAGE}"
@@ -48,7 +50,10 @@ def test_deploy_and_delete_kinds_and_sha512() -> None:
     parsed = statement.parse(profile.build(key(), "https://acme.example", deploy).encode())
     assert profile.check_about(parsed, "sha512:" + "ef" * 64).detail("cluster") == "prod"
     delete = profile.make_event(profile.Kind.DELETE, REF)
-    assert profile.check_about(statement.parse(profile.build(key(), "https://w", delete).encode()), IMAGE).kind is profile.Kind.DELETE
+    assert (
+        profile.check_about(statement.parse(profile.build(key(), "https://w", delete).encode()), IMAGE).kind
+        is profile.Kind.DELETE
+    )
 
 
 def test_profile_rules_are_enforced() -> None:
@@ -120,3 +125,48 @@ def test_signature_statements_say_what_was_verified() -> None:
     got = profile.check_about(statement.parse(profile.build(key(), "https://w", att).encode()), IMAGE)
     assert got.kind is profile.Kind.ATTESTATION and got.detail("predicate-type") == "https://slsa.dev/provenance/v1"
     assert not got.verified and got.detail("reason") == "no key"
+
+
+def test_import_statement_names_source_statements_and_policy() -> None:
+    verified = (Digest.parse("sha256:" + "02" * 32), Digest.parse("sha256:" + "01" * 32))
+    event = profile.make_import(
+        REF, source=f"w.example/net-monitor@{IMAGE}", policy="sha256:" + "aa" * 32, upstream=verified
+    )
+    parsed = statement.parse(profile.build(key(), "https://acme.example", event, iat=1).encode())
+    got = profile.check_about(parsed, IMAGE)
+    assert got.kind is profile.Kind.IMPORT and got.recorded_digest == Digest.parse(IMAGE)
+    assert got.detail("source") == f"w.example/net-monitor@{IMAGE}" and got.detail("policy") == "sha256:" + "aa" * 32
+    assert got.upstream == tuple(sorted(verified, key=str)) and not got.verified
+    assert parsed.message.protected["scitt-oci"]["statements"] == sorted(str(d) for d in verified)
+
+
+def test_import_rules() -> None:
+    with pytest.raises(MalformedError, match="made with make_import"):
+        profile.make_event(profile.Kind.IMPORT, REF, source="x", policy="sha256:" + "aa" * 32)
+    with pytest.raises(MalformedError, match="digest 'nope'"):
+        profile.make_import(REF, source="x", policy="nope", upstream=())
+    # a push statement carrying an import's list is not v1
+    header = {"v": 1, "kind": "push", "statements": []}
+    signed = statement.hash_envelope_statement(
+        key(),
+        issuer="i",
+        subject=REF.uri(),
+        digest=bytes.fromhex("ab" * 32),
+        hash_alg=-16,
+        location=REF.uri(),
+        extra_protected={"scitt-oci": header},
+    )
+    with pytest.raises(VerificationFailure, match="push statements take no 'statements' list"):
+        profile.read_event(statement.parse(signed.encode()))
+    bad = {"v": 2, "kind": "import", "source": "x", "policy": "sha256:" + "aa" * 32, "statements": ["sha256:zz"]}
+    signed = statement.hash_envelope_statement(
+        key(),
+        issuer="i",
+        subject=REF.uri(),
+        digest=bytes.fromhex("ab" * 32),
+        hash_alg=-16,
+        location=REF.uri(),
+        extra_protected={"scitt-oci": bad},
+    )
+    with pytest.raises(VerificationFailure, match="sha256:zz"):
+        profile.read_event(statement.parse(signed.encode()))
