@@ -94,38 +94,11 @@ def _decode_header_map(raw: bytes, limits: Limits) -> dict[Any, Any]:
     return value
 
 
-def _simple_envelope(data: bytes, limits: Limits) -> Any:
-    """The decoded message when it is the common shape `18([bstr, {}, bstr / nil, bstr])`, else None.
-
-    That shape has no map that could hide duplicate keys and a fixed depth, so cbor2's own
-    well-formedness checks (plus our size limit and no trailing bytes) are all it needs.
-    """
-    if len(data) > limits.max_bytes or data[:1] != b"\xd2":
-        return None
-    try:
-        value = cbor.decode_whole(data)
-    except MalformedError:
-        return None
-    if (
-        type(value) is cbor2.CBORTag
-        and type(value.value) is list
-        and len(value.value) == 4
-        and value.value[1] == {}
-        and type(value.value[0]) is bytes
-        and type(value.value[3]) is bytes
-        and (value.value[2] is None or type(value.value[2]) is bytes)
-    ):
-        return value
-    return None
-
-
 def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, *, require_tag: bool = False) -> Sign1:
     """Decode a COSE_Sign1 message, tagged (18) or untagged; every failure is a `MalformedError`."""
     if not isinstance(data, bytes):
         data = bytes(data)
-    value = _simple_envelope(data, limits)
-    if value is None:
-        value = cbor.loads(data, limits)
+    value = cbor.loads(data, limits)
     tagged = False
     if isinstance(value, cbor2.CBORTag):
         if value.tag != SIGN1_TAG:

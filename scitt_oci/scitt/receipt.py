@@ -182,9 +182,7 @@ def _decode_proofs(message: Sign1, label: int) -> list[Any]:
         if not isinstance(p, bytes):
             raise _fail(Reason.MALFORMED, "each receipt proof must be a byte string wrapping CBOR")
         try:
-            # Proofs are arrays of integers and byte strings (vds 1) or a small map (CCF): cbor2's own
-            # checks suffice, and each caller validates the exact shape next.
-            out.append(cbor.decode_whole(p) if len(p) <= cbor.DEFAULT_LIMITS.max_bytes else cbor.loads(p))
+            out.append(cbor.loads(p))  # each caller validates the exact shape next
         except MalformedError as exc:
             raise _fail(Reason.MALFORMED, f"receipt proof is not valid CBOR: {exc}") from None
     return out
