@@ -35,14 +35,15 @@ class ReceiptResult:
     service: str | None = None
     vds: int | None = None
     entry_rule: str | None = None
-    tree_size: int | None = None
-    leaf_index: int | None = None
+    tree_size: int | None = None  # vds 1: from the proof; covered by the signature only when tree_size_signed
+    leaf_index: int | None = None  # vds 1: from the proof, never signed (only the root is)
     root: str | None = None
     issuer: str | None = None
+    tree_size_signed: bool | None = None  # vds 1 only
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "valid": self.valid}
-        for name in ("service", "vds", "entry_rule", "tree_size", "leaf_index", "root", "issuer"):
+        for name in ("service", "vds", "entry_rule", "tree_size", "tree_size_signed", "leaf_index", "root", "issuer"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -154,6 +155,7 @@ def _check_receipts(
                 verified.leaf_index,
                 verified.root.hex(),
                 verified.issuer,
+                verified.size_signed if verified.vds == 1 else None,
             )
         )
         if service not in result.services:
