@@ -137,6 +137,11 @@ def _check_headers(protected: dict[Any, Any], unprotected: dict[Any, Any]) -> No
     if crit is not None:
         if not isinstance(crit, list) or not crit:
             raise MalformedError("crit (2) must be a non-empty array of labels")
+        for label in crit:
+            if type(label) is not int and type(label) is not str:
+                raise MalformedError(
+                    f"crit (2) must list header labels (integers or text strings), not {type(label).__name__} values"
+                )
         unknown = [c for c in crit if c not in headers.UNDERSTOOD]
         if unknown:
             raise UnsupportedError(f"critical header labels {unknown} are not understood")

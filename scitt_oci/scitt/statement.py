@@ -173,7 +173,12 @@ def verify(
         if x509_roots:
             at = now
             if at is None and statement.claims is not None and statement.claims.iat is not None:
-                at = dt.datetime.fromtimestamp(statement.claims.iat, dt.UTC)
+                try:
+                    at = dt.datetime.fromtimestamp(statement.claims.iat, dt.UTC)
+                except (OverflowError, OSError, ValueError):
+                    raise MalformedError(
+                        f"CWT claim iat {statement.claims.iat} is not a date a certificate chain can be checked at"
+                    ) from None
             validated = tuple(x509chain.validate_path(chain, x509_roots, at))
         elif not trust_embedded and not any(k.public == public for k in keys):
             raise UntrustedKeyError(

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from scitt_oci.cli import main
-from scitt_oci.cose import keys
+from scitt_oci.cose import headers, keys, sign1
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from scitt_oci.oci.manifest import Descriptor
@@ -88,50 +88,83 @@ def test_trust_pin_and_log_audit_against_a_service_answering_a_bomb(tmp_path: Pa
     assert not (tmp_path / "audit.json").exists()
 
 
-def test_a_bomb_attached_as_an_image_referrer_is_rejected_fast(tmp_path: Path) -> None:
+def _push_image(client: RegistryClient, seed: str) -> Descriptor:
+    config = client.push_blob("app", seed.encode())
+    doc = mf.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mf.OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": len(seed)},
+            "layers": [],
+        }
+    )
+    digest, _ = client.push_manifest("app", doc, mf.OCI_MANIFEST)
+    return Descriptor(mf.OCI_MANIFEST, digest, len(doc))
+
+
+def _review(ref: str) -> bytes:
+    review = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "u1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": "prod",
+            "name": "p",
+            "operation": "CREATE",
+            "object": {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": ref}]}},
+        },
+    }
+    return json.dumps(review).encode()
+
+
+def _crit_statement() -> bytes:
+    """A statement whose crit lists an array: a 500 at admission and Gatekeeper before."""
+    protected = {headers.KID: key().kid, headers.CWT_CLAIMS: {1: "https://w.example", 2: "urn:c"}, headers.CRIT: [[1]]}
+    return sign1.sign(key(), protected, hashlib.sha256(b"c").digest()).encode()
+
+
+def test_hostile_statements_attached_as_image_referrers_are_rejected_fast(tmp_path: Path) -> None:
     registry = RegistryProcess(tmp_path / "registry").start()
     try:
         client = RegistryClient(RegistrySettings.for_url(registry.url))
-        config = client.push_blob("app", b"{}")
-        doc = mf.canonical_json(
-            {
-                "schemaVersion": 2,
-                "mediaType": mf.OCI_MANIFEST,
-                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
-                "layers": [],
-            }
-        )
-        digest, _ = client.push_manifest("app", doc, mf.OCI_MANIFEST)
-        image = Descriptor(mf.OCI_MANIFEST, digest, len(doc))
+        bombed, crit = _push_image(client, "{}"), _push_image(client, '{"c":1}')
         for size, as_sign1 in ((229, False), (1024, True)):
             bomb = cbor_bomb(size, sign1=as_sign1)
-            artifact = mf.statement_artifact(image, bomb, kind="push", issuer="i", service="s", created=size)
-            client.attach("app", image, artifact, [bomb])
+            artifact = mf.statement_artifact(bombed, bomb, kind="push", issuer="i", service="s", created=size)
+            client.attach("app", bombed, artifact, [bomb])
+        hostile = _crit_statement()
+        client.attach(
+            "app",
+            crit,
+            mf.statement_artifact(crit, hostile, kind="push", issuer="i", service="s", created=1),
+            [hostile],
+        )
         (tmp_path / "ts.pem").write_bytes(key(slot=5).public_pem())
         policy = tmp_path / "p.yaml"
         policy.write_text(f"transparency_services: [{{name: t, keys: [{{path: {tmp_path / 'ts.pem'}}}]}}]\n")
-        ref = f"{registry.host}/app@{digest}"
-
-        verified, took = run("verify", ref, "--trust", str(policy), "--registry-insecure")
-        assert verified.exit_code == 1 and "REJECT" in verified.output and took < 5, verified.output
-        assert "tag 28" in verified.output
-
         controller = Admission(policy, {registry.host: client}, deadline=10)
-        review = {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": "u1",
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "namespace": "prod",
-                "name": "p",
-                "operation": "CREATE",
-                "object": {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": ref}]}},
-            },
-        }
-        started = time.perf_counter()
-        answer = asyncio.run(controller.review(json.dumps(review).encode(), mutate=False))
-        assert time.perf_counter() - started < 5
-        assert answer["response"]["allowed"] is False and "MALFORMED" in answer["response"]["status"]["message"]
+
+        for image, expected in ((bombed, "tag 28"), (crit, "crit (2) must list header labels")):
+            ref = f"{registry.host}/app@{image.digest}"
+            verified, took = run("verify", ref, "--trust", str(policy), "--registry-insecure")
+            assert verified.exit_code == 1 and "REJECT" in verified.output and took < 5, verified.output
+            assert expected in verified.output
+
+            started = time.perf_counter()
+            answer = asyncio.run(controller.review(_review(ref), mutate=False))
+            assert time.perf_counter() - started < 5
+            assert answer["response"]["allowed"] is False
+            assert "MALFORMED" in answer["response"]["status"]["message"]
+
+            provider = json.dumps(
+                {
+                    "apiVersion": "externaldata.gatekeeper.sh/v1beta1",
+                    "kind": "ProviderRequest",
+                    "request": {"keys": [ref]},
+                }
+            ).encode()
+            [item] = asyncio.run(controller.gatekeeper(provider))["response"]["items"]
+            assert item["value"]["valid"] is False and item["value"]["reasons"][0]["code"] == "MALFORMED"
     finally:
         registry.stop()

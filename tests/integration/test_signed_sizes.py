@@ -90,6 +90,8 @@ def test_verify_labels_what_a_receipt_signs(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["verify", "--statement", str(ts_file), "--trust", str(policy)])
     assert result.exit_code == 0, result.output
     assert "leaf index 0 (unsigned, from the proof), tree size 2 (signed)" in result.output
-    as_json = CliRunner().invoke(main, ["verify", "--statement", str(ts_file), "--trust", str(policy), "--output", "json"])
+    as_json = CliRunner().invoke(
+        main, ["verify", "--statement", str(ts_file), "--trust", str(policy), "--output", "json"]
+    )
     [r] = json.loads(as_json.output)["receipts"]
     assert (r["leaf_index"], r["tree_size"], r["tree_size_signed"]) == (0, 2, True)
