@@ -154,7 +154,7 @@ def statement_create(
 def statement_inspect(file: str, output: str) -> None:
     """Decode a Signed or Transparent Statement: headers, claims, payload and receipts. Verifies nothing."""
     try:
-        parsed = transparent.parse(_read(file, "statement"))
+        parsed = transparent.parse(_read(file, "statement"), unknown_critical=True)
     except ScittOciError as exc:
         _die(f"{file}: {exc.diagnostics()}")
     from scitt_oci.scitt import describe

@@ -94,8 +94,14 @@ def _decode_header_map(raw: bytes, limits: Limits) -> dict[Any, Any]:
     return value
 
 
-def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, *, require_tag: bool = False) -> Sign1:
-    """Decode a COSE_Sign1 message, tagged (18) or untagged; every failure is a `MalformedError`."""
+def decode(
+    data: bytes, limits: Limits = DEFAULT_LIMITS, *, require_tag: bool = False, unknown_critical: bool = False
+) -> Sign1:
+    """Decode a COSE_Sign1 message, tagged (18) or untagged; every failure is a `MalformedError`.
+
+    A critical header we do not understand is an `UnsupportedError` (RFC 9052: such a message must
+    not be processed), unless `unknown_critical` (to show it, never to verify it: see `unknown_critical`).
+    """
     if not isinstance(data, bytes):
         data = bytes(data)
     value = cbor.loads(data, limits)
@@ -119,11 +125,19 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, *, require_tag: bool = 
     if not isinstance(signature, bytes):
         raise MalformedError("COSE_Sign1 signature must be a byte string")
     protected = _decode_header_map(protected_bytes, limits)
-    _check_headers(protected, unprotected)
+    _check_headers(protected, unprotected, unknown_critical)
     return Sign1(protected_bytes, protected, unprotected, payload, signature, tagged, data if tagged else None)
 
 
-def _check_headers(protected: dict[Any, Any], unprotected: dict[Any, Any]) -> None:
+def unknown_critical(protected: dict[Any, Any]) -> list[int | str]:
+    """The labels a (decoded) protected header marks critical that we do not understand."""
+    crit = protected.get(headers.CRIT)
+    if not isinstance(crit, list):
+        return []
+    return [c for c in crit if (type(c) is int or type(c) is str) and c not in headers.UNDERSTOOD]
+
+
+def _check_headers(protected: dict[Any, Any], unprotected: dict[Any, Any], allow_unknown: bool = False) -> None:
     for header_map in (protected, unprotected):
         for label in header_map:
             if type(label) is not int and type(label) is not str:
@@ -142,8 +156,8 @@ def _check_headers(protected: dict[Any, Any], unprotected: dict[Any, Any]) -> No
                 raise MalformedError(
                     f"crit (2) must list header labels (integers or text strings), not {type(label).__name__} values"
                 )
-        unknown = [c for c in crit if c not in headers.UNDERSTOOD]
-        if unknown:
+        unknown = unknown_critical(protected)
+        if unknown and not allow_unknown:
             raise UnsupportedError(f"critical header labels {unknown} are not understood")
         missing = [c for c in crit if c not in protected]
         if missing:

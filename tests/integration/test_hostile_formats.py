@@ -144,3 +144,33 @@ def test_trust_pin_refuses_a_key_set_whose_crv_is_an_array(tmp_path: Path) -> No
         result = CliRunner().invoke(main, ["trust", "pin", ts.url, "--out", str(tmp_path / "k.cbor")])
     assert result.exit_code == 2 and "curve [1] is not supported" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_statement_inspect_shows_unknown_critical_headers_and_says_verification_refuses(tmp_path: Path) -> None:
+    # Shaped like Microsoft's attested statements: text labels we do not implement, marked critical.
+    signer = key()
+    protected = {
+        headers.KID: signer.kid,
+        headers.CWT_CLAIMS: {1: ISS, 2: "urn:attested"},
+        "css-attested-svn": 3,
+        "css-attested-product": "example",
+        headers.CRIT: ["css-attested-svn", "css-attested-product"],
+    }
+    path = tmp_path / "attested.cose"
+    path.write_bytes(sign1.sign(signer, protected, hashlib.sha256(b"a").digest()).encode())
+    shown = CliRunner().invoke(main, ["statement", "inspect", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert "critical header labels ['css-attested-svn', 'css-attested-product'] are not understood" in shown.output
+    assert "verification will refuse this statement" in shown.output and "css-attested-svn: 3" in shown.output
+    as_json = json.loads(CliRunner().invoke(main, ["statement", "inspect", str(path), "--output", "json"]).output)
+    assert "verification will refuse" in as_json["warning"] and as_json["protected"]["css-attested-product"] == "example"
+    # Verification still refuses it, whichever way it is parsed.
+    (tmp_path / "t.pem").write_bytes(key(slot=5).public_pem())
+    (tmp_path / "i.pem").write_bytes(signer.public_pem())
+    (tmp_path / "p.yaml").write_text(
+        "transparency_services: [{name: t, keys: [{path: t.pem}]}]\nissuers: [{name: i, keys: [{path: i.pem}]}]\n"
+    )
+    verified = CliRunner().invoke(main, ["verify", "--statement", str(path), "--trust", str(tmp_path / "p.yaml")])
+    assert verified.exit_code == 1 and "not understood" in verified.output
+    with pytest.raises(UnsupportedError, match="not understood"):
+        statement.verify(statement.parse(path.read_bytes(), unknown_critical=True), keys=[signer])
