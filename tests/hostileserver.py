@@ -1,7 +1,8 @@
 """A small local HTTP server that answers with whatever a test tells it to: a hostile transparency service.
 
-Routes map "METHOD /path" to (status, content type, body); a body may be bytes or an iterator of
-byte chunks (sent without Content-Length, so that a client cannot tell the size in advance).
+Routes map "METHOD /path" to (status, content type, body[, extra headers]); a body may be bytes or
+an iterator of byte chunks (sent without Content-Length unless an extra header declares one, so
+that a client cannot tell the size in advance).
 Every request is recorded as "METHOD /path".
 """
 
@@ -14,11 +15,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 
 Body = bytes | Iterable[bytes]
+Route = tuple[int, str, Body] | tuple[int, str, Body, dict[str, str]]
 
 
 @dataclass
 class HostileServer:
-    routes: dict[str, tuple[int, str, Body]] = field(default_factory=dict)
+    routes: dict[str, Route] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
     sent: dict[str, int] = field(default_factory=dict)  # bytes written per route, until the client hung up
 
@@ -38,9 +40,11 @@ class HostileServer:
                 path = self.path.split("?", 1)[0]
                 route = f"{self.command} {path}"
                 owner.seen.append(route)
-                status, content_type, body = owner.routes.get(route, (404, "text/plain", b"no such route"))
+                status, content_type, body, *extra = owner.routes.get(route, (404, "text/plain", b"no such route"))
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
+                for name, value in (extra[0] if extra else {}).items():
+                    self.send_header(name, value)
                 if isinstance(body, bytes):
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()

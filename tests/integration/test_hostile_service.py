@@ -19,7 +19,7 @@ from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.scitt import statement
 from scitt_oci.server.admission import Admission
 from tests.helpers import cbor_bomb, key
-from tests.hostileserver import HostileServer
+from tests.hostileserver import HostileServer, endless
 from tests.registryproc import RegistryProcess
 
 COSE = "application/cose"
@@ -168,3 +168,42 @@ def test_hostile_statements_attached_as_image_referrers_are_rejected_fast(tmp_pa
             assert item["value"]["valid"] is False and item["value"]["reasons"][0]["code"] == "MALFORMED"
     finally:
         registry.stop()
+
+
+# ----------------------------------------------------------------------------- answers too large to read
+
+ENDLESS_ROUTES = ["GET /.well-known/scitt-keys", "GET /checkpoint", "POST /entries"]
+
+
+@pytest.mark.parametrize("declared", [False, True], ids=["streamed", "content-length"])
+def test_the_cli_reads_a_service_answer_within_a_size_limit(tmp_path: Path, declared: bool) -> None:
+    """A terabyte answer is refused after about a MiB (1 MiB is the limit) with a clear error; it is never buffered."""
+    extra = {"Content-Length": str(1 << 40)} if declared else {}
+    keyset = (200, CBOR, _service_keys())
+
+    def serve(route: str) -> HostileServer:
+        routes = {"GET /.well-known/scitt-keys": keyset, route: (200, COSE, endless(), extra)}
+        if route == "POST /entries":
+            routes["POST /entries"] = (201, COSE, endless(), extra)
+        return HostileServer(routes)  # type: ignore[arg-type]
+
+    commands = {
+        "GET /.well-known/scitt-keys": lambda url: ["trust", "pin", url, "--out", str(tmp_path / "k.cbor")],
+        "GET /checkpoint": lambda url: ["log", "audit", "--ts", url, "--state", str(tmp_path / "a.json")],
+        "POST /entries": lambda url: ["register", str(_statement_file(tmp_path)), "--ts", url],
+    }
+    for route in ENDLESS_ROUTES:
+        with serve(route) as ts:
+            result, took = run(*commands[route](ts.url))
+        assert result.exit_code == 2 and took < 10, (route, result.output)
+        assert "at most 1048576 are read from a transparency service" in result.output, (route, result.output)
+        assert ts.sent.get(route, 0) < 64 << 20, route  # what the server managed to send before the client hung up
+
+
+def test_a_service_answer_within_the_limit_is_read(tmp_path: Path) -> None:
+    body = _service_keys()
+    with HostileServer({"GET /.well-known/scitt-keys": (200, CBOR, iter([body[:5], body[5:]]))}) as ts:
+        result, _took = run("trust", "pin", ts.url, "--out", str(tmp_path / "k.cbor"))
+    assert (
+        result.exit_code == 0 and keys.load_cose_key_set((tmp_path / "k.cbor").read_bytes())[0].kid == key(slot=5).kid
+    )
