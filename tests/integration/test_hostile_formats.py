@@ -81,7 +81,7 @@ def test_a_cose_key_whose_crv_is_not_an_integer_is_refused(crv: Any) -> None:
 
 
 @pytest.mark.parametrize("iat", [2**63, 2**64 - 1, -(2**63), 10**15])
-def test_an_iat_no_date_can_hold_beside_an_x5chain_is_a_format_error(iat: int) -> None:
+def test_an_iat_no_date_can_hold_beside_an_x5chain_is_a_format_error(tmp_path: Path, iat: int) -> None:
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     chain, root = cert_chain(leaf_key)
     data = _with_iat(iat, leaf_key, chain)
@@ -90,6 +90,15 @@ def test_an_iat_no_date_can_hold_beside_an_x5chain_is_a_format_error(iat: int) -
     with pytest.raises(Rejection) as refused:
         RegistrationPolicy(x509_roots=(root,)).check(data)
     assert refused.value.status == 400
+    # the verifier (verify, admission, Gatekeeper): a verdict with the reason, not an exception
+    (tmp_path / "t.pem").write_bytes(key(slot=5).public_pem())
+    (tmp_path / "roots.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "p.yaml").write_text(
+        "transparency_services: [{name: t, keys: [{path: t.pem}]}]\n"
+        "issuers: [{name: w, x509_roots: [{path: roots.pem}]}]\n"
+    )
+    result = verify_transparent_statement(data, trust.load_policy(tmp_path / "p.yaml"))
+    assert not result.valid and "is not a date a certificate chain can be checked at" in str(result.to_json())
 
 
 # ----------------------------------------------------------------------------- over HTTP
