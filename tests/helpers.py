@@ -90,3 +90,38 @@ def cert_chain(
     inter = build("Test Intermediate", "Test Root", inter_key.public_key(), root_key, True, root_key.public_key())
     leaf = build("Wabbit Networks signing", "Test Intermediate", leaf_key.public_key(), inter_key, False, inter_key.public_key())
     return [leaf, inter], root
+
+
+def cbor_bomb(size: int, *, sign1: bool = False) -> bytes:
+    """Exactly `size` bytes of value-sharing CBOR: `28([29(i-1), 29(i-1)])` for level i, ~9 bytes per level.
+
+    Each level refers twice to the one before, so anything that walks or re-encodes the decoded value
+    does 2**levels work. With `sign1`, the bomb is the unprotected header of a tagged COSE_Sign1 shape.
+    """
+
+    def head(major: int, n: int) -> bytes:
+        if n < 24:
+            return bytes([major << 5 | n])
+        if n < 256:
+            return bytes([major << 5 | 24, n])
+        return bytes([major << 5 | 25]) + n.to_bytes(2, "big")
+
+    def wrap(levels: list[bytes], pad: int) -> bytes:
+        items = [head(2, pad) + b"\0" * pad, *levels]
+        inner = head(4, len(items)) + b"".join(items)
+        if sign1:  # 18([h'', {1: inner}, nil, h''])
+            return b"\xd2\x84\x40\xa1\x01" + inner + b"\xf6\x40"
+        return inner
+
+    levels = [head(6, 28) + b"\x00"]  # 28(0): the first shared value
+    while len(wrap([*levels, b""], 0)) + 9 <= size - 1:
+        i = len(levels)
+        ref = head(6, 29) + head(0, i - 1)
+        levels.append(head(6, 28) + head(4, 2) + ref + ref)
+    while len(levels) > 1:
+        for pad in range(size - len(wrap(levels, 0)), -1, -1):  # the padding's own head grows with it
+            encoded = wrap(levels, pad)
+            if len(encoded) == size:
+                return encoded
+        levels.pop()
+    raise ValueError(f"cannot build a bomb of exactly {size} bytes")

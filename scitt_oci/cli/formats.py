@@ -302,7 +302,7 @@ def _profile_statement(
 def statement_inspect(file: str, output: str) -> None:
     """Decode a Signed or Transparent Statement: headers, claims, payload and receipts. Verifies nothing."""
     try:
-        parsed = transparent.parse(_read(file, "statement"))
+        parsed = transparent.parse(_read(file, "statement"), unknown_critical=True)
     except ScittOciError as exc:
         _die(f"{file}: {exc.diagnostics()}")
     from scitt_oci.scitt import describe
@@ -418,7 +418,7 @@ def _print_result(result: VerificationResult) -> None:
         click.echo(f"  certificate chain valid at {when} ({result.chain_time_source}){binding}")
     for r in result.receipts:
         if r.valid:
-            where = f"tree size {r.tree_size}, leaf {r.leaf_index}" if r.tree_size is not None else "CCF ledger"
+            where = _receipt_position(r.tree_size, r.leaf_index, bool(r.tree_size_signed))
             click.echo(
                 f"  receipt {r.index}: valid, from {r.service} (vds {r.vds}, entry rule {r.entry_rule}, {where})"
             )
@@ -426,6 +426,17 @@ def _print_result(result: VerificationResult) -> None:
             click.echo(f"  receipt {r.index}: invalid: {r.finding.reason.value}: {r.finding.message}")
     for f in result.findings:
         click.echo(f"  {f.reason.value}: {f.message}")
+
+
+def _receipt_position(size: int | None, index: int | None, size_signed: bool) -> str:
+    """Where a receipt puts the entry, saying which numbers its signature covers: in vds 1 only the
+    root is signed, plus the tree size when the service signs it (scitt-oci does)."""
+    if size is None:
+        return "CCF ledger"
+    return (
+        f"leaf index {index} (unsigned, from the proof), "
+        f"tree size {size} ({'signed' if size_signed else 'unsigned, from the proof'})"
+    )
 
 
 def _verify_image(image: str, policy: TrustPolicy, insecure: bool, timeout: float, output: str) -> None:

@@ -352,7 +352,8 @@ def register(
     if receipt_out:
         _write(receipt_out, registered.receipt)
     click.echo(
-        f"registered: leaf {verified.leaf_index} of {verified.tree_size}; transparent statement written to {target}"
+        f"registered: leaf index {verified.leaf_index} (unsigned, from the proof) of tree size {verified.tree_size} "
+        f"({'signed' if verified.size_signed else 'unsigned, from the proof'}); transparent statement written to {target}"
     )
 
 
@@ -445,7 +446,7 @@ def audit(
             else:
                 proof = client.consistency(old_size, size)  # errors other than a failed proof: below
                 new_size, new_root, _v = receipt_mod.verify_consistency_receipt(
-                    proof, old_size=old_size, old_root=bytes.fromhex(old_root), keys=trusted
+                    proof, old_size=old_size, old_root=bytes.fromhex(old_root), keys=trusted, require_signed_size=True
                 )
                 if (new_size, new_root) != (size, root):
                     raise VerificationFailure(

@@ -1,9 +1,13 @@
 """Bounded CBOR decoding.
 
-`cbor2` decodes fast but accepts trailing bytes, silently keeps the last of duplicate map keys
-and has only a generous depth limit. Everything we decode comes from someone else, so a cheap
-structural scan runs first: it checks well-formedness, total size, nesting depth, item counts,
-trailing bytes and duplicate map keys, and only then hands the bytes to `cbor2`.
+`cbor2` decodes fast but accepts trailing bytes, indefinite lengths, silently keeps the last of
+duplicate map keys, has only a generous depth limit, and gives some tags meanings whose cost is
+not linear in the input (value sharing and string references build structures that expand
+exponentially when walked or re-encoded; bigfloats and rationals do arithmetic on numbers the
+sender chose). Everything we decode comes from someone else, so a structural pre-scan over the
+bytes runs first, before any decoding: one pass, no recursion, cost linear in the input. It checks
+well-formedness, total size, nesting depth, item counts, indefinite lengths, trailing bytes,
+duplicate map keys and the tags we refuse, and only then hands the bytes to `cbor2`.
 """
 
 from __future__ import annotations
@@ -29,136 +33,136 @@ class Limits:
 
 DEFAULT_LIMITS = Limits()
 
-# Tags that make cbor2 build shared or cyclic structures: nothing we read uses them.
-_REFUSED_TAGS = frozenset({25, 28, 29, 256})
-# Major types whose argument is a length of content bytes (2 = bstr, 3 = tstr).
-_STRING_MAJORS = (2, 3)
-
-
-def _argument(data: bytes, pos: int, info: int) -> tuple[int, int]:
-    """Read the argument of an initial byte whose additional info is `info`; returns (value, next pos)."""
-    if info < 24:
-        return info, pos
-    if info > 27:
-        raise MalformedError(f"CBOR: reserved additional information {info} at offset {pos - 1}")
-    size = 1 << (info - 24)
-    end = pos + size
-    if end > len(data):
-        raise MalformedError(f"CBOR: truncated argument at offset {pos}")
-    return int.from_bytes(data[pos:end], "big"), end
+# Tags that cbor2 would give a meaning whose cost is not a linear copy of the input, and that
+# nothing we read uses: 4 decimal fraction, 5 bigfloat (2**exponent), 25 and 256 string references,
+# 28 and 29 value sharing (shared or cyclic structures), 30 rational (gcd of big numbers),
+# 35 regular expression (compiled), 36 MIME message (parsed).
+REFUSED_TAGS = frozenset({4, 5, 25, 28, 29, 30, 35, 36, 256})
+_TAG_NAMES = {
+    4: "decimal fraction",
+    5: "bigfloat",
+    25: "string reference",
+    28: "shareable value",
+    29: "shared value reference",
+    30: "rational number",
+    35: "regular expression",
+    36: "MIME message",
+    256: "string reference namespace",
+}
+# Bignums (tags 2 and 3) are accepted up to this many content bytes: no COSE or CWT field needs more.
+MAX_BIGNUM_BYTES = 16
 
 
 def scan(data: bytes, limits: Limits = DEFAULT_LIMITS) -> None:
-    """Check that `data` is exactly one well-formed CBOR item within `limits`.
+    """Check that `data` is exactly one well-formed CBOR item within `limits`, without decoding it.
 
-    Raises `LimitExceededError` or `MalformedError` naming the offset of the problem.
-    Indefinite-length items are refused: nothing we read needs them and they complicate bounds.
+    One iterative pass over the bytes (cost linear in `len(data)`); raises `LimitExceededError` or
+    `MalformedError` naming the offset of the problem. Refused: indefinite-length items (nothing we
+    read needs them, and they complicate bounds), the tags in `REFUSED_TAGS`, bignums longer than
+    `MAX_BIGNUM_BYTES`, map keys other than integers and strings (so that no two distinct encodings
+    decode to equal keys, e.g. `1`, `1.0` and `true`), and duplicate map keys.
     """
     n = len(data)
     if n > limits.max_bytes:
         raise LimitExceededError(f"CBOR input is {n} bytes; the limit is {limits.max_bytes}")
     if n == 0:
         raise MalformedError("CBOR input is empty")
+    max_items = limits.max_items
+    max_depth = limits.max_depth
     pos = 0
-    items = 0
-    # Each frame: [remaining items, key set or None, is_map_and_expecting_key]
-    stack: list[list[Any]] = []
-    remaining_top = 1
+    items = 1  # items declared so far: the top-level one, then each container's and tag's content
+    left = 1  # items still to read in the innermost open container (or at the top level)
+    keys: set[object] | None = None  # the keys seen so far when that container is a map
+    bignum = False  # the item being read is the content of a bignum tag
+    outer: list[tuple[int, set[object] | None]] = []  # the enclosing containers
     while True:
-        if stack:
-            frame = stack[-1]
-            if frame[0] == 0:
-                stack.pop()
-                continue
-            frame[0] -= 1
-            is_key = frame[1] is not None and frame[0] % 2 == 1
-        elif remaining_top:
-            remaining_top = 0
-            is_key = False
-        else:
-            break
+        if not left:
+            if not outer:
+                break
+            left, keys = outer.pop()
+            continue
+        left -= 1
         if pos >= n:
             raise MalformedError(f"CBOR: truncated input at offset {pos}")
-        items += 1
-        if items > limits.max_items:
-            raise LimitExceededError(f"CBOR input has more than {limits.max_items} items")
         start = pos
         initial = data[pos]
         major = initial >> 5
         info = initial & 0x1F
         pos += 1
-        if info == 31:
+        if info < 24:
+            arg = info
+        elif info == 24:
+            if pos >= n:
+                raise MalformedError(f"CBOR: truncated argument at offset {pos}")
+            arg = data[pos]
+            pos += 1
+        elif info < 28:
+            end = pos + (1 << (info - 24))
+            if end > n:
+                raise MalformedError(f"CBOR: truncated argument at offset {pos}")
+            arg = int.from_bytes(data[pos:end], "big")
+            pos = end
+        elif info == 31:
+            if major == 7:
+                raise MalformedError(f"CBOR: unexpected break (0xff) at offset {start}")
             raise MalformedError(f"CBOR: indefinite-length item at offset {start} is not accepted")
-        value, pos = _argument(data, pos, info)
-        if major in _STRING_MAJORS:
-            if value > n - pos:
-                raise MalformedError(f"CBOR: string at offset {start} declares {value} bytes; {n - pos} remain")
-            pos += value
-        elif major == 4 or major == 5:
-            count = value * 2 if major == 5 else value
-            if count > n - pos:
-                raise MalformedError(f"CBOR: container at offset {start} declares more items than bytes remain")
-            if len(stack) + 1 > limits.max_depth:
-                raise LimitExceededError(f"CBOR nesting deeper than {limits.max_depth} at offset {start}")
-        elif major == 6:
-            if value in _REFUSED_TAGS:
-                raise MalformedError(
-                    f"CBOR: tag {value} (value sharing or string references) at offset {start} is not accepted"
-                )
-            if len(stack) + 1 > limits.max_depth:
-                raise LimitExceededError(f"CBOR nesting deeper than {limits.max_depth} at offset {start}")
-        elif major == 7 and info == 24 and value < 32:
-            raise MalformedError(f"CBOR: invalid simple value encoding at offset {start}")
-        if is_key:
-            keys = stack[-1][1]
-            # Keys are compared by encoding: labels and claim names are ints and short strings.
-            raw = data[start:pos] if major not in (4, 5, 6) else None
-            if raw is not None:
-                if raw in keys:
+        else:
+            raise MalformedError(f"CBOR: reserved additional information {info} at offset {start}")
+        if major == 2 or major == 3:
+            if arg > n - pos:
+                raise MalformedError(f"CBOR: string at offset {start} declares {arg} bytes; {n - pos} remain")
+            if bignum:
+                if major != 2 or arg > MAX_BIGNUM_BYTES:
+                    raise MalformedError(
+                        f"CBOR: bignum at offset {start} must be a byte string of at most {MAX_BIGNUM_BYTES} bytes"
+                    )
+                bignum = False
+            if keys is not None and left % 2:
+                key = (major, data[pos : pos + arg])
+                if key in keys:
                     raise MalformedError(f"CBOR: duplicate map key at offset {start}")
-                keys.add(raw)
-        if major == 4:
-            if value:
-                stack.append([value, None])
-        elif major == 5:
-            if value:
-                stack.append([value * 2, set()])
-        elif major == 6:
-            stack.append([1, None])
+                keys.add(key)
+            pos += arg
+            continue
+        if bignum:
+            raise MalformedError(f"CBOR: bignum at offset {start} must be a byte string")
+        if keys is not None and left % 2:
+            if major > 1:
+                raise MalformedError(f"CBOR: map key at offset {start} must be an integer or a text or byte string")
+            label = arg if major == 0 else -1 - arg
+            if label in keys:
+                raise MalformedError(f"CBOR: duplicate map key at offset {start}")
+            keys.add(label)
+            continue
+        if major <= 1:
+            continue
+        if major == 7:
+            if info == 24 and arg < 32:
+                raise MalformedError(f"CBOR: invalid simple value encoding at offset {start}")
+            continue
+        if len(outer) >= max_depth:
+            raise LimitExceededError(f"CBOR nesting deeper than {max_depth} at offset {start}")
+        if major == 6:
+            if arg in REFUSED_TAGS:
+                raise MalformedError(f"CBOR: tag {arg} ({_TAG_NAMES[arg]}) at offset {start} is not accepted")
+            bignum = arg == 2 or arg == 3
+            items += 1
+            if items > max_items:
+                raise LimitExceededError(f"CBOR input has more than {max_items} items")
+            outer.append((left, keys))
+            left, keys = 1, None
+            continue
+        count = arg * 2 if major == 5 else arg
+        if count > n - pos:
+            raise MalformedError(f"CBOR: container at offset {start} declares more items than bytes remain")
+        if count:
+            items += count
+            if items > max_items:
+                raise LimitExceededError(f"CBOR input has more than {max_items} items")
+            outer.append((left, keys))
+            left, keys = count, (set() if major == 5 else None)
     if pos != n:
         raise MalformedError(f"CBOR: {n - pos} trailing bytes after the item at offset {pos}")
-
-
-_CONTAINERS = frozenset({dict, list, tuple, cbor2.CBORTag, cbor2.FrozenDict})
-_MAPS = frozenset({dict, cbor2.FrozenDict})
-
-
-def _check_shape(value: Any, limits: Limits) -> None:
-    """Depth and item limits over an already-decoded value, one nesting level at a time."""
-    items = 0
-    depth = 0
-    level = [value] if type(value) in _CONTAINERS else []
-    while level:
-        depth += 1
-        if depth > limits.max_depth:
-            raise LimitExceededError(f"CBOR nesting deeper than {limits.max_depth}")
-        nxt: list[Any] = []
-        for node in level:
-            kind = type(node)
-            if kind in _MAPS:
-                items += 2 * len(node)
-                nxt += [v for v in node.values() if type(v) in _CONTAINERS]
-                nxt += [k for k in node if type(k) in _CONTAINERS]
-            elif kind is cbor2.CBORTag:
-                items += 1
-                if type(node.value) in _CONTAINERS:
-                    nxt.append(node.value)
-            else:
-                items += len(node)
-                nxt += [v for v in node if type(v) in _CONTAINERS]
-        if items > limits.max_items:
-            raise LimitExceededError(f"CBOR input has more than {limits.max_items} items")
-        level = nxt
 
 
 class _Codec(threading.local):
@@ -175,55 +179,27 @@ class _Codec(threading.local):
         self.encoder.encode(value)
         return self.out.getvalue()
 
-    def loads(self, data: bytes) -> tuple[Any, bool]:
-        """The first item of `data`, and whether it was all of `data`."""
-        fp = io.BytesIO(data)
-        self.decoder.fp = fp
-        value = self.decoder.decode()
-        return value, fp.tell() == len(data)
+    def loads(self, data: bytes) -> Any:
+        self.decoder.fp = io.BytesIO(data)
+        return self.decoder.decode()
 
 
 _codec = _Codec()
 
 
-def decode_whole(data: bytes) -> Any:
-    """Decode `data` with cbor2 alone, requiring it to be exactly one item; for callers that then
-    check the shape of the result themselves (e.g. a COSE envelope) and know it is shallow."""
-    try:
-        value, whole = _codec.loads(data)
-    except Exception as exc:
-        raise MalformedError(f"CBOR: {exc}") from None
-    if not whole:
-        raise MalformedError("CBOR: trailing bytes after the item")
-    return value
-
-
 def loads(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
     """Decode one CBOR item from untrusted bytes, within `limits`.
 
-    Fast path: when re-encoding the decoded value gives back exactly `data`, the input was
-    well-formed, preferred-encoded, free of duplicate keys and trailing bytes, so only depth and
-    item counts remain to check. Anything else goes through the full structural scan.
+    `scan` checks the bytes first, so `cbor2` only ever sees one well-formed item with none of the
+    constructs we refuse: its work, like the scan's, is linear in the input.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise MalformedError(f"CBOR input must be bytes, not {type(data).__name__}")
     data = bytes(data)
-    if len(data) > limits.max_bytes:
-        raise LimitExceededError(f"CBOR input is {len(data)} bytes; the limit is {limits.max_bytes}")
-    codec = _codec
-    try:
-        value, whole = codec.loads(data)
-        canonical = whole and codec.dumps(value) == data
-    except Exception:  # cbor2 raises several types, including ValueError for bad tags
-        canonical = False
-        value = None
-    if canonical:
-        _check_shape(value, limits)
-        return value
     scan(data, limits)
     try:
-        return cbor2.loads(data)
-    except Exception as exc:
+        return _codec.loads(data)
+    except Exception as exc:  # cbor2 raises several types, e.g. ValueError for a date out of range
         raise MalformedError(f"CBOR: {exc}") from None
 
 

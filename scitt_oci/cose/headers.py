@@ -20,6 +20,10 @@ RECEIPTS = 394
 VDS = 395
 VDP = 396
 
+# scitt-oci: the tree size a vds 1 tree head signs, in its protected header (checkpoints, receipts,
+# consistency receipts). A text label: it is not in the IANA registry.
+TREE_SIZE = "tree_size"
+
 # CWT claims (RFC 8392)
 CWT_ISS = 1
 CWT_SUB = 2

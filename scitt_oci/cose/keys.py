@@ -222,7 +222,7 @@ def from_cose(m: object) -> CoseKey:
         public: PublicKey
         if kty == KTY_EC2:
             crv = m.get(CRV)
-            if crv not in _CURVES:
+            if type(crv) is not int or crv not in _CURVES:
                 raise UnsupportedError(f"COSE_Key EC2 curve {crv!r} is not supported (P-256 1, P-384 2, P-521 3)")
             curve_cls, _name, size = _CURVES[crv]
             x = _require_bytes(m, X, "x")

@@ -101,38 +101,17 @@ def _decode_header_map(raw: bytes, limits: Limits) -> dict[Any, Any]:
     return value
 
 
-def _simple_envelope(data: bytes, limits: Limits) -> Any:
-    """The decoded message when it is the common shape `18([bstr, {}, bstr / nil, bstr])`, else None.
+def decode(
+    data: bytes, limits: Limits = DEFAULT_LIMITS, *, require_tag: bool = False, unknown_critical: bool = False
+) -> Sign1:
+    """Decode a COSE_Sign1 message, tagged (18) or untagged; every failure is a `MalformedError`.
 
-    That shape has no map that could hide duplicate keys and a fixed depth, so cbor2's own
-    well-formedness checks (plus our size limit and no trailing bytes) are all it needs.
+    A critical header we do not understand is an `UnsupportedError` (RFC 9052: such a message must
+    not be processed), unless `unknown_critical` (to show it, never to verify it: see `unknown_critical`).
     """
-    if len(data) > limits.max_bytes or data[:1] != b"\xd2":
-        return None
-    try:
-        value = cbor.decode_whole(data)
-    except MalformedError:
-        return None
-    if (
-        type(value) is cbor2.CBORTag
-        and type(value.value) is list
-        and len(value.value) == 4
-        and value.value[1] == {}
-        and type(value.value[0]) is bytes
-        and type(value.value[3]) is bytes
-        and (value.value[2] is None or type(value.value[2]) is bytes)
-    ):
-        return value
-    return None
-
-
-def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, *, require_tag: bool = False) -> Sign1:
-    """Decode a COSE_Sign1 message, tagged (18) or untagged; every failure is a `MalformedError`."""
     if not isinstance(data, bytes):
         data = bytes(data)
-    value = _simple_envelope(data, limits)
-    if value is None:
-        value = cbor.loads(data, limits)
+    value = cbor.loads(data, limits)
     tagged = False
     if isinstance(value, cbor2.CBORTag):
         if value.tag != SIGN1_TAG:
@@ -153,11 +132,19 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS, *, require_tag: bool = 
     if not isinstance(signature, bytes):
         raise MalformedError("COSE_Sign1 signature must be a byte string")
     protected = _decode_header_map(protected_bytes, limits)
-    _check_headers(protected, unprotected)
+    _check_headers(protected, unprotected, unknown_critical)
     return Sign1(protected_bytes, protected, unprotected, payload, signature, tagged, data if tagged else None)
 
 
-def _check_headers(protected: dict[Any, Any], unprotected: dict[Any, Any]) -> None:
+def unknown_critical(protected: dict[Any, Any]) -> list[int | str]:
+    """The labels a (decoded) protected header marks critical that we do not understand."""
+    crit = protected.get(headers.CRIT)
+    if not isinstance(crit, list):
+        return []
+    return [c for c in crit if (type(c) is int or type(c) is str) and c not in headers.UNDERSTOOD]
+
+
+def _check_headers(protected: dict[Any, Any], unprotected: dict[Any, Any], allow_unknown: bool = False) -> None:
     for header_map in (protected, unprotected):
         for label in header_map:
             if type(label) is not int and type(label) is not str:
@@ -171,8 +158,13 @@ def _check_headers(protected: dict[Any, Any], unprotected: dict[Any, Any]) -> No
     if crit is not None:
         if not isinstance(crit, list) or not crit:
             raise MalformedError("crit (2) must be a non-empty array of labels")
-        unknown = [c for c in crit if c not in headers.UNDERSTOOD]
-        if unknown:
+        for label in crit:
+            if type(label) is not int and type(label) is not str:
+                raise MalformedError(
+                    f"crit (2) must list header labels (integers or text strings), not {type(label).__name__} values"
+                )
+        unknown = unknown_critical(protected)
+        if unknown and not allow_unknown:
             raise UnsupportedError(f"critical header labels {unknown} are not understood")
         missing = [c for c in crit if c not in protected]
         if missing:

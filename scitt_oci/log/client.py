@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -23,6 +23,9 @@ from scitt_oci.errors import MalformedError, ScittOciError
 
 COSE = "application/cose"
 PENDING = {202, 204, 302}
+# Receipts, key sets, checkpoints and problem details are a few KiB; nothing we read from a service
+# may be larger than the CBOR decoder accepts anyway.
+MAX_RESPONSE_BYTES = cbor.DEFAULT_LIMITS.max_bytes
 
 
 class ClientError(ScittOciError):
@@ -79,7 +82,17 @@ class Registered:
     location: str | None
 
 
-def _problem(response: requests.Response) -> tuple[str | None, str | None]:
+@dataclass(frozen=True)
+class Answer:
+    """A service's answer, its body read in full but never beyond the client's size limit."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+    url: str
+
+
+def _problem(response: Answer) -> tuple[str | None, str | None]:
     if "concise-problem-details+cbor" not in response.headers.get("content-type", ""):
         return None, None
     try:
@@ -92,7 +105,7 @@ def _problem(response: requests.Response) -> tuple[str | None, str | None]:
     return (title if isinstance(title, str) else None, detail if isinstance(detail, str) else None)
 
 
-def _retry_after(response: requests.Response | None, default: float) -> float:
+def _retry_after(response: Answer | None, default: float) -> float:
     if response is None:
         return default
     value = response.headers.get("retry-after", "")
@@ -111,6 +124,7 @@ class ScrapiClient:
         verify_tls: bool | str = True,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -126,6 +140,7 @@ class ScrapiClient:
         self._max_wait = max_wait
         self._verify = verify_tls
         self._sleep = sleep
+        self._max_response = max_response_bytes
 
     # ----- plumbing -----
     def _url(self, path: str) -> str:
@@ -135,19 +150,51 @@ class ScrapiClient:
             raise ClientError(f"the service pointed at {url}, outside its own origin; not followed")
         return url
 
-    def _request(self, method: str, path: str, **kw: object) -> requests.Response:
+    def _read(self, response: requests.Response, method: str) -> Answer:
+        """The body of `response`, refusing one larger than the limit before buffering it (by its
+        Content-Length, or once more than the limit has arrived) or one that takes too long to arrive."""
+        what = f"{method} {response.url}"
+        limit = self._max_response
+        try:
+            declared = response.headers.get("content-length", "").strip()
+            if declared.isascii() and declared.isdigit() and int(declared) > limit:
+                raise ClientError(
+                    f"{what}: the answer is {declared} bytes; at most {limit} are read from a transparency service"
+                )
+            chunks: list[bytes] = []
+            size = 0
+            deadline = time.monotonic() + max(self._timeout, 1.0) * 3
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise ClientError(
+                        f"{what}: the answer is more than {limit} bytes; at most {limit} are read from a "
+                        "transparency service"
+                    )
+                if time.monotonic() > deadline:
+                    raise ClientError(f"{what}: the answer is arriving too slowly; gave up after {size} bytes")
+                chunks.append(chunk)
+            return Answer(response.status_code, response.headers, b"".join(chunks), response.url)
+        finally:
+            response.close()
+
+    def _request(self, method: str, path: str, **kw: object) -> Answer:
         url = self._url(path)
         delay = 0.2
-        last: requests.Response | None = None
+        last: Answer | None = None
         for attempt in range(1, self._attempts + 1):
             try:
-                response = self._session.request(
+                response = self._read(
+                    self._session.request(
+                        method,
+                        url,
+                        timeout=self._timeout,
+                        allow_redirects=False,
+                        verify=self._verify,
+                        stream=True,
+                        **kw,  # type: ignore[arg-type]
+                    ),
                     method,
-                    url,
-                    timeout=self._timeout,
-                    allow_redirects=False,
-                    verify=self._verify,
-                    **kw,  # type: ignore[arg-type]
                 )
             except requests.RequestException as exc:
                 if attempt == self._attempts or isinstance(exc, requests.exceptions.SSLError):
@@ -164,7 +211,7 @@ class ScrapiClient:
         assert last is not None
         return last
 
-    def _fail(self, response: requests.Response, what: str) -> ClientError:
+    def _fail(self, response: Answer, what: str) -> ClientError:
         title, detail = _problem(response)
         text = f"{what}: HTTP {response.status_code}"
         if title:

@@ -15,6 +15,7 @@ from scitt_oci.log.sequencer import BatchObserver, Registration, Sequencer
 from scitt_oci.log.store import LogStore, Pending, StoredHead, entry_id
 from scitt_oci.lru import LruCache
 from scitt_oci.scitt import merkle, receipt
+from scitt_oci.scitt.receipt import SignedTreeHead
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class TransparencyService:
         self.identity = identity
         self.log_id = log_id
         self._receipts: LruCache[bytes, bytes] = LruCache(20_000)  # receipts never change once made
+        self._resigned: LruCache[tuple[int, bytes], SignedTreeHead] = LruCache(64)
         self.sequencer = Sequencer(
             store, self._sign, max_batch=max_batch, max_delay=max_delay, max_queue=max_queue, observer=observer
         )
@@ -112,12 +114,26 @@ class TransparencyService:
         return value
 
     # ----- auditors -----
+    def _size_signed(self, head: StoredHead) -> SignedTreeHead:
+        """`head` signed with its tree size in the protected header: heads stored before sizes were
+        signed get a new signature over the same root and size (kept, so each is signed once here)."""
+        sth = head.signed()
+        if receipt.signs_its_size(sth):
+            return sth
+        key = (head.tree_size, head.root)
+        signed = self._resigned.get(key)
+        if signed is None:
+            signed = self._sign(head.tree_size, head.root)
+            self._resigned.put(key, signed)
+        return signed
+
     def checkpoint(self) -> bytes | None:
-        """The latest signed tree head as a COSE_Sign1 whose payload is the root (attached), with the tree size."""
+        """The latest signed tree head as a COSE_Sign1 whose payload is the root (attached) and whose
+        protected header signs the tree size."""
         head = self.store.head()
         if head is None:
             return None
-        return receipt.checkpoint_bytes(head.signed())
+        return receipt.checkpoint_bytes(self._size_signed(head))
 
     def consistency(self, old_size: int, new_size: int | None = None) -> bytes:
         """A consistency receipt from `old_size` to `new_size` (a batch boundary; default: the latest)."""
@@ -129,4 +145,4 @@ class TransparencyService:
         if not 0 < old_size <= head.tree_size:
             raise ConsistencyError(f"no consistency proof from size {old_size} to size {head.tree_size}")
         path = merkle.consistency_path(old_size, head.tree_size, self.store.tree().hash_range)
-        return receipt.consistency_receipt(head.signed(), old_size, path)
+        return receipt.consistency_receipt(self._size_signed(head), old_size, path)

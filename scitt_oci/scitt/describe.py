@@ -7,7 +7,7 @@ from typing import Any
 
 import cbor2
 
-from scitt_oci.cose import algorithms, cbor, headers
+from scitt_oci.cose import algorithms, cbor, headers, sign1
 from scitt_oci.cose.sign1 import Sign1
 from scitt_oci.errors import ScittOciError
 from scitt_oci.scitt import receipt as receipt_mod
@@ -85,4 +85,11 @@ def transparent_statement(ts: TransparentStatement) -> dict[str, Any]:
         except ScittOciError as exc:
             receipts.append({"error": exc.diagnostics()})
     out["receipts"] = receipts
+    unknown = sign1.unknown_critical(ts.statement.message.protected)
+    if unknown:
+        warning = (
+            f"critical header labels {unknown} are not understood by scitt-oci: "
+            "verification will refuse this statement (RFC 9052: it must not be processed)"
+        )
+        return {"warning": warning, **out}
     return out

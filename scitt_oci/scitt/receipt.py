@@ -51,9 +51,16 @@ def _protected_map(protected_bytes: bytes) -> dict[Any, Any]:
 def sign_tree_head(
     key: CoseKey, *, issuer: str, subject: str, tree_size: int, root: bytes, iat: int | None = None
 ) -> SignedTreeHead:
-    """Sign the root of a tree of `tree_size` leaves (payload detached, vds 1)."""
+    """Sign the root of a tree of `tree_size` leaves (payload detached, vds 1); the size is signed too
+    (protected header "tree_size"): RFC 9162 proofs alone do not pin it (an honest 4 -> 6 consistency
+    proof also verifies as 4 -> 5, 7 or 8)."""
     claims = CwtClaims(iss=issuer, sub=subject, iat=iat)
-    protected = {headers.KID: key.kid, headers.VDS: headers.VDS_RFC9162_SHA256, headers.CWT_CLAIMS: claims.to_map()}
+    protected = {
+        headers.KID: key.kid,
+        headers.VDS: headers.VDS_RFC9162_SHA256,
+        headers.CWT_CLAIMS: claims.to_map(),
+        headers.TREE_SIZE: tree_size,
+    }
     message = sign1.sign(key, protected, None, detached_payload=root)
     return SignedTreeHead(message.protected_bytes, message.signature, tree_size, root)
 
@@ -74,21 +81,45 @@ def consistency_receipt(sth: SignedTreeHead, old_size: int, path: Sequence[bytes
     return sth.message({headers.VDP: {headers.VDP_CONSISTENCY: [proof]}}).encode()
 
 
-CHECKPOINT_TREE_SIZE = "tree_size"  # unprotected label of a checkpoint's tree size
+def signed_tree_size(message: Sign1) -> int | None:
+    """The tree size a vds 1 tree head signs (protected "tree_size"), or None when it signs none
+    (other services, and heads signed before scitt-oci signed sizes)."""
+    size = message.protected.get(headers.TREE_SIZE)
+    if size is None:
+        return None
+    if type(size) is not int or size < 1:
+        raise _fail(Reason.MALFORMED, f"protected tree_size must be a positive integer, not {size!r}")
+    return size
+
+
+def signs_its_size(sth: SignedTreeHead) -> bool:
+    return _protected_map(sth.protected_bytes).get(headers.TREE_SIZE) == sth.tree_size
 
 
 def checkpoint_bytes(sth: SignedTreeHead) -> bytes:
-    """A checkpoint: the signed tree head with its root attached and its size in the unprotected header."""
-    message = sth.message({CHECKPOINT_TREE_SIZE: sth.tree_size})
-    return Sign1(message.protected_bytes, message.protected, message.unprotected, sth.root, sth.signature).encode()
+    """A checkpoint: the signed tree head with its root attached; its size is in the protected header."""
+    if not signs_its_size(sth):
+        raise ScittOciError(f"the tree head of size {sth.tree_size} does not sign its size; sign a new one")
+    return Sign1(sth.protected_bytes, _protected_map(sth.protected_bytes), {}, sth.root, sth.signature).encode()
 
 
 def read_checkpoint(data: bytes, keys: Sequence[CoseKey]) -> tuple[int, bytes, CoseKey]:
-    """Verify a checkpoint against `keys`; returns (tree size, root, the key that signed it)."""
+    """Verify a checkpoint against `keys`; returns (tree size, root, the key that signed it).
+
+    The size is the one under the signature (protected "tree_size"); a checkpoint without one is refused.
+    """
     message = sign1.decode(data)
-    size = message.unprotected.get(CHECKPOINT_TREE_SIZE)
-    if type(size) is not int or size < 1 or message.payload is None or len(message.payload) != merkle.HASH_SIZE:
-        raise ScittOciError("checkpoint must carry a tree_size and a 32-byte root")
+    try:
+        size = signed_tree_size(message)
+    except VerificationFailure as exc:
+        raise ScittOciError(f"checkpoint: {exc.message}") from None
+    if size is None:
+        raise ScittOciError(
+            'the checkpoint does not sign its tree size (protected header "tree_size"): '
+            "an unsigned size can be changed without breaking the signature"
+        )
+    if message.payload is None or len(message.payload) != merkle.HASH_SIZE:
+        raise ScittOciError("checkpoint must carry a 32-byte root as its payload")
     if message.protected.get(headers.VDS) != headers.VDS_RFC9162_SHA256:
         raise ScittOciError("checkpoint is not an RFC9162_SHA256 tree head")
     kid = message.kid
@@ -110,9 +141,10 @@ class VerifiedReceipt:
     root: bytes
     key: CoseKey
     claims: CwtClaims | None
-    tree_size: int | None = None
-    leaf_index: int | None = None
+    tree_size: int | None = None  # vds 1: from the proof; the signature covers it only when `size_signed`
+    leaf_index: int | None = None  # vds 1: from the proof, never signed (the path binds it to the root)
     txid: str | None = None
+    size_signed: bool = False
 
     @property
     def issuer(self) -> str | None:
@@ -179,9 +211,7 @@ def _decode_proofs(message: Sign1, label: int) -> list[Any]:
         if not isinstance(p, bytes):
             raise _fail(Reason.MALFORMED, "each receipt proof must be a byte string wrapping CBOR")
         try:
-            # Proofs are arrays of integers and byte strings (vds 1) or a small map (CCF): cbor2's own
-            # checks suffice, and each caller validates the exact shape next.
-            out.append(cbor.decode_whole(p) if len(p) <= cbor.DEFAULT_LIMITS.max_bytes else cbor.loads(p))
+            out.append(cbor.loads(p))  # each caller validates the exact shape next
         except MalformedError as exc:
             raise _fail(Reason.MALFORMED, f"receipt proof is not valid CBOR: {exc}") from None
     return out
@@ -203,10 +233,17 @@ def describe(data: bytes) -> dict[str, Any]:
     size and leaf index of its first inclusion proof. Raises VerificationFailure if it is malformed."""
     message, vds = decode(data)
     claims = _claims(message)
-    size = index = None
+    size = index = signed = None
     if vds == headers.VDS_RFC9162_SHA256:
         size, index, _path = _inclusion_proof(_decode_proofs(message, headers.VDP_INCLUSION)[0])
-    return {"service": claims.iss if claims else None, "vds": vds, "tree_size": size, "leaf_index": index}
+        signed = signed_tree_size(message) is not None
+    return {
+        "service": claims.iss if claims else None,
+        "vds": vds,
+        "tree_size": size,
+        "tree_size_signed": signed,
+        "leaf_index": index,
+    }
 
 
 def entry_for_rule(statement: SignedStatement, rule: str, entry: bytes | None = None) -> bytes:
@@ -247,6 +284,8 @@ def _verify_signature(message: Sign1, key: CoseKey, root: bytes) -> bool:
 
 def _verify_rfc9162(message: Sign1, statement: SignedStatement, keys: Sequence[CoseKey]) -> VerifiedReceipt:
     proofs = [_inclusion_proof(p) for p in _decode_proofs(message, headers.VDP_INCLUSION)]
+    signed_size = signed_tree_size(message)
+    _check_proof_sizes(signed_size, [size for size, _i, _p in proofs], "inclusion")
     candidates = _candidate_keys(message, keys)
     claims = _claims(message)
     entry = statement.entry()
@@ -260,13 +299,22 @@ def _verify_rfc9162(message: Sign1, statement: SignedStatement, keys: Sequence[C
                 raise _fail(Reason.TAMPERED_INCLUSION_PATH, f"inclusion proof does not fit its tree: {exc}") from None
             for key in candidates:
                 if _verify_signature(message, key, root):
-                    return VerifiedReceipt(1, rule, root, key, claims, size, index)
+                    return VerifiedReceipt(1, rule, root, key, claims, size, index, size_signed=signed_size is not None)
     _check_signature_shape(message, candidates)
     raise _fail(
         Reason.TAMPERED_INCLUSION_PATH,
         "the root rebuilt from this statement and the receipt's inclusion path is not the root the service signed "
         "(under either entry rule): the path or the statement was altered",
     )
+
+
+def _check_proof_sizes(signed: int | None, claimed: Sequence[int], kind: str) -> None:
+    for size in claimed:
+        if signed is not None and size != signed:
+            raise _fail(
+                Reason.TAMPERED_INCLUSION_PATH,
+                f"the {kind} proof claims tree size {size}, but the service signed tree size {signed}",
+            )
 
 
 def _check_signature_shape(message: Sign1, candidates: Sequence[CoseKey]) -> None:
@@ -347,12 +395,19 @@ def _ccf_root(proof: Any, data_hash: bytes) -> bytes:
 
 
 def verify_consistency_receipt(
-    receipt: bytes, *, old_size: int, old_root: bytes, keys: Sequence[CoseKey]
+    receipt: bytes, *, old_size: int, old_root: bytes, keys: Sequence[CoseKey], require_signed_size: bool = False
 ) -> tuple[int, bytes, VerifiedReceipt]:
-    """Verify a vds 1 consistency receipt extending a tree head we already trust; returns (new size, new root, receipt)."""
+    """Verify a vds 1 consistency receipt extending a tree head we already trust; returns (new size, new root, receipt).
+
+    The new size must be the one the service signed when the receipt carries one (always, with
+    `require_signed_size`): the proof alone does not pin it.
+    """
     message, vds = decode(receipt)
     if vds != headers.VDS_RFC9162_SHA256:
         raise _fail(Reason.UNSUPPORTED_VDS, f"consistency receipts are read for vds 1 only, not {vds!r}")
+    signed_size = signed_tree_size(message)
+    if signed_size is None and require_signed_size:
+        raise _fail(Reason.MALFORMED, 'the consistency receipt does not sign its tree size (protected "tree_size")')
     candidates = _candidate_keys(message, keys)
     for p in _decode_proofs(message, headers.VDP_CONSISTENCY):
         if not (
@@ -367,10 +422,14 @@ def verify_consistency_receipt(
         size1, size2, path = p
         if size1 != old_size:
             raise _fail(Reason.MALFORMED, f"consistency proof starts at size {size1}, not at the known size {old_size}")
+        _check_proof_sizes(signed_size, [size2], "consistency")
         new_root = _new_root_from_consistency(size1, size2, path, old_root)
         for key in candidates:
             if _verify_signature(message, key, new_root):
-                return size2, new_root, VerifiedReceipt(1, "consistency", new_root, key, _claims(message), size2)
+                verified = VerifiedReceipt(
+                    1, "consistency", new_root, key, _claims(message), size2, size_signed=signed_size is not None
+                )
+                return size2, new_root, verified
     raise _fail(Reason.TAMPERED_INCLUSION_PATH, "the consistency proof does not lead to a root the service signed")
 
 

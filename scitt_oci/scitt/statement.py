@@ -15,7 +15,7 @@ from scitt_oci.cose.cwt import CwtClaims, claims_of
 from scitt_oci.cose.hash_envelope import HashEnvelope
 from scitt_oci.cose.keys import KID_FORMS, CoseKey, kid_text
 from scitt_oci.cose.sign1 import Sign1
-from scitt_oci.errors import MalformedError, SignatureError, UntrustedKeyError
+from scitt_oci.errors import MalformedError, SignatureError, UnsupportedError, UntrustedKeyError
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -67,9 +67,12 @@ class SignedStatement:
             raise MalformedError(f"Signed Statement protected header lacks {', '.join(missing)}")
 
 
-def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SignedStatement:
-    """Parse a Signed Statement (or Transparent Statement) from bytes, tagged or untagged."""
-    message = sign1.decode(data, limits)
+def parse(data: bytes, limits: Limits = DEFAULT_LIMITS, *, unknown_critical: bool = False) -> SignedStatement:
+    """Parse a Signed Statement (or Transparent Statement) from bytes, tagged or untagged.
+
+    `unknown_critical` lets a statement with critical headers we do not understand through, for
+    display only (`statement inspect`); verification refuses it."""
+    message = sign1.decode(data, limits, unknown_critical=unknown_critical)
     return from_message(message)
 
 
@@ -164,6 +167,9 @@ def verify(
     An `iss` that is a did:x509 must resolve against the chain, whatever else is trusted.
     """
     message = statement.message
+    unknown = sign1.unknown_critical(message.protected)
+    if unknown:  # parsed for display only (`unknown_critical`): never verified
+        raise UnsupportedError(f"critical header labels {unknown} are not understood")
     kid = message.kid  # MalformedError when it is not a bstr: checked before anything is trusted
     unbound = ""
     if headers.X5CHAIN in message.protected or headers.X5CHAIN in message.unprotected:

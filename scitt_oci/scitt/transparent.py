@@ -58,7 +58,8 @@ def _receipts_in(unprotected: dict[object, object]) -> list[bytes]:
     return out
 
 
-def parse(data: bytes, limits: Limits = DEFAULT_LIMITS) -> TransparentStatement:
-    """Split a Transparent Statement (or a bare Signed Statement) into the statement and its receipts."""
-    signed = statement_mod.parse(data, limits)
+def parse(data: bytes, limits: Limits = DEFAULT_LIMITS, *, unknown_critical: bool = False) -> TransparentStatement:
+    """Split a Transparent Statement (or a bare Signed Statement) into the statement and its receipts
+    (`unknown_critical`: see `statement.parse`)."""
+    signed = statement_mod.parse(data, limits, unknown_critical=unknown_critical)
     return TransparentStatement(signed, tuple(_receipts_in(signed.message.unprotected)))

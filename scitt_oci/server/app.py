@@ -164,6 +164,16 @@ def _accepts(request: Request, media_type: str) -> bool:
     return bool(offered & {media_type, f"{major}/*", "*/*"})
 
 
+MAX_TREE_SIZE = 2**63 - 1  # what the stores hold (a signed 64-bit integer)
+
+
+def _tree_size_param(text: str) -> int:
+    """A tree size from a query string: ASCII digits only (int() would take "١٢" and "+1"), in store range."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_TREE_SIZE:
+        raise ValueError(text)
+    return int(text)
+
+
 def create_app(
     service: TransparencyService,
     settings: Settings,
@@ -314,11 +324,15 @@ def create_app(
 
     async def consistency(request: Request) -> Response:
         try:
-            old = int(request.query_params["from"])
+            old = _tree_size_param(request.query_params["from"])
             new_text = request.query_params.get("to")
-            new = int(new_text) if new_text is not None else None
+            new = _tree_size_param(new_text) if new_text is not None else None
         except (KeyError, ValueError):
-            return problem(400, "Malformed request", "give ?from=OLD_SIZE and optionally &to=NEW_SIZE as integers")
+            return problem(
+                400,
+                "Malformed request",
+                f"give ?from=OLD_SIZE and optionally &to=NEW_SIZE as decimal integers from 0 to {MAX_TREE_SIZE}",
+            )
         try:
             return Response(service.consistency(old, new), media_type=COSE)
         except ConsistencyError as exc:

@@ -36,15 +36,16 @@ class ReceiptResult:
     service: str | None = None
     vds: int | None = None
     entry_rule: str | None = None
-    tree_size: int | None = None
-    leaf_index: int | None = None
+    tree_size: int | None = None  # vds 1: from the proof; covered by the signature only when tree_size_signed
+    leaf_index: int | None = None  # vds 1: from the proof, never signed (only the root is)
     root: str | None = None
     issuer: str | None = None
     signed_at: int | None = None  # the iat (15/6) in the receipt's protected header, if any
+    tree_size_signed: bool | None = None  # vds 1 only
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "valid": self.valid}
-        for name in ("service", "vds", "entry_rule", "tree_size", "leaf_index", "root", "issuer"):
+        for name in ("service", "vds", "entry_rule", "tree_size", "tree_size_signed", "leaf_index", "root", "issuer"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -177,9 +178,11 @@ def _chain_time(result: VerificationResult, now: dt.datetime | None) -> tuple[dt
     chain is then checked at the verification time (`now`). The statement's own `iat` is never used.
     """
     proven = [(r.signed_at, r.service) for r in result.receipts if r.valid and r.signed_at is not None]
-    if proven:
-        when, service = min(proven, key=lambda p: p[0])
-        return dt.datetime.fromtimestamp(when, dt.UTC), f"receipt iat ({service})"
+    for when, service in sorted(proven, key=lambda p: p[0]):
+        try:
+            return dt.datetime.fromtimestamp(when, dt.UTC), f"receipt iat ({service})"
+        except (OverflowError, OSError, ValueError):
+            continue  # an iat no date can hold proves no time
     return (now or dt.datetime.now(dt.UTC)), "verification time"
 
 
@@ -212,6 +215,7 @@ def _check_receipts(
                 verified.root.hex(),
                 verified.issuer,
                 verified.claims.iat if verified.claims else None,
+                verified.size_signed if verified.vds == 1 else None,
             )
         )
         if service not in result.services:

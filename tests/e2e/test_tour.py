@@ -111,7 +111,7 @@ def test_statement_register_verify_audit(tmp_path: Path) -> None:
                    "--media-type", "application/vnd.oci.image.manifest.v1+json", "--out", "push.cose", cwd=tmp_path)
         assert made.returncode == 0, made.stderr
         reg = cli("register", "push.cose", "--ts", srv.url, "--out", "push.scitt", cwd=tmp_path)
-        assert reg.returncode == 0 and "registered: leaf 0 of 1" in reg.stdout, reg.stderr
+        assert reg.returncode == 0 and "registered: leaf index 0 (unsigned, from the proof) of tree size 1 (signed)" in reg.stdout, reg.stderr
         (tmp_path / "ts-keys.cbor").write_bytes(requests.get(srv.url + "/.well-known/scitt-keys", timeout=5).content)
         assert cli("keys", "export", issuer_key, "--format", "pem", "--out", "issuer.pub", cwd=tmp_path).returncode == 0
         (tmp_path / "policy.yaml").write_text(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
+
 import cbor2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scitt_oci.cose import cbor
+from scitt_oci.cose import cbor, sign1
 from scitt_oci.cose.cbor import Limits
 from scitt_oci.errors import LimitExceededError, MalformedError
+from tests import helpers
+from tests.helpers import cbor_bomb
 
 
 def test_round_trip_of_ordinary_values() -> None:
@@ -95,3 +99,86 @@ def test_scan_agrees_with_cbor2_on_valid_encodings_and_survives_mutation(value: 
         cbor.loads(bytes(mutated))
     except MalformedError:
         pass
+
+
+@pytest.mark.parametrize("size", [229, 1024])
+@pytest.mark.parametrize("as_sign1", [False, True])
+def test_value_sharing_bomb_is_refused_before_any_decoding(size: int, as_sign1: bool) -> None:
+    # `28([29(i-1), 29(i-1)])` per level: the old decoder re-encoded it to test canonical form and
+    # took 29 s on the 229-byte bomb (every 9 more bytes doubled that); the scan refuses it at tag 28.
+    data = cbor_bomb(size, sign1=as_sign1)
+    assert len(data) == size
+    started = time.perf_counter()
+    with pytest.raises(MalformedError, match=r"tag 28 \(shareable value\) at offset \d+ is not accepted"):
+        cbor.loads(data)
+    with pytest.raises(MalformedError, match="tag 28"):
+        sign1.decode(data)
+    assert time.perf_counter() - started < 0.1
+
+
+@pytest.mark.parametrize(
+    ("hexdata", "tag"),
+    [
+        ("d81d00", 29),  # shared value reference
+        ("d81900", 25),  # string reference
+        ("d90100 80", 256),  # string reference namespace
+        ("d9001c 00", 28),  # tag 28 in a longer (non-preferred) encoding
+        ("c5 82 1b00000000ffffffff 01", 5),  # bigfloat: 1 * 2**(2**32 - 1)
+        ("c4 82 01 01", 4),  # decimal fraction
+        ("d81e 82 01 02", 30),  # rational
+        ("d823 62 612a", 35),  # regular expression
+        ("d824 60", 36),  # MIME message
+    ],
+)
+def test_tags_with_non_linear_meanings_are_refused(hexdata: str, tag: int) -> None:
+    with pytest.raises(MalformedError, match=f"tag {tag} "):
+        cbor.loads(bytes.fromhex(hexdata.replace(" ", "")))
+    # also nested inside an ordinary structure
+    with pytest.raises(MalformedError, match=f"tag {tag} "):
+        cbor.loads(bytes.fromhex("a1 01 81".replace(" ", "") + hexdata.replace(" ", "")))
+
+
+def test_bignums_are_bounded() -> None:
+    assert cbor.loads(cbor2.dumps(2**64)) == 2**64
+    assert cbor.loads(cbor2.dumps(-(2**127))) == -(2**127)
+    with pytest.raises(MalformedError, match="bignum at offset 1 must be a byte string of at most 16 bytes"):
+        cbor.loads(cbor2.dumps(2**200))
+    with pytest.raises(MalformedError, match="bignum at offset 1 must be a byte string"):
+        cbor.loads(b"\xc2\x01")
+
+
+def test_indefinite_lengths_are_refused_everywhere() -> None:
+    for hexdata in ("5f 41 00 ff", "7f 61 61 ff", "bf 01 02 ff", "81 9f ff", "ff"):
+        with pytest.raises(MalformedError, match="indefinite-length|unexpected break"):
+            cbor.loads(bytes.fromhex(hexdata.replace(" ", "")))
+
+
+def test_an_indefinite_length_cose_sign1_is_refused() -> None:
+    # 18([_ h'a10126', {}, h'..', h'..']): cbor2 alone accepted it, and POST /entries answered 201
+    message = sign1.sign(helpers.key(), {}, b"payload")
+    definite = message.encode()
+    assert definite[:2] == b"\xd2\x84"
+    with pytest.raises(MalformedError, match="indefinite-length item at offset 1"):
+        sign1.decode(b"\xd2\x9f" + definite[2:] + b"\xff")
+
+
+def test_map_keys_that_decode_equal_are_duplicates() -> None:
+    # 1 and 1 in a longer encoding; "a" twice; keys that are not integers or strings (1.0, true) would
+    # collide with 1 in a Python dict, so they are refused outright
+    for hexdata in ("a2 01 00 1801 00", "a2 6161 00 780161 00"):
+        with pytest.raises(MalformedError, match="duplicate map key"):
+            cbor.loads(bytes.fromhex(hexdata.replace(" ", "")))
+    for hexdata in ("a2 01 00 f93c00 00", "a2 01 00 f5 00", "a1 80 00", "a1 c101 00"):
+        with pytest.raises(MalformedError, match=r"map key at offset [13] must be an integer or a text or byte string"):
+            cbor.loads(bytes.fromhex(hexdata.replace(" ", "")))
+    assert cbor.loads(bytes.fromhex("a3 01 00 20 00 41 01 00".replace(" ", ""))) == {1: 0, -1: 0, b"\x01": 0}
+
+
+def test_scan_cost_is_linear_in_the_input() -> None:
+    # 10,000 items (the item limit) in the largest shape allowed: far below a second, however nested
+    flat = cbor2.dumps([0] * 9_999)
+    nested = cbor2.dumps([[[[[[[[[[[[[[["x"] * 666]]]]]]]]]]]]]])
+    for data in (flat, nested):
+        started = time.perf_counter()
+        cbor.scan(data)
+        assert time.perf_counter() - started < 0.5

@@ -139,6 +139,7 @@ def test_describe_reads_a_receipt_without_keys_and_names_a_malformed_one() -> No
         "service": "https://ts.example",
         "vds": 1,
         "tree_size": 5,
+        "tree_size_signed": True,
         "leaf_index": 3,
     }
     consistency = receipt.consistency_receipt(
@@ -232,3 +233,68 @@ def test_we_verify_scitt_cose_statements_and_receipts() -> None:
     assert receipt.verify_receipt(r2, parsed[1], [log_key]).entry_rule == "hash-first"
     ts = scitt_cose.attach_receipts(theirs[3], [r])
     assert transparent.parse(ts).receipts == (r,)
+
+
+def _unsized_head(log: MemoryLog, size: int) -> receipt.SignedTreeHead:
+    """A tree head signed as scitt-oci did before it signed sizes (and as other services do)."""
+    root = merkle.root_of(log.leaves()[:size])
+    claims = {headers.CWT_ISS: log.issuer, headers.CWT_SUB: "log"}
+    protected = {headers.KID: log.signing_key.kid, headers.VDS: headers.VDS_RFC9162_SHA256, headers.CWT_CLAIMS: claims}
+    message = sign1.sign(log.signing_key, protected, None, detached_payload=root)
+    return receipt.SignedTreeHead(message.protected_bytes, message.signature, size, root)
+
+
+def test_tree_heads_sign_their_size_and_readers_hold_proofs_to_it() -> None:
+    log, stmts = _log(8)
+    sth6 = log.head(6)
+    assert sign1.decode(log.receipt(2, sth=sth6)).protected[headers.TREE_SIZE] == 6
+    assert receipt.read_checkpoint(receipt.checkpoint_bytes(sth6), [log.signing_key])[0] == 6
+    path = merkle.consistency_path(4, 6, merkle.list_hasher(log.leaves()))
+    old_root = log.head(4).root
+    # The honest 4 -> 6 proof also computes the size-6 root when presented as 4 -> 5, 7 or 8 ...
+    for size2 in (5, 7, 8):
+        assert merkle.root_from_consistency(4, size2, path, old_root) == sth6.root
+        forged = sth6.message({headers.VDP: {headers.VDP_CONSISTENCY: [cbor.dumps([4, size2, path])]}}).encode()
+        # ... so only the signed size tells them apart
+        with pytest.raises(VerificationFailure, match=f"claims tree size {size2}, but the service signed tree size 6"):
+            receipt.verify_consistency_receipt(forged, old_size=4, old_root=old_root, keys=[log.signing_key])
+    honest = receipt.consistency_receipt(sth6, 4, path)
+    size, root, verified = receipt.verify_consistency_receipt(
+        honest, old_size=4, old_root=old_root, keys=[log.signing_key], require_signed_size=True
+    )
+    assert (size, root, verified.size_signed) == (6, sth6.root, True)
+    # An inclusion proof claiming another tree size than the signed one is refused too.
+    index_path = merkle.inclusion_path(1, 6, merkle.list_hasher(log.leaves()))
+    wrong = sth6.message({headers.VDP: {headers.VDP_INCLUSION: [cbor.dumps([7, 1, index_path])]}}).encode()
+    with pytest.raises(VerificationFailure, match="claims tree size 7, but the service signed tree size 6"):
+        receipt.verify_receipt(wrong, stmts[1], [log.signing_key])
+
+
+def test_heads_that_do_not_sign_their_size() -> None:
+    log, stmts = _log(6)
+    old = _unsized_head(log, 6)
+    # Their inclusion receipts still verify, and say the size is not signed.
+    verified = receipt.verify_receipt(log.receipt(2, sth=old), stmts[2], [log.signing_key])
+    assert (verified.tree_size, verified.leaf_index, verified.size_signed) == (6, 2, False)
+    # A checkpoint must sign its size: the earlier form, size in the unprotected header, is refused.
+    legacy = sign1.Sign1(old.protected_bytes, old.message({}).protected, {"tree_size": 6}, old.root, old.signature)
+    with pytest.raises(ScittOciError, match="does not sign its tree size"):
+        receipt.read_checkpoint(legacy.encode(), [log.signing_key])
+    with pytest.raises(ScittOciError, match="does not sign its size"):
+        receipt.checkpoint_bytes(old)
+    path = merkle.consistency_path(4, 6, merkle.list_hasher(log.leaves()))
+    unsized = receipt.consistency_receipt(old, 4, path)
+    with pytest.raises(VerificationFailure, match="does not sign its tree size"):
+        receipt.verify_consistency_receipt(
+            unsized, old_size=4, old_root=log.head(4).root, keys=[log.signing_key], require_signed_size=True
+        )
+    # A protected tree_size that is not a positive integer is malformed.
+    bad = sign1.sign(
+        log.signing_key,
+        {headers.KID: log.signing_key.kid, headers.VDS: 1, headers.TREE_SIZE: "6"},
+        None,
+        detached_payload=old.root,
+    )
+    forged = receipt.SignedTreeHead(bad.protected_bytes, bad.signature, 6, old.root)
+    with pytest.raises(VerificationFailure, match="tree_size must be a positive integer"):
+        receipt.verify_receipt(log.receipt(2, sth=forged), stmts[2], [log.signing_key])
