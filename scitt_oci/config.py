@@ -103,6 +103,15 @@ class WatchConfig(_Section):
     poll_interval_seconds: float = Field(
         0, ge=0, description="reconcile catalog and tags this often; 0 = only webhooks"
     )
+    reattach_interval_seconds: float = Field(
+        60,
+        ge=0,
+        description="check this often that what is on record is still attached, and list again what a "
+        "concurrent writer dropped from a referrers index; 0 = off",
+    )
+    reattach_settle_seconds: float = Field(
+        30, ge=0, description="attachments younger than this are left to their writer by that check"
+    )
     issuer: str | None = Field(None, description="the iss of the statements it signs; default: the service identity")
     transparency_service: str | None = Field(
         None, description="a remote SCRAPI service to register with; default: the embedded log"

@@ -18,7 +18,12 @@ _REGISTRY = re.compile(
 
 
 def valid_repository(name: str) -> bool:
-    return len(name) <= 255 and bool(_REPOSITORY.match(name))
+    return len(name) <= 255 and bool(_REPOSITORY.fullmatch(name))
+
+
+def valid_tag(name: str) -> bool:
+    """A tag by the distribution spec's grammar `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`."""
+    return bool(_TAG.fullmatch(name))
 
 
 @dataclass(frozen=True)
@@ -75,11 +80,11 @@ class Reference:
         last = rest.rsplit("/", 1)[-1]
         if ":" in last:
             rest, _, tag = rest.rpartition(":")
-            if not _TAG.match(tag):
+            if not _TAG.fullmatch(tag):
                 raise MalformedError(f"image reference {original[:200]!r}: tag {tag!r} is not a valid tag")
-        if not _REGISTRY.match(registry):
+        if not _REGISTRY.fullmatch(registry):
             raise MalformedError(f"image reference {original[:200]!r}: {registry!r} is not a registry host[:port]")
-        if not _REPOSITORY.match(rest) or len(rest) > 255:
+        if not _REPOSITORY.fullmatch(rest) or len(rest) > 255:
             raise MalformedError(f"image reference {original[:200]!r}: {rest!r} is not a valid repository name")
         return cls(registry, rest, tag, digest)
 

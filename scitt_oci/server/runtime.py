@@ -165,7 +165,13 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
             registrar = EmbeddedRegistrar(service)
         issuer = config.watch.issuer or service.identity
         rt.watcher = Watcher(inbox, clients, issuer_key, issuer, registrar, workers=config.watch.workers)
-        rt.reconciler = Reconciler(inbox, clients, config.watch.poll_interval_seconds)
+        rt.reconciler = Reconciler(
+            inbox,
+            clients,
+            config.watch.poll_interval_seconds,
+            reattach_interval=config.watch.reattach_interval_seconds,
+            settle=config.watch.reattach_settle_seconds,
+        )
         rt.webhook_secret_file = secret_file
         routes = webhook_routes(inbox, list(clients), secret)
 

@@ -29,7 +29,8 @@ def webhook_routes(inbox: Inbox, registries: list[str], secret: str) -> list[Rou
         signature = request.headers.get("x-hub-signature-256", "")  # GitHub signs the body with the secret
         if signature.startswith("sha256="):
             expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-            return hmac.compare_digest(signature[7:], expected)
+            # As bytes: compare_digest refuses str with non-ASCII characters (a header may hold any).
+            return hmac.compare_digest(signature[7:].encode(), expected.encode())
         return False
 
     async def receive(request: Request) -> Response:

@@ -80,7 +80,7 @@ def classify(event: RegistryEvent, digest: str, manifest: Manifest | None) -> De
     kind = manifest.effective_artifact_type
     if kind == mf.STATEMENT_ARTIFACT:
         return skip("a scitt-oci statement artifact (our own)")
-    if event.tag and _FALLBACK_TAG.match(event.tag) and manifest.is_index:
+    if event.tag and _FALLBACK_TAG.fullmatch(event.tag) and manifest.is_index:
         return skip("a referrers fallback index")
     if manifest.subject is not None:
         fmt = SIGNATURE_TYPES.get(kind or "")
@@ -88,7 +88,7 @@ def classify(event: RegistryEvent, digest: str, manifest: Manifest | None) -> De
             return skip(f"a referrer of type {kind!r}, not a signature")
         signer = _notation_signer(manifest) if fmt == "notation" else None
         return Decision(Kind.SIGNATURE, manifest.subject.digest, fmt, signer)
-    cosign = _COSIGN_TAG.match(event.tag or "")
+    cosign = _COSIGN_TAG.fullmatch(event.tag or "")
     if cosign:
         return Decision(Kind.SIGNATURE, f"sha256:{cosign.group(1)}", "cosign", _cosign_signer(manifest))
     children = tuple(d for d in manifest.manifests if d.media_type in (mf.OCI_MANIFEST, mf.DOCKER_MANIFEST))

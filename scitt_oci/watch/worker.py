@@ -179,7 +179,21 @@ class Watcher:
             artifact = mf.statement_artifact(
                 subject, ts, kind=decision.kind.value, issuer=self.issuer, service=self.registrar.identity, created=iat
             )
-            referrer = client.attach(event.repository, subject, artifact, [ts])
+            # A signature that is itself a referrer of the image (Notation, Sigstore bundles) belongs in the
+            # same index: listing it again heals a concurrent signer's lost write.
+            also = []
+            if decision.kind is profile.Kind.SIGNATURE and manifest is not None and descriptor is not None:
+                if manifest.subject is not None and manifest.subject.digest == subject.digest:
+                    also.append(
+                        Descriptor(
+                            descriptor.media_type,
+                            descriptor.digest,
+                            descriptor.size,
+                            manifest.effective_artifact_type,
+                            manifest.annotations,
+                        )
+                    )
+            referrer = client.attach(event.repository, subject, artifact, [ts], also=also)
         self.inbox.record(
             item.registry,
             event.repository,
