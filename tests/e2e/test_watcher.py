@@ -196,6 +196,18 @@ def test_webhook_rejections(watched: Setup) -> None:
     assert requests.post(watched.server.url + "/webhooks/nope", data=b"{}", headers=auth, timeout=5).status_code == 404
     assert requests.post(url, data=b"{}", headers={**auth, "Content-Type": "text/plain"}, timeout=5).status_code == 415
     assert requests.post(url + "?registry=evil.example", data=b'{"events": []}', headers=auth, timeout=5).status_code == 400
+    # Tags outside the reference grammar: a 400 naming the field, nothing stored.
+    for tag in ("../../../../_catalog?n=1#", "v1\r\nX: y"):
+        event = {"events": [{"id": "t1", "action": "push", "target": {
+            "mediaType": mf.OCI_MANIFEST, "repository": "wabbit/x", "tag": tag,
+            "digest": "sha256:" + "ab" * 32}}]}
+        refused = requests.post(url, data=json.dumps(event), headers=auth, timeout=5)
+        assert refused.status_code == 400 and "events[0].target.tag" in refused.json()["detail"]
+    # A signature header with non-ASCII characters is a wrong signature, not a server error.
+    github = watched.server.url + "/webhooks/github"
+    odd = requests.post(github, data=b"{}", headers={"X-Hub-Signature-256": "sha256=\u00b2\u00e9",
+                                                    "Content-Type": "application/json"}, timeout=5)
+    assert odd.status_code == 401
 
 
 def test_github_hmac_signed_webhook_is_accepted(watched: Setup) -> None:

@@ -39,3 +39,19 @@ def test_database_files_are_private(tmp_path: Path) -> None:
     files = sorted(p for p in tmp_path.iterdir() if p.name.startswith("watch.db"))
     assert {p.name for p in files} >= {"watch.db", "watch.db-wal", "watch.db-shm"}
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files), [oct(p.stat().st_mode) for p in files]
+
+
+def test_dead_letters_print_control_characters_as_escapes(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from scitt_oci.cli import main
+
+    inbox = Inbox(tmp_path / "watch.db", max_attempts=1)
+    # Stored by an older version that did not validate tags.
+    inbox.add("reg", [RegistryEvent("demo/app", None, "v1\r\n\x1b[2Jforged line", PUSH)])
+    (item,) = inbox.claim(1)
+    assert inbox.failed(item, "boom\rreason")
+    result = CliRunner().invoke(main, ["watch", "dead-letters", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "\r" not in result.output and "\x1b" not in result.output
+    assert "v1\\r\\n\\x1b[2Jforged line" in result.output and result.output.count("\n") == 2
