@@ -111,6 +111,8 @@ class RegistryClient:
         url = urljoin(self.settings.url + "/", path.lstrip("/")) if not path.startswith("http") else path
         if urlsplit(url).netloc != urlsplit(self.settings.url).netloc:
             raise RegistryError(f"refusing to contact {urlsplit(url).netloc}: only {self.settings.name} is configured")
+        if urlsplit(url).scheme != urlsplit(self.settings.url).scheme:  # e.g. an http:// upload Location
+            raise RegistryError(f"refusing {urlsplit(url).scheme}:// for {self.settings.url}: no scheme downgrade")
         return url
 
     def _token(self, challenge: str, scope_hint: str) -> str | None:
@@ -118,7 +120,16 @@ class RegistryClient:
         realm = params.get("realm")
         if not realm:
             return None
-        host = urlsplit(realm).netloc
+        parts = urlsplit(realm)
+        host = parts.netloc
+        if parts.scheme not in ("http", "https") or not host:
+            raise RegistryError(f"the registry's token realm {ascii(realm[:200])} is not an absolute http(s) URL")
+        if urlsplit(self.settings.url).scheme == "https" and parts.scheme != "https":
+            # The password (and the token) would cross the network in clear text.
+            raise RegistryError(
+                f"the registry's token realm {ascii(realm[:200])} is plain HTTP; an HTTPS registry's credentials "
+                "go to HTTPS token services only"
+            )
         if host != urlsplit(self.settings.url).netloc and host not in self.settings.auth_hosts:
             raise RegistryError(f"the registry's token service {host} is not an allowed auth host")
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope_hint)}
