@@ -17,6 +17,35 @@ _REGISTRY = re.compile(
 )
 
 
+DOCKER_HUB = "docker.io"
+_DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+_DEFAULT_PORTS = {"https": ":443", "http": ":80"}
+_GLOB = re.compile(r"[*?\[]")
+
+
+def normalize_registry(host: str, scheme: str = "https") -> str:
+    """One spelling per registry: host names in lower case, the scheme's default port left out
+    (references carry no scheme: `https`, the default, drops `:443`), and Docker Hub's aliases as
+    `docker.io`. Two different host names stay two registries, even if they resolve alike."""
+    name = host.lower()
+    default = _DEFAULT_PORTS.get(scheme, "")
+    if default and name.endswith(default):
+        name = name[: -len(default)]
+    return DOCKER_HUB if name in _DOCKER_HUB_ALIASES else name
+
+
+def normalize_name(name: str) -> str:
+    """`registry/repository` (or a glob over it) with the registry normalised and Docker Hub's official
+    images (a one-component repository) under `library/`, as Docker Hub names them."""
+    registry, slash, repository = name.partition("/")
+    if not slash:
+        return name
+    registry = normalize_registry(registry)
+    if registry == DOCKER_HUB and repository and "/" not in repository and not _GLOB.search(repository):
+        repository = f"library/{repository}"
+    return f"{registry}/{repository}"
+
+
 def valid_repository(name: str) -> bool:
     return len(name) <= 255 and bool(_REPOSITORY.fullmatch(name))
 

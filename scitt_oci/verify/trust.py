@@ -21,6 +21,7 @@ from scitt_oci.cose.keys import CoseKey, load_key_file
 if TYPE_CHECKING:
     from cryptography import x509
 from scitt_oci.errors import PolicyError, ScittOciError
+from scitt_oci.oci.reference import normalize_name
 
 MAX_POLICY_BYTES = 1 << 20
 MAX_KEY_FILE_BYTES = 1 << 20
@@ -73,9 +74,11 @@ class TrustPolicy:
     files: tuple[Path, ...] = ()  # every key or certificate file it was built from
 
     def for_repository(self, repository: str) -> tuple[Requirements, str, str | None]:
-        """(requirements, mode, the rule's pattern or None) for `registry/repository`: the first rule that matches."""
+        """(requirements, mode, the rule's pattern or None) for `registry/repository`: the first rule that
+        matches, both names normalised (host case, default port, Docker Hub aliases and `library/`)."""
+        name = normalize_name(repository)
         for rule in self.rules:
-            if fnmatch.fnmatchcase(repository, rule.match):
+            if fnmatch.fnmatchcase(name, normalize_name(rule.match)):
                 return rule.requirements, rule.mode, rule.match
         return self.requirements, self.mode, None
 
