@@ -26,7 +26,7 @@ from scitt_oci import jsonin
 from scitt_oci.errors import MalformedError, ScittOciError
 from scitt_oci.lru import LruCache
 from scitt_oci.oci import manifest as mf
-from scitt_oci.oci.http import HttpError, Response, Session
+from scitt_oci.oci.http import HttpError, Response, Session, ascii_int
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest
 
@@ -186,8 +186,8 @@ class RegistryClient:
             if r.status_code in ok or r.status_code == 404:
                 return r
             if (r.status_code >= 500 or r.status_code == 429) and attempt < self.settings.attempts:
-                retry_after = r.headers.get("retry-after", "")
-                self._sleep(min(float(retry_after), 10.0) if retry_after.isdigit() else random.uniform(0, delay))  # noqa: S311
+                retry_after = ascii_int(r.headers.get("retry-after"))
+                self._sleep(min(float(retry_after), 10.0) if retry_after is not None else random.uniform(0, delay))  # noqa: S311
                 delay = min(delay * 2, 3.0)
                 continue
             error = TransientRegistryError if r.status_code >= 500 or r.status_code == 429 else RegistryError
@@ -228,14 +228,14 @@ class RegistryClient:
         if r.status_code == 404:
             return None
         digest = r.headers.get("docker-content-digest")
-        size = r.headers.get("content-length", "")
-        if not digest or not size.isdigit():
+        size = _content_length(r)
+        if not digest or size is None:
             fetched = self.manifest(repo, reference)
             if fetched is None:
                 return None
             data, media_type, digest = fetched
             return Descriptor(media_type, digest, len(data))
-        return Descriptor(r.headers.get("content-type", "").split(";")[0].strip(), digest, int(size))
+        return Descriptor(r.headers.get("content-type", "").split(";")[0].strip(), digest, size)
 
     def blob(self, repo: str, digest: str, limit: int = MAX_BLOB_BYTES) -> bytes | None:
         r = self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=f"repository:{repo}:pull", stream=True)
@@ -438,9 +438,20 @@ class RegistryClient:
         raise TransientRegistryError(f"{repo}:{tag} kept changing under us; will retry")
 
 
+def _content_length(r: Response) -> int | None:
+    """The declared body size; a Content-Length that is not ASCII digits is a named error."""
+    declared = r.headers.get("content-length")
+    if declared is None:
+        return None
+    size = ascii_int(declared)
+    if size is None:
+        raise RegistryError(f"{r.url}: the registry's Content-Length {ascii(declared[:40])} is not a number")
+    return size
+
+
 def _read_limited(r: Response, limit: int) -> bytes:
-    declared = r.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    declared = _content_length(r)
+    if declared is not None and declared > limit:
         raise RegistryError(f"{r.url}: {declared} bytes is more than the {limit} read")
     chunks, size = [], 0
     for chunk in r.iter_content(65536):
