@@ -58,8 +58,18 @@ class AuthConfig(_Section):
     required: Literal["auto", "always", "never"] = Field(
         "auto", description="bearer tokens for registration: auto = required when listening beyond loopback"
     )
-    tokens: list[str] = Field(default_factory=list, description="accepted bearer tokens (prefer token_files)")
+    tokens: list[str] = Field(
+        default_factory=list, description="accepted bearer tokens, at least 16 characters each (prefer token_files)"
+    )
     token_files: list[Path] = Field(default_factory=list, description="files holding one accepted token each")
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, value: list[str]) -> list[str]:
+        for i, token in enumerate(value):
+            if len(token.strip()) < 16:  # the same floor as token files (keyfiles.token)
+                raise ValueError(f"token {i} is shorter than 16 characters; use a long random one (or token_files)")
+        return [t.strip() for t in value]
 
 
 class RateLimitConfig(_Section):

@@ -91,3 +91,10 @@ def test_private_keys_open_to_others_are_refused(tmp_path: Path) -> None:
     os.chmod(path, 0o644)
     with pytest.raises(PolicyError, match="must not be open to others"):
         keyfiles.private_key(path)
+
+
+def test_inline_tokens_need_16_characters_like_token_files(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match=r"auth\.tokens: Value error, token 1 is shorter than 16 characters"):
+        config.load(environ={}, overrides={"auth": {"tokens": ["a-long-enough-token-0123", "short"]}})
+    assert config.load(environ={}, overrides={"auth": {"tokens": [" a-long-enough-token-0123 "]}}).auth.tokens == [
+        "a-long-enough-token-0123"]
