@@ -123,11 +123,11 @@ class RegistryClient:
         parts = urlsplit(realm)
         host = parts.netloc
         if parts.scheme not in ("http", "https") or not host:
-            raise RegistryError(f"the registry's token realm {ascii(realm[:200])} is not an absolute http(s) URL")
+            raise RegistryError(f"the registry's token realm {realm[:200]!a} is not an absolute http(s) URL")
         if urlsplit(self.settings.url).scheme == "https" and parts.scheme != "https":
             # The password (and the token) would cross the network in clear text.
             raise RegistryError(
-                f"the registry's token realm {ascii(realm[:200])} is plain HTTP; an HTTPS registry's credentials "
+                f"the registry's token realm {realm[:200]!a} is plain HTTP; an HTTPS registry's credentials "
                 "go to HTTPS token services only"
             )
         if host != urlsplit(self.settings.url).netloc and host not in self.settings.auth_hosts:
@@ -445,7 +445,7 @@ def _content_length(r: Response) -> int | None:
         return None
     size = ascii_int(declared)
     if size is None:
-        raise RegistryError(f"{r.url}: the registry's Content-Length {ascii(declared[:40])} is not a number")
+        raise RegistryError(f"{r.url}: the registry's Content-Length {declared[:40]!a} is not a number")
     return size
 
 

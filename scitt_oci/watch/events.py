@@ -94,7 +94,7 @@ def _tag(value: Any, where: str) -> str | None:
     and is printed by the CLI, so `../`, `?`, `#` or control characters never pass."""
     text = _text(value, where, required=False)
     if text is not None and not valid_tag(text):
-        raise MalformedError(f"{where} {ascii(text[:100])} is not a tag ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})")
+        raise MalformedError(f"{where} {text[:100]!a} is not a tag ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})")
     return text
 
 
@@ -136,7 +136,9 @@ def _distribution_event(e: dict[str, Any], where: str) -> RegistryEvent | None:
         return None
     if digest is None and (action == DELETE or tag is None):
         return None  # a tag deletion (Distribution sends one beside the manifest's): the manifest event suffices
-    return RegistryEvent(repository, digest, tag, action, media_type, delivery=_delivery(e.get("id"), e.get("timestamp")))
+    return RegistryEvent(
+        repository, digest, tag, action, media_type, delivery=_delivery(e.get("id"), e.get("timestamp"))
+    )
 
 
 _FALLBACK_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")

@@ -131,10 +131,13 @@ class Inbox:
             added = 0
             for e in events:
                 content = e.key()
-                if e.delivery and conn.execute(
-                    "SELECT 1 FROM deliveries WHERE registry = ? AND delivery = ? AND content = ?",
-                    (registry, e.delivery, content),
-                ).fetchone():
+                if (
+                    e.delivery
+                    and conn.execute(
+                        "SELECT 1 FROM deliveries WHERE registry = ? AND delivery = ? AND content = ?",
+                        (registry, e.delivery, content),
+                    ).fetchone()
+                ):
                     continue  # a redelivery, even after what followed it
                 key = content
                 manifest = f"{e.repository}@{e.digest}" if e.digest and e.action in (PUSH, DELETE) else None
@@ -155,11 +158,13 @@ class Inbox:
                 event_id = cur.lastrowid
                 if e.delivery:
                     conn.execute(
-                        "INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?)", (registry, e.delivery, content, event_id)
+                        "INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?)",
+                        (registry, e.delivery, content, event_id),
                     )
                 if manifest is not None:
                     conn.execute(
-                        "INSERT OR REPLACE INTO transitions VALUES (?, ?, ?, ?)", (registry, manifest, e.action, event_id)
+                        "INSERT OR REPLACE INTO transitions VALUES (?, ?, ?, ?)",
+                        (registry, manifest, e.action, event_id),
                     )
             conn.execute("COMMIT")
         except BaseException:
@@ -297,8 +302,8 @@ class Inbox:
             self._conn()
             .execute(
                 "SELECT repository, subject, kind, recorded, referrer FROM recorded WHERE registry = ? "
-                "AND referrer IS NOT NULL AND created < ?" + ("" if everything else " AND confirmed IS NULL"),
-                (registry, before),
+                "AND referrer IS NOT NULL AND created < ? AND (? OR confirmed IS NULL)",
+                (registry, before, everything),
             )
             .fetchall()
         )

@@ -14,9 +14,9 @@ import time
 from collections.abc import Callable, Iterator
 
 from scitt_oci.oci.client import RegistryClient
-from scitt_oci.watch.events import PUSH, RegistryEvent
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import valid_repository, valid_tag
+from scitt_oci.watch.events import PUSH, RegistryEvent
 from scitt_oci.watch.inbox import Attachment, Inbox
 
 log = logging.getLogger(__name__)
@@ -42,9 +42,7 @@ def unrecorded(
                 yield RegistryEvent(repo, found.digest, tag, PUSH, found.media_type or None)
 
 
-def reattach(
-    inbox: Inbox, name: str, client: RegistryClient, *, settle: float = 30.0, everything: bool = False
-) -> int:
+def reattach(inbox: Inbox, name: str, client: RegistryClient, *, settle: float = 30.0, everything: bool = False) -> int:
     """Compare what is on record with what the registry lists as attached, and list again what is
     missing: our statement referrers, and the signatures they are about when those are referrers of
     the same image. Attachments recorded less than `settle` seconds ago are left to their writer; the
@@ -63,7 +61,13 @@ def reattach(
                 if entry is not None:  # None: deleted since, or a cosign .sig (a tag, not a referrer)
                     missing.append(entry)
         if missing:
-            log.warning("%s/%s@%s: %d referrers were missing from its index; listing them again", name, repo, subject, len(missing))
+            log.warning(
+                "%s/%s@%s: %d referrers were missing from its index; listing them again",
+                name,
+                repo,
+                subject,
+                len(missing),
+            )
             client.list_referrers(repo, subject, missing)
             relisted += len(missing)
         inbox.confirm(name, items)

@@ -17,7 +17,7 @@ from scitt_oci.log.service import TransparencyService
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistryError
 from scitt_oci.oci.manifest import Descriptor
-from scitt_oci.oci.reference import Digest, Reference
+from scitt_oci.oci.reference import Digest, Reference, valid_tag
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.scitt import statement as statement_mod
 from scitt_oci.watch.classify import Decision, classify
@@ -139,6 +139,8 @@ class Watcher:
         client = self.clients.get(item.registry)
         if client is None:
             raise PermanentError(f"registry {item.registry!r} is not configured")
+        if event.tag is not None and not valid_tag(event.tag):  # stored before webhooks validated tags
+            raise PermanentError(f"the tag {event.tag[:100]!a} is not a tag; never used in a registry path")
         digest = event.digest
         if digest is None:  # a tag-only event: resolve it now
             found = client.head_manifest(event.repository, event.tag or "")
@@ -182,17 +184,22 @@ class Watcher:
             # A signature that is itself a referrer of the image (Notation, Sigstore bundles) belongs in the
             # same index: listing it again heals a concurrent signer's lost write.
             also = []
-            if decision.kind is profile.Kind.SIGNATURE and manifest is not None and descriptor is not None:
-                if manifest.subject is not None and manifest.subject.digest == subject.digest:
-                    also.append(
-                        Descriptor(
-                            descriptor.media_type,
-                            descriptor.digest,
-                            descriptor.size,
-                            manifest.effective_artifact_type,
-                            manifest.annotations,
-                        )
+            if (
+                decision.kind is profile.Kind.SIGNATURE
+                and manifest is not None
+                and descriptor is not None
+                and manifest.subject is not None
+                and manifest.subject.digest == subject.digest
+            ):
+                also.append(
+                    Descriptor(
+                        descriptor.media_type,
+                        descriptor.digest,
+                        descriptor.size,
+                        manifest.effective_artifact_type,
+                        manifest.annotations,
                     )
+                )
             referrer = client.attach(event.repository, subject, artifact, [ts], also=also)
         self.inbox.record(
             item.registry,

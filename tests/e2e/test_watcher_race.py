@@ -48,7 +48,7 @@ def _sign_like_notation(registry: RegistryProcess, image: Descriptor, n: int, st
     tag = mf.fallback_tag(image.digest)
     fetched = client.manifest(REPO, tag)
     index: dict[str, Any] = json.loads(fetched[0]) if fetched else mf.empty_index()
-    time.sleep(random.uniform(0, 0.08))  # noqa: S311 - the read-to-write time of a signer across a network
+    time.sleep(random.uniform(0, 0.08))
     index["manifests"] = [*index.get("manifests", []), entry]
     client.push_manifest(REPO, mf.canonical_json(index), mf.OCI_INDEX, tag)
     out.append(digest)

@@ -61,7 +61,7 @@ def test_credentials_never_go_to_a_plain_http_token_realm(tmp_path: Path) -> Non
     hits: list[tuple[str, str | None]] = []
 
     class Realm(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - the http.server interface
+        def do_GET(self) -> None:
             hits.append((self.path, self.headers.get("Authorization")))
             body = b'{"token": "not-a-real-token"}'
             self.send_response(200)
