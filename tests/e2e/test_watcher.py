@@ -235,9 +235,9 @@ def test_a_push_after_a_delete_is_recorded_again_and_a_stripped_delete_record_co
     deleted = watched.client.request("DELETE", f"/v2/{repo}/manifests/{digest}", scope=f"repository:{repo}:delete",
                                      ok=(202,))
     assert deleted.status_code == 202
-    statements_for(watched, repo, digest, 2)
+    statements_for(watched, repo, digest, 2, timeout=90)  # a busy machine can hold a notification back a while
     skopeo_push(watched.root / "img-again", watched.registry, repo)  # the same digest, pushed again
-    assert kinds(watched, statements_for(watched, repo, digest, 3), digest) == ["delete", "push", "push"]
+    assert kinds(watched, statements_for(watched, repo, digest, 3, timeout=90), digest) == ["delete", "push", "push"]
     # Once the watcher is done with every event (its writer may otherwise still be converging and put
     # the entry back itself), a pusher that rewrites the index keeping only what it knows strips the
     # delete record...
@@ -246,7 +246,8 @@ def test_a_push_after_a_delete_is_recorded_again_and_a_stripped_delete_record_co
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         with sqlite3.connect(f"file:{watched.server.data_dir / 'watch.db'}?mode=ro", uri=True) as conn:
-            if conn.execute("SELECT COUNT(*) FROM events WHERE state = 'pending'").fetchone()[0] == 0:
+            query = "SELECT COUNT(*) FROM events WHERE state = 'pending' AND event LIKE '%wabbit/again%'"
+            if conn.execute(query).fetchone()[0] == 0:
                 break
         time.sleep(0.05)  # polling an asynchronous outcome, bounded by the deadline
     tag = mf.fallback_tag(digest)
@@ -257,7 +258,8 @@ def test_a_push_after_a_delete_is_recorded_again_and_a_stripped_delete_record_co
     index["manifests"] = [e for e in index["manifests"] if e not in delete_entry]
     watched.client.push_manifest(repo, mf.canonical_json(index), mf.OCI_INDEX, tag)
     assert len(watched.client.referrers(repo, digest, mf.STATEMENT_ARTIFACT)) == 2
-    # ...and the reconciliation of attachments (here: backfill's) lists it again.
+    # ...and the reconciliation of attachments lists it again: backfill's, or (if its turn comes first)
+    # the periodic one of the running service.
     import subprocess
     import sys
 
@@ -265,5 +267,5 @@ def test_a_push_after_a_delete_is_recorded_again_and_a_stripped_delete_record_co
                                str(watched.server.data_dir), "--registry-insecure"],
                               capture_output=True, text=True, check=False, timeout=120)
     assert backfill.returncode == 0, backfill.stderr
-    assert "re-attached 1 missing referrers" in backfill.stdout, backfill.stdout
+    assert "missing referrers" in backfill.stdout, backfill.stdout
     assert kinds(watched, statements_for(watched, repo, digest, 3), digest) == ["delete", "push", "push"]
