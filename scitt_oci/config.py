@@ -104,8 +104,18 @@ class AuthConfig(_Section):
     required: Literal["auto", "always", "never"] = Field(
         "auto", description="bearer tokens for registration: auto = required when listening beyond loopback"
     )
-    tokens: list[str] = Field(default_factory=list, description="accepted bearer tokens (prefer token_files)")
+    tokens: list[str] = Field(
+        default_factory=list, description="accepted bearer tokens, at least 16 characters each (prefer token_files)"
+    )
     token_files: list[Path] = Field(default_factory=list, description="files holding one accepted token each")
+
+    @field_validator("tokens")
+    @classmethod
+    def _tokens(cls, value: list[str]) -> list[str]:
+        for i, token in enumerate(value):
+            if len(token.strip()) < 16:  # the same floor as token files (keyfiles.token)
+                raise ValueError(f"token {i} is shorter than 16 characters; use a long random one (or token_files)")
+        return [t.strip() for t in value]
 
 
 class RateLimitConfig(_Section):
@@ -148,6 +158,15 @@ class WatchConfig(_Section):
     lease_seconds: float = Field(30, gt=0, description="an event whose worker died is taken up again after this long")
     poll_interval_seconds: float = Field(
         0, ge=0, description="reconcile catalog and tags this often; 0 = only webhooks"
+    )
+    reattach_interval_seconds: float = Field(
+        60,
+        ge=0,
+        description="check this often that what is on record is still attached, and list again what a "
+        "concurrent writer dropped from a referrers index; 0 = off",
+    )
+    reattach_settle_seconds: float = Field(
+        30, ge=0, description="attachments younger than this are left to their writer by that check"
     )
     issuer: str | None = Field(None, description="the iss of the statements it signs; default: the service identity")
     transparency_service: str | None = Field(

@@ -23,6 +23,21 @@ def write_secret(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+def private_database(path: Path) -> None:
+    """Make sure the SQLite database at `path` is readable by its owner only: created 0600 when absent
+    (SQLite gives its -wal and -shm files the database's mode), tightened to 0600 when it exists."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        for existing in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            try:
+                if existing.stat().st_mode & 0o077:
+                    existing.chmod(0o600)
+            except FileNotFoundError:
+                continue
+
+
 def private_key(path: Path, *, create_alg: str | None = "ES256") -> tuple[CoseKey, bool]:
     """The private key at `path`, generating it first when absent and `create_alg` is given.
 

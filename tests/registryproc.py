@@ -38,6 +38,7 @@ class RegistryProcess:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     tls: tuple[Path, Path] | None = None  # (certificate, key) to serve HTTPS
+    extra: str = ""  # more top-level configuration (YAML), e.g. an auth section
 
     @property
     def host(self) -> str:
@@ -54,6 +55,8 @@ class RegistryProcess:
             f"storage: {{filesystem: {{rootdirectory: {self.root / 'store'}}}, delete: {{enabled: true}}}}",
             f"http: {{addr: {self.host}" + (f", tls: {{certificate: {self.tls[0]}, key: {self.tls[1]}}}" if self.tls else "") + "}",
         ]
+        if self.extra:
+            lines.append(self.extra.rstrip("\n"))
         if self.notify_url:
             lines += [
                 "notifications:",
@@ -80,7 +83,7 @@ class RegistryProcess:
             try:
                 with warnings.catch_warnings():  # readiness only: the tests verify TLS themselves
                     warnings.simplefilter("ignore")
-                    ready = requests.get(self.url + "/v2/", timeout=1, verify=False).status_code == 200
+                    ready = requests.get(self.url + "/v2/", timeout=1, verify=False).status_code in (200, 401)
                 if ready:
                     return self
             except requests.RequestException:

@@ -211,7 +211,7 @@ def serve(
                 "auth": cfg.auth.model_copy(update={"token_files": all_tokens}),
             }
         )
-        os.environ[asgi.WORKER_CONFIG_ENV] = resolved.model_dump_json()
+        os.environ[asgi.WORKER_CONFIG_ENV] = asgi.worker_config(resolved)
         # Metrics from all workers, whichever answers a scrape (prometheus_client's multiprocess mode).
         metrics_dir = cfg.data_dir.resolve() / "metrics"
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -77,6 +78,14 @@ def common(f: Any) -> Any:
     return f
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """`text` with each control character (CR, LF, ESC...) shown as an escape, for one line of output."""
+    return _CONTROL.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
 @main.command("backfill")
 @click.argument("target")
 @common
@@ -91,7 +100,7 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
     watcher = rt.watcher
     assert watcher is not None
     client = watcher.clients[name]
-    from scitt_oci.watch.reconcile import unrecorded
+    from scitt_oci.watch.reconcile import reattach, unrecorded
 
     try:
         repositories = [repo] if repo else client.catalog()
@@ -114,12 +123,17 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
                 if remaining == 0:
                     break
                 time.sleep(0.2)  # progress display cadence
+        # What is on record but no longer attached (a concurrent writer dropped it from an index): list it again.
+        relisted = reattach(watcher.inbox, name, client, settle=0, everything=True)
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
     finally:
         rt.stop()
     counts = watcher.inbox.counts()
     click.echo(
         f"found {len(found)} manifests not on record; queued {queued}; "
-        f"events done {counts.get('done', 0)}, dead {counts.get('dead', 0)}"
+        f"events done {counts.get('done', 0)}, dead {counts.get('dead', 0)}; "
+        f"re-attached {relisted} missing referrers"
     )
 
 
@@ -234,9 +248,12 @@ def dead_letters(config_file: Path | None, data_dir: Path | None, registry_insec
         return
     dead = inbox.dead()
     for d in dead:
+        # Stored before tags were validated, an event may hold anything: never print control characters raw.
         click.echo(
-            f"#{d.id} {d.registry}/{d.event.repository}@{d.event.digest or d.event.tag} {d.event.action}: "
-            f"{d.attempts} attempts; {d.reason}"
+            _printable(
+                f"#{d.id} {d.registry}/{d.event.repository}@{d.event.digest or d.event.tag} {d.event.action}: "
+                f"{d.attempts} attempts; {d.reason}"
+            )
         )
     click.echo(f"{len(dead)} dead-lettered event(s)")
 

@@ -109,7 +109,8 @@ def _retry_after(response: Answer | None, default: float) -> float:
     if response is None:
         return default
     value = response.headers.get("retry-after", "")
-    return float(value) if value.isdigit() else default
+    # ASCII digits only: isdigit() also takes "²", which float() refuses.
+    return float(value) if value.isascii() and value.isdigit() and len(value) <= 9 else default
 
 
 class ScrapiClient:

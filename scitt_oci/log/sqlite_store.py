@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from scitt_oci import keyfiles
 from scitt_oci.log.sql_store import SCHEMA_VERSION, SqlStore, StoreError
 
 __all__ = ["SqliteStore", "StoreError"]
@@ -28,6 +29,10 @@ class SqliteStore(SqlStore):
         super().__init__()
         self.path = path
         self._synchronous = synchronous
+        try:
+            keyfiles.private_database(path)
+        except OSError as exc:
+            raise StoreError(f"cannot create the log database {path}: {exc.strerror}") from None
         try:
             conn = self._connect(read_only=False)
             with conn:

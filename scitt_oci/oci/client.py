@@ -17,7 +17,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,9 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from scitt_oci import jsonin
 from scitt_oci.errors import MalformedError, ScittOciError
+from scitt_oci.lru import LruCache
 from scitt_oci.oci import manifest as mf
-from scitt_oci.oci.http import HttpError, Response, Session
+from scitt_oci.oci.http import HttpError, Response, Session, ascii_int
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest
 
@@ -122,12 +123,18 @@ class RegistryClient:
         self._subject_locks: dict[tuple[str, str], threading.Lock] = {}
         self._known_blobs: set[tuple[str, str]] = set()  # (repo, digest) seen in the registry: no HEAD again
         self._locks_guard = threading.Lock()
+        # Entries seen in each subject's fallback index, kept so that one lost to a concurrent writer is put back.
+        self._seen_entries: LruCache[tuple[str, str], dict[str, dict[str, Any]]] = LruCache(4096)
+        self.converge_rounds = 8
+        self.settle_seconds = (0.05, 0.25)  # the jittered pause before a confirming read of a shared index
 
     # ----- plumbing -----
     def _url(self, path: str) -> str:
         url = urljoin(self.settings.url + "/", path.lstrip("/")) if not path.startswith("http") else path
         if urlsplit(url).netloc != urlsplit(self.settings.url).netloc:
             raise RegistryError(f"refusing to contact {urlsplit(url).netloc}: only {self.settings.name} is configured")
+        if urlsplit(url).scheme != urlsplit(self.settings.url).scheme:  # e.g. an http:// upload Location
+            raise RegistryError(f"refusing {urlsplit(url).scheme}:// for {self.settings.url}: no scheme downgrade")
         return url
 
     def _token(self, challenge: str, scope_hint: str) -> str | None:
@@ -135,7 +142,16 @@ class RegistryClient:
         realm = params.get("realm")
         if not realm:
             return None
-        host = urlsplit(realm).netloc
+        parts = urlsplit(realm)
+        host = parts.netloc
+        if parts.scheme not in ("http", "https") or not host:
+            raise RegistryError(f"the registry's token realm {realm[:200]!a} is not an absolute http(s) URL")
+        if urlsplit(self.settings.url).scheme == "https" and parts.scheme != "https":
+            # The password (and the token) would cross the network in clear text.
+            raise RegistryError(
+                f"the registry's token realm {realm[:200]!a} is plain HTTP; an HTTPS registry's credentials "
+                "go to HTTPS token services only"
+            )
         if host != urlsplit(self.settings.url).netloc and host not in self.settings.auth_hosts:
             raise RegistryError(f"the registry's token service {host} is not an allowed auth host")
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope_hint)}
@@ -192,8 +208,8 @@ class RegistryClient:
             if r.status_code in ok or r.status_code == 404:
                 return r
             if (r.status_code >= 500 or r.status_code == 429) and attempt < self.settings.attempts:
-                retry_after = r.headers.get("retry-after", "")
-                self._sleep(min(float(retry_after), 10.0) if retry_after.isdigit() else random.uniform(0, delay))  # noqa: S311
+                retry_after = ascii_int(r.headers.get("retry-after"))
+                self._sleep(min(float(retry_after), 10.0) if retry_after is not None else random.uniform(0, delay))  # noqa: S311
                 delay = min(delay * 2, 3.0)
                 continue
             error = TransientRegistryError if r.status_code >= 500 or r.status_code == 429 else RegistryError
@@ -234,14 +250,14 @@ class RegistryClient:
         if r.status_code == 404:
             return None
         digest = r.headers.get("docker-content-digest")
-        size = r.headers.get("content-length", "")
-        if not digest or not size.isdigit():
+        size = _content_length(r)
+        if not digest or size is None:
             fetched = self.manifest(repo, reference)
             if fetched is None:
                 return None
             data, media_type, digest = fetched
             return Descriptor(media_type, digest, len(data))
-        return Descriptor(r.headers.get("content-type", "").split(";")[0].strip(), digest, int(size))
+        return Descriptor(r.headers.get("content-type", "").split(";")[0].strip(), digest, size)
 
     def blob(self, repo: str, digest: str, limit: int = MAX_BLOB_BYTES) -> bytes | None:
         r = self.request("GET", f"/v2/{repo}/blobs/{digest}", scope=f"repository:{repo}:pull", stream=True)
@@ -369,9 +385,12 @@ class RegistryClient:
         with self._locks_guard:
             return self._subject_locks.setdefault((repo, digest), threading.Lock())
 
-    def attach(self, repo: str, subject: Descriptor, artifact: bytes, layers: list[bytes]) -> str:
+    def attach(
+        self, repo: str, subject: Descriptor, artifact: bytes, layers: list[bytes], *, also: Sequence[Descriptor] = ()
+    ) -> str:
         """Push a referrer manifest and its blobs by digest; maintain the fallback index when the registry
-        does not process `subject`. Idempotent: attaching the same artifact again changes nothing."""
+        does not process `subject` (with `also`: other referrers of `subject` known to exist, such as the
+        signature a statement is about). Idempotent: attaching the same artifact again changes nothing."""
         self.push_blob(repo, mf.EMPTY_BLOB)
         for blob in layers:
             self.push_blob(repo, blob, check_exists=False)  # a re-upload of existing content is harmless
@@ -381,23 +400,80 @@ class RegistryClient:
             return digest
         parsed = mf.parse(artifact, mf.OCI_MANIFEST)
         entry = Descriptor(mf.OCI_MANIFEST, digest, len(artifact), parsed.effective_artifact_type, parsed.annotations)
-        with self._lock(repo, subject.digest):
-            for _ in range(5):
-                doc, listed = self._fallback_index(repo, subject.digest)
-                if any(d.digest == digest for d in listed):
-                    return digest
+        self.list_referrers(repo, subject.digest, [entry, *also])
+        return digest
+
+    def referrer_entry(self, repo: str, digest: str, subject: str) -> Descriptor | None:
+        """The index entry for the manifest `digest` if it exists and is a referrer of `subject`, else None."""
+        fetched = self.manifest(repo, digest)
+        if fetched is None:
+            return None
+        data, media_type, _ = fetched
+        parsed = mf.parse(data, media_type)
+        if parsed.subject is None or parsed.subject.digest != subject:
+            return None
+        return Descriptor(parsed.media_type, digest, len(data), parsed.effective_artifact_type, parsed.annotations)
+
+    def list_referrers(self, repo: str, subject: str, wanted: Sequence[Descriptor]) -> None:
+        """Make the tag-schema index of `subject` list every descriptor of `wanted`, without dropping any
+        entry another writer put there.
+
+        Registries such as Distribution 2.8 ignore `If-Match`, so a read-modify-write can lose to a
+        concurrent writer (Notation, ORAS, another replica) that read before us and writes after us.
+        Hence: merge what the index holds now with every entry seen in it before (this call and earlier
+        ones: an entry that vanished is put back while its manifest exists), write, and read again until
+        our entries and every entry seen are present. When others share the index, the confirming read
+        comes after a jittered pause, past the read-to-write window of a writer that started before us.
+        What a writer may still drop later is re-listed by the reconciliation of attachments."""
+        need = {d.digest: d.to_json() for d in wanted}
+        tag = mf.fallback_tag(subject)
+        with self._lock(repo, subject):
+            seen = self._seen_entries.get((repo, subject)) or {}
+            seen = dict(seen)
+            gone: set[str] = set()
+            wrote = contended = False
+            for _ in range(self.converge_rounds):
+                if wrote and contended:
+                    self._sleep(random.uniform(*self.settle_seconds))  # noqa: S311 - jitter
+                doc, _listed = self._fallback_index(repo, subject)
                 doc = doc or mf.empty_index()
-                doc.setdefault("manifests", []).append(entry.to_json())
-                self.push_manifest(repo, mf.canonical_json(doc), mf.OCI_INDEX, mf.fallback_tag(subject.digest))
-                # Re-read: another writer (outside this process) may have replaced the index meanwhile.
-                if any(d.digest == digest for d in self._fallback_index(repo, subject.digest)[1]):
-                    return digest
-        raise TransientRegistryError(f"{repo}:{mf.fallback_tag(subject.digest)} kept changing under us; will retry")
+                current = [e for e in doc.get("manifests") or [] if isinstance(e, dict)]
+                present = {str(e.get("digest")) for e in current}
+                if any(d not in need for d in present) or any(d not in present for d in seen if d not in gone):
+                    contended = True  # the index is shared, or an entry we saw was dropped by someone
+                for e in current:
+                    seen.setdefault(str(e.get("digest")), e)
+                missing = [need[d] for d in need if d not in present]
+                for d, e in seen.items():
+                    if d in present or d in need or d in gone:
+                        continue
+                    if self.head_manifest(repo, d) is None:
+                        gone.add(d)  # its manifest was deleted: a removal, not a lost write
+                    else:
+                        missing.append(e)
+                if not missing:
+                    self._seen_entries.put((repo, subject), {d: e for d, e in seen.items() if d not in gone})
+                    return
+                doc["manifests"] = current + missing
+                self.push_manifest(repo, mf.canonical_json(doc), mf.OCI_INDEX, tag)
+                wrote = True
+        raise TransientRegistryError(f"{repo}:{tag} kept changing under us; will retry")
+
+
+def _content_length(r: Response) -> int | None:
+    """The declared body size; a Content-Length that is not ASCII digits is a named error."""
+    declared = r.headers.get("content-length")
+    if declared is None:
+        return None
+    size = ascii_int(declared)
+    if size is None:
+        raise RegistryError(f"{r.url}: the registry's Content-Length {declared[:40]!a} is not a number")
+    return size
 
 
 def _read_limited(r: Response, limit: int) -> bytes:
-    declared = r.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    declared = _content_length(r)
+    if declared is not None and declared > limit:
         raise RegistryError(f"{r.url}: {declared} bytes is more than the {limit} read")
     chunks, size = [], 0
     for chunk in r.iter_content(65536):

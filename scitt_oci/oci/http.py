@@ -21,6 +21,17 @@ MAX_BODY = 16 * 1024 * 1024
 HttpError = (OSError, http.client.HTTPException)
 
 
+def ascii_int(value: str | None) -> int | None:
+    """A header's non-negative integer, or None: only ASCII digits count (`int()` and `str.isdigit()`
+    also take `²` or Arabic-Indic digits, which no HTTP header may carry)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text or len(text) > 18 or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
 class Headers:
     """Case-insensitive response headers (the first value of each)."""
 

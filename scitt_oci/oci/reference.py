@@ -17,8 +17,42 @@ _REGISTRY = re.compile(
 )
 
 
+DOCKER_HUB = "docker.io"
+_DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
+_DEFAULT_PORTS = {"https": ":443", "http": ":80"}
+_GLOB = re.compile(r"[*?\[]")
+
+
+def normalize_registry(host: str, scheme: str = "https") -> str:
+    """One spelling per registry: host names in lower case, the scheme's default port left out
+    (references carry no scheme: `https`, the default, drops `:443`), and Docker Hub's aliases as
+    `docker.io`. Two different host names stay two registries, even if they resolve alike."""
+    name = host.lower()
+    default = _DEFAULT_PORTS.get(scheme, "")
+    if default and name.endswith(default):
+        name = name[: -len(default)]
+    return DOCKER_HUB if name in _DOCKER_HUB_ALIASES else name
+
+
+def normalize_name(name: str) -> str:
+    """`registry/repository` (or a glob over it) with the registry normalised and Docker Hub's official
+    images (a one-component repository) under `library/`, as Docker Hub names them."""
+    registry, slash, repository = name.partition("/")
+    if not slash:
+        return name
+    registry = normalize_registry(registry)
+    if registry == DOCKER_HUB and repository and "/" not in repository and not _GLOB.search(repository):
+        repository = f"library/{repository}"
+    return f"{registry}/{repository}"
+
+
 def valid_repository(name: str) -> bool:
-    return len(name) <= 255 and bool(_REPOSITORY.match(name))
+    return len(name) <= 255 and bool(_REPOSITORY.fullmatch(name))
+
+
+def valid_tag(name: str) -> bool:
+    """A tag by the distribution spec's grammar `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`."""
+    return bool(_TAG.fullmatch(name))
 
 
 @dataclass(frozen=True)
@@ -75,11 +109,11 @@ class Reference:
         last = rest.rsplit("/", 1)[-1]
         if ":" in last:
             rest, _, tag = rest.rpartition(":")
-            if not _TAG.match(tag):
+            if not _TAG.fullmatch(tag):
                 raise MalformedError(f"image reference {original[:200]!r}: tag {tag!r} is not a valid tag")
-        if not _REGISTRY.match(registry):
+        if not _REGISTRY.fullmatch(registry):
             raise MalformedError(f"image reference {original[:200]!r}: {registry!r} is not a registry host[:port]")
-        if not _REPOSITORY.match(rest) or len(rest) > 255:
+        if not _REPOSITORY.fullmatch(rest) or len(rest) > 255:
             raise MalformedError(f"image reference {original[:200]!r}: {rest!r} is not a valid repository name")
         return cls(registry, rest, tag, digest)
 

@@ -180,7 +180,13 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
             workers=config.watch.workers,
             signature_trust=signature_trust.load(config.signatures),
         )
-        rt.reconciler = Reconciler(inbox, clients, config.watch.poll_interval_seconds)
+        rt.reconciler = Reconciler(
+            inbox,
+            clients,
+            config.watch.poll_interval_seconds,
+            reattach_interval=config.watch.reattach_interval_seconds,
+            settle=config.watch.reattach_settle_seconds,
+        )
         rt.webhook_secret_file = secret_file
         routes = webhook_routes(inbox, list(clients), secret)
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from scitt_oci.scitt.x509chain import CertificateRule
 from scitt_oci.errors import PolicyError, ScittOciError
+from scitt_oci.oci.reference import normalize_name
 
 MAX_POLICY_BYTES = 1 << 20
 MAX_KEY_FILE_BYTES = 1 << 20
@@ -104,9 +105,11 @@ class TrustPolicy:
     files: tuple[Path, ...] = ()  # every key or certificate file it was built from
 
     def for_repository(self, repository: str) -> tuple[Requirements, str, str | None]:
-        """(requirements, mode, the rule's pattern or None) for `registry/repository`: the first rule that matches."""
+        """(requirements, mode, the rule's pattern or None) for `registry/repository`: the first rule that
+        matches, both names normalised (host case, default port, Docker Hub aliases and `library/`)."""
+        name = normalize_name(repository)
         for rule in self.rules:
-            if fnmatch.fnmatchcase(repository, rule.match):
+            if fnmatch.fnmatchcase(name, normalize_name(rule.match)):
                 return rule.requirements, rule.mode, rule.match
         return self.requirements, self.mode, None
 

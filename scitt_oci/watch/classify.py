@@ -49,14 +49,14 @@ def classify(event: RegistryEvent, digest: str, manifest: Manifest | None) -> De
     kind = manifest.effective_artifact_type
     if kind == mf.STATEMENT_ARTIFACT:
         return skip("a scitt-oci statement artifact (our own)")
-    if event.tag and _FALLBACK_TAG.match(event.tag) and manifest.is_index:
+    if event.tag and _FALLBACK_TAG.fullmatch(event.tag) and manifest.is_index:
         return skip("a referrers fallback index")
     if manifest.subject is not None:
         fmt = SIGNATURE_TYPES.get(kind or "")
         if fmt is None:
             return skip(f"a referrer of type {kind!r}, not a signature")
         return Decision(Kind.SIGNATURE, manifest.subject.digest, fmt)
-    cosign = _COSIGN_TAG.match(event.tag or "")
+    cosign = _COSIGN_TAG.fullmatch(event.tag or "")
     if cosign:
         kind = Kind.ATTESTATION if cosign.group(2) == "att" else Kind.SIGNATURE
         return Decision(kind, f"sha256:{cosign.group(1)}", Format.COSIGN)

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from scitt_oci import jsonin
 from scitt_oci.errors import MalformedError
 from scitt_oci.oci.manifest import DOCKER_LIST, OCI_INDEX, STATEMENT_ARTIFACT
-from scitt_oci.oci.reference import Digest, valid_repository
+from scitt_oci.oci.reference import Digest, valid_repository, valid_tag
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
 PUSH, DELETE, DEPLOY = "push", "delete", "deploy"
@@ -28,9 +28,13 @@ class RegistryEvent:
     action: str  # "push", "delete", or "deploy" (from admission, never from a webhook)
     media_type: str | None = None
     deployment: tuple[tuple[str, str], ...] = ()  # for deploy: cluster, namespace, workload
+    # The sender's id of this event (Distribution's event id, a CloudEvents id, GitHub's delivery id):
+    # a redelivery carries the same one, a new push of the same digest (say, after its deletion) another.
+    delivery: str | None = field(default=None, compare=False)
 
     def key(self) -> str:
-        """What makes two deliveries the same event (for de-duplication in the inbox)."""
+        """What the event says (the inbox tells repeated events from redeliveries with it, the delivery
+        id and what happened to the manifest in between)."""
         where = "|".join(v for _k, v in self.deployment)
         return f"{self.action}|{self.repository}|{self.digest or ''}|{self.tag or ''}" + (f"|{where}" if where else "")
 
@@ -42,13 +46,20 @@ class RegistryEvent:
             "action": self.action,
             "media_type": self.media_type,
             "deployment": dict(self.deployment),
+            "delivery": self.delivery,
         }
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> RegistryEvent:
         deployment = tuple(sorted((doc.get("deployment") or {}).items()))
         return cls(
-            doc["repository"], doc.get("digest"), doc.get("tag"), doc["action"], doc.get("media_type"), deployment
+            doc["repository"],
+            doc.get("digest"),
+            doc.get("tag"),
+            doc["action"],
+            doc.get("media_type"),
+            deployment,
+            doc.get("delivery"),
         )
 
 
@@ -78,12 +89,35 @@ def _digest(value: Any, where: str, *, required: bool = True) -> str | None:
     return text
 
 
+def _tag(value: Any, where: str) -> str | None:
+    """An optional tag, held to the OCI reference grammar: a tag is also a path segment of registry URLs
+    and is printed by the CLI, so `../`, `?`, `#` or control characters never pass."""
+    text = _text(value, where, required=False)
+    if text is not None and not valid_tag(text):
+        raise MalformedError(f"{where} {text[:100]!a} is not a tag ([A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})")
+    return text
+
+
 def _repository(value: Any, where: str) -> str:
     text = _text(value, where)
     assert text is not None
     if not valid_repository(text):
         raise MalformedError(f"{where} {text[:100]!r} is not a repository name")
     return text
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _delivery(*candidates: Any) -> str | None:
+    """The first usable delivery id: a string or an integer (a timestamp), at most 200 printable characters."""
+    for value in candidates:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            continue
+        text = str(value)
+        if text and len(text) <= 200 and not _CONTROL.search(text):
+            return text
+    return None
 
 
 # ----------------------------------------------------------------------------- CNCF Distribution, GitLab, ACR
@@ -97,12 +131,14 @@ def _distribution_event(e: dict[str, Any], where: str) -> RegistryEvent | None:
         return None  # a blob, not a manifest
     repository = _repository(target.get("repository"), f"{where}.target.repository")
     digest = _digest(target.get("digest"), f"{where}.target.digest", required=False)
-    tag = _text(target.get("tag"), f"{where}.target.tag", required=False)
+    tag = _tag(target.get("tag"), f"{where}.target.tag")
     if _ours(target, tag, media_type):
         return None
     if digest is None and (action == DELETE or tag is None):
         return None  # a tag deletion (Distribution sends one beside the manifest's): the manifest event suffices
-    return RegistryEvent(repository, digest, tag, action, media_type)
+    return RegistryEvent(
+        repository, digest, tag, action, media_type, delivery=_delivery(e.get("id"), e.get("timestamp"))
+    )
 
 
 _FALLBACK_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")
@@ -112,7 +148,7 @@ def _ours(target: dict[str, Any], tag: str | None, media_type: str | None) -> bo
     """Events for what the watcher itself pushed, recognisable from the payload alone: a statement
     artifact (its layer's media type is listed in `references`) or a referrers fallback index. Dropping
     them here saves storing and fetching them; the worker would skip them anyway."""
-    if tag and _FALLBACK_TAG.match(tag) and media_type in (OCI_INDEX, DOCKER_LIST):
+    if tag and _FALLBACK_TAG.fullmatch(tag) and media_type in (OCI_INDEX, DOCKER_LIST):
         return True
     references = target.get("references")
     return isinstance(references, list) and any(
@@ -143,8 +179,11 @@ def parse_acr(body: bytes, headers: Mapping[str, str]) -> list[RegistryEvent]:
         item = _obj(item, f"event[{i}]")
         if "data" in item and "target" not in item:  # Event Grid / CloudEvents: the same object under data
             kind = str(item.get("eventType") or item.get("type") or "")
+            wrapper_id = _delivery(item.get("id"))
             item = dict(_obj(item["data"], f"event[{i}].data"))
             item.setdefault("action", DELETE if kind.endswith("Deleted") else PUSH)
+            if wrapper_id and _delivery(item.get("id")) is None:
+                item["id"] = wrapper_id
         parsed = _distribution_event(item, f"event[{i}]")
         if parsed:
             out.append(parsed)
@@ -173,6 +212,7 @@ def parse_harbor(body: bytes, headers: Mapping[str, str]) -> list[RegistryEvent]
     resources = data.get("resources")
     if not isinstance(resources, list):
         raise MalformedError("event_data.resources must be a list")
+    delivery = _delivery(headers.get("ce-id"), doc.get("id"), doc.get("occur_at"), doc.get("time"))
     out = []
     for i, r in enumerate(resources):
         r = _obj(r, f"resources[{i}]")
@@ -180,8 +220,9 @@ def parse_harbor(body: bytes, headers: Mapping[str, str]) -> list[RegistryEvent]
             RegistryEvent(
                 repository,
                 _digest(r.get("digest"), f"resources[{i}].digest"),
-                _text(r.get("tag"), f"resources[{i}].tag", required=False),
+                _tag(r.get("tag"), f"resources[{i}].tag"),
                 action,
+                delivery=delivery,
             )
         )
     return out
@@ -207,8 +248,8 @@ def parse_github(body: bytes, headers: Mapping[str, str]) -> list[RegistryEvent]
     metadata = version.get("container_metadata") or {}
     tag = None
     if isinstance(metadata, dict) and isinstance(metadata.get("tag"), dict):
-        tag = _text(metadata["tag"].get("name"), "container_metadata.tag.name", required=False)
-    return [RegistryEvent(repository, digest, tag, PUSH)]
+        tag = _tag(metadata["tag"].get("name"), "container_metadata.tag.name")
+    return [RegistryEvent(repository, digest, tag, PUSH, delivery=_delivery(headers.get("x-github-delivery")))]
 
 
 # ----------------------------------------------------------------------------- zot
@@ -221,7 +262,7 @@ def parse_zot(body: bytes, headers: Mapping[str, str]) -> list[RegistryEvent]:
     if action is None:
         return []
     reference = _text(data.get("reference"), "data.reference", required=False)
-    tag = reference if reference and not reference.startswith("sha256:") else None
+    tag = _tag(reference, "data.reference") if reference and not reference.startswith("sha256:") else None
     media_type = data.get("mediaType") if isinstance(data.get("mediaType"), str) else None
     return [
         RegistryEvent(
@@ -230,19 +271,21 @@ def parse_zot(body: bytes, headers: Mapping[str, str]) -> list[RegistryEvent]:
             tag,
             action,
             media_type,
+            delivery=_delivery(headers.get("ce-id"), doc.get("id")),
         )
     ]
 
 
 # ----------------------------------------------------------------------------- generic
 def parse_generic(body: bytes, headers: Mapping[str, str]) -> list[RegistryEvent]:
-    """`{"repository": "...", "digest": "sha256:...", "tag"?: "...", "action"?: "push"|"delete"}` or a list of them."""
+    """`{"repository": "...", "digest": "sha256:...", "tag"?: "...", "action"?: "push"|"delete", "id"?: "..."}`
+    or a list of them (`id`: the sender's event id, telling a redelivery from a new event)."""
     doc = _json(body)
     items = doc if isinstance(doc, list) else [doc]
     out = []
     for i, item in enumerate(items):
         item = _obj(item, f"event[{i}]")
-        unknown = set(item) - {"repository", "digest", "tag", "action"}
+        unknown = set(item) - {"repository", "digest", "tag", "action", "id"}
         if unknown:
             raise MalformedError(f"event[{i}]: unknown keys {sorted(unknown)}")
         action = item.get("action", PUSH)
@@ -252,8 +295,9 @@ def parse_generic(body: bytes, headers: Mapping[str, str]) -> list[RegistryEvent
             RegistryEvent(
                 _repository(item.get("repository"), f"event[{i}].repository"),
                 _digest(item.get("digest"), f"event[{i}].digest"),
-                _text(item.get("tag"), f"event[{i}].tag", required=False),
+                _tag(item.get("tag"), f"event[{i}].tag"),
                 action,
+                delivery=_delivery(item.get("id")),
             )
         )
     return out

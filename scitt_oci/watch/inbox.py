@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from scitt_oci.watch.events import RegistryEvent
+from scitt_oci import keyfiles
+from scitt_oci.watch.events import DELETE, PUSH, RegistryEvent
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -33,9 +34,18 @@ CREATE TABLE IF NOT EXISTS events (
     UNIQUE (registry, key)
 );
 CREATE INDEX IF NOT EXISTS events_due ON events (state, next_at);
+CREATE TABLE IF NOT EXISTS deliveries (
+    registry TEXT NOT NULL, delivery TEXT NOT NULL, content TEXT NOT NULL, event_id INTEGER NOT NULL,
+    PRIMARY KEY (registry, delivery, content)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS transitions (
+    registry TEXT NOT NULL, manifest TEXT NOT NULL, action TEXT NOT NULL, event_id INTEGER NOT NULL,
+    PRIMARY KEY (registry, manifest, action)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS recorded (
     registry TEXT NOT NULL, repository TEXT NOT NULL, subject TEXT NOT NULL, kind TEXT NOT NULL,
     recorded TEXT NOT NULL, media_type TEXT, size INTEGER, referrer TEXT, created REAL NOT NULL,
+    confirmed REAL,
     PRIMARY KEY (registry, repository, subject, kind, recorded)
 ) WITHOUT ROWID;
 """
@@ -48,6 +58,17 @@ class InboxItem:
     event: RegistryEvent
     attempts: int
     statement: bytes | None
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A statement on record and the referrer manifest that attached it to `subject`."""
+
+    repository: str
+    subject: str
+    kind: str
+    recorded: str  # the manifest recorded (for a signature: the signature's own manifest)
+    referrer: str
 
 
 @dataclass(frozen=True)
@@ -76,8 +97,12 @@ class Inbox:
         self.max_delay = max_delay
         self._local = threading.local()
         self.wakeup = threading.Event()
+        keyfiles.private_database(path)
         with self._conn() as conn:
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(recorded)")}
+            if "confirmed" not in columns:  # a data directory from before attachments were reconciled
+                conn.execute("ALTER TABLE recorded ADD COLUMN confirmed REAL")
 
     def _conn(self, durable: bool = False) -> sqlite3.Connection:
         """A per-thread connection. `durable` ones fsync every commit (events before the 2xx, statements
@@ -93,18 +118,54 @@ class Inbox:
         return conn
 
     def add(self, registry: str, events: list[RegistryEvent]) -> int:
-        """Store events durably (one transaction); returns how many were new."""
+        """Store events durably (one transaction); returns how many were new.
+
+        A redelivery (the same delivery id and content) or the same news from another source (a
+        platform manifest named by its index, polling) is stored once. A push of a manifest after its
+        deletion (or a deletion after a new push) is a new event: its key names the last opposite event
+        stored for that manifest."""
         now = time.time()
         conn = self._conn(durable=True)
         conn.execute("BEGIN IMMEDIATE")
         try:
             added = 0
             for e in events:
+                content = e.key()
+                if (
+                    e.delivery
+                    and conn.execute(
+                        "SELECT 1 FROM deliveries WHERE registry = ? AND delivery = ? AND content = ?",
+                        (registry, e.delivery, content),
+                    ).fetchone()
+                ):
+                    continue  # a redelivery, even after what followed it
+                key = content
+                manifest = f"{e.repository}@{e.digest}" if e.digest and e.action in (PUSH, DELETE) else None
+                if manifest is not None:
+                    after = conn.execute(
+                        "SELECT event_id FROM transitions WHERE registry = ? AND manifest = ? AND action = ?",
+                        (registry, manifest, DELETE if e.action == PUSH else PUSH),
+                    ).fetchone()
+                    if after:
+                        key += f"|after={after[0]}"
                 cur = conn.execute(
                     "INSERT OR IGNORE INTO events (registry, key, event, created, updated) VALUES (?, ?, ?, ?, ?)",
-                    (registry, e.key(), json.dumps(e.to_json()), now, now),
+                    (registry, key, json.dumps(e.to_json()), now, now),
                 )
-                added += cur.rowcount
+                if cur.rowcount != 1:
+                    continue
+                added += 1
+                event_id = cur.lastrowid
+                if e.delivery:
+                    conn.execute(
+                        "INSERT OR IGNORE INTO deliveries VALUES (?, ?, ?, ?)",
+                        (registry, e.delivery, content, event_id),
+                    )
+                if manifest is not None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO transitions VALUES (?, ?, ?, ?)",
+                        (registry, manifest, e.action, event_id),
+                    )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -206,7 +267,7 @@ class Inbox:
         referrer: str | None,
     ) -> None:
         self._conn().execute(
-            "INSERT OR REPLACE INTO recorded VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO recorded VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
             (registry, repository, subject, kind, recorded, media_type, size, referrer, time.time()),
         )
 
@@ -233,3 +294,26 @@ class Inbox:
             .fetchone()
         )
         return row is not None
+
+    def attachments(self, registry: str, *, before: float, everything: bool = False) -> list[Attachment]:
+        """What is on record with a referrer, recorded before `before`: only what no reconciliation has
+        confirmed yet, or `everything`."""
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT repository, subject, kind, recorded, referrer FROM recorded WHERE registry = ? "
+                "AND referrer IS NOT NULL AND created < ? AND (? OR confirmed IS NULL)",
+                (registry, before, everything),
+            )
+            .fetchall()
+        )
+        return [Attachment(*row) for row in rows]
+
+    def confirm(self, registry: str, attachments: list[Attachment]) -> None:
+        """Mark attachments as seen listed by the registry."""
+        now = time.time()
+        self._conn().executemany(
+            "UPDATE recorded SET confirmed = ? WHERE registry = ? AND repository = ? AND subject = ? AND kind = ? "
+            "AND recorded = ?",
+            [(now, registry, a.repository, a.subject, a.kind, a.recorded) for a in attachments],
+        )

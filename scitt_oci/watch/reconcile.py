@@ -1,4 +1,6 @@
-"""Finding what webhooks missed: walk the catalog and the tags, queue what is not on record yet.
+"""Finding what webhooks missed: walk the catalog and the tags, queue what is not on record yet; and
+checking that what is on record is still attached: re-list a statement (or a signature it is about)
+that a concurrent writer dropped from a tag-schema referrers index.
 
 Used by the periodic reconciliation loop of `serve` and by `scitt-oci backfill`.
 """
@@ -8,11 +10,14 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from scitt_oci.oci.client import RegistryClient
+from scitt_oci.oci.manifest import Descriptor
+from scitt_oci.oci.reference import valid_repository, valid_tag
 from scitt_oci.watch.events import PUSH, RegistryEvent
-from scitt_oci.watch.inbox import Inbox
+from scitt_oci.watch.inbox import Attachment, Inbox
 
 log = logging.getLogger(__name__)
 _FALLBACK_TAG = re.compile(r"^sha(256|512)-[0-9a-f]{64,128}$")
@@ -23,30 +28,77 @@ def unrecorded(
 ) -> Iterator[RegistryEvent]:
     """Push events for every tagged manifest of `repositories` (default: the catalog) not yet on record."""
     for repo in repositories if repositories is not None else client.catalog():
+        if not valid_repository(repo):
+            log.warning("%s: skipping the repository %s, not a repository name", name, ascii(repo[:100]))
+            continue
         for tag in client.tags(repo):
-            if _FALLBACK_TAG.match(tag):
+            if _FALLBACK_TAG.fullmatch(tag):
                 continue  # a referrers index (ours or another tool's), never an image
+            if not valid_tag(tag):  # a tag is a path segment: `../` or `?` would lead elsewhere
+                log.warning("%s/%s: skipping the tag %s, not a tag", name, repo, ascii(tag[:100]))
+                continue
             found = client.head_manifest(repo, tag)
             if found is not None and not inbox.is_recorded(name, repo, found.digest):
                 yield RegistryEvent(repo, found.digest, tag, PUSH, found.media_type or None)
 
 
+def reattach(inbox: Inbox, name: str, client: RegistryClient, *, settle: float = 30.0, everything: bool = False) -> int:
+    """Compare what is on record with what the registry lists as attached, and list again what is
+    missing: our statement referrers, and the signatures they are about when those are referrers of
+    the same image. Attachments recorded less than `settle` seconds ago are left to their writer; the
+    rest are checked once (`everything`: all of them again). Returns how many entries were re-listed."""
+    by_subject: dict[tuple[str, str], list[Attachment]] = {}
+    for a in inbox.attachments(name, before=time.time() - settle, everything=everything):
+        by_subject.setdefault((a.repository, a.subject), []).append(a)
+    relisted = 0
+    for (repo, subject), items in by_subject.items():
+        listed = {d.digest for d in client.referrers(repo, subject)}
+        missing: list[Descriptor] = []
+        if client.referrers_api is not True:  # a registry with the referrers API lists what exists by itself
+            candidates = {a.referrer for a in items} | {a.recorded for a in items if a.kind == "signature"}
+            for digest in sorted(candidates - listed):
+                entry = client.referrer_entry(repo, digest, subject)
+                if entry is not None:  # None: deleted since, or a cosign .sig (a tag, not a referrer)
+                    missing.append(entry)
+        if missing:
+            log.warning(
+                "%s/%s@%s: %d referrers were missing from its index; listing them again",
+                name,
+                repo,
+                subject,
+                len(missing),
+            )
+            client.list_referrers(repo, subject, missing)
+            relisted += len(missing)
+        inbox.confirm(name, items)
+    return relisted
+
+
 class Reconciler:
+    """The periodic loop: polling for what webhooks missed (`interval`, 0 = off) and re-listing
+    attachments that concurrent writers dropped (`reattach_interval`, 0 = off)."""
+
     def __init__(
         self,
         inbox: Inbox,
         clients: dict[str, RegistryClient],
         interval: float,
         on_error: Callable[[Exception], None] | None = None,
+        *,
+        reattach_interval: float = 0.0,
+        settle: float = 30.0,
     ) -> None:
         self.inbox = inbox
         self.clients = clients
         self.interval = interval
+        self.reattach_interval = reattach_interval
+        self.settle = settle
         self.on_error = on_error
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> int:
+        """Queue what is not on record yet; returns how many events were queued."""
         queued = 0
         for name, client in self.clients.items():
             try:
@@ -57,15 +109,36 @@ class Reconciler:
                     self.on_error(exc)
         return queued
 
+    def reattach_once(self, *, everything: bool = False) -> int:
+        """List again what is on record but no longer attached; returns how many entries were re-listed."""
+        relisted = 0
+        for name, client in self.clients.items():
+            try:
+                relisted += reattach(self.inbox, name, client, settle=self.settle, everything=everything)
+            except Exception as exc:  # tried again next round: unconfirmed attachments stay unconfirmed
+                log.warning("reconciling attachments in %s failed: %s", name, exc)
+                if self.on_error:
+                    self.on_error(exc)
+        return relisted
+
     def start(self) -> None:
-        if self.interval <= 0:
+        if self.interval <= 0 and self.reattach_interval <= 0:
             return
         self._thread = threading.Thread(target=self._run, name="scitt-oci-reconcile", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.run_once()
+        periods = [p for p in (self.interval, self.reattach_interval) if p > 0]
+        tick = min(periods)
+        next_poll = next_reattach = time.monotonic()
+        while not self._stop.wait(tick):
+            now = time.monotonic()
+            if self.interval > 0 and now >= next_poll + self.interval:
+                next_poll = now
+                self.run_once()
+            if self.reattach_interval > 0 and now >= next_reattach + self.reattach_interval:
+                next_reattach = now
+                self.reattach_once()
 
     def stop(self) -> None:
         self._stop.set()

@@ -18,7 +18,7 @@ from scitt_oci.log.service import TransparencyService
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistryError
 from scitt_oci.oci.manifest import Descriptor
-from scitt_oci.oci.reference import Digest, Reference
+from scitt_oci.oci.reference import Digest, Reference, valid_tag
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.scitt import statement as statement_mod
 from scitt_oci.signatures.artifact import MAX_LAYER_BYTES, layers_to_fetch, verify_signature
@@ -145,6 +145,8 @@ class Watcher:
         client = self.clients.get(item.registry)
         if client is None:
             raise PermanentError(f"registry {item.registry!r} is not configured")
+        if event.tag is not None and not valid_tag(event.tag):  # stored before webhooks validated tags
+            raise PermanentError(f"the tag {event.tag[:100]!a} is not a tag; never used in a registry path")
         digest = event.digest
         if digest is None:  # a tag-only event: resolve it now
             found = client.head_manifest(event.repository, event.tag or "")
@@ -194,7 +196,26 @@ class Watcher:
             artifact = mf.statement_artifact(
                 subject, ts, kind=decision.kind.value, issuer=self.issuer, service=self.registrar.identity, created=iat
             )
-            referrer = client.attach(event.repository, subject, artifact, [ts])
+            # A signature that is itself a referrer of the image (Notation, Sigstore bundles) belongs in the
+            # same index: listing it again heals a concurrent signer's lost write.
+            also = []
+            if (
+                decision.kind is profile.Kind.SIGNATURE
+                and manifest is not None
+                and descriptor is not None
+                and manifest.subject is not None
+                and manifest.subject.digest == subject.digest
+            ):
+                also.append(
+                    Descriptor(
+                        descriptor.media_type,
+                        descriptor.digest,
+                        descriptor.size,
+                        manifest.effective_artifact_type,
+                        manifest.annotations,
+                    )
+                )
+            referrer = client.attach(event.repository, subject, artifact, [ts], also=also)
         self.inbox.record(
             item.registry,
             event.repository,

@@ -196,6 +196,18 @@ def test_webhook_rejections(watched: Setup) -> None:
     assert requests.post(watched.server.url + "/webhooks/nope", data=b"{}", headers=auth, timeout=5).status_code == 404
     assert requests.post(url, data=b"{}", headers={**auth, "Content-Type": "text/plain"}, timeout=5).status_code == 415
     assert requests.post(url + "?registry=evil.example", data=b'{"events": []}', headers=auth, timeout=5).status_code == 400
+    # Tags outside the reference grammar: a 400 naming the field, nothing stored.
+    for tag in ("../../../../_catalog?n=1#", "v1\r\nX: y"):
+        event = {"events": [{"id": "t1", "action": "push", "target": {
+            "mediaType": mf.OCI_MANIFEST, "repository": "wabbit/x", "tag": tag,
+            "digest": "sha256:" + "ab" * 32}}]}
+        refused = requests.post(url, data=json.dumps(event), headers=auth, timeout=5)
+        assert refused.status_code == 400 and "events[0].target.tag" in refused.json()["detail"]
+    # A signature header with non-ASCII characters is a wrong signature, not a server error.
+    github = watched.server.url + "/webhooks/github"
+    odd = requests.post(github, data=b"{}", headers={"X-Hub-Signature-256": "sha256=\u00b2\u00e9",
+                                                    "Content-Type": "application/json"}, timeout=5)
+    assert odd.status_code == 401
 
 
 def test_github_hmac_signed_webhook_is_accepted(watched: Setup) -> None:
@@ -213,3 +225,47 @@ def test_github_hmac_signed_webhook_is_accepted(watched: Setup) -> None:
     forged = requests.post(url, data=body, headers={"X-Hub-Signature-256": "sha256=" + "0" * 64,
                                                     "Content-Type": "application/json"}, timeout=5)
     assert forged.status_code == 401
+
+
+def test_a_push_after_a_delete_is_recorded_again_and_a_stripped_delete_record_comes_back(watched: Setup) -> None:
+    repo = "wabbit/again"
+    digest = oci_layout(watched.root / "img-again", "again")
+    skopeo_push(watched.root / "img-again", watched.registry, repo)
+    statements_for(watched, repo, digest, 1)
+    deleted = watched.client.request("DELETE", f"/v2/{repo}/manifests/{digest}", scope=f"repository:{repo}:delete",
+                                     ok=(202,))
+    assert deleted.status_code == 202
+    statements_for(watched, repo, digest, 2, timeout=90)  # a busy machine can hold a notification back a while
+    skopeo_push(watched.root / "img-again", watched.registry, repo)  # the same digest, pushed again
+    assert kinds(watched, statements_for(watched, repo, digest, 3, timeout=90), digest) == ["delete", "push", "push"]
+    # Once the watcher is done with every event (its writer may otherwise still be converging and put
+    # the entry back itself), a pusher that rewrites the index keeping only what it knows strips the
+    # delete record...
+    import sqlite3
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with sqlite3.connect(f"file:{watched.server.data_dir / 'watch.db'}?mode=ro", uri=True) as conn:
+            query = "SELECT COUNT(*) FROM events WHERE state = 'pending' AND event LIKE '%wabbit/again%'"
+            if conn.execute(query).fetchone()[0] == 0:
+                break
+        time.sleep(0.05)  # polling an asynchronous outcome, bounded by the deadline
+    tag = mf.fallback_tag(digest)
+    fetched = watched.client.manifest(repo, tag)
+    assert fetched is not None
+    index = json.loads(fetched[0])
+    delete_entry = [e for e in index["manifests"] if e["annotations"][mf.ANN_KIND] == "delete"]
+    index["manifests"] = [e for e in index["manifests"] if e not in delete_entry]
+    watched.client.push_manifest(repo, mf.canonical_json(index), mf.OCI_INDEX, tag)
+    assert len(watched.client.referrers(repo, digest, mf.STATEMENT_ARTIFACT)) == 2
+    # ...and the reconciliation of attachments lists it again: backfill's, or (if its turn comes first)
+    # the periodic one of the running service.
+    import subprocess
+    import sys
+
+    backfill = subprocess.run([sys.executable, "-m", "scitt_oci", "backfill", watched.registry.host, "--data-dir",
+                               str(watched.server.data_dir), "--registry-insecure"],
+                              capture_output=True, text=True, check=False, timeout=120)
+    assert backfill.returncode == 0, backfill.stderr
+    assert "missing referrers" in backfill.stdout, backfill.stdout
+    assert kinds(watched, statements_for(watched, repo, digest, 3), digest) == ["delete", "push", "push"]

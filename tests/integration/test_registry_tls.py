@@ -48,3 +48,53 @@ def test_tls_registry_is_verified_against_the_configured_ca(tmp_path: Path) -> N
             untrusted.blob("app", digest)
     finally:
         registry.stop()
+
+
+def test_credentials_never_go_to_a_plain_http_token_realm(tmp_path: Path) -> None:
+    """A TLS registry whose token realm is http:// (or scheme-less): the Basic password would cross the
+    network in clear text. The realm, a loopback double, must never be asked."""
+    import http.server
+    import threading
+
+    from tests.serverproc import free_port
+
+    hits: list[tuple[str, str | None]] = []
+
+    class Realm(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append((self.path, self.headers.get("Authorization")))
+            body = b'{"token": "not-a-real-token"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    realm_port = free_port()
+    realm = http.server.ThreadingHTTPServer(("127.0.0.1", realm_port), Realm)
+    threading.Thread(target=realm.serve_forever, daemon=True).start()
+    ca, cert, key = _tls(tmp_path)
+    try:
+        for n, url in enumerate((f"http://127.0.0.1:{realm_port}/token", f"//127.0.0.1:{realm_port}/token")):
+            auth = f"auth: {{token: {{realm: '{url}', service: test, issuer: test, rootcertbundle: {ca}}}}}"
+            registry = RegistryProcess(tmp_path / f"registry{n}", tls=(cert, key), extra=auth).start()
+            try:
+                client = RegistryClient(RegistrySettings.for_url(
+                    registry.url, ca_file=str(ca), username="ci", password="the-registry-password",
+                    auth_hosts=(f"127.0.0.1:{realm_port}",), attempts=2))
+                with pytest.raises(RegistryError, match="plain HTTP|not an absolute"):
+                    client.blob("app", "sha256:" + "ab" * 32)
+            finally:
+                registry.stop()
+        assert hits == []
+    finally:
+        realm.shutdown()
+
+
+def test_an_http_location_from_an_https_registry_is_refused() -> None:
+    client = RegistryClient(RegistrySettings.for_url("https://127.0.0.1:9"))
+    with pytest.raises(RegistryError, match="no scheme downgrade"):
+        client.request("PUT", "http://127.0.0.1:9/v2/app/blobs/uploads/x?digest=sha256:00")

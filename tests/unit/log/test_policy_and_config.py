@@ -141,3 +141,10 @@ def test_absolute_paths_and_flags_are_left_alone(tmp_path: Path) -> None:
     cfg = config.load(tmp_path / "c.yaml", environ={}, overrides={"issuer_key": "relative.pem"})
     assert cfg.tls_cert == Path("/etc/tls.crt") and cfg.admission.trust_policy == tmp_path / "p.yaml"
     assert cfg.issuer_key == Path("relative.pem")  # flags and environment are relative to the working directory
+
+
+def test_inline_tokens_need_16_characters_like_token_files(tmp_path: Path) -> None:
+    with pytest.raises(PolicyError, match=r"auth\.tokens: Value error, token 1 is shorter than 16 characters"):
+        config.load(environ={}, overrides={"auth": {"tokens": ["a-long-enough-token-0123", "short"]}})
+    assert config.load(environ={}, overrides={"auth": {"tokens": [" a-long-enough-token-0123 "]}}).auth.tokens == [
+        "a-long-enough-token-0123"]

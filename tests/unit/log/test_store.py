@@ -107,3 +107,17 @@ def test_storage_per_entry_is_the_entry_plus_under_100_bytes(tmp_path: Path) -> 
     conn.close()
     overhead = ((tmp_path / "log.db").stat().st_size - sum(map(len, entries))) / len(entries)
     assert overhead < 100, f"{overhead:.1f} bytes per entry beyond the entry itself"
+
+
+def test_database_files_are_private_and_an_open_one_is_tightened(tmp_path: Path) -> None:
+    import stat
+
+    store = SqliteStore(tmp_path / "log.db", synchronous="NORMAL")
+    _fill(store, [b"entry-1", b"entry-2"], [2])
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("log.db")]
+    assert {p.name for p in files} >= {"log.db", "log.db-wal", "log.db-shm"}
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files)
+    (tmp_path / "old.db").touch(mode=0o644)
+    (tmp_path / "old.db").chmod(0o644)
+    SqliteStore(tmp_path / "old.db", synchronous="NORMAL")
+    assert stat.S_IMODE((tmp_path / "old.db").stat().st_mode) == 0o600

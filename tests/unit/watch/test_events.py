@@ -90,3 +90,42 @@ def test_our_own_pushes_are_dropped_from_distribution_payloads() -> None:
                                       "tag": "sha256-" + "ab" * 32}},
     ]}
     assert events.parse_distribution(json.dumps(ours).encode(), {}) == []
+
+
+@pytest.mark.parametrize("tag", ["../../../../_catalog?n=1#", "v1\r\nX-Injected: 1", "v1\n", "-lead", "a" * 129, "t#x"])
+def test_tags_outside_the_reference_grammar_are_refused_naming_the_field(tag: str) -> None:
+    body = {"events": [{"action": "push", "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                                     "digest": D, "repository": "demo/app", "tag": tag}}]}
+    with pytest.raises(MalformedError, match=r"events\[0\]\.target\.tag .* is not a tag") as caught:
+        events.parse_distribution(json.dumps(body).encode(), {})
+    assert "\r" not in str(caught.value) and "\n" not in str(caught.value)
+    generic = {"repository": "demo/app", "digest": D, "tag": tag}
+    with pytest.raises(MalformedError, match=r"event\[0\]\.tag"):
+        events.parse_generic(json.dumps(generic).encode(), {})
+    zot = {"name": "app", "reference": tag, "digest": D}
+    with pytest.raises(MalformedError, match=r"data\.reference"):
+        events.parse_zot(json.dumps(zot).encode(), {"ce-type": "zotregistry.image.updated"})
+
+
+def test_redeliveries_are_one_event_and_a_new_push_of_the_same_digest_is_another() -> None:
+    def push(event_id: str) -> RegistryEvent:
+        body = {"events": [{"id": event_id, "timestamp": "2026-11-30T10:00:00Z", "action": "push",
+                            "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": D,
+                                       "repository": "demo/app", "tag": "v1"}}]}
+        return events.parse_distribution(json.dumps(body).encode(), {})[0]
+
+    first, redelivered, again = push("7f0b3c1e"), push("7f0b3c1e"), push("a1d2e3f4")
+    assert first.delivery == redelivered.delivery == "7f0b3c1e" and again.delivery == "a1d2e3f4"
+    assert first.key() == again.key()  # the same news; the inbox tells them apart by delivery and history
+    assert RegistryEvent.from_json(first.to_json()).delivery == first.delivery
+    github = {"action": "published", "package": {"name": "app", "package_type": "container",
+              "package_version": {"version": D}}}
+    one = events.parse_github(json.dumps(github).encode(), {"x-github-delivery": "d-1"})[0]
+    two = events.parse_github(json.dumps(github).encode(), {"x-github-delivery": "d-2"})[0]
+    assert (one.delivery, two.delivery) == ("d-1", "d-2")
+    ids = [events.parse_generic(json.dumps({"repository": "demo/app", "digest": D, "id": i}).encode(), {})[0].delivery
+           for i in ("1", "2")]
+    assert ids == ["1", "2"]
+    # An id that is not a printable string is no id (the event is still taken, keyed by its content).
+    odd = events.parse_generic(json.dumps({"repository": "demo/app", "digest": D, "id": "x\r\ny"}).encode(), {})[0]
+    assert odd.delivery is None
