@@ -466,10 +466,23 @@ def test_sigkill_mid_promote_never_leaves_the_tag_without_the_record(world: Worl
     assert admit.returncode == 0, admit.stdout
 
 
-def test_verify_after_skopeo_copy_which_drops_artifact_types(world: World, published: tuple[str, list[str]]) -> None:
-    """`skopeo copy --all` of the image and of its tag-schema index: entries arrive without artifactType."""
+def test_verify_after_skopeo_copy_which_drops_artifact_types(
+    world: World, published: tuple[str, list[str]], tmp_path: Path
+) -> None:
+    """`skopeo copy --all` of the image and of its tag-schema index: entries arrive without artifactType.
+
+    The copy goes to a registry no watcher writes to: skopeo replaces the index whole, so a watcher
+    attaching its own statements at the same moment could race it (Distribution ignores If-Match)."""
     w, (digest, _) = world, published
-    src, dst = f"{w.wabbit.registry.host}/wabbit/net-monitor", f"{w.acme.registry.host}/acme/skopeo"
+    plain = RegistryProcess(tmp_path / "registry").start()
+    try:
+        _verify_after_skopeo_copy(w, digest, plain)
+    finally:
+        plain.stop()
+
+
+def _verify_after_skopeo_copy(w: World, digest: str, plain: RegistryProcess) -> None:
+    src, dst = f"{w.wabbit.registry.host}/wabbit/net-monitor", f"{plain.host}/acme/skopeo"
     base = [require("skopeo"), "copy", "--all", "--src-tls-verify=false", "--dest-tls-verify=false"]
     tag = mf.fallback_tag(digest)
     for source, dest in ((f"{src}@{digest}", f"{dst}:copied"), (f"{src}:{tag}", f"{dst}:{tag}")):
@@ -477,7 +490,7 @@ def test_verify_after_skopeo_copy_which_drops_artifact_types(world: World, publi
             [*base, f"docker://{source}", f"docker://{dest}"], capture_output=True, text=True, check=False
         )
         assert done.returncode == 0, done.stderr
-    fetched = w.acme.client.manifest("acme/skopeo", mf.fallback_tag(digest))
+    fetched = RegistryClient(RegistrySettings.for_url(plain.url)).manifest("acme/skopeo", mf.fallback_tag(digest))
     assert fetched is not None
     entries = json.loads(fetched[0])["manifests"]
     assert entries and not any("artifactType" in e for e in entries)  # what skopeo leaves

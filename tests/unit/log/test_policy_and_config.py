@@ -106,6 +106,18 @@ def _path_settings(model: type[config.BaseModel], prefix: str = "") -> list[tupl
     return out
 
 
+def _nested(model: type[config.BaseModel], name: str) -> type[config.BaseModel]:
+    annotation = model.model_fields[name].annotation
+    found = [a for a in (annotation, *getattr(annotation, "__args__", ())) if isinstance(a, type) and issubclass(a, config.BaseModel)]
+    return found[0]
+
+
+def _required_values(model: type[config.BaseModel]) -> dict[str, object]:
+    """A list entry needs its required fields to load: plausible values for those that are not paths."""
+    values: dict[str, object] = {"url": "127.0.0.1:5000", "name": "entry", "trusted_identities": ["*"]}
+    return {name: values[name] for name, field in model.model_fields.items() if field.is_required() and name in values}
+
+
 def test_every_path_setting_in_a_file_resolves_against_its_folder(tmp_path: Path) -> None:
     """All of them, including those in nested sections and in the list of registries (6 of 15 did before)."""
     settings = _path_settings(config.Config)
@@ -113,10 +125,12 @@ def test_every_path_setting_in_a_file_resolves_against_its_folder(tmp_path: Path
     doc: dict[str, object] = {}
     for dotted, is_list in settings:
         node = doc
+        model: type[config.BaseModel] = config.Config
         parts = dotted.split(".")
         for part in parts[:-1]:
+            model = _nested(model, part.removesuffix("[]"))
             if part.endswith("[]"):
-                node = node.setdefault(part[:-2], [{"url": "127.0.0.1:5000"}])[0]  # type: ignore[attr-defined,index]
+                node = node.setdefault(part[:-2], [_required_values(model)])[0]  # type: ignore[attr-defined,index]
             else:
                 node = node.setdefault(part, {})  # type: ignore[assignment]
         node[parts[-1]] = [f"rel/{dotted}"] if is_list else f"rel/{dotted}"
