@@ -188,3 +188,19 @@ def test_no_elided_digests_in_the_docs() -> None:
                 "charts/scitt-oci/README.md", "deploy/README.md"]:
         text = (ROOT / doc).read_text()
         assert "…" not in text, f"{doc} elides something with …"
+
+
+def test_admission_worked_example_runs_as_written(tmp_path: Path) -> None:
+    """docs/admission.md: serve with the admission listener (TLS, a bearer token, trust_self), a watched
+    docker-registry, an image pushed with skopeo; the review of the recorded image is allowed, the review
+    of a digest never recorded is denied, and a review without the token gets 401."""
+    [example] = runnable_blocks("docs/admission.md")
+    code, out, err = run_literally(example, tmp_path)
+    context = f"exit {code}\n{out}\n{err}\n{_logs(tmp_path)}"
+    answers = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert code == 0 and len(answers) == 2, context
+    recorded, unrecorded = (a["response"] for a in answers)
+    assert recorded["allowed"] is True, context
+    assert unrecorded["allowed"] is False and "net-monitor@sha256:" in unrecorded["status"]["message"], context
+    assert out.splitlines()[-1] == "without the token: HTTP 401", context
+    assert "Traceback" not in err + _logs(tmp_path), context
