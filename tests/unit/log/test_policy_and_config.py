@@ -110,13 +110,18 @@ def test_every_path_setting_in_a_file_resolves_against_its_folder(tmp_path: Path
     """All of them, including those in nested sections and in the list of registries (6 of 15 did before)."""
     settings = _path_settings(config.Config)
     assert len(settings) >= 15, settings
+    assert {"signatures.notation[].ca", "signatures.cosign_keys[].key"} <= {d for d, _ in settings}
+    # The other required fields of an entry in each list of sections.
+    entries: dict[str, dict[str, object]] = {"registries": {"url": "127.0.0.1:5000"},
+                                             "notation": {"name": "n", "trusted_identities": ["*"]},
+                                             "cosign_keys": {"name": "k"}}
     doc: dict[str, object] = {}
     for dotted, is_list in settings:
         node = doc
         parts = dotted.split(".")
         for part in parts[:-1]:
             if part.endswith("[]"):
-                node = node.setdefault(part[:-2], [{"url": "127.0.0.1:5000"}])[0]  # type: ignore[attr-defined,index]
+                node = node.setdefault(part[:-2], [dict(entries[part[:-2]])])[0]  # type: ignore[attr-defined,index]
             else:
                 node = node.setdefault(part, {})  # type: ignore[assignment]
         node[parts[-1]] = [f"rel/{dotted}"] if is_list else f"rel/{dotted}"
