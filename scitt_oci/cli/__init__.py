@@ -60,6 +60,28 @@ def _write(path: str, data: bytes) -> None:
         _die(f"cannot write {path}: {exc.strerror}")
 
 
+registry_ca_file = click.option(
+    "--ca-file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="With IMAGE: PEM CA certificate(s) for a registry whose TLS certificate a private CA signed.",
+)
+
+
+def usable_ca_file(path: str | None, insecure: bool) -> str | None:
+    """`--ca-file` for a registry, checked before any request: a readable PEM bundle, and not with plain HTTP."""
+    if path is None:
+        return None
+    if insecure:
+        _die("--ca-file verifies a registry's TLS certificate; --registry-insecure speaks plain HTTP: give one of them")
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        _die(f"--ca-file {path}: not a usable PEM CA certificate bundle ({getattr(exc, 'strerror', None) or exc})")
+    return path
+
+
 def service_error(exc: ScittOciError, url: str) -> str:
     """The text for a failed call to a transparency service, with the fix when the cause is known."""
     text = exc.diagnostics()

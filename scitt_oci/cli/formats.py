@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from scitt_oci.cli import EXIT_INVALID, _die, _read, _write, main, write_private
+from scitt_oci.cli import EXIT_INVALID, _die, _read, _write, main, registry_ca_file, usable_ca_file, write_private
 from scitt_oci.cose import algorithms, keys
 from scitt_oci.cose.hash_envelope import BY_OCI_ALGORITHM, HashEnvelope
 from scitt_oci.errors import ScittOciError
@@ -356,6 +356,7 @@ def _print_tree(value: Any, depth: int) -> None:
 )
 @click.option("--digest", help="Also require a scitt-oci statement about this image digest (sha256:<hex>).")
 @click.option("--registry-insecure", is_flag=True, help="With IMAGE: plain HTTP to a loopback registry.")
+@registry_ca_file
 @click.option("--timeout", default=10.0, show_default=True, help="With IMAGE: seconds for each registry call.")
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def verify(
@@ -365,6 +366,7 @@ def verify(
     receipt_files: tuple[str, ...],
     digest: str | None,
     registry_insecure: bool,
+    ca_file: str | None,
     timeout: float,
     output: str,
 ) -> None:
@@ -388,7 +390,7 @@ def verify(
     except ScittOciError as exc:
         _die(exc.diagnostics())
     if image is not None:
-        _verify_image(image, policy, registry_insecure, timeout, output)
+        _verify_image(image, policy, registry_insecure, usable_ca_file(ca_file, registry_insecure), timeout, output)
         return
     assert statement_file is not None
     if digest is not None:
@@ -439,13 +441,17 @@ def _receipt_position(size: int | None, index: int | None, size_signed: bool) ->
     )
 
 
-def _verify_image(image: str, policy: TrustPolicy, insecure: bool, timeout: float, output: str) -> None:
+def _verify_image(
+    image: str, policy: TrustPolicy, insecure: bool, ca_file: str | None, timeout: float, output: str
+) -> None:
     from scitt_oci.oci.client import RegistryClient, RegistrySettings  # imported here: start-up time of other commands
     from scitt_oci.verify.image import attached_statements, decide
 
     try:
         ref = Reference.parse(image)
-        settings = RegistrySettings.for_url(registry_url(ref.registry, insecure=insecure), timeout=timeout, attempts=2)
+        settings = RegistrySettings.for_url(
+            registry_url(ref.registry, insecure=insecure), timeout=timeout, attempts=2, ca_file=ca_file
+        )
         client = RegistryClient(settings)
         if ref.digest is None:
             found = client.head_manifest(ref.repository, ref.tag or "latest")

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from scitt_oci.cli import _die, _write, main
+from scitt_oci.cli import _die, _write, main, registry_ca_file, usable_ca_file
 from scitt_oci.errors import ScittOciError
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.reference import Reference
@@ -140,8 +140,9 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
 @main.command("history")
 @click.argument("image")
 @click.option("--registry-insecure", is_flag=True, help="Plain HTTP to a loopback registry.")
+@registry_ca_file
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
-def history(image: str, registry_insecure: bool, output: str) -> None:
+def history(image: str, registry_insecure: bool, ca_file: str | None, output: str) -> None:
     """What is on record for IMAGE (registry/repo@digest or :tag): pushes, signatures, deletes, and the receipts.
 
     Reads the Transparent Statements attached to the image; it does not verify them (use `verify`).
@@ -151,7 +152,10 @@ def history(image: str, registry_insecure: bool, output: str) -> None:
 
     try:
         ref = Reference.parse(image)
-        client = RegistryClient(RegistrySettings.for_url(registry_url(ref.registry, insecure=registry_insecure)))
+        settings = RegistrySettings.for_url(
+            registry_url(ref.registry, insecure=registry_insecure), ca_file=usable_ca_file(ca_file, registry_insecure)
+        )
+        client = RegistryClient(settings)
         digest = str(ref.digest) if ref.digest else None
         if digest is None:
             found = client.head_manifest(ref.repository, ref.tag or "latest")

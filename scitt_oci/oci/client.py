@@ -87,7 +87,8 @@ def _no_answer(method: str, url: str, exc: BaseException) -> TransientRegistryEr
     if isinstance(exc, ssl.SSLCertVerificationError):
         return TransientRegistryError(
             f"the TLS certificate of {origin} is not trusted ({getattr(exc, 'verify_message', text)}): "
-            "give the CA that signed it (ca_file of a configured registry, or SSL_CERT_FILE)"
+            "give the CA that signed it (--ca-file FILE for verify and history; ca_file of the registry "
+            "in a configuration for serve and backfill)"
         )
     if isinstance(exc, ssl.SSLError):
         if any(w in text for w in ("WRONG_VERSION_NUMBER", "record layer failure", "packet length too long")):

@@ -184,7 +184,50 @@ def test_watcher_dead_letter_example_runs_as_written(tmp_path: Path) -> None:
 
 
 def test_no_elided_digests_in_the_docs() -> None:
-    for doc in ["README.md", "docs/trust-policy.md", "docs/watcher.md", "docs/admission.md", "docs/api.md",
-                "charts/scitt-oci/README.md", "deploy/README.md"]:
+    docs = ["README.md", "charts/scitt-oci/README.md", "deploy/README.md", *sorted(
+        str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))]
+    assert "docs/profile.md" in docs and "docs/admission.md" in docs
+    for doc in docs:
         text = (ROOT / doc).read_text()
         assert "…" not in text, f"{doc} elides something with …"
+
+
+def test_admission_worked_example_runs_as_written(tmp_path: Path) -> None:
+    """docs/admission.md: serve with the admission listener (TLS, a bearer token, trust_self), a watched
+    docker-registry, an image pushed with skopeo; the review of the recorded image is allowed, the review
+    of a digest never recorded is denied, and a review without the token gets 401."""
+    [example] = runnable_blocks("docs/admission.md")
+    code, out, err = run_literally(example, tmp_path)
+    context = f"exit {code}\n{out}\n{err}\n{_logs(tmp_path)}"
+    answers = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert code == 0 and len(answers) == 2, context
+    recorded, unrecorded = (a["response"] for a in answers)
+    assert recorded["allowed"] is True, context
+    assert unrecorded["allowed"] is False and "net-monitor@sha256:" in unrecorded["status"]["message"], context
+    assert out.splitlines()[-1] == "without the token: HTTP 401", context
+    assert "Traceback" not in err + _logs(tmp_path), context
+
+
+def _example_policies() -> list[tuple[str, str]]:
+    """(where, text) of every trust policy shown in the docs, deploy/ and the chart: YAML blocks and
+    files that name `transparency_services`."""
+    found = []
+    for doc in ["README.md", "charts/scitt-oci/README.md", "deploy/README.md",
+                *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "docs").rglob("*.md")))]:
+        for n, block in enumerate((ROOT / doc).read_text().split("```")[1::2]):
+            if "transparency_services:" in block:
+                found.append((f"{doc} block {n}", block))
+    for path in sorted([*(ROOT / "deploy").rglob("*.yaml"), *(ROOT / "charts").rglob("*.yaml")]):
+        text = path.read_text()
+        if "transparency_services:" in text:
+            found.append((str(path.relative_to(ROOT)), text))
+    return found
+
+
+def test_every_example_policy_trusts_issuers() -> None:
+    """A policy without `issuers` trusts any statement signer; the examples name the issuer they trust."""
+    policies = _example_policies()
+    assert any(where.startswith("deploy/trust-policy.example.yaml") for where, _ in policies)
+    assert len(policies) >= 5
+    for where, text in policies:
+        assert "\nissuers:" in text or text.startswith("issuers:"), f"{where}: an example policy without issuers"

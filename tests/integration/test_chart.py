@@ -3,6 +3,7 @@ loads, routes the server has, the sidecar's notification wiring, schema errors, 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -43,6 +44,18 @@ COMBINATIONS = {
                                  "--set", "podDisruptionBudget.enabled=true", "--set", "keys.existingSecret=my-keys",
                                  "--set", "admission.deployLog=true", "--set", "admission.clientAuth.caSecret=apiserver-ca"],
 }
+SIGNATURES = {  # signature trust with its material from ConfigMaps and Secrets the operator creates
+    "notation": [{"name": "wabbit-networks", "ca": [{"configMap": "notation-roots", "key": "wabbit-ca.pem"}],
+                  "tsa": [{"configMap": "notation-roots", "key": "tsa-root.pem"}],
+                  "trustedIdentities": ["x509.subject: C=US, ST=WA, L=Seattle, O=wabbit-networks.io"]}],
+    "cosignKeys": [{"name": "acme-release-key", "key": {"secret": "cosign-pub", "key": "cosign.pub"}}],
+    "sigstore": [{"name": "public-good", "trustedRoot": "public-good",
+                  "identities": [{"san": "release@acme.example", "issuer": "https://accounts.google.com"}]},
+                 {"name": "acme-sigstore", "trustedRoot": {"configMap": "acme-sigstore", "key": "trusted_root.json"},
+                  "identities": [{"san": "https://github.com/acme/*", "issuer": "https://token.actions.githubusercontent.com"}]}],
+}
+COMBINATIONS["sidecar-admission-signatures"] = ["--set", "mode=sidecar", "--set", "admission.enabled=true",
+                                                "--set-json", f"signatures={json.dumps(SIGNATURES)}"]
 NOT_IN_KUBERNETES = {"ServiceMonitor", "Certificate"}  # CRDs (Prometheus operator, cert-manager)
 
 
@@ -164,6 +177,53 @@ def test_admission_client_auth_and_registry_credentials_come_from_secrets() -> N
     assert volumes[mounts[str(other.docker_config.parent)]]["secret"]["secretName"] == "regcred"
 
 
+def test_signature_trust_is_passed_with_its_files_from_configmaps_and_secrets() -> None:
+    docs = render(*COMBINATIONS["sidecar-admission-signatures"])
+    config = _config(docs)
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    scitt = next(c for c in pod["containers"] if c["name"] == "scitt-oci")
+    mounts = {m["mountPath"]: m for m in scitt["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+
+    def source(path: Path) -> tuple[str, str, str]:
+        """(kind, name, key) of the ConfigMap or Secret a configured file comes from."""
+        mount = mounts[str(path.parent)]
+        volume = volumes[mount["name"]]
+        assert mount["readOnly"] is True
+        if "configMap" in volume:
+            return "ConfigMap", volume["configMap"]["name"], path.name
+        return "Secret", volume["secret"]["secretName"], path.name
+
+    [notation] = config.signatures.notation
+    assert notation.name == "wabbit-networks" and notation.signing_authority == []
+    assert notation.trusted_identities == ["x509.subject: C=US, ST=WA, L=Seattle, O=wabbit-networks.io"]
+    assert [source(p) for p in notation.ca + notation.tsa] == [("ConfigMap", "notation-roots", "wabbit-ca.pem"),
+                                                               ("ConfigMap", "notation-roots", "tsa-root.pem")]
+    [cosign] = config.signatures.cosign_keys
+    assert cosign.name == "acme-release-key" and source(cosign.key) == ("Secret", "cosign-pub", "cosign.pub")
+    public, private = config.signatures.sigstore
+    assert public.trusted_root == "public-good" and public.identities[0].san == "release@acme.example"
+    assert source(Path(private.trusted_root)) == ("ConfigMap", "acme-sigstore", "trusted_root.json")
+    assert private.identities[0].issuer == "https://token.actions.githubusercontent.com"
+    signature_mounts = [m for m in mounts if m.startswith("/etc/scitt-oci/signatures/")]
+    assert len(signature_mounts) == 3  # notation-roots is mounted once for both of its files
+    assert not any(d["kind"] in ("ConfigMap", "Secret") and d["metadata"]["name"] in ("notation-roots", "cosign-pub")
+                   for d in docs)  # the chart names them; the operator creates them
+
+    plain = _config(render(*COMBINATIONS["standalone"]))
+    assert plain.signatures.notation == [] and plain.signatures.cosign_keys == [] and plain.signatures.sigstore == []
+
+
+def test_the_readmes_signature_values_render_and_load(tmp_path: Path) -> None:
+    readme = (CHART / "README.md").read_text()
+    values = readme.split("cat > signatures.yaml <<'YAML'\n", 1)[1].split("\nYAML\n", 1)[0]
+    (tmp_path / "signatures.yaml").write_text(values)
+    config = _config(render("-f", str(tmp_path / "signatures.yaml")))
+    assert [n.name for n in config.signatures.notation] == ["wabbit-networks"]
+    assert [k.name for k in config.signatures.cosign_keys] == ["acme-release-key"]
+    assert [s.trusted_root for s in config.signatures.sigstore] == ["public-good"]
+
+
 def test_helm_generated_ca_matches_the_serving_certificate() -> None:
     import base64
 
@@ -206,6 +266,14 @@ def test_sidecar_registry_notifies_the_sidecar_with_the_secret() -> None:
     (["--set", "surprise=1"], "additional properties 'surprise' not allowed"),
     (["--set", "storage.type=postgres", "--set", "keys.existingSecret=k"], "needs storage.postgres.existingSecret"),
     (["--set", "storage.replicas=2"], "needs storage.type=postgres"),
+    (["--set-json", 'signatures.cosignKeys=[{"name": "k", "key": {"secret": "s", "configMap": "c", "key": "k.pub"}}]'],
+     "/signatures/cosignKeys/0/key"),
+    (["--set-json", 'signatures.cosignKeys=[{"name": "k", "key": {"secret": "s", "key": ".."}}]'],
+     "/signatures/cosignKeys/0/key/key"),
+    (["--set-json", 'signatures.notation=[{"name": "n", "ca": [{"configMap": "r", "key": "ca.pem"}]}]'],
+     "missing property 'trustedIdentities'"),
+    (["--set-json", 'signatures.sigstore=[{"name": "s", "trustedRoot": "/etc/root.json", "identities": [{"san": "a", "issuer": "b"}]}]'],
+     "/signatures/sigstore/0/trustedRoot"),
 ])
 def test_bad_values_fail_with_the_schemas_message(args: list[str], message: str) -> None:
     proc = subprocess.run([helm(), "template", "scitt", str(CHART), *args], capture_output=True, text=True, check=False)

@@ -32,7 +32,8 @@ from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
 from tests.serverproc import ServerProcess, free_port
 
 API_SERVER_TOKEN = "api-server-token-for-the-boot-test"
-EXISTING_SECRETS = {"apiserver-token": {"token": API_SERVER_TOKEN}}
+EXISTING_SECRETS: dict[str, dict[str, str]] = {"apiserver-token": {"token": API_SERVER_TOKEN}}
+EXISTING_CONFIG_MAPS: dict[str, dict[str, str]] = {}  # ConfigMaps the values name and the operator creates
 
 
 @dataclass
@@ -71,9 +72,11 @@ class Rendered:
                 items = volume["secret"].get("items")
             elif "configMap" in volume:
                 cm = self.find("ConfigMap", volume["configMap"]["name"])
-                assert cm is not None, volume
-                files = {k: self.local(v).encode() for k, v in (cm.get("data") or {}).items()}
-                files |= {k: base64.b64decode(v) for k, v in (cm.get("binaryData") or {}).items()}
+                if cm is not None:
+                    files = {k: self.local(v).encode() for k, v in (cm.get("data") or {}).items()}
+                    files |= {k: base64.b64decode(v) for k, v in (cm.get("binaryData") or {}).items()}
+                else:  # an existing ConfigMap the values name: the test provides it
+                    files = {k: v.encode() for k, v in EXISTING_CONFIG_MAPS[volume["configMap"]["name"]].items()}
             for key, data in files.items():
                 path = next((i["path"] for i in items if i["key"] == key), None) if items else key
                 if path is not None:
@@ -196,3 +199,38 @@ def test_the_rendered_chart_records_and_admits_with_no_policy_given(tmp_path: Pa
         assert status == 200 and out["response"]["allowed"] is False and "NO_STATEMENTS" in out["response"]["status"]["message"]
         status, out = _admission(b, _review(f"{b.registry_name}/acme/app@{digest}"))
         assert status == 401  # the rendered client authentication is in force
+
+
+def test_the_rendered_signature_trust_verifies_a_signature(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`signatures:` values with a cosign key from a Secret and Notation roots from a ConfigMap: the rendered
+    configuration loads, and a key-signed cosign signature pushed next to the image is recorded as verified,
+    with the anchor the values name."""
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests import sigstore_double
+    from tests.e2e.test_signatures import _alpine_cert, _cosign_sig
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    monkeypatch.setitem(EXISTING_SECRETS, "cosign-pub", {"cosign.pub": public.decode()})
+    monkeypatch.setitem(EXISTING_CONFIG_MAPS, "notation-roots",
+                        {"alpine.pem": _alpine_cert().public_bytes(serialization.Encoding.PEM).decode()})
+    values = {"cosignKeys": [{"name": "acme-release-key", "key": {"secret": "cosign-pub", "key": "cosign.pub"}}],
+              "notation": [{"name": "alpine-notary", "ca": [{"configMap": "notation-roots", "key": "alpine.pem"}],
+                            "trustedIdentities": ["*"]}]}
+    for b in boot(tmp_path, "--set-json", f"signatures={json.dumps(values)}", mode="standalone"):
+        digest = _push_and_see_recorded(b, tmp_path)
+        client = RegistryClient(RegistrySettings.for_url(b.registry.url))
+        payload = sigstore_double.simple_signing(digest, "acme/app")
+        _cosign_sig(client, "acme/app", digest, key.sign(payload, ec.ECDSA(hashes.SHA256())))
+        deadline = time.monotonic() + 30
+        while len(client.referrers("acme/app", digest, mf.STATEMENT_ARTIFACT)) < 2:
+            assert time.monotonic() < deadline, b.server.output()[-3000:]
+            time.sleep(0.05)  # recorded asynchronously: polled, bounded
+        history = subprocess.run([sys.executable, "-m", "scitt_oci", "history", f"{b.registry_name}/acme/app@{digest}",
+                                  "--registry-insecure", "--output", "json"], capture_output=True, text=True, check=False)
+        assert history.returncode == 0, history.stderr
+        [signature] = [r["details"] for r in json.loads(history.stdout)["records"] if r["kind"] == "signature"]
+        assert signature["format"] == "cosign" and signature["verified"] is True, signature
+        assert signature["anchor"] == "acme-release-key"

@@ -37,3 +37,25 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- if and $existing $existing.data -}}{{ index $existing.data .Values.watch.webhookSecret.key | b64dec }}
 {{- else -}}{{ randAlphaNum 40 }}{{- end -}}
 {{- end -}}
+
+{{- /* Where a signature trust file ({configMap: NAME, key: KEY} or {secret: NAME, key: KEY}) is mounted. */ -}}
+{{- define "scitt-oci.signatureFile" -}}
+{{- if .configMap -}}/etc/scitt-oci/signatures/configmap/{{ .configMap }}/{{ .key }}
+{{- else -}}/etc/scitt-oci/signatures/secret/{{ .secret }}/{{ .key }}{{- end -}}
+{{- end -}}
+
+{{- /* Every ConfigMap and Secret that signature trust reads, once each, as JSON:
+       {"configmap/NAME": {"configMap": NAME}, "secret/NAME": {"secret": NAME}}; the key is the mount's folder. */ -}}
+{{- define "scitt-oci.signatureSources" -}}
+{{- $s := .Values.signatures -}}
+{{- $refs := list -}}
+{{- range $s.notation -}}{{- $refs = concat $refs (.ca | default list) (.signingAuthority | default list) (.tsa | default list) -}}{{- end -}}
+{{- range $s.cosignKeys -}}{{- $refs = append $refs .key -}}{{- end -}}
+{{- range $s.sigstore -}}{{- if kindIs "map" .trustedRoot -}}{{- $refs = append $refs .trustedRoot -}}{{- end -}}{{- end -}}
+{{- $sources := dict -}}
+{{- range $refs -}}
+{{- if .configMap -}}{{- $_ := set $sources (printf "configmap/%s" .configMap) (dict "configMap" .configMap) -}}
+{{- else -}}{{- $_ := set $sources (printf "secret/%s" .secret) (dict "secret" .secret) -}}{{- end -}}
+{{- end -}}
+{{- $sources | toJson -}}
+{{- end -}}
