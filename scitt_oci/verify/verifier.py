@@ -169,20 +169,31 @@ def _note_chain(result: VerificationResult, match: statement_mod.IssuerKeyMatch,
         result.chain_time, result.chain_time_source = match.validated_at, source
 
 
-def _chain_time(result: VerificationResult, now: dt.datetime | None) -> tuple[dt.datetime, str]:
+def _chain_time(result: VerificationResult, now: dt.datetime | None, required: int = 1) -> tuple[dt.datetime, str]:
     """The time an issuer's certificate chain must be valid at: the registration time trusted receipts prove.
 
     A verified receipt from a trusted service proves the statement was registered no later than the
-    time that service signed in the receipt's protected CWT Claims (`iat`, 15/6): the earliest such
-    time counts. vds 1 defines no other signed time, so a receipt without `iat` proves none, and the
-    chain is then checked at the verification time (`now`). The statement's own `iat` is never used.
+    time that service signed in the receipt's protected CWT Claims (`iat`, 15/6). When the policy
+    requires receipts from `required` distinct services, the time is the one that many services
+    vouch for (the `required`-th earliest of each service's earliest time), so one service alone
+    cannot move it back. vds 1 defines no other signed time: when fewer services prove one, the
+    chain is checked at the verification time (`now`). The statement's own `iat` is never used.
     """
-    proven = [(r.signed_at, r.service) for r in result.receipts if r.valid and r.signed_at is not None]
-    for when, service in sorted(proven, key=lambda p: p[0]):
+    earliest: dict[str, dt.datetime] = {}
+    for r in result.receipts:
+        if not r.valid or r.signed_at is None:
+            continue
         try:
-            return dt.datetime.fromtimestamp(when, dt.UTC), f"receipt iat ({service})"
+            when = dt.datetime.fromtimestamp(r.signed_at, dt.UTC)
         except (OverflowError, OSError, ValueError):
             continue  # an iat no date can hold proves no time
+        service = r.service or "?"
+        if service not in earliest or when < earliest[service]:
+            earliest[service] = when
+    need = max(1, required)
+    if len(earliest) >= need:
+        ranked = sorted(earliest.items(), key=lambda item: item[1])[:need]
+        return ranked[-1][1], f"receipt iat ({', '.join(name for name, _ in ranked)})"
     return (now or dt.datetime.now(dt.UTC)), "verification time"
 
 
@@ -281,7 +292,7 @@ def verify_transparent_statement(
         policy.requirements.receipt_groups if receipt_groups is None else receipt_groups,
     )
     result.receipts, result.services = receipts.receipts, receipts.services
-    at, source = _chain_time(result, now)
+    at, source = _chain_time(result, now, required_receipts or policy.required_receipts)
     _check_issuer(statement, policy, result, at, source)
     result.findings.extend(receipts.findings)
     return result

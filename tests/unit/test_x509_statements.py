@@ -187,6 +187,34 @@ def test_a_receipt_proves_registration_while_the_certificate_was_valid(tmp_path:
     assert _verify(s, timeless, policy).reason_codes == ["UNTRUSTED_ISSUER"]
 
 
+def test_with_two_required_receipts_one_service_cannot_backdate_the_chain_check(tmp_path: Path) -> None:
+    """A leaf that expired 700 days ago; the honest service registered it today, a second trusted service
+    claims 750 days ago. With `receipts: 2` the time both vouch for is today: the chain is expired."""
+    pki, signer = Pki(), ec.generate_private_key(ec.SECP256R1())
+    chain = pki.leaf(signer.public_key(), start=NOW - 900 * DAY, end=NOW - 700 * DAY)
+    s = _signed(signer, chain)
+    honest = MemoryLog(key(slot=5), iat=int(NOW.timestamp()))
+    backdating = MemoryLog(key(slot=6), iat=int((NOW - 750 * DAY).timestamp()))
+    (tmp_path / "roots.pem").write_bytes(pki.root.public_bytes(serialization.Encoding.PEM))
+    for name, log in (("honest", honest), ("backdating", backdating)):
+        (tmp_path / f"{name}.pem").write_bytes(log.signing_key.public_pem())
+    receipts = [log.receipt(log.add(s)) for log in (honest, backdating)]
+
+    def verify(required: int) -> VerificationResult:
+        (tmp_path / "p.yaml").write_text(
+            "transparency_services: [{name: honest, keys: [{path: honest.pem}]}, {name: backdating, keys: [{path: backdating.pem}]}]\n"
+            f"issuers:\n  - {{name: wabbit, x509_roots: [{{path: roots.pem}}]{RULE}}}\n"
+            f"require: {{receipts: {required}}}\n"
+        )
+        return verify_transparent_statement(transparent.add_receipts(s, receipts), load_policy(tmp_path / "p.yaml"))
+
+    both = verify(2)
+    assert both.reason_codes == ["UNTRUSTED_ISSUER"], both.to_json()
+    assert "not valid at validation time" in both.findings[0].message
+    # With one receipt required, the earliest trusted service's time counts, as documented.
+    assert verify(1).valid
+
+
 def test_the_ccf_vector_is_judged_at_its_receipt_time(tmp_path: Path) -> None:
     """Real data: pyscitt's did:x509 statement, whose certificates (10-day validity) expired on 2026-07-06,
     with scitt-ccf-ledger's receipt signed on 2026-06-26: valid against its own root at the receipt's time."""
