@@ -144,6 +144,18 @@ def decide(ref: Reference, blobs: Sequence[bytes], policy: TrustPolicy, *, now: 
     return verdict
 
 
+def _deleted(valid: list[VerificationResult]) -> bool:
+    """On record as deleted: a delete statement no later than which any push was recorded (issuer iat;
+    a tie counts as deleted). A push recorded after the delete is the image pushed again."""
+
+    def latest(kind: profile.Kind) -> float | None:
+        times = [s.iat if s.iat is not None else 0 for s in valid if s.event is not None and s.event.kind is kind]
+        return max(times) if times else None
+
+    deleted, pushed = latest(profile.Kind.DELETE), latest(profile.Kind.PUSH)
+    return deleted is not None and (pushed is None or pushed <= deleted)
+
+
 def _check(verdict: ImageVerdict, valid: list[VerificationResult], req: Requirements, now: float) -> None:
     fail = verdict.reasons.append
     if not verdict.statements:
@@ -159,12 +171,15 @@ def _check(verdict: ImageVerdict, valid: list[VerificationResult], req: Requirem
         verdict.reasons.extend(seen)
         return
     events = [s.event for s in valid if s.event is not None]
-    kinds = {e.kind.value for e in events}
+    # A signature or attestation counts as a kind on record only when its issuer verified it.
+    kinds = {e.kind.value for e in events if e.kind not in profile.SIGNED_KINDS or e.verified}
     for kind in req.statements:
         if kind not in kinds:
-            fail(Finding(Reason.MISSING_STATEMENT, f"no valid {kind} statement is on record for this image"))
-    if any(e.kind is profile.Kind.DELETE for e in events):
-        fail(Finding(Reason.MISSING_STATEMENT, "the image is on record as deleted"))
+            unverified = sum(1 for e in events if e.kind.value == kind)
+            note = f" ({unverified} unverified do not count)" if unverified else ""
+            fail(Finding(Reason.MISSING_STATEMENT, f"no valid {kind} statement is on record for this image{note}"))
+    if _deleted(valid):
+        fail(Finding(Reason.MISSING_STATEMENT, "the image is on record as deleted (no push recorded after the delete)"))
     if req.max_age is not None:
         pushed = [s.iat for s in valid if s.event and s.event.kind is profile.Kind.PUSH and s.iat is not None]
         if pushed and now - max(pushed) > req.max_age:

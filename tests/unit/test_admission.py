@@ -226,3 +226,25 @@ def test_signature_rules_may_name_the_trust_anchor_and_oidc_issuer(world: dict[s
     ]:
         policy = load_policy(_policy(world, f"require: {{signatures: [{rule}]}}\n"))
         assert decide(REF, [_ts(world), sig], policy, now=NOW).valid is valid, rule
+
+
+def test_a_required_signature_kind_counts_verified_signatures_only(world: dict[str, object]) -> None:
+    """`require.statements: [signature]` is not met by a signature the watcher could not verify (review finding F8)."""
+    policy = load_policy(_policy(world, "require: {statements: [push, signature]}\n"))
+    push = _ts(world)
+    junk = _ts(world, profile.Kind.SIGNATURE, format="cosign", verified=False, reason="no trusted key verifies it")
+    refused = decide(REF, [push, junk], policy, now=NOW)
+    assert [f.reason.value for f in refused.reasons] == ["MISSING_STATEMENT"], refused.summary()
+    assert "1 unverified do not count" in refused.summary()
+    real = _ts(world, profile.Kind.SIGNATURE, format="notation", verified=True, signer="CN=Wabbit", anchor="wabbit")
+    assert decide(REF, [push, junk, real], policy, now=NOW).valid
+
+
+def test_an_image_pushed_again_after_its_delete_is_on_record_again(world: dict[str, object]) -> None:
+    """Deleted while no push was recorded after the delete; a push recorded later is the image pushed again."""
+    policy = load_policy(_policy(world))
+    first, delete = _ts(world, iat=1_800_000_000), _ts(world, profile.Kind.DELETE, iat=1_800_000_100)
+    assert "deleted" in decide(REF, [first, delete], policy, now=NOW).summary()
+    assert "deleted" in decide(REF, [first, _ts(world, profile.Kind.DELETE, iat=1_800_000_000)], policy, now=NOW).summary()
+    again = _ts(world, iat=1_800_000_200)
+    assert decide(REF, [first, delete, again], policy, now=NOW).valid
