@@ -115,7 +115,7 @@ class Watcher:
         while not self._stop.is_set():
             items = self.inbox.claim(1)
             if not items:
-                self.inbox.wakeup.wait(0.05)
+                self.inbox.wakeup.wait(self.inbox.idle_wait)
                 self.inbox.wakeup.clear()
                 continue
             self.process(items[0])
