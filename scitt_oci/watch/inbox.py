@@ -18,6 +18,7 @@ import os
 import random
 import re
 import secrets
+import socket
 import sqlite3
 import threading
 import time
@@ -64,6 +65,9 @@ CREATE TABLE IF NOT EXISTS recorded (
     PRIMARY KEY (registry, repository, subject, kind, recorded)
 ) WITHOUT ROWID;
 """
+
+
+_HOLDER = socket.gethostname()[:64]  # a Pod's name
 
 
 class InboxError(ScittOciError):
@@ -273,7 +277,7 @@ class Inbox:
     def claim(self, limit: int = 1) -> list[InboxItem]:
         """Lease due pending events. A lease keeps other workers, processes and replicas off an event;
         one whose worker died is taken again when its lease runs out (at-least-once)."""
-        owner = secrets.token_hex(8)
+        owner = f"{_HOLDER}/{os.getpid()}/{secrets.token_hex(6)}"  # who holds it, for operators; unique per lease
         rows = self._lease(self._conn(), time.time(), limit, owner)
         return [
             InboxItem(
