@@ -5,8 +5,6 @@ done once (none lost, none dead), and the log audits consistent across the kill.
 
 from __future__ import annotations
 
-import http.server
-import itertools
 import os
 import signal
 import threading
@@ -14,7 +12,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -29,52 +26,12 @@ from scitt_oci.scitt import profile, statement, transparent
 from scitt_oci.verify.trust import load_policy
 from scitt_oci.verify.verifier import verify_transparent_statement
 from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
+from tests.roundrobin import RoundRobin
 from tests.serverproc import ServerProcess
 from tests.unit.log.test_postgres_store import DSN
 
 SECRET = "replica-webhook-secret-0123456789"
 IMAGES = 15
-
-
-class RoundRobin:
-    """A small load balancer: each webhook POST goes to the next replica; a replica that refuses the
-    connection (killed) is skipped, as a Service drops an endpoint whose Pod is gone."""
-
-    def __init__(self, targets: list[str]) -> None:
-        self.targets = targets
-        self.turn = itertools.count()
-        self.sent: dict[str, int] = dict.fromkeys(targets, 0)
-        balancer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-                status = 502
-                start = next(balancer.turn)
-                for i in range(len(balancer.targets)):
-                    target = balancer.targets[(start + i) % len(balancer.targets)]
-                    try:
-                        status = requests.post(target + self.path, data=body, headers=headers, timeout=10).status_code
-                    except requests.ConnectionError:
-                        continue
-                    balancer.sent[target] += 1
-                    break
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
