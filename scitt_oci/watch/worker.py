@@ -4,6 +4,7 @@ Transparent Statements to the images as referrers. Every step is idempotent; see
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -62,6 +63,9 @@ class RemoteRegistrar:
 
     def register(self, statement: bytes) -> bytes:
         return self.client.register(statement).receipt
+
+
+_FALLBACK_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")
 
 
 class PermanentError(ScittOciError):
@@ -153,6 +157,14 @@ class Watcher:
             if client.head_manifest(event.repository, digest) is not None:
                 self.inbox.done(item, "skipped: the manifest still exists (a blob deletion)")
                 return Decision(None, reason="blob deletion")
+        elif event.action == PUSH and (
+            client.pushed_here(event.repository, digest)
+            or (event.tag is not None and _FALLBACK_TAG.fullmatch(event.tag) and event.media_type == mf.OCI_INDEX)
+        ):
+            # The news of our own referrer or index write (or of a referrers index, which is never an
+            # image, as reconciliation has it): nothing to record, and no registry read needed to know.
+            self.inbox.done(item, "skipped: our own referrer or a referrers index")
+            return Decision(None, reason="own write")
         else:
             fetched = client.manifest(event.repository, digest)
             if fetched is None:
