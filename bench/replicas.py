@@ -57,7 +57,7 @@ def run(replicas: int, images: int, pushers: int, workers: int) -> float:
 
         def one(n: int) -> None:
             repo = f"bench/app{n % 20}"
-            wait_attached(client, repo, push_image(client, repo, n), timeout=300)
+            wait_attached(client, repo, push_image(client, repo, n), timeout=300, poll=0.05)
 
         started = time.monotonic()
         with ThreadPoolExecutor(pushers) as pool:
