@@ -511,17 +511,42 @@ class PostgresInbox(Inbox):
         return conn
 
     def _x(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
-        return conn.execute(sql.replace("?", "%s"), params)
+        """One statement; outside a transaction, a connection lost (a database restart, a failover, a
+        proxy's idle timeout) is made again and the statement run once more."""
+        try:
+            return conn.execute(sql.replace("?", "%s"), params)
+        except self._psycopg.OperationalError:
+            if not conn.closed or getattr(self._local, "tx", False):
+                raise
+            return self._conn().execute(sql.replace("?", "%s"), params)
 
     def _begin(self, conn: Any) -> None:
-        conn.execute("BEGIN")
+        self._local.tx = True
+        try:
+            conn.execute("BEGIN")
+        except BaseException:
+            self._local.tx = False
+            raise
+
+    def _add(self, registry: str, events: list[RegistryEvent]) -> int:
+        try:
+            return super()._add(registry, events)
+        finally:
+            self._local.tx = False
 
     def _transaction_retry(self, exc: BaseException) -> bool:
         errors = self._psycopg.errors
+        if isinstance(exc, self._psycopg.OperationalError) and self._conn_lost():
+            return True  # run the whole transaction again on a new connection
         return isinstance(exc, (errors.DeadlockDetected, errors.SerializationFailure, errors.UniqueViolation))
 
+    def _conn_lost(self) -> bool:
+        conn = getattr(self._local, "conn", None)
+        return conn is None or bool(conn.closed)
+
     def _lease(self, conn: Any, now: float, limit: int, owner: str) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = conn.execute(
+        rows: list[tuple[Any, ...]] = self._x(
+            conn,
             "UPDATE events SET lease_until = %s, lease_owner = %s WHERE id IN ("
             "SELECT id FROM events WHERE state = 'pending' AND next_at <= %s AND lease_until <= %s "
             "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, registry, event, attempts, statement",

@@ -231,3 +231,30 @@ def test_dead_letters_print_control_characters_as_escapes(tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     assert "\r" not in result.output and "\x1b" not in result.output
     assert "v1\\r\\n\\x1b[2Jforged line" in result.output and result.output.count("\n") == 2
+
+
+def test_a_lost_database_connection_is_made_again(tmp_path: Path) -> None:
+    """A database restart or failover drops the replica's connections: the inbox connects again
+    instead of failing every claim (which would stop the workers) or the next webhook."""
+    schema = "t_" + uuid.uuid4().hex[:12]
+    inbox = PostgresInbox(DSN, schema=schema)
+
+    def drop_connection() -> None:
+        pid = inbox._conn().info.backend_pid
+        with psycopg.connect(DSN, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+
+    try:
+        inbox.add("reg", [RegistryEvent("demo/app", D, "v1", PUSH)])
+        drop_connection()
+        (item,) = inbox.claim(1)
+        drop_connection()
+        assert inbox.done(item)
+        drop_connection()
+        assert inbox.add("reg", [RegistryEvent("demo/b", D, "v1", PUSH)]) == 1  # a transaction, run again
+        drop_connection()
+        assert inbox.counts() == {"done": 1, "pending": 1}
+    finally:
+        inbox.close()
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
