@@ -67,7 +67,8 @@ def test_requests_per_recorded_image_and_none_for_our_own_writes(tmp_path: Path)
             "PUT manifests/<fallback-tag>": IMAGES,
         }, per_image
 
-        # What Distribution then tells us about our own writes: each referrer pushed and each index tagged.
+        # What a registry whose payloads do not mark our own writes (Harbor, zot, generic; Distribution
+        # without includereferences) then tells us: each referrer pushed and each index tagged.
         own = []
         for a in inbox.attachments(name, before=float("inf"), everything=True):
             index = pusher.head_manifest(a.repository, mf.fallback_tag(a.subject))
