@@ -1,7 +1,10 @@
 """Transparency service benchmark: registration throughput (HTTP and in-process), latency at a fixed
 load, proof generation time and storage per entry at growing log sizes.
 
-Run: .venv/bin/python bench/log.py [--quick]
+Run: .venv/bin/python bench/log.py [--quick] [--postgres [DSN]]
+With --postgres the in-process and HTTP figures are measured on PostgreSQL (a schema of the run's
+own, dropped afterwards; default DSN: SCITT_OCI_TEST_PG_DSN or host=127.0.0.1 user=postgres
+dbname=test) instead of SQLite; proofs and storage stay SQLite figures.
 Needs `wrk` (Debian package) for the HTTP throughput figure. Every throughput is printed beside the
 raw `cryptography` ES256 verification rate measured in the same run (one thread, and two threads:
 "the same cores" for the multi-threaded figures). Storage is durable (SQLite synchronous=FULL).
@@ -82,13 +85,22 @@ def make_statements(issuer: keys.CoseKey, n: int, tag: str) -> list[bytes]:
 
 
 # ----------------------------------------------------------------------------- in-process
+PG: dict[str, str] = {}  # dsn and schema when --postgres
+
+
 def in_process(n: int) -> float:
     """Registrations/s through policy check, sequencer, durable commit and receipt, one submitting thread."""
     issuer, ts_key = keys.generate(algorithms.by_name("ES256")), keys.generate(algorithms.by_name("ES256"))
     bodies = make_statements(issuer, n, "inproc")
     folder = Path(tempfile.mkdtemp())
+    if PG:
+        from scitt_oci.log.postgres_store import PostgresStore
+
+        store: SqliteStore | PostgresStore = PostgresStore(PG["dsn"], schema=PG["schema"] + "_inproc")
+    else:
+        store = SqliteStore(folder / "log.db")
     service = TransparencyService(
-        SqliteStore(folder / "log.db"), ts_key, RegistrationPolicy.build(issuer_keys=[issuer]), identity="https://ts"
+        store, ts_key, RegistrationPolicy.build(issuer_keys=[issuer]), identity="https://ts"
     )
     service.start()
     start = time.perf_counter()
@@ -146,8 +158,15 @@ class socket_port:
         self.sock.close()
 
 
+def _pg_env(tag: str) -> dict[str, str] | None:
+    if not PG:
+        return None
+    return {"SCITT_OCI_STORAGE__BACKEND": "postgres", "SCITT_OCI_STORAGE__POSTGRES_DSN": PG["dsn"],
+            "SCITT_OCI_STORAGE__POSTGRES_SCHEMA": f"{PG['schema']}_{tag}"}
+
+
 def http_throughput(workers: int, seconds: float, connections: int) -> tuple[float, dict[str, int], int]:
-    server = Server(workers)
+    server = Server(workers, _pg_env(f"http{workers}"))
     try:
         bodies = make_statements(server.issuer, int(seconds * 4500), f"http{workers}")
         path = server.folder / "statements.bin"
@@ -210,7 +229,7 @@ async def _fixed_load(port: int, bodies: list[bytes], rate: float, connections: 
 
 
 def latency_at(rate: float, seconds: float, workers: int) -> tuple[float, float]:
-    server = Server(workers)
+    server = Server(workers, _pg_env(f"lat{workers}"))
     try:
         bodies = make_statements(server.issuer, int(rate * seconds), f"lat{workers}")
         latencies = sorted(asyncio.run(_fixed_load(server.port, bodies, rate, 64)))
@@ -271,8 +290,25 @@ def proofs_and_storage(size: int, entry_bytes: int = 300) -> tuple[float, float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller runs; sizes up to 10^6")
+    parser.add_argument("--postgres", nargs="?", const=os.environ.get("SCITT_OCI_TEST_PG_DSN", "host=127.0.0.1 user=postgres dbname=test"),
+                        help="measure registration on PostgreSQL (libpq DSN)")
     args = parser.parse_args()
     seconds = 5.0 if args.quick else 10.0
+    if args.postgres:
+        PG.update(dsn=args.postgres, schema="bench_" + os.urandom(5).hex())
+        print("storage: PostgreSQL (in-process and HTTP figures)")
+    try:
+        measure(args, seconds)
+    finally:
+        if PG:
+            import psycopg
+
+            with psycopg.connect(PG["dsn"], autocommit=True) as conn:
+                for (name,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (PG["schema"] + "%",)).fetchall():
+                    conn.execute(f"DROP SCHEMA {name} CASCADE")
+
+
+def measure(args: argparse.Namespace, seconds: float) -> None:
 
     floor1 = raw_es256(2.0, 1)
     floor2 = raw_es256(2.0, 2)
@@ -294,7 +330,7 @@ def main() -> None:
         p50, p99 = latency_at(1000.0, seconds, workers)
         print(f"latency at 1,000 registrations/s offered, --workers {workers}: p50 {p50:.1f} ms, p99 {p99:.1f} ms  (goal p99 <= 50 ms)")
 
-    for size in (10**4, 10**6) if args.quick else (10**4, 10**6, 10**7):
+    for size in () if PG else (10**4, 10**6) if args.quick else (10**4, 10**6, 10**7):
         t = time.perf_counter()
         inc, cons, per_entry = proofs_and_storage(size)
         print(f"{size:>10,} entries: inclusion proof {inc:.3f} ms, consistency proof {cons:.3f} ms (median, cold store),"

@@ -128,7 +128,9 @@ class StorageConfig(_Section):
     postgres_dsn: SecretStr | None = Field(
         None, description="libpq connection string (keep it in a Secret / environment variable)"
     )
-    postgres_schema: str = Field("scitt_oci", description="the PostgreSQL schema the log's tables live in")
+    postgres_schema: str = Field(
+        "scitt_oci", description="the PostgreSQL schema the log's and the inbox's tables live in"
+    )
     sqlite_path: Path | None = Field(None, description="default: <data_dir>/log.db")
     synchronous: Literal["FULL", "NORMAL"] = Field(
         "FULL", description="FULL survives power loss; NORMAL survives a process crash"

@@ -103,14 +103,16 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
     from scitt_oci.watch.reconcile import reattach, unrecorded
 
     try:
-        repositories = [repo] if repo else client.catalog()
-        found = []
-        with click.progressbar(repositories, label="listing", file=sys.stderr) as bar:
-            for r in bar:
-                found += list(unrecorded(watcher.inbox, name, client, [r]))
+        # One walker of the catalog at a time (replicas' reconciliation loops, other backfills): wait for it.
+        with watcher.inbox.exclusive(name, wait=True):
+            repositories = [repo] if repo else client.catalog()
+            found = []
+            with click.progressbar(repositories, label="listing", file=sys.stderr) as bar:
+                for r in bar:
+                    found += list(unrecorded(watcher.inbox, name, client, [r]))
+            queued = watcher.inbox.add(name, found)
     except ScittOciError as exc:
         _die(exc.diagnostics())
-    queued = watcher.inbox.add(name, found)
     rt.start()
     try:
         with click.progressbar(length=max(queued, 1), label="recording", file=sys.stderr) as recording:

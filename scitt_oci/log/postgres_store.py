@@ -56,6 +56,11 @@ class PostgresStore(SqlStore):
             ) from None
         self._writer = conn
 
+    @property
+    def dsn(self) -> str:
+        """The connection string (secret: never print it); the watcher's inbox shares the database."""
+        return self._dsn
+
     def _connect(self, *, read_only: bool, create: bool = False) -> Any:
         conn = self._psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
         if create:

@@ -17,6 +17,7 @@ import re
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,9 @@ class RegistryClient:
         # Entries seen in each subject's fallback index, kept so that one lost to a concurrent writer is put back.
         self._seen_entries: LruCache[tuple[str, str], dict[str, dict[str, Any]]] = LruCache(4096)
         self.converge_rounds = 8
+        # Referrers and fallback indexes this client wrote: their push events need no read.
+        self._own: LruCache[tuple[str, str], bool] = LruCache(8192)
+        self.counts: Counter[str] = Counter()  # requests by method and kind of path, e.g. "GET manifests/<digest>"
         self.settle_seconds = (0.05, 0.25)  # the jittered pause before a confirming read of a shared index
 
     # ----- plumbing -----
@@ -174,6 +178,8 @@ class RegistryClient:
         """One call with auth, timeouts and bounded jittered retries; raises on anything not in `ok` (and not 404)."""
         url = self._url(path)
         headers = dict(kw.pop("headers", {}))
+        with self._locks_guard:
+            self.counts[f"{method} {_path_kind(urlsplit(url).path)}"] += 1
         delay = 0.2
         for attempt in range(1, self.settings.attempts + 1):
             # Credentials go out only after the registry asked for them (a challenge), never unprompted.
@@ -382,6 +388,11 @@ class RegistryClient:
             raise RegistryError(f"{repo}: manifest push failed (HTTP {r.status_code})", r.status_code)
         return digest, r.headers.get("oci-subject")
 
+    def pushed_here(self, repo: str, digest: str) -> bool:
+        """Whether this client wrote the manifest `digest` to `repo` as a referrer or a referrers index
+        (recently: the last 8192)."""
+        return self._own.get((repo, digest)) is not None
+
     def _lock(self, repo: str, digest: str) -> threading.Lock:
         with self._locks_guard:
             return self._subject_locks.setdefault((repo, digest), threading.Lock())
@@ -396,6 +407,7 @@ class RegistryClient:
         for blob in layers:
             self.push_blob(repo, blob, check_exists=False)  # a re-upload of existing content is harmless
         digest, oci_subject = self.push_manifest(repo, artifact, mf.OCI_MANIFEST)
+        self._own.put((repo, digest), True)
         if oci_subject:
             self.referrers_api = True
             return digest
@@ -456,9 +468,30 @@ class RegistryClient:
                     self._seen_entries.put((repo, subject), {d: e for d, e in seen.items() if d not in gone})
                     return
                 doc["manifests"] = current + missing
-                self.push_manifest(repo, mf.canonical_json(doc), mf.OCI_INDEX, tag)
+                written, _ = self.push_manifest(repo, mf.canonical_json(doc), mf.OCI_INDEX, tag)
+                self._own.put((repo, written), True)
                 wrote = True
         raise TransientRegistryError(f"{repo}:{tag} kept changing under us; will retry")
+
+
+_KINDS = (
+    (re.compile(r"^/v2/.+/manifests/sha(256|512)-[0-9a-f]+$"), "manifests/<fallback-tag>"),
+    (re.compile(r"^/v2/.+/manifests/sha(256|512):[0-9a-f]+$"), "manifests/<digest>"),
+    (re.compile(r"^/v2/.+/manifests/[^/]+$"), "manifests/<tag>"),
+    (re.compile(r"^/v2/.+/blobs/uploads/.*$"), "blobs/uploads"),
+    (re.compile(r"^/v2/.+/blobs/[^/]+$"), "blobs/<digest>"),
+    (re.compile(r"^/v2/.+/referrers/[^/]+$"), "referrers/<digest>"),
+    (re.compile(r"^/v2/.+/tags/list$"), "tags/list"),
+    (re.compile(r"^/v2/_catalog$"), "_catalog"),
+)
+
+
+def _path_kind(path: str) -> str:
+    """The kind of a registry path, for request counts (repository names and digests left out)."""
+    for pattern, kind in _KINDS:
+        if pattern.match(path):
+            return kind
+    return "other"
 
 
 def _content_length(r: Response) -> int | None:

@@ -31,7 +31,7 @@ from scitt_oci.server.replication import Replication
 from scitt_oci.server.webhooks import webhook_routes
 from scitt_oci.watch import signature_trust
 from scitt_oci.watch.events import DEPLOY, RegistryEvent
-from scitt_oci.watch.inbox import Inbox
+from scitt_oci.watch.inbox import Inbox, PostgresInbox
 from scitt_oci.watch.reconcile import Reconciler
 from scitt_oci.watch.worker import EmbeddedRegistrar, Registrar, RemoteRegistrar, Watcher
 
@@ -158,11 +158,20 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
         clients = _registry_clients(config)
         secret_file = config.watch.webhook_secret_file or config.data_dir / "webhook-secret"
         secret = keyfiles.token(secret_file, create=config.watch.webhook_secret_file is None)
-        inbox = Inbox(
-            config.data_dir / "watch.db",
-            max_attempts=config.watch.max_attempts,
-            lease_seconds=config.watch.lease_seconds,
-        )
+        inbox: Inbox
+        if isinstance(store, PostgresStore):  # storage.backend postgres moves the whole state: log and inbox
+            inbox = PostgresInbox(
+                store.dsn,
+                schema=config.storage.postgres_schema,
+                max_attempts=config.watch.max_attempts,
+                lease_seconds=config.watch.lease_seconds,
+            )
+        else:
+            inbox = Inbox(
+                config.data_dir / "watch.db",
+                max_attempts=config.watch.max_attempts,
+                lease_seconds=config.watch.lease_seconds,
+            )
         registrar: Registrar
         if config.watch.transparency_service:
             ts_token = keyfiles.token(config.watch.ts_token_file) if config.watch.ts_token_file else None

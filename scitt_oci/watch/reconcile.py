@@ -2,7 +2,8 @@
 checking that what is on record is still attached: re-list a statement (or a signature it is about)
 that a concurrent writer dropped from a tag-schema referrers index.
 
-Used by the periodic reconciliation loop of `serve` and by `scitt-oci backfill`.
+Used by the periodic reconciliation loop of `serve` and by `scitt-oci backfill`. Replicas sharing one
+PostgreSQL inbox take turns: each walk holds the inbox's per-registry lock (`Inbox.exclusive`).
 """
 
 from __future__ import annotations
@@ -102,7 +103,10 @@ class Reconciler:
         queued = 0
         for name, client in self.clients.items():
             try:
-                queued += self.inbox.add(name, list(unrecorded(self.inbox, name, client)))
+                with self.inbox.exclusive(name) as mine:
+                    if not mine:
+                        continue  # another replica (or a backfill) walks this registry now
+                    queued += self.inbox.add(name, list(unrecorded(self.inbox, name, client)))
             except Exception as exc:  # a registry that is down is tried again next round
                 log.warning("reconciling %s failed: %s", name, exc)
                 if self.on_error:
@@ -114,7 +118,10 @@ class Reconciler:
         relisted = 0
         for name, client in self.clients.items():
             try:
-                relisted += reattach(self.inbox, name, client, settle=self.settle, everything=everything)
+                with self.inbox.exclusive(name) as mine:
+                    if not mine:
+                        continue  # another replica checks this registry now
+                    relisted += reattach(self.inbox, name, client, settle=self.settle, everything=everything)
             except Exception as exc:  # tried again next round: unconfirmed attachments stay unconfirmed
                 log.warning("reconciling attachments in %s failed: %s", name, exc)
                 if self.on_error:

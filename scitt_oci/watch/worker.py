@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -68,6 +69,9 @@ class RemoteRegistrar:
         return self.client.register(statement).receipt
 
 
+_FALLBACK_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")
+
+
 class PermanentError(ScittOciError):
     """An event that cannot succeed however often it is retried."""
 
@@ -121,7 +125,7 @@ class Watcher:
         while not self._stop.is_set():
             items = self.inbox.claim(1)
             if not items:
-                self.inbox.wakeup.wait(0.05)
+                self.inbox.wakeup.wait(self.inbox.idle_wait)
                 self.inbox.wakeup.clear()
                 continue
             self.process(items[0])
@@ -159,6 +163,14 @@ class Watcher:
             if client.head_manifest(event.repository, digest) is not None:
                 self.inbox.done(item, "skipped: the manifest still exists (a blob deletion)")
                 return Decision(None, reason="blob deletion")
+        elif event.action == PUSH and (
+            client.pushed_here(event.repository, digest)
+            or (event.tag is not None and _FALLBACK_TAG.fullmatch(event.tag) and event.media_type == mf.OCI_INDEX)
+        ):
+            # The news of our own referrer or index write (or of a referrers index, which is never an
+            # image, as reconciliation has it): nothing to record, and no registry read needed to know.
+            self.inbox.done(item, "skipped: our own referrer or a referrers index")
+            return Decision(None, reason="own write")
         else:
             fetched = client.manifest(event.repository, digest)
             if fetched is None:

@@ -1,18 +1,53 @@
-"""The durable inbox on real SQLite: de-duplication of deliveries, not of events."""
+"""The durable inbox on real SQLite and on the local PostgreSQL (the same cases on both): de-duplication
+of deliveries, not of events; leases, retries and dead letters; what is on record; several inboxes on
+one PostgreSQL database behaving as replicas."""
 
 from __future__ import annotations
 
 import stat
+import threading
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
 
 from scitt_oci.watch.events import DELETE, PUSH, RegistryEvent
-from scitt_oci.watch.inbox import Inbox
+from scitt_oci.watch.inbox import Inbox, PostgresInbox
+from tests.unit.log.test_postgres_store import DSN
+
+Factory = Callable[..., Inbox]
 
 D = "sha256:5d8ae6143394fc080642b6caef7c25047c159df2874f0a71adef5c480be0d2f0"
 
 
-def test_a_redelivery_is_stored_once_and_a_push_after_a_delete_is_stored_again(tmp_path: Path) -> None:
-    inbox = Inbox(tmp_path / "watch.db")
+@pytest.fixture(params=["sqlite", "postgres"])
+def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Factory]:
+    """Opens inboxes on one database (one file, or one PostgreSQL schema of this test's own)."""
+    made: list[Inbox] = []
+    schema = "t_" + uuid.uuid4().hex[:12]
+
+    def factory(**kw: Any) -> Inbox:
+        inbox = (
+            Inbox(tmp_path / "watch.db", **kw) if request.param == "sqlite" else PostgresInbox(DSN, schema=schema, **kw)
+        )
+        made.append(inbox)
+        return inbox
+
+    yield factory
+    for inbox in made:
+        inbox.close()
+    if request.param == "postgres":
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_a_redelivery_is_stored_once_and_a_push_after_a_delete_is_stored_again(make: Factory) -> None:
+    inbox = make()
     push = RegistryEvent("demo/app", D, "v1", PUSH, delivery="evt-1")
     assert inbox.add("reg", [push]) == 1
     assert inbox.add("reg", [RegistryEvent("demo/app", D, "v1", PUSH, delivery="evt-1")]) == 0  # a redelivery
@@ -24,13 +59,154 @@ def test_a_redelivery_is_stored_once_and_a_push_after_a_delete_is_stored_again(t
     # The same news without a sender's id (an index naming its platform manifests, polling) is no new event.
     assert inbox.add("reg", [RegistryEvent("demo/app", D, "v1", PUSH)]) == 0
     claimed = inbox.claim(10)
-    assert [(i.event.action, i.event.delivery) for i in claimed] == [(PUSH, "evt-1"), (DELETE, "evt-2"), (PUSH, "evt-3")]
+    assert [(i.event.action, i.event.delivery) for i in claimed] == [
+        (PUSH, "evt-1"),
+        (DELETE, "evt-2"),
+        (PUSH, "evt-3"),
+    ]
     # Senders that give no id: a redelivery is the same event, a push after a delete a new one.
     assert inbox.add("other", [RegistryEvent("demo/app", D, "v1", PUSH)]) == 1
     assert inbox.add("other", [RegistryEvent("demo/app", D, "v1", PUSH)]) == 0
     assert inbox.add("other", [RegistryEvent("demo/app", D, None, DELETE)]) == 1
     assert inbox.add("other", [RegistryEvent("demo/app", D, None, DELETE)]) == 0
     assert inbox.add("other", [RegistryEvent("demo/app", D, "v1", PUSH)]) == 1
+
+
+def test_leases_retries_and_dead_letters(make: Factory) -> None:
+    inbox = make(max_attempts=2, base_delay=0.0, lease_seconds=30)
+    inbox.add("reg", [RegistryEvent("demo/app", D, "v1", PUSH), RegistryEvent("demo/b", D, "v1", PUSH)])
+    first, second = inbox.claim(5)
+    assert inbox.claim(5) == []  # both leased
+    assert inbox.save_statement(first, b"one") == b"one"
+    assert inbox.save_statement(first, b"two") == b"one"  # the first statement made is kept
+    assert inbox.done(first)
+    assert not inbox.failed(second, "registry down")  # one retry left
+    (again,) = inbox.claim(5)
+    assert again.id == second.id and again.attempts == 1 and again.statement is None
+    assert inbox.failed(again, "still down")
+    assert inbox.counts() == {"done": 1, "dead": 1}
+    (letter,) = inbox.dead()
+    assert letter.event.repository == "demo/b" and letter.reason == "still down" and letter.attempts == 2
+    assert inbox.retry_dead() == 1
+    (revived,) = inbox.claim(5)
+    assert revived.id == second.id and revived.attempts == 0
+
+
+def test_an_expired_lease_is_taken_over_and_the_late_holder_cannot_finish(make: Factory) -> None:
+    """A replica that stalls past its lease (or died) loses the event: another takes it, and the first
+    one's late done/failed change nothing, so the event completes once."""
+    slow, other = make(lease_seconds=0.2), make(lease_seconds=30)
+    slow.add("reg", [RegistryEvent("demo/app", D, "v1", PUSH)])
+    (stale,) = slow.claim(1)
+    slow.save_statement(stale, b"statement")
+    assert other.claim(1) == []
+    deadline = time.monotonic() + 10
+    taken: list[Any] = []
+    while not taken and time.monotonic() < deadline:
+        taken = other.claim(1)
+    (item,) = taken
+    assert item.id == stale.id and item.statement == b"statement"  # the same bytes get registered
+    assert not slow.done(stale)
+    slow.failed(stale, "late failure")
+    assert other.counts() == {"pending": 1}
+    assert other.done(item)
+    assert not other.done(item)  # done once
+    assert slow.counts() == {"done": 1}
+
+
+def test_what_is_on_record(make: Factory) -> None:
+    inbox = make()
+    inbox.record(
+        "reg", "demo/app", D, "push", D, "application/vnd.oci.image.manifest.v1+json", 512, "sha256:" + "1" * 64
+    )
+    inbox.record("reg", "demo/app", D, "note", "sha256:" + "2" * 64, None, None, None)
+    assert inbox.is_recorded("reg", "demo/app", D) and not inbox.is_recorded("reg", "demo/other", D)
+    assert inbox.pushed("reg", "demo/app", D) == ("application/vnd.oci.image.manifest.v1+json", 512)
+    assert inbox.pushed("reg", "demo/app", "sha256:" + "2" * 64) is None
+    (a,) = inbox.attachments("reg", before=time.time() + 1)
+    assert (a.repository, a.subject, a.kind, a.referrer) == ("demo/app", D, "push", "sha256:" + "1" * 64)
+    assert inbox.attachments("reg", before=time.time() - 3600) == []  # too young to check
+    inbox.confirm("reg", [a])
+    assert inbox.attachments("reg", before=time.time() + 1) == []
+    assert inbox.attachments("reg", before=time.time() + 1, everything=True) == [a]
+    # Recorded again (re-attached): unconfirmed again.
+    inbox.record(
+        "reg", "demo/app", D, "push", D, "application/vnd.oci.image.manifest.v1+json", 512, "sha256:" + "3" * 64
+    )
+    (b,) = inbox.attachments("reg", before=time.time() + 1)
+    assert b.referrer == "sha256:" + "3" * 64
+
+
+def test_replicas_claim_disjoint_events(make: Factory) -> None:
+    """Three inboxes on one database, eight threads each, claiming as fast as they can: every event is
+    handed out exactly once."""
+    replicas = [make() for _ in range(3)]
+    n = 120
+    replicas[0].add("reg", [RegistryEvent(f"demo/app{i}", D, "v1", PUSH) for i in range(n)])
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def work(inbox: Inbox) -> None:
+        while True:
+            items = inbox.claim(2)
+            if not items:
+                if inbox.counts().get("pending", 0) == 0:
+                    return
+                continue
+            for item in items:
+                assert inbox.done(item)
+            with lock:
+                claimed.extend(i.id for i in items)
+
+    threads = [
+        threading.Thread(target=work, args=(r,))
+        for r in replicas
+        for _ in range(8 if isinstance(r, PostgresInbox) else 2)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == n
+    assert replicas[2].counts() == {"done": n}
+
+
+def test_one_catalog_walker_at_a_time(make: Factory) -> None:
+    a, b = make(), make()
+    with a.exclusive("reg") as mine:
+        assert mine
+        with b.exclusive("reg") as theirs:
+            assert not theirs  # another replica (or a backfill) walks now
+        with b.exclusive("other") as theirs:
+            assert theirs  # per registry
+    with b.exclusive("reg") as theirs:
+        assert theirs  # released
+
+
+def test_a_dead_replicas_walk_lock_is_released(tmp_path: Path) -> None:
+    """The walk lock of a replica that dies goes with its database session."""
+    schema = "t_" + uuid.uuid4().hex[:12]
+    a, b = PostgresInbox(DSN, schema=schema), PostgresInbox(DSN, schema=schema)
+    reg = "reg-" + schema
+    try:
+        walk = a.exclusive(reg)
+        assert walk.__enter__()
+        with b.exclusive(reg) as theirs:
+            assert not theirs
+        with psycopg.connect(DSN, autocommit=True) as admin:  # the replica's connection dies
+            killed = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
+                "AND objid = %s AND granted",
+                (0x5C1771B1, zlib.crc32(reg.encode()) - 2**31 & 0xFFFFFFFF),
+            ).fetchall()
+        assert killed == [(True,)]
+        with b.exclusive(reg) as theirs:
+            assert theirs
+    finally:
+        a.close()
+        b.close()
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def test_database_files_are_private(tmp_path: Path) -> None:
@@ -55,3 +231,30 @@ def test_dead_letters_print_control_characters_as_escapes(tmp_path: Path) -> Non
     assert result.exit_code == 0, result.output
     assert "\r" not in result.output and "\x1b" not in result.output
     assert "v1\\r\\n\\x1b[2Jforged line" in result.output and result.output.count("\n") == 2
+
+
+def test_a_lost_database_connection_is_made_again(tmp_path: Path) -> None:
+    """A database restart or failover drops the replica's connections: the inbox connects again
+    instead of failing every claim (which would stop the workers) or the next webhook."""
+    schema = "t_" + uuid.uuid4().hex[:12]
+    inbox = PostgresInbox(DSN, schema=schema)
+
+    def drop_connection() -> None:
+        pid = inbox._conn().info.backend_pid
+        with psycopg.connect(DSN, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+
+    try:
+        inbox.add("reg", [RegistryEvent("demo/app", D, "v1", PUSH)])
+        drop_connection()
+        (item,) = inbox.claim(1)
+        drop_connection()
+        assert inbox.done(item)
+        drop_connection()
+        assert inbox.add("reg", [RegistryEvent("demo/b", D, "v1", PUSH)]) == 1  # a transaction, run again
+        drop_connection()
+        assert inbox.counts() == {"done": 1, "pending": 1}
+    finally:
+        inbox.close()
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

@@ -1,0 +1,90 @@
+"""Replicas benchmark: the watcher flat out with three `serve` replicas on one PostgreSQL database
+(log and inbox) against one replica on the same database, webhooks sent round robin.
+
+Run: .venv/bin/python bench/replicas.py [--images 300] [--pushers 16]
+Needs the local PostgreSQL (SCITT_OCI_TEST_PG_DSN, default host=127.0.0.1 user=postgres dbname=test);
+each run uses a schema of its own, dropped afterwards. The floor printed beside the figures is the
+push rate of the same registry with nothing watching it. On a machine with fewer cores than
+replicas, three replicas share the same cores: the figure shows the overhead of sharing the inbox
+and the log, not the gain of more machines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psycopg
+
+from bench.watch import push_image, registry_floor, wait_attached
+from scitt_oci.cose import keys
+from scitt_oci.oci.client import RegistryClient, RegistrySettings
+from tests.registryproc import RegistryProcess
+from tests.roundrobin import RoundRobin
+from tests.serverproc import ServerProcess
+
+DSN = os.environ.get("SCITT_OCI_TEST_PG_DSN", "host=127.0.0.1 user=postgres dbname=test")
+
+
+def run(replicas: int, images: int, pushers: int, workers: int) -> float:
+    root = Path(tempfile.mkdtemp(prefix="bench-replicas-"))
+    schema = "bench_" + uuid.uuid4().hex[:12]
+    secret = "bench-secret-0123456789abcdef"
+    (root / "secret").write_text(secret)
+    for name in ("ts.pem", "issuer.pem"):
+        (root / name).write_bytes(keys.generate(keys.algorithms.by_name("ES256")).private_pem())
+        (root / name).chmod(0o600)
+    env = {"SCITT_OCI_STORAGE__BACKEND": "postgres", "SCITT_OCI_STORAGE__POSTGRES_DSN": DSN,
+           "SCITT_OCI_STORAGE__POSTGRES_SCHEMA": schema, "SCITT_OCI_TS_KEY": str(root / "ts.pem"),
+           "SCITT_OCI_ISSUER_KEY": str(root / "issuer.pem"), "SCITT_OCI_IDENTITY": "https://ts.example",
+           "SCITT_OCI_WATCH__WORKERS": str(workers)}
+    servers = [ServerProcess(root / f"r{i}", env=env) for i in range(replicas)]
+    balancer = RoundRobin([s.url for s in servers])
+    registry = RegistryProcess(root / "registry", notify_url=f"{balancer.url}/webhooks/distribution", secret=secret).start()
+    try:
+        for s in servers:
+            s.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret")]
+            s.start()
+        client = RegistryClient(RegistrySettings.for_url(registry.url))
+
+        def one(n: int) -> None:
+            repo = f"bench/app{n % 20}"
+            wait_attached(client, repo, push_image(client, repo, n), timeout=300, poll=0.05)
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(pushers) as pool:
+            list(pool.map(one, range(images)))
+        return images / (time.monotonic() - started)
+    finally:
+        for s in servers:
+            s.stop()
+        registry.stop()
+        balancer.close()
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--pushers", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=8, help="watch.workers of each replica")
+    args = parser.parse_args()
+    floor = registry_floor(args.images, args.pushers)
+    print(f"floor: {floor:,.1f} image pushes/s into docker-registry alone ({args.pushers} pushers, no watcher)")
+    for replicas in (1, 3):
+        rate = run(replicas, args.images, args.pushers, args.workers)
+        print(f"{replicas} replica(s) on PostgreSQL: {args.images} images, {rate:,.1f} images/s end to end "
+              f"(push + attached; {rate / floor:.0%} of the floor)")
+
+
+if __name__ == "__main__":
+    main()
