@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -64,7 +65,8 @@ def webhook_routes(inbox: Inbox, registries: list[str], secret: str) -> list[Rou
             events = parser(body, {k.lower(): v for k, v in request.headers.items()})
         except ScittOciError as exc:
             return problem_json(400, "Bad Request", f"not a {kind} payload: {exc}")
-        added = inbox.add(name, events) if events else 0
+        # A durable write (fsync, or a PostgreSQL commit): off the event loop, which serves every other request.
+        added = await run_in_threadpool(inbox.add, name, events) if events else 0
         body_out = json.dumps({"received": len(events), "queued": added})
         return Response(body_out, status_code=202, media_type="application/json")
 
