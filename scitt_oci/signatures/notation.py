@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import fnmatch
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,15 @@ from scitt_oci.errors import ScittOciError
 from scitt_oci.signatures import timestamp as tsp
 from scitt_oci.signatures.model import Format, NotVerified, SignatureCheck
 from scitt_oci.signatures.trust import NotationTrustStore, SignatureTrust
-from scitt_oci.signatures.x509path import MAX_CHAIN, check_code_signing, dn_matches, thumbprint, validate
+from scitt_oci.signatures.x509path import (
+    MAX_CHAIN,
+    check_code_signing,
+    dn_attributes,
+    dn_matches,
+    render_dn,
+    thumbprint,
+    validate,
+)
 
 JWS = "application/jose+json"
 COSE = "application/cose"
@@ -281,10 +290,44 @@ def _check_target(payload: bytes, subject: Subject) -> None:
 
 
 def notation_subject(cert: x509.Certificate) -> str:
-    """The leaf's subject as Notation's trust policy writes identities: `x509.subject: C=US, ST=WA, ...`."""
-    names = {"2.5.4.6": "C", "2.5.4.8": "ST", "2.5.4.7": "L", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.3": "CN"}
-    parts = [f"{names.get(a.oid.dotted_string, a.oid.dotted_string)}={a.value!s}" for a in cert.subject]
-    return "x509.subject: " + ", ".join(parts)
+    """The leaf's subject as Notation's trust policy writes identities: `x509.subject: C=US, ST=WA, ...`,
+    in certificate order, each value escaped as RFC 4514 has it: one rendering per name, so no other
+    subject (say L="Seattle, O=Notary") can be written as the same text."""
+    return "x509.subject: " + render_dn(cert.subject)
+
+
+IDENTITY_PREFIX = "x509.subject:"
+
+
+def signer_pattern(text: str) -> tuple[tuple[str, str], ...]:
+    """A policy's Notation signer rule, `x509.subject: C=US, ST=WA, O=wabbit-networks.io*`, read as
+    (OID, glob over that attribute's value) pairs; `ValueError` when it is not one."""
+    prefix, sep, dn = text.partition(":")
+    if not sep or prefix.strip() != IDENTITY_PREFIX[:-1]:
+        raise ValueError(f"a Notation signer is written '{IDENTITY_PREFIX} <distinguished name>', not {text!r}")
+    attributes = dn_attributes(dn)
+    if not attributes or any(not value for _, value in attributes):
+        raise ValueError(f"{text!r} names no attribute, or one with an empty value")
+    if len({oid for oid, _ in attributes}) != len(attributes):
+        raise ValueError(f"{text!r} names an attribute twice")
+    return tuple(attributes)
+
+
+def signer_matches(pattern: tuple[tuple[str, str], ...], signer: str) -> bool:
+    """Does a recorded Notation signer (`x509.subject: <escaped DN>`) show every attribute `pattern`
+    names, each value matching its glob? Compared attribute by attribute, never as text, so a value
+    holding ", O=..." cannot stand in for an O attribute, nor a glob run across attributes."""
+    try:
+        recorded = dn_attributes(signer.partition(":")[2]) if signer.startswith(IDENTITY_PREFIX) else None
+    except ValueError:
+        return False
+    if not recorded:
+        return False
+    for oid, glob in pattern:
+        values = [value for have, value in recorded if have == oid]
+        if not values or not all(fnmatch.fnmatchcase(value, glob) for value in values):
+            return False
+    return True
 
 
 def _signing_time(store: NotationTrustStore, envelope: Envelope, now: dt.datetime) -> tuple[list[dt.datetime], str]:

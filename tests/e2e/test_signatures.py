@@ -278,7 +278,7 @@ def test_forgeries_are_recorded_as_not_verified_with_the_reason(world: World) ->
 @pytest.mark.parametrize(
     ("rule", "alpine", "forged"),
     [
-        ("{format: notation, signer: 'x509.subject: *CN=alpine*'}", "ADMIT", "REJECT"),
+        ("{format: notation, signer: 'x509.subject: CN=alpine'}", "ADMIT", "REJECT"),
         ("{format: notation, anchor: alpine-notary}", "ADMIT", "REJECT"),
         ("{format: notation}", "ADMIT", "REJECT"),
         ("{format: notation, signer: 'x509 sha256:*'}", "REJECT", "REJECT"),  # the v1 form, from annotations
@@ -303,7 +303,7 @@ def test_only_verified_signatures_satisfy_signer_rules_in_verify(
 
 
 def test_admission_denies_forged_signatures_and_admits_real_ones(world: World) -> None:
-    _write_policy(world.root, "{format: notation, signer: 'x509.subject: *O=Notary*'}")
+    _write_policy(world.root, "{format: notation, signer: 'x509.subject: O=Notary'}")
     try:
         for image, allowed in (
             (f"{world.registry.host}/notary/alpine@{ALPINE}", True),
@@ -324,7 +324,7 @@ def test_admission_denies_forged_signatures_and_admits_real_ones(world: World) -
             response = r.json()["response"]
             assert response["allowed"] is allowed, response
             if not allowed:
-                assert "no verified notation by x509.subject: *O=Notary* signature" in response["status"]["message"]
+                assert "no verified notation by x509.subject: O=Notary signature" in response["status"]["message"]
                 assert "did not verify" in response["status"]["message"]
     finally:
         _write_policy(world.root)
