@@ -52,6 +52,23 @@ def test_every_workload_kind_yields_every_container_image(kind: str, wrap: objec
     ]
 
 
+def test_image_volumes_are_checked_like_containers() -> None:
+    """F6: a Kubernetes image volume mounts an image's content into the containers: it is an image use."""
+    spec = {"containers": [{"name": "c", "image": "r.example/app@" + D}],
+            "volumes": [{"name": "cfg", "configMap": {"name": "x"}},
+                        {"name": "tools", "image": {"reference": "r.example/tools:v2", "pullPolicy": "IfNotPresent"}}]}
+    r = adm.parse_review(review("Deployment", {"spec": {"template": {"spec": spec}}}))
+    assert [(u.pointer, u.image) for u in r.images] == [
+        ("/spec/template/spec/containers/0/image", "r.example/app@" + D),
+        ("/spec/template/spec/volumes/1/image/reference", "r.example/tools:v2"),
+    ]
+    for bad in [{"name": "v", "image": {"reference": 7}}, {"name": "v", "image": "r.example/tools:v2"}]:
+        with pytest.raises(MalformedError, match="volumes/0/image.reference must be a string"):
+            adm.parse_review(review("Pod", {"spec": {"containers": [], "volumes": [bad]}}))
+    with pytest.raises(MalformedError, match="volumes must be a list"):
+        adm.parse_review(review("Pod", {"spec": {"volumes": "tools"}}))
+
+
 def test_bad_reviews_and_other_kinds() -> None:
     with pytest.raises(MalformedError, match="AdmissionReview"):
         adm.parse_review(b'{"kind": "Nope"}')
