@@ -197,10 +197,6 @@ def _record_lines(r: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
 def _details_text(details: dict[str, Any]) -> str:
     """A signature's verification first (verified: signer, anchor; or NOT verified: reason), then the rest."""
     if "verified" not in details:
