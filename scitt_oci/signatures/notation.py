@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import fnmatch
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +37,6 @@ from scitt_oci.signatures.trust import NotationTrustStore, SignatureTrust
 from scitt_oci.signatures.x509path import (
     MAX_CHAIN,
     check_code_signing,
-    dn_attributes,
     dn_matches,
     render_dn,
     thumbprint,
@@ -294,40 +292,6 @@ def notation_subject(cert: x509.Certificate) -> str:
     in certificate order, each value escaped as RFC 4514 has it: one rendering per name, so no other
     subject (say L="Seattle, O=Notary") can be written as the same text."""
     return "x509.subject: " + render_dn(cert.subject)
-
-
-IDENTITY_PREFIX = "x509.subject:"
-
-
-def signer_pattern(text: str) -> tuple[tuple[str, str], ...]:
-    """A policy's Notation signer rule, `x509.subject: C=US, ST=WA, O=wabbit-networks.io*`, read as
-    (OID, glob over that attribute's value) pairs; `ValueError` when it is not one."""
-    prefix, sep, dn = text.partition(":")
-    if not sep or prefix.strip() != IDENTITY_PREFIX[:-1]:
-        raise ValueError(f"a Notation signer is written '{IDENTITY_PREFIX} <distinguished name>', not {text!r}")
-    attributes = dn_attributes(dn)
-    if not attributes or any(not value for _, value in attributes):
-        raise ValueError(f"{text!r} names no attribute, or one with an empty value")
-    if len({oid for oid, _ in attributes}) != len(attributes):
-        raise ValueError(f"{text!r} names an attribute twice")
-    return tuple(attributes)
-
-
-def signer_matches(pattern: tuple[tuple[str, str], ...], signer: str) -> bool:
-    """Does a recorded Notation signer (`x509.subject: <escaped DN>`) show every attribute `pattern`
-    names, each value matching its glob? Compared attribute by attribute, never as text, so a value
-    holding ", O=..." cannot stand in for an O attribute, nor a glob run across attributes."""
-    try:
-        recorded = dn_attributes(signer.partition(":")[2]) if signer.startswith(IDENTITY_PREFIX) else None
-    except ValueError:
-        return False
-    if not recorded:
-        return False
-    for oid, glob in pattern:
-        values = [value for have, value in recorded if have == oid]
-        if not values or not all(fnmatch.fnmatchcase(value, glob) for value in values):
-            return False
-    return True
 
 
 def _signing_time(store: NotationTrustStore, envelope: Envelope, now: dt.datetime) -> tuple[list[dt.datetime], str]:

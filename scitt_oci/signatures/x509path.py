@@ -9,6 +9,7 @@ check so that an expired or not-yet-valid certificate is reported as exactly tha
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import hashlib
 from collections.abc import Sequence
 
@@ -246,3 +247,37 @@ def dn_matches(wanted: dict[str, str], cert: x509.Certificate) -> bool:
     compared parsed (never as rendered text). An attribute the subject repeats must equal it each time."""
     have = subject_attributes(cert)
     return all(have.get(oid) and all(v == value for v in have[oid]) for oid, value in wanted.items())
+
+
+IDENTITY_PREFIX = "x509.subject:"
+
+
+def signer_pattern(text: str) -> tuple[tuple[str, str], ...]:
+    """A policy's Notation signer rule, `x509.subject: C=US, ST=WA, O=wabbit-networks.io*`, read as
+    (OID, glob over that attribute's value) pairs; `ValueError` when it is not one."""
+    prefix, sep, dn = text.partition(":")
+    if not sep or prefix.strip() != IDENTITY_PREFIX[:-1]:
+        raise ValueError(f"a Notation signer is written '{IDENTITY_PREFIX} <distinguished name>', not {text!r}")
+    attributes = dn_attributes(dn)
+    if not attributes or any(not value for _, value in attributes):
+        raise ValueError(f"{text!r} names no attribute, or one with an empty value")
+    if len({oid for oid, _ in attributes}) != len(attributes):
+        raise ValueError(f"{text!r} names an attribute twice")
+    return tuple(attributes)
+
+
+def signer_matches(pattern: tuple[tuple[str, str], ...], signer: str) -> bool:
+    """Does a recorded Notation signer (`x509.subject: <escaped DN>`) show every attribute `pattern`
+    names, each value matching its glob? Compared attribute by attribute, never as text, so a value
+    holding ", O=..." cannot stand in for an O attribute, nor a glob run across attributes."""
+    try:
+        recorded = dn_attributes(signer.partition(":")[2]) if signer.startswith(IDENTITY_PREFIX) else None
+    except ValueError:
+        return False
+    if not recorded:
+        return False
+    for oid, glob in pattern:
+        values = [value for have, value in recorded if have == oid]
+        if not values or not all(fnmatch.fnmatchcase(value, glob) for value in values):
+            return False
+    return True

@@ -18,7 +18,7 @@ from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Reference
 from scitt_oci.scitt import profile
 from scitt_oci.scitt.reasons import Reason
-from scitt_oci.signatures import notation
+from scitt_oci.signatures import x509path
 from scitt_oci.verify.trust import Requirements, SignatureRequirement, TrustPolicy
 from scitt_oci.verify.verifier import Finding, VerificationResult, verify_transparent_statement
 
@@ -109,7 +109,7 @@ def _signature_matches(event: profile.OciEvent, want: SignatureRequirement) -> b
         return True
     signer = event.detail("signer") or ""
     if event.detail("format") == "notation" or want.subject is not None:  # a distinguished name: compared parsed
-        return want.subject is not None and notation.signer_matches(want.subject, signer)
+        return want.subject is not None and x509path.signer_matches(want.subject, signer)
     return fnmatch.fnmatchcase(signer, want.signer)
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from scitt_oci.scitt.x509chain import CertificateRule
 from scitt_oci.errors import PolicyError, ScittOciError
 from scitt_oci.oci.reference import normalize_name
-from scitt_oci.signatures import notation
+from scitt_oci.signatures import x509path
 
 MAX_POLICY_BYTES = 1 << 20
 MAX_KEY_FILE_BYTES = 1 << 20
@@ -411,7 +411,7 @@ def _requirements(
             signer, subject = item.get("signer"), None
             if signer is not None and (fmt == "notation" or signer.lstrip().startswith("x509.subject")):
                 try:
-                    subject = notation.signer_pattern(signer)
+                    subject = x509path.signer_pattern(signer)
                 except ValueError as exc:
                     raise PolicyError(f"{where}.signatures[{i}].signer: {exc}") from None
             signatures.append(SignatureRequirement(fmt, signer, item.get("issuer"), item.get("anchor"), subject))

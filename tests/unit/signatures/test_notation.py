@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from scitt_oci.cose import algorithms
-from scitt_oci.signatures import notation
+from scitt_oci.signatures import notation, x509path
 from scitt_oci.signatures.trust import NotationTrustStore, SignatureTrust, TrustedIdentity
 from tests.conftest import shared
 
@@ -345,9 +345,9 @@ def test_look_alike_subject_is_recorded_escaped_not_as_another_signer() -> None:
     assert check.verified and check.anchor == "partner", check.reason
     assert check.signer == r"x509.subject: C=US, ST=WA, L=Seattle\, O=Notary, CN=alpine"
     assert check.signer != ALPINE_DN
-    assert not notation.signer_matches(notation.signer_pattern(ALPINE_DN), check.signer)
-    assert not notation.signer_matches(notation.signer_pattern("x509.subject: O=Notary"), check.signer)
-    assert notation.signer_matches(notation.signer_pattern(check.signer), check.signer)
+    assert not x509path.signer_matches(x509path.signer_pattern(ALPINE_DN), check.signer)
+    assert not x509path.signer_matches(x509path.signer_pattern("x509.subject: O=Notary"), check.signer)
+    assert x509path.signer_matches(x509path.signer_pattern(check.signer), check.signer)
     # a trusted identity naming O=Notary does not take it either: compared parsed
     only_notary = NotationTrustStore("partner", (cert,), (), (TrustedIdentity.parse("x509.subject: C=US, ST=WA, O=Notary"),))
     assert not notation.verify(envelope, notation.COSE, ALPINE, SignatureTrust(notation=(only_notary,)), NOW).verified
@@ -374,7 +374,7 @@ def test_recorded_subject_escapes_every_separator(name: x509.Name, recorded: str
     check = notation.verify(envelope, notation.COSE, ALPINE, _trust(cert, identities=("*",)), NOW)
     assert check.signer == recorded
     # what is recorded reads back as the certificate's own attributes, so an identity copied from it matches
-    pattern = notation.signer_pattern(recorded)
+    pattern = x509path.signer_pattern(recorded)
     assert sorted(pattern) == sorted((a.oid.dotted_string, str(a.value)) for a in cert.subject)
 
 
