@@ -357,7 +357,12 @@ def _print_tree(value: Any, depth: int) -> None:
 @click.option("--digest", help="Also require a scitt-oci statement about this image digest (sha256:<hex>).")
 @click.option("--registry-insecure", is_flag=True, help="With IMAGE: plain HTTP to a loopback registry.")
 @registry_ca_file
-@click.option("--timeout", default=10.0, show_default=True, help="With IMAGE: seconds for each registry call.")
+@click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    help="With IMAGE: seconds for all of its registry calls together (connecting, headers and bodies).",
+)
 @click.option("--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
 def verify(
     image: str | None,
@@ -452,7 +457,7 @@ def _verify_image(
         settings = RegistrySettings.for_url(
             registry_url(ref.registry, insecure=insecure), timeout=timeout, attempts=2, ca_file=ca_file
         )
-        client = RegistryClient(settings)
+        client = RegistryClient(settings, deadline=time.monotonic() + timeout)
         if ref.digest is None:
             found = client.head_manifest(ref.repository, ref.tag or "latest")
             if found is None:

@@ -183,11 +183,20 @@ def history(image: str, registry_insecure: bool, ca_file: str | None, output: st
         return
     click.echo(f"{ref.registry}/{ref.repository}@{digest}: {len(records)} record(s)")
     for r in records:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["iat"])) if r.get("iat") else "?"
-        extra = _details_text(r.get("details", {}))
-        click.echo(f"  {when}  {r.get('kind', '?'):11} by {r.get('issuer')}" + (f" ({extra})" if extra else ""))
-        for rc in r.get("receipts", []):
-            click.echo(f"      receipt from {rc.get('service')}: leaf {rc.get('leaf_index')} of {rc.get('tree_size')}")
+        for line in _record_lines(r):
+            click.echo(line)
+
+
+def _record_lines(r: dict[str, Any]) -> list[str]:
+    """One record of `history`, as text; an unreadable one says why (anything a pusher wrote is escaped)."""
+    if "error" in r:
+        return [f"  ?                    unreadable record {r['referrer']}: {_printable(r['error'])}"]
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["iat"])) if r.get("iat") else "?"
+    extra = _details_text(r.get("details", {}))
+    lines = [f"  {when}  {r.get('kind', '?'):11} by {r.get('issuer')}" + (f" ({extra})" if extra else "")]
+    for rc in r.get("receipts", []):
+        lines.append(f"      receipt from {rc.get('service')}: leaf {rc.get('leaf_index')} of {rc.get('tree_size')}")
+    return lines
 
 
 def _details_text(details: dict[str, Any]) -> str:

@@ -5,6 +5,12 @@ Why not `oras`: it has no referrers API or fallback, always pushes to a tag (`la
 given), cannot push an index, and retries for about two minutes. This client has timeouts on every
 call, a bounded number of retries with jitter, and contacts only its registry (and token realms on
 the same host or explicitly allowed).
+
+`settings.timeout` bounds each call from connecting to the last body byte (not each socket read: a
+registry that trickles a body cannot hold a caller). A call that runs out of time is not retried
+here: it raises `TransientRegistryError` at once, so a watcher worker gives the event back to the
+inbox (retried later, with backoff) instead of spending its next attempts on the same slow
+registry. `deadline` (a `time.monotonic()` instant) bounds every call of the client together.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from scitt_oci import jsonin
 from scitt_oci.errors import MalformedError, ScittOciError
 from scitt_oci.lru import LruCache
 from scitt_oci.oci import manifest as mf
-from scitt_oci.oci.http import HttpError, Response, Session, ascii_int
+from scitt_oci.oci.http import DeadlineExceeded, HttpError, Response, Session, ascii_int
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest
 
@@ -113,8 +119,10 @@ class RegistryClient:
         *,
         session: Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        deadline: float | None = None,
     ) -> None:
         self.settings = settings
+        self.deadline = deadline  # time.monotonic() by which every call must be done; None: each call alone
         self._verify: bool | str = settings.ca_file or True
         self._session = session or Session(verify=self._verify)
         self._session.headers["User-Agent"] = "scitt-oci"
@@ -162,7 +170,9 @@ class RegistryClient:
         query = {"service": params.get("service", ""), "scope": params.get("scope", scope_hint)}
         auth = (self.settings.username, self.settings.password or "") if self.settings.username else None
         try:
-            r = self._session.get(realm, params=query, auth=auth, timeout=self.settings.timeout)
+            r = self._session.get(realm, params=query, auth=auth, timeout=self._timeout(f"token service {host}"))
+        except DeadlineExceeded as exc:
+            raise TransientRegistryError(f"token service {host}: {exc}") from None
         except HttpError as exc:
             raise TransientRegistryError(f"token service {host}: {type(exc).__name__}") from None
         if r.status_code != 200:
@@ -173,6 +183,20 @@ class RegistryClient:
             raise RegistryError(f"token service {host}: {exc}") from None
         token = body.get("token") or body.get("access_token")
         return token if isinstance(token, str) else None
+
+    def _timeout(self, what: str) -> float:
+        """The time the next call may take: `settings.timeout`, or less when the client's deadline is nearer."""
+        if self.deadline is None:
+            return self.settings.timeout
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise TransientRegistryError(f"{what}: the time allowed for the whole operation has passed")
+        return min(self.settings.timeout, remaining)
+
+    def _pause(self, seconds: float) -> None:
+        if self.deadline is not None:
+            seconds = min(seconds, max(0.0, self.deadline - time.monotonic()))
+        self._sleep(seconds)
 
     def request(self, method: str, path: str, *, scope: str = "", ok: tuple[int, ...] = (200,), **kw: Any) -> Response:
         """One call with auth, timeouts and bounded jittered retries; raises on anything not in `ok` (and not 404)."""
@@ -192,13 +216,15 @@ class RegistryClient:
                     method,
                     url,
                     headers=headers,
-                    timeout=self.settings.timeout,
+                    timeout=self._timeout(f"{method} {url}"),
                     **kw,
                 )
+            except DeadlineExceeded as exc:  # slow, not down: retrying now would only hold the caller longer
+                raise TransientRegistryError(f"{method} {exc}") from None
             except HttpError as exc:
                 if attempt == self.settings.attempts or isinstance(exc, ssl.SSLError):
                     raise _no_answer(method, url, exc) from None
-                self._sleep(random.uniform(0, delay))  # noqa: S311 - jitter
+                self._pause(random.uniform(0, delay))  # noqa: S311 - jitter
                 delay = min(delay * 2, 3.0)
                 continue
             if r.status_code == 401 and attempt < self.settings.attempts:
@@ -216,7 +242,7 @@ class RegistryClient:
                 return r
             if (r.status_code >= 500 or r.status_code == 429) and attempt < self.settings.attempts:
                 retry_after = ascii_int(r.headers.get("retry-after"))
-                self._sleep(min(float(retry_after), 10.0) if retry_after is not None else random.uniform(0, delay))  # noqa: S311
+                self._pause(min(float(retry_after), 10.0) if retry_after is not None else random.uniform(0, delay))  # noqa: S311
                 delay = min(delay * 2, 3.0)
                 continue
             error = TransientRegistryError if r.status_code >= 500 or r.status_code == 429 else RegistryError
@@ -510,11 +536,16 @@ def _read_limited(r: Response, limit: int) -> bytes:
     if declared is not None and declared > limit:
         raise RegistryError(f"{r.url}: {declared} bytes is more than the {limit} read")
     chunks, size = [], 0
-    for chunk in r.iter_content(65536):
-        size += len(chunk)
-        if size > limit:
-            raise RegistryError(f"{r.url}: more than {limit} bytes")
-        chunks.append(chunk)
+    try:
+        for chunk in r.iter_content(65536):
+            size += len(chunk)
+            if size > limit:
+                raise RegistryError(f"{r.url}: more than {limit} bytes")
+            chunks.append(chunk)
+    except DeadlineExceeded as exc:
+        raise TransientRegistryError(f"GET {exc}") from None
+    except HttpError as exc:  # the body broke off: the registry is failing, not lying
+        raise TransientRegistryError(f"GET {r.url}: the body broke off ({type(exc).__name__})") from None
     return b"".join(chunks)
 
 

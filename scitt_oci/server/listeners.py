@@ -6,7 +6,10 @@ and another for its body; past either the client gets 408 and the connection is 
 puts the verified client certificate of a TLS connection into the ASGI scope, as the ASGI TLS
 extension names it (`scope["extensions"]["tls"]["client_cert_chain"]`).
 
-Several listeners (the main one and the admission one) run in one event loop: `serve_all`.
+Several listeners (the main one and the admission one) run in one event loop: `serve_all`. A TLS
+listener's handshake is bounded by the same header deadline: asyncio's default (60 s) would let a
+client that connects and never sends a ClientHello hold the socket six times longer than the
+header deadline says (the protocol above sees a TLS connection only once its handshake is done).
 """
 
 from __future__ import annotations
@@ -107,8 +110,22 @@ class _Listener(uvicorn.Server):
         yield
 
 
+def _bound_tls_handshakes(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
+    """Make every TLS server this loop creates give up a handshake after `seconds` (uvicorn passes no
+    `ssl_handshake_timeout`, so asyncio's 60 s would apply)."""
+    create_server = loop.create_server
+
+    async def bounded(*args: Any, **kw: Any) -> Any:
+        if kw.get("ssl") is not None:
+            kw.setdefault("ssl_handshake_timeout", seconds)
+        return await create_server(*args, **kw)
+
+    loop.create_server = bounded  # type: ignore[method-assign]
+
+
 async def _serve(servers: list[_Listener]) -> None:
     loop = asyncio.get_running_loop()
+    _bound_tls_handshakes(loop, GuardedHttpToolsProtocol.header_timeout)
 
     def stop() -> None:
         for s in servers:

@@ -34,7 +34,14 @@ from scitt_oci.errors import ScittOciError
 from scitt_oci.signatures import timestamp as tsp
 from scitt_oci.signatures.model import Format, NotVerified, SignatureCheck
 from scitt_oci.signatures.trust import NotationTrustStore, SignatureTrust
-from scitt_oci.signatures.x509path import MAX_CHAIN, check_code_signing, dn_matches, thumbprint, validate
+from scitt_oci.signatures.x509path import (
+    MAX_CHAIN,
+    check_code_signing,
+    dn_matches,
+    render_dn,
+    thumbprint,
+    validate,
+)
 
 JWS = "application/jose+json"
 COSE = "application/cose"
@@ -281,10 +288,10 @@ def _check_target(payload: bytes, subject: Subject) -> None:
 
 
 def notation_subject(cert: x509.Certificate) -> str:
-    """The leaf's subject as Notation's trust policy writes identities: `x509.subject: C=US, ST=WA, ...`."""
-    names = {"2.5.4.6": "C", "2.5.4.8": "ST", "2.5.4.7": "L", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.3": "CN"}
-    parts = [f"{names.get(a.oid.dotted_string, a.oid.dotted_string)}={a.value!s}" for a in cert.subject]
-    return "x509.subject: " + ", ".join(parts)
+    """The leaf's subject as Notation's trust policy writes identities: `x509.subject: C=US, ST=WA, ...`,
+    in certificate order, each value escaped as RFC 4514 has it: one rendering per name, so no other
+    subject (say L="Seattle, O=Notary") can be written as the same text."""
+    return "x509.subject: " + render_dn(cert.subject)
 
 
 def _signing_time(store: NotationTrustStore, envelope: Envelope, now: dt.datetime) -> tuple[list[dt.datetime], str]:

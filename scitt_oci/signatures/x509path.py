@@ -9,6 +9,7 @@ check so that an expired or not-yet-valid certificate is reported as exactly tha
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import hashlib
 from collections.abc import Sequence
 
@@ -110,45 +111,173 @@ _DN_ATTRIBUTES = {
 }
 
 
+_NAMES = {"2.5.4.6": "C", "2.5.4.8": "ST", "2.5.4.7": "L", "2.5.4.10": "O", "2.5.4.11": "OU", "2.5.4.3": "CN"}
+_SPECIAL = frozenset('"+,;<>\\')
+
+
+def escape_dn_value(value: str) -> str:
+    """An attribute value escaped as RFC 4514 (section 2.4) has it, so that separators inside a value
+    cannot read as separators: `\\` before `"+,;<>\\`, a leading `#` or space and a trailing space;
+    control characters as `\\hh`."""
+    out = []
+    for i, ch in enumerate(value):
+        if ch in _SPECIAL or (i == 0 and ch in "# ") or (i == len(value) - 1 and ch == " "):
+            out.append("\\" + ch)
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def render_dn(name: x509.Name) -> str:
+    """`name` as Notation writes identities (`C=US, ST=WA, O=Notary`: RDNs in certificate order, joined
+    by ", "; the attributes of a multi-valued RDN joined by "+"), every value escaped (RFC 4514), and
+    attributes without a short name by their dotted OID. Distinct names render as distinct text."""
+    return ", ".join(
+        "+".join(
+            f"{_NAMES.get(a.oid.dotted_string, a.oid.dotted_string)}={escape_dn_value(_text(a.value))}" for a in rdn
+        )
+        for rdn in name.rdns
+    )
+
+
+def _text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else "#" + value.hex()
+
+
 def parse_dn(text: str) -> dict[str, str]:
-    """A distinguished name as Notation's trust policy writes it ("C=US, ST=WA, O=Notary"): OID -> value.
+    """A distinguished name as Notation's trust policy writes it ("C=US, ST=WA, O=Notary"; values escaped
+    as RFC 4514 has it, the attributes of a multi-valued RDN joined by "+"): OID -> value.
     `ValueError` on an attribute it does not know or a repeated one."""
     out: dict[str, str] = {}
-    for part in _split_dn(text):
-        name, sep, value = part.partition("=")
-        oid = _DN_ATTRIBUTES.get(name.strip().upper())
-        if not sep or oid is None or not value.strip():
-            raise ValueError(f"{part.strip()!r} is not NAME=value with NAME one of {', '.join(sorted(_DN_ATTRIBUTES))}")
+    for oid, value in dn_attributes(text):
+        if not value:
+            raise ValueError(f"attribute {oid} has an empty value")
         if oid in out:
-            raise ValueError(f"attribute {name.strip()} appears twice")
-        out[oid] = value.strip()
+            raise ValueError(f"attribute {_NAMES.get(oid, oid)} appears twice")
+        out[oid] = value
     if not out:
         raise ValueError("the distinguished name is empty")
     return out
 
 
-def _split_dn(text: str) -> list[str]:
-    parts, current, escaped = [], "", False
-    for ch in text:
-        if escaped:
-            current += ch
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == ",":
-            parts.append(current)
-            current = ""
+def dn_attributes(text: str) -> list[tuple[str, str]]:
+    """(OID, value) of each attribute of `text`, in order; `ValueError` on a name it does not know."""
+    out = []
+    for name, value in split_dn(text):
+        key = name.upper()
+        oid = _DN_ATTRIBUTES.get(key) or (key if _is_oid(key) else None)
+        if oid is None:
+            raise ValueError(f"{name!r} is not one of {', '.join(sorted(_DN_ATTRIBUTES))} or an OID")
+        out.append((oid, value))
+    return out
+
+
+def _is_oid(text: str) -> bool:
+    parts = text.split(".")
+    return len(parts) > 1 and all(p.isdigit() and p.isascii() for p in parts)
+
+
+def split_dn(text: str) -> list[tuple[str, str]]:
+    """(type, value) of each attribute of `text`, in order: split at unescaped "," and "+", the type
+    before the first "=", escapes (`\\c`, `\\hh` hex pairs as UTF-8) undone, and unescaped blanks around
+    types and values dropped. `ValueError` on a part without "=" or a bad escape."""
+    attributes: list[tuple[str, str]] = []
+    chars: list[tuple[str, bool]] = []  # (character, escaped)
+    i = 0
+
+    def flush() -> None:
+        if all(not esc and ch.isspace() for ch, esc in chars):
+            chars.clear()
+            return
+        eq = next((k for k, (ch, esc) in enumerate(chars) if ch == "=" and not esc), None)
+        if eq is None:
+            raise ValueError(f"{''.join(ch for ch, _ in chars).strip()!r} is not NAME=value")
+        name = "".join(ch for ch, _ in chars[:eq]).strip()
+        value = chars[eq + 1 :]
+        while value and not value[0][1] and value[0][0].isspace():
+            value.pop(0)
+        while value and not value[-1][1] and value[-1][0].isspace():
+            value.pop()
+        attributes.append((name, "".join(ch for ch, _ in value)))
+        chars.clear()
+
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\":
+            raw = bytearray()
+            while i < len(text) and text[i] == "\\" and _hex_pair(text[i + 1 : i + 3]):
+                raw.append(int(text[i + 1 : i + 3], 16))
+                i += 3
+            if raw:
+                try:
+                    chars.extend((c, True) for c in raw.decode())
+                except UnicodeDecodeError:
+                    raise ValueError(f"escaped bytes {raw.hex()} are not UTF-8") from None
+                continue
+            if i + 1 >= len(text):
+                raise ValueError("the distinguished name ends with a lone backslash")
+            chars.append((text[i + 1], True))
+            i += 2
+            continue
+        if ch in ",+":
+            flush()
         else:
-            current += ch
-    parts.append(current)
-    return [p for p in parts if p.strip()]
+            chars.append((ch, False))
+        i += 1
+    flush()
+    return attributes
 
 
-def subject_attributes(cert: x509.Certificate) -> dict[str, str]:
-    return {a.oid.dotted_string: str(a.value) for a in cert.subject}
+def _hex_pair(text: str) -> bool:
+    return len(text) == 2 and all(c in "0123456789abcdefABCDEF" for c in text)
+
+
+def subject_attributes(cert: x509.Certificate) -> dict[str, list[str]]:
+    """OID -> every value the subject gives it (a subject may repeat an attribute)."""
+    out: dict[str, list[str]] = {}
+    for a in cert.subject:
+        out.setdefault(a.oid.dotted_string, []).append(_text(a.value))
+    return out
 
 
 def dn_matches(wanted: dict[str, str], cert: x509.Certificate) -> bool:
-    """Notation's rule: every attribute the trusted identity names is in the leaf's subject, equal."""
+    """Notation's rule: every attribute the trusted identity names is in the leaf's subject, equal,
+    compared parsed (never as rendered text). An attribute the subject repeats must equal it each time."""
     have = subject_attributes(cert)
-    return all(have.get(oid) == value for oid, value in wanted.items())
+    return all(have.get(oid) and all(v == value for v in have[oid]) for oid, value in wanted.items())
+
+
+IDENTITY_PREFIX = "x509.subject:"
+
+
+def signer_pattern(text: str) -> tuple[tuple[str, str], ...]:
+    """A policy's Notation signer rule, `x509.subject: C=US, ST=WA, O=wabbit-networks.io*`, read as
+    (OID, glob over that attribute's value) pairs; `ValueError` when it is not one."""
+    prefix, sep, dn = text.partition(":")
+    if not sep or prefix.strip() != IDENTITY_PREFIX[:-1]:
+        raise ValueError(f"a Notation signer is written '{IDENTITY_PREFIX} <distinguished name>', not {text!r}")
+    attributes = dn_attributes(dn)
+    if not attributes or any(not value for _, value in attributes):
+        raise ValueError(f"{text!r} names no attribute, or one with an empty value")
+    if len({oid for oid, _ in attributes}) != len(attributes):
+        raise ValueError(f"{text!r} names an attribute twice")
+    return tuple(attributes)
+
+
+def signer_matches(pattern: tuple[tuple[str, str], ...], signer: str) -> bool:
+    """Does a recorded Notation signer (`x509.subject: <escaped DN>`) show every attribute `pattern`
+    names, each value matching its glob? Compared attribute by attribute, never as text, so a value
+    holding ", O=..." cannot stand in for an O attribute, nor a glob run across attributes."""
+    try:
+        recorded = dn_attributes(signer.partition(":")[2]) if signer.startswith(IDENTITY_PREFIX) else None
+    except ValueError:
+        return False
+    if not recorded:
+        return False
+    for oid, glob in pattern:
+        values = [value for have, value in recorded if have == oid]
+        if not values or not all(fnmatch.fnmatchcase(value, glob) for value in values):
+            return False
+    return True

@@ -1,7 +1,8 @@
 """Kubernetes AdmissionReview v1 and Gatekeeper external-data documents (pure: JSON in, JSON out).
 
 Images are read from Pods and from the pod templates of Deployments, ReplicaSets, StatefulSets,
-DaemonSets, Jobs and CronJobs: containers, init containers and ephemeral containers.
+DaemonSets, Jobs and CronJobs: containers, init containers and ephemeral containers, and image
+volumes (`volumes[].image.reference`: an OCI image whose content is mounted into the containers).
 """
 
 from __future__ import annotations
@@ -70,6 +71,17 @@ def parse_review(body: bytes) -> Review:
                 for i, c in enumerate(containers):
                     if isinstance(c, dict) and isinstance(c.get("image"), str):
                         images.append(ImageUse(f"{base}/{listing}/{i}/image", c["image"]))
+            volumes = spec.get("volumes") or []
+            if not isinstance(volumes, list):
+                raise MalformedError(f"{base}/volumes must be a list")
+            for i, v in enumerate(volumes):
+                source = v.get("image") if isinstance(v, dict) else None
+                if source is None:
+                    continue
+                if not isinstance(source, dict) or not isinstance(source.get("reference"), str):
+                    # an image volume whose image cannot be read is refused, never left unchecked
+                    raise MalformedError(f"{base}/volumes/{i}/image.reference must be a string")
+                images.append(ImageUse(f"{base}/volumes/{i}/image/reference", source["reference"]))
     namespace = (
         request.get("namespace") or (obj or {}).get("metadata", {}).get("namespace", "")
         if isinstance(obj, dict)

@@ -18,6 +18,7 @@ from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Reference
 from scitt_oci.scitt import profile
 from scitt_oci.scitt.reasons import Reason
+from scitt_oci.signatures import x509path
 from scitt_oci.verify.trust import Requirements, SignatureRequirement, TrustPolicy
 from scitt_oci.verify.verifier import Finding, VerificationResult, verify_transparent_statement
 
@@ -104,7 +105,12 @@ def _signature_matches(event: profile.OciEvent, want: SignatureRequirement) -> b
         return False
     if want.issuer is not None and not fnmatch.fnmatchcase(event.detail("oidc-issuer") or "", want.issuer):
         return False
-    return want.signer is None or fnmatch.fnmatchcase(event.detail("signer") or "", want.signer)
+    if want.signer is None:
+        return True
+    signer = event.detail("signer") or ""
+    if event.detail("format") == "notation" or want.subject is not None:  # a distinguished name: compared parsed
+        return want.subject is not None and x509path.signer_matches(want.subject, signer)
+    return fnmatch.fnmatchcase(signer, want.signer)
 
 
 def _unverified_note(signatures: list[profile.OciEvent], want: SignatureRequirement) -> str:

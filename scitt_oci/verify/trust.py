@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from scitt_oci.scitt.x509chain import CertificateRule
 from scitt_oci.errors import PolicyError, ScittOciError
 from scitt_oci.oci.reference import normalize_name
+from scitt_oci.signatures import x509path
 
 MAX_POLICY_BYTES = 1 << 20
 MAX_KEY_FILE_BYTES = 1 << 20
@@ -52,6 +53,8 @@ class SignatureRequirement:
     signer: str | None = None  # a glob over the signer identity as verified; None: any
     issuer: str | None = None  # a glob over the OIDC issuer (Sigstore); None: any
     anchor: str | None = None  # the trust anchor that verified it (a name in the watcher's `signatures` config)
+    # `signer` read as a Notation identity (`x509.subject: ...`): (OID, value glob) pairs, matched parsed
+    subject: tuple[tuple[str, str], ...] | None = None
 
     def describe(self) -> str:
         parts = [self.format or "any-format"]
@@ -405,7 +408,13 @@ def _requirements(
             for name in ("signer", "issuer", "anchor"):
                 if item.get(name) is not None and (not isinstance(item[name], str) or not item[name]):
                     raise PolicyError(f"{where}.signatures[{i}].{name}: must be a non-empty string")
-            signatures.append(SignatureRequirement(fmt, item.get("signer"), item.get("issuer"), item.get("anchor")))
+            signer, subject = item.get("signer"), None
+            if signer is not None and (fmt == "notation" or signer.lstrip().startswith("x509.subject")):
+                try:
+                    subject = x509path.signer_pattern(signer)
+                except ValueError as exc:
+                    raise PolicyError(f"{where}.signatures[{i}].signer: {exc}") from None
+            signatures.append(SignatureRequirement(fmt, signer, item.get("issuer"), item.get("anchor"), subject))
     return Requirements(receipts, tuple(statements), max_age, tuple(signatures), groups)
 
 

@@ -42,6 +42,15 @@ def _with_crit(crit: Any, signer: keys.CoseKey | None = None) -> bytes:
     return sign1.sign(signer, protected, hashlib.sha256(b"crit").digest()).encode()
 
 
+def test_history_says_why_a_record_is_unreadable() -> None:
+    """F5 follow-up: `history` showed an attached statement with crit [[1]] as "?  ?  by None"."""
+    from scitt_oci.cli.watch import _describe, _record_lines
+
+    lines = _record_lines(_describe("sha256:" + "cd" * 32, _with_crit([[1]])))
+    assert len(lines) == 1 and "None" not in lines[0], lines
+    assert f"unreadable record sha256:{'cd' * 32}: " in lines[0] and "crit (2) must list header labels" in lines[0]
+
+
 def _with_iat(iat: int, leaf_key: ec.EllipticCurvePrivateKey, chain: list[Any]) -> bytes:
     ders = [c.public_bytes(serialization.Encoding.DER) for c in chain]
     signer = keys.CoseKey.from_key(leaf_key)

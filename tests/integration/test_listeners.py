@@ -194,6 +194,40 @@ def test_client_certificate_only_refuses_the_handshake_without_one(tmp_path: Pat
         srv.stop()
 
 
+def test_the_admission_tls_handshake_is_bounded_by_the_header_timeout(tmp_path: Path) -> None:
+    """F7: a connection to the TLS listener that never sends (or never finishes) its ClientHello is
+    closed after http.header_timeout_seconds, not asyncio's 60 s; a real client is served meanwhile."""
+    from tests.pki import make_pki
+    from tests.serverproc import free_port
+
+    pki = make_pki(tmp_path / "pki")
+    port = free_port()
+    srv = ServerProcess(tmp_path / "data", env={
+        "SCITT_OCI_HTTP__HEADER_TIMEOUT_SECONDS": "1",
+        "SCITT_OCI_ADMISSION__TRUST_SELF": "true", "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{port}",
+        "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert), "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key),
+        "SCITT_OCI_ADMISSION__CLIENT_CA": str(pki.ca)}).start()
+    try:
+        silent = socket.create_connection(("127.0.0.1", port), timeout=20)
+        partial = socket.create_connection(("127.0.0.1", port), timeout=20)
+        partial.sendall(bytes.fromhex("160301"))  # the start of a TLS record, never finished
+        started = time.monotonic()
+        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                  "request": {"uid": "u", "kind": {"kind": "ConfigMap"}, "namespace": "n", "object": {}}}
+        r = requests.post(f"https://127.0.0.1:{port}/admission/validate", json=review, verify=str(pki.ca),
+                          cert=(str(pki.client_cert), str(pki.client_key)), timeout=10)
+        assert r.status_code == 200
+        for s in (silent, partial):
+            try:
+                assert s.recv(100) == b""  # closed by the server
+            except ConnectionResetError:
+                pass
+            s.close()
+        assert time.monotonic() - started < 5  # about 1 s; asyncio's default was 60 s
+    finally:
+        srv.stop()
+
+
 def test_a_busy_admission_port_stops_the_service_with_exit_3_and_no_traceback(tmp_path: Path) -> None:
     import os
     import subprocess

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from scitt_oci.cose import keys
-from scitt_oci.errors import MalformedError
+from scitt_oci.errors import MalformedError, PolicyError
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from scitt_oci.oci.reference import Digest, Reference
 from scitt_oci.scitt import profile, transparent
@@ -50,6 +50,23 @@ def test_every_workload_kind_yields_every_container_image(kind: str, wrap: objec
         (f"{base}/containers/0/image", "r.example/app:v1"),
         (f"{base}/ephemeralContainers/0/image", "busybox"),
     ]
+
+
+def test_image_volumes_are_checked_like_containers() -> None:
+    """F6: a Kubernetes image volume mounts an image's content into the containers: it is an image use."""
+    spec = {"containers": [{"name": "c", "image": "r.example/app@" + D}],
+            "volumes": [{"name": "cfg", "configMap": {"name": "x"}},
+                        {"name": "tools", "image": {"reference": "r.example/tools:v2", "pullPolicy": "IfNotPresent"}}]}
+    r = adm.parse_review(review("Deployment", {"spec": {"template": {"spec": spec}}}))
+    assert [(u.pointer, u.image) for u in r.images] == [
+        ("/spec/template/spec/containers/0/image", "r.example/app@" + D),
+        ("/spec/template/spec/volumes/1/image/reference", "r.example/tools:v2"),
+    ]
+    for bad in [{"name": "v", "image": {"reference": 7}}, {"name": "v", "image": "r.example/tools:v2"}]:
+        with pytest.raises(MalformedError, match="volumes/0/image.reference must be a string"):
+            adm.parse_review(review("Pod", {"spec": {"containers": [], "volumes": [bad]}}))
+    with pytest.raises(MalformedError, match="volumes must be a list"):
+        adm.parse_review(review("Pod", {"spec": {"volumes": "tools"}}))
 
 
 def test_bad_reviews_and_other_kinds() -> None:
@@ -134,11 +151,11 @@ def test_decisions_and_their_reasons(world: dict[str, object]) -> None:
 
 
 def test_policy_requirements_rules_and_audit_mode(world: dict[str, object]) -> None:
-    strict = load_policy(_policy(world, "require: {receipts: 2, max_age: 1d, signatures: [{format: notation, signer: 'CN=W*'}]}\n"
+    strict = load_policy(_policy(world, "require: {receipts: 2, max_age: 1d, signatures: [{format: notation, signer: 'x509.subject: CN=W*'}]}\n"
                                         "rules: [{match: 'r.example/sandbox/*', mode: audit}]\n"))
     one = decide(REF, [_ts(world)], strict, now=NOW)
     assert {f.reason.value for f in one.reasons} == {"TOO_FEW_RECEIPTS"}
-    both = [_ts(world, logs="ab"), _ts(world, profile.Kind.SIGNATURE, logs="ab", format="notation", verified=True, signer="CN=Wabbit", anchor="wabbit")]
+    both = [_ts(world, logs="ab"), _ts(world, profile.Kind.SIGNATURE, logs="ab", format="notation", verified=True, signer="x509.subject: CN=Wabbit", anchor="wabbit")]
     assert decide(REF, both, strict, now=NOW).valid
     old = decide(REF, both, strict, now=NOW + 2 * 86400)
     assert [f.reason.value for f in old.reasons] == ["EXPIRED"]
@@ -201,7 +218,7 @@ def _v1_signature(world: dict[str, object], signer: str) -> bytes:
 
 
 def test_signature_rules_count_verified_signatures_only(world: dict[str, object]) -> None:
-    policy = load_policy(_policy(world, "require: {signatures: [{format: notation, signer: 'x509.subject: *O=Notary*'}]}\n"))
+    policy = load_policy(_policy(world, "require: {signatures: [{format: notation, signer: 'x509.subject: O=Notary'}]}\n"))
     push = _ts(world)
     claimed = decide(REF, [push, _v1_signature(world, "x509.subject: C=US, O=Notary")], policy, now=NOW)
     assert not claimed.valid and [f.reason.value for f in claimed.reasons] == ["MISSING_STATEMENT"]
@@ -213,6 +230,30 @@ def test_signature_rules_count_verified_signatures_only(world: dict[str, object]
     assert decide(REF, [push, good], policy, now=NOW).valid
     att = _ts(world, profile.Kind.ATTESTATION, format="notation", verified=True, signer="x509.subject: C=US, O=Notary", anchor="wabbit")
     assert not decide(REF, [push, att], policy, now=NOW).valid  # an attestation is not a signature
+
+
+def test_notation_signer_rules_compare_the_subject_attribute_by_attribute(world: dict[str, object]) -> None:
+    """F1: a leaf whose L is "Seattle, O=Notary" (and which has no O) is recorded escaped, and a signer
+    rule (without `anchor`) is matched on parsed attributes: the look-alike never satisfies it."""
+    push = _ts(world)
+    real = _ts(world, profile.Kind.SIGNATURE, format="notation", verified=True, anchor="notary",
+               signer="x509.subject: C=US, ST=WA, L=Seattle, O=Notary, CN=alpine")
+    look_alike = _ts(world, profile.Kind.SIGNATURE, format="notation", verified=True, anchor="partner",
+                     signer="x509.subject: C=US, ST=WA, L=Seattle\\, O=Notary, CN=alpine")
+    for rule in ["x509.subject: C=US, ST=WA, L=Seattle, O=Notary, CN=alpine", "x509.subject: O=Notary, CN=alpine",
+                 "x509.subject: C=US, O=Not*", "x509.subject: CN=alp*, O=Notary"]:
+        policy = load_policy(_policy(world, f"require: {{signatures: [{{format: notation, signer: '{rule}'}}]}}\n"))
+        assert decide(REF, [push, real], policy, now=NOW).valid, rule
+        assert not decide(REF, [push, look_alike], policy, now=NOW).valid, rule
+    # the look-alike's own name, escaped as recorded, still names it (and only it)
+    own = "x509.subject: L=Seattle\\, O=Notary, CN=alpine"
+    policy = load_policy(_policy(world, f"require: {{signatures: [{{signer: '{own}'}}]}}\n"))
+    assert decide(REF, [push, look_alike], policy, now=NOW).valid
+    assert not decide(REF, [push, real], policy, now=NOW).valid
+    # a glob may not run across attributes, and a Notation rule names attributes
+    for bad in ["x509.subject: *O=Notary*", "*alpine*", "x509.subject: C=US, C=CA"]:
+        with pytest.raises(PolicyError, match="signer"):
+            load_policy(_policy(world, f"require: {{signatures: [{{format: notation, signer: '{bad}'}}]}}\n"))
 
 
 def test_signature_rules_may_name_the_trust_anchor_and_oidc_issuer(world: dict[str, object]) -> None:

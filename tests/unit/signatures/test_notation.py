@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from scitt_oci.cose import algorithms
-from scitt_oci.signatures import notation
+from scitt_oci.signatures import notation, x509path
 from scitt_oci.signatures.trust import NotationTrustStore, SignatureTrust, TrustedIdentity
 from tests.conftest import shared
 
@@ -180,7 +180,7 @@ def test_trusted_identity_syntax_is_checked() -> None:
 
     with pytest.raises(PolicyError, match="must be '\\*' or 'x509.subject"):
         TrustedIdentity.parse("CN=alpine")
-    with pytest.raises(PolicyError, match="'XX=1' is not NAME=value"):
+    with pytest.raises(PolicyError, match="'XX' is not one of C, CN"):
         TrustedIdentity.parse("x509.subject: XX=1")
     with pytest.raises(PolicyError, match=r"must name C, ST and O at least \(missing ST, O\)"):
         TrustedIdentity.parse("x509.subject: C=US, CN=alpine")
@@ -267,11 +267,14 @@ def test_tsa_roots_require_a_timestamp_on_notary_x509_envelopes() -> None:
 
 
 def _own_cose_envelope(
-    alg: int = -7, curve: ec.EllipticCurve | None = None, headers: dict[object, object] | None = None
+    alg: int = -7,
+    curve: ec.EllipticCurve | None = None,
+    headers: dict[object, object] | None = None,
+    name: x509.Name | None = None,
 ) -> tuple[bytes, x509.Certificate]:
     """A COSE Notation envelope signed here with our own self-signed code-signing certificate."""
     key = ec.generate_private_key(curve or ec.SECP256R1())
-    name = x509.Name.from_rfc4514_string("CN=builder,O=Acme,ST=WA,C=US")
+    name = name or x509.Name.from_rfc4514_string("CN=builder,O=Acme,ST=WA,C=US")
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -329,3 +332,54 @@ def test_own_envelope_verifies_and_each_notation_header_rule_holds() -> None:
         "critical header(s) ['io.cncf.notary.verificationPlugin'] are not supported"
         in notation.verify(plugin, notation.COSE, ALPINE, _trust(cert5, identities=("*",)), NOW).reason
     )
+
+
+def test_look_alike_subject_is_recorded_escaped_not_as_another_signer() -> None:
+    """F1: a leaf under another trusted store whose L is "Seattle, O=Notary" (no O) must not be
+    recorded as the text of the real alpine signer; its name is written as RFC 4514 escapes it."""
+    look_alike = x509.Name.from_rfc4514_string(r"CN=alpine,L=Seattle\, O=Notary,ST=WA,C=US")
+    envelope, cert = _own_cose_envelope(name=look_alike)
+    real = NotationTrustStore("notary", (_alpine_cert(),), (), (TrustedIdentity.parse(ALPINE_DN),))
+    partner = NotationTrustStore("partner", (cert,), (), (TrustedIdentity.parse("*"),))
+    check = notation.verify(envelope, notation.COSE, ALPINE, SignatureTrust(notation=(real, partner)), NOW)
+    assert check.verified and check.anchor == "partner", check.reason
+    assert check.signer == r"x509.subject: C=US, ST=WA, L=Seattle\, O=Notary, CN=alpine"
+    assert check.signer != ALPINE_DN
+    assert not x509path.signer_matches(x509path.signer_pattern(ALPINE_DN), check.signer)
+    assert not x509path.signer_matches(x509path.signer_pattern("x509.subject: O=Notary"), check.signer)
+    assert x509path.signer_matches(x509path.signer_pattern(check.signer), check.signer)
+    # a trusted identity naming O=Notary does not take it either: compared parsed
+    only_notary = NotationTrustStore("partner", (cert,), (), (TrustedIdentity.parse("x509.subject: C=US, ST=WA, O=Notary"),))
+    assert not notation.verify(envelope, notation.COSE, ALPINE, SignatureTrust(notation=(only_notary,)), NOW).verified
+
+
+def _name(*rdns: list[tuple[x509.ObjectIdentifier, str]]) -> x509.Name:
+    return x509.Name([x509.RelativeDistinguishedName([x509.NameAttribute(o, v) for o, v in rdn]) for rdn in rdns])
+
+
+C, ORG, CN = x509.NameOID.COUNTRY_NAME, x509.NameOID.ORGANIZATION_NAME, x509.NameOID.COMMON_NAME
+
+
+@pytest.mark.parametrize(
+    ("name", "recorded"),
+    [
+        (_name([(C, "US")], [(ORG, "Evil"), (CN, "a")]), "x509.subject: C=US, CN=a+O=Evil"),  # multi-valued RDN: "+"
+        (_name([(C, "US")], [(CN, "x+O=Evil")]), r"x509.subject: C=US, CN=x\+O=Evil"),
+        (_name([(C, "US")], [(CN, "#1 <a>;\\ ")]), r"x509.subject: C=US, CN=\#1 \<a\>\;\\\ "),
+        (_name([(C, "US")], [(CN, "line\nbreak")]), r"x509.subject: C=US, CN=line\0abreak"),
+    ],
+)
+def test_recorded_subject_escapes_every_separator(name: x509.Name, recorded: str) -> None:
+    envelope, cert = _own_cose_envelope(name=name)
+    check = notation.verify(envelope, notation.COSE, ALPINE, _trust(cert, identities=("*",)), NOW)
+    assert check.signer == recorded
+    # what is recorded reads back as the certificate's own attributes, so an identity copied from it matches
+    pattern = x509path.signer_pattern(recorded)
+    assert sorted(pattern) == sorted((a.oid.dotted_string, str(a.value)) for a in cert.subject)
+
+
+def test_trusted_identity_needs_every_value_of_a_repeated_attribute() -> None:
+    name = x509.Name.from_rfc4514_string("CN=b,O=Evil,O=Acme,ST=WA,C=US")
+    envelope, cert = _own_cose_envelope(name=name)
+    trust = _trust(cert, identities=("x509.subject: C=US, ST=WA, O=Acme",))
+    assert not notation.verify(envelope, notation.COSE, ALPINE, trust, NOW).verified
