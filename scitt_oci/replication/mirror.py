@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from scitt_oci import localdb
 from scitt_oci.errors import ScittOciError
 from scitt_oci.replication.fetch import TlogClient
 from scitt_oci.scitt import merkle
@@ -76,20 +77,12 @@ class MirrorStore:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.data_dir = data_dir
         self.path = data_dir / DB_NAME
-        if not self.path.exists():
-            self.path.touch(mode=0o600)
-        self._local = threading.local()
+        self._local = localdb.open_private(self.path)
         with self._conn() as conn:
             conn.executescript(_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            self._local.conn = conn
-        return conn
+        return localdb.connection(self._local, self.path)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

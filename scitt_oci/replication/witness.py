@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from scitt_oci import localdb
 from scitt_oci.errors import ProofError, ScittOciError
 from scitt_oci.scitt import merkle
 from scitt_oci.tlog import checkpoint as cp_mod
@@ -45,22 +46,12 @@ class Witness:
         self.cosigner = cosigner
         self.logs = logs  # origin -> the log's note keys
         self.path = db
-        if not db.exists():
-            db.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            db.touch(mode=0o600)
-        self._local = threading.local()
+        self._local = localdb.open_private(db)
         self._lock = threading.Lock()
         self._conn().executescript(_SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
-        return conn
+        return localdb.connection(self._local, self.path)
 
     def vkey(self) -> str:
         return self.cosigner.verifier.vkey
