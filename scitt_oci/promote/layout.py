@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -51,10 +52,9 @@ class LayoutStore:
         return self.root / "blobs" / d.algorithm / d.hex
 
     def _index(self) -> dict[str, Any]:
-        try:
-            data = (self.root / "index.json").read_bytes()
-        except OSError as exc:
-            raise LayoutError(f"{self.root}/index.json: {exc.strerror}") from None
+        data = _read_regular(self.root / "index.json", mf.MAX_MANIFEST_BYTES)
+        if data is None:
+            raise LayoutError(f"{self.root}/index.json: No such file or directory")
         doc = jsonin.load_object(data, f"{self.root}/index.json", mf.MAX_MANIFEST_BYTES)
         if not isinstance(doc.get("manifests", []), list):
             raise LayoutError(f"{self.root}/index.json: manifests must be a list")
@@ -68,15 +68,9 @@ class LayoutStore:
 
     def _read(self, digest: str, limit: int) -> bytes | None:
         path = self._blob_path(digest)
-        try:
-            with path.open("rb") as fh:
-                data = fh.read(limit + 1)
-        except FileNotFoundError:
+        data = _read_regular(path, limit)
+        if data is None:
             return None
-        except OSError as exc:
-            raise LayoutError(f"{path}: {exc.strerror}") from None
-        if len(data) > limit:
-            raise LayoutError(f"{path}: more than {limit} bytes")
         if mf.digest_of(data) != digest:
             raise LayoutError(f"{path}: the file's content does not match its digest")
         return data
@@ -196,3 +190,27 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
     with contextlib.suppress(OSError):
         os.chmod(path, 0o644)  # mkstemp made it 0600; layouts are read by other tools
+
+
+def _read_regular(path: Path, limit: int) -> bytes | None:
+    """The bytes of the regular file at `path`, at most `limit` (None when absent). A layout may come from
+    anyone (a USB stick across an air gap): a FIFO, a device or an endless file is refused, not read."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO must not wait for a writer
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise LayoutError(f"{path}: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise LayoutError(f"{path}: not a regular file")
+        if info.st_size > limit:
+            raise LayoutError(f"{path}: more than {limit} bytes")
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise LayoutError(f"{path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise LayoutError(f"{path}: more than {limit} bytes")
+    return data

@@ -79,3 +79,30 @@ def test_not_a_layout(tmp_path: Path) -> None:
     (tmp_path / "index.json").write_text("[1, 2]")
     with pytest.raises(Exception, match="index.json"):
         LayoutStore(tmp_path).tag_digest("x")
+
+
+def test_a_layout_that_is_a_fifo_a_device_or_endless_is_refused_not_read(tmp_path: Path) -> None:
+    """A layout may come from anyone (a USB stick across an air gap): index.json or a blob that is a FIFO
+    (reading would wait for a writer forever), /dev/zero (endless) or oversized is refused at once."""
+    import os
+
+    digest = oci_layout(tmp_path / "img", "seed")
+    index = tmp_path / "img" / "index.json"
+    index.unlink()
+    os.mkfifo(index)
+    with pytest.raises(LayoutError, match="index.json: not a regular file"):
+        LayoutStore(tmp_path / "img").tag_digest("v1")
+    index.unlink()
+    index.symlink_to("/dev/zero")
+    with pytest.raises(LayoutError, match="index.json: not a regular file"):
+        LayoutStore(tmp_path / "img").tag_digest("v1")
+    index.unlink()
+    with index.open("wb") as fh:  # sparse: large without taking the disk
+        fh.truncate(mf.MAX_MANIFEST_BYTES + 1)
+    with pytest.raises(LayoutError, match=f"more than {mf.MAX_MANIFEST_BYTES} bytes"):
+        LayoutStore(tmp_path / "img").tag_digest("v1")
+    blob = tmp_path / "img" / "blobs" / "sha256" / digest.split(":")[1]
+    blob.unlink()
+    os.mkfifo(blob)
+    with pytest.raises(LayoutError, match="not a regular file"):
+        LayoutStore(tmp_path / "img").manifest("", digest)
