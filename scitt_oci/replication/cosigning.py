@@ -25,6 +25,9 @@ from scitt_oci.tlog import witness as wire
 from scitt_oci.tlog.note import Signature, Verifier
 
 log = logging.getLogger("scitt_oci.witnesses")
+# A witness that failed is tried again after a doubling wait, at most this long: witnesses are cheap to
+# ask, and a peer that was down (or still starting) should see the log's checkpoints soon after it is up.
+MAX_BACKOFF = 15.0
 PATH = "/tlog/witness/add-checkpoint"
 MAX_CONFLICTS = 3  # 409 answers followed in a row before waiting for the next round
 
@@ -189,7 +192,7 @@ class WitnessClient:
                 ok, peer.last_error = False, str(exc)
             if not ok:
                 peer.failures += 1
-                peer.next_try = now + min(60.0, self.interval * 2**peer.failures)
+                peer.next_try = now + min(MAX_BACKOFF, self.interval * 2**peer.failures)
                 log.warning("witness %s did not cosign size %d: %s", peer.key.name, latest, peer.last_error)
 
     def _run(self) -> None:
