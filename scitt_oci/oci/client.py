@@ -27,7 +27,7 @@ from scitt_oci import jsonin
 from scitt_oci.errors import MalformedError, ScittOciError
 from scitt_oci.lru import LruCache
 from scitt_oci.oci import manifest as mf
-from scitt_oci.oci.http import HttpError, Response, Session, ascii_int
+from scitt_oci.oci.http import Backoff, HttpError, Response, Session, ascii_int
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest
 
@@ -174,7 +174,7 @@ class RegistryClient:
         """One call with auth, timeouts and bounded jittered retries; raises on anything not in `ok` (and not 404)."""
         url = self._url(path)
         headers = dict(kw.pop("headers", {}))
-        delay = 0.2
+        backoff = Backoff()
         for attempt in range(1, self.settings.attempts + 1):
             # Credentials go out only after the registry asked for them (a challenge), never unprompted.
             if self._basic is not None:
@@ -192,8 +192,7 @@ class RegistryClient:
             except HttpError as exc:
                 if attempt == self.settings.attempts or isinstance(exc, ssl.SSLError):
                     raise _no_answer(method, url, exc) from None
-                self._sleep(random.uniform(0, delay))  # noqa: S311 - jitter
-                delay = min(delay * 2, 3.0)
+                self._sleep(backoff.next())
                 continue
             if r.status_code == 401 and attempt < self.settings.attempts:
                 challenge = r.headers.get("www-authenticate", "")
@@ -209,9 +208,7 @@ class RegistryClient:
             if r.status_code in ok or r.status_code == 404:
                 return r
             if (r.status_code >= 500 or r.status_code == 429) and attempt < self.settings.attempts:
-                retry_after = ascii_int(r.headers.get("retry-after"))
-                self._sleep(min(float(retry_after), 10.0) if retry_after is not None else random.uniform(0, delay))  # noqa: S311
-                delay = min(delay * 2, 3.0)
+                self._sleep(backoff.next(r.headers.get("retry-after")))
                 continue
             error = TransientRegistryError if r.status_code >= 500 or r.status_code == 429 else RegistryError
             raise error(f"{method} {url}: HTTP {r.status_code} {r.text[:200]!r}", r.status_code)

@@ -1,0 +1,376 @@
+"""The one HTTP transport for every outbound call: the registry client, the SCRAPI client (`register`,
+`trust pin`, `log audit`, `promote`), the tiled-log reader (`mirror`, the witness client).
+
+Built on urllib3 (what `requests` stands on; ADR 0003 has the measured start-up cost). What it adds:
+
+- Proxies as users behind corporate networks set them for any HTTP tool: `HTTPS_PROXY` for https://
+  URLs (a CONNECT tunnel; TLS to the origin runs inside it), `HTTP_PROXY` for http:// URLs (absolute-form
+  requests), `ALL_PROXY` for either, lower-case names too; `NO_PROXY` as curl and requests read it
+  (`*`; host names matching themselves and their subdomains, a leading dot optional; `host:port`;
+  IP addresses and CIDR blocks). Loopback (localhost, 127.0.0.0/8, ::1) is never proxied unless the
+  session is built with `proxy_loopback=True`.
+- CA bundles: an explicit file wins; otherwise `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`, then OpenSSL's own
+  `SSL_CERT_FILE` / `SSL_CERT_DIR` and the system store.
+- Bounded bodies (MAX_BODY unless the caller streams with its own limit), no redirects followed, no
+  retries of its own beyond one fresh connection when a kept-alive one was closed under it: the callers
+  retry with `Backoff`, the one retry policy.
+- Failures raised as the standard library's exceptions (`ssl.SSLCertVerificationError`,
+  `ConnectionRefusedError`, `TimeoutError`, ...) or `TransportError`, all `OSError`s.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import ipaddress
+import os
+import random
+import ssl
+import threading
+from collections.abc import Iterator, Mapping
+from typing import Any, overload
+from urllib.parse import unquote, urlencode, urlsplit
+
+import urllib3
+from urllib3 import exceptions as u3
+
+from scitt_oci import jsonin
+
+MAX_BODY = 16 * 1024 * 1024
+
+
+class TransportError(OSError):
+    """A request that got no usable HTTP answer, for a reason that is not a standard socket/TLS error."""
+
+
+HttpError = (OSError, http.client.HTTPException)
+
+
+def ascii_int(value: str | None) -> int | None:
+    """A header's non-negative integer, or None: only ASCII digits count (`int()` and `str.isdigit()`
+    also take `²` or Arabic-Indic digits, which no HTTP header may carry)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not text or len(text) > 18 or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
+class Backoff:
+    """The one retry policy: jittered exponential waits (0.2 s doubling, capped at `cap`), a server's
+    Retry-After (ASCII digits only) honoured up to `max_retry_after` seconds."""
+
+    def __init__(self, *, first: float = 0.2, cap: float = 3.0, max_retry_after: float = 10.0) -> None:
+        self._delay = first
+        self._cap = cap
+        self._max_retry_after = max_retry_after
+
+    def next(self, retry_after: str | None = None) -> float:
+        """The time to wait before the next attempt (and advance the backoff)."""
+        told = ascii_int(retry_after)
+        wait = min(float(told), self._max_retry_after) if told is not None else random.uniform(0, self._delay)  # noqa: S311 - jitter
+        self._delay = min(self._delay * 2, self._cap)
+        return wait
+
+
+# ----- proxies -----
+
+_LOOPBACK_NAMES = ("localhost", "localhost.localdomain")
+
+
+def _is_loopback(host: str) -> bool:
+    if host in _LOOPBACK_NAMES or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _env(environ: Mapping[str, str], name: str) -> str:
+    """An environment setting by its lower- or upper-case name (lower case first, as curl reads them)."""
+    return (environ.get(name.lower()) or environ.get(name.upper()) or "").strip()
+
+
+def _no_proxy_match(rule: str, host: str, port: int) -> bool:
+    rule = rule.strip().lower()
+    if not rule:
+        return False
+    if rule == "*":
+        return True
+    rule_port: int | None = None
+    if rule.startswith("["):  # [v6] or [v6]:port
+        inside, _, rest = rule[1:].partition("]")
+        rule, rule_port = inside, ascii_int(rest[1:]) if rest.startswith(":") else None
+    elif rule.count(":") == 1:
+        name, _, digits = rule.partition(":")
+        if ascii_int(digits) is not None:
+            rule, rule_port = name, ascii_int(digits)
+    if rule_port is not None and rule_port != port:
+        return False
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None:
+        try:
+            return address in ipaddress.ip_network(rule, strict=False)
+        except ValueError:
+            return False
+    rule = rule.lstrip(".")
+    return host == rule or host.endswith("." + rule)
+
+
+def proxy_for(url: str, environ: Mapping[str, str] | None = None, *, proxy_loopback: bool = False) -> str | None:
+    """The proxy URL a request to `url` goes through, or None for a direct connection."""
+    env = os.environ if environ is None else environ
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if not proxy_loopback and _is_loopback(host):
+        return None
+    proxy = _env(env, f"{parts.scheme}_proxy") or _env(env, "all_proxy")
+    if not proxy:
+        return None
+    if any(_no_proxy_match(rule, host, port) for rule in _env(env, "no_proxy").replace(" ", ",").split(",")):
+        return None
+    return proxy if "://" in proxy else "http://" + proxy
+
+
+# ----- TLS -----
+
+
+def ssl_context(verify: bool | str = True, environ: Mapping[str, str] | None = None) -> ssl.SSLContext:
+    """A client TLS context: `verify` a CA file, True for the environment's bundle or the system store,
+    False for no verification (loopback tests only)."""
+    env = os.environ if environ is None else environ
+    if verify is False:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    if isinstance(verify, str):
+        return ssl.create_default_context(cafile=verify)
+    bundle = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE")
+    if bundle:
+        if os.path.isdir(bundle):
+            return ssl.create_default_context(capath=bundle)
+        return ssl.create_default_context(cafile=bundle)
+    return ssl.create_default_context()  # OpenSSL reads SSL_CERT_FILE / SSL_CERT_DIR itself
+
+
+# ----- responses -----
+
+
+class Headers:
+    """Case-insensitive response headers (the first value of each)."""
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self._items: dict[str, str] = {}
+        for k, v in items:
+            self._items.setdefault(k.lower(), v)
+
+    @overload
+    def get(self, name: str) -> str | None: ...
+    @overload
+    def get(self, name: str, default: str) -> str: ...
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self._items.get(name.lower(), default)
+
+    def __contains__(self, name: str) -> bool:
+        return name.lower() in self._items
+
+    def names(self) -> list[str]:
+        return list(self._items)
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name.lower()]
+
+
+class Response:
+    def __init__(self, url: str, raw: urllib3.BaseHTTPResponse, *, stream: bool) -> None:
+        self.url = url
+        self.status_code = raw.status
+        self.headers = Headers(list(raw.headers.items()))
+        self._raw = raw
+        self._content: bytes | None = None
+        self._eof = False
+        if not stream:
+            self._content = self._read(MAX_BODY)
+
+    def _chunk(self, size: int) -> bytes:
+        try:
+            data = self._raw.read(size, decode_content=False)
+        except u3.HTTPError as exc:
+            raise _standard(exc) from None
+        if not data:
+            self._eof = True
+        return data
+
+    def _read(self, limit: int) -> bytes:
+        data = bytearray()
+        while len(data) <= limit and (chunk := self._chunk(min(limit + 1 - len(data), 1 << 20))):
+            data += chunk
+        if len(data) > limit:
+            self.close()
+            raise http.client.HTTPException(f"{self.url}: the body is larger than {limit} bytes")
+        self._eof = True
+        self._raw.release_conn()
+        return bytes(data)
+
+    @property
+    def content(self) -> bytes:
+        if self._content is None:
+            self._content = self._read(MAX_BODY)
+        return self._content
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> dict[str, Any]:
+        """The body as a JSON object (MalformedError otherwise)."""
+        return jsonin.load_object(self.content, "response body", MAX_BODY)
+
+    def done(self) -> bool:
+        return self._content is not None or self._eof
+
+    def drain(self, limit: int) -> bool:
+        """Read and drop the rest of the body if it is at most `limit` bytes; True when the connection is reusable."""
+        try:
+            self._read(limit)
+        except HttpError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Drop the connection (an unread or oversized body)."""
+        self._eof = True
+        self._raw.close()
+        self._raw.release_conn()
+
+    def iter_content(self, size: int) -> Iterator[bytes]:
+        if self._content is not None:
+            yield self._content
+            return
+        while chunk := self._chunk(size):
+            yield chunk
+        self._raw.release_conn()
+
+
+def _standard(exc: BaseException) -> BaseException:
+    """The standard-library exception behind one of urllib3's, so callers tell causes apart as before."""
+    if isinstance(exc, u3.ProxyError):
+        why = exc.original_error if isinstance(exc.original_error, BaseException) else exc
+        return TransportError(f"the proxy failed: {why}")
+    if isinstance(exc, u3.SSLError):
+        tls = exc.args[0] if exc.args else None
+        return tls if isinstance(tls, ssl.SSLError) else ssl.SSLError(str(exc))
+    if isinstance(exc, u3.NewConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        return cause if isinstance(cause, OSError) else ConnectionError(str(exc))
+    if isinstance(exc, (u3.ConnectTimeoutError, u3.ReadTimeoutError)):
+        return TimeoutError(str(exc))
+    if isinstance(exc, u3.ProtocolError):
+        original = exc.args[1] if len(exc.args) > 1 else None
+        if isinstance(original, (OSError, http.client.HTTPException)):
+            return original
+        return http.client.HTTPException(str(exc))
+    if isinstance(exc, u3.HTTPError):
+        return TransportError(f"{type(exc).__name__}: {exc}")
+    return exc
+
+
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+class Session:
+    """Pooled keep-alive connections (thread-safe), direct or through the environment's proxy."""
+
+    def __init__(
+        self, *, verify: bool | str = True, environ: Mapping[str, str] | None = None, proxy_loopback: bool = False
+    ) -> None:
+        self.headers: dict[str, str] = {}
+        self._verify = verify
+        self._env = dict(os.environ if environ is None else environ)
+        self._proxy_loopback = proxy_loopback
+        self._managers: dict[str | None, urllib3.PoolManager] = {}
+        self._guard = threading.Lock()
+        self._local = threading.local()
+        self._context: ssl.SSLContext | None = None
+
+    def _manager(self, proxy: str | None) -> urllib3.PoolManager:
+        with self._guard:
+            manager = self._managers.get(proxy)
+            if manager is None:
+                if self._context is None:
+                    self._context = ssl_context(self._verify, self._env)
+                if proxy is None:
+                    manager = urllib3.PoolManager(num_pools=16, maxsize=8, ssl_context=self._context)
+                else:
+                    parts = urlsplit(proxy)
+                    headers = None
+                    if parts.username is not None:
+                        user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+                        headers = {"Proxy-Authorization": "Basic " + base64.b64encode(user.encode()).decode()}
+                    bare = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+                    manager = urllib3.ProxyManager(
+                        bare, num_pools=16, maxsize=8, proxy_headers=headers, ssl_context=self._context
+                    )
+                self._managers[proxy] = manager
+            return manager
+
+    def proxy(self, url: str) -> str | None:
+        return proxy_for(url, self._env, proxy_loopback=self._proxy_loopback)
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float = 10.0,
+        stream: bool = False,
+    ) -> Response:
+        if params:
+            url += ("&" if "?" in url else "?") + urlencode(params)
+        sent = {**self.headers, **(headers or {})}
+        if auth is not None:
+            sent["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        # A caller that did not read the last body (a 404, a challenge): drain a small one, else drop it.
+        previous: Response | None = getattr(self._local, "last", None)
+        self._local.last = None
+        if previous is not None and not previous.done() and not previous.drain(64 * 1024):
+            previous.close()
+        manager = self._manager(self.proxy(url))
+        for attempt in (1, 2):  # a kept-alive connection the server closed is retried once on a fresh one
+            try:
+                raw = manager.urlopen(
+                    method,
+                    url,
+                    body=data,
+                    headers=sent,
+                    timeout=urllib3.Timeout(connect=timeout, read=timeout),
+                    retries=False,
+                    redirect=False,
+                    preload_content=False,
+                    decode_content=False,
+                )
+            except u3.HTTPError as exc:
+                error = _standard(exc)
+                if attempt == 1 and isinstance(error, _STALE):
+                    continue
+                raise error from None
+            response = Response(url, raw, stream=stream and method != "HEAD")
+            if method == "HEAD":
+                response.drain(0)
+            self._local.last = response
+            return response
+        raise TransportError("unreachable")
+
+    def get(self, url: str, **kw: Any) -> Response:
+        return self.request("GET", url, **kw)
