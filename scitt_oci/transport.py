@@ -9,8 +9,9 @@ Built on urllib3 (what `requests` stands on; ADR 0003 has the measured start-up 
   (`*`; host names matching themselves and their subdomains, a leading dot optional; `host:port`;
   IP addresses and CIDR blocks). Loopback (localhost, 127.0.0.0/8, ::1) is never proxied unless the
   session is built with `proxy_loopback=True`.
-- CA bundles: an explicit file wins; otherwise `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`, then OpenSSL's own
-  `SSL_CERT_FILE` / `SSL_CERT_DIR` and the system store.
+- CA bundles: an explicit file wins; otherwise `REQUESTS_CA_BUNDLE`, `CURL_CA_BUNDLE`, `SSL_CERT_FILE`
+  (a file, or a directory of hashed certificates), `SSL_CERT_DIR`, else the system store. A bundle named
+  in the environment replaces the system store, as it does for OpenSSL, curl and requests.
 - Bounded bodies (MAX_BODY unless the caller streams with its own limit), no redirects followed, no
   retries of its own beyond one fresh connection when a kept-alive one was closed under it: the callers
   retry with `Backoff`, the one retry policy.
@@ -152,12 +153,14 @@ def ssl_context(verify: bool | str = True, environ: Mapping[str, str] | None = N
         return ctx
     if isinstance(verify, str):
         return ssl.create_default_context(cafile=verify)
-    bundle = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE")
+    bundle = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or env.get("SSL_CERT_FILE")
     if bundle:
         if os.path.isdir(bundle):
             return ssl.create_default_context(capath=bundle)
         return ssl.create_default_context(cafile=bundle)
-    return ssl.create_default_context()  # OpenSSL reads SSL_CERT_FILE / SSL_CERT_DIR itself
+    if env.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=env["SSL_CERT_DIR"])
+    return ssl.create_default_context()
 
 
 # ----- responses -----

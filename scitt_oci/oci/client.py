@@ -14,6 +14,7 @@ import hashlib
 import json
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -97,6 +98,11 @@ def _no_answer(method: str, url: str, exc: BaseException) -> TransientRegistryEr
                 "--registry-insecure (insecure: true in a configuration)"
             )
         return TransientRegistryError(f"TLS with {origin} failed: {text[:200]}")
+    if isinstance(exc, socket.gaierror):
+        return TransientRegistryError(
+            f"{method} {url}: cannot resolve {urlsplit(url).hostname} ({exc.strerror}): check the name, or "
+            "HTTPS_PROXY / NO_PROXY if the registry is reached through a proxy"
+        )
     if isinstance(exc, ConnectionRefusedError):
         return TransientRegistryError(f"{method} {url}: connection refused: is the registry running on that port?")
     return TransientRegistryError(f"{method} {url}: {type(exc).__name__}")

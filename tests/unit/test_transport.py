@@ -73,6 +73,7 @@ def test_ca_bundle_from_the_environment(tmp_path: Path) -> None:
     names = lambda ctx: {dict(c["subject"][0])["commonName"] for c in ctx.get_ca_certs()}  # noqa: E731
     assert names(transport.ssl_context(True, {"REQUESTS_CA_BUNDLE": str(ca)})) == {"test CA"}
     assert names(transport.ssl_context(True, {"CURL_CA_BUNDLE": str(ca)})) == {"test CA"}
+    assert names(transport.ssl_context(True, {"SSL_CERT_FILE": str(ca)})) == {"test CA"}
     assert names(transport.ssl_context(str(ca), {"REQUESTS_CA_BUNDLE": "/nonexistent"})) == {"test CA"}
     unverified = transport.ssl_context(False, {})
     assert unverified.verify_mode == ssl.CERT_NONE
@@ -85,3 +86,13 @@ def test_one_retry_policy() -> None:
     assert Backoff().next("7") == 7.0
     assert Backoff().next("3600") == 10.0  # a server's Retry-After is honoured up to a cap
     assert Backoff().next("²") <= 0.2  # not ASCII digits: the jittered backoff
+
+
+def test_one_module_owns_http() -> None:
+    """No second HTTP stack in the package: only scitt_oci/transport.py opens outbound HTTP connections."""
+    import re
+
+    package = Path(transport.__file__).parent
+    stack = re.compile(r"^\s*(import|from)\s+(requests|httpx|urllib3|aiohttp|urllib\.request|http\.client)\b|HTTPS?Connection\(", re.M)
+    users = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if stack.search(p.read_text()))
+    assert users == ["transport.py"]
