@@ -298,19 +298,22 @@ class Session:
         self._verify = verify
         self._env = dict(os.environ if environ is None else environ)
         self._proxy_loopback = proxy_loopback
-        self._managers: dict[str | None, urllib3.PoolManager] = {}
+        self._managers: dict[tuple[str | None, bool], urllib3.PoolManager] = {}
         self._guard = threading.Lock()
         self._local = threading.local()
         self._context: ssl.SSLContext | None = None
 
-    def _manager(self, proxy: str | None) -> urllib3.PoolManager:
+    def _manager(self, proxy: str | None, tls: bool) -> urllib3.PoolManager:
+        """The pool for one proxy (or none); a TLS context (loading the CA store costs start-up time) only
+        for pools that speak TLS."""
         with self._guard:
-            manager = self._managers.get(proxy)
+            manager = self._managers.get((proxy, tls))
             if manager is None:
-                if self._context is None:
+                if tls and self._context is None:
                     self._context = ssl_context(self._verify, self._env)
+                context = self._context if tls else None
                 if proxy is None:
-                    manager = urllib3.PoolManager(num_pools=16, maxsize=8, ssl_context=self._context)
+                    manager = urllib3.PoolManager(num_pools=16, maxsize=8, ssl_context=context)
                 else:
                     parts = urlsplit(proxy)
                     headers = None
@@ -319,9 +322,9 @@ class Session:
                         headers = {"Proxy-Authorization": "Basic " + base64.b64encode(user.encode()).decode()}
                     bare = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
                     manager = urllib3.ProxyManager(
-                        bare, num_pools=16, maxsize=8, proxy_headers=headers, ssl_context=self._context
+                        bare, num_pools=16, maxsize=8, proxy_headers=headers, ssl_context=context
                     )
-                self._managers[proxy] = manager
+                self._managers[(proxy, tls)] = manager
             return manager
 
     def proxy(self, url: str) -> str | None:
@@ -349,7 +352,8 @@ class Session:
         self._local.last = None
         if previous is not None and not previous.done() and not previous.drain(64 * 1024):
             previous.close()
-        manager = self._manager(self.proxy(url))
+        proxy = self.proxy(url)
+        manager = self._manager(proxy, url.startswith("https:") or (proxy or "").startswith("https:"))
         for attempt in (1, 2):  # a kept-alive connection the server closed is retried once on a fresh one
             try:
                 raw = manager.urlopen(
