@@ -262,11 +262,13 @@ class Response:
         self._raw.release_conn()
 
 
-def _standard(exc: BaseException) -> BaseException:
+def _standard(exc: BaseException, proxy: str | None = None) -> BaseException:
     """The standard-library exception behind one of urllib3's, so callers tell causes apart as before."""
     if isinstance(exc, u3.ProxyError):
         why = exc.original_error if isinstance(exc.original_error, BaseException) else exc
-        return TransportError(f"the proxy failed: {why}")
+        if isinstance(why, u3.NewConnectionError):
+            why = why.__cause__ if isinstance(why.__cause__, OSError) else why
+        return TransportError(f"the proxy ({proxy or 'from the environment'}) failed: {why}")
     if isinstance(exc, u3.SSLError):
         tls = exc.args[0] if exc.args else None
         return tls if isinstance(tls, ssl.SSLError) else ssl.SSLError(str(exc))
@@ -283,6 +285,12 @@ def _standard(exc: BaseException) -> BaseException:
     if isinstance(exc, u3.HTTPError):
         return TransportError(f"{type(exc).__name__}: {exc}")
     return exc
+
+
+def _bare(proxy: str) -> str:
+    """A proxy URL without its credentials (they go in Proxy-Authorization, never in a message)."""
+    parts = urlsplit(proxy)
+    return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
 
 
 _STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
@@ -320,9 +328,8 @@ class Session:
                     if parts.username is not None:
                         user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
                         headers = {"Proxy-Authorization": "Basic " + base64.b64encode(user.encode()).decode()}
-                    bare = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
                     manager = urllib3.ProxyManager(
-                        bare, num_pools=16, maxsize=8, proxy_headers=headers, ssl_context=context
+                        _bare(proxy), num_pools=16, maxsize=8, proxy_headers=headers, ssl_context=context
                     )
                 self._managers[(proxy, tls)] = manager
             return manager
@@ -368,7 +375,7 @@ class Session:
                     decode_content=False,
                 )
             except u3.HTTPError as exc:
-                error = _standard(exc)
+                error = _standard(exc, _bare(proxy) if proxy else None)
                 if attempt == 1 and isinstance(error, _STALE):
                     continue
                 raise error from None

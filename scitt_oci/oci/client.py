@@ -28,7 +28,7 @@ from scitt_oci import jsonin
 from scitt_oci.errors import MalformedError, ScittOciError
 from scitt_oci.lru import LruCache
 from scitt_oci.oci import manifest as mf
-from scitt_oci.oci.http import Backoff, HttpError, Response, Session, ascii_int
+from scitt_oci.oci.http import Backoff, HttpError, Response, Session, TransportError, ascii_int
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest
 
@@ -98,6 +98,8 @@ def _no_answer(method: str, url: str, exc: BaseException) -> TransientRegistryEr
                 "--registry-insecure (insecure: true in a configuration)"
             )
         return TransientRegistryError(f"TLS with {origin} failed: {text[:200]}")
+    if isinstance(exc, TransportError):  # e.g. the proxy refused or is down: its own words
+        return TransientRegistryError(f"{method} {url}: {text[:300]}")
     if isinstance(exc, socket.gaierror):
         return TransientRegistryError(
             f"{method} {url}: cannot resolve {urlsplit(url).hostname} ({exc.strerror}): check the name, or "

@@ -96,3 +96,21 @@ def test_one_module_owns_http() -> None:
     stack = re.compile(r"^\s*(import|from)\s+(requests|httpx|urllib3|aiohttp|urllib\.request|http\.client)\b|HTTPS?Connection\(", re.M)
     users = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if stack.search(p.read_text()))
     assert users == ["transport.py"]
+
+
+def test_a_proxy_that_is_down_is_named_without_its_password() -> None:
+    import socket
+
+    from scitt_oci.oci.client import RegistryClient, RegistrySettings, TransientRegistryError
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {"HTTPS_PROXY": f"http://user:s3cret@127.0.0.1:{port}"}
+    with pytest.raises(transport.TransportError) as caught:
+        transport.Session(environ=env).get("https://registry.example.test/v2/", timeout=2)
+    assert f"the proxy (http://127.0.0.1:{port}) failed" in str(caught.value) and "s3cret" not in str(caught.value)
+    client = RegistryClient(RegistrySettings.for_url("https://registry.example.test", attempts=1),
+                            session=transport.Session(environ=env))
+    with pytest.raises(TransientRegistryError, match=r"the proxy \(http://127\.0\.0\.1:\d+\) failed: .*refused"):
+        client.tags("app")
