@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from scitt_oci import transport
+from scitt_oci.log.client import ClientError, ScrapiClient
 from scitt_oci.oci.client import RegistryClient, RegistrySettings, TransientRegistryError
 from scitt_oci.watch.events import PUSH, RegistryEvent
 from scitt_oci.watch.inbox import Inbox
@@ -225,3 +226,14 @@ def test_the_deadline_holds_through_a_proxy() -> None:
         elapsed = time.monotonic() - started
     assert 0.9 <= elapsed < 2.5, elapsed
     assert proxy.seen["forwarded"]["127.0.0.1"] == 1
+
+
+@pytest.mark.parametrize("mode", ["body", "headers"])
+def test_the_scrapi_client_is_cut_off_at_its_timeout(mode: str) -> None:
+    with TrickleRegistry(mode) as service:
+        client = ScrapiClient(service.url, timeout=1.0, max_attempts=1)
+        started = time.monotonic()
+        with pytest.raises(ClientError, match="no answer in time"):
+            client.keys()
+        elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 2.5, elapsed
