@@ -8,15 +8,13 @@ only on the service's own origin.
 
 from __future__ import annotations
 
-import random
+import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-import requests
-
-from scitt_oci import jsonin
+from scitt_oci import jsonin, transport
 from scitt_oci.cose import cbor, keys
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import MalformedError, ScittOciError
@@ -54,26 +52,42 @@ ISSUERS_PATH = "/.well-known/scitt-oci/issuers"
 MAX_ISSUERS_BYTES = 1 << 20
 
 
-def _no_answer(method: str, url: str, exc: requests.RequestException) -> ClientError:
+def _no_answer(method: str, url: str, exc: BaseException) -> ClientError:
     """A precise error for a request that got no HTTP answer at all."""
     text = str(exc)
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
-    if isinstance(exc, requests.exceptions.SSLError):
-        if "CERTIFICATE_VERIFY_FAILED" in text:
-            reason = text.split("CERTIFICATE_VERIFY_FAILED", 1)[1].strip(" ]:)'\"(")[:120]
-            return ClientError(f"the TLS certificate of {origin} is not trusted ({reason})", cause="tls-untrusted")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = getattr(exc, "verify_message", None) or text[:120]
+        return ClientError(f"the TLS certificate of {origin} is not trusted ({reason})", cause="tls-untrusted")
+    if isinstance(exc, ssl.SSLError):
         if "WRONG_VERSION_NUMBER" in text or "record layer failure" in text or "packet length too long" in text:
             return ClientError(f"{origin} does not speak TLS (it answers plain HTTP)", cause="tls-plain")
         return ClientError(f"TLS with {origin} failed: {text[:200]}", cause="tls")
-    if isinstance(exc, requests.exceptions.Timeout):
+    if isinstance(exc, TimeoutError):
         return ClientError(f"{method} {url}: no answer in time", cause="timeout")
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        why = next(
-            (w for w in ("Connection refused", "Name or service not known", "No route to host") if w in text),
-            "no connection",
-        )
+    if isinstance(exc, transport.TransportError):
+        return ClientError(f"{method} {url}: {text[:200]}")
+    if isinstance(exc, OSError):
+        why = "Connection refused" if isinstance(exc, ConnectionRefusedError) else "no connection"
+        why = next((w for w in ("Name or service not known", "No route to host") if w in text), why)
         return ClientError(f"cannot connect to {origin} ({why})", cause="connect")
     return ClientError(f"{method} {url}: {type(exc).__name__}: {text[:200]}")
+
+
+class _HeaderView(Mapping[str, str]):
+    """The transport's case-insensitive headers as a read-only mapping."""
+
+    def __init__(self, headers: transport.Headers) -> None:
+        self._headers = headers
+
+    def __getitem__(self, name: str) -> str:
+        return self._headers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._headers.names())
+
+    def __len__(self) -> int:
+        return len(self._headers.names())
 
 
 @dataclass(frozen=True)
@@ -105,9 +119,7 @@ def _problem(response: Answer) -> tuple[str | None, str | None]:
     return (title if isinstance(title, str) else None, detail if isinstance(detail, str) else None)
 
 
-def _retry_after(response: Answer | None, default: float) -> float:
-    if response is None:
-        return default
+def _retry_after(response: Answer, default: float) -> float:
     value = response.headers.get("retry-after", "")
     # ASCII digits only: isdigit() also takes "²", which float() refuses.
     return float(value) if value.isascii() and value.isdigit() and len(value) <= 9 else default
@@ -123,7 +135,7 @@ class ScrapiClient:
         max_attempts: int = 5,
         max_wait: float = 60.0,
         verify_tls: bool | str = True,
-        session: requests.Session | None = None,
+        session: transport.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
@@ -132,14 +144,13 @@ class ScrapiClient:
             raise ClientError(f"transparency service URL {base_url!r} must be http(s)://host[:port]")
         self.base = base_url.rstrip("/") + "/"
         self._origin = (parts.scheme, parts.netloc)
-        self._session = session or requests.Session()
+        self._session = session or transport.Session(verify=verify_tls)
         self._session.headers["User-Agent"] = "scitt-oci"
         if token:
             self._session.headers["Authorization"] = f"Bearer {token}"
         self._timeout = timeout
         self._attempts = max_attempts
         self._max_wait = max_wait
-        self._verify = verify_tls
         self._sleep = sleep
         self._max_response = max_response_bytes
 
@@ -151,7 +162,7 @@ class ScrapiClient:
             raise ClientError(f"the service pointed at {url}, outside its own origin; not followed")
         return url
 
-    def _read(self, response: requests.Response, method: str) -> Answer:
+    def _read(self, response: transport.Response, method: str) -> Answer:
         """The body of `response`, refusing one larger than the limit before buffering it (by its
         Content-Length, or once more than the limit has arrived) or one that takes too long to arrive."""
         what = f"{method} {response.url}"
@@ -175,40 +186,31 @@ class ScrapiClient:
                 if time.monotonic() > deadline:
                     raise ClientError(f"{what}: the answer is arriving too slowly; gave up after {size} bytes")
                 chunks.append(chunk)
-            return Answer(response.status_code, response.headers, b"".join(chunks), response.url)
+            return Answer(response.status_code, _HeaderView(response.headers), b"".join(chunks), response.url)
+        except transport.HttpError as exc:
+            raise _no_answer(method, response.url, exc) from None
         finally:
-            response.close()
+            if not response.done():
+                response.close()
 
     def _request(self, method: str, path: str, **kw: object) -> Answer:
         url = self._url(path)
-        delay = 0.2
+        backoff = transport.Backoff()
         last: Answer | None = None
         for attempt in range(1, self._attempts + 1):
             try:
-                response = self._read(
-                    self._session.request(
-                        method,
-                        url,
-                        timeout=self._timeout,
-                        allow_redirects=False,
-                        verify=self._verify,
-                        stream=True,
-                        **kw,  # type: ignore[arg-type]
-                    ),
-                    method,
-                )
-            except requests.RequestException as exc:
-                if attempt == self._attempts or isinstance(exc, requests.exceptions.SSLError):
+                raw = self._session.request(method, url, timeout=self._timeout, stream=True, **kw)  # type: ignore[arg-type]
+            except transport.HttpError as exc:
+                if attempt == self._attempts or isinstance(exc, ssl.SSLError):
                     raise _no_answer(method, url, exc) from None
-                self._sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not a secret
-                delay = min(delay * 2, 5.0)
+                self._sleep(backoff.next())
                 continue
+            response = self._read(raw, method)
             if response.status_code < 500 and response.status_code != 429:
                 return response
             last = response
             if attempt < self._attempts:
-                self._sleep(min(_retry_after(response, random.uniform(0, delay)), 30.0))  # noqa: S311
-                delay = min(delay * 2, 5.0)
+                self._sleep(backoff.next(response.headers.get("retry-after")))
         assert last is not None
         return last
 

@@ -20,6 +20,7 @@ import hashlib
 import json
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -34,7 +35,7 @@ from scitt_oci import jsonin
 from scitt_oci.errors import MalformedError, ScittOciError
 from scitt_oci.lru import LruCache
 from scitt_oci.oci import manifest as mf
-from scitt_oci.oci.http import DeadlineExceeded, HttpError, Response, Session, ascii_int
+from scitt_oci.oci.http import Backoff, DeadlineExceeded, HttpError, Response, Session, TransportError, ascii_int
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest
 
@@ -104,6 +105,13 @@ def _no_answer(method: str, url: str, exc: BaseException) -> TransientRegistryEr
                 "--registry-insecure (insecure: true in a configuration)"
             )
         return TransientRegistryError(f"TLS with {origin} failed: {text[:200]}")
+    if isinstance(exc, TransportError):  # e.g. the proxy refused or is down: its own words
+        return TransientRegistryError(f"{method} {url}: {text[:300]}")
+    if isinstance(exc, socket.gaierror):
+        return TransientRegistryError(
+            f"{method} {url}: cannot resolve {urlsplit(url).hostname} ({exc.strerror}): check the name, or "
+            "HTTPS_PROXY / NO_PROXY if the registry is reached through a proxy"
+        )
     if isinstance(exc, ConnectionRefusedError):
         return TransientRegistryError(f"{method} {url}: connection refused: is the registry running on that port?")
     return TransientRegistryError(f"{method} {url}: {type(exc).__name__}")
@@ -204,7 +212,7 @@ class RegistryClient:
         headers = dict(kw.pop("headers", {}))
         with self._locks_guard:
             self.counts[f"{method} {_path_kind(urlsplit(url).path)}"] += 1
-        delay = 0.2
+        backoff = Backoff()
         for attempt in range(1, self.settings.attempts + 1):
             # Credentials go out only after the registry asked for them (a challenge), never unprompted.
             if self._basic is not None:
@@ -224,8 +232,7 @@ class RegistryClient:
             except HttpError as exc:
                 if attempt == self.settings.attempts or isinstance(exc, ssl.SSLError):
                     raise _no_answer(method, url, exc) from None
-                self._pause(random.uniform(0, delay))  # noqa: S311 - jitter
-                delay = min(delay * 2, 3.0)
+                self._pause(backoff.next())
                 continue
             if r.status_code == 401 and attempt < self.settings.attempts:
                 challenge = r.headers.get("www-authenticate", "")
@@ -241,9 +248,7 @@ class RegistryClient:
             if r.status_code in ok or r.status_code == 404:
                 return r
             if (r.status_code >= 500 or r.status_code == 429) and attempt < self.settings.attempts:
-                retry_after = ascii_int(r.headers.get("retry-after"))
-                self._pause(min(float(retry_after), 10.0) if retry_after is not None else random.uniform(0, delay))  # noqa: S311
-                delay = min(delay * 2, 3.0)
+                self._pause(backoff.next(r.headers.get("retry-after")))
                 continue
             error = TransientRegistryError if r.status_code >= 500 or r.status_code == 429 else RegistryError
             raise error(f"{method} {url}: HTTP {r.status_code} {r.text[:200]!r}", r.status_code)

@@ -17,11 +17,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from scitt_oci import transport
+from scitt_oci.log.client import ClientError, ScrapiClient
 from scitt_oci.oci.client import RegistryClient, RegistrySettings, TransientRegistryError
 from scitt_oci.watch.events import PUSH, RegistryEvent
 from scitt_oci.watch.inbox import Inbox
 from scitt_oci.watch.worker import Watcher
 from tests.helpers import key
+from tests.loopproxy import LoopProxy
 
 D = "sha256:" + "ab" * 32
 TRICKLE_SECONDS = 0.1  # between two bytes
@@ -30,10 +33,11 @@ MAX_BYTES = 400  # each connection ends after this many (40 s): a bound on the t
 
 class TrickleRegistry:
     """Loopback HTTP server that sends every answer one byte per TRICKLE_SECONDS: either the body
-    (headers at once, with a Content-Length it never reaches) or the headers themselves."""
+    (headers at once, with a Content-Length it never reaches) or the headers themselves; or, in
+    "second-body", the first answer on a connection at once and the next one's body trickled."""
 
     def __init__(self, mode: str) -> None:
-        self.mode = mode  # "body" or "headers"
+        self.mode = mode  # "body", "headers" or "second-body"
         self.stop = threading.Event()
         self.connections = 0
         self._sock = socket.create_server(("127.0.0.1", 0))
@@ -71,11 +75,7 @@ class TrickleRegistry:
             self._threads.append(t)
 
     def _answer(self) -> Iterator[bytes]:
-        body = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}' * 10
-        head = (
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n"
-            + b"Content-Length: %d\r\n" % len(body)
-        )
+        head, body = self._head_and_body()
         if self.mode == "headers":
             for i in range(len(head)):
                 yield head[i : i + 1]
@@ -84,6 +84,15 @@ class TrickleRegistry:
         yield head + b"\r\n"
         for i in range(len(body)):
             yield body[i : i + 1]
+
+    @staticmethod
+    def _head_and_body() -> tuple[bytes, bytes]:
+        body = b'{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}' * 10
+        head = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\n"
+            + b"Content-Length: %d\r\n" % len(body)
+        )
+        return head, body
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
@@ -95,6 +104,15 @@ class TrickleRegistry:
                     if not data:
                         return
                     seen += data
+                if self.mode == "second-body":  # a prompt first answer keeps the connection for the next
+                    head, body = self._head_and_body()
+                    conn.sendall(head + b"\r\n" + body)
+                    seen = seen.partition(b"\r\n\r\n")[2]
+                    while b"\r\n\r\n" not in seen:
+                        data = conn.recv(4096)
+                        if not data:
+                            return
+                        seen += data
                 sent = 0
                 for piece in self._answer():
                     conn.sendall(piece)
@@ -167,3 +185,55 @@ def test_verify_timeout_is_a_total_bound(tmp_path: Path) -> None:
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert "no complete answer within 2 s" in done.stderr, done.stderr
     assert elapsed < 2 + 3.0, elapsed  # 2 s, plus the interpreter's start-up
+
+
+# The transport itself (every outbound call: registry, SCRAPI, tiled-log reader) keeps the total deadline.
+
+
+@pytest.mark.parametrize("mode", ["body", "headers"])
+@pytest.mark.parametrize("stream", [False, True])
+def test_the_transport_cuts_a_trickling_answer_off_at_its_deadline(mode: str, stream: bool) -> None:
+    session = transport.Session(environ={})
+    with TrickleRegistry(mode) as registry:
+        started = time.monotonic()
+        with pytest.raises(transport.DeadlineExceeded, match="no complete answer within 1 s"):
+            r = session.get(registry.url + "/v2/slow/app/manifests/" + D, timeout=1.0, stream=stream)
+            b"".join(r.iter_content(65536))
+        elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 2.5, elapsed
+    assert registry.connections == 1  # a deadline is not retried on a fresh connection
+
+
+def test_a_reused_keep_alive_connection_keeps_the_deadline() -> None:
+    session = transport.Session(environ={})
+    with TrickleRegistry("second-body") as registry:
+        first = session.get(registry.url + "/v2/", timeout=1.0)
+        assert first.status_code == 200 and len(first.content) > 0
+        started = time.monotonic()
+        with pytest.raises(transport.DeadlineExceeded):
+            session.get(registry.url + "/v2/again", timeout=1.0)
+        elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 2.5, elapsed
+    assert registry.connections == 1  # the second request ran on the first one's connection
+
+
+def test_the_deadline_holds_through_a_proxy() -> None:
+    with TrickleRegistry("body") as registry, LoopProxy() as proxy:
+        session = transport.Session(environ={"HTTP_PROXY": proxy.url}, proxy_loopback=True)
+        started = time.monotonic()
+        with pytest.raises(transport.DeadlineExceeded):
+            session.get(registry.url + "/v2/", timeout=1.0)
+        elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 2.5, elapsed
+    assert proxy.seen["forwarded"]["127.0.0.1"] == 1
+
+
+@pytest.mark.parametrize("mode", ["body", "headers"])
+def test_the_scrapi_client_is_cut_off_at_its_timeout(mode: str) -> None:
+    with TrickleRegistry(mode) as service:
+        client = ScrapiClient(service.url, timeout=1.0, max_attempts=1)
+        started = time.monotonic()
+        with pytest.raises(ClientError, match="no answer in time"):
+            client.keys()
+        elapsed = time.monotonic() - started
+    assert 0.9 <= elapsed < 2.5, elapsed
