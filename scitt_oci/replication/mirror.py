@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS forks (id INTEGER PRIMARY KEY AUTOINCREMENT, detected
 
 class MirrorError(ScittOciError):
     """The source cannot be mirrored now (unreachable, bad signature, tiles that do not match its own
-    checkpoint, below the witness quorum); nothing was stored."""
+    checkpoint, below the witness quorum); nothing new was served."""
 
 
 class ForkDetected(ScittOciError):
@@ -461,7 +461,13 @@ class Mirror:
                     "new_tree_root_at_min_size": _b64(theirs),
                 },
             )
-        return min(staged, earlier.size)
+        start = min(staged, earlier.size)
+        log.info(
+            "resuming after %d staged entries (verified against the checkpoint of size %d)",
+            start - held.size,
+            earlier.size,
+        )
+        return start
 
     def _stream(
         self, held: Held, data: bytes, source: _SourceTree, start: int, stop: int, meta: dict[str, str]
