@@ -426,3 +426,29 @@ def test_a_huge_size_claim_costs_one_bounded_pass(tmp_path: Path) -> None:
     bundles = [p for p in log.requests if "/entries/" in p]
     assert len(bundles) == 8  # 2000 entries: eight bundles
     assert len(log.requests) < 40, log.requests  # and a handful of tiles, not 2^32 of them
+
+
+def test_staged_entries_contradicted_by_the_next_checkpoint_are_a_fork(
+    tmp_path: Path, stop_all: list[ServerProcess]
+) -> None:
+    grow(tmp_path / "a", 1000, tag="a")
+    port = free_port()
+    a = source(tmp_path / "a", port).start()
+    vkey = requests.get(a.url + "/tlog/vkey", timeout=5).text.strip()
+    mdir = tmp_path / "mirror"
+    assert run_mirror(a.url, vkey, mdir, "--max-growth", "300").returncode == 0
+    earlier_note = requests.get(a.url + "/tlog/checkpoint", timeout=5).content
+    a.stop()
+    assert held_size(mdir) == 0 and staged(mdir) == 300
+    # Same key and URL, another history after entry 100: the 300 staged entries are not its entries.
+    grow(tmp_path / "b", 100, tag="a")
+    grow(tmp_path / "b", 1200, tag="b")
+    b = source(tmp_path / "b", port, note_key=tmp_path / "a" / "keys" / "note.pem").start()
+    stop_all.append(b)
+    result = run_mirror(b.url, vkey, mdir, "--max-growth", "300")
+    assert result.returncode == 1, result.stderr
+    assert "against which the staged entries were verified" in result.stderr
+    [folder] = (mdir / "evidence").iterdir()
+    assert (folder / "held.checkpoint").read_bytes() == earlier_note
+    assert (folder / "new.checkpoint").read_bytes() == requests.get(b.url + "/tlog/checkpoint", timeout=5).content
+    assert held_size(mdir) == 0  # nothing of either history is served
