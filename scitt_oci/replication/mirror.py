@@ -484,12 +484,12 @@ class Mirror:
             hashes = tiles.split_hashes(tile)
             bundle = self.client.bundle(ref.index, ref.width)
             for i, entry in enumerate(bundle):
-                index = ref.index * tiles.WIDTH + i
-                if index < start or index >= stop:
+                at = ref.index * tiles.WIDTH + i
+                if at < start or at >= stop:
                     continue
                 if merkle.leaf_hash(entry) != hashes[i]:
-                    raise MirrorError(f"entry {index} from the source does not hash to its leaf in the tiles")
-                batch.append((index, entry))
+                    raise MirrorError(f"entry {at} from the source does not hash to its leaf in the tiles")
+                batch.append((at, entry))
                 size += len(entry)
             del bundle
             if size >= BATCH_BYTES or len(batch) >= BATCH_ENTRIES:

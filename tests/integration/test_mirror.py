@@ -370,21 +370,21 @@ def test_growth_per_pass_is_bounded_and_later_passes_catch_up(tmp_path: Path, st
     same_tiles(src.url, served.url, 1100)
 
 
-class _HugeLog:
-    """A key holder's log claiming 2^40 entries, every one the same: each level's hashes are equal, so
-    its tiles rebuild the signed root and each full tile matches the level above."""
+class _UniformLog:
+    """A key holder's log of 2^bits entries (bits a multiple of 8), every one the same: each level's
+    hashes are equal, so its tiles rebuild the signed root and each full tile matches the level above.
+    `swap` serves another entry at one index, with a level-0 tile made to match it."""
 
-    SIZE = 1 << 40
-
-    def __init__(self) -> None:
+    def __init__(self, bits: int, swap: int | None = None) -> None:
+        self.size = 1 << bits
         self.signer = note.NoteSigner(ORIGIN, ed25519.Ed25519PrivateKey.generate())
         self.entry = b"the same entry"
+        self.swap = swap
         level_hash = [merkle.leaf_hash(self.entry)]
-        for _ in range(40):
+        for _ in range(bits):
             level_hash.append(merkle.node_hash(level_hash[-1], level_hash[-1]))
-        self.tile_hash = [level_hash[8 * level] for level in range(6)]
-        cp = checkpoint.Checkpoint(ORIGIN, self.SIZE, level_hash[40])
-        self.note = checkpoint.sign(cp, self.signer).encode()
+        self.tile_hash = [level_hash[8 * level] for level in range(bits // 8 + 1)]
+        self.note = checkpoint.sign(checkpoint.Checkpoint(ORIGIN, self.size, level_hash[bits]), self.signer).encode()
         self.requests: list[str] = []
 
     def answer(self, path: str) -> bytes | None:
@@ -392,30 +392,37 @@ class _HugeLog:
         if path == "/tlog/checkpoint":
             return self.note
         ref = tiles.parse_tile_path(path.removeprefix("/tlog/"))
-        if ref.level == tiles.ENTRIES:
-            return tiles.encode_bundle([self.entry] * ref.width)
-        return self.tile_hash[ref.level] * ref.width
+        entries = [self.entry] * ref.width
+        hashes = [self.tile_hash[max(ref.level, 0)]] * ref.width
+        if self.swap is not None and ref.index == self.swap // tiles.WIDTH and ref.level in (tiles.ENTRIES, 0):
+            entries[self.swap % tiles.WIDTH] = b"another entry"
+            hashes[self.swap % tiles.WIDTH] = merkle.leaf_hash(b"another entry")
+        return tiles.encode_bundle(entries) if ref.level == tiles.ENTRIES else b"".join(hashes)
 
 
-def test_a_huge_size_claim_costs_one_bounded_pass(tmp_path: Path) -> None:
-    log = _HugeLog()
-
+def serve_log(log: _UniformLog) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = log.answer(self.path)
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Length", str(len(body or b"")))
+            body = log.answer(self.path) or b""
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body or b"")
+            self.wfile.write(body)
 
         def log_message(self, *args: object) -> None:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}"
+    return server
+
+
+def test_a_huge_size_claim_costs_one_bounded_pass(tmp_path: Path) -> None:
+    log = _UniformLog(40)
+    server = serve_log(log)
     mdir = tmp_path / "mirror"
     try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
         done = run_mirror(url, log.signer.verifier.vkey, mdir, "--max-growth", "2000")
     finally:
         server.shutdown()
@@ -426,6 +433,25 @@ def test_a_huge_size_claim_costs_one_bounded_pass(tmp_path: Path) -> None:
     bundles = [p for p in log.requests if "/entries/" in p]
     assert len(bundles) == 8  # 2000 entries: eight bundles
     assert len(log.requests) < 40, log.requests  # and a handful of tiles, not 2^32 of them
+
+
+def test_a_level0_tile_that_does_not_match_the_level_above_is_refused(tmp_path: Path) -> None:
+    # The root is rebuilt from the level-1 hashes; a full level-0 tile (and the entry it vouches for)
+    # must still hash to its level-1 hash, or an entry outside the signed tree would be mirrored.
+    log = _UniformLog(16, swap=300)
+    server = serve_log(log)
+    mdir = tmp_path / "mirror"
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        done = run_mirror(url, log.signer.verifier.vkey, mdir)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 2, done.stderr
+    assert "tile/0/001 does not match the level above it" in done.stderr
+    assert held_size(mdir) == 0
+    with sqlite3.connect(mdir / "mirror.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM entries WHERE entry = ?", (b"another entry",)).fetchone()[0] == 0
 
 
 def test_staged_entries_contradicted_by_the_next_checkpoint_are_a_fork(
