@@ -72,6 +72,13 @@ def load_policy(path: Path | None) -> policy_mod.Policy | None:
 )
 @click.option("--ca-file", type=click.Path(dir_okay=False), help="PEM bundle to verify the source's TLS certificate.")
 @click.option("--timeout", default=15.0, show_default=True, help="Seconds per HTTP request.")
+@click.option(
+    "--max-growth",
+    default=1 << 20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Entries one pass may fetch and stage; a source further ahead is caught up over several passes.",
+)
 def mirror(
     url: str,
     vkey_text: str,
@@ -81,13 +88,16 @@ def mirror(
     policy_file: Path | None,
     ca_file: str | None,
     timeout: float,
+    max_growth: int,
 ) -> None:
     """Mirror the C2SP tiled log at URL (its base URL, or its /tlog prefix).
 
     \b
     Each pass verifies the source's checkpoint with --vkey, fetches the new tiles and entry
-    bundles, rebuilds the root, checks the tree held is a prefix of the new one, and commits all
-    of it in one transaction (a killed mirror resumes from its last commit).
+    bundles, rebuilds the root, checks the tree held is a prefix of the new one, and stores the
+    entries in bounded batches, each its own transaction (a killed mirror resumes after the last
+    one); the new checkpoint is served only once every entry up to it is stored. A pass stages at
+    most --max-growth entries; a source further ahead is caught up over later passes.
     Exit 0 after --once, 1 on a fork (a smaller size, or another history for a size held: both
     checkpoints and the proof are kept under DATA_DIR/evidence/), 2 on errors.
     """
@@ -99,7 +109,7 @@ def mirror(
     policy = load_policy(policy_file)
     try:
         store = MirrorStore(data_dir)
-        m = Mirror(store, TlogClient(url, timeout=timeout, ca_file=ca_file), vkey, policy=policy)
+        m = Mirror(store, TlogClient(url, timeout=timeout, ca_file=ca_file), vkey, policy=policy, max_growth=max_growth)
     except (OSError, ScittOciError) as exc:
         _die(str(exc))
     try:

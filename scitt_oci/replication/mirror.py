@@ -2,10 +2,15 @@
 
 One pass: fetch the source's checkpoint and verify its note signature (and a witness quorum when a
 policy is given); fetch the hash tiles that changed since the checkpoint held and the new entry
-bundles; rebuild the root from the tiles and check it is the signed root; check each new entry hashes
-to its level-0 hash; check the tree held is a prefix of the new one (consistency); then store tiles,
-entries and the checkpoint as received in one SQLite transaction. A SIGKILL anywhere leaves the last
-committed checkpoint, from which the next pass resumes.
+bundles; rebuild the root from the tiles and check it is the signed root; check the tree held is a
+prefix of the new one (consistency); then stream the new level-0 tiles (each checked against the
+verified level above) and entry bundles (each entry checked against its level-0 hash) in bounded
+batches, each committed in its own transaction as *staged* state that readers do not see (entries
+beyond the held size, tiles in `staged_tiles`). Only the final transaction moves the tiles into place
+and stores the checkpoint as received. A SIGKILL keeps the committed batches: the next pass checks
+that the source's new tree extends the checkpoint they were verified against and resumes after them.
+One pass grows the staged tree by at most `max_growth` entries, so a checkpoint claiming a huge size
+costs a bounded pass; later passes continue.
 
 A fork is a checkpoint of a smaller size than the one held, or one whose tree does not extend the tree
 held (same size with another root, or a different prefix). Both checkpoints and the consistency proof
@@ -38,6 +43,9 @@ from scitt_oci.tlog.policy import Policy
 log = logging.getLogger("scitt_oci.mirror")
 
 DB_NAME = "mirror.db"
+DEFAULT_MAX_GROWTH = 1 << 20  # entries one pass may stage; a larger claim takes several passes
+BATCH_BYTES = 8 << 20  # a batch commits once it holds this many entry bytes...
+BATCH_ENTRIES = 4096  # ...or this many entries
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, root BLOB NOT NULL, note BLOB NOT NULL,
@@ -45,6 +53,8 @@ CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, root BLOB NOT 
 CREATE TABLE IF NOT EXISTS tiles (level INTEGER NOT NULL, idx INTEGER NOT NULL, hashes BLOB NOT NULL,
                                   PRIMARY KEY (level, idx)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS entries (idx INTEGER PRIMARY KEY, entry BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS staged_tiles (level INTEGER NOT NULL, idx INTEGER NOT NULL, hashes BLOB NOT NULL,
+                                         PRIMARY KEY (level, idx)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS forks (id INTEGER PRIMARY KEY AUTOINCREMENT, detected REAL NOT NULL, reason TEXT NOT NULL,
                                   held_note BLOB NOT NULL, new_note BLOB NOT NULL, evidence TEXT NOT NULL);
 """
@@ -52,7 +62,7 @@ CREATE TABLE IF NOT EXISTS forks (id INTEGER PRIMARY KEY AUTOINCREMENT, detected
 
 class MirrorError(ScittOciError):
     """The source cannot be mirrored now (unreachable, bad signature, tiles that do not match its own
-    checkpoint, below the witness quorum); nothing was stored."""
+    checkpoint, below the witness quorum); nothing new was served."""
 
 
 class ForkDetected(ScittOciError):
@@ -122,7 +132,8 @@ class MirrorStore:
         entries: list[tuple[int, bytes]],
         meta: dict[str, str],
     ) -> None:
-        """Tiles, entries and the checkpoint in one transaction; the checkpoint must extend the one held.
+        """The final transaction: the staged level-0 tiles and `new_tiles` move into place and the
+        checkpoint is stored; the checkpoint must extend the one held.
         `meta` (source and key) is bound on the first commit, so a failed first pass binds nothing."""
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
@@ -138,9 +149,58 @@ class MirrorStore:
             )
             conn.executemany("INSERT OR IGNORE INTO entries (idx, entry) VALUES (?, ?)", entries)
             conn.execute(
+                "INSERT INTO tiles (level, idx, hashes) SELECT level, idx, hashes FROM staged_tiles WHERE true "
+                "ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes"
+            )
+            conn.execute("DELETE FROM staged_tiles")
+            conn.execute("DELETE FROM meta WHERE key = 'pending_note'")
+            conn.execute(
                 "INSERT OR IGNORE INTO checkpoints (size, root, note, received) VALUES (?, ?, ?, ?)",
                 (cp.size, cp.root, note, time.time()),
             )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def staged_end(self, held_size: int) -> int:
+        """One past the last entry staged beyond `held_size` (batches are committed in index order)."""
+        row = self._conn().execute("SELECT MAX(idx) FROM entries WHERE idx >= ?", (held_size,)).fetchone()
+        return held_size if row[0] is None else int(row[0]) + 1
+
+    def staged_tile(self, index: int) -> bytes:
+        row = self._conn().execute("SELECT hashes FROM staged_tiles WHERE level = 0 AND idx = ?", (index,)).fetchone()
+        return bytes(row[0]) if row else b""
+
+    def commit_batch(
+        self,
+        held_size: int,
+        pending_note: bytes,
+        level0: list[tuple[int, bytes]],
+        entries: list[tuple[int, bytes]],
+        meta: dict[str, str],
+    ) -> None:
+        """One batch of verified level-0 tiles and entries, staged (not served) with the checkpoint they
+        were verified against."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute("SELECT MAX(size) FROM checkpoints").fetchone()
+            if int(row[0] or 0) != held_size:
+                raise MirrorError(
+                    f"another mirror process stored size {row[0]} meanwhile; not staging past {held_size}"
+                )
+            conn.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", list(meta.items()))
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('pending_note', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (pending_note.decode(),),
+            )
+            conn.executemany(
+                "INSERT INTO staged_tiles (level, idx, hashes) VALUES (0, ?, ?) "
+                "ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes",
+                level0,
+            )
+            conn.executemany("INSERT OR REPLACE INTO entries (idx, entry) VALUES (?, ?)", entries)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -199,6 +259,52 @@ class MirrorSource:
         return self.store.meta("vkey") or ""
 
 
+class _SourceTree:
+    """The source's hash tiles of its tree of `size`, read on demand. `raw` is any tile as served (for
+    rebuilding the root: a partial tile's hashes all enter the root, so a matching root vouches for
+    them); `verified` checks a full tile against its hash in the verified tile above it. Only tiles of
+    levels 1 and up are kept (a pass over n new entries holds n/65536 of them)."""
+
+    def __init__(self, client: TlogClient, size: int) -> None:
+        self.client = client
+        self.size = size
+        self._raw: dict[tuple[int, int], bytes] = {}
+        self._verified: dict[tuple[int, int], bytes] = {}
+
+    def _width(self, level: int, index: int) -> int:
+        width = min(tiles.WIDTH, tiles.level_width(self.size, level) - index * tiles.WIDTH)
+        if width <= 0:
+            raise MirrorError(f"tile {tiles.tile_path(level, index)} is outside the source's tree of {self.size}")
+        return width
+
+    def raw(self, level: int, index: int) -> bytes:
+        key = (level, index)
+        if key not in self._raw:
+            width = self._width(level, index)
+            data = self.client.tile(level, index, width)
+            if width < tiles.WIDTH or level > 0:
+                self._raw[key] = data
+            return data
+        return self._raw[key]
+
+    def verified(self, level: int, index: int) -> bytes:
+        key = (level, index)
+        if key in self._verified:
+            return self._verified[key]
+        width = self._width(level, index)
+        if width < tiles.WIDTH:
+            if key not in self._raw:  # a partial tile enters the root; the root check read it
+                raise MirrorError(f"tile {tiles.tile_path(level, index, width)} was not part of the root check")
+            return self._raw[key]
+        data = self._raw.get(key) or self.client.tile(level, index, width)
+        above = tiles.split_hashes(self.verified(level + 1, index // tiles.WIDTH))
+        if tiles.tile_root(data) != above[index % tiles.WIDTH]:
+            raise MirrorError(f"the source's tile {tiles.tile_path(level, index)} does not match the level above it")
+        if level > 0:
+            self._verified[key] = data
+        return data
+
+
 def _b64(h: bytes) -> str:
     return base64.b64encode(h).decode()
 
@@ -212,7 +318,11 @@ class Mirror:
         *,
         policy: Policy | None = None,
         on_fork: Callable[[], None] = lambda: None,
+        max_growth: int = DEFAULT_MAX_GROWTH,
     ) -> None:
+        if max_growth < 1:
+            raise MirrorError("the growth per pass must be at least one entry")
+        self.max_growth = max_growth
         self.store = store
         self.client = client
         self.vkey = vkey
@@ -251,16 +361,6 @@ class Mirror:
                 )
         return cp
 
-    def _fetch_tiles(self, size: int, since: int) -> dict[tuple[int, int], bytes]:
-        """The source's tiles of the tree of `size` that differ from those of the tree of `since`."""
-        out: dict[tuple[int, int], bytes] = {}
-        for level in range(tiles.levels(size)):
-            first = tiles.level_width(since, level) // tiles.WIDTH
-            for ref in tiles.tiles_for(size, level):
-                if ref.index >= first:
-                    out[(level, ref.index)] = self.client.tile(level, ref.index, ref.width)
-        return out
-
     def sync_once(self) -> int:
         """One pass; returns the size held afterwards. `ForkDetected` or `MirrorError` otherwise."""
         self.check_no_fork()
@@ -293,16 +393,10 @@ class Mirror:
                     {"size": cp.size, "held_root": _b64(held.root), "new_root": _b64(cp.root)},
                 )
             return held.size
-        new_tiles = self._fetch_tiles(cp.size, held.size)
-        tree = tiles.TiledTree(lambda lv, ix: new_tiles.get((lv, ix)) or self.store.tile(lv, ix), cp.size)
-        if tree.root() != cp.root:
-            # Our older tiles under the source's new ones: read the source's whole tree to tell a fork
-            # (its own tiles rebuild its root, but not over our history) from a broken source.
-            everything = self._fetch_tiles(cp.size, 0)
-            theirs = tiles.TiledTree(lambda lv, ix: everything[(lv, ix)], cp.size)
-            if theirs.root() != cp.root:
-                raise MirrorError(f"the source's tiles do not rebuild the root of its own checkpoint of size {cp.size}")
-            tree = theirs
+        source = _SourceTree(self.client, cp.size)
+        if tiles.TiledTree(source.raw, cp.size).root() != cp.root:
+            raise MirrorError(f"the source's tiles do not rebuild the root of its own checkpoint of size {cp.size}")
+        tree = tiles.TiledTree(source.verified, cp.size)
         if held.size:
             prefix = tree.hash_range(0, held.size)
             if prefix != held.root:
@@ -320,23 +414,89 @@ class Mirror:
                         "consistency_proof": [_b64(h) for h in proof],
                     },
                 )
-        entries: list[tuple[int, bytes]] = []
-        for ref in tiles.tiles_for(cp.size, 0):
-            if (ref.index + 1) * tiles.WIDTH <= held.size:
-                continue
-            bundle = self.client.bundle(ref.index, ref.width)
-            level0 = tiles.split_hashes(new_tiles[(0, ref.index)])
-            for i, entry in enumerate(bundle):
-                index = ref.index * tiles.WIDTH + i
-                if index < held.size:
-                    continue
-                if merkle.leaf_hash(entry) != level0[i]:
-                    raise MirrorError(f"entry {index} from the source does not hash to its leaf in the tiles")
-                entries.append((index, entry))
+        start = self._staged_start(held, cp, data, tree)
+        stop = min(cp.size, start + self.max_growth)
         meta = {"source": self.client.prefix, "vkey": self.vkey.vkey, "origin": self.vkey.name}
-        self.store.commit(cp, data, new_tiles, entries, meta)
+        self._stream(held, data, source, start, stop, meta)
+        if stop < cp.size:
+            log.info(
+                "staged entries up to %d of the source's %d (at most %d per pass); the mirror still serves %d",
+                stop,
+                cp.size,
+                self.max_growth,
+                held.size,
+            )
+            return held.size
+        upper: dict[tuple[int, int], bytes] = {}
+        for level in range(1, tiles.levels(cp.size)):
+            first = tiles.level_width(held.size, level) // tiles.WIDTH
+            for ref in tiles.tiles_for(cp.size, level):
+                if ref.index >= first:
+                    upper[(level, ref.index)] = source.verified(level, ref.index)
+        self.store.commit(cp, data, upper, [], meta)
         log.info("mirrored %d -> %d entries", held.size, cp.size)
         return cp.size
+
+    def _staged_start(self, held: Held, cp: Checkpoint, data: bytes, tree: tiles.TiledTree) -> int:
+        """Where this pass resumes: after the entries staged by earlier passes, when the new tree extends
+        the checkpoint they were verified against (a fork otherwise)."""
+        staged = self.store.staged_end(held.size)
+        pending = self.store.meta("pending_note")
+        if staged == held.size or pending is None:
+            return held.size
+        note_bytes = pending.encode()
+        earlier = cp_mod.open_signed(note_bytes, [self.vkey]).checkpoint
+        if earlier.size > cp.size or tree.hash_range(0, earlier.size) != earlier.root:
+            theirs = tree.hash_range(0, min(earlier.size, cp.size))
+            self._fork(
+                f"the source's tree of size {cp.size} does not extend its checkpoint of size {earlier.size} "
+                "against which the staged entries were verified",
+                Held(earlier.size, earlier.root, note_bytes),
+                data,
+                {
+                    "earlier_size": earlier.size,
+                    "earlier_root": _b64(earlier.root),
+                    "new_size": cp.size,
+                    "new_root": _b64(cp.root),
+                    "new_tree_root_at_min_size": _b64(theirs),
+                },
+            )
+        start = min(staged, earlier.size)
+        log.info(
+            "resuming after %d staged entries (verified against the checkpoint of size %d)",
+            start - held.size,
+            earlier.size,
+        )
+        return start
+
+    def _stream(
+        self, held: Held, data: bytes, source: _SourceTree, start: int, stop: int, meta: dict[str, str]
+    ) -> None:
+        """Fetch, verify and stage the entries [start, stop) in bounded batches, each its own transaction."""
+        level0: list[tuple[int, bytes]] = []
+        batch: list[tuple[int, bytes]] = []
+        size = 0
+        level0_width = tiles.level_width(source.size, 0)
+        for index in range(start // tiles.WIDTH, -(-stop // tiles.WIDTH)):
+            ref = tiles.TileRef(0, index, min(tiles.WIDTH, level0_width - index * tiles.WIDTH))
+            tile = source.verified(0, ref.index)
+            level0.append((ref.index, tile))
+            hashes = tiles.split_hashes(tile)
+            bundle = self.client.bundle(ref.index, ref.width)
+            for i, entry in enumerate(bundle):
+                at = ref.index * tiles.WIDTH + i
+                if at < start or at >= stop:
+                    continue
+                if merkle.leaf_hash(entry) != hashes[i]:
+                    raise MirrorError(f"entry {at} from the source does not hash to its leaf in the tiles")
+                batch.append((at, entry))
+                size += len(entry)
+            del bundle
+            if size >= BATCH_BYTES or len(batch) >= BATCH_ENTRIES:
+                self.store.commit_batch(held.size, data, level0, batch, meta)
+                level0, batch, size = [], [], 0
+        if level0 or batch:
+            self.store.commit_batch(held.size, data, level0, batch, meta)
 
     def _fork(self, reason: str, held: Held, new_note: bytes, evidence: dict[str, object]) -> None:
         folder = self.store.record_fork(reason, held.note, new_note, evidence)
