@@ -120,6 +120,9 @@ def _no_answer(method: str, url: str, exc: BaseException) -> TransientRegistryEr
 _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 
 
+BLOB_UNKNOWN_ATTEMPTS = 3  # a manifest PUT answered MANIFEST_BLOB_UNKNOWN is tried this often
+
+
 class RegistryClient:
     def __init__(
         self,
@@ -407,14 +410,25 @@ class RegistryClient:
     ) -> tuple[str, str | None]:
         """PUT a manifest by digest (or to `reference`, only ever a fallback tag); returns (digest, OCI-Subject)."""
         digest = mf.digest_of(data)
-        r = self.request(
-            "PUT",
-            f"/v2/{repo}/manifests/{reference or digest}",
-            scope=f"repository:{repo}:pull,push",
-            ok=(201,),
-            data=data,
-            headers={"Content-Type": media_type},
-        )
+        backoff = Backoff()
+        for attempt in range(1, BLOB_UNKNOWN_ATTEMPTS + 1):
+            try:
+                r = self.request(
+                    "PUT",
+                    f"/v2/{repo}/manifests/{reference or digest}",
+                    scope=f"repository:{repo}:pull,push",
+                    ok=(201,),
+                    data=data,
+                    headers={"Content-Type": media_type},
+                )
+                break
+            except RegistryError as exc:
+                # Distribution links a blob into a repository by rewriting a small file; while another
+                # writer (a watcher attaching beside us) links the same blob, the manifest's check can
+                # read it empty and answer MANIFEST_BLOB_UNKNOWN for a blob that is there. Try again.
+                if exc.status != 400 or "MANIFEST_BLOB_UNKNOWN" not in str(exc) or attempt == BLOB_UNKNOWN_ATTEMPTS:
+                    raise
+                self._pause(backoff.next())
         if r.status_code != 201:
             raise RegistryError(f"{repo}: manifest push failed (HTTP {r.status_code})", r.status_code)
         return digest, r.headers.get("oci-subject")
