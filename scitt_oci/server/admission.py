@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from scitt_oci.errors import ScittOciError
 from scitt_oci.oci.client import RegistryClient, RegistryError
-from scitt_oci.oci.reference import Digest, Reference
+from scitt_oci.oci.reference import Digest, Reference, normalize_registry
 from scitt_oci.scitt.reasons import Reason
 from scitt_oci.server.bodies import read_limited
 from scitt_oci.server.problems import problem_json
@@ -141,6 +141,9 @@ class Admission:
     def __post_init__(self) -> None:
         for client in self.clients.values():
             _count_requests(client)
+        # One spelling per registry, as policy rules match them: `REGISTRY:443`, upper case or a Docker Hub
+        # alias in a pod spec finds the configured client instead of falling to "not configured".
+        self._by_registry = {normalize_registry(name): client for name, client in self.clients.items()}
         self.decisions = Counter(
             "scitt_admission_decisions", "Admission decisions per image", ["decision", "cached"], registry=self.registry
         )
@@ -170,7 +173,7 @@ class Admission:
         return tuple(out)
 
     def _verify(self, ref: Reference, policy: TrustPolicy, budget: _Budget) -> ImageVerdict:
-        client = self.clients.get(ref.registry)
+        client = self._by_registry.get(normalize_registry(ref.registry))
         if client is None:
             return self._unreachable(ref, policy, f"registry {ref.registry} is not one this service may contact")
         return decide(ref, budget.run(attached_statements, client, ref), policy)
@@ -218,7 +221,7 @@ class Admission:
         return _Budget(self.max_registry_requests)
 
     async def _resolve(self, ref: Reference, deadline: float, budget: _Budget) -> Reference | None:
-        client = self.clients.get(ref.registry)
+        client = self._by_registry.get(normalize_registry(ref.registry))
         if client is None:
             return None
         loop = asyncio.get_running_loop()

@@ -289,3 +289,12 @@ def test_an_image_pushed_again_after_its_delete_is_on_record_again(world: dict[s
     assert "deleted" in decide(REF, [first, _ts(world, profile.Kind.DELETE, iat=1_800_000_000)], policy, now=NOW).summary()
     again = _ts(world, iat=1_800_000_200)
     assert decide(REF, [first, delete, again], policy, now=NOW).valid
+
+
+def test_a_registry_spelt_another_way_reaches_its_configured_client(world: dict[str, object]) -> None:
+    """`R.EXAMPLE:443/...` is the registry `r.example` (as policy rules already match it): its configured
+    client is asked, rather than the image being denied as from an unconfigured registry."""
+    controller = Admission(_policy(world), {"r.example": _Exploding(RegistrySettings.for_url("https://r.example"))})
+    body = review("Pod", {"spec": {"containers": [{"name": "c", "image": f"R.EXAMPLE:443/app@{D}"}]}})
+    out = asyncio.run(controller.review(body, mutate=False))["response"]
+    assert out["allowed"] is False and "boom" in out["status"]["message"], out["status"]["message"]
