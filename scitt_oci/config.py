@@ -509,22 +509,17 @@ def _resolve_paths(doc: Mapping[str, Any], base: Path, model: type[BaseModel] = 
 
 
 def _resolve_signature_paths(doc: dict[str, Any], base: Path) -> dict[str, Any]:
-    """The signature trust block's files (inside lists of entries) resolve against the config file's folder too."""
+    """`signatures.sigstore[].trusted_root` names a file or `public-good`, so it is text, not a `Path` that
+    `_resolve_paths` finds in the model: a relative file name resolves against the config's folder too."""
     block = doc.get("signatures")
-    if not isinstance(block, dict):
+    entries = block.get("sigstore") if isinstance(block, dict) else None
+    if not isinstance(block, dict) or not isinstance(entries, list):
         return doc
 
-    def fix(value: Any) -> Any:
-        if isinstance(value, str) and value and value != "public-good" and not Path(value).is_absolute():
-            return str(base / value)
-        return [fix(v) for v in value] if isinstance(value, list) else value
+    def fix(entry: Any) -> Any:
+        root = entry.get("trusted_root") if isinstance(entry, dict) else None
+        if isinstance(root, str) and root and root != "public-good" and not Path(root).is_absolute():
+            return {**entry, "trusted_root": str(base / root)}
+        return entry
 
-    fields = {"notation": ("ca", "signing_authority", "tsa"), "cosign_keys": ("key",), "sigstore": ("trusted_root",)}
-    out = dict(block)
-    for section, names in fields.items():
-        entries = out.get(section)
-        if isinstance(entries, list):
-            out[section] = [
-                {k: fix(v) if k in names else v for k, v in e.items()} if isinstance(e, dict) else e for e in entries
-            ]
-    return {**doc, "signatures": out}
+    return {**doc, "signatures": {**block, "sigstore": [fix(e) for e in entries]}}
