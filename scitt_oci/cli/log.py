@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -19,7 +18,12 @@ from scitt_oci.errors import ScittOciError
 from scitt_oci.scitt import receipt as receipt_mod
 from scitt_oci.scitt import statement as statement_mod
 from scitt_oci.scitt import transparent
-from scitt_oci.scitt.reasons import Reason, VerificationFailure
+from scitt_oci.scitt.reasons import VerificationFailure
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from scitt_oci.scrapi import audit as auditor
 
 
 @main.command("serve")
@@ -291,7 +295,7 @@ def _cannot_bind(host: str, port: int) -> str | None:
 def _client(
     ts: str, token_file: Path | None, timeout: float, max_wait: float = 60.0, ca_file: str | None = None
 ) -> Any:
-    from scitt_oci.log.client import ScrapiClient
+    from scitt_oci.scrapi.client import ScrapiClient
 
     token = None
     if token_file is not None:
@@ -362,12 +366,6 @@ def log_group() -> None:
     """Audit a transparency service's log."""
 
 
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 @log_group.command("audit")
 @click.option("--ts", required=True, help="The transparency service URL.")
 @click.option(
@@ -390,6 +388,12 @@ def _save_state(path: Path, state: dict[str, Any]) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="A C2SP tlog-policy (or a trust policy with a `tlog` section): audit the witnessed /tlog/checkpoint and refuse it below the quorum.",
 )
+@click.option(
+    "--evidence",
+    "evidence_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for the evidence of an inconsistency (default: beside the state file, STATE.evidence-TIME).",
+)
 @_ca_file
 def audit(
     ts: str,
@@ -397,77 +401,64 @@ def audit(
     keys_file: str | None,
     timeout: float,
     witness_policy: Path | None = None,
+    evidence_dir: Path | None = None,
     ca_file: str | None = None,
 ) -> None:
     """Check that the log only grew since the last audit: verify the new checkpoint and a consistency proof.
 
     Exit 0 when consistent (the new checkpoint is saved), 1 when the log is inconsistent or its
-    checkpoint is below the witness quorum (nothing is saved: keep the evidence), 2 on errors.
+    checkpoint is below the witness quorum (nothing is saved), 2 on errors. An inconsistency keeps its
+    evidence (both signed checkpoints, the consistency proof, the service keys; docs/api.md) in a folder.
     """
-    state: dict[str, Any] = {}
-    if state_file.exists():
-        try:
-            state = json.loads(state_file.read_text())
-        except (OSError, ValueError) as exc:
-            _die(f"cannot read audit state {state_file}: {exc}")
-        if state.get("ts") != ts:
-            _die(f"{state_file} records audits of {state.get('ts')!r}, not {ts!r}")
+    from scitt_oci.scrapi import audit as auditor
+
+    try:
+        previous = auditor.load_state(state_file, ts)
+        trusted = keys.load_key_file(_read(keys_file, "keys file")) if keys_file else None
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
+    witness = _witness(ts, witness_policy, timeout) if witness_policy is not None else None
+    if evidence_dir is None:
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        evidence_dir = state_file.with_name(f"{state_file.name}.evidence-{stamp}")
     client = _client(ts, None, timeout, ca_file=ca_file)
     try:
-        if keys_file:
-            trusted = keys.load_key_file(_read(keys_file, "keys file"))
-        elif state.get("keys"):
-            trusted = [keys.from_jwk(k) for k in state["keys"]]
-        else:
-            trusted = client.keys()
-            click.echo(f"pinning {len(trusted)} service key(s) on first use: {', '.join(k.kid.hex() for k in trusted)}")
-        from scitt_oci.scitt.receipt import read_checkpoint
-
-        size, root, _key = read_checkpoint(client.checkpoint(), trusted)
+        result = auditor.audit(client, ts, previous, keys=trusted, witness=witness, evidence_dir=evidence_dir)
+    except auditor.Refused as exc:
+        click.echo(f"REFUSED: {exc}")
+        sys.exit(EXIT_INVALID)
     except ScittOciError as exc:
         _die(service_error(exc, ts))
-    if witness_policy is not None:
-        # The witnessed C2SP checkpoint decides the size and root; the COSE consistency proof below must end there.
-        from scitt_oci.cli.replication import witnessed_checkpoint
+    _report(result)
+    if result.state is None:
+        sys.exit(EXIT_INVALID)
+    auditor.save_state(state_file, result.state)
 
-        size, root = witnessed_checkpoint(ts, witness_policy, timeout)
-    old_size, old_root = state.get("tree_size"), state.get("root")
-    if isinstance(old_size, int) and isinstance(old_root, str):
-        if size < old_size:
-            click.echo(f"INCONSISTENT: the log shrank from {old_size} to {size} entries")
-            sys.exit(EXIT_INVALID)
-        try:
-            if size == old_size:
-                if root.hex() != old_root:
-                    raise VerificationFailure(
-                        Reason.TAMPERED_INCLUSION_PATH,
-                        f"size {size} now has root {root.hex()}, was {old_root}",
-                    )
-            else:
-                proof = client.consistency(old_size, size)  # errors other than a failed proof: below
-                new_size, new_root, _v = receipt_mod.verify_consistency_receipt(
-                    proof, old_size=old_size, old_root=bytes.fromhex(old_root), keys=trusted, require_signed_size=True
-                )
-                if (new_size, new_root) != (size, root):
-                    raise VerificationFailure(
-                        Reason.TAMPERED_INCLUSION_PATH,
-                        "the consistency proof ends at another tree head than the checkpoint",
-                    )
-        except VerificationFailure as exc:
-            click.echo(f"INCONSISTENT: {exc.message}")
-            sys.exit(EXIT_INVALID)
-        except ScittOciError as exc:
-            _die(service_error(exc, ts))
-        click.echo(f"consistent: {old_size} -> {size} entries, root {root.hex()}")
-    else:
-        click.echo(f"first audit: {size} entries, root {root.hex()}")
-    _save_state(
-        state_file,
-        {
-            "ts": ts,
-            "tree_size": size,
-            "root": root.hex(),
-            "checked_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "keys": [k.to_jwk() for k in trusted],
-        },
-    )
+
+def _witness(ts: str, policy_file: Path, timeout: float) -> Callable[[], auditor.Witnessed]:
+    """How the auditor reads the witnessed checkpoint: the service's /tlog/checkpoint under the policy."""
+    from scitt_oci.cli.replication import load_policy
+    from scitt_oci.replication.fetch import TlogClient
+    from scitt_oci.scrapi import audit as auditor
+
+    policy = load_policy(policy_file)
+    assert policy is not None
+
+    def read() -> auditor.Witnessed:
+        return auditor.witnessed(TlogClient(ts, timeout=timeout).checkpoint(), policy, str(policy_file))
+
+    return read
+
+
+def _report(result: auditor.AuditResult) -> None:
+    if result.pinned:
+        kids = ", ".join(k.kid.hex() for k in result.pinned)
+        click.echo(f"pinning {len(result.pinned)} service key(s) on first use: {kids}")
+    if result.witnessed is not None:
+        cosigners = ", ".join(result.witnessed.cosigners) or "none needed"
+        click.echo(f"witnessed: size {result.witnessed.size} cosigned by {cosigners}")
+    if result.state is not None:
+        click.echo(result.message)
+        return
+    click.echo(f"INCONSISTENT: {result.message} ({result.reason})")
+    click.echo(f"evidence kept in {result.evidence_dir}: both signed checkpoints, the proof, the service keys")

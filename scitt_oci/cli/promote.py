@@ -109,9 +109,9 @@ def promote(
     Exit 0 when promoted (or already), 1 when the source's record is rejected, 2 on errors.
     """
     from scitt_oci import keyfiles
-    from scitt_oci.log.client import ScrapiClient
     from scitt_oci.promote.countersign import ScrapiCounterSigner
     from scitt_oci.promote.promote import Promotion
+    from scitt_oci.scrapi.client import ScrapiClient
     from scitt_oci.verify.trust import load_policy
 
     try:

@@ -134,34 +134,3 @@ def mirror(
         _die(exc.diagnostics())
     finally:
         store.close()
-
-
-def witnessed_checkpoint(ts: str, policy_file: Path, timeout: float) -> tuple[int, bytes]:
-    """The service's /tlog/checkpoint, signed by a log of the policy and cosigned to its quorum; exit 1
-    when it is not, 2 when it cannot be read."""
-    from scitt_oci.replication.fetch import TlogClient
-    from scitt_oci.tlog import checkpoint
-
-    policy = load_policy(policy_file)
-    assert policy is not None
-    try:
-        data = TlogClient(ts, timeout=timeout).checkpoint()
-    except ScittOciError as exc:
-        _die(exc.diagnostics())
-    try:
-        opened = checkpoint.open_signed(data, policy.log_keys)
-        cosigned = checkpoint.cosigned_by(opened.note, policy.witness_keys)
-    except ScittOciError as exc:
-        click.echo(f"REFUSED: the checkpoint does not verify under {policy_file}: {exc}")
-        sys.exit(EXIT_INVALID)
-    if not policy.satisfied(cosigned):
-        names = ", ".join(w.name for w in cosigned) or "no witness"
-        click.echo(
-            f"REFUSED: checkpoint of size {opened.checkpoint.size} is below the witness quorum "
-            f"({policy.describe()}; cosigned by {names})"
-        )
-        sys.exit(EXIT_INVALID)
-    click.echo(
-        f"witnessed: size {opened.checkpoint.size} cosigned by {', '.join(w.name for w in cosigned) or 'none needed'}"
-    )
-    return opened.checkpoint.size, opened.checkpoint.root

@@ -323,7 +323,7 @@ def trust_pin(
 
     from scitt_oci.cli import EXIT_INVALID, service_error
     from scitt_oci.cose import keys as cose_keys
-    from scitt_oci.log.client import ClientError, PublishedIssuer, ScrapiClient
+    from scitt_oci.scrapi.client import ClientError, PublishedIssuer, ScrapiClient
     from scitt_oci.verify import pin
 
     if policy_file is None and out is None:

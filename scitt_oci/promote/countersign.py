@@ -8,7 +8,7 @@ from typing import Protocol
 
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import ScittOciError
-from scitt_oci.log.client import ScrapiClient
+from scitt_oci.scrapi.client import ScrapiClient
 
 
 class CounterSigner(Protocol):

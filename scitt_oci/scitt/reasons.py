@@ -20,6 +20,9 @@ class Reason(StrEnum):
     BAD_RECEIPT_SIGNATURE = "BAD_RECEIPT_SIGNATURE"
     TAMPERED_INCLUSION_PATH = "TAMPERED_INCLUSION_PATH"
     TOO_FEW_RECEIPTS = "TOO_FEW_RECEIPTS"
+    # Audits of a log (scitt-oci log audit): two heads the service signed that one append-only log cannot have
+    INCONSISTENT_LOG = "INCONSISTENT_LOG"  # no valid consistency proof, or two roots for one size
+    LOG_SHRANK = "LOG_SHRANK"  # a signed size smaller than one signed before
     # Decisions about images (scitt-oci verify IMAGE, admission)
     NO_STATEMENTS = "NO_STATEMENTS"
     MISSING_STATEMENT = "MISSING_STATEMENT"

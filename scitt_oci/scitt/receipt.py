@@ -430,11 +430,11 @@ def verify_consistency_receipt(
                     1, "consistency", new_root, key, _claims(message), size2, size_signed=signed_size is not None
                 )
                 return size2, new_root, verified
-    raise _fail(Reason.TAMPERED_INCLUSION_PATH, "the consistency proof does not lead to a root the service signed")
+    raise _fail(Reason.INCONSISTENT_LOG, "the consistency proof does not lead to a root the service signed")
 
 
 def _new_root_from_consistency(size1: int, size2: int, path: list[bytes], old_root: bytes) -> bytes:
     try:
         return merkle.root_from_consistency(size1, size2, path, old_root)
     except ScittOciError as exc:
-        raise _fail(Reason.TAMPERED_INCLUSION_PATH, f"consistency proof does not hold: {exc}") from None
+        raise _fail(Reason.INCONSISTENT_LOG, f"consistency proof does not hold: {exc}") from None

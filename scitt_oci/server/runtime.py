@@ -14,7 +14,6 @@ from scitt_oci import keyfiles
 from scitt_oci.config import Config
 from scitt_oci.cose.keys import CoseKey, dump_cose_key_set
 from scitt_oci.errors import PolicyError, ScittOciError
-from scitt_oci.log.client import ScrapiClient
 from scitt_oci.log.policy import RegistrationPolicy
 from scitt_oci.log.postgres_store import PostgresStore
 from scitt_oci.log.service import TransparencyService
@@ -23,6 +22,7 @@ from scitt_oci.log.store import LogStore
 from scitt_oci.netutil import registry_url
 from scitt_oci.oci.client import RegistryClient, RegistrySettings, docker_credentials
 from scitt_oci.oci.reference import Reference
+from scitt_oci.scrapi.client import ScrapiClient
 from scitt_oci.server import replication
 from scitt_oci.server.admission import Admission, ClientAuth, admission_app, admission_routes
 from scitt_oci.server.app import Issuer, Metrics, RateLimiter, Settings, create_app

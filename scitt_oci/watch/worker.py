@@ -14,7 +14,6 @@ from typing import Protocol
 
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import ScittOciError
-from scitt_oci.log.client import ScrapiClient
 from scitt_oci.log.service import TransparencyService
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistryError
@@ -22,6 +21,7 @@ from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest, Reference, valid_tag
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.scitt import statement as statement_mod
+from scitt_oci.scrapi.client import ScrapiClient
 from scitt_oci.signatures.artifact import MAX_LAYER_BYTES, layers_to_fetch, verify_signature
 from scitt_oci.signatures.model import ArtifactKind, SignatureCheck
 from scitt_oci.signatures.trust import SignatureTrust

@@ -16,8 +16,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from scitt_oci.cose import keys
-from scitt_oci.log.client import ClientError, ScrapiClient
 from scitt_oci.scitt import receipt, statement
+from scitt_oci.scrapi.client import ClientError, ScrapiClient
 from tests.helpers import MemoryLog, key
 from tests.serverproc import ServerProcess, free_port
 

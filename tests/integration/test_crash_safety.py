@@ -16,9 +16,9 @@ import pytest
 import requests
 
 from scitt_oci.cose import keys
-from scitt_oci.log.client import ScrapiClient
 from scitt_oci.scitt import merkle, receipt, statement
 from scitt_oci.scitt.receipt import read_checkpoint
+from scitt_oci.scrapi.client import ScrapiClient
 from tests.serverproc import ServerProcess
 
 

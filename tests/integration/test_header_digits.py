@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from scitt_oci.log.client import ClientError, ScrapiClient
 from scitt_oci.oci.client import RegistryClient, RegistryError, RegistrySettings
 from scitt_oci.oci.http import ascii_int
+from scitt_oci.scrapi.client import ClientError, ScrapiClient
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from scitt_oci import transport
-from scitt_oci.log.client import ClientError, ScrapiClient
 from scitt_oci.oci.client import RegistryClient, RegistrySettings, TransientRegistryError
+from scitt_oci.scrapi.client import ClientError, ScrapiClient
 from scitt_oci.watch.events import PUSH, RegistryEvent
 from scitt_oci.watch.inbox import Inbox
 from scitt_oci.watch.worker import Watcher

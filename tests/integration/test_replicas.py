@@ -10,9 +10,9 @@ from pathlib import Path
 import psycopg
 
 from scitt_oci.cose import keys
-from scitt_oci.log.client import ScrapiClient
 from scitt_oci.scitt import receipt, statement
 from scitt_oci.scitt.receipt import read_checkpoint
+from scitt_oci.scrapi.client import ScrapiClient
 from tests.serverproc import ServerProcess
 from tests.unit.log.test_postgres_store import DSN
 

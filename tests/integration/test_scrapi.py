@@ -15,9 +15,9 @@ import requests
 import scitt_cose
 
 from scitt_oci.cose import keys
-from scitt_oci.log.client import ClientError, ScrapiClient
 from scitt_oci.scitt import receipt, statement
 from scitt_oci.scitt.receipt import read_checkpoint
+from scitt_oci.scrapi.client import ClientError, ScrapiClient
 from tests.helpers import cbor_bomb
 from tests.serverproc import ServerProcess
 

@@ -24,11 +24,11 @@ from tlog_scales import signing as ts_signing
 from tlog_scales import tiles as ts_tiles
 
 from scitt_oci.cose import keys
-from scitt_oci.log.client import ScrapiClient
 from scitt_oci.log.sqlite_store import SqliteStore
 from scitt_oci.log.store import Pending, entry_id
 from scitt_oci.log.tiled import TiledLog
 from scitt_oci.scitt import merkle, receipt, statement
+from scitt_oci.scrapi.client import ScrapiClient
 from scitt_oci.server.tlog_routes import tlog_routes
 from scitt_oci.tlog import checkpoint, note, tiles
 from tests.helpers import key

@@ -1,9 +1,11 @@
 """A SCRAPI client: register statements, fetch receipts, keys, checkpoints and consistency proofs.
 
-Tolerant of draft -10 (303 then 302 while pending) and -11 (202 then 202/204 while pending);
-every call has a timeout; transient failures (connection errors, 5xx, 429) are retried a bounded
-number of times with jittered exponential backoff, honouring Retry-After. A Location is followed
-only on the service's own origin.
+Tolerant of draft -10 (303 then 302 while pending) and -11 (202 then 202/204 while pending).
+Every call has a total deadline: `timeout` from its start (`max_wait` for a registration and the wait
+for its receipt). Transient failures (connection errors, 5xx, 429) are retried a bounded number of
+times with the transport's `Backoff` (the one retry policy: jittered exponential waits, Retry-After
+honoured), but never past the deadline: an attempt gets only the time left, and a retry whose wait
+would end after the deadline is not made. A Location is followed only on the service's own origin.
 """
 
 from __future__ import annotations
@@ -120,9 +122,9 @@ def _problem(response: Answer) -> tuple[str | None, str | None]:
 
 
 def _retry_after(response: Answer, default: float) -> float:
-    value = response.headers.get("retry-after", "")
-    # ASCII digits only: isdigit() also takes "²", which float() refuses.
-    return float(value) if value.isascii() and value.isdigit() and len(value) <= 9 else default
+    """How long a pending answer asks us to wait before polling again (ASCII digits only)."""
+    told = transport.ascii_int(response.headers.get("retry-after"))
+    return float(told) if told is not None else default
 
 
 class ScrapiClient:
@@ -162,9 +164,9 @@ class ScrapiClient:
             raise ClientError(f"the service pointed at {url}, outside its own origin; not followed")
         return url
 
-    def _read(self, response: transport.Response, method: str) -> Answer:
+    def _read(self, response: transport.Response, method: str, deadline: float) -> Answer:
         """The body of `response`, refusing one larger than the limit before buffering it (by its
-        Content-Length, or once more than the limit has arrived) or one that takes too long to arrive."""
+        Content-Length, or once more than the limit has arrived) or one still arriving at the deadline."""
         what = f"{method} {response.url}"
         limit = self._max_response
         try:
@@ -175,7 +177,6 @@ class ScrapiClient:
                 )
             chunks: list[bytes] = []
             size = 0
-            deadline = time.monotonic() + max(self._timeout, 1.0) * 3
             for chunk in response.iter_content(64 * 1024):
                 size += len(chunk)
                 if size > limit:
@@ -184,7 +185,9 @@ class ScrapiClient:
                         "transparency service"
                     )
                 if time.monotonic() > deadline:
-                    raise ClientError(f"{what}: the answer is arriving too slowly; gave up after {size} bytes")
+                    raise ClientError(
+                        f"{what}: no answer in time (the body was still arriving after {size} bytes)", cause="timeout"
+                    )
                 chunks.append(chunk)
             return Answer(response.status_code, _HeaderView(response.headers), b"".join(chunks), response.url)
         except transport.HttpError as exc:
@@ -193,26 +196,46 @@ class ScrapiClient:
             if not response.done():
                 response.close()
 
-    def _request(self, method: str, path: str, **kw: object) -> Answer:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        deadline: float | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> Answer:
+        """One call, retried with `Backoff` while its deadline (`timeout` from now unless given) allows."""
         url = self._url(path)
+        end = time.monotonic() + self._timeout if deadline is None else deadline
         backoff = transport.Backoff()
-        last: Answer | None = None
-        for attempt in range(1, self._attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
+            left = end - time.monotonic()
+            if left <= 0:
+                raise ClientError(f"{method} {url}: no answer in time", cause="timeout")
             try:
-                raw = self._session.request(method, url, timeout=self._timeout, stream=True, **kw)  # type: ignore[arg-type]
+                raw = self._session.request(
+                    method, url, headers=headers, data=data, timeout=min(self._timeout, left), stream=True
+                )
             except transport.HttpError as exc:
-                if attempt == self._attempts or isinstance(exc, ssl.SSLError):
+                if isinstance(exc, ssl.SSLError) or not self._pause(attempt, backoff.next(), end):
                     raise _no_answer(method, url, exc) from None
-                self._sleep(backoff.next())
                 continue
-            response = self._read(raw, method)
+            response = self._read(raw, method, end)
             if response.status_code < 500 and response.status_code != 429:
                 return response
-            last = response
-            if attempt < self._attempts:
-                self._sleep(backoff.next(response.headers.get("retry-after")))
-        assert last is not None
-        return last
+            if not self._pause(attempt, backoff.next(response.headers.get("retry-after")), end):
+                return response
+
+    def _pause(self, attempt: int, wait: float, deadline: float) -> bool:
+        """Wait before attempt `attempt + 1`; False (no retry) when the attempts are spent or the wait
+        would end at or past the deadline."""
+        if attempt >= self._attempts or time.monotonic() + wait >= deadline:
+            return False
+        self._sleep(wait)
+        return True
 
     def _fail(self, response: Answer, what: str) -> ClientError:
         title, detail = _problem(response)
@@ -256,30 +279,36 @@ class ScrapiClient:
         return out
 
     def register(self, statement: bytes) -> Registered:
-        """Register `statement` and wait (up to max_wait) for its receipt."""
-        response = self._request("POST", "/entries", data=statement, headers={"Content-Type": COSE, "Accept": COSE})
+        """Register `statement` and wait for its receipt, all within max_wait."""
+        deadline = time.monotonic() + self._max_wait
+        response = self._request(
+            "POST", "/entries", deadline=deadline, data=statement, headers={"Content-Type": COSE, "Accept": COSE}
+        )
         if response.status_code in (200, 201):
             return Registered(response.content, response.headers.get("location"))
         if response.status_code in (202, 303):
             location = response.headers.get("location")
             if not location:
                 raise ClientError(f"the service answered {response.status_code} without a Location")
-            return Registered(self.wait_for(location, first_delay=_retry_after(response, 1.0)), location)
+            receipt = self._poll(location, deadline, _retry_after(response, 1.0))
+            return Registered(receipt, location)
         raise self._fail(response, "registration")
 
     def wait_for(self, location: str, *, first_delay: float = 0.0) -> bytes:
-        deadline = time.monotonic() + self._max_wait
-        delay = first_delay
+        """The receipt at `location`, polled until it is there, for at most max_wait."""
+        return self._poll(location, time.monotonic() + self._max_wait, first_delay)
+
+    def _poll(self, location: str, deadline: float, delay: float) -> bytes:
         while True:
             if delay:
                 self._sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            response = self._request("GET", location, headers={"Accept": COSE})
+            if time.monotonic() >= deadline:
+                raise ClientError(f"no receipt at {location} after {self._max_wait:.0f} s", cause="timeout")
+            response = self._request("GET", location, deadline=deadline, headers={"Accept": COSE})
             if response.status_code == 200:
                 return response.content
             if response.status_code not in PENDING:
                 raise self._fail(response, f"waiting for the receipt at {location}")
-            if time.monotonic() >= deadline:
-                raise ClientError(f"no receipt at {location} after {self._max_wait:.0f} s")
             delay = min(_retry_after(response, 1.0), 10.0)
 
     def receipt(self, entry_id: str) -> bytes | None:
