@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,6 +14,11 @@ from scitt_oci.cli import EXIT_INVALID, _die, main
 from scitt_oci.errors import ScittOciError
 from scitt_oci.netutil import is_loopback_host
 from scitt_oci.oci.reference import Digest, Reference
+
+if TYPE_CHECKING:
+    from scitt_oci.cose.keys import CoseKey
+    from scitt_oci.promote.countersign import CounterSigner
+    from scitt_oci.promote.report import PromotionReport
 
 
 def _layout(text: str, *, dest: bool) -> tuple[Any, Reference, str]:
@@ -108,47 +114,14 @@ def promote(
     A second run changes nothing; --sync brings referrers added upstream since.
     Exit 0 when promoted (or already), 1 when the source's record is rejected, 2 on errors.
     """
-    from scitt_oci import keyfiles
-    from scitt_oci.promote.countersign import ScrapiCounterSigner
     from scitt_oci.promote.promote import Promotion
-    from scitt_oci.scrapi.client import ScrapiClient
     from scitt_oci.verify.trust import load_policy
 
     try:
         policy = load_policy(policy_file)
-        if source.startswith("oci:") and not source.startswith("oci://"):
-            source_store, source_ref, source_name = _layout(source, dest=False)
-        else:
-            source_ref = Reference.parse(source)
-            if source_ref.digest is None:
-                _die(
-                    f"SOURCE {source} must name a digest (registry/repo@sha256:...): tags move, promotion is by digest"
-                )
-            source_store, source_name = (
-                _registry_store(source_ref, registry_insecure, ca_file, timeout),
-                str(source_ref),
-            )
-        service = key = None
-        if dest.startswith("oci:") and not dest.startswith("oci://"):
-            dest_store, dest_ref, dest_name = _layout(dest, dest=True)
-            if ts_url or issuer_key or issuer:
-                _die(
-                    "into an OCI layout nothing is counter-registered: --ts, --issuer-key and --issuer are for a registry DEST"
-                )
-        else:
-            dest_ref = Reference.parse(dest)
-            if dest_ref.digest is not None:
-                _die(f"DEST {dest} takes a tag at most, not a digest: the digest is SOURCE's")
-            if not (ts_url and issuer_key and issuer):
-                _die(
-                    "promoting into a registry needs --ts, --issuer-key and --issuer (the consumer's service and issuer)"
-                )
-            dest_store, dest_name = _registry_store(dest_ref, registry_insecure, ca_file, timeout), str(dest_ref)
-            key, _ = keyfiles.private_key(Path(issuer_key), create_alg=None)
-            token = keyfiles.token(Path(ts_token_file)) if ts_token_file else None
-            service = ScrapiCounterSigner.connect(
-                ScrapiClient(ts_url, token=token, timeout=timeout, verify_tls=ca_file or True), ts_url
-            )
+        source_store, source_ref, source_name = _source(source, registry_insecure, ca_file, timeout)
+        target = _Target(ts_url, ts_token_file, issuer_key, issuer, ca_file, registry_insecure, timeout)
+        dest_store, dest_ref, dest_name, service, key = target.open(dest)
         promotion = Promotion(
             source_store,
             source_ref,
@@ -170,21 +143,81 @@ def promote(
     elif report.verdict is not None and not report.admitted:
         click.echo(f"REJECT: nothing copied\n  {report.verdict.summary()}")
     else:
-        click.echo(f"ADMIT: {report.source} -> {report.destination}")
-        if not report.changed:
-            click.echo("  already promoted: nothing to do")
-        click.echo(
-            f"  copied {report.blobs_copied} blob(s) ({report.blobs_mounted} more mounted), "
-            f"{len(report.manifests_copied)} manifest(s), "
-            f"{len(report.referrers_copied)} referrer(s), {len(report.tags_copied)} signature tag(s)"
-        )
-        if ts_url:
-            click.echo(f"  counter-registered {len(report.counter_registered)} statement(s) at {ts_url}")
-        if report.import_statement:
-            click.echo(f"  import statement attached as {report.import_statement}")
-        if report.tag_written:
-            moved = f" (it named {report.tag_moved_from})" if report.tag_moved_from else ""
-            click.echo(f"  tag {report.tag} -> {report.digest}{moved}")
-        if report.not_synced:
-            click.echo(f"  {report.not_synced} upstream referrer(s) are not here yet; --sync brings them")
+        _print_admitted(report, ts_url)
     sys.exit(0 if report.admitted else EXIT_INVALID)
+
+
+def _source(source: str, insecure: bool, ca_file: str | None, timeout: float) -> tuple[Any, Reference, str]:
+    """SOURCE as (store, reference, name): an OCI layout, or a registry image named by digest."""
+    if source.startswith("oci:") and not source.startswith("oci://"):
+        return _layout(source, dest=False)
+    ref = Reference.parse(source)
+    if ref.digest is None:
+        _die(f"SOURCE {source} must name a digest (registry/repo@sha256:...): tags move, promotion is by digest")
+    return _registry_store(ref, insecure, ca_file, timeout), ref, str(ref)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """How DEST is reached and, for a registry, the consumer's service and issuer key."""
+
+    ts_url: str | None
+    ts_token_file: str | None
+    issuer_key: str | None
+    issuer: str | None
+    ca_file: str | None
+    insecure: bool
+    timeout: float
+
+    def open(self, dest: str) -> tuple[Any, Reference, str, CounterSigner | None, CoseKey | None]:
+        """(store, reference, name, counter-signer or None, issuer key or None) for DEST."""
+        if dest.startswith("oci:") and not dest.startswith("oci://"):
+            if self.ts_url or self.issuer_key or self.issuer:
+                _die(
+                    "into an OCI layout nothing is counter-registered: --ts, --issuer-key and --issuer are for a registry DEST"
+                )
+            store, ref, name = _layout(dest, dest=True)
+            return store, ref, name, None, None
+        ref = Reference.parse(dest)
+        if ref.digest is not None:
+            _die(f"DEST {dest} takes a tag at most, not a digest: the digest is SOURCE's")
+        if not (self.ts_url and self.issuer_key and self.issuer):
+            _die("promoting into a registry needs --ts, --issuer-key and --issuer (the consumer's service and issuer)")
+        store = _registry_store(ref, self.insecure, self.ca_file, self.timeout)
+        key = self._key(self.issuer_key)
+        return store, ref, str(ref), self._counter_signer(self.ts_url), key
+
+    def _key(self, path: str) -> CoseKey:
+        from scitt_oci import keyfiles
+
+        key, _ = keyfiles.private_key(Path(path), create_alg=None)
+        return key
+
+    def _counter_signer(self, ts_url: str) -> CounterSigner:
+        from scitt_oci import keyfiles
+        from scitt_oci.promote.countersign import ScrapiCounterSigner
+        from scitt_oci.scrapi.client import ScrapiClient
+
+        token = keyfiles.token(Path(self.ts_token_file)) if self.ts_token_file else None
+        client = ScrapiClient(ts_url, token=token, timeout=self.timeout, verify_tls=self.ca_file or True)
+        return ScrapiCounterSigner.connect(client, ts_url)
+
+
+def _print_admitted(report: PromotionReport, ts_url: str | None) -> None:
+    click.echo(f"ADMIT: {report.source} -> {report.destination}")
+    if not report.changed:
+        click.echo("  already promoted: nothing to do")
+    click.echo(
+        f"  copied {report.blobs_copied} blob(s) ({report.blobs_mounted} more mounted), "
+        f"{len(report.manifests_copied)} manifest(s), "
+        f"{len(report.referrers_copied)} referrer(s), {len(report.tags_copied)} signature tag(s)"
+    )
+    if ts_url:
+        click.echo(f"  counter-registered {len(report.counter_registered)} statement(s) at {ts_url}")
+    if report.import_statement:
+        click.echo(f"  import statement attached as {report.import_statement}")
+    if report.tag_written:
+        moved = f" (it named {report.tag_moved_from})" if report.tag_moved_from else ""
+        click.echo(f"  tag {report.tag} -> {report.digest}{moved}")
+    if report.not_synced:
+        click.echo(f"  {report.not_synced} upstream referrer(s) are not here yet; --sync brings them")

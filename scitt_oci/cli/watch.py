@@ -7,7 +7,7 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,6 +17,10 @@ from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.reference import Reference
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.scitt import receipt as receipt_mod
+
+if TYPE_CHECKING:
+    from scitt_oci.cose.keys import CoseKey
+    from scitt_oci.scrapi.client import PublishedIssuer
 
 
 def _split_target(target: str) -> tuple[str, str]:
@@ -321,44 +325,23 @@ def trust_pin(
     """
     from urllib.parse import urlsplit
 
-    from scitt_oci.cli import EXIT_INVALID, service_error
     from scitt_oci.cose import keys as cose_keys
-    from scitt_oci.scrapi.client import ClientError, PublishedIssuer, ScrapiClient
     from scitt_oci.verify import pin
 
     if policy_file is None and out is None:
         _die("give --policy FILE (a trust policy) or --out FILE (the bare receipt keys), or both")
     try:
         wanted = [pin.parse_fingerprint(e) for e in expected]
-        client = ScrapiClient(url, timeout=timeout, verify_tls=ca_file or True)
-        found = client.keys()
-        issuers: list[PublishedIssuer] = []
-        if policy_file is not None:
-            try:
-                issuers = client.issuers()
-            except ClientError as exc:
-                if exc.status != 404:
-                    raise
-                click.echo(f"warning: {url} publishes no issuers (not a scitt-oci service?): trust its issuers by hand")
     except ScittOciError as exc:
-        _die(service_error(exc, url))
-    if not found:
-        _die(f"{url} publishes no receipt keys")
+        _die(exc.diagnostics())
+    found, issuers = _fetch_published(url, timeout, ca_file, with_issuers=policy_file is not None)
     for k in found:
         click.echo(f"receipt key  {pin.fingerprint(k)}  ({k.alg.name if k.alg else 'no alg'})")
     for i in issuers:
         for k in i.keys:
             click.echo(f"issuer key   {pin.fingerprint(k)}  ({k.alg.name if k.alg else 'no alg'}) for iss {i.iss}")
     if wanted:
-        stray, unmatched = pin.unexpected([*found, *(k for i in issuers for k in i.keys)], wanted)
-        if stray or unmatched:
-            for k in stray:
-                click.echo(f"error: key {pin.fingerprint(k)} is not among the expected fingerprints", err=True)
-            for f in unmatched:
-                click.echo(f"error: no key has the expected fingerprint {f}", err=True)
-            click.echo("nothing written", err=True)
-            sys.exit(EXIT_INVALID)
-        click.echo(f"every key matches an expected fingerprint ({len(wanted)} given)")
+        _refuse_unexpected([*found, *(k for i in issuers for k in i.keys)], wanted)
     if out is not None:
         _write(out, cose_keys.dump_cose_key_set(found))
         click.echo(f"wrote {len(found)} receipt key(s) to {out}")
@@ -371,6 +354,47 @@ def trust_pin(
 
         if url.startswith("http://") and not is_loopback_host(urlsplit(url).hostname or ""):
             click.echo("warning: fetched over plain HTTP, which anyone on the path can change: compare them", err=True)
+
+
+def _fetch_published(
+    url: str, timeout: float, ca_file: str | None, *, with_issuers: bool
+) -> tuple[list[CoseKey], list[PublishedIssuer]]:
+    """The service's receipt keys and (with_issuers) the issuers it publishes; exit 2 when it cannot say."""
+    from scitt_oci.cli import service_error
+    from scitt_oci.scrapi.client import ClientError, ScrapiClient
+
+    issuers: list[PublishedIssuer] = []
+    try:
+        client = ScrapiClient(url, timeout=timeout, verify_tls=ca_file or True)
+        found = client.keys()
+        if with_issuers:
+            try:
+                issuers = client.issuers()
+            except ClientError as exc:
+                if exc.status != 404:
+                    raise
+                click.echo(f"warning: {url} publishes no issuers (not a scitt-oci service?): trust its issuers by hand")
+    except ScittOciError as exc:
+        _die(service_error(exc, url))
+    if not found:
+        _die(f"{url} publishes no receipt keys")
+    return found, issuers
+
+
+def _refuse_unexpected(pinned: list[CoseKey], wanted: list[str]) -> None:
+    """Exit 1, writing nothing, unless every key has an expected fingerprint and every fingerprint a key."""
+    from scitt_oci.cli import EXIT_INVALID
+    from scitt_oci.verify import pin
+
+    stray, unmatched = pin.unexpected(pinned, wanted)
+    if stray or unmatched:
+        for k in stray:
+            click.echo(f"error: key {pin.fingerprint(k)} is not among the expected fingerprints", err=True)
+        for f in unmatched:
+            click.echo(f"error: no key has the expected fingerprint {f}", err=True)
+        click.echo("nothing written", err=True)
+        sys.exit(EXIT_INVALID)
+    click.echo(f"every key matches an expected fingerprint ({len(wanted)} given)")
 
 
 def _write_policy(policy_file: Path, service: str, found: list[Any], issuers: list[Any]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from scitt_oci import pgdriver
 from scitt_oci.log.sql_store import SCHEMA_VERSION, SqlStore, StoreError
 
 _LOCK_KEY = 0x5C177_0C1  # pg_advisory_xact_lock key of the writer
@@ -30,7 +31,7 @@ class PostgresStore(SqlStore):
         super().__init__()
         if not _SCHEMA_NAME.match(schema):
             raise StoreError(f"PostgreSQL schema name {schema!r} must be a lower-case identifier")
-        import psycopg  # imported here: only deployments that use PostgreSQL need it
+        psycopg = pgdriver.load()  # only deployments that use PostgreSQL need it (an extra)
 
         self._psycopg = psycopg
         self._dsn = dsn

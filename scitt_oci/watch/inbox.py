@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from scitt_oci import keyfiles
+from scitt_oci import keyfiles, pgdriver
 from scitt_oci.errors import ScittOciError
 from scitt_oci.watch.events import DELETE, PUSH, RegistryEvent
 
@@ -474,7 +474,7 @@ class PostgresInbox(Inbox):
     ) -> None:
         if not _PG_SCHEMA_NAME.match(schema):
             raise InboxError(f"PostgreSQL schema name {schema!r} must be a lower-case identifier")
-        import psycopg  # imported here: only deployments that use PostgreSQL need it
+        psycopg = pgdriver.load()  # only deployments that use PostgreSQL need it (an extra)
 
         self._psycopg = psycopg
         self._dsn = dsn
