@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from scitt_oci.cose import keys
 from scitt_oci.cose.keys import CoseKey
@@ -14,6 +15,9 @@ from scitt_oci.errors import ScittOciError
 from scitt_oci.scitt import merkle, receipt
 from scitt_oci.scitt.reasons import Reason, VerificationFailure
 from scitt_oci.scrapi import audit
+from scitt_oci.tlog import checkpoint as tlog_checkpoint
+from scitt_oci.tlog import note
+from scitt_oci.tlog import policy as tlog_policy
 from tests.helpers import key
 
 TS = "https://ts.example"
@@ -221,3 +225,52 @@ def test_states_from_earlier_versions_load_and_bad_ones_are_named(tmp_path: Path
         path.write_text(text)
         with pytest.raises(audit.AuditError, match=why):
             audit.load_state(path, TS)
+
+
+class Witnessing:
+    """A log's C2SP checkpoints, signed by its note key and cosigned by one witness."""
+
+    def __init__(self) -> None:
+        self.log = note.NoteSigner("ts.example/tlog", ed25519.Ed25519PrivateKey.generate())
+        self.witness = tlog_checkpoint.Cosigner("w.example/witness", ed25519.Ed25519PrivateKey.generate())
+        other = tlog_checkpoint.Cosigner("w2.example/witness", ed25519.Ed25519PrivateKey.generate())
+        self.met = tlog_policy.parse(
+            f"log {self.log.verifier.vkey}\nwitness W {self.witness.verifier.vkey}\nquorum W\n"
+        )
+        self.unmet = tlog_policy.parse(
+            f"log {self.log.verifier.vkey}\nwitness W {self.witness.verifier.vkey}\n"
+            f"witness W2 {other.verifier.vkey}\ngroup both 2 W W2\nquorum both\n"
+        )
+
+    def note(self, size: int, root: bytes) -> bytes:
+        text = tlog_checkpoint.Checkpoint("ts.example/tlog", size, root).text()
+        return note.Note(text, (self.log.sign(text), self.witness.cosign(text, 1_700_000_000))).encode()
+
+
+def test_a_witnessed_head_decides_and_is_kept_as_evidence(tmp_path: Path) -> None:
+    log = Ledger(key(), _entries("a", "b", "c"))
+    tlog = Witnessing()
+    seen = audit.witnessed(tlog.note(3, log.head(3).root), tlog.met, "met.policy")
+    assert (seen.size, seen.root, seen.cosigners) == (3, log.head(3).root, ("w.example/witness",))
+    with pytest.raises(
+        audit.Refused, match=r"checkpoint of size 3 is below the witness quorum \(group both: 2 of W, W2"
+    ):
+        audit.witnessed(seen.note, tlog.unmet, "unmet.policy")
+    with pytest.raises(audit.Refused, match="the checkpoint does not verify under met.policy"):
+        audit.witnessed(seen.note.replace(b"\n3\n", b"\n4\n"), tlog.met, "met.policy")
+    first = audit.audit(log, TS, None, witness=lambda: seen)
+    assert first.witnessed == seen and first.state is not None and first.state.head.witnessed == seen.note
+    # The witnessed head (not the newest COSE checkpoint) is what later audits compare with.
+    log.entries += _entries("d")
+    lagging = audit.audit(log, TS, first.state, witness=lambda: seen)
+    assert lagging.outcome is audit.Outcome.CONSISTENT and lagging.head.size == 3
+    forked = audit.witnessed(tlog.note(3, merkle.root_of([merkle.leaf_hash(b"x")] * 3)), tlog.met, "met.policy")
+    result = audit.audit(log, TS, first.state, witness=lambda: forked, evidence_dir=tmp_path / "evidence")
+    assert result.outcome is audit.Outcome.INCONSISTENT and result.reason is Reason.INCONSISTENT_LOG
+    kept = {p.name for p in (tmp_path / "evidence").iterdir()}
+    assert {"old-checkpoint.note", "new-checkpoint.note", "old-checkpoint.cose", "new-checkpoint.cose"} <= kept
+    for name in ("old-checkpoint.note", "new-checkpoint.note"):  # both verify offline under the witness policy
+        assert audit.witnessed((tmp_path / "evidence" / name).read_bytes(), tlog.met, "met.policy").size == 3
+    # A state with a witnessed head survives its file.
+    audit.save_state(tmp_path / "audit.json", first.state)
+    assert audit.load_state(tmp_path / "audit.json", TS) == first.state
