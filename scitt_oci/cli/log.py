@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import shutil
@@ -418,12 +417,10 @@ def audit(
     except ScittOciError as exc:
         _die(exc.diagnostics())
     witness = _witness(ts, witness_policy, timeout) if witness_policy is not None else None
-    if evidence_dir is None:
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-        evidence_dir = state_file.with_name(f"{state_file.name}.evidence-{stamp}")
     client = _client(ts, None, timeout, ca_file=ca_file)
+    folder = evidence_dir or auditor.evidence_folder(state_file)
     try:
-        result = auditor.audit(client, ts, previous, keys=trusted, witness=witness, evidence_dir=evidence_dir)
+        result = auditor.audit(client, ts, previous, keys=trusted, witness=witness, evidence_dir=folder)
     except auditor.Refused as exc:
         click.echo(f"REFUSED: {exc}")
         sys.exit(EXIT_INVALID)

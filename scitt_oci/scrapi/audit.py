@@ -161,6 +161,12 @@ def save_state(path: Path, state: AuditState) -> None:
     os.replace(tmp, path)
 
 
+def evidence_folder(state_file: Path) -> Path:
+    """Where an inconsistency found with `state_file` is kept unless told: beside it, named by the UTC time."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return state_file.with_name(f"{state_file.name}.evidence-{stamp}")
+
+
 @dataclass(frozen=True)
 class Evidence:
     """Two heads a service signed that no append-only log can have both of, with what shows it."""
