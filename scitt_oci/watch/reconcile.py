@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+from scitt_oci.oci.attached import resolve_tag
 from scitt_oci.oci.client import RegistryClient
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import valid_repository, valid_tag
@@ -38,7 +39,7 @@ def unrecorded(
             if not valid_tag(tag):  # a tag is a path segment: `../` or `?` would lead elsewhere
                 log.warning("%s/%s: skipping the tag %s, not a tag", name, repo, ascii(tag[:100]))
                 continue
-            found = client.head_manifest(repo, tag)
+            found = resolve_tag(client, repo, tag)
             if found is not None and not inbox.is_recorded(name, repo, found.digest):
                 yield RegistryEvent(repo, found.digest, tag, PUSH, found.media_type or None)
 

@@ -17,6 +17,7 @@ from scitt_oci.errors import ScittOciError
 from scitt_oci.log.client import ScrapiClient
 from scitt_oci.log.service import TransparencyService
 from scitt_oci.oci import manifest as mf
+from scitt_oci.oci.attached import resolve_tag
 from scitt_oci.oci.client import RegistryClient, RegistryError
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest, Reference, valid_tag
@@ -153,7 +154,7 @@ class Watcher:
             raise PermanentError(f"the tag {event.tag[:100]!a} is not a tag; never used in a registry path")
         digest = event.digest
         if digest is None:  # a tag-only event: resolve it now
-            found = client.head_manifest(event.repository, event.tag or "")
+            found = resolve_tag(client, event.repository, event.tag or "")
             if found is None:
                 raise PermanentError(f"{event.repository}:{event.tag} does not exist")
             digest = found.digest
