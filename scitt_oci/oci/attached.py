@@ -37,10 +37,6 @@ class TagSource(Protocol):
     def head_manifest(self, repo: str, reference: str) -> Descriptor | None: ...
 
 
-class RegistryReader(ReferrerSource, TagSource, Protocol):
-    """The reads `verify`, `history` and admission make of a registry."""
-
-
 @dataclass(frozen=True)
 class Attached:
     """One Transparent Statement attached to an image: the referrer manifest holding it, and its bytes."""

@@ -27,9 +27,10 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry, Counter
 
 from scitt_oci.errors import ScittOciError
-from scitt_oci.oci.attached import RegistryReader, attached_statements, pin
+from scitt_oci.oci.attached import attached_statements, pin
 from scitt_oci.oci.client import RegistryError
 from scitt_oci.oci.reference import Reference, normalize_registry
+from scitt_oci.oci.registry import RegistryReader
 from scitt_oci.scitt.reasons import Reason
 from scitt_oci.verify import admission as adm
 from scitt_oci.verify.image import ImageVerdict, decide
