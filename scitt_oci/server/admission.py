@@ -54,27 +54,31 @@ class ClientAuth:
         return False
 
 
+async def _read(request: Request, client_auth: ClientAuth) -> bytes | Response:
+    """The body of an admission request, or the 4xx refusing it: a client that does not authenticate
+    (when authentication is configured; before its body is read), not JSON, or too large."""
+    if client_auth.configured and not client_auth.authenticated(request):
+        return problem_json(
+            401,
+            "Unauthorized",
+            "admission clients authenticate with a client certificate signed by admission.client_ca "
+            "or a bearer token from admission.token_files",
+        )
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        return problem_json(415, "Unsupported Media Type", "admission requests are application/json")
+    body = await read_limited(request, adm.MAX_REVIEW_BYTES)
+    if body is None:
+        return problem_json(413, "Payload Too Large", f"admission requests may be at most {adm.MAX_REVIEW_BYTES} bytes")
+    return body
+
+
 def admission_routes(controller: Admission, auth: ClientAuth | None = None) -> list[Route]:
     """The admission routes. With `auth` configured, a client that does not authenticate is refused (401)
     before its body is read; without it every review is answered, and none is recorded as a deploy."""
     client_auth = auth or ClientAuth()
 
     async def read(request: Request) -> bytes | Response:
-        if client_auth.configured and not client_auth.authenticated(request):
-            return problem_json(
-                401,
-                "Unauthorized",
-                "admission clients authenticate with a client certificate signed by admission.client_ca "
-                "or a bearer token from admission.token_files",
-            )
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-            return problem_json(415, "Unsupported Media Type", "admission requests are application/json")
-        body = await read_limited(request, adm.MAX_REVIEW_BYTES)
-        if body is None:
-            return problem_json(
-                413, "Payload Too Large", f"admission requests may be at most {adm.MAX_REVIEW_BYTES} bytes"
-            )
-        return body
+        return await _read(request, client_auth)
 
     def handler(mutate: bool) -> Any:
         async def review(request: Request) -> Response:
