@@ -449,8 +449,9 @@ def _receipt_position(size: int | None, index: int | None, size_signed: bool) ->
 def _verify_image(
     image: str, policy: TrustPolicy, insecure: bool, ca_file: str | None, timeout: float, output: str
 ) -> None:
+    from scitt_oci.oci.attached import attached_statements, pin
     from scitt_oci.oci.client import RegistryClient, RegistrySettings  # imported here: start-up time of other commands
-    from scitt_oci.verify.image import attached_statements, decide
+    from scitt_oci.verify.image import decide
 
     try:
         ref = Reference.parse(image)
@@ -458,12 +459,12 @@ def _verify_image(
             registry_url(ref.registry, insecure=insecure), timeout=timeout, attempts=2, ca_file=ca_file
         )
         client = RegistryClient(settings, deadline=time.monotonic() + timeout)
+        pinned = pin(client, ref)
+        if pinned is None:
+            _die(f"{image} does not exist")
         if ref.digest is None:
-            found = client.head_manifest(ref.repository, ref.tag or "latest")
-            if found is None:
-                _die(f"{image} does not exist")
-            click.echo(f"warning: {image} is a tag, resolved to {found.digest}; verify by digest, tags move", err=True)
-            ref = ref.with_digest(Digest.parse(found.digest))
+            click.echo(f"warning: {image} is a tag, resolved to {pinned.digest}; verify by digest, tags move", err=True)
+        ref = pinned
         blobs = attached_statements(client, ref)
     except ScittOciError as exc:
         _die(f"{image}: {exc.diagnostics()}")

@@ -13,7 +13,6 @@ import click
 
 from scitt_oci.cli import _die, _write, main, registry_ca_file, usable_ca_file
 from scitt_oci.errors import ScittOciError
-from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.reference import Reference
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.scitt import receipt as receipt_mod
@@ -154,6 +153,7 @@ def history(image: str, registry_insecure: bool, ca_file: str | None, output: st
     Reads the Transparent Statements attached to the image; it does not verify them (use `verify`).
     """
     from scitt_oci.netutil import registry_url
+    from scitt_oci.oci.attached import pin, statement_referrers
     from scitt_oci.oci.client import RegistryClient, RegistrySettings
 
     try:
@@ -162,23 +162,13 @@ def history(image: str, registry_insecure: bool, ca_file: str | None, output: st
             registry_url(ref.registry, insecure=registry_insecure), ca_file=usable_ca_file(ca_file, registry_insecure)
         )
         client = RegistryClient(settings)
-        digest = str(ref.digest) if ref.digest else None
-        if digest is None:
-            found = client.head_manifest(ref.repository, ref.tag or "latest")
-            if found is None:
-                _die(f"{image} does not exist")
-            digest = found.digest
+        pinned = pin(client, ref)
+        if pinned is None:
+            _die(f"{image} does not exist")
+        digest = str(pinned.digest)
+        if ref.digest is None:
             click.echo(f"warning: {image} is a tag; showing {digest}", err=True)
-        records = []
-        for d in client.referrers(ref.repository, digest, mf.STATEMENT_ARTIFACT):
-            fetched = client.manifest(ref.repository, d.digest)
-            if fetched is None:
-                continue
-            artifact = mf.parse(fetched[0], fetched[1])
-            blob = client.blob(ref.repository, artifact.layers[0].digest) if artifact.layers else None
-            if blob is None:
-                continue
-            records.append(_describe(d.digest, blob))
+        records = [_describe(a.referrer, a.statement) for a in statement_referrers(client, ref.repository, digest)]
     except ScittOciError as exc:
         _die(exc.diagnostics())
     records.sort(key=lambda r: r.get("iat") or 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from scitt_oci.oci import manifest as mf
+from scitt_oci.oci.attached import resolve_tag
 from scitt_oci.oci.client import RegistryClient, RegistryError
 from scitt_oci.oci.manifest import Descriptor
 
@@ -77,7 +78,7 @@ class RegistryStore:
         return self.client.head_manifest(self.repository, digest) is not None
 
     def tag_digest(self, tag: str) -> str | None:
-        found = self.client.head_manifest(self.repository, tag)
+        found = resolve_tag(self.client, self.repository, tag)
         return found.digest if found else None
 
     def put_blob(self, data: bytes) -> None:

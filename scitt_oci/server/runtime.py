@@ -44,7 +44,7 @@ class Runtime:
     created_key: bool
     issuer_key: CoseKey
     token_file: Path | None
-    watcher: Watcher | None = None
+    watcher: Watcher[RegistryClient] | None = None
     reconciler: Reconciler | None = None
     webhook_secret_file: Path | None = None
     admission_app: Starlette | None = None  # the admission listener's app, when admission.listen is set

@@ -57,37 +57,11 @@ def parse_review(body: bytes) -> Review:
         raise MalformedError("AdmissionReview.request with a uid is required")
     kind = (request.get("kind") or {}).get("kind") if isinstance(request.get("kind"), dict) else None
     obj = request.get("object")
-    images: list[ImageUse] = []
-    if kind in POD_SPEC_PATHS and isinstance(obj, dict):
-        spec: Any = obj
-        for part in POD_SPEC_PATHS[kind]:
-            spec = spec.get(part) if isinstance(spec, dict) else None
-        if isinstance(spec, dict):
-            base = "/" + "/".join(POD_SPEC_PATHS[kind])
-            for listing in CONTAINER_LISTS:
-                containers = spec.get(listing) or []
-                if not isinstance(containers, list):
-                    raise MalformedError(f"{base}/{listing} must be a list")
-                for i, c in enumerate(containers):
-                    if isinstance(c, dict) and isinstance(c.get("image"), str):
-                        images.append(ImageUse(f"{base}/{listing}/{i}/image", c["image"]))
-            volumes = spec.get("volumes") or []
-            if not isinstance(volumes, list):
-                raise MalformedError(f"{base}/volumes must be a list")
-            for i, v in enumerate(volumes):
-                source = v.get("image") if isinstance(v, dict) else None
-                if source is None:
-                    continue
-                if not isinstance(source, dict) or not isinstance(source.get("reference"), str):
-                    # an image volume whose image cannot be read is refused, never left unchecked
-                    raise MalformedError(f"{base}/volumes/{i}/image.reference must be a string")
-                images.append(ImageUse(f"{base}/volumes/{i}/image/reference", source["reference"]))
-    namespace = (
-        request.get("namespace") or (obj or {}).get("metadata", {}).get("namespace", "")
-        if isinstance(obj, dict)
-        else ""
-    )
-    name = request.get("name") or ((obj or {}).get("metadata") or {}).get("name", "") if isinstance(obj, dict) else ""
+    images = _pod_images(str(kind), obj) if kind in POD_SPEC_PATHS and isinstance(obj, dict) else []
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    metadata = metadata if isinstance(metadata, dict) else {}
+    namespace = (request.get("namespace") or metadata.get("namespace", "")) if isinstance(obj, dict) else ""
+    name = (request.get("name") or metadata.get("name", "")) if isinstance(obj, dict) else ""
     return Review(
         request["uid"],
         str(kind or ""),
@@ -96,6 +70,45 @@ def parse_review(body: bytes) -> Review:
         tuple(images),
         bool(request.get("dryRun")),
     )
+
+
+def _pod_images(kind: str, obj: dict[str, Any]) -> list[ImageUse]:
+    """The images of the pod spec of `obj` (a workload of `kind`): its containers', then its image volumes'."""
+    spec: Any = obj
+    for part in POD_SPEC_PATHS[kind]:
+        spec = spec.get(part) if isinstance(spec, dict) else None
+    if not isinstance(spec, dict):
+        return []
+    base = "/" + "/".join(POD_SPEC_PATHS[kind])
+    return _container_images(spec, base) + _volume_images(spec, base)
+
+
+def _container_images(spec: dict[str, Any], base: str) -> list[ImageUse]:
+    images = []
+    for listing in CONTAINER_LISTS:
+        containers = spec.get(listing) or []
+        if not isinstance(containers, list):
+            raise MalformedError(f"{base}/{listing} must be a list")
+        for i, c in enumerate(containers):
+            if isinstance(c, dict) and isinstance(c.get("image"), str):
+                images.append(ImageUse(f"{base}/{listing}/{i}/image", c["image"]))
+    return images
+
+
+def _volume_images(spec: dict[str, Any], base: str) -> list[ImageUse]:
+    volumes = spec.get("volumes") or []
+    if not isinstance(volumes, list):
+        raise MalformedError(f"{base}/volumes must be a list")
+    images = []
+    for i, v in enumerate(volumes):
+        source = v.get("image") if isinstance(v, dict) else None
+        if source is None:
+            continue
+        if not isinstance(source, dict) or not isinstance(source.get("reference"), str):
+            # an image volume whose image cannot be read is refused, never left unchecked
+            raise MalformedError(f"{base}/volumes/{i}/image.reference must be a string")
+        images.append(ImageUse(f"{base}/volumes/{i}/image/reference", source["reference"]))
+    return images
 
 
 def normalise(image: str) -> Reference:

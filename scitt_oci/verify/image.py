@@ -1,7 +1,8 @@
 """Is an image on record? Verify what is attached to it against the trust policy.
 
 The decision is pure (`decide`): the statements attached to an image digest, a policy, a clock.
-Fetching them (`attached_statements`) is shared by the admission webhook and `scitt-oci verify`.
+Fetching them is `oci.attached` (one reading for the admission webhook, `verify`, `history` and promotion);
+`attached_statements` is re-exported here for the callers that verify what they fetch.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ import fnmatch
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
-from scitt_oci.oci import manifest as mf
-from scitt_oci.oci.manifest import Descriptor
+from scitt_oci.oci.attached import MAX_STATEMENTS, ReferrerSource, attached_statements
 from scitt_oci.oci.reference import Reference
 from scitt_oci.scitt import profile
 from scitt_oci.scitt.reasons import Reason
@@ -22,45 +22,7 @@ from scitt_oci.signatures import x509path
 from scitt_oci.verify.trust import Requirements, SignatureRequirement, TrustPolicy
 from scitt_oci.verify.verifier import Finding, VerificationResult, verify_transparent_statement
 
-MAX_STATEMENTS = 64
-
-
-class ReferrerSource(Protocol):
-    """Where referrers are read from: a registry (`RegistryClient`) or an OCI image layout."""
-
-    def referrers(self, repo: str, digest: str, artifact_type: str | None = None) -> list[Descriptor]: ...
-
-    def manifest(self, repo: str, reference: str) -> tuple[bytes, str, str] | None: ...
-
-    def blob(self, repo: str, digest: str, limit: int = ...) -> bytes | None: ...
-
-
-def _candidates(listed: Sequence[Descriptor]) -> list[Descriptor]:
-    """From the listing alone: ours first, then entries whose artifactType a copying tool dropped
-    (`skopeo copy` leaves fallback index entries without it), which only their manifests can tell."""
-    ours = [d for d in listed if d.artifact_type == mf.STATEMENT_ARTIFACT]
-    unknown = [d for d in listed if d.artifact_type is None and d.media_type == mf.OCI_MANIFEST]
-    return ours + unknown
-
-
-def attached_statements(client: ReferrerSource, ref: Reference) -> list[bytes]:
-    """The Transparent Statements attached to `ref` (which has a digest): referrers API or the tag-schema
-    fallback, our artifactType (or our manifest when the listing lost it), at most MAX_STATEMENTS."""
-    out = []
-    listed = client.referrers(ref.repository, str(ref.digest))
-    for d in _candidates(listed)[:MAX_STATEMENTS]:
-        fetched = client.manifest(ref.repository, d.digest)
-        if fetched is None:
-            continue
-        artifact = mf.parse(fetched[0], fetched[1])
-        if not mf.is_statement_artifact(artifact):
-            continue
-        if artifact.subject is None or artifact.subject.digest != str(ref.digest) or not artifact.layers:
-            continue  # listed for another subject: not trusted (a foreign entry in a fallback index)
-        blob = client.blob(ref.repository, artifact.layers[0].digest, limit=1024 * 1024)
-        if blob is not None:
-            out.append(blob)
-    return out
+__all__ = ["MAX_STATEMENTS", "ImageVerdict", "ReferrerSource", "attached_statements", "decide"]
 
 
 @dataclass
@@ -163,41 +125,73 @@ def _deleted(valid: list[VerificationResult]) -> bool:
 
 
 def _check(verdict: ImageVerdict, valid: list[VerificationResult], req: Requirements, now: float) -> None:
-    fail = verdict.reasons.append
     if not verdict.statements:
-        fail(Finding(Reason.NO_STATEMENTS, "nothing is on record for this image: no statements are attached to it"))
+        verdict.reasons.append(
+            Finding(Reason.NO_STATEMENTS, "nothing is on record for this image: no statements are attached to it")
+        )
         return
     if not valid:
-        # Say why the statements that are there did not count: their own first reasons.
-        seen: list[Finding] = []
-        for s in verdict.statements:
-            for f in s.findings[:1]:
-                if f.reason not in [x.reason for x in seen]:
-                    seen.append(f)
-        verdict.reasons.extend(seen)
+        verdict.reasons.extend(_why_none_counted(verdict.statements))
         return
     events = [s.event for s in valid if s.event is not None]
-    # A signature or attestation counts as a kind on record only when its issuer verified it.
+    verdict.reasons.extend(_missing_kinds(events, req))
+    if _deleted(valid):
+        verdict.reasons.append(
+            Finding(Reason.MISSING_STATEMENT, "the image is on record as deleted (no push recorded after the delete)")
+        )
+    verdict.reasons.extend(_too_old(valid, req, now))
+    verdict.reasons.extend(_missing_signatures(events, req))
+
+
+def _why_none_counted(statements: list[VerificationResult]) -> list[Finding]:
+    """Why the statements that are there did not count: their own first reasons, each reason once."""
+    seen: list[Finding] = []
+    for s in statements:
+        for f in s.findings[:1]:
+            if f.reason not in [x.reason for x in seen]:
+                seen.append(f)
+    return seen
+
+
+def _missing_kinds(events: list[profile.OciEvent], req: Requirements) -> list[Finding]:
+    """The statement kinds the policy requires that are not on record. A signature or attestation counts
+    as a kind on record only when its issuer verified it."""
     kinds = {e.kind.value for e in events if e.kind not in profile.SIGNED_KINDS or e.verified}
+    out = []
     for kind in req.statements:
         if kind not in kinds:
             unverified = sum(1 for e in events if e.kind.value == kind)
             note = f" ({unverified} unverified do not count)" if unverified else ""
-            fail(Finding(Reason.MISSING_STATEMENT, f"no valid {kind} statement is on record for this image{note}"))
-    if _deleted(valid):
-        fail(Finding(Reason.MISSING_STATEMENT, "the image is on record as deleted (no push recorded after the delete)"))
-    if req.max_age is not None:
-        pushed = [s.iat for s in valid if s.event and s.event.kind is profile.Kind.PUSH and s.iat is not None]
-        if pushed and now - max(pushed) > req.max_age:
-            age_days = (now - max(pushed)) / 86400
-            fail(
-                Finding(
-                    Reason.EXPIRED,
-                    f"the push statement is {age_days:.1f} days old; the policy allows {req.max_age / 86400:.1f}",
-                )
+            out.append(
+                Finding(Reason.MISSING_STATEMENT, f"no valid {kind} statement is on record for this image{note}")
             )
+    return out
+
+
+def _too_old(valid: list[VerificationResult], req: Requirements, now: float) -> list[Finding]:
+    """The newest push statement, older than the policy's max_age."""
+    if req.max_age is None:
+        return []
+    pushed = [s.iat for s in valid if s.event and s.event.kind is profile.Kind.PUSH and s.iat is not None]
+    if not pushed or now - max(pushed) <= req.max_age:
+        return []
+    age_days = (now - max(pushed)) / 86400
+    return [
+        Finding(
+            Reason.EXPIRED,
+            f"the push statement is {age_days:.1f} days old; the policy allows {req.max_age / 86400:.1f}",
+        )
+    ]
+
+
+def _missing_signatures(events: list[profile.OciEvent], req: Requirements) -> list[Finding]:
+    """The policy's signature requirements no verified signature on record meets."""
     signatures = [e for e in events if e.kind is profile.Kind.SIGNATURE]
+    out = []
     for want in req.signatures:
         if not any(_signature_matches(e, want) for e in signatures):
             note = _unverified_note(signatures, want)
-            fail(Finding(Reason.MISSING_STATEMENT, f"no verified {want.describe()} signature of this image{note}"))
+            out.append(
+                Finding(Reason.MISSING_STATEMENT, f"no verified {want.describe()} signature of this image{note}")
+            )
+    return out

@@ -12,11 +12,12 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
-from scitt_oci.oci.client import RegistryClient
+from scitt_oci.oci.attached import resolve_tag
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import valid_repository, valid_tag
+from scitt_oci.oci.registry import Registry
 from scitt_oci.watch.events import PUSH, RegistryEvent
 from scitt_oci.watch.inbox import Attachment, Inbox
 
@@ -25,7 +26,7 @@ _FALLBACK_TAG = re.compile(r"^sha(256|512)-[0-9a-f]{64,128}$")
 
 
 def unrecorded(
-    inbox: Inbox, name: str, client: RegistryClient, repositories: list[str] | None = None
+    inbox: Inbox, name: str, client: Registry, repositories: list[str] | None = None
 ) -> Iterator[RegistryEvent]:
     """Push events for every tagged manifest of `repositories` (default: the catalog) not yet on record."""
     for repo in repositories if repositories is not None else client.catalog():
@@ -38,12 +39,12 @@ def unrecorded(
             if not valid_tag(tag):  # a tag is a path segment: `../` or `?` would lead elsewhere
                 log.warning("%s/%s: skipping the tag %s, not a tag", name, repo, ascii(tag[:100]))
                 continue
-            found = client.head_manifest(repo, tag)
+            found = resolve_tag(client, repo, tag)
             if found is not None and not inbox.is_recorded(name, repo, found.digest):
                 yield RegistryEvent(repo, found.digest, tag, PUSH, found.media_type or None)
 
 
-def reattach(inbox: Inbox, name: str, client: RegistryClient, *, settle: float = 30.0, everything: bool = False) -> int:
+def reattach(inbox: Inbox, name: str, client: Registry, *, settle: float = 30.0, everything: bool = False) -> int:
     """Compare what is on record with what the registry lists as attached, and list again what is
     missing: our statement referrers, and the signatures they are about when those are referrers of
     the same image. Attachments recorded less than `settle` seconds ago are left to their writer; the
@@ -82,7 +83,7 @@ class Reconciler:
     def __init__(
         self,
         inbox: Inbox,
-        clients: dict[str, RegistryClient],
+        clients: Mapping[str, Registry],
         interval: float,
         on_error: Callable[[Exception], None] | None = None,
         *,

@@ -10,15 +10,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import ScittOciError
 from scitt_oci.log.service import TransparencyService
 from scitt_oci.oci import manifest as mf
-from scitt_oci.oci.client import RegistryClient, RegistryError
+from scitt_oci.oci.attached import resolve_tag
+from scitt_oci.oci.client import RegistryError
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest, Reference, valid_tag
+from scitt_oci.oci.registry import Registry
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.scitt import statement as statement_mod
 from scitt_oci.scrapi.client import ScrapiClient
@@ -76,11 +78,17 @@ class PermanentError(ScittOciError):
     """An event that cannot succeed however often it is retried."""
 
 
-class Watcher:
+R = TypeVar("R", bound=Registry)
+
+
+class Watcher(Generic[R]):
+    """Workers over `inbox`, one `Registry` client per configured registry name (`R`: its type, e.g.
+    `RegistryClient`, so that callers keep the client's own extras such as request counts)."""
+
     def __init__(
         self,
         inbox: Inbox,
-        clients: dict[str, RegistryClient],
+        clients: dict[str, R],
         issuer_key: CoseKey,
         issuer: str,
         registrar: Registrar,
@@ -153,7 +161,7 @@ class Watcher:
             raise PermanentError(f"the tag {event.tag[:100]!a} is not a tag; never used in a registry path")
         digest = event.digest
         if digest is None:  # a tag-only event: resolve it now
-            found = client.head_manifest(event.repository, event.tag or "")
+            found = resolve_tag(client, event.repository, event.tag or "")
             if found is None:
                 raise PermanentError(f"{event.repository}:{event.tag} does not exist")
             digest = found.digest
@@ -242,7 +250,7 @@ class Watcher:
         return decision
 
     def _subject(
-        self, item: InboxItem, client: RegistryClient, decision: Decision, own: Descriptor | None
+        self, item: InboxItem, client: Registry, decision: Decision, own: Descriptor | None
     ) -> Descriptor | None:
         event = item.event
         assert decision.subject_digest is not None
@@ -257,7 +265,7 @@ class Watcher:
         return found
 
     def _verify(
-        self, client: RegistryClient, repository: str, decision: Decision, manifest: mf.Manifest, subject: Descriptor
+        self, client: Registry, repository: str, decision: Decision, manifest: mf.Manifest, subject: Descriptor
     ) -> SignatureCheck:
         """Verify the signature artifact against the configured signature trust, reading its layers."""
         assert decision.format is not None
