@@ -343,22 +343,22 @@ class Config(_Section):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     workers: int = Field(1, ge=1, le=64, description="server processes; they share the log through SQLite's write lock")
-    batch: BatchConfig = Field(default_factory=BatchConfig)  # type: ignore[arg-type]
-    registration: RegistrationConfig = Field(default_factory=RegistrationConfig)  # type: ignore[arg-type]
-    auth: AuthConfig = Field(default_factory=AuthConfig)  # type: ignore[arg-type]
-    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)  # type: ignore[arg-type]
-    storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
-    watch: WatchConfig = Field(default_factory=WatchConfig)  # type: ignore[arg-type]
-    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)  # type: ignore[arg-type]
-    http: HttpConfig = Field(default_factory=HttpConfig)  # type: ignore[arg-type]
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    registration: RegistrationConfig = Field(default_factory=RegistrationConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     signatures: SignaturesConfig = Field(default_factory=SignaturesConfig)
     tls_cert: Path | None = Field(
         None, description="PEM certificate to serve HTTPS (required for admission beyond loopback)"
     )
     tls_key: Path | None = Field(None, description="its private key (PEM)")
     # replication (docs/replication.md)
-    tlog: TlogConfig = Field(default_factory=TlogConfig)  # type: ignore[arg-type]
-    witness: WitnessConfig = Field(default_factory=WitnessConfig)  # type: ignore[arg-type]
+    tlog: TlogConfig = Field(default_factory=TlogConfig)
+    witness: WitnessConfig = Field(default_factory=WitnessConfig)
     witnesses: list[WitnessPeer] = Field(default_factory=list, description="witnesses to send each new checkpoint to")
     witness_quorum: int = Field(0, ge=0, description="publish a checkpoint at /tlog/checkpoint once this many cosigned")
 
