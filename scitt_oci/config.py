@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from scitt_oci.errors import PolicyError, ScittOciError
+from scitt_oci.errors import ConfigError, ScittOciError
 from scitt_oci.netutil import is_loopback_host
 
 if TYPE_CHECKING:
@@ -417,7 +417,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             try:
                 value = json.loads(raw)
             except ValueError:
-                raise PolicyError(f"environment variable {name} is not valid JSON") from None
+                raise ConfigError(f"environment variable {name} is not valid JSON") from None
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -445,11 +445,11 @@ def load(
         try:
             doc = yaml.safe_load(file.read_text())
         except OSError as exc:
-            raise PolicyError(f"cannot read configuration {file}: {exc.strerror}") from None
+            raise ConfigError(f"cannot read configuration {file}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise PolicyError(f"configuration {file} is not valid YAML: {exc}") from None
+            raise ConfigError(f"configuration {file} is not valid YAML: {exc}") from None
         if doc is not None and not isinstance(doc, dict):
-            raise PolicyError(f"configuration {file} must be a mapping")
+            raise ConfigError(f"configuration {file} must be a mapping")
         data = _merge(data, _resolve_signature_paths(_resolve_paths(doc or {}, file.parent), file.parent))
         sources.append(str(file))
     from_env = _from_env(env)
@@ -462,7 +462,7 @@ def load(
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(_describe(exc, " < ".join(sources))) from None
+        raise ConfigError(_describe(exc, " < ".join(sources))) from None
     return config
 
 

@@ -28,8 +28,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from scitt_oci.errors import ScittOciError
-from scitt_oci.oci.client import RegistryClient, RegistryError
+from scitt_oci.errors import BudgetSpent, LimitExceededError, ScittOciError
+from scitt_oci.oci.client import RegistryClient
 from scitt_oci.oci.reference import Digest, Reference, normalize_registry
 from scitt_oci.scitt.reasons import Reason
 from scitt_oci.server.bodies import read_limited
@@ -40,10 +40,6 @@ from scitt_oci.verify.trust import TrustPolicy, load_policy
 from scitt_oci.verify.verifier import Finding
 
 log = logging.getLogger("scitt_oci.admission")
-
-
-class BudgetSpent(RegistryError):
-    """A review used up its registry reads."""
 
 
 class _Budget:
@@ -344,7 +340,7 @@ class Admission:
         deadline = time.monotonic() + self.deadline
         keys = adm.parse_provider_request(body)
         if len(keys) > self.max_images:
-            raise ScittOciError(
+            raise LimitExceededError(
                 f"{Reason.REVIEW_LIMIT.value}: {len(keys)} keys, more than the {self.max_images} one request may "
                 "have (admission.max_images)"
             )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from scitt_oci.cose.keys import CoseKey
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import PermanentError, StoreError
 from scitt_oci.log.client import ScrapiClient
 from scitt_oci.log.service import TransparencyService
 from scitt_oci.oci import manifest as mf
@@ -56,7 +56,7 @@ class EmbeddedRegistrar:
             index, head = submission.registration.integrated.result(self.timeout)
             found = self.service.receipt(submission.entry_id, index, head)
         if found is None:
-            raise ScittOciError("the embedded log has no receipt for a statement it integrated")
+            raise StoreError("the embedded log has no receipt for a statement it integrated")
         return found
 
 
@@ -70,10 +70,6 @@ class RemoteRegistrar:
 
 
 _FALLBACK_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")
-
-
-class PermanentError(ScittOciError):
-    """An event that cannot succeed however often it is retried."""
 
 
 class Watcher:
