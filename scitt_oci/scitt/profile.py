@@ -108,30 +108,42 @@ def _validate_details(
 ) -> tuple[tuple[str, Detail], ...]:
     allowed = (_FIELDS_V1 if version == 1 else _FIELDS)[kind]
     for name, value in details.items():
-        if name not in allowed:
-            raise MalformedError(f"profile: {kind.value} statements take {', '.join(allowed)}, not {name!r}")
-        if name == "verified":
-            if not isinstance(value, bool):
-                raise MalformedError("profile: 'verified' must be true or false")
-        elif not isinstance(value, str) or not value or len(value) > 1024:
-            raise MalformedError(f"profile: {name!r} must be a non-empty text string of at most 1024 characters")
-    if kind in SIGNED_KINDS and details.get("format") not in SIGNATURE_FORMATS:
-        raise MalformedError(f"profile: {kind.value} format must be one of {', '.join(SIGNATURE_FORMATS)}")
-    if kind in SIGNED_KINDS and version >= 2:
-        if "verified" not in details:
-            raise MalformedError(f"profile: a v{version} {kind.value} statement must say whether it was verified")
-        if details["verified"] is True and not {"signer", "anchor"} <= details.keys():
-            raise MalformedError("profile: a verified signature names its signer and the trust anchor that verified it")
-        claimed = sorted(set(IDENTITY_FIELDS) & details.keys())
-        if details["verified"] is False and claimed:
-            raise MalformedError(f"profile: an unverified signature names no signer ({', '.join(claimed)} given)")
-        if details["verified"] is False and "reason" not in details:
-            raise MalformedError("profile: an unverified signature says why (reason)")
+        _check_detail(kind, allowed, name, value)
+    if kind in SIGNED_KINDS:
+        _check_signed_details(kind, details, version)
     if kind is Kind.IMPORT:
         if "source" not in details or "policy" not in details:
             raise MalformedError("profile: an import statement names its source and policy")
         Digest.parse(details["policy"])
     return tuple(sorted(details.items()))
+
+
+def _check_detail(kind: Kind, allowed: tuple[str, ...], name: str, value: object) -> None:
+    """One detail: a field `kind` statements take, holding a boolean (`verified`) or short text."""
+    if name not in allowed:
+        raise MalformedError(f"profile: {kind.value} statements take {', '.join(allowed)}, not {name!r}")
+    if name == "verified":
+        if not isinstance(value, bool):
+            raise MalformedError("profile: 'verified' must be true or false")
+    elif not isinstance(value, str) or not value or len(value) > 1024:
+        raise MalformedError(f"profile: {name!r} must be a non-empty text string of at most 1024 characters")
+
+
+def _check_signed_details(kind: Kind, details: dict[str, Any], version: int) -> None:
+    """A signature's or attestation's format, and (v2) whether it was verified, with who signed or why not."""
+    if details.get("format") not in SIGNATURE_FORMATS:
+        raise MalformedError(f"profile: {kind.value} format must be one of {', '.join(SIGNATURE_FORMATS)}")
+    if version < 2:
+        return
+    if "verified" not in details:
+        raise MalformedError(f"profile: a v{version} {kind.value} statement must say whether it was verified")
+    if details["verified"] is True and not {"signer", "anchor"} <= details.keys():
+        raise MalformedError("profile: a verified signature names its signer and the trust anchor that verified it")
+    claimed = sorted(set(IDENTITY_FIELDS) & details.keys())
+    if details["verified"] is False and claimed:
+        raise MalformedError(f"profile: an unverified signature names no signer ({', '.join(claimed)} given)")
+    if details["verified"] is False and "reason" not in details:
+        raise MalformedError("profile: an unverified signature says why (reason)")
 
 
 def _validate_upstream(kind: Kind, upstream: object) -> tuple[Digest, ...]:
