@@ -17,12 +17,14 @@ from enum import StrEnum
 from typing import Any
 
 from scitt_oci.cose import headers
+from scitt_oci.cose.hash_envelope import HASHES
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import MalformedError, ScittOciError
-from scitt_oci.oci.reference import Digest, Reference
+from scitt_oci.oci.reference import DIGEST_HEX_LENGTHS, Digest, Reference
 from scitt_oci.scitt import statement as statement_mod
 from scitt_oci.scitt.reasons import Reason, VerificationFailure
 from scitt_oci.scitt.statement import SignedStatement
+from scitt_oci.signatures.model import Format
 
 PROFILE_LABEL = "scitt-oci"
 PROFILE_VERSION = 2
@@ -73,7 +75,7 @@ _FIELDS_V1: dict[Kind, tuple[str, ...]] = {
     **{k: v for k, v in _FIELDS.items() if k not in (Kind.ATTESTATION, Kind.IMPORT)},
     Kind.SIGNATURE: ("format", "signer"),
 }
-SIGNATURE_FORMATS = ("cosign", "cosign-bundle", "notation")
+SIGNATURE_FORMATS = tuple(Format)
 Detail = str | bool
 
 
@@ -244,8 +246,8 @@ def read_event(statement: SignedStatement) -> OciEvent:
     if subject.digest is None or not statement.subject.startswith("oci://"):
         raise _malformed(f"sub {statement.subject!r} must be oci://registry/repository@digest")
     env = statement.envelope
-    algorithm = {-16: "sha256", -44: "sha512"}.get(env.hash_alg)
-    if algorithm is None:
+    algorithm = HASHES.get(env.hash_alg, ("", 0))[0]
+    if algorithm not in DIGEST_HEX_LENGTHS:
         raise _malformed(f"payload-hash-alg {env.hash_alg} is not an OCI digest algorithm")
     recorded = Digest.from_bytes(algorithm, env.digest)
     location = protected.get(headers.PAYLOAD_LOCATION)

@@ -177,7 +177,7 @@ class Admission:
     def _unreachable(
         self, ref: Reference, policy: TrustPolicy, why: str, reason: Reason = Reason.REGISTRY_UNREACHABLE
     ) -> ImageVerdict:
-        mode = policy.for_repository(f"{ref.registry}/{ref.repository}")[1]
+        mode = policy.for_repository(f"{ref.registry}/{ref.repository}").mode
         verdict = ImageVerdict(str(ref), mode == "audit", False, mode, None)
         verdict.reasons.append(Finding(reason, why))
         return verdict
@@ -280,7 +280,7 @@ class Admission:
                 return
             if ref.digest is None:
                 if not mutate:
-                    mode = policy.for_repository(f"{ref.registry}/{ref.repository}")[1]
+                    mode = policy.for_repository(f"{ref.registry}/{ref.repository}").mode
                     text = (
                         f"{use.image}: {Reason.TAG_REFERENCE.value}: tags move; reference the image by digest "
                         f"({ref.registry}/{ref.repository}@sha256:...), e.g. from `skopeo inspect`, or enable "

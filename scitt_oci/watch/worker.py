@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -67,9 +66,6 @@ class RemoteRegistrar:
 
     def register(self, statement: bytes) -> bytes:
         return self.client.register(statement).receipt
-
-
-_FALLBACK_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")
 
 
 class Watcher:
@@ -161,7 +157,7 @@ class Watcher:
                 return Decision(None, reason="blob deletion")
         elif event.action == PUSH and (
             client.pushed_here(event.repository, digest)
-            or (event.tag is not None and _FALLBACK_TAG.fullmatch(event.tag) and event.media_type == mf.OCI_INDEX)
+            or (mf.is_fallback_tag(event.tag) and event.media_type == mf.OCI_INDEX)
         ):
             # The news of our own referrer or index write (or of a referrers index, which is never an
             # image, as reconciliation has it): nothing to record, and no registry read needed to know.
