@@ -87,8 +87,11 @@ def _walk(data: bytes, limits: Limits) -> None:
         left -= 1
         start = pos
         initial = data[pos] if pos < n else 0xFF
-        if initial & 0x1F < 24:  # the argument is in the initial byte: most items, read here without a call
-            major, info, arg, pos = initial >> 5, initial & 0x1F, initial & 0x1F, pos + 1
+        info = initial & 0x1F
+        if info < 24:  # the argument is in the initial byte, or the next one: most items, read without a call
+            major, arg, pos = initial >> 5, info, pos + 1
+        elif info == 24 and pos + 1 < n:
+            major, arg, pos = initial >> 5, data[pos + 1], pos + 2
         else:
             major, info, arg, pos = _read_head(data, pos)
         if (major == 2 or major == 3) and not bignum and (keys is None or not left % 2) and arg <= n - pos:
@@ -102,11 +105,10 @@ def _walk(data: bytes, limits: Limits) -> None:
             _integer_key(keys, start, major, arg)
         elif 4 <= major <= 6:
             count, bignum = _content(start, major, arg, n - pos, len(outer), limits)
-            if count:
-                items += count
-                _check_items(items, limits)
-                outer.append((left, keys))
-                left, keys = count, (set() if major == 5 else None)
+            items += count
+            _check_items(items, limits)
+            outer.append((left, keys))  # an empty container too: popped at once, having nothing to read
+            left, keys = count, (set() if major == 5 else None)
         elif major == 7 and info == 24 and arg < 32:
             raise MalformedError(f"CBOR: invalid simple value encoding at offset {start}")
     if pos != n:
