@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from scitt_oci.errors import PolicyError, ScittOciError
+from scitt_oci.errors import ConfigError, ScittOciError
 from scitt_oci.netutil import is_loopback_host
 
 if TYPE_CHECKING:
@@ -343,22 +343,22 @@ class Config(_Section):
     )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     workers: int = Field(1, ge=1, le=64, description="server processes; they share the log through SQLite's write lock")
-    batch: BatchConfig = Field(default_factory=BatchConfig)  # type: ignore[arg-type]
-    registration: RegistrationConfig = Field(default_factory=RegistrationConfig)  # type: ignore[arg-type]
-    auth: AuthConfig = Field(default_factory=AuthConfig)  # type: ignore[arg-type]
-    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)  # type: ignore[arg-type]
-    storage: StorageConfig = Field(default_factory=StorageConfig)  # type: ignore[arg-type]
-    watch: WatchConfig = Field(default_factory=WatchConfig)  # type: ignore[arg-type]
-    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)  # type: ignore[arg-type]
-    http: HttpConfig = Field(default_factory=HttpConfig)  # type: ignore[arg-type]
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    registration: RegistrationConfig = Field(default_factory=RegistrationConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    rate_limit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    storage: StorageConfig = Field(default_factory=StorageConfig)
+    watch: WatchConfig = Field(default_factory=WatchConfig)
+    admission: AdmissionConfig = Field(default_factory=AdmissionConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     signatures: SignaturesConfig = Field(default_factory=SignaturesConfig)
     tls_cert: Path | None = Field(
         None, description="PEM certificate to serve HTTPS (required for admission beyond loopback)"
     )
     tls_key: Path | None = Field(None, description="its private key (PEM)")
     # replication (docs/replication.md)
-    tlog: TlogConfig = Field(default_factory=TlogConfig)  # type: ignore[arg-type]
-    witness: WitnessConfig = Field(default_factory=WitnessConfig)  # type: ignore[arg-type]
+    tlog: TlogConfig = Field(default_factory=TlogConfig)
+    witness: WitnessConfig = Field(default_factory=WitnessConfig)
     witnesses: list[WitnessPeer] = Field(default_factory=list, description="witnesses to send each new checkpoint to")
     witness_quorum: int = Field(0, ge=0, description="publish a checkpoint at /tlog/checkpoint once this many cosigned")
 
@@ -417,7 +417,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
             try:
                 value = json.loads(raw)
             except ValueError:
-                raise PolicyError(f"environment variable {name} is not valid JSON") from None
+                raise ConfigError(f"environment variable {name} is not valid JSON") from None
         node = out
         for part in path[:-1]:
             node = node.setdefault(part, {})
@@ -445,11 +445,11 @@ def load(
         try:
             doc = yaml.safe_load(file.read_text())
         except OSError as exc:
-            raise PolicyError(f"cannot read configuration {file}: {exc.strerror}") from None
+            raise ConfigError(f"cannot read configuration {file}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise PolicyError(f"configuration {file} is not valid YAML: {exc}") from None
+            raise ConfigError(f"configuration {file} is not valid YAML: {exc}") from None
         if doc is not None and not isinstance(doc, dict):
-            raise PolicyError(f"configuration {file} must be a mapping")
+            raise ConfigError(f"configuration {file} must be a mapping")
         data = _merge(data, _resolve_signature_paths(_resolve_paths(doc or {}, file.parent), file.parent))
         sources.append(str(file))
     from_env = _from_env(env)
@@ -462,7 +462,7 @@ def load(
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise PolicyError(_describe(exc, " < ".join(sources))) from None
+        raise ConfigError(_describe(exc, " < ".join(sources))) from None
     return config
 
 

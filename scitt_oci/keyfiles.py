@@ -10,7 +10,7 @@ from cryptography import x509
 
 from scitt_oci.cose import algorithms, keys
 from scitt_oci.cose.keys import CoseKey
-from scitt_oci.errors import PolicyError, ScittOciError
+from scitt_oci.errors import ConfigError, ScittOciError
 
 
 def write_secret(path: Path, data: bytes) -> None:
@@ -45,7 +45,7 @@ def private_key(path: Path, *, create_alg: str | None = "ES256") -> tuple[CoseKe
     """
     if not path.exists():
         if create_alg is None:
-            raise PolicyError(f"key file {path} does not exist")
+            raise ConfigError(f"key file {path} does not exist")
         key = keys.generate(algorithms.by_name(create_alg))
         write_secret(path, key.private_pem())
         return key, True
@@ -53,13 +53,13 @@ def private_key(path: Path, *, create_alg: str | None = "ES256") -> tuple[CoseKe
     # Group read is allowed for keys mounted from a Kubernetes Secret (defaultMode 0440 with fsGroup);
     # anything open to others, or writable by the group, is refused.
     if mode & 0o027:
-        raise PolicyError(f"key file {path} has mode {mode:o}; private keys must not be open to others (chmod 600)")
+        raise ConfigError(f"key file {path} has mode {mode:o}; private keys must not be open to others (chmod 600)")
     try:
         return keys.load_private_pem(path.read_bytes()), False
     except OSError as exc:
-        raise PolicyError(f"cannot read key file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read key file {path}: {exc.strerror}") from None
     except ScittOciError as exc:
-        raise PolicyError(f"key file {path}: {exc}") from None
+        raise ConfigError(f"key file {path}: {exc}") from None
 
 
 def token(path: Path, *, create: bool = False) -> str:
@@ -69,9 +69,9 @@ def token(path: Path, *, create: bool = False) -> str:
     try:
         value = path.read_text().strip()
     except OSError as exc:
-        raise PolicyError(f"cannot read token file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read token file {path}: {exc.strerror}") from None
     if len(value) < 16:
-        raise PolicyError(f"token file {path} holds a token shorter than 16 characters")
+        raise ConfigError(f"token file {path} holds a token shorter than 16 characters")
     return value
 
 
@@ -81,9 +81,9 @@ def public_keys(paths: list[Path]) -> list[CoseKey]:
         try:
             out.extend(keys.load_key_file(p.read_bytes()))
         except OSError as exc:
-            raise PolicyError(f"cannot read key file {p}: {exc.strerror}") from None
+            raise ConfigError(f"cannot read key file {p}: {exc.strerror}") from None
         except ScittOciError as exc:
-            raise PolicyError(f"key file {p}: {exc}") from None
+            raise ConfigError(f"key file {p}: {exc}") from None
     return out
 
 
@@ -94,7 +94,7 @@ def certificates(paths: list[Path]) -> list[x509.Certificate]:
         try:
             out.extend(x509.load_pem_x509_certificates(p.read_bytes()))
         except OSError as exc:
-            raise PolicyError(f"cannot read X.509 roots {p}: {exc.strerror}") from None
+            raise ConfigError(f"cannot read X.509 roots {p}: {exc.strerror}") from None
         except ValueError as exc:
-            raise PolicyError(f"{p} holds no PEM certificates: {exc}") from None
+            raise ConfigError(f"{p} holds no PEM certificates: {exc}") from None
     return out

@@ -20,23 +20,23 @@ def registry_url(text: str, *, insecure: bool) -> str:
     URL says so, which also needs `insecure`), and only for loopback registries."""
     from urllib.parse import urlsplit
 
-    from scitt_oci.errors import PolicyError
+    from scitt_oci.errors import ConfigError
 
     if "://" in text:
         parts = urlsplit(text)
         if parts.scheme not in ("http", "https") or not parts.netloc or parts.path not in ("", "/"):
-            raise PolicyError(f"registry {text!r} must be host[:port] or http(s)://host[:port]")
+            raise ConfigError(f"registry {text!r} must be host[:port] or http(s)://host[:port]")
         scheme, netloc = parts.scheme, parts.netloc
     else:
         if not text or "/" in text:
-            raise PolicyError(f"registry {text!r} must be host[:port] or http(s)://host[:port]")
+            raise ConfigError(f"registry {text!r} must be host[:port] or http(s)://host[:port]")
         scheme, netloc = ("http" if insecure else "https"), text
     if scheme == "http":
         host = netloc.rsplit(":", 1)[0] if not netloc.endswith("]") else netloc
         if not is_loopback_host(host.strip("[]")):
-            raise PolicyError(f"registry {text}: plain HTTP is allowed for loopback registries only")
+            raise ConfigError(f"registry {text}: plain HTTP is allowed for loopback registries only")
         if not insecure:
-            raise PolicyError(
+            raise ConfigError(
                 f"registry {text}: plain HTTP needs --registry-insecure (insecure: true in a configuration)"
             )
     return f"{scheme}://{netloc}"

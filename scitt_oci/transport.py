@@ -48,16 +48,10 @@ from urllib3 import connection as u3conn
 from urllib3 import exceptions as u3
 
 from scitt_oci import jsonin
+from scitt_oci.errors import DeadlineExceeded as DeadlineExceeded  # defined there since #12; kept importable here
+from scitt_oci.errors import TransportError as TransportError  # defined there since #12; kept importable here
 
 MAX_BODY = 16 * 1024 * 1024
-
-
-class TransportError(OSError):
-    """A request that got no usable HTTP answer, for a reason that is not a standard socket/TLS error."""
-
-
-class DeadlineExceeded(TimeoutError):
-    """No complete answer (headers and body) within the request's timeout."""
 
 
 HttpError = (OSError, http.client.HTTPException)

@@ -67,102 +67,124 @@ def scan(data: bytes, limits: Limits = DEFAULT_LIMITS) -> None:
         raise LimitExceededError(f"CBOR input is {n} bytes; the limit is {limits.max_bytes}")
     if n == 0:
         raise MalformedError("CBOR input is empty")
-    max_items = limits.max_items
-    max_depth = limits.max_depth
+    _walk(data, limits)
+
+
+def _walk(data: bytes, limits: Limits) -> None:
+    """The pass itself. No recursion: a container pushes what its parent still expects onto `outer`
+    and pops it back once its own items are read, so the cost is one step per item and the stack stays flat."""
+    n = len(data)
     pos = 0
     items = 1  # items declared so far: the top-level one, then each container's and tag's content
     left = 1  # items still to read in the innermost open container (or at the top level)
     keys: set[object] | None = None  # the keys seen so far when that container is a map
     bignum = False  # the item being read is the content of a bignum tag
     outer: list[tuple[int, set[object] | None]] = []  # the enclosing containers
-    while True:
+    while left or outer:
         if not left:
-            if not outer:
-                break
             left, keys = outer.pop()
             continue
         left -= 1
-        if pos >= n:
-            raise MalformedError(f"CBOR: truncated input at offset {pos}")
         start = pos
-        initial = data[pos]
-        major = initial >> 5
+        initial = data[pos] if pos < n else 0xFF
         info = initial & 0x1F
-        pos += 1
-        if info < 24:
-            arg = info
-        elif info == 24:
-            if pos >= n:
-                raise MalformedError(f"CBOR: truncated argument at offset {pos}")
-            arg = data[pos]
-            pos += 1
-        elif info < 28:
-            end = pos + (1 << (info - 24))
-            if end > n:
-                raise MalformedError(f"CBOR: truncated argument at offset {pos}")
-            arg = int.from_bytes(data[pos:end], "big")
-            pos = end
-        elif info == 31:
-            if major == 7:
-                raise MalformedError(f"CBOR: unexpected break (0xff) at offset {start}")
-            raise MalformedError(f"CBOR: indefinite-length item at offset {start} is not accepted")
+        if info < 24:  # the argument is in the initial byte, or the next one: most items, read without a call
+            major, arg, pos = initial >> 5, info, pos + 1
+        elif info == 24 and pos + 1 < n:
+            major, arg, pos = initial >> 5, data[pos + 1], pos + 2
         else:
-            raise MalformedError(f"CBOR: reserved additional information {info} at offset {start}")
-        if major == 2 or major == 3:
-            if arg > n - pos:
-                raise MalformedError(f"CBOR: string at offset {start} declares {arg} bytes; {n - pos} remain")
-            if bignum:
-                if major != 2 or arg > MAX_BIGNUM_BYTES:
-                    raise MalformedError(
-                        f"CBOR: bignum at offset {start} must be a byte string of at most {MAX_BIGNUM_BYTES} bytes"
-                    )
-                bignum = False
-            if keys is not None and left % 2:
-                key = (major, data[pos : pos + arg])
-                if key in keys:
-                    raise MalformedError(f"CBOR: duplicate map key at offset {start}")
-                keys.add(key)
-            pos += arg
-            continue
-        if bignum:
+            major, info, arg, pos = _read_head(data, pos)
+        if (major == 2 or major == 3) and not bignum and (keys is None or not left % 2) and arg <= n - pos:
+            pos += arg  # a string that is neither a map key nor a bignum: skipped here without a call
+        elif major == 2 or major == 3:
+            pos = _skip_string(data, start, pos, major, arg, bignum, keys if left % 2 else None)
+            bignum = False
+        elif bignum:
             raise MalformedError(f"CBOR: bignum at offset {start} must be a byte string")
-        if keys is not None and left % 2:
-            if major > 1:
-                raise MalformedError(f"CBOR: map key at offset {start} must be an integer or a text or byte string")
-            label = arg if major == 0 else -1 - arg
-            if label in keys:
-                raise MalformedError(f"CBOR: duplicate map key at offset {start}")
-            keys.add(label)
-            continue
-        if major <= 1:
-            continue
-        if major == 7:
-            if info == 24 and arg < 32:
-                raise MalformedError(f"CBOR: invalid simple value encoding at offset {start}")
-            continue
-        if len(outer) >= max_depth:
-            raise LimitExceededError(f"CBOR nesting deeper than {max_depth} at offset {start}")
-        if major == 6:
-            if arg in REFUSED_TAGS:
-                raise MalformedError(f"CBOR: tag {arg} ({_TAG_NAMES[arg]}) at offset {start} is not accepted")
-            bignum = arg == 2 or arg == 3
-            items += 1
-            if items > max_items:
-                raise LimitExceededError(f"CBOR input has more than {max_items} items")
-            outer.append((left, keys))
-            left, keys = 1, None
-            continue
-        count = arg * 2 if major == 5 else arg
-        if count > n - pos:
-            raise MalformedError(f"CBOR: container at offset {start} declares more items than bytes remain")
-        if count:
+        elif keys is not None and left % 2:
+            _integer_key(keys, start, major, arg)
+        elif 4 <= major <= 6:
+            count, bignum = _content(start, major, arg, n - pos, len(outer), limits)
             items += count
-            if items > max_items:
-                raise LimitExceededError(f"CBOR input has more than {max_items} items")
-            outer.append((left, keys))
+            _check_items(items, limits)
+            outer.append((left, keys))  # an empty container too: popped at once, having nothing to read
             left, keys = count, (set() if major == 5 else None)
+        elif major == 7 and info == 24 and arg < 32:
+            raise MalformedError(f"CBOR: invalid simple value encoding at offset {start}")
     if pos != n:
         raise MalformedError(f"CBOR: {n - pos} trailing bytes after the item at offset {pos}")
+
+
+def _read_head(data: bytes, start: int) -> tuple[int, int, int, int]:
+    """The major type, additional information and argument of the item at `start`, and the offset after them."""
+    n = len(data)
+    if start >= n:
+        raise MalformedError(f"CBOR: truncated input at offset {start}")
+    initial = data[start]
+    major = initial >> 5
+    info = initial & 0x1F
+    pos = start + 1
+    if info < 24:
+        return major, info, info, pos
+    if info < 28:
+        end = pos + (1 << (info - 24))
+        if end > n:
+            raise MalformedError(f"CBOR: truncated argument at offset {pos}")
+        return major, info, (data[pos] if info == 24 else int.from_bytes(data[pos:end], "big")), end
+    if info == 31:
+        if major == 7:
+            raise MalformedError(f"CBOR: unexpected break (0xff) at offset {start}")
+        raise MalformedError(f"CBOR: indefinite-length item at offset {start} is not accepted")
+    raise MalformedError(f"CBOR: reserved additional information {info} at offset {start}")
+
+
+def _skip_string(
+    data: bytes, start: int, pos: int, major: int, length: int, bignum: bool, keys: set[object] | None
+) -> int:
+    """The offset after a byte or text string of `length` bytes at `pos`; checks it as a bignum's content
+    when `bignum`, and as a key of the map whose keys so far are `keys` when that is not None."""
+    if length > len(data) - pos:
+        raise MalformedError(f"CBOR: string at offset {start} declares {length} bytes; {len(data) - pos} remain")
+    if bignum and (major != 2 or length > MAX_BIGNUM_BYTES):
+        raise MalformedError(
+            f"CBOR: bignum at offset {start} must be a byte string of at most {MAX_BIGNUM_BYTES} bytes"
+        )
+    if keys is not None:
+        key = (major, data[pos : pos + length])
+        if key in keys:
+            raise MalformedError(f"CBOR: duplicate map key at offset {start}")
+        keys.add(key)
+    return pos + length
+
+
+def _integer_key(keys: set[object], start: int, major: int, arg: int) -> None:
+    """A map key that is not a string: only an integer is accepted, once per map."""
+    if major > 1:
+        raise MalformedError(f"CBOR: map key at offset {start} must be an integer or a text or byte string")
+    label = arg if major == 0 else -1 - arg
+    if label in keys:
+        raise MalformedError(f"CBOR: duplicate map key at offset {start}")
+    keys.add(label)
+
+
+def _check_items(items: int, limits: Limits) -> None:
+    if items > limits.max_items:
+        raise LimitExceededError(f"CBOR input has more than {limits.max_items} items")
+
+
+def _content(start: int, major: int, arg: int, remaining: int, depth: int, limits: Limits) -> tuple[int, bool]:
+    """How many items an array (4), map (5) or tag (6) opened at `depth` holds, and whether it is a bignum tag."""
+    max_depth = limits.max_depth
+    if depth >= max_depth:
+        raise LimitExceededError(f"CBOR nesting deeper than {max_depth} at offset {start}")
+    if major == 6:
+        if arg in REFUSED_TAGS:
+            raise MalformedError(f"CBOR: tag {arg} ({_TAG_NAMES[arg]}) at offset {start} is not accepted")
+        return 1, arg == 2 or arg == 3
+    count = arg * 2 if major == 5 else arg
+    if count > remaining:
+        raise MalformedError(f"CBOR: container at offset {start} declares more items than bytes remain")
+    return count, False
 
 
 class _Codec(threading.local):

@@ -15,7 +15,8 @@ HASHES: dict[int, tuple[str, int]] = {
     -43: ("sha384", 48),
     -44: ("sha512", 64),
 }
-BY_OCI_ALGORITHM = {"sha256": -16, "sha384": -43, "sha512": -44}
+# The other way round: an OCI digest's algorithm (hashlib's name) -> its COSE id. The one table of both.
+BY_OCI_ALGORITHM = {name: alg for alg, (name, _size) in HASHES.items()}
 
 
 @dataclass(frozen=True)

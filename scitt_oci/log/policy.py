@@ -1,6 +1,6 @@
 """The registration policy: what the log checks before it stores anything (RFC 9943 5.1.1.1).
 
-Rejections carry SCRAPI's problem titles. The statement that passes comes back with its
+Rejections carry SCRAPI's problem titles (`RejectionKind`); the HTTP face chooses their statuses. The statement that passes comes back with its
 unprotected header emptied, ready to be the log entry.
 """
 
@@ -11,33 +11,35 @@ import fnmatch
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from cryptography import x509
 
 from scitt_oci.cose import algorithms
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import MalformedError, ScittOciError, SignatureError, UnsupportedError, UntrustedKeyError
+from scitt_oci.errors import Rejection as Rejection  # defined there since #12; kept importable here
 from scitt_oci.scitt import statement as statement_mod
 from scitt_oci.scitt import x509chain
 from scitt_oci.scitt.statement import SignedStatement
 from scitt_oci.scitt.x509chain import IssuerBinding
 
 
-class Rejection(ScittOciError):
-    """A registration refused, with the SCRAPI problem title and one sentence of detail."""
+class RejectionKind(StrEnum):
+    """Why a registration was refused: SCRAPI's problem titles. The HTTP face picks each one's status."""
 
-    def __init__(self, title: str, detail: str, status: int = 400) -> None:
-        super().__init__(f"{title}: {detail}")
-        self.title = title
-        self.detail = detail
-        self.status = status
+    MALFORMED = "Malformed request"
+    BAD_ALGORITHM = "Bad Signature Algorithm"
+    PAYLOAD_MISSING = "Payload Missing"
+    REJECTED = "Rejected"
+    TOO_LARGE = "Payload Too Large"
 
 
-MALFORMED = "Malformed request"
-BAD_ALGORITHM = "Bad Signature Algorithm"
-PAYLOAD_MISSING = "Payload Missing"
-REJECTED = "Rejected"
-TOO_LARGE = "Payload Too Large"
+MALFORMED = RejectionKind.MALFORMED
+BAD_ALGORITHM = RejectionKind.BAD_ALGORITHM
+PAYLOAD_MISSING = RejectionKind.PAYLOAD_MISSING
+REJECTED = RejectionKind.REJECTED
+TOO_LARGE = RejectionKind.TOO_LARGE
 
 DEFAULT_ALGORITHMS = ("ES256", "ES384", "ES512", "EdDSA", "PS256", "PS384", "PS512")
 
@@ -87,11 +89,24 @@ class RegistrationPolicy:
 
         An x5chain is validated at `now` (the service's clock), never at the `iat` the issuer wrote.
         """
+        signed = self._parse(data)
+        try:
+            signed.check_required_headers()
+        except ScittOciError as exc:
+            raise Rejection(REJECTED, str(exc)) from None
+        assert signed.claims is not None and signed.claims.iss and signed.claims.sub
+        if self.issuers is not None and not any(fnmatch.fnmatchcase(signed.claims.iss, p) for p in self.issuers):
+            raise Rejection(REJECTED, f"issuer {signed.claims.iss!r} is not allowed to register here")
+        if self.subjects is not None and not any(r.match(signed.claims.sub) for r in self._subject_res):
+            raise Rejection(REJECTED, f"subject {signed.claims.sub!r} matches none of the allowed subject patterns")
+        self._verify(signed, now or dt.datetime.now(dt.UTC))
+        return signed.stripped()
+
+    def _parse(self, data: bytes) -> SignedStatement:
+        """The Signed Statement in `data`, within this log's size, with an attached payload and an accepted alg."""
         if len(data) > self.max_statement_bytes:
             raise Rejection(
-                TOO_LARGE,
-                f"the statement is {len(data)} bytes; this log accepts at most {self.max_statement_bytes}",
-                413,
+                TOO_LARGE, f"the statement is {len(data)} bytes; this log accepts at most {self.max_statement_bytes}"
             )
         try:
             signed = statement_mod.parse(data)
@@ -111,22 +126,18 @@ class RegistrationPolicy:
         if alg.cose_id not in self.algorithms:
             allowed = ", ".join(a.name for a in algorithms.ALGORITHMS.values() if a.cose_id in self.algorithms)
             raise Rejection(BAD_ALGORITHM, f"{alg.name} is not accepted here (accepted: {allowed})")
-        try:
-            signed.check_required_headers()
-        except ScittOciError as exc:
-            raise Rejection(REJECTED, str(exc)) from None
-        assert signed.claims is not None and signed.claims.iss and signed.claims.sub
-        if self.issuers is not None and not any(fnmatch.fnmatchcase(signed.claims.iss, p) for p in self.issuers):
-            raise Rejection(REJECTED, f"issuer {signed.claims.iss!r} is not allowed to register here")
-        if self.subjects is not None and not any(r.match(signed.claims.sub) for r in self._subject_res):
-            raise Rejection(REJECTED, f"subject {signed.claims.sub!r} matches none of the allowed subject patterns")
+        return signed
+
+    def _verify(self, signed: SignedStatement, now: dt.datetime) -> None:
+        """The issuer's signature, under a key or root this log trusts (or, open, the key it carries)."""
+        assert signed.claims is not None and signed.claims.iss
         try:
             match = statement_mod.verify(
                 signed,
                 keys=self.issuer_keys,
                 x509_roots=self.x509_roots,
                 trust_embedded=self.open_registration,
-                at=now or dt.datetime.now(dt.UTC),
+                at=now,
             )
             if match.method == "x5chain" and self.x509_roots:
                 self._check_binding(signed.claims.iss, match.chain)
@@ -138,7 +149,6 @@ class RegistrationPolicy:
             raise Rejection(MALFORMED, str(exc)) from None
         except ScittOciError as exc:
             raise Rejection(REJECTED, str(exc)) from None
-        return signed.stripped()
 
     def _check_binding(self, iss: str, chain: Sequence[x509.Certificate]) -> None:
         """A chain under our roots may claim only an iss bound to it: a did:x509 it proves, or an entry of x509_issuers."""

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import Overloaded as Overloaded  # defined there since #12; kept importable here
 from scitt_oci.log.store import BatchResult, HeadSigner, LogStore, Pending, StoredHead
 
 log = logging.getLogger(__name__)
@@ -25,10 +25,6 @@ log = logging.getLogger(__name__)
 # With max_delay above this, new entries are made durable (pending) within this long, then integrated
 # when their batch is due; at or below it, they are integrated straight away, in one commit.
 ACCEPT_WINDOW = 0.005
-
-
-class Overloaded(ScittOciError):
-    """Too many registrations are waiting; the client should retry later."""
 
 
 @dataclass

@@ -9,8 +9,9 @@ import time
 from dataclasses import dataclass
 
 from scitt_oci.cose.keys import CoseKey
-from scitt_oci.errors import ScittOciError
-from scitt_oci.log.policy import RegistrationPolicy, Rejection
+from scitt_oci.errors import ConsistencyError as ConsistencyError  # defined there since #12; kept importable here
+from scitt_oci.errors import StoreError
+from scitt_oci.log.policy import RegistrationPolicy, Rejection, RejectionKind
 from scitt_oci.log.sequencer import BatchObserver, Registration, Sequencer
 from scitt_oci.log.store import LogStore, Pending, StoredHead, entry_id
 from scitt_oci.lru import LruCache
@@ -22,10 +23,6 @@ from scitt_oci.scitt.receipt import SignedTreeHead
 class Submission:
     entry_id: bytes
     registration: Registration | None  # None: the entry was already in the log
-
-
-class ConsistencyError(ScittOciError):
-    """A consistency proof was asked for sizes the log cannot prove between."""
 
 
 class TransparencyService:
@@ -80,9 +77,8 @@ class TransparencyService:
         entry = signed.entry()
         if self.max_entry_bytes is not None and len(entry) > self.max_entry_bytes:
             raise Rejection(
-                "Payload Too Large",
+                RejectionKind.TOO_LARGE,
                 f"the log entry would be {len(entry)} bytes; this log serves C2SP tiles, whose entries are at most {self.max_entry_bytes}",
-                413,
             )
         eid = entry_id(entry)
         if self._receipts.get(eid) is not None:  # known and recent: no need to queue it again
@@ -107,7 +103,7 @@ class TransparencyService:
         if head is None:
             head = self.store.head_covering(index)
             if head is None:
-                raise ScittOciError(f"the log has entry {index} but no tree head covering it")
+                raise StoreError(f"the log has entry {index} but no tree head covering it")
         path = merkle.inclusion_path(index, head.tree_size, self.store.tree().hash_range)
         value = receipt.inclusion_receipt(head.signed(), index, path)
         self._receipts.put(eid, value)

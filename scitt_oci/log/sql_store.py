@@ -14,17 +14,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import StoreError as StoreError  # defined there since #12; kept importable here
 from scitt_oci.log import tiles
 from scitt_oci.log.store import BatchResult, HeadSigner, Pending, StoredHead, entry_id
 from scitt_oci.log.tiles import NodeCache, TileTree
 from scitt_oci.scitt import merkle
 
 SCHEMA_VERSION = 1
-
-
-class StoreError(ScittOciError):
-    """The database cannot be opened or is not a scitt-oci log."""
 
 
 def _prefix(eid: bytes) -> int:

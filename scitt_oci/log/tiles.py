@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import TileError as TileError  # defined there since #12; kept importable here
 from scitt_oci.lru import LruCache
 from scitt_oci.scitt import merkle
 
@@ -20,10 +20,6 @@ TILE_WIDTH = 1 << TILE_HEIGHT
 HASH = merkle.HASH_SIZE
 
 TileReader = Callable[[int, int], bytes]  # (level, index) -> concatenated hashes, b"" when absent
-
-
-class TileError(ScittOciError):
-    """The stored tiles do not hold a node they should: the store is damaged."""
 
 
 class NodeCache(LruCache[tuple[int, int], bytes]):

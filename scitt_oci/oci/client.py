@@ -32,7 +32,11 @@ from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
 from scitt_oci import jsonin
-from scitt_oci.errors import MalformedError, ScittOciError
+from scitt_oci.errors import MalformedError
+from scitt_oci.errors import RegistryError as RegistryError  # defined there since #12; kept importable here
+from scitt_oci.errors import (
+    TransientRegistryError as TransientRegistryError,  # defined there since #12; kept importable here
+)
 from scitt_oci.lru import LruCache
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.http import Backoff, DeadlineExceeded, HttpError, Response, Session, TransportError, ascii_int
@@ -41,16 +45,6 @@ from scitt_oci.oci.reference import Digest
 
 MAX_BLOB_BYTES = 16 * 1024 * 1024
 ACCEPT_MANIFESTS = ", ".join(mf.MANIFEST_TYPES)
-
-
-class RegistryError(ScittOciError):
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class TransientRegistryError(RegistryError):
-    """The registry is down, slow or overloaded: worth retrying later."""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,6 +179,15 @@ def fallback_tag(digest: str) -> str:
     """The referrers tag-schema tag for a subject digest (distribution-spec 1.1)."""
     alg, _, hexpart = digest.partition(":")
     return f"{alg[:32]}-{hexpart[:64]}"
+
+
+# What `fallback_tag` makes of the digests we read (sha256, sha512: the hex cut to 64 characters). A tag
+# like this names a referrers index (ours or another tool's), never an image.
+FALLBACK_TAG = re.compile(r"(sha256|sha512)-[0-9a-f]{64}")
+
+
+def is_fallback_tag(tag: str | None) -> bool:
+    return tag is not None and FALLBACK_TAG.fullmatch(tag) is not None
 
 
 def empty_index() -> dict[str, Any]:

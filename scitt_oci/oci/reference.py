@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from scitt_oci.cose.hash_envelope import BY_OCI_ALGORITHM
 from scitt_oci.errors import MalformedError
 
 # Registered algorithms and the length of their hex encoding (image-spec descriptor.md).
-_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
-_HASH_ALG = {"sha256": -16, "sha512": -44}
+# The digest algorithms OCI content is addressed by here, and their hex lengths (COSE ids: hash_envelope).
+DIGEST_HEX_LENGTHS = {"sha256": 64, "sha512": 128}
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 _REGISTRY = re.compile(
@@ -63,10 +64,12 @@ class Digest:
     @classmethod
     def parse(cls, text: str) -> Digest:
         alg, sep, encoded = text.partition(":")
-        if not sep or alg not in _HEX_LENGTHS:
+        if not sep or alg not in DIGEST_HEX_LENGTHS:
             raise MalformedError(f"digest {text[:80]!r} must be sha256:<64 hex> or sha512:<128 hex>")
-        if len(encoded) != _HEX_LENGTHS[alg] or not re.fullmatch(r"[0-9a-f]+", encoded):
-            raise MalformedError(f"digest {text[:80]!r}: {alg} needs {_HEX_LENGTHS[alg]} lowercase hex characters")
+        if len(encoded) != DIGEST_HEX_LENGTHS[alg] or not re.fullmatch(r"[0-9a-f]+", encoded):
+            raise MalformedError(
+                f"digest {text[:80]!r}: {alg} needs {DIGEST_HEX_LENGTHS[alg]} lowercase hex characters"
+            )
         return cls(alg, encoded)
 
     @classmethod
@@ -79,7 +82,7 @@ class Digest:
 
     @property
     def cose_hash_alg(self) -> int:
-        return _HASH_ALG[self.algorithm]
+        return BY_OCI_ALGORITHM[self.algorithm]
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"

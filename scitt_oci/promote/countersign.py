@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from scitt_oci.cose.keys import CoseKey
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import PromotionError
 from scitt_oci.scrapi.client import ScrapiClient
 
 
@@ -33,7 +33,7 @@ class ScrapiCounterSigner:
     def connect(cls, client: ScrapiClient, identity: str) -> ScrapiCounterSigner:
         found = tuple(client.keys())
         if not found:
-            raise ScittOciError(f"{identity} publishes no keys at /.well-known/scitt-keys")
+            raise PromotionError(f"{identity} publishes no keys at /.well-known/scitt-keys")
         return cls(client, identity, found)
 
     def register(self, statement: bytes) -> bytes:

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from scitt_oci import jsonin
-from scitt_oci.errors import MalformedError, ScittOciError
+from scitt_oci.errors import LayoutError as LayoutError  # defined there since #12; kept importable here
+from scitt_oci.errors import MalformedError
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest
@@ -25,10 +26,6 @@ from scitt_oci.promote.store import MAX_COPY_BLOB_BYTES, ImageStore
 
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = '{"imageLayoutVersion":"1.0.0"}'
-
-
-class LayoutError(ScittOciError):
-    """The layout directory is missing, unreadable or not an OCI image layout."""
 
 
 class LayoutStore:

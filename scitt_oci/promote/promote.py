@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from scitt_oci.cose.keys import CoseKey
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import PromotionError, ScittOciError
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest, Reference
@@ -41,10 +41,6 @@ from scitt_oci.verify.trust import TrustPolicy
 MAX_REFERRER_DEPTH = 3  # referrers of referrers (a signature of an SBOM) and one more
 MAX_NODES = 2000
 COSIGN_TAG_SUFFIXES = (".sig", ".att", ".sbom")
-
-
-class PromotionError(ScittOciError):
-    """The promotion could not be carried out (the source, the destination or the service failed)."""
 
 
 @dataclass

@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import PolicyError, ScittOciError
 from scitt_oci.log.tiled import TiledLog
 from scitt_oci.replication.fetch import TlogClient
 from scitt_oci.scitt import merkle
@@ -221,5 +221,5 @@ class WitnessClient:
 def parse_peer_key(text: str) -> Verifier:
     key = note.parse_vkey(text)
     if key.sig_type != note.COSIGNATURE_V1:
-        raise ScittOciError(f"witness key {key.name} is not a cosignature/v1 key (type 0x04)")
+        raise PolicyError(f"witness key {key.name} is not a cosignature/v1 key (type 0x04)")
     return key

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import FetchError, ScittOciError
 from scitt_oci.oci import http
 from scitt_oci.tlog import tiles
 
 MAX_CHECKPOINT = 1 << 20
 MAX_BUNDLE = tiles.WIDTH * (2 + tiles.MAX_ENTRY)
-
-
-class FetchError(ScittOciError):
-    """The source could not be read, or answered what no tiled log answers."""
 
 
 class TlogClient:

@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scitt_oci import localdb
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import ForkDetected as ForkDetected  # defined there since #12; kept importable here
+from scitt_oci.errors import MirrorError, ScittOciError
 from scitt_oci.replication.fetch import TlogClient
 from scitt_oci.scitt import merkle
 from scitt_oci.tlog import checkpoint as cp_mod
@@ -58,19 +59,6 @@ CREATE TABLE IF NOT EXISTS staged_tiles (level INTEGER NOT NULL, idx INTEGER NOT
 CREATE TABLE IF NOT EXISTS forks (id INTEGER PRIMARY KEY AUTOINCREMENT, detected REAL NOT NULL, reason TEXT NOT NULL,
                                   held_note BLOB NOT NULL, new_note BLOB NOT NULL, evidence TEXT NOT NULL);
 """
-
-
-class MirrorError(ScittOciError):
-    """The source cannot be mirrored now (unreachable, bad signature, tiles that do not match its own
-    checkpoint, below the witness quorum); nothing new was served."""
-
-
-class ForkDetected(ScittOciError):
-    """The source showed a history that does not extend the one held: evidence was kept."""
-
-    def __init__(self, message: str, evidence_dir: Path) -> None:
-        super().__init__(f"{message}; evidence in {evidence_dir}")
-        self.evidence_dir = evidence_dir
 
 
 @dataclass(frozen=True)

@@ -260,23 +260,7 @@ def resolve(
             f"{parsed.did}: the certificate chain as supplied is not the validated path (it holds certificates "
             "that are not on the path, or is out of order)"
         )
-    try:
-        sans = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        sans = None
-    for name in sans or ():
-        if not isinstance(name, _SAN_MODEL):
-            raise UntrustedKeyError(
-                f"{parsed.did}: the leaf has a {type(name).__name__} SAN, which did:x509's certificate model "
-                "(email, dns, uri, dn) does not support"
-            )
-    for cert in chain:
-        for ext in cert.extensions:
-            if ext.critical and ext.oid not in _CRITICAL_OK:
-                raise UntrustedKeyError(
-                    f"{parsed.did}: certificate {cert.subject.rfc4514_string()!r} has critical extension "
-                    f"{ext.oid.dotted_string}, which did:x509 does not allow"
-                )
+    _check_certificate_model(parsed, chain)
     if not any(fingerprint(c, parsed.fingerprint_alg) == parsed.fingerprint for c in chain[1:]):
         raise UntrustedKeyError(
             f"{parsed.did}: no CA certificate in the chain has {parsed.fingerprint_alg} fingerprint "
@@ -294,6 +278,27 @@ def resolve(
     if usage is not None and not usage.digital_signature:
         raise UntrustedKeyError(f"{parsed.did}: the leaf certificate's keyUsage does not allow digitalSignature")
     return parsed
+
+
+def _check_certificate_model(parsed: DidX509, chain: Sequence[x509.Certificate]) -> None:
+    """What did:x509's certificate model allows: leaf SANs it can name, no critical extension it does not know."""
+    try:
+        sans = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        sans = None
+    for name in sans or ():
+        if not isinstance(name, _SAN_MODEL):
+            raise UntrustedKeyError(
+                f"{parsed.did}: the leaf has a {type(name).__name__} SAN, which did:x509's certificate model "
+                "(email, dns, uri, dn) does not support"
+            )
+    for cert in chain:
+        for ext in cert.extensions:
+            if ext.critical and ext.oid not in _CRITICAL_OK:
+                raise UntrustedKeyError(
+                    f"{parsed.did}: certificate {cert.subject.rfc4514_string()!r} has critical extension "
+                    f"{ext.oid.dotted_string}, which did:x509 does not allow"
+                )
 
 
 def _predicate_problem(name: str, value: str, leaf: x509.Certificate) -> str | None:

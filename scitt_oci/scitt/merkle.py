@@ -151,15 +151,8 @@ def consistency_path(size1: int, size2: int, hash_range: RangeHasher) -> list[by
 
 def root_from_consistency(size1: int, size2: int, proof: Sequence[bytes], root1: bytes) -> bytes:
     """The new root a consistency proof leads to, after checking it also leads to `root1` (RFC 9162 2.1.4.2)."""
-    if size1 < 0 or size2 < 0:
-        raise ProofError("tree sizes cannot be negative")
-    if size1 > size2:
-        raise ProofError(f"tree size went down from {size1} to {size2}")
-    if size1 == 0:
-        raise ProofError("an empty tree has no consistency proof")
+    _check_consistency_sizes(size1, size2, proof)
     if size1 == size2:
-        if proof:
-            raise ProofError(f"trees of equal size {size1} need an empty proof, got {len(proof)} hashes")
         return root1
     _check_hash(root1, "old root")
     if not proof:
@@ -170,6 +163,25 @@ def root_from_consistency(size1: int, size2: int, proof: Sequence[bytes], root1:
     path = list(proof)
     if size1 & (size1 - 1) == 0:  # size1 is a power of two: its root is the first node
         path.insert(0, root1)
+    old, new = _consistency_roots(size1, size2, path)
+    if old != root1:
+        raise ProofError(f"consistency proof leads to old root {old.hex()}, not {root1.hex()}")
+    return new
+
+
+def _check_consistency_sizes(size1: int, size2: int, proof: Sequence[bytes]) -> None:
+    if size1 < 0 or size2 < 0:
+        raise ProofError("tree sizes cannot be negative")
+    if size1 > size2:
+        raise ProofError(f"tree size went down from {size1} to {size2}")
+    if size1 == 0:
+        raise ProofError("an empty tree has no consistency proof")
+    if size1 == size2 and proof:
+        raise ProofError(f"trees of equal size {size1} need an empty proof, got {len(proof)} hashes")
+
+
+def _consistency_roots(size1: int, size2: int, path: Sequence[bytes]) -> tuple[bytes, bytes]:
+    """The (old, new) roots `path` (the proof, with the old root first when `size1` is a power of two) leads to."""
     fn, sn = size1 - 1, size2 - 1
     while fn & 1:
         fn >>= 1
@@ -191,9 +203,7 @@ def root_from_consistency(size1: int, size2: int, proof: Sequence[bytes], root1:
         sn >>= 1
     if sn != 0:
         raise ProofError(f"consistency proof from {size1} to {size2} has too few hashes")
-    if fr != root1:
-        raise ProofError(f"consistency proof leads to old root {fr.hex()}, not {root1.hex()}")
-    return sr
+    return fr, sr
 
 
 def verify_consistency(size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes) -> None:

@@ -17,12 +17,14 @@ from enum import StrEnum
 from typing import Any
 
 from scitt_oci.cose import headers
+from scitt_oci.cose.hash_envelope import HASHES
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import MalformedError, ScittOciError
-from scitt_oci.oci.reference import Digest, Reference
+from scitt_oci.oci.reference import DIGEST_HEX_LENGTHS, Digest, Reference
 from scitt_oci.scitt import statement as statement_mod
 from scitt_oci.scitt.reasons import Reason, VerificationFailure
 from scitt_oci.scitt.statement import SignedStatement
+from scitt_oci.signatures.model import Format
 
 PROFILE_LABEL = "scitt-oci"
 PROFILE_VERSION = 2
@@ -73,7 +75,7 @@ _FIELDS_V1: dict[Kind, tuple[str, ...]] = {
     **{k: v for k, v in _FIELDS.items() if k not in (Kind.ATTESTATION, Kind.IMPORT)},
     Kind.SIGNATURE: ("format", "signer"),
 }
-SIGNATURE_FORMATS = ("cosign", "cosign-bundle", "notation")
+SIGNATURE_FORMATS = tuple(Format)
 Detail = str | bool
 
 
@@ -108,30 +110,42 @@ def _validate_details(
 ) -> tuple[tuple[str, Detail], ...]:
     allowed = (_FIELDS_V1 if version == 1 else _FIELDS)[kind]
     for name, value in details.items():
-        if name not in allowed:
-            raise MalformedError(f"profile: {kind.value} statements take {', '.join(allowed)}, not {name!r}")
-        if name == "verified":
-            if not isinstance(value, bool):
-                raise MalformedError("profile: 'verified' must be true or false")
-        elif not isinstance(value, str) or not value or len(value) > 1024:
-            raise MalformedError(f"profile: {name!r} must be a non-empty text string of at most 1024 characters")
-    if kind in SIGNED_KINDS and details.get("format") not in SIGNATURE_FORMATS:
-        raise MalformedError(f"profile: {kind.value} format must be one of {', '.join(SIGNATURE_FORMATS)}")
-    if kind in SIGNED_KINDS and version >= 2:
-        if "verified" not in details:
-            raise MalformedError(f"profile: a v{version} {kind.value} statement must say whether it was verified")
-        if details["verified"] is True and not {"signer", "anchor"} <= details.keys():
-            raise MalformedError("profile: a verified signature names its signer and the trust anchor that verified it")
-        claimed = sorted(set(IDENTITY_FIELDS) & details.keys())
-        if details["verified"] is False and claimed:
-            raise MalformedError(f"profile: an unverified signature names no signer ({', '.join(claimed)} given)")
-        if details["verified"] is False and "reason" not in details:
-            raise MalformedError("profile: an unverified signature says why (reason)")
+        _check_detail(kind, allowed, name, value)
+    if kind in SIGNED_KINDS:
+        _check_signed_details(kind, details, version)
     if kind is Kind.IMPORT:
         if "source" not in details or "policy" not in details:
             raise MalformedError("profile: an import statement names its source and policy")
         Digest.parse(details["policy"])
     return tuple(sorted(details.items()))
+
+
+def _check_detail(kind: Kind, allowed: tuple[str, ...], name: str, value: object) -> None:
+    """One detail: a field `kind` statements take, holding a boolean (`verified`) or short text."""
+    if name not in allowed:
+        raise MalformedError(f"profile: {kind.value} statements take {', '.join(allowed)}, not {name!r}")
+    if name == "verified":
+        if not isinstance(value, bool):
+            raise MalformedError("profile: 'verified' must be true or false")
+    elif not isinstance(value, str) or not value or len(value) > 1024:
+        raise MalformedError(f"profile: {name!r} must be a non-empty text string of at most 1024 characters")
+
+
+def _check_signed_details(kind: Kind, details: dict[str, Any], version: int) -> None:
+    """A signature's or attestation's format, and (v2) whether it was verified, with who signed or why not."""
+    if details.get("format") not in SIGNATURE_FORMATS:
+        raise MalformedError(f"profile: {kind.value} format must be one of {', '.join(SIGNATURE_FORMATS)}")
+    if version < 2:
+        return
+    if "verified" not in details:
+        raise MalformedError(f"profile: a v{version} {kind.value} statement must say whether it was verified")
+    if details["verified"] is True and not {"signer", "anchor"} <= details.keys():
+        raise MalformedError("profile: a verified signature names its signer and the trust anchor that verified it")
+    claimed = sorted(set(IDENTITY_FIELDS) & details.keys())
+    if details["verified"] is False and claimed:
+        raise MalformedError(f"profile: an unverified signature names no signer ({', '.join(claimed)} given)")
+    if details["verified"] is False and "reason" not in details:
+        raise MalformedError("profile: an unverified signature says why (reason)")
 
 
 def _validate_upstream(kind: Kind, upstream: object) -> tuple[Digest, ...]:
@@ -232,8 +246,8 @@ def read_event(statement: SignedStatement) -> OciEvent:
     if subject.digest is None or not statement.subject.startswith("oci://"):
         raise _malformed(f"sub {statement.subject!r} must be oci://registry/repository@digest")
     env = statement.envelope
-    algorithm = {-16: "sha256", -44: "sha512"}.get(env.hash_alg)
-    if algorithm is None:
+    algorithm = HASHES.get(env.hash_alg, ("", 0))[0]
+    if algorithm not in DIGEST_HEX_LENGTHS:
         raise _malformed(f"payload-hash-alg {env.hash_alg} is not an OCI digest algorithm")
     recorded = Digest.from_bytes(algorithm, env.digest)
     location = protected.get(headers.PAYLOAD_LOCATION)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import VerificationFailure as VerificationFailure  # defined there since #12; kept importable here
 
 
 class Reason(StrEnum):
@@ -31,15 +31,3 @@ class Reason(StrEnum):
     REGISTRY_UNREACHABLE = "REGISTRY_UNREACHABLE"
     REVIEW_LIMIT = "REVIEW_LIMIT"  # a review past its bound of images or registry reads
     VERIFIER_ERROR = "VERIFIER_ERROR"  # an unexpected failure while deciding: denied, never a 500
-
-
-class VerificationFailure(ScittOciError):
-    """A check that failed, with its reason code and one sentence saying what was wrong."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-    def diagnostics(self) -> str:
-        return f"{self.reason.value}: {self.message}"

@@ -20,7 +20,7 @@ from scitt_oci.cose import algorithms, cbor, headers, sign1
 from scitt_oci.cose.cwt import CwtClaims, claims_of
 from scitt_oci.cose.keys import KID_FORMS, CoseKey, kid_text
 from scitt_oci.cose.sign1 import Sign1
-from scitt_oci.errors import MalformedError, ScittOciError, SignatureError, UnsupportedError
+from scitt_oci.errors import MalformedError, ScittOciError, SignatureError, UnsupportedError, UntrustedKeyError
 from scitt_oci.scitt import merkle
 from scitt_oci.scitt.reasons import Reason, VerificationFailure
 from scitt_oci.scitt.statement import SignedStatement
@@ -99,7 +99,7 @@ def signs_its_size(sth: SignedTreeHead) -> bool:
 def checkpoint_bytes(sth: SignedTreeHead) -> bytes:
     """A checkpoint: the signed tree head with its root attached; its size is in the protected header."""
     if not signs_its_size(sth):
-        raise ScittOciError(f"the tree head of size {sth.tree_size} does not sign its size; sign a new one")
+        raise UnsupportedError(f"the tree head of size {sth.tree_size} does not sign its size; sign a new one")
     return Sign1(sth.protected_bytes, _protected_map(sth.protected_bytes), {}, sth.root, sth.signature).encode()
 
 
@@ -112,16 +112,16 @@ def read_checkpoint(data: bytes, keys: Sequence[CoseKey]) -> tuple[int, bytes, C
     try:
         size = signed_tree_size(message)
     except VerificationFailure as exc:
-        raise ScittOciError(f"checkpoint: {exc.message}") from None
+        raise MalformedError(f"checkpoint: {exc.message}") from None
     if size is None:
-        raise ScittOciError(
+        raise MalformedError(
             'the checkpoint does not sign its tree size (protected header "tree_size"): '
             "an unsigned size can be changed without breaking the signature"
         )
     if message.payload is None or len(message.payload) != merkle.HASH_SIZE:
-        raise ScittOciError("checkpoint must carry a 32-byte root as its payload")
+        raise MalformedError("checkpoint must carry a 32-byte root as its payload")
     if message.protected.get(headers.VDS) != headers.VDS_RFC9162_SHA256:
-        raise ScittOciError("checkpoint is not an RFC9162_SHA256 tree head")
+        raise UnsupportedError(f"checkpoint vds {message.protected.get(headers.VDS)!r} is not RFC9162_SHA256 (1)")
     kid = message.kid
     for key in (k for k in keys if kid is None or kid_matches(k, kid)):
         try:
@@ -129,7 +129,10 @@ def read_checkpoint(data: bytes, keys: Sequence[CoseKey]) -> tuple[int, bytes, C
         except ScittOciError:
             continue
         return size, message.payload, key
-    raise ScittOciError("the checkpoint's signature does not verify with any trusted service key")
+    raise UntrustedKeyError(
+        f"the checkpoint's signature does not verify with any trusted service key "
+        f"(kid {kid.hex() if kid else 'absent'}; {len(keys)} trusted)"
+    )
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store
 
 from scitt_oci.cose import headers
 from scitt_oci.cose.hash_envelope import HASHES
-from scitt_oci.errors import MalformedError, SignatureError, UnsupportedError, UntrustedKeyError
+from scitt_oci.errors import MalformedError, SignatureError, UnsupportedChainError, UnsupportedError, UntrustedKeyError
 from scitt_oci.scitt import did_x509
 
 MAX_CHAIN = 8
@@ -37,10 +37,6 @@ UNPROTECTED_CHAIN_IGNORED = (
     "protected header pins its leaf: it is ignored (put the chain in the protected header, or pin its leaf with x5t)"
 )
 _EDDSA_SIGNATURES = (SignatureAlgorithmOID.ED25519, SignatureAlgorithmOID.ED448)
-
-
-class UnsupportedChainError(UntrustedKeyError):
-    """A chain this validator cannot judge (Ed25519/Ed448 CAs): never trusted, and the reason says why."""
 
 
 def chain_of(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) -> list[x509.Certificate]:

@@ -30,20 +30,13 @@ from typing import Any, Protocol
 from scitt_oci.cose import keys as cose_keys
 from scitt_oci.cose import sign1
 from scitt_oci.cose.keys import CoseKey
+from scitt_oci.errors import AuditError as AuditError
+from scitt_oci.errors import Refused as Refused
 from scitt_oci.errors import ScittOciError
 from scitt_oci.scitt import receipt
 from scitt_oci.scitt.reasons import Reason, VerificationFailure
 from scitt_oci.tlog import checkpoint as tlog_checkpoint
 from scitt_oci.tlog.policy import Policy
-
-
-class AuditError(ScittOciError):
-    """An audit that could not be carried out (unreadable state, a checkpoint signed by a key not pinned):
-    nothing is proved either way."""
-
-
-class Refused(ScittOciError):
-    """The witnessed checkpoint does not verify under the witness policy, or is below its quorum."""
 
 
 class Outcome(StrEnum):

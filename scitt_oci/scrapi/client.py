@@ -19,6 +19,7 @@ from urllib.parse import urljoin, urlsplit
 from scitt_oci import jsonin, transport
 from scitt_oci.cose import cbor, keys
 from scitt_oci.cose.keys import CoseKey
+from scitt_oci.errors import ClientError as ClientError  # defined there since #12; kept importable here
 from scitt_oci.errors import MalformedError, ScittOciError
 
 COSE = "application/cose"
@@ -26,20 +27,6 @@ PENDING = {202, 204, 302}
 # Receipts, key sets, checkpoints and problem details are a few KiB; nothing we read from a service
 # may be larger than the CBOR decoder accepts anyway.
 MAX_RESPONSE_BYTES = cbor.DEFAULT_LIMITS.max_bytes
-
-
-class ClientError(ScittOciError):
-    """The service refused or failed a request; carries its status and problem details, or (no answer)
-    the cause: "connect" (nothing listens), "timeout", "tls-untrusted" (certificate not trusted),
-    "tls-plain" (the far end speaks plain HTTP), "tls" (another TLS failure)."""
-
-    def __init__(
-        self, message: str, status: int | None = None, title: str | None = None, *, cause: str | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.title = title
-        self.cause = cause
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 from scitt_oci.cose import cbor
 from scitt_oci.cose import keys as cose_keys
 from scitt_oci.errors import ScittOciError
-from scitt_oci.log.policy import Rejection
+from scitt_oci.log.policy import Rejection, RejectionKind
 from scitt_oci.log.sequencer import Overloaded
 from scitt_oci.log.service import ConsistencyError, TransparencyService
 from scitt_oci.log.store import BatchResult, StoredHead
@@ -40,6 +40,8 @@ COSE = "application/cose"
 CBOR = "application/cbor"
 JSON = "application/json"
 ISSUERS_PATH = "/.well-known/scitt-oci/issuers"
+# The HTTP status of each kind of registration refusal (the log names the kind; 400 for any other).
+REJECTION_STATUS = {RejectionKind.TOO_LARGE: 413}
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,7 @@ def create_app(
             # Inline: a worker pool measured no faster here (the GIL is the bottleneck, not the ECDSA check).
             submission = service.submit(body)
         except Rejection as exc:
-            return problem(exc.status, exc.title, exc.detail)
+            return problem(REJECTION_STATUS.get(exc.kind, 400), exc.title, exc.detail)
         except Overloaded as exc:
             return problem(429, "Too Many Requests", f"the log is busy ({exc}); retry shortly", retry_after=1)
         eid = submission.entry_id

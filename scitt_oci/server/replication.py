@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route
 
 from scitt_oci import keyfiles
 from scitt_oci.config import Config
-from scitt_oci.errors import PolicyError, ScittOciError
+from scitt_oci.errors import ConfigError, ScittOciError
 from scitt_oci.log.service import TransparencyService
 from scitt_oci.log.tiled import TiledLog
 from scitt_oci.replication.cosigning import CosignatureStore, WitnessClient, parse_peer_key
@@ -27,7 +27,7 @@ from scitt_oci.tlog import checkpoint, note, tiles
 def ed25519_key(path: Path, *, create: bool) -> ed25519.Ed25519PrivateKey:
     key, _ = keyfiles.private_key(path, create_alg="EdDSA" if create else None)
     if not isinstance(key.private, ed25519.Ed25519PrivateKey):
-        raise PolicyError(f"key file {path} must hold an Ed25519 private key (note and witness keys are Ed25519)")
+        raise ConfigError(f"key file {path} must hold an Ed25519 private key (note and witness keys are Ed25519)")
     return key.private
 
 
@@ -61,7 +61,7 @@ def setup(config: Config, service: TransparencyService) -> Replication:
     try:
         note.check_key_name(origin)
     except ScittOciError as exc:
-        raise PolicyError(f"tlog.origin {origin!r}: {exc} (set tlog.origin)") from None
+        raise ConfigError(f"tlog.origin {origin!r}: {exc} (set tlog.origin)") from None
     key_path = config.tlog.note_key or config.data_dir / "keys" / "note.pem"
     signer = note.NoteSigner(origin, ed25519_key(key_path, create=config.tlog.note_key is None))
     service.max_entry_bytes = tiles.MAX_ENTRY
@@ -81,15 +81,15 @@ def _witness(config: Config, rep: Replication, origin: str) -> None:
         try:
             key = note.parse_vkey(entry.vkey)
         except ScittOciError as exc:
-            raise PolicyError(f"witness.logs[{i}].vkey: {exc}") from None
+            raise ConfigError(f"witness.logs[{i}].vkey: {exc}") from None
         if key.sig_type != note.ED25519:
-            raise PolicyError(f"witness.logs[{i}].vkey: {key.name} is not an Ed25519 note key (type 0x01)")
+            raise ConfigError(f"witness.logs[{i}].vkey: {key.name} is not an Ed25519 note key (type 0x01)")
         logs.setdefault(entry.origin or key.name, []).append(key)
     name = config.witness.name or origin.removesuffix("/tlog") + "/witness"
     try:
         note.check_key_name(name)
     except ScittOciError as exc:
-        raise PolicyError(f"witness.name {name!r}: {exc}") from None
+        raise ConfigError(f"witness.name {name!r}: {exc}") from None
     key_path = config.witness.key or config.data_dir / "keys" / "witness.pem"
     cosigner = checkpoint.Cosigner(name, ed25519_key(key_path, create=config.witness.key is None))
     rep.witness = Witness(config.data_dir / "witness.db", cosigner, logs)
@@ -99,7 +99,7 @@ def _witness(config: Config, rep: Replication, origin: str) -> None:
 def _witness_client(config: Config, rep: Replication) -> None:
     """`witnesses` and `witness_quorum`: have our checkpoints cosigned."""
     if config.witness_quorum > len(config.witnesses):
-        raise PolicyError(
+        raise ConfigError(
             f"witness_quorum {config.witness_quorum} is more than the {len(config.witnesses)} witnesses configured"
         )
     if not config.witnesses or rep.tiled is None:
@@ -109,7 +109,7 @@ def _witness_client(config: Config, rep: Replication) -> None:
         try:
             peers.append((w.url, parse_peer_key(w.vkey)))
         except ScittOciError as exc:
-            raise PolicyError(f"witnesses[{i}].vkey: {exc}") from None
+            raise ConfigError(f"witnesses[{i}].vkey: {exc}") from None
     store = CosignatureStore(config.data_dir / "cosignatures.db")
     client = WitnessClient(rep.tiled, peers, config.witness_quorum, store)
     rep.tiled.publish_size = client.publish_size

@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute
 from scitt_oci import keyfiles
 from scitt_oci.config import Config
 from scitt_oci.cose.keys import CoseKey, dump_cose_key_set
-from scitt_oci.errors import PolicyError, ScittOciError
+from scitt_oci.errors import ConfigError, PolicyError, ScittOciError
 from scitt_oci.log.policy import RegistrationPolicy
 from scitt_oci.log.postgres_store import PostgresStore
 from scitt_oci.log.service import TransparencyService
@@ -79,7 +79,7 @@ def _registry_clients(config: Config) -> dict[str, RegistryClient]:
         if r.password_file:
             password = keyfiles.token(r.password_file) if r.password_file.exists() else None
             if password is None:
-                raise PolicyError(f"registry {r.url}: cannot read password file {r.password_file}")
+                raise ConfigError(f"registry {r.url}: cannot read password file {r.password_file}")
         elif r.docker_config:
             creds = docker_credentials(r.docker_config, settings.name)
             if creds:
@@ -93,7 +93,7 @@ def _registry_clients(config: Config) -> dict[str, RegistryClient]:
             auth_hosts=tuple(r.auth_hosts),
         )
         if settings.name in clients:
-            raise PolicyError(f"registry {settings.name} is configured twice")
+            raise ConfigError(f"registry {settings.name} is configured twice")
         clients[settings.name] = RegistryClient(settings)
     return clients
 
@@ -128,7 +128,7 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
     store: LogStore
     if config.storage.backend == "postgres":
         if config.storage.postgres_dsn is None:
-            raise PolicyError("storage.backend postgres needs storage.postgres_dsn (SCITT_OCI_STORAGE__POSTGRES_DSN)")
+            raise ConfigError("storage.backend postgres needs storage.postgres_dsn (SCITT_OCI_STORAGE__POSTGRES_DSN)")
         store = PostgresStore(config.storage.postgres_dsn.get_secret_value(), schema=config.storage.postgres_schema)
     else:
         store = SqliteStore(config.database, synchronous=config.storage.synchronous)
@@ -206,7 +206,7 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
     auth = _admission_auth(config) if policy_path is not None else ClientAuth()
     if policy_path is not None:
         if adm.listen is None and not config.tls_cert and not config.loopback_only:
-            raise PolicyError("admission needs HTTPS beyond loopback: set --tls-cert and --tls-key")
+            raise ConfigError("admission needs HTTPS beyond loopback: set --tls-cert and --tls-key")
         rt.admission_policy = policy_path
         clients = rt.watcher.clients if rt.watcher else _registry_clients(config)
         try:
@@ -225,13 +225,13 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
             raise PolicyError(f"admission trust policy {policy_path}: {exc}") from None
         if adm.deploy_log:
             if not auth.configured:
-                raise PolicyError(
+                raise ConfigError(
                     "admission.deploy_log records deploys only for authenticated reviews: serve admission on "
                     "admission.listen with admission.client_ca (the API server's client certificate) or "
                     "admission.token_files"
                 )
             if rt.watcher is None:
-                raise PolicyError("admission.deploy_log needs watch.registries (deploy statements are attached there)")
+                raise ConfigError("admission.deploy_log needs watch.registries (deploy statements are attached there)")
             inbox, cluster = rt.watcher.inbox, adm.cluster
 
             def record(ref: Reference, namespace: str, workload: str) -> None:
@@ -280,20 +280,20 @@ def _admission_auth(config: Config) -> ClientAuth:
     adm = config.admission
     if adm.listen is None:
         if adm.client_ca or adm.token_files or adm.tls_cert or adm.tls_key:
-            raise PolicyError(
+            raise ConfigError(
                 "admission.client_ca, token_files, tls_cert and tls_key belong to the admission listener: "
                 "set admission.listen too"
             )
         return ClientAuth()
     if not (adm.tls_cert and adm.tls_key):
-        raise PolicyError("admission.listen serves TLS only: set admission.tls_cert and admission.tls_key")
+        raise ConfigError("admission.listen serves TLS only: set admission.tls_cert and admission.tls_key")
     if adm.listen == config.listen:
-        raise PolicyError(f"admission.listen {adm.listen} is the main listener's address: give it its own port")
+        raise ConfigError(f"admission.listen {adm.listen} is the main listener's address: give it its own port")
     if config.workers > 1:
-        raise PolicyError("admission.listen runs in one process: use workers: 1 and scale admission with replicas")
+        raise ConfigError("admission.listen runs in one process: use workers: 1 and scale admission with replicas")
     for path, what in ((adm.tls_cert, "tls_cert"), (adm.tls_key, "tls_key"), (adm.client_ca, "client_ca")):
         if path is not None and not path.is_file():
-            raise PolicyError(f"admission.{what}: cannot read {path}")
+            raise ConfigError(f"admission.{what}: cannot read {path}")
     return ClientAuth(client_ca=adm.client_ca is not None, tokens=tuple(keyfiles.token(p) for p in adm.token_files))
 
 

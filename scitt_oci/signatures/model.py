@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from scitt_oci.errors import NotVerified as NotVerified  # defined there since #12; kept importable here
+
 
 class Format(StrEnum):
     COSIGN = "cosign"  # cosign classic: simple-signing payload (`.sig` tag or OCI 1.1 referrer)
@@ -16,14 +18,6 @@ class Format(StrEnum):
 class ArtifactKind(StrEnum):
     SIGNATURE = "signature"
     ATTESTATION = "attestation"  # an in-toto statement (cosign `.att`, a DSSE bundle with a predicate)
-
-
-class NotVerified(Exception):  # a verdict, not a fault
-    """Raised inside a verifier to stop at the first rule broken; `reason` says which."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -186,48 +186,55 @@ def split_dn(text: str) -> list[tuple[str, str]]:
     attributes: list[tuple[str, str]] = []
     chars: list[tuple[str, bool]] = []  # (character, escaped)
     i = 0
-
-    def flush() -> None:
-        if all(not esc and ch.isspace() for ch, esc in chars):
-            chars.clear()
-            return
-        eq = next((k for k, (ch, esc) in enumerate(chars) if ch == "=" and not esc), None)
-        if eq is None:
-            raise ValueError(f"{''.join(ch for ch, _ in chars).strip()!r} is not NAME=value")
-        name = "".join(ch for ch, _ in chars[:eq]).strip()
-        value = chars[eq + 1 :]
-        while value and not value[0][1] and value[0][0].isspace():
-            value.pop(0)
-        while value and not value[-1][1] and value[-1][0].isspace():
-            value.pop()
-        attributes.append((name, "".join(ch for ch, _ in value)))
-        chars.clear()
-
     while i < len(text):
         ch = text[i]
         if ch == "\\":
-            raw = bytearray()
-            while i < len(text) and text[i] == "\\" and _hex_pair(text[i + 1 : i + 3]):
-                raw.append(int(text[i + 1 : i + 3], 16))
-                i += 3
-            if raw:
-                try:
-                    chars.extend((c, True) for c in raw.decode())
-                except UnicodeDecodeError:
-                    raise ValueError(f"escaped bytes {raw.hex()} are not UTF-8") from None
-                continue
-            if i + 1 >= len(text):
-                raise ValueError("the distinguished name ends with a lone backslash")
-            chars.append((text[i + 1], True))
-            i += 2
+            escaped, i = _unescape(text, i)
+            chars.extend((c, True) for c in escaped)
             continue
         if ch in ",+":
-            flush()
+            _flush_attribute(chars, attributes)
         else:
             chars.append((ch, False))
         i += 1
-    flush()
+    _flush_attribute(chars, attributes)
     return attributes
+
+
+def _unescape(text: str, i: int) -> tuple[str, int]:
+    """The characters the escape at `text[i]` (a backslash) stands for, and the index after it: a run of
+    `\\hh` hex pairs decoded as UTF-8, or the one character after the backslash."""
+    raw = bytearray()
+    while i < len(text) and text[i] == "\\" and _hex_pair(text[i + 1 : i + 3]):
+        raw.append(int(text[i + 1 : i + 3], 16))
+        i += 3
+    if raw:
+        try:
+            return raw.decode(), i
+        except UnicodeDecodeError:
+            raise ValueError(f"escaped bytes {raw.hex()} are not UTF-8") from None
+    if i + 1 >= len(text):
+        raise ValueError("the distinguished name ends with a lone backslash")
+    return text[i + 1], i + 2
+
+
+def _flush_attribute(chars: list[tuple[str, bool]], attributes: list[tuple[str, str]]) -> None:
+    """Append the attribute `chars` spell (NAME=value, unescaped blanks around both dropped), unless they
+    are only blanks; then empty `chars`."""
+    if all(not esc and ch.isspace() for ch, esc in chars):
+        chars.clear()
+        return
+    eq = next((k for k, (ch, esc) in enumerate(chars) if ch == "=" and not esc), None)
+    if eq is None:
+        raise ValueError(f"{''.join(ch for ch, _ in chars).strip()!r} is not NAME=value")
+    name = "".join(ch for ch, _ in chars[:eq]).strip()
+    value = chars[eq + 1 :]
+    while value and not value[0][1] and value[0][0].isspace():
+        value.pop(0)
+    while value and not value[-1][1] and value[-1][0].isspace():
+        value.pop()
+    attributes.append((name, "".join(ch for ch, _ in value)))
+    chars.clear()
 
 
 def _hex_pair(text: str) -> bool:

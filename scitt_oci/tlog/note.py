@@ -17,21 +17,14 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from scitt_oci.errors import MalformedError, SignatureError
+from scitt_oci.errors import NoteError as NoteError  # defined there since #12; kept importable here
+from scitt_oci.errors import NoteSignatureError as NoteSignatureError  # defined there since #12; kept importable here
 
 ED25519 = 0x01  # signed-note's Ed25519 note signature
 COSIGNATURE_V1 = 0x04  # tlog-cosignature's timestamped Ed25519 cosignature
 EM_DASH = "\u2014"
 MAX_NOTE_BYTES = 1 << 20
 MAX_SIGNATURES = 64  # the spec asks verifiers to accept at least 16
-
-
-class NoteError(MalformedError):
-    """Text that is not a well-formed signed note, vkey or signature line."""
-
-
-class NoteSignatureError(SignatureError):
-    """A note whose signatures do not verify under the keys given."""
 
 
 def key_id(name: str, sig_type: int, public: bytes) -> bytes:

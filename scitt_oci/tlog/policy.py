@@ -72,78 +72,100 @@ def _fields(line: str) -> list[str]:
 
 def parse(text: str) -> Policy:
     """`PolicyError` with the line number for anything the spec does not allow."""
-    policy = Policy()
-    quorum: str | None = None
-    seen_keys: set[bytes] = set()
+    builder = _Builder()
     for number, raw in enumerate(text.split("\n"), 1):
         words = _fields(raw)
         if not words or words[0].startswith("#"):
             continue
-
-        def fail(message: str, n: int = number) -> PolicyError:
-            return PolicyError(f"tlog policy line {n}: {message}")
-
         try:
-            kind = words[0]
-            if kind == "log":
-                if len(words) not in (2, 3):
-                    raise fail("expected 'log <vkey> [<url>]'")
-                key = note.parse_vkey(words[1])
-                if key.sig_type != ED25519:
-                    raise fail(f"log key {key.name} is not an Ed25519 note key (type 0x01)")
-                if key.public in seen_keys:
-                    raise fail(f"duplicate key {key.name}")
-                seen_keys.add(key.public)
-                policy.logs.append((key, words[2] if len(words) == 3 else None))
-            elif kind == "witness":
-                if len(words) not in (3, 4):
-                    raise fail("expected 'witness <name> <vkey> [<url>]'")
-                name = words[1]
-                if name == "none" or name in policy.witnesses or name in policy.groups:
-                    raise fail(f"name {name!r} is already defined or reserved")
-                key = note.parse_vkey(words[2])
-                if key.sig_type != COSIGNATURE_V1:
-                    raise fail(f"witness key {key.name} is not a cosignature/v1 key (type 0x04)")
-                if key.public in seen_keys:
-                    raise fail(f"duplicate key {key.name}")
-                seen_keys.add(key.public)
-                policy.witnesses[name] = Witness(name, key, words[3] if len(words) == 4 else None)
-            elif kind == "group":
-                if len(words) < 4:
-                    raise fail("expected 'group <name> all|any|<k> <member>...'")
-                name, rule, members = words[1], words[2], tuple(words[3:])
-                if name == "none" or name in policy.witnesses or name in policy.groups:
-                    raise fail(f"name {name!r} is already defined or reserved")
-                for m in members:
-                    if m not in policy.witnesses and m not in policy.groups:
-                        raise fail(f"group {name}: member {m!r} is not defined on an earlier line")
-                if rule == "all":
-                    k = len(members)
-                elif rule == "any":
-                    k = 1
-                elif rule.isdigit() and not rule.startswith("0") and 1 <= int(rule) <= len(members):
-                    k = int(rule)
-                else:
-                    raise fail(f"group {name}: threshold {rule!r} is not all, any or 1..{len(members)}")
-                policy.groups[name] = Group(name, k, members)
-            elif kind == "quorum":
-                if len(words) != 2:
-                    raise fail("expected 'quorum <name>'")
-                if quorum is not None:
-                    raise fail("a policy has exactly one quorum line")
-                if words[1] != "none" and words[1] not in policy.witnesses and words[1] not in policy.groups:
-                    raise fail(f"quorum {words[1]!r} is not a witness or group defined earlier")
-                quorum = words[1]
-            else:
-                raise fail(f"unknown keyword {kind[:40]!r}")
-        except PolicyError:
-            raise
-        except ScittOciError as exc:
+            builder.line(words)
+        except ScittOciError as exc:  # ours, or a vkey that does not parse
             raise PolicyError(f"tlog policy line {number}: {exc}") from None
-    if quorum is None:
+    if builder.quorum is None:
         raise PolicyError("tlog policy has no quorum line")
-    policy.quorum = quorum
-    return policy
+    builder.policy.quorum = builder.quorum
+    return builder.policy
+
+
+class _Builder:
+    """The policy read so far; each `line` adds one line's definition or raises `PolicyError` saying why not."""
+
+    def __init__(self) -> None:
+        self.policy = Policy()
+        self.quorum: str | None = None
+        self.seen_keys: set[bytes] = set()
+
+    def line(self, words: list[str]) -> None:
+        kind = words[0]
+        if kind == "log":
+            self._log(words)
+        elif kind == "witness":
+            self._witness(words)
+        elif kind == "group":
+            self._group(words)
+        elif kind == "quorum":
+            self._quorum(words)
+        else:
+            raise PolicyError(f"unknown keyword {kind[:40]!r}")
+
+    def _key(self, vkey: str, sig_type: int, what: str) -> Verifier:
+        key = note.parse_vkey(vkey)
+        if key.sig_type != sig_type:
+            raise PolicyError(f"{what} key {key.name} is not {_KEY_TYPES[sig_type]}")
+        if key.public in self.seen_keys:
+            raise PolicyError(f"duplicate key {key.name}")
+        self.seen_keys.add(key.public)
+        return key
+
+    def _new_name(self, name: str) -> str:
+        if name == "none" or name in self.policy.witnesses or name in self.policy.groups:
+            raise PolicyError(f"name {name!r} is already defined or reserved")
+        return name
+
+    def _defined(self, name: str) -> bool:
+        return name in self.policy.witnesses or name in self.policy.groups
+
+    def _log(self, words: list[str]) -> None:
+        if len(words) not in (2, 3):
+            raise PolicyError("expected 'log <vkey> [<url>]'")
+        key = self._key(words[1], ED25519, "log")
+        self.policy.logs.append((key, words[2] if len(words) == 3 else None))
+
+    def _witness(self, words: list[str]) -> None:
+        if len(words) not in (3, 4):
+            raise PolicyError("expected 'witness <name> <vkey> [<url>]'")
+        name = self._new_name(words[1])
+        key = self._key(words[2], COSIGNATURE_V1, "witness")
+        self.policy.witnesses[name] = Witness(name, key, words[3] if len(words) == 4 else None)
+
+    def _group(self, words: list[str]) -> None:
+        if len(words) < 4:
+            raise PolicyError("expected 'group <name> all|any|<k> <member>...'")
+        name, rule, members = self._new_name(words[1]), words[2], tuple(words[3:])
+        for m in members:
+            if not self._defined(m):
+                raise PolicyError(f"group {name}: member {m!r} is not defined on an earlier line")
+        if rule == "all":
+            k = len(members)
+        elif rule == "any":
+            k = 1
+        elif rule.isdigit() and not rule.startswith("0") and 1 <= int(rule) <= len(members):
+            k = int(rule)
+        else:
+            raise PolicyError(f"group {name}: threshold {rule!r} is not all, any or 1..{len(members)}")
+        self.policy.groups[name] = Group(name, k, members)
+
+    def _quorum(self, words: list[str]) -> None:
+        if len(words) != 2:
+            raise PolicyError("expected 'quorum <name>'")
+        if self.quorum is not None:
+            raise PolicyError("a policy has exactly one quorum line")
+        if words[1] != "none" and not self._defined(words[1]):
+            raise PolicyError(f"quorum {words[1]!r} is not a witness or group defined earlier")
+        self.quorum = words[1]
+
+
+_KEY_TYPES = {ED25519: "an Ed25519 note key (type 0x01)", COSIGNATURE_V1: "a cosignature/v1 key (type 0x04)"}
 
 
 def from_trust_policy(doc: object, service: str | None = None) -> Policy:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from scitt_oci.errors import MalformedError
+from scitt_oci.errors import TilePathError as TilePathError  # defined there since #12; kept importable here
 from scitt_oci.scitt import merkle
 
 WIDTH = 256
@@ -19,10 +20,6 @@ FULL_BYTES = WIDTH * HASH
 MAX_ENTRY = 0xFFFF
 MAX_LEVEL = 63
 ENTRIES = -1  # the "level" of entry bundles in a `TileRef`
-
-
-class TilePathError(MalformedError):
-    """A tile path that the spec does not allow."""
 
 
 @dataclass(frozen=True)

@@ -26,9 +26,8 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
 
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import BudgetSpent, LimitExceededError, ScittOciError
 from scitt_oci.oci.attached import attached_statements, pin
-from scitt_oci.oci.client import RegistryError
 from scitt_oci.oci.reference import Reference, normalize_registry
 from scitt_oci.oci.registry import RegistryReader
 from scitt_oci.scitt.reasons import Reason
@@ -43,10 +42,6 @@ T = TypeVar("T")
 
 MAX_CACHED = 10_000
 _READS = ("head_manifest", "referrers", "manifest", "blob")  # counted when a registry has no `request`
-
-
-class BudgetSpent(RegistryError):
-    """A review used up its registry reads."""
 
 
 class ReviewBudget:
@@ -188,7 +183,7 @@ class Admission:
     def _unreachable(
         self, ref: Reference, policy: TrustPolicy, why: str, reason: Reason = Reason.REGISTRY_UNREACHABLE
     ) -> ImageVerdict:
-        mode = policy.for_repository(f"{ref.registry}/{ref.repository}")[1]
+        mode = policy.for_repository(f"{ref.registry}/{ref.repository}").mode
         verdict = ImageVerdict(str(ref), mode == "audit", False, mode, None)
         verdict.reasons.append(Finding(reason, why))
         return verdict
@@ -306,7 +301,7 @@ class Admission:
         deadline = time.monotonic() + self.deadline
         keys = adm.parse_provider_request(body)
         if len(keys) > self.max_images:
-            raise ScittOciError(
+            raise LimitExceededError(
                 f"{Reason.REVIEW_LIMIT.value}: {len(keys)} keys, more than the {self.max_images} one request may "
                 "have (admission.max_images)"
             )
@@ -394,7 +389,7 @@ class _ReviewRun:
         """A tag: refused by the validating webhook (a warning in audit mode); pinned to its digest by the
         mutating one, with a patch. None when the image is decided here."""
         if not self.mutate:
-            mode = self.policy.for_repository(f"{ref.registry}/{ref.repository}")[1]
+            mode = self.policy.for_repository(f"{ref.registry}/{ref.repository}").mode
             text = (
                 f"{use.image}: {Reason.TAG_REFERENCE.value}: tags move; reference the image by digest "
                 f"({ref.registry}/{ref.repository}@sha256:...), e.g. from `skopeo inspect`, or enable "

@@ -11,8 +11,9 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
@@ -25,13 +26,23 @@ if TYPE_CHECKING:
 from scitt_oci.errors import PolicyError, ScittOciError
 from scitt_oci.oci.reference import normalize_name
 from scitt_oci.signatures import x509path
+from scitt_oci.signatures.model import Format
 
 MAX_POLICY_BYTES = 1 << 20
 MAX_KEY_FILE_BYTES = 1 << 20
 
 
+class PolicyMode(StrEnum):
+    """What a failed decision does: deny (enforce), or only warn (audit)."""
+
+    ENFORCE = "enforce"
+    AUDIT = "audit"
+
+
 @dataclass(frozen=True)
-class TransparencyService:
+class TrustedService:
+    """A transparency service whose receipts the policy counts (not the log we run: `log.service`)."""
+
     name: str
     keys: tuple[CoseKey, ...]
 
@@ -49,7 +60,7 @@ class Issuer:
 class SignatureRequirement:
     """Matched against verified signatures only: statements whose issuer says it verified them (profile v2)."""
 
-    format: str | None = None  # cosign, cosign-bundle, notation; None: any
+    format: Format | None = None  # None: any
     signer: str | None = None  # a glob over the signer identity as verified; None: any
     issuer: str | None = None  # a glob over the OIDC issuer (Sigstore); None: any
     anchor: str | None = None  # the trust anchor that verified it (a name in the watcher's `signatures` config)
@@ -93,28 +104,36 @@ class Requirements:
 class Rule:
     match: str  # glob over registry/repository
     requirements: Requirements
-    mode: str
+    mode: PolicyMode
+
+
+class RepositoryPolicy(NamedTuple):
+    """What the policy asks of one repository, and where that came from."""
+
+    requirements: Requirements
+    mode: PolicyMode
+    rule: str | None  # the matching rule's pattern; None: the policy's top-level require and mode
 
 
 @dataclass(frozen=True)
 class TrustPolicy:
-    services: tuple[TransparencyService, ...]
+    services: tuple[TrustedService, ...]
     issuers: tuple[Issuer, ...] | None  # None: any issuer, signature checked with the key the statement carries
     required_receipts: int = 1
     digest: str = ""  # SHA-256 of the policy file and every file it names: changes when anything trusted changes
     requirements: Requirements = Requirements()
-    mode: str = "enforce"  # or "audit": decide, but only warn
+    mode: PolicyMode = PolicyMode.ENFORCE
     rules: tuple[Rule, ...] = ()
     files: tuple[Path, ...] = ()  # every key or certificate file it was built from
 
-    def for_repository(self, repository: str) -> tuple[Requirements, str, str | None]:
-        """(requirements, mode, the rule's pattern or None) for `registry/repository`: the first rule that
-        matches, both names normalised (host case, default port, Docker Hub aliases and `library/`)."""
+    def for_repository(self, repository: str) -> RepositoryPolicy:
+        """What applies to `registry/repository`: the first rule that matches, both names normalised
+        (host case, default port, Docker Hub aliases and `library/`), else the top-level requirements."""
         name = normalize_name(repository)
         for rule in self.rules:
             if fnmatch.fnmatchcase(name, normalize_name(rule.match)):
-                return rule.requirements, rule.mode, rule.match
-        return self.requirements, self.mode, None
+                return RepositoryPolicy(rule.requirements, rule.mode, rule.match)
+        return RepositoryPolicy(self.requirements, self.mode, None)
 
     @property
     def service_keys(self) -> tuple[CoseKey, ...]:
@@ -269,7 +288,7 @@ def parse_policy(text: bytes, base: Path) -> TrustPolicy:
         keys = loader.keys(f"{where}.keys", item["keys"])
         if not keys:
             raise PolicyError(f"{where}: names no keys")
-        services.append(TransparencyService(_name(where, item["name"]), keys))
+        services.append(TrustedService(_name(where, item["name"]), keys))
     if not services:
         raise PolicyError("transparency_services: at least one service is needed")
     names = [s.name for s in services]
@@ -293,7 +312,7 @@ def parse_policy(text: bytes, base: Path) -> TrustPolicy:
             parsed.append(Issuer(_name(where, item["name"]), keys, roots, iss, certificate))
         issuers = tuple(parsed)
     requirements = _requirements("require", root.get("require"), len(services), Requirements(), names=tuple(names))
-    mode = _mode("mode", root.get("mode", "enforce"))
+    mode = _mode("mode", root.get("mode", PolicyMode.ENFORCE))
     rules = []
     for i, entry in enumerate(_list("rules", root.get("rules") or [])):
         where = f"rules[{i}]"
@@ -321,16 +340,18 @@ def parse_policy(text: bytes, base: Path) -> TrustPolicy:
     )
 
 
+# The statement kinds (`profile.Kind`, held equal by a test), as text: loading a policy does not import
+# the statement profile, for start-up time.
 _KINDS = ("push", "signature", "attestation", "delete", "deploy", "import")
-_FORMATS = ("cosign", "cosign-bundle", "notation")
+_FORMATS = tuple(Format)
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def _mode(where: str, value: object) -> str:
-    if value not in ("enforce", "audit"):
+def _mode(where: str, value: object) -> PolicyMode:
+    if not isinstance(value, str) or value not in tuple(PolicyMode):
         raise PolicyError(f"{where}: must be enforce or audit")
-    return str(value)
+    return PolicyMode(value)
 
 
 def _duration(where: str, value: object) -> float:
@@ -409,12 +430,16 @@ def _requirements(
                 if item.get(name) is not None and (not isinstance(item[name], str) or not item[name]):
                     raise PolicyError(f"{where}.signatures[{i}].{name}: must be a non-empty string")
             signer, subject = item.get("signer"), None
-            if signer is not None and (fmt == "notation" or signer.lstrip().startswith("x509.subject")):
+            if signer is not None and (fmt == Format.NOTATION or signer.lstrip().startswith("x509.subject")):
                 try:
                     subject = x509path.signer_pattern(signer)
                 except ValueError as exc:
                     raise PolicyError(f"{where}.signatures[{i}].signer: {exc}") from None
-            signatures.append(SignatureRequirement(fmt, signer, item.get("issuer"), item.get("anchor"), subject))
+            signatures.append(
+                SignatureRequirement(
+                    Format(fmt) if fmt is not None else None, signer, item.get("issuer"), item.get("anchor"), subject
+                )
+            )
     return Requirements(receipts, tuple(statements), max_age, tuple(signatures), groups)
 
 

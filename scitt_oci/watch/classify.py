@@ -13,7 +13,6 @@ from scitt_oci.scitt.profile import Kind
 from scitt_oci.signatures.model import Format
 from scitt_oci.watch.events import DELETE, DEPLOY, RegistryEvent
 
-_FALLBACK_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")
 _COSIGN_TAG = re.compile(r"^sha256-([0-9a-f]{64})\.(sig|att)$")
 SIGNATURE_TYPES = {
     mf.SIGSTORE_BUNDLE: Format.COSIGN_BUNDLE,
@@ -49,7 +48,7 @@ def classify(event: RegistryEvent, digest: str, manifest: Manifest | None) -> De
     kind = manifest.effective_artifact_type
     if kind == mf.STATEMENT_ARTIFACT:
         return skip("a scitt-oci statement artifact (our own)")
-    if event.tag and _FALLBACK_TAG.fullmatch(event.tag) and manifest.is_index:
+    if mf.is_fallback_tag(event.tag) and manifest.is_index:
         return skip("a referrers fallback index")
     if manifest.subject is not None:
         fmt = SIGNATURE_TYPES.get(kind or "")

@@ -9,15 +9,26 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from scitt_oci import jsonin
 from scitt_oci.errors import MalformedError
-from scitt_oci.oci.manifest import DOCKER_LIST, OCI_INDEX, STATEMENT_ARTIFACT
+from scitt_oci.oci.manifest import DOCKER_LIST, OCI_INDEX, STATEMENT_ARTIFACT, is_fallback_tag
 from scitt_oci.oci.reference import Digest, valid_repository, valid_tag
 
 MAX_PAYLOAD_BYTES = 1024 * 1024
-PUSH, DELETE, DEPLOY = "push", "delete", "deploy"
+
+
+class Action(StrEnum):
+    """What a registry event says happened to a manifest (deploy: from admission, never from a webhook)."""
+
+    PUSH = "push"
+    DELETE = "delete"
+    DEPLOY = "deploy"
+
+
+PUSH, DELETE, DEPLOY = Action.PUSH, Action.DELETE, Action.DEPLOY
 
 
 @dataclass(frozen=True)
@@ -25,7 +36,7 @@ class RegistryEvent:
     repository: str
     digest: str | None  # None: a tag-only event (resolved against the registry before use)
     tag: str | None
-    action: str  # "push", "delete", or "deploy" (from admission, never from a webhook)
+    action: Action
     media_type: str | None = None
     deployment: tuple[tuple[str, str], ...] = ()  # for deploy: cluster, namespace, workload
     # The sender's id of this event (Distribution's event id, a CloudEvents id, GitHub's delivery id):
@@ -56,7 +67,7 @@ class RegistryEvent:
             doc["repository"],
             doc.get("digest"),
             doc.get("tag"),
-            doc["action"],
+            Action(doc["action"]),
             doc.get("media_type"),
             deployment,
             doc.get("delivery"),
@@ -137,18 +148,15 @@ def _distribution_event(e: dict[str, Any], where: str) -> RegistryEvent | None:
     if digest is None and (action == DELETE or tag is None):
         return None  # a tag deletion (Distribution sends one beside the manifest's): the manifest event suffices
     return RegistryEvent(
-        repository, digest, tag, action, media_type, delivery=_delivery(e.get("id"), e.get("timestamp"))
+        repository, digest, tag, Action(action), media_type, delivery=_delivery(e.get("id"), e.get("timestamp"))
     )
-
-
-_FALLBACK_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")
 
 
 def _ours(target: dict[str, Any], tag: str | None, media_type: str | None) -> bool:
     """Events for what the watcher itself pushed, recognisable from the payload alone: a statement
     artifact (its layer's media type is listed in `references`) or a referrers fallback index. Dropping
     them here saves storing and fetching them; the worker would skip them anyway."""
-    if tag and _FALLBACK_TAG.fullmatch(tag) and media_type in (OCI_INDEX, DOCKER_LIST):
+    if is_fallback_tag(tag) and media_type in (OCI_INDEX, DOCKER_LIST):
         return True
     references = target.get("references")
     return isinstance(references, list) and any(
@@ -296,7 +304,7 @@ def parse_generic(body: bytes, headers: Mapping[str, str]) -> list[RegistryEvent
                 _repository(item.get("repository"), f"event[{i}].repository"),
                 _digest(item.get("digest"), f"event[{i}].digest"),
                 _tag(item.get("tag"), f"event[{i}].tag"),
-                action,
+                Action(action),
                 delivery=_delivery(item.get("id")),
             )
         )

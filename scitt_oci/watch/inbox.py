@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from scitt_oci import keyfiles, pgdriver
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import InboxError
 from scitt_oci.watch.events import DELETE, PUSH, RegistryEvent
 
 _SCHEMA = """
@@ -68,10 +68,6 @@ CREATE TABLE IF NOT EXISTS recorded (
 
 
 _HOLDER = socket.gethostname()[:64]  # a Pod's name
-
-
-class InboxError(ScittOciError):
-    """The inbox's database cannot be opened."""
 
 
 @dataclass(frozen=True)

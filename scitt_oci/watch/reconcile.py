@@ -9,20 +9,18 @@ PostgreSQL inbox take turns: each walk holds the inbox's per-registry lock (`Inb
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 
 from scitt_oci.oci.attached import resolve_tag
-from scitt_oci.oci.manifest import Descriptor
+from scitt_oci.oci.manifest import Descriptor, is_fallback_tag
 from scitt_oci.oci.reference import valid_repository, valid_tag
 from scitt_oci.oci.registry import Registry
 from scitt_oci.watch.events import PUSH, RegistryEvent
 from scitt_oci.watch.inbox import Attachment, Inbox
 
 log = logging.getLogger(__name__)
-_FALLBACK_TAG = re.compile(r"^sha(256|512)-[0-9a-f]{64,128}$")
 
 
 def unrecorded(
@@ -34,7 +32,7 @@ def unrecorded(
             log.warning("%s: skipping the repository %s, not a repository name", name, ascii(repo[:100]))
             continue
         for tag in client.tags(repo):
-            if _FALLBACK_TAG.fullmatch(tag):
+            if is_fallback_tag(tag):
                 continue  # a referrers index (ours or another tool's), never an image
             if not valid_tag(tag):  # a tag is a path segment: `../` or `?` would lead elsewhere
                 log.warning("%s/%s: skipping the tag %s, not a tag", name, repo, ascii(tag[:100]))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Generic, Protocol, TypeVar
 
 from scitt_oci.cose.keys import CoseKey
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import PermanentError, StoreError
 from scitt_oci.log.service import TransparencyService
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.attached import resolve_tag
@@ -58,7 +57,7 @@ class EmbeddedRegistrar:
             index, head = submission.registration.integrated.result(self.timeout)
             found = self.service.receipt(submission.entry_id, index, head)
         if found is None:
-            raise ScittOciError("the embedded log has no receipt for a statement it integrated")
+            raise StoreError("the embedded log has no receipt for a statement it integrated")
         return found
 
 
@@ -69,13 +68,6 @@ class RemoteRegistrar:
 
     def register(self, statement: bytes) -> bytes:
         return self.client.register(statement).receipt
-
-
-_FALLBACK_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")
-
-
-class PermanentError(ScittOciError):
-    """An event that cannot succeed however often it is retried."""
 
 
 R = TypeVar("R", bound=Registry)
@@ -173,7 +165,7 @@ class Watcher(Generic[R]):
                 return Decision(None, reason="blob deletion")
         elif event.action == PUSH and (
             client.pushed_here(event.repository, digest)
-            or (event.tag is not None and _FALLBACK_TAG.fullmatch(event.tag) and event.media_type == mf.OCI_INDEX)
+            or (mf.is_fallback_tag(event.tag) and event.media_type == mf.OCI_INDEX)
         ):
             # The news of our own referrer or index write (or of a referrers index, which is never an
             # image, as reconciliation has it): nothing to record, and no registry read needed to know.

@@ -20,9 +20,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from scitt_oci.cli import main
 from scitt_oci.cose import headers, keys, sign1
 from scitt_oci.errors import MalformedError, ScittOciError, UnsupportedError
-from scitt_oci.log.policy import RegistrationPolicy, Rejection
+from scitt_oci.log.policy import RegistrationPolicy, Rejection, RejectionKind
 from scitt_oci.scitt import statement
 from scitt_oci.scitt.x509chain import CertificateRule, IssuerBinding
+from scitt_oci.server.app import REJECTION_STATUS
 from scitt_oci.verify import trust
 from scitt_oci.verify.verifier import verify_transparent_statement
 from tests.helpers import cert_chain, key
@@ -68,7 +69,8 @@ def test_crit_holding_arrays_or_maps_is_a_format_error(tmp_path: Path, crit: Any
         sign1.decode(data)
     with pytest.raises(Rejection) as refused:
         RegistrationPolicy(issuer_keys=(key(),)).check(data)
-    assert refused.value.status == 400 and "crit (2)" in refused.value.detail
+    assert refused.value.kind is RejectionKind.MALFORMED and "crit (2)" in refused.value.detail
+    assert REJECTION_STATUS.get(refused.value.kind, 400) == 400
     (tmp_path / "t.pem").write_bytes(key(slot=5).public_pem())
     (tmp_path / "i.pem").write_bytes(key().public_pem())
     (tmp_path / "p.yaml").write_text(
@@ -103,7 +105,8 @@ def test_an_iat_no_date_can_hold_beside_an_x5chain_is_never_a_500(tmp_path: Path
     assert RegistrationPolicy.build(x509_roots=[root], x509_issuers=[binding]).check(data)
     with pytest.raises(Rejection) as refused:  # an unbound iss is refused with its reason, not a 500
         RegistrationPolicy(x509_roots=(root,)).check(data)
-    assert refused.value.status == 400 and "is not bound to certificate" in str(refused.value)
+    assert refused.value.kind is RejectionKind.REJECTED and "is not bound to certificate" in str(refused.value)
+    assert REJECTION_STATUS.get(refused.value.kind, 400) == 400
     # the verifier (verify, admission, Gatekeeper): a verdict with the reason, not an exception
     (tmp_path / "t.pem").write_bytes(key(slot=5).public_pem())
     (tmp_path / "roots.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))

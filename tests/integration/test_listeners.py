@@ -152,9 +152,9 @@ def _build(tmp_path: Path, **admission: object) -> object:
     ({"trust_self": True, "deploy_log": True}, "only for authenticated reviews"),
 ])
 def test_admission_listener_settings_are_checked_at_start(tmp_path: Path, settings: dict[str, object], message: str) -> None:
-    from scitt_oci.errors import PolicyError
+    from scitt_oci.errors import ConfigError
 
-    with pytest.raises(PolicyError, match=message):
+    with pytest.raises(ConfigError, match=message):
         _build(tmp_path, **settings)
 
 

@@ -80,7 +80,7 @@ def test_a_text_string_kid_is_a_malformed_request(server: ServerProcess, pki: Pk
 
 def test_config_refuses_an_unbound_x509_issuer(tmp_path: Path) -> None:
     from scitt_oci.config import load
-    from scitt_oci.errors import PolicyError
+    from scitt_oci.errors import ConfigError
 
-    with pytest.raises(PolicyError, match="names no subject, san or eku"):
+    with pytest.raises(ConfigError, match="names no subject, san or eku"):
         load(environ={"SCITT_OCI_REGISTRATION__X509_ISSUERS": json.dumps([{"iss": ISS}])})

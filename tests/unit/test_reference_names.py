@@ -50,7 +50,7 @@ def policy(tmp_path: Path) -> Path:
 ])
 def test_every_spelling_of_a_registry_meets_its_enforce_rule(policy: Path, name: str) -> None:
     parsed = parse_policy(policy.read_bytes(), policy.parent)
-    assert parsed.for_repository(name)[1] == "enforce"
+    assert parsed.for_repository(name).mode == "enforce"
 
 
 @pytest.mark.parametrize("name", [
@@ -61,4 +61,4 @@ def test_every_spelling_of_a_registry_meets_its_enforce_rule(policy: Path, name:
 ])
 def test_other_registries_are_not_matched(policy: Path, name: str) -> None:
     parsed = parse_policy(policy.read_bytes(), policy.parent)
-    assert parsed.for_repository(name)[1] == "audit"
+    assert parsed.for_repository(name).mode == "audit"

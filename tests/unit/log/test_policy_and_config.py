@@ -9,7 +9,7 @@ import pytest
 
 from scitt_oci import config
 from scitt_oci.cose import headers, keys, sign1
-from scitt_oci.errors import PolicyError
+from scitt_oci.errors import ConfigError
 from scitt_oci.log.policy import RegistrationPolicy, Rejection
 from scitt_oci.scitt import statement
 from tests.helpers import key
@@ -67,14 +67,14 @@ def test_config_layers_and_errors(tmp_path: Path) -> None:
     assert cfg.registration.issuer_keys == [tmp_path / "keys" / "a.pem"]
     assert cfg.loopback_only and not cfg.auth_required
     assert config.load(environ={"SCITT_OCI_LISTEN": "0.0.0.0:1"}).auth_required
-    with pytest.raises(PolicyError, match=r"batch\.max_size: Input should be greater than or equal to 1"):
+    with pytest.raises(ConfigError, match=r"batch\.max_size: Input should be greater than or equal to 1"):
         config.load(environ={"SCITT_OCI_BATCH__MAX_SIZE": "0"})
-    with pytest.raises(PolicyError, match="listen: Value error, must be HOST:PORT"):
+    with pytest.raises(ConfigError, match="listen: Value error, must be HOST:PORT"):
         config.load(overrides={"listen": "nowhere"})
-    with pytest.raises(PolicyError, match="Extra inputs are not permitted"):
+    with pytest.raises(ConfigError, match="Extra inputs are not permitted"):
         config.load(environ={"SCITT_OCI_NOPE": "1"})
     file.write_text("- a list\n")
-    with pytest.raises(PolicyError, match="must be a mapping"):
+    with pytest.raises(ConfigError, match="must be a mapping"):
         config.load(file, environ={})
 
 
@@ -89,7 +89,7 @@ def test_private_keys_open_to_others_are_refused(tmp_path: Path) -> None:
     os.chmod(path, 0o440)  # a Kubernetes Secret mounted with fsGroup
     assert keyfiles.private_key(path)[0].kid == key_obj.kid
     os.chmod(path, 0o644)
-    with pytest.raises(PolicyError, match="must not be open to others"):
+    with pytest.raises(ConfigError, match="must not be open to others"):
         keyfiles.private_key(path)
 
 
@@ -158,7 +158,7 @@ def test_absolute_paths_and_flags_are_left_alone(tmp_path: Path) -> None:
 
 
 def test_inline_tokens_need_16_characters_like_token_files(tmp_path: Path) -> None:
-    with pytest.raises(PolicyError, match=r"auth\.tokens: Value error, token 1 is shorter than 16 characters"):
+    with pytest.raises(ConfigError, match=r"auth\.tokens: Value error, token 1 is shorter than 16 characters"):
         config.load(environ={}, overrides={"auth": {"tokens": ["a-long-enough-token-0123", "short"]}})
     assert config.load(environ={}, overrides={"auth": {"tokens": [" a-long-enough-token-0123 "]}}).auth.tokens == [
         "a-long-enough-token-0123"]

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from scitt_oci import config
-from scitt_oci.errors import PolicyError
+from scitt_oci.errors import ConfigError, PolicyError
 from scitt_oci.watch import signature_trust
 from tests.conftest import shared
 
@@ -84,6 +84,6 @@ def test_bad_trust_is_refused_naming_the_setting(tmp_path: Path, block: str, mes
     )
     (tmp_path / "config.yaml").write_text("signatures:\n  " + block + "\n")
     with pytest.raises(
-        PolicyError, match=message.replace("[", r"\[").replace("]", r"\]").replace("*", r"\*").replace("(", r"\(")
+        (ConfigError, PolicyError), match=message.replace("[", r"\[").replace("]", r"\]").replace("*", r"\*").replace("(", r"\(")
     ):
         signature_trust.load(config.load(tmp_path / "config.yaml", environ={}).signatures)
