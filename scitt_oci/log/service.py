@@ -73,8 +73,10 @@ class TransparencyService:
         max_queue: int = 50_000,
         observer: BatchObserver | None = None,
         max_entry_bytes: int | None = None,
+        accept_timeout: float = ACCEPT_TIMEOUT,
     ) -> None:
         self.store = store
+        self.accept_timeout = accept_timeout
         self.max_entry_bytes = max_entry_bytes  # the C2SP entry bundles' limit when tiles are served
         self.key = key
         self.policy = policy
@@ -121,7 +123,7 @@ class TransparencyService:
         # An entry already in the log is recognised by the sequencer's commit, which answers with its index.
         return Submission(eid, self.sequencer.submit(Pending(eid, entry)))
 
-    def register(self, statement: bytes, wait: float, *, accept_timeout: float = ACCEPT_TIMEOUT) -> Outcome:
+    def register(self, statement: bytes, wait: float) -> Outcome:
         """Register `statement`: `Registered` once integrated within `wait` seconds, else `Accepted` (durable).
         Raises `Rejection` (refused by the policy), `Overloaded` (queue full) or `NotAccepted`."""
         started = time.monotonic()
@@ -130,7 +132,7 @@ class TransparencyService:
         if reg is None:
             return self._known(submission.entry_id)
         try:
-            reg.accepted.result(accept_timeout)
+            reg.accepted.result(self.accept_timeout)
         except Exception as exc:  # includes TimeoutError
             raise self._not_accepted(submission.entry_id, exc) from exc
         remaining = wait - (time.monotonic() - started)
@@ -143,7 +145,7 @@ class TransparencyService:
                 self._integration_failed(submission.entry_id)
         return self._outcome(submission.entry_id, reg)
 
-    async def register_async(self, statement: bytes, wait: float, *, accept_timeout: float = ACCEPT_TIMEOUT) -> Outcome:
+    async def register_async(self, statement: bytes, wait: float) -> Outcome:
         """`register` for an event loop: the policy check runs inline, the waits do not block the loop."""
         started = time.monotonic()
         submission = self.submit(statement)
@@ -152,7 +154,7 @@ class TransparencyService:
             return self._known(submission.entry_id)
         try:
             # Accepted means durable: only then may the caller report success.
-            await _wait(reg.accepted, accept_timeout)
+            await _wait(reg.accepted, self.accept_timeout)
         except Exception as exc:  # includes TimeoutError
             raise self._not_accepted(submission.entry_id, exc) from exc
         remaining = wait - (time.monotonic() - started)
@@ -180,7 +182,7 @@ class TransparencyService:
 
     @staticmethod
     def _not_accepted(eid: bytes, exc: BaseException) -> NotAccepted:
-        log.warning("registration %s not accepted: %s", eid.hex(), exc)
+        log.warning("registration %s not accepted: %r", eid.hex(), exc)
         return NotAccepted(f"the log could not store entry {eid.hex()} ({type(exc).__name__}); retry later")
 
     @staticmethod
