@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 from scitt_oci import config, keyfiles, runtime
 from scitt_oci.errors import PolicyError
 from scitt_oci.replication.mirror import MirrorStore
+from scitt_oci.runtime import replication as compose
 from scitt_oci.scitt import statement
 from scitt_oci.server import replication
 from scitt_oci.tlog import checkpoint, note, tiles
@@ -49,7 +50,7 @@ def _register(rt: runtime.Runtime, http: TestClient, n: int) -> None:
 
 def _note_key(tmp_path: Path) -> tuple[Path, note.Verifier]:
     path = tmp_path / "note.pem"
-    key = replication.ed25519_key(path, create=True)
+    key = compose.ed25519_key(path, create=True)
     return path, note.NoteSigner(ORIGIN, key).verifier
 
 
@@ -152,8 +153,8 @@ def test_tiles_can_be_switched_off(tmp_path: Path) -> None:
 
 
 def test_default_origin_is_the_identity_without_its_scheme(tmp_path: Path) -> None:
-    assert replication.default_origin(_load(tmp_path, identity="https://ts.example/")) == "ts.example/tlog"
-    assert replication.default_origin(_load(tmp_path)) == "127.0.0.1:8700/tlog"
+    assert compose.default_origin(_load(tmp_path, identity="https://ts.example/")) == "ts.example/tlog"
+    assert compose.default_origin(_load(tmp_path)) == "127.0.0.1:8700/tlog"
 
 
 def test_a_mirror_data_dir_is_served_read_only(tmp_path: Path) -> None:

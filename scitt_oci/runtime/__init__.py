@@ -26,11 +26,11 @@ from scitt_oci.log.store import LogStore
 from scitt_oci.netutil import registry_url
 from scitt_oci.oci.client import RegistryClient, RegistrySettings, docker_credentials
 from scitt_oci.oci.reference import Reference
-from scitt_oci.server import replication
+from scitt_oci.runtime import replication
+from scitt_oci.runtime.replication import Replication
 from scitt_oci.server.admission import Admission, ClientAuth, admission_app, admission_routes
 from scitt_oci.server.app import Issuer, Metrics, RateLimiter, Settings, create_app
 from scitt_oci.server.plaintext import RefusePlainCredentials
-from scitt_oci.server.replication import Replication
 from scitt_oci.server.webhooks import webhook_routes
 from scitt_oci.watch import signature_trust
 from scitt_oci.watch.events import DEPLOY, RegistryEvent
@@ -142,7 +142,7 @@ def build(config: Config, *, run_sequencer: bool = False) -> Runtime:
     rt = Runtime(config, service, metrics, created, issuer_key, token_file)
     issuer = config.watch.issuer or service.identity  # the iss of every statement the watcher signs
     routes: list[BaseRoute] = [*_watch(rt, issuer), *_admission(rt, issuer)]
-    # ----- replication (server/replication.py, docs/replication.md) -----
+    # ----- replication (runtime/replication.py, docs/replication.md) -----
     rt.replication = replication.setup(config, service)
     routes.extend(rt.replication.routes)
     rt.app = create_app(
