@@ -99,6 +99,16 @@ class TransparencyService:
     def stop(self) -> None:
         self.sequencer.stop()
 
+    @property
+    def running(self) -> bool:
+        """The sequencer is integrating registrations."""
+        return self.sequencer.alive
+
+    @property
+    def waiting(self) -> int:
+        """Registrations accepted by this process and not yet integrated."""
+        return self.sequencer.queued
+
     # ----- keys -----
     def keys(self) -> list[CoseKey]:
         return [self.key]

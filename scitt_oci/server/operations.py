@@ -35,7 +35,7 @@ class Operations:
         ]
 
     async def metrics_route(self, request: Request) -> Response:
-        self.metrics.waiting.set(self.service.sequencer.queued)
+        self.metrics.waiting.set(self.service.waiting)
         self.metrics.tree_size.set(self.service.store.size())  # from the store: the same whichever worker answers
         self.scrape()
         return Response(generate_latest(exposition(self.metrics.registry)), media_type=CONTENT_TYPE_LATEST)
@@ -48,7 +48,7 @@ class Operations:
             self.service.store.size()
         except Exception as exc:
             return problem(503, "Service Unavailable", f"the log store is not readable: {type(exc).__name__}")
-        if not self.service.sequencer.alive:
+        if not self.service.running:
             return problem(503, "Service Unavailable", "the sequencer is not running")
         not_ready = self.readiness()
         if not_ready:
