@@ -227,3 +227,7 @@ class AuditError(ScittOciError):
 
 class Refused(ScittOciError):
     """The witnessed checkpoint does not verify under the witness policy, or is below its quorum."""
+
+
+class NotAccepted(ScittOciError):
+    """The log could not store the statement (its commit failed or took too long); retry later."""

@@ -104,35 +104,13 @@ def serve(
     Registration needs a bearer token whenever it listens beyond loopback; with none configured
     it makes one in <data-dir>/registration-token.
     """
-    overrides: dict[str, Any] = {}
-    if data_dir is not None:
-        overrides["data_dir"] = str(data_dir)
-    if listen is not None:
-        overrides["listen"] = listen
-    registration: dict[str, Any] = {}
-    if open_registration:
-        registration["open"] = True
-    if issuer_keys:
-        registration["issuer_keys"] = [str(p.resolve()) for p in issuer_keys]
-    if registration:
-        overrides["registration"] = registration
-    if token_files:
-        overrides["auth"] = {"token_files": [str(p.resolve()) for p in token_files]}
-    if workers is not None:
-        overrides["workers"] = workers
-    watch: dict[str, Any] = {}
-    if registries:
-        watch["registries"] = [{"url": r, "insecure": registry_insecure} for r in registries]
-    if webhook_secret_file is not None:
-        watch["webhook_secret_file"] = str(webhook_secret_file.resolve())
-    if watch:
-        overrides["watch"] = watch
-    if trust_policy is not None:
-        overrides["admission"] = {"trust_policy": str(trust_policy.resolve())}
     if (tls_cert is None) != (tls_key is None):
         _die("give both --tls-cert and --tls-key")
-    if tls_cert is not None and tls_key is not None:
-        overrides["tls_cert"], overrides["tls_key"] = str(tls_cert.resolve()), str(tls_key.resolve())
+    overrides = {
+        **_serve_overrides(data_dir, listen, workers, token_files, trust_policy, tls_cert, tls_key),
+        **_registration_overrides(open_registration, issuer_keys),
+        **_watch_overrides(registries, registry_insecure, webhook_secret_file),
+    }
     from scitt_oci import config as config_mod  # imported here: the other commands start faster without pydantic
 
     try:
@@ -148,11 +126,8 @@ def serve(
         )
         sys.exit(EXIT_NOT_STARTED)
     try:
-        from scitt_oci.server import (
-            asgi,
-            replication,  # a mirror's data dir: serve its /tlog/ read API only
-            runtime,
-        )
+        from scitt_oci import runtime
+        from scitt_oci.server import replication  # a mirror's data dir: serve its /tlog/ read API only
 
         if replication.is_mirror(cfg.data_dir):
             _serve_mirror(cfg)
@@ -160,9 +135,62 @@ def serve(
         rt = runtime.build(cfg)
     except ScittOciError as exc:
         _die(exc.diagnostics())
-    import uvicorn
-
     logging.basicConfig(level=cfg.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _banner(cfg, rt)
+    if cfg.workers > 1:
+        _serve_workers(cfg, rt)
+    else:
+        _serve_one(cfg, rt)
+
+
+def _serve_overrides(
+    data_dir: Path | None,
+    listen: str | None,
+    workers: int | None,
+    token_files: tuple[Path, ...],
+    trust_policy: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+) -> dict[str, Any]:
+    """The configuration keys `serve`'s own options set (over the file and the environment)."""
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = str(data_dir)
+    if listen is not None:
+        overrides["listen"] = listen
+    if token_files:
+        overrides["auth"] = {"token_files": [str(p.resolve()) for p in token_files]}
+    if workers is not None:
+        overrides["workers"] = workers
+    if trust_policy is not None:
+        overrides["admission"] = {"trust_policy": str(trust_policy.resolve())}
+    if tls_cert is not None and tls_key is not None:
+        overrides["tls_cert"], overrides["tls_key"] = str(tls_cert.resolve()), str(tls_key.resolve())
+    return overrides
+
+
+def _registration_overrides(open_registration: bool | None, issuer_keys: tuple[Path, ...]) -> dict[str, Any]:
+    registration: dict[str, Any] = {}
+    if open_registration:
+        registration["open"] = True
+    if issuer_keys:
+        registration["issuer_keys"] = [str(p.resolve()) for p in issuer_keys]
+    return {"registration": registration} if registration else {}
+
+
+def _watch_overrides(
+    registries: tuple[str, ...], registry_insecure: bool, webhook_secret_file: Path | None
+) -> dict[str, Any]:
+    watch: dict[str, Any] = {}
+    if registries:
+        watch["registries"] = [{"url": r, "insecure": registry_insecure} for r in registries]
+    if webhook_secret_file is not None:
+        watch["webhook_secret_file"] = str(webhook_secret_file.resolve())
+    return {"watch": watch} if watch else {}
+
+
+def _banner(cfg: Any, rt: Any) -> None:
+    """What `serve` tells its operator at start: where it listens, its kids, its token, admission, watch."""
     click.echo(f"scitt-oci transparency service at {cfg.url}")
     click.echo(f"  service kid:  {rt.service.key.kid.hex()}" + ("  (new key)" if rt.created_key else ""))
     click.echo(f"  issuer kid:   {rt.issuer_key.kid.hex()}")
@@ -173,25 +201,32 @@ def serve(
     elif not rt.config.auth_required:
         click.echo("  registration: open to loopback clients without a token")
     if rt.admission_policy is not None:
-        adm = cfg.admission
-        where = f"https://{adm.listen}" if adm.listen else cfg.url
-        how = (
-            "client certificate or bearer token"
-            if adm.client_ca and adm.token_files
-            else "client certificate"
-            if adm.client_ca
-            else "bearer token"
-            if adm.token_files
-            else "no client authentication: verdicts only, no deploy records"
-        )
-        click.echo(f"  admission:    {where}/admission/validate, /admission/mutate, /gatekeeper/verify ({how})")
-        if adm.trust_policy is None:
-            click.echo(f"  admission trusts this instance (trust_self): {rt.admission_policy}")
+        _admission_banner(cfg, rt)
     if rt.watcher is not None:
         click.echo(f"  watching:     {', '.join(rt.watcher.clients)}; webhooks at {cfg.url}/webhooks/<format>")
         click.echo(f"  webhook secret: {rt.webhook_secret_file}")
     sys.stdout.flush()
-    from scitt_oci.server.listeners import GuardedHttpToolsProtocol, serve_all
+
+
+def _admission_banner(cfg: Any, rt: Any) -> None:
+    adm = cfg.admission
+    where = f"https://{adm.listen}" if adm.listen else cfg.url
+    if adm.client_ca and adm.token_files:
+        how = "client certificate or bearer token"
+    elif adm.client_ca:
+        how = "client certificate"
+    elif adm.token_files:
+        how = "bearer token"
+    else:
+        how = "no client authentication: verdicts only, no deploy records"
+    click.echo(f"  admission:    {where}/admission/validate, /admission/mutate, /gatekeeper/verify ({how})")
+    if adm.trust_policy is None:
+        click.echo(f"  admission trusts this instance (trust_self): {rt.admission_policy}")
+
+
+def _uvicorn_options(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """uvicorn's options for every listener, and the main listener's TLS options."""
+    from scitt_oci.server.listeners import GuardedHttpToolsProtocol
 
     GuardedHttpToolsProtocol.configure(cfg.http.header_timeout_seconds, cfg.http.body_timeout_seconds)
     common: dict[str, Any] = {
@@ -204,48 +239,53 @@ def serve(
     main_tls: dict[str, Any] = {}
     if cfg.tls_cert and cfg.tls_key:
         main_tls = {"ssl_certfile": str(cfg.tls_cert), "ssl_keyfile": str(cfg.tls_key)}
-    if cfg.workers > 1:
-        # Keys and the token exist now; each worker builds its own runtime from this configuration.
-        rt.service.store.close()
-        all_tokens = [*cfg.auth.token_files, *([rt.token_file.resolve()] if rt.token_file else [])]
-        resolved = cfg.model_copy(
-            update={
-                "data_dir": cfg.data_dir.resolve(),
-                "auth": cfg.auth.model_copy(update={"token_files": all_tokens}),
-            }
-        )
-        os.environ[asgi.WORKER_CONFIG_ENV] = asgi.worker_config(resolved)
-        # Metrics from all workers, whichever answers a scrape (prometheus_client's multiprocess mode).
-        metrics_dir = cfg.data_dir.resolve() / "metrics"
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-        metrics_dir.mkdir(mode=0o700)
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        # Workers import the protocol by name (the class is not pickled) and set its deadlines in asgi.create.
-        uvicorn.run(
-            "scitt_oci.server.asgi:create",
-            factory=True,
-            workers=cfg.workers,
-            host=cfg.host,
-            port=cfg.port,
-            **{**common, "http": "scitt_oci.server.listeners:GuardedHttpToolsProtocol"},
-            **main_tls,
-        )
-        return
+    return common, main_tls
+
+
+def _serve_workers(cfg: Any, rt: Any) -> None:
+    """`--workers N`: uvicorn's worker processes, each building its own runtime from this configuration."""
+    import uvicorn
+
+    from scitt_oci import runtime
+
+    common, main_tls = _uvicorn_options(cfg)
+    # Keys and the token exist now; each worker builds its own runtime from this configuration.
+    rt.service.store.close()
+    all_tokens = [*cfg.auth.token_files, *([rt.token_file.resolve()] if rt.token_file else [])]
+    resolved = cfg.model_copy(
+        update={
+            "data_dir": cfg.data_dir.resolve(),
+            "auth": cfg.auth.model_copy(update={"token_files": all_tokens}),
+        }
+    )
+    os.environ[runtime.WORKER_CONFIG_ENV] = runtime.worker_config(resolved)
+    # Metrics from all workers, whichever answers a scrape (prometheus_client's multiprocess mode).
+    metrics_dir = cfg.data_dir.resolve() / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(mode=0o700)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    # Workers import the protocol by name (the class is not pickled) and set its deadlines in worker_app.
+    uvicorn.run(
+        "scitt_oci.runtime:worker_app",
+        factory=True,
+        workers=cfg.workers,
+        host=cfg.host,
+        port=cfg.port,
+        **{**common, "http": "scitt_oci.server.listeners:GuardedHttpToolsProtocol"},
+        **main_tls,
+    )
+
+
+def _serve_one(cfg: Any, rt: Any) -> None:
+    """One process: the main listener and, when configured, the admission listener in one event loop."""
+    import uvicorn
+
+    from scitt_oci.server.listeners import serve_all
+
+    common, main_tls = _uvicorn_options(cfg)
     configs = [uvicorn.Config(rt.app, host=cfg.host, port=cfg.port, lifespan="off", **common, **main_tls)]
     if rt.admission_app is not None:
-        adm = cfg.admission
-        assert adm.listen is not None and adm.tls_cert is not None and adm.tls_key is not None
-        host, _, port = adm.listen.rpartition(":")
-        tls: dict[str, Any] = {"ssl_certfile": str(adm.tls_cert), "ssl_keyfile": str(adm.tls_key)}
-        if adm.client_ca is not None:
-            import ssl
-
-            tls["ssl_ca_certs"] = str(adm.client_ca)
-            # A certificate is demanded in the handshake unless a bearer token may stand in for it.
-            tls["ssl_cert_reqs"] = ssl.CERT_OPTIONAL if adm.token_files else ssl.CERT_REQUIRED
-        configs.append(
-            uvicorn.Config(rt.admission_app, host=host.strip("[]"), port=int(port), lifespan="off", **common, **tls)
-        )
+        configs.append(_admission_listener(cfg, rt.admission_app, common))
     rt.start()
     try:
         code = serve_all(configs)
@@ -253,6 +293,22 @@ def serve(
         rt.stop()
     if code:
         sys.exit(code)
+
+
+def _admission_listener(cfg: Any, app: Any, common: dict[str, Any]) -> Any:
+    import uvicorn
+
+    adm = cfg.admission
+    assert adm.listen is not None and adm.tls_cert is not None and adm.tls_key is not None
+    host, _, port = adm.listen.rpartition(":")
+    tls: dict[str, Any] = {"ssl_certfile": str(adm.tls_cert), "ssl_keyfile": str(adm.tls_key)}
+    if adm.client_ca is not None:
+        import ssl
+
+        tls["ssl_ca_certs"] = str(adm.client_ca)
+        # A certificate is demanded in the handshake unless a bearer token may stand in for it.
+        tls["ssl_cert_reqs"] = ssl.CERT_OPTIONAL if adm.token_files else ssl.CERT_REQUIRED
+    return uvicorn.Config(app, host=host.strip("[]"), port=int(port), lifespan="off", **common, **tls)
 
 
 def _serve_mirror(cfg: Any) -> None:

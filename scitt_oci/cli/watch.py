@@ -59,7 +59,7 @@ def _backfill_runtime(
             cfg = cfg.model_copy(
                 update={"watch": cfg.watch.model_copy(update={"registries": [*cfg.watch.registries, added]})}
             )
-        from scitt_oci.server import runtime
+        from scitt_oci import runtime
 
         return runtime.build(cfg), wanted
     except ScittOciError as exc:

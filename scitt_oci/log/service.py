@@ -5,11 +5,16 @@ Faces (HTTP, CLI) call this; it holds the domain logic and nothing about HTTP.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TypeVar
 
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import ConsistencyError as ConsistencyError  # defined there since #12; kept importable here
+from scitt_oci.errors import NotAccepted as NotAccepted
 from scitt_oci.errors import StoreError
 from scitt_oci.log.policy import RegistrationPolicy, Rejection, RejectionKind
 from scitt_oci.log.sequencer import BatchObserver, Registration, Sequencer
@@ -18,11 +23,34 @@ from scitt_oci.lru import LruCache
 from scitt_oci.scitt import merkle, receipt
 from scitt_oci.scitt.receipt import SignedTreeHead
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ACCEPT_TIMEOUT = 60.0  # seconds a registration may take to become durable before it is reported as failed
+
 
 @dataclass(frozen=True)
 class Submission:
     entry_id: bytes
     registration: Registration | None  # None: the entry was already in the log
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The statement is in the log: its entry id and receipt."""
+
+    entry_id: bytes
+    receipt: bytes
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The statement is stored durably and will be integrated: ask for its receipt by entry id later."""
+
+    entry_id: bytes
+
+
+Outcome = Registered | Accepted
 
 
 class TransparencyService:
@@ -39,8 +67,10 @@ class TransparencyService:
         max_queue: int = 50_000,
         observer: BatchObserver | None = None,
         max_entry_bytes: int | None = None,
+        accept_timeout: float = ACCEPT_TIMEOUT,
     ) -> None:
         self.store = store
+        self.accept_timeout = accept_timeout
         self.max_entry_bytes = max_entry_bytes  # the C2SP entry bundles' limit when tiles are served
         self.key = key
         self.policy = policy
@@ -62,6 +92,16 @@ class TransparencyService:
 
     def stop(self) -> None:
         self.sequencer.stop()
+
+    @property
+    def running(self) -> bool:
+        """The sequencer is integrating registrations."""
+        return self.sequencer.alive
+
+    @property
+    def waiting(self) -> int:
+        """Registrations accepted by this process and not yet integrated."""
+        return self.sequencer.queued
 
     # ----- keys -----
     def keys(self) -> list[CoseKey]:
@@ -85,6 +125,73 @@ class TransparencyService:
             return Submission(eid, None)
         # An entry already in the log is recognised by the sequencer's commit, which answers with its index.
         return Submission(eid, self.sequencer.submit(Pending(eid, entry)))
+
+    def register(self, statement: bytes, wait: float) -> Outcome:
+        """Register `statement`: `Registered` once integrated within `wait` seconds, else `Accepted` (durable).
+        Raises `Rejection` (refused by the policy), `Overloaded` (queue full) or `NotAccepted`."""
+        started = time.monotonic()
+        submission = self.submit(statement)
+        reg = submission.registration
+        if reg is None:
+            return self._known(submission.entry_id)
+        try:
+            reg.accepted.result(self.accept_timeout)
+        except Exception as exc:  # includes TimeoutError
+            raise self._not_accepted(submission.entry_id, exc) from exc
+        remaining = wait - (time.monotonic() - started)
+        if remaining > 0:
+            try:
+                reg.integrated.result(remaining)
+            except TimeoutError:
+                pass  # still integrating: Accepted
+            except Exception:
+                self._integration_failed(submission.entry_id)
+        return self._outcome(submission.entry_id, reg)
+
+    async def register_async(self, statement: bytes, wait: float) -> Outcome:
+        """`register` for an event loop: the policy check runs inline, the waits do not block the loop."""
+        started = time.monotonic()
+        submission = self.submit(statement)
+        reg = submission.registration
+        if reg is None:
+            return self._known(submission.entry_id)
+        try:
+            # Accepted means durable: only then may the caller report success.
+            await _wait(reg.accepted, self.accept_timeout)
+        except Exception as exc:  # includes TimeoutError
+            raise self._not_accepted(submission.entry_id, exc) from exc
+        remaining = wait - (time.monotonic() - started)
+        if remaining > 0:
+            try:
+                await _wait(reg.integrated, remaining)
+            except TimeoutError:
+                pass  # still integrating: Accepted
+            except Exception:
+                self._integration_failed(submission.entry_id)
+        return self._outcome(submission.entry_id, reg)
+
+    def _known(self, eid: bytes) -> Registered:
+        found = self.receipt(eid)
+        if found is None:  # only recent entries are recognised before queueing: their receipts are cached
+            raise StoreError(f"entry {eid.hex()} was recognised as logged but has no receipt")
+        return Registered(eid, found)
+
+    def _outcome(self, eid: bytes, reg: Registration) -> Outcome:
+        if reg.integrated.done() and reg.integrated.exception() is None:
+            found = self.receipt(eid, *reg.integrated.result())
+            if found is not None:
+                return Registered(eid, found)
+        return Accepted(eid)
+
+    @staticmethod
+    def _not_accepted(eid: bytes, exc: BaseException) -> NotAccepted:
+        log.warning("registration %s not accepted: %r", eid.hex(), exc)
+        return NotAccepted(f"the log could not store entry {eid.hex()} ({type(exc).__name__}); retry later")
+
+    @staticmethod
+    def _integration_failed(eid: bytes) -> None:
+        # Accepted, so durable: the sequencer integrates it again from the backlog.
+        log.exception("integration of %s failed", eid.hex())
 
     def pending(self, eid: bytes) -> bool:
         """Accepted and not yet integrated."""
@@ -142,3 +249,8 @@ class TransparencyService:
             raise ConsistencyError(f"no consistency proof from size {old_size} to size {head.tree_size}")
         path = merkle.consistency_path(old_size, head.tree_size, self.store.tree().hash_range)
         return receipt.consistency_receipt(self._size_signed(head), old_size, path)
+
+
+async def _wait(future: Future[T], timeout: float) -> T:
+    """Wait for a sequencer future from an event loop; a timeout leaves the future itself untouched."""
+    return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout=timeout)

@@ -70,7 +70,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport is None or self.transport.is_closing():
             return
         cycle = self.cycle
-        if cycle is None or not cycle.response_started:
+        # In the headers phase of a kept-alive connection's next request, `cycle` is still the last one (done).
+        next_request = self._phase == "headers" and cycle is not None and cycle.response_complete
+        if cycle is None or not cycle.response_started or next_request:
             what = "request headers" if self._phase == "headers" else "request body"
             msg = f"the {what} did not arrive in time".encode()
             self.transport.write(

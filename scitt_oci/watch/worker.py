@@ -13,7 +13,7 @@ from typing import Generic, Protocol, TypeVar
 
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import PermanentError, StoreError
-from scitt_oci.log.service import TransparencyService
+from scitt_oci.log.service import Registered, TransparencyService
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.attached import resolve_tag
 from scitt_oci.oci.client import RegistryError
@@ -50,15 +50,10 @@ class EmbeddedRegistrar:
         self.identity = self.service.identity
 
     def register(self, statement: bytes) -> bytes:
-        submission = self.service.submit(statement)
-        if submission.registration is None:
-            found = self.service.receipt(submission.entry_id)
-        else:
-            index, head = submission.registration.integrated.result(self.timeout)
-            found = self.service.receipt(submission.entry_id, index, head)
-        if found is None:
-            raise StoreError("the embedded log has no receipt for a statement it integrated")
-        return found
+        outcome = self.service.register(statement, self.timeout)
+        if not isinstance(outcome, Registered):  # stored, not yet integrated: the event is retried
+            raise StoreError(f"the embedded log did not integrate entry {outcome.entry_id.hex()} in {self.timeout} s")
+        return outcome.receipt
 
 
 @dataclass

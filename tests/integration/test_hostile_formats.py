@@ -23,7 +23,7 @@ from scitt_oci.errors import MalformedError, ScittOciError, UnsupportedError
 from scitt_oci.log.policy import RegistrationPolicy, Rejection, RejectionKind
 from scitt_oci.scitt import statement
 from scitt_oci.scitt.x509chain import CertificateRule, IssuerBinding
-from scitt_oci.server.app import REJECTION_STATUS
+from scitt_oci.server.scrapi import REJECTION_STATUS
 from scitt_oci.verify import trust
 from scitt_oci.verify.verifier import verify_transparent_statement
 from tests.helpers import cert_chain, key

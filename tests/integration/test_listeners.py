@@ -129,8 +129,7 @@ def test_credentials_in_clear_beyond_loopback_are_refused(client: tuple[str, int
 
 
 def test_plain_credentials_guard_is_in_the_service(tmp_path: Path) -> None:
-    from scitt_oci import config
-    from scitt_oci.server import runtime
+    from scitt_oci import config, runtime
 
     rt = runtime.build(config.load(environ={"SCITT_OCI_DATA_DIR": str(tmp_path / "d")}))
     status, _ = _call(rt.app, "POST", "/entries", client=("192.0.2.7", 5000),
@@ -140,8 +139,7 @@ def test_plain_credentials_guard_is_in_the_service(tmp_path: Path) -> None:
 
 
 def _build(tmp_path: Path, **admission: object) -> object:
-    from scitt_oci import config
-    from scitt_oci.server import runtime
+    from scitt_oci import config, runtime
 
     return runtime.build(config.load(overrides={"data_dir": str(tmp_path / "d"), "admission": admission}))
 
@@ -159,7 +157,7 @@ def test_admission_listener_settings_are_checked_at_start(tmp_path: Path, settin
 
 
 def test_trust_self_trusts_this_instances_keys(tmp_path: Path) -> None:
-    from scitt_oci.server.runtime import Runtime
+    from scitt_oci.runtime import Runtime
     from scitt_oci.verify.trust import load_policy
 
     rt = _build(tmp_path, trust_self=True)

@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 
 from scitt_oci import config as config_mod
+from scitt_oci import runtime
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
-from scitt_oci.server import runtime
 from scitt_oci.watch.events import PUSH, RegistryEvent
 from tests.registryproc import RegistryProcess
 

@@ -8,9 +8,8 @@ from pathlib import Path
 import cbor2
 from starlette.testclient import TestClient
 
-from scitt_oci import config
+from scitt_oci import config, runtime
 from scitt_oci.cose import keys
-from scitt_oci.server import runtime
 
 
 def _app(tmp_path: Path, **overrides: object) -> runtime.Runtime:

@@ -13,7 +13,7 @@ from scitt_oci.log.policy import RegistrationPolicy, Rejection, RejectionKind
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.reference import DIGEST_HEX_LENGTHS, Digest
 from scitt_oci.scitt.profile import SIGNATURE_FORMATS, Kind
-from scitt_oci.server.app import REJECTION_STATUS
+from scitt_oci.server.scrapi import REJECTION_STATUS
 from scitt_oci.signatures.model import Format
 from scitt_oci.verify import trust
 from scitt_oci.watch.events import Action, RegistryEvent

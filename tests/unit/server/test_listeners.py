@@ -1,0 +1,171 @@
+"""The listeners in process: request deadlines of GuardedHttpToolsProtocol, the TLS client certificate
+in the ASGI scope, and `serve_all` starting, stopping and failing to start several listeners."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import ssl
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from scitt_oci.server.listeners import STARTUP_FAILURE, GuardedHttpToolsProtocol, serve_all
+from tests.pki import make_pki
+
+
+async def _echo(request: Request) -> Response:
+    body = await request.body()
+    tls = request.scope.get("extensions", {}).get("tls")
+    return Response(json.dumps({"body": body.decode(), "tls": tls}), media_type="application/json")
+
+
+APP = Starlette(routes=[Route("/echo", _echo, methods=["GET", "POST"])])
+
+
+def _listening() -> socket.socket:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    return sock
+
+
+@contextlib.contextmanager
+def _server(monkeypatch: pytest.MonkeyPatch, **tls: Any) -> Iterator[int]:
+    """A uvicorn server with the guarded protocol on a loopback port, in a thread; deadlines of 0.3 s."""
+    monkeypatch.setattr(GuardedHttpToolsProtocol, "header_timeout", 0.3)
+    monkeypatch.setattr(GuardedHttpToolsProtocol, "body_timeout", 0.3)
+    sock = _listening()
+    config = uvicorn.Config(
+        APP, http=GuardedHttpToolsProtocol, lifespan="off", log_level="warning", loop="asyncio", **tls
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+        assert not thread.is_alive()
+
+
+def _answer(s: socket.socket) -> bytes:
+    out = b""
+    while chunk := s.recv(4096):
+        out += chunk
+    return out
+
+
+def _connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+def test_slow_headers_slow_bodies_and_idle_connections_get_408(monkeypatch: pytest.MonkeyPatch) -> None:
+    with (
+        _server(monkeypatch) as port,
+        _connect(port) as idle,
+        _connect(port) as slow_headers,
+        _connect(port) as slow_body,
+    ):
+        slow_headers.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
+        slow_body.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+        assert _answer(idle).startswith(b"HTTP/1.1 408 Request Timeout")
+        headers = _answer(slow_headers)
+        assert headers.startswith(b"HTTP/1.1 408") and headers.endswith(b"the request headers did not arrive in time")
+        assert _answer(slow_body).endswith(b"the request body did not arrive in time")
+
+
+def test_a_kept_alive_connection_gets_a_fresh_deadline_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    with _server(monkeypatch) as port, _connect(port) as s:
+        for n in range(2):
+            body = f"request {n}".encode()
+            s.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            answer = b""
+            while body not in answer and (chunk := s.recv(4096)):
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200") and body in answer
+        # A third request whose headers stall gets its own deadline, and a 408 (not a silent close).
+        s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\n")
+        assert _answer(s).startswith(b"HTTP/1.1 408 Request Timeout")
+
+
+def test_the_verified_client_certificate_is_in_the_scope(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    tls = {
+        "ssl_certfile": str(pki.server_cert),
+        "ssl_keyfile": str(pki.server_key),
+        "ssl_ca_certs": str(pki.ca),
+        "ssl_cert_reqs": ssl.CERT_OPTIONAL,
+    }
+    context = ssl.create_default_context(cafile=str(pki.ca))
+    with _server(monkeypatch, **tls) as port:
+        for cert in (None, (pki.client_cert, pki.client_key)):
+            if cert:
+                context.load_cert_chain(*cert)
+            with context.wrap_socket(_connect(port), server_hostname="localhost") as s:
+                s.sendall(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                answer = json.loads(_answer(s).split(b"\r\n\r\n", 1)[1])
+            assert answer["tls"]["tls_version"].startswith("TLS")
+            chain = answer["tls"]["client_cert_chain"]
+            if cert:
+                [pem] = chain
+                assert ssl.PEM_cert_to_DER_cert(pem) == ssl.PEM_cert_to_DER_cert(pki.client_cert.read_text())
+            else:
+                assert chain == []
+
+
+def _stopping_app(stopped: list[str]) -> Starlette:
+    """An app whose start-up sends this process SIGINT: `serve_all` must stop every listener and return."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        signal.raise_signal(signal.SIGINT)
+        yield
+        stopped.append("stopped")
+
+    return Starlette(lifespan=lifespan)
+
+
+def test_serve_all_stops_every_listener_on_a_signal() -> None:
+    stopped: list[str] = []
+    first, second = _listening(), _listening()
+    ports = [s.getsockname()[1] for s in (first, second)]
+    first.close()
+    second.close()
+    configs = [
+        uvicorn.Config(_stopping_app(stopped), host="127.0.0.1", port=ports[0], lifespan="on", log_level="warning"),
+        uvicorn.Config(APP, host="127.0.0.1", port=ports[1], lifespan="off", log_level="warning"),
+    ]
+    assert serve_all(configs) == 0
+    assert stopped == ["stopped"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the loop's handlers are removed
+
+
+def test_serve_all_reports_a_listener_that_cannot_start() -> None:
+    busy = _listening()
+    try:
+        configs = [
+            uvicorn.Config(APP, host="127.0.0.1", port=busy.getsockname()[1], lifespan="off", log_level="critical")
+        ]
+        assert serve_all(configs) == STARTUP_FAILURE
+    finally:
+        busy.close()
+
+
+def test_configure_sets_both_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(GuardedHttpToolsProtocol, "header_timeout", 10.0)
+    monkeypatch.setattr(GuardedHttpToolsProtocol, "body_timeout", 60.0)
+    GuardedHttpToolsProtocol.configure(2.5, 7.5)
+    assert (GuardedHttpToolsProtocol.header_timeout, GuardedHttpToolsProtocol.body_timeout) == (2.5, 7.5)
