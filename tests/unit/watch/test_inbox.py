@@ -173,13 +173,15 @@ def test_replicas_claim_disjoint_events(make: Factory) -> None:
 
 def test_one_catalog_walker_at_a_time(make: Factory) -> None:
     a, b = make(), make()
-    with a.exclusive("reg") as mine:
+    # PostgreSQL's advisory locks are database-wide: a name of this test's own keeps parallel runs apart.
+    reg = "reg-" + uuid.uuid4().hex[:12]
+    with a.exclusive(reg) as mine:
         assert mine
-        with b.exclusive("reg") as theirs:
+        with b.exclusive(reg) as theirs:
             assert not theirs  # another replica (or a backfill) walks now
-        with b.exclusive("other") as theirs:
+        with b.exclusive(reg + "-other") as theirs:
             assert theirs  # per registry
-    with b.exclusive("reg") as theirs:
+    with b.exclusive(reg) as theirs:
         assert theirs  # released
 
 
@@ -195,7 +197,8 @@ def test_a_dead_replicas_walk_lock_is_released(tmp_path: Path) -> None:
             assert not theirs
         with psycopg.connect(DSN, autocommit=True) as admin:  # the replica's connection dies
             killed = admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
+                # With a timeout it returns once the backend has gone (and its locks with it), not on the signal.
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
                 "AND objid = %s AND granted",
                 (0x5C1771B1, zlib.crc32(reg.encode()) - 2**31 & 0xFFFFFFFF),
             ).fetchall()
@@ -242,7 +245,7 @@ def test_a_lost_database_connection_is_made_again(tmp_path: Path) -> None:
     def drop_connection() -> None:
         pid = inbox._conn().info.backend_pid
         with psycopg.connect(DSN, autocommit=True) as admin:
-            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+            assert admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,)).fetchone() == (True,)
 
     try:
         inbox.add("reg", [RegistryEvent("demo/app", D, "v1", PUSH)])
@@ -262,11 +265,12 @@ def test_a_lost_database_connection_is_made_again(tmp_path: Path) -> None:
 
 def test_a_waiting_walker_gets_the_walk_once_it_is_free(make: Factory) -> None:
     a, b = make(), make()
-    with a.exclusive("reg", wait=True) as mine:
+    reg = "reg-" + uuid.uuid4().hex[:12]  # advisory locks are database-wide (see above)
+    with a.exclusive(reg, wait=True) as mine:
         assert mine
-        with b.exclusive("reg") as theirs:
+        with b.exclusive(reg) as theirs:
             assert not theirs
-    with b.exclusive("reg", wait=True) as theirs:
+    with b.exclusive(reg, wait=True) as theirs:
         assert theirs
 
 
