@@ -18,49 +18,68 @@ from scitt_oci.watch.events import MAX_PAYLOAD_BYTES, PARSERS
 from scitt_oci.watch.inbox import Inbox
 
 
+def _bearer(request: Request, secret: str) -> bool:
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    return (
+        scheme.lower() == "bearer"
+        and bool(presented)
+        and hmac.compare_digest(presented.strip().encode("utf-8", "replace"), secret.encode())
+    )
+
+
+def _signed(request: Request, body: bytes, secret: str) -> bool:
+    signature = request.headers.get("x-hub-signature-256", "")  # GitHub signs the body with the secret
+    if signature.startswith("sha256="):
+        expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(signature[7:].encode("utf-8", "replace"), expected.encode())
+    return False
+
+
+def _registry(request: Request, registries: list[str]) -> str | Response:
+    """The watched registry the webhook is for (`?registry=`, needed when several are watched), or a 400."""
+    name = request.query_params.get("registry")
+    if name is None:
+        if len(registries) != 1:
+            return problem_json(
+                400, "Bad Request", f"several registries are watched; add ?registry= one of {registries}"
+            )
+        return registries[0]
+    if name not in registries:
+        return problem_json(400, "Bad Request", f"registry {name!r} is not one this service watches")
+    return name
+
+
+async def _authentic_body(request: Request, secret: str) -> bytes | Response:
+    """The body of a request that carries the secret, or the problem to answer.
+
+    The secret is checked before the body is read: a bearer secret from the headers alone; a body
+    signature (which needs the body) only when the request carries one."""
+    by_bearer = _bearer(request, secret)
+    if not by_bearer and not request.headers.get("x-hub-signature-256", "").startswith("sha256="):
+        return problem_json(401, "Unauthorized", "the webhook secret is missing or wrong")
+    body = await read_limited(request, MAX_PAYLOAD_BYTES)
+    if body is None:
+        return problem_json(413, "Payload Too Large", f"webhook payloads may be at most {MAX_PAYLOAD_BYTES} bytes")
+    if not by_bearer and not _signed(request, body, secret):
+        return problem_json(401, "Unauthorized", "the webhook secret is missing or wrong")
+    return body
+
+
 def webhook_routes(inbox: Inbox, registries: list[str], secret: str) -> list[Route]:
-    def bearer(request: Request) -> bool:
-        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        return (
-            scheme.lower() == "bearer"
-            and bool(presented)
-            and hmac.compare_digest(presented.strip().encode("utf-8", "replace"), secret.encode())
-        )
-
-    def signed(request: Request, body: bytes) -> bool:
-        signature = request.headers.get("x-hub-signature-256", "")  # GitHub signs the body with the secret
-        if signature.startswith("sha256="):
-            expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-            return hmac.compare_digest(signature[7:].encode("utf-8", "replace"), expected.encode())
-        return False
-
     async def receive(request: Request) -> Response:
         kind = request.path_params["kind"]
         parser = PARSERS.get(kind)
         if parser is None:
             return problem_json(404, "Not Found", f"no webhook format {kind!r} (known: {', '.join(PARSERS)})")
-        # The secret is checked before the body is read: a bearer secret from the headers alone; a body
-        # signature (which needs the body) only when the request carries one.
-        by_bearer = bearer(request)
-        if not by_bearer and not request.headers.get("x-hub-signature-256", "").startswith("sha256="):
-            return problem_json(401, "Unauthorized", "the webhook secret is missing or wrong")
-        body = await read_limited(request, MAX_PAYLOAD_BYTES)
-        if body is None:
-            return problem_json(413, "Payload Too Large", f"webhook payloads may be at most {MAX_PAYLOAD_BYTES} bytes")
-        if not by_bearer and not signed(request, body):
-            return problem_json(401, "Unauthorized", "the webhook secret is missing or wrong")
+        body = await _authentic_body(request, secret)
+        if isinstance(body, Response):
+            return body
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if not (media_type.endswith("json") or media_type == ""):
             return problem_json(415, "Unsupported Media Type", f"webhooks take JSON, not {media_type}")
-        name = request.query_params.get("registry")
-        if name is None:
-            if len(registries) != 1:
-                return problem_json(
-                    400, "Bad Request", f"several registries are watched; add ?registry= one of {registries}"
-                )
-            name = registries[0]
-        elif name not in registries:
-            return problem_json(400, "Bad Request", f"registry {name!r} is not one this service watches")
+        name = _registry(request, registries)
+        if isinstance(name, Response):
+            return name
         try:
             events = parser(body, {k.lower(): v for k, v in request.headers.items()})
         except ScittOciError as exc:

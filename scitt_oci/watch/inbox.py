@@ -555,6 +555,7 @@ class PostgresInbox(Inbox):
         """A session advisory lock on its own connection: held by one replica at a time, and released
         by the server when that replica's connection goes (a replica that dies mid-walk frees it)."""
         conn = self._connect()
+        got = False
         try:
             key = (_PG_WALK_LOCK, zlib.crc32(name.encode()) - 2**31)
             if wait:
@@ -564,7 +565,12 @@ class PostgresInbox(Inbox):
                 got = bool(conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0])
             yield got
         finally:
-            conn.close()  # ends the session, and with it the lock
+            # Unlocked before the session ends: the server drops a closed session's locks a moment after
+            # the client has gone, and the next walker would find the walk still taken.
+            if got and not conn.closed:
+                with contextlib.suppress(self._psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock(%s, %s)", key)
+            conn.close()  # ends the session, and with it the lock (if the unlock did not get through)
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)

@@ -141,38 +141,11 @@ class Watcher(Generic[R]):
 
     def _process(self, item: InboxItem) -> Decision:
         event = item.event
-        client = self.clients.get(item.registry)
-        if client is None:
-            raise PermanentError(f"registry {item.registry!r} is not configured")
-        if event.tag is not None and not valid_tag(event.tag):  # stored before webhooks validated tags
-            raise PermanentError(f"the tag {event.tag[:100]!a} is not a tag; never used in a registry path")
-        digest = event.digest
-        if digest is None:  # a tag-only event: resolve it now
-            found = resolve_tag(client, event.repository, event.tag or "")
-            if found is None:
-                raise PermanentError(f"{event.repository}:{event.tag} does not exist")
-            digest = found.digest
-        manifest = None
-        descriptor: Descriptor | None = None
-        if event.action == DELETE:
-            if client.head_manifest(event.repository, digest) is not None:
-                self.inbox.done(item, "skipped: the manifest still exists (a blob deletion)")
-                return Decision(None, reason="blob deletion")
-        elif event.action == PUSH and (
-            client.pushed_here(event.repository, digest)
-            or (mf.is_fallback_tag(event.tag) and event.media_type == mf.OCI_INDEX)
-        ):
-            # The news of our own referrer or index write (or of a referrers index, which is never an
-            # image, as reconciliation has it): nothing to record, and no registry read needed to know.
-            self.inbox.done(item, "skipped: our own referrer or a referrers index")
-            return Decision(None, reason="own write")
-        else:
-            fetched = client.manifest(event.repository, digest)
-            if fetched is None:
-                raise RegistryError(f"{event.repository}@{digest} is not in the registry (yet)", 503)
-            data, media_type, digest = fetched
-            manifest = mf.parse(data, media_type)
-            descriptor = Descriptor(manifest.media_type, digest, len(data))
+        client = self._client(item)
+        read = self._read(item, client, self._digest(client, event))
+        if isinstance(read, Decision):  # nothing to read: done already
+            return read
+        digest, manifest, descriptor = read
         decision = classify(event, digest, manifest)
         if not decision.record:
             self.inbox.done(item, f"skipped: {decision.reason}")
@@ -199,30 +172,7 @@ class Watcher(Generic[R]):
         ts = transparent.add_receipts(signed, [receipt])
         referrer = None
         if subject is not None:
-            iat = signed.claims.iat if signed.claims and signed.claims.iat else int(time.time())
-            artifact = mf.statement_artifact(
-                subject, ts, kind=decision.kind.value, issuer=self.issuer, service=self.registrar.identity, created=iat
-            )
-            # A signature that is itself a referrer of the image (Notation, Sigstore bundles) belongs in the
-            # same index: listing it again heals a concurrent signer's lost write.
-            also = []
-            if (
-                decision.kind is profile.Kind.SIGNATURE
-                and manifest is not None
-                and descriptor is not None
-                and manifest.subject is not None
-                and manifest.subject.digest == subject.digest
-            ):
-                also.append(
-                    Descriptor(
-                        descriptor.media_type,
-                        descriptor.digest,
-                        descriptor.size,
-                        manifest.effective_artifact_type,
-                        manifest.annotations,
-                    )
-                )
-            referrer = client.attach(event.repository, subject, artifact, [ts], also=also)
+            referrer = self._attach(client, event.repository, decision, subject, signed, ts, manifest, descriptor)
         self.inbox.record(
             item.registry,
             event.repository,
@@ -235,6 +185,90 @@ class Watcher(Generic[R]):
         )
         self.inbox.done(item, None if subject else "registered; the deleted image has no record to attach to")
         return decision
+
+    def _client(self, item: InboxItem) -> Registry:
+        """The client of the event's registry, once the event is one that can ever succeed."""
+        client = self.clients.get(item.registry)
+        if client is None:
+            raise PermanentError(f"registry {item.registry!r} is not configured")
+        tag = item.event.tag
+        if tag is not None and not valid_tag(tag):  # stored before webhooks validated tags
+            raise PermanentError(f"the tag {tag[:100]!a} is not a tag; never used in a registry path")
+        return client
+
+    @staticmethod
+    def _digest(client: Registry, event: RegistryEvent) -> str:
+        """The event's digest; a tag-only event's is resolved now."""
+        if event.digest is not None:
+            return event.digest
+        found = resolve_tag(client, event.repository, event.tag or "")
+        if found is None:
+            raise PermanentError(f"{event.repository}:{event.tag} does not exist")
+        return found.digest
+
+    def _read(
+        self, item: InboxItem, client: Registry, digest: str
+    ) -> Decision | tuple[str, mf.Manifest | None, Descriptor | None]:
+        """(digest, manifest, descriptor) of what the event is about (no manifest for a deletion), or the
+        decision when the event needs no more: a blob deletion, or news of our own writes."""
+        event = item.event
+        if event.action == DELETE:
+            if client.head_manifest(event.repository, digest) is not None:
+                self.inbox.done(item, "skipped: the manifest still exists (a blob deletion)")
+                return Decision(None, reason="blob deletion")
+            return digest, None, None
+        if event.action == PUSH and (
+            client.pushed_here(event.repository, digest)
+            or (mf.is_fallback_tag(event.tag) and event.media_type == mf.OCI_INDEX)
+        ):
+            # The news of our own referrer or index write (or of a referrers index, which is never an
+            # image, as reconciliation has it): nothing to record, and no registry read needed to know.
+            self.inbox.done(item, "skipped: our own referrer or a referrers index")
+            return Decision(None, reason="own write")
+        fetched = client.manifest(event.repository, digest)
+        if fetched is None:
+            raise RegistryError(f"{event.repository}@{digest} is not in the registry (yet)", 503)
+        data, media_type, digest = fetched
+        manifest = mf.parse(data, media_type)
+        return digest, manifest, Descriptor(manifest.media_type, digest, len(data))
+
+    def _attach(
+        self,
+        client: Registry,
+        repository: str,
+        decision: Decision,
+        subject: Descriptor,
+        signed: statement_mod.SignedStatement,
+        ts: bytes,
+        manifest: mf.Manifest | None,
+        descriptor: Descriptor | None,
+    ) -> str:
+        """Attach the Transparent Statement `ts` to `subject`; returns the referrer's digest."""
+        assert decision.kind is not None
+        iat = signed.claims.iat if signed.claims and signed.claims.iat else int(time.time())
+        artifact = mf.statement_artifact(
+            subject, ts, kind=decision.kind.value, issuer=self.issuer, service=self.registrar.identity, created=iat
+        )
+        # A signature that is itself a referrer of the image (Notation, Sigstore bundles) belongs in the
+        # same index: listing it again heals a concurrent signer's lost write.
+        also = []
+        if (
+            decision.kind is profile.Kind.SIGNATURE
+            and manifest is not None
+            and descriptor is not None
+            and manifest.subject is not None
+            and manifest.subject.digest == subject.digest
+        ):
+            also.append(
+                Descriptor(
+                    descriptor.media_type,
+                    descriptor.digest,
+                    descriptor.size,
+                    manifest.effective_artifact_type,
+                    manifest.annotations,
+                )
+            )
+        return client.attach(repository, subject, artifact, [ts], also=also)
 
     def _subject(
         self, item: InboxItem, client: Registry, decision: Decision, own: Descriptor | None

@@ -129,3 +129,26 @@ def test_redeliveries_are_one_event_and_a_new_push_of_the_same_digest_is_another
     # An id that is not a printable string is no id (the event is still taken, keyed by its content).
     odd = events.parse_generic(json.dumps({"repository": "demo/app", "digest": D, "id": "x\r\ny"}).encode(), {})[0]
     assert odd.delivery is None
+
+
+def test_each_form_names_what_is_wrong_or_ignores_what_is_not_an_image_event() -> None:
+    def raw(doc: object) -> bytes:
+        return json.dumps(doc).encode()
+
+    with pytest.raises(MalformedError, match=r'envelope \{"events": \[...\]\}'):
+        events.parse_distribution(raw({"action": "push"}), {})
+    with pytest.raises(MalformedError, match="must be a non-empty string"):
+        events.parse_generic(raw({"repository": "a/b", "digest": D, "id": 1, "tag": ""}), {})
+    with pytest.raises(MalformedError, match="event_data.resources must be a list"):
+        events.parse_harbor(raw({"type": "PUSH_ARTIFACT", "event_data": {"repository": {"repo_full_name": "p/a"}}}), {})
+    with pytest.raises(MalformedError, match=r"event\[0\].action must be push or delete"):
+        events.parse_generic(raw({"repository": "a/b", "digest": D, "action": "pull"}), {})
+    package = {"name": "app", "package_type": "npm", "package_version": {"version": D}}
+    assert events.parse_github(raw({"action": "deleted", "package": package}), {"x-github-event": "package"}) == []
+    assert events.parse_github(raw({"action": "published", "package": package}), {"x-github-event": "package"}) == []
+    assert events.parse_zot(raw({"type": "zotregistry.repository.created", "data": {}}), {}) == []
+    # An Event Grid wrapper's id is the delivery id of the event it carries.
+    grid = [{"id": "grid-1", "eventType": "Microsoft.ContainerRegistry.ImagePushed",
+             "data": {"target": {"digest": D, "repository": "hello", "tag": "v1"}}}]
+    [pushed] = events.parse_acr(raw(grid), {})
+    assert (pushed.action, pushed.tag, pushed.delivery) == ("push", "v1", "grid-1")

@@ -173,13 +173,15 @@ def test_replicas_claim_disjoint_events(make: Factory) -> None:
 
 def test_one_catalog_walker_at_a_time(make: Factory) -> None:
     a, b = make(), make()
-    with a.exclusive("reg") as mine:
+    # PostgreSQL's advisory locks are database-wide: a name of this test's own keeps parallel runs apart.
+    reg = "reg-" + uuid.uuid4().hex[:12]
+    with a.exclusive(reg) as mine:
         assert mine
-        with b.exclusive("reg") as theirs:
+        with b.exclusive(reg) as theirs:
             assert not theirs  # another replica (or a backfill) walks now
-        with b.exclusive("other") as theirs:
+        with b.exclusive(reg + "-other") as theirs:
             assert theirs  # per registry
-    with b.exclusive("reg") as theirs:
+    with b.exclusive(reg) as theirs:
         assert theirs  # released
 
 
@@ -195,7 +197,8 @@ def test_a_dead_replicas_walk_lock_is_released(tmp_path: Path) -> None:
             assert not theirs
         with psycopg.connect(DSN, autocommit=True) as admin:  # the replica's connection dies
             killed = admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
+                # With a timeout it returns once the backend has gone (and its locks with it), not on the signal.
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s "
                 "AND objid = %s AND granted",
                 (0x5C1771B1, zlib.crc32(reg.encode()) - 2**31 & 0xFFFFFFFF),
             ).fetchall()
@@ -242,7 +245,7 @@ def test_a_lost_database_connection_is_made_again(tmp_path: Path) -> None:
     def drop_connection() -> None:
         pid = inbox._conn().info.backend_pid
         with psycopg.connect(DSN, autocommit=True) as admin:
-            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+            assert admin.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,)).fetchone() == (True,)
 
     try:
         inbox.add("reg", [RegistryEvent("demo/app", D, "v1", PUSH)])
@@ -258,3 +261,51 @@ def test_a_lost_database_connection_is_made_again(tmp_path: Path) -> None:
         inbox.close()
         with psycopg.connect(DSN, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_a_waiting_walker_gets_the_walk_once_it_is_free(make: Factory) -> None:
+    a, b = make(), make()
+    reg = "reg-" + uuid.uuid4().hex[:12]  # advisory locks are database-wide (see above)
+    with a.exclusive(reg, wait=True) as mine:
+        assert mine
+        with b.exclusive(reg) as theirs:
+            assert not theirs
+    with b.exclusive(reg, wait=True) as theirs:
+        assert theirs
+
+
+def test_a_database_from_an_older_version_gains_the_new_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    old = sqlite3.connect(tmp_path / "watch.db")
+    old.executescript(
+        "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, registry TEXT NOT NULL, key TEXT NOT NULL, "
+        "event TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0, "
+        "next_at REAL NOT NULL DEFAULT 0, last_error TEXT, statement BLOB, lease_until REAL NOT NULL DEFAULT 0, "
+        "created REAL NOT NULL, updated REAL NOT NULL, UNIQUE (registry, key));"
+        "CREATE TABLE recorded (registry TEXT NOT NULL, repository TEXT NOT NULL, subject TEXT NOT NULL, "
+        "kind TEXT NOT NULL, recorded TEXT NOT NULL, media_type TEXT, size INTEGER, referrer TEXT, "
+        "created REAL NOT NULL, PRIMARY KEY (registry, repository, subject, kind, recorded)) WITHOUT ROWID;"
+    )
+    old.close()
+    inbox = Inbox(tmp_path / "watch.db")
+    try:
+        assert inbox.add("reg", [RegistryEvent("demo/app", D, "v1", PUSH)]) == 1
+        (item,) = inbox.claim(1)
+        assert item.lease is not None and inbox.done(item)
+        inbox.record("reg", "demo/app", D, "push", D, "application/vnd.oci.image.manifest.v1+json", 10, D)
+        (attached,) = inbox.attachments("reg", before=time.time() + 1)
+        inbox.confirm("reg", [attached])
+        assert inbox.attachments("reg", before=time.time() + 1) == []
+    finally:
+        inbox.close()
+
+
+def test_a_postgres_inbox_that_cannot_open_says_why_without_the_dsn() -> None:
+    from scitt_oci.watch.inbox import InboxError
+
+    with pytest.raises(InboxError, match="must be a lower-case identifier"):
+        PostgresInbox(DSN, schema="Robert'); DROP TABLE events;--")
+    with pytest.raises(InboxError, match=r"^cannot open the PostgreSQL inbox \(OperationalError: ") as caught:
+        PostgresInbox("host=127.0.0.1 port=1 user=watcher password=hunter2 connect_timeout=2", schema="t_x")
+    assert "hunter2" not in str(caught.value)

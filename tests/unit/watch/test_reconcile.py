@@ -1,0 +1,129 @@
+"""Reconciliation in one process: the catalog walk queues what webhooks missed, and re-listing puts back
+what a concurrent writer dropped from a tag-schema referrers index."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from scitt_oci.oci import manifest as mf
+from scitt_oci.watch.events import PUSH, RegistryEvent
+from scitt_oci.watch.reconcile import Reconciler, reattach, unrecorded
+from tests.memregistry import push_image, push_referrer
+from tests.unit.watch.world import REGISTRY, world
+
+
+def test_the_walk_queues_tagged_manifests_not_on_record(tmp_path: Path) -> None:
+    with world(tmp_path, referrers_api=False) as w:
+        recorded = push_image(w.registry, "app", "v1", seed="1")
+        w.push("app", recorded.digest, "v1")
+        w.drain()  # on record, and its fallback index tag is in the registry now
+        fresh = push_image(w.registry, "app", "v2", seed="2")
+        other = push_image(w.registry, "lib/base", "latest", seed="3")
+        push_image(w.registry, "app", "bad tag", seed="4")  # never a registry path
+        push_image(w.registry, "Not/A/Repo", "v1", seed="5")  # never a repository name
+        found = sorted(unrecorded(w.inbox, REGISTRY, w.registry), key=lambda e: e.repository)
+        assert found == [
+            RegistryEvent("app", fresh.digest, "v2", PUSH, mf.OCI_MANIFEST),
+            RegistryEvent("lib/base", other.digest, "latest", PUSH, mf.OCI_MANIFEST),
+        ]
+        assert list(unrecorded(w.inbox, REGISTRY, w.registry, ["lib/base"])) == found[1:]
+
+
+def test_run_once_queues_them_and_a_failing_registry_is_reported(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        image = push_image(w.registry, "app", "v1")
+        errors: list[Exception] = []
+        reconciler = Reconciler(w.inbox, {REGISTRY: w.registry}, 0, errors.append)
+        w.registry.fail_next(1)
+        assert reconciler.run_once() == 0 and len(errors) == 1
+        assert reconciler.run_once() == 1 and reconciler.run_once() == 0  # queued once
+        w.drain()
+        assert w.inbox.is_recorded(REGISTRY, "app", image.digest)
+        assert reconciler.run_once() == 0
+        with w.inbox.exclusive(REGISTRY) as mine:  # another walker holds the registry: this one passes
+            assert mine
+            push_image(w.registry, "app", "v2", seed="2")
+            assert reconciler.run_once() == 0 and reconciler.reattach_once() == 0
+        assert reconciler.run_once() == 1
+
+
+def test_dropped_entries_are_listed_again(tmp_path: Path) -> None:
+    with world(tmp_path, referrers_api=False) as w:
+        image = push_image(w.registry, "app", "v1")
+        sig = push_referrer(w.registry, "app", image, mf.NOTATION_SIGNATURE, b"x", "application/jose+json")
+        w.push("app", image.digest, "v1")
+        w.push("app", sig.digest, None)
+        w.drain()
+        listed = {d.digest for d in w.registry.referrers("app", image.digest)}
+        assert len(listed) == 3  # the signature and two statements
+        # A concurrent writer rewrote the index from an old read: only the signature is left.
+        w.registry.delete_manifest("app", mf.fallback_tag(image.digest))
+        w.registry.write_index("app", image.digest, [sig])
+        assert reattach(w.inbox, REGISTRY, w.registry, settle=3600) == 0  # too recent: left to its writer
+        assert reattach(w.inbox, REGISTRY, w.registry, settle=-1) == 2
+        assert {d.digest for d in w.registry.referrers("app", image.digest)} == listed
+        assert reattach(w.inbox, REGISTRY, w.registry, settle=-1) == 0  # confirmed: not checked again
+        w.registry.delete_manifest("app", mf.fallback_tag(image.digest))
+        assert reattach(w.inbox, REGISTRY, w.registry, settle=-1, everything=True) == 3
+
+
+@pytest.mark.parametrize("api", [True, False], ids=["referrers-api", "fallback-tag"])
+def test_nothing_to_relist_when_all_is_listed(tmp_path: Path, api: bool) -> None:
+    with world(tmp_path, referrers_api=api) as w:
+        image = push_image(w.registry, "app", "v1")
+        w.push("app", image.digest, "v1")
+        w.drain()
+        reconciler = Reconciler(w.inbox, {REGISTRY: w.registry}, 0, settle=-1)
+        assert reconciler.reattach_once() == 0
+        assert w.inbox.attachments(REGISTRY, before=1e12) == []  # all confirmed
+
+
+def test_a_failing_reattach_is_reported(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        image = push_image(w.registry, "app", "v1")
+        w.push("app", image.digest, "v1")
+        w.drain()
+        errors: list[Exception] = []
+        reconciler = Reconciler(w.inbox, {REGISTRY: w.registry}, 0, errors.append, settle=-1)
+        w.registry.fail_next(1)
+        assert reconciler.reattach_once() == 0 and len(errors) == 1
+        assert len(w.inbox.attachments(REGISTRY, before=1e12)) == 1  # unconfirmed: checked next round
+
+
+def test_the_loop_polls_and_reattaches_until_stopped(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        image = push_image(w.registry, "app", "v1")
+        queued, checked = threading.Event(), threading.Event()
+        reconciler = Reconciler(w.inbox, {REGISTRY: w.registry}, 0.01, reattach_interval=0.01, settle=-1)
+        real_add, real_referrers = w.inbox.add, w.registry.referrers
+
+        def add(registry: str, events: list[RegistryEvent]) -> int:
+            n = real_add(registry, events)
+            if n:
+                queued.set()
+            return n
+
+        def referrers(repo: str, digest: str, artifact_type: str | None = None) -> list[mf.Descriptor]:
+            checked.set()
+            return real_referrers(repo, digest, artifact_type)
+
+        w.inbox.add = add  # type: ignore[method-assign]
+        w.registry.referrers = referrers  # type: ignore[method-assign]
+        reconciler.start()
+        assert queued.wait(30)
+        w.drain()  # what the loop queued is recorded; a later re-listing round checks its attachment
+        assert w.inbox.is_recorded(REGISTRY, "app", image.digest)
+        assert checked.wait(30)
+        reconciler.stop()
+        assert reconciler._thread is not None and not reconciler._thread.is_alive()
+
+
+def test_a_loop_with_nothing_to_do_starts_no_thread(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        reconciler = Reconciler(w.inbox, {REGISTRY: w.registry}, 0)
+        reconciler.start()
+        reconciler.stop()
+        assert reconciler._thread is None

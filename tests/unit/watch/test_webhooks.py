@@ -1,0 +1,123 @@
+"""The webhook routes in process (Starlette's TestClient): the secret as a bearer token or a GitHub body
+signature, size and media type limits, which registry, payload errors as problem JSON, 202 once stored."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from scitt_oci.server.webhooks import webhook_routes
+from scitt_oci.watch.events import MAX_PAYLOAD_BYTES, PUSH, RegistryEvent
+from scitt_oci.watch.inbox import Inbox
+
+SECRET = "s3cret"
+D = "sha256:5d8ae6143394fc080642b6caef7c25047c159df2874f0a71adef5c480be0d2f0"
+PUSHED = {
+    "events": [
+        {
+            "id": "evt-1",
+            "action": "push",
+            "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": D, "repository": "app"},
+        }
+    ]
+}
+PUSHED_TYPE = "application/vnd.oci.image.manifest.v1+json"
+BEARER = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def inbox(tmp_path: Path) -> Iterator[Inbox]:
+    inbox = Inbox(tmp_path / "watch.db")
+    yield inbox
+    inbox.close()
+
+
+def _client(inbox: Inbox, registries: list[str]) -> TestClient:
+    return TestClient(Starlette(routes=webhook_routes(inbox, registries, SECRET)))
+
+
+def _problem(r: httpx.Response, status: int, detail: str) -> None:
+    assert r.status_code == status and r.headers["content-type"] == "application/problem+json", r.text
+    assert detail in r.json()["detail"], r.json()
+
+
+def test_a_bearer_secret_stores_the_events_once(inbox: Inbox) -> None:
+    with _client(inbox, ["reg.test"]) as http:
+        body = json.dumps(PUSHED)
+        r = http.post("/webhooks/distribution", content=body, headers=BEARER)
+        assert r.status_code == 202 and r.json() == {"received": 1, "queued": 1}
+        again = http.post("/webhooks/distribution", content=body, headers=BEARER)  # a redelivery
+        assert again.status_code == 202 and again.json() == {"received": 1, "queued": 0}
+    [item] = inbox.claim(5)
+    assert (item.registry, item.event) == ("reg.test", RegistryEvent("app", D, None, PUSH, PUSHED_TYPE))
+
+
+def test_a_github_body_signature_is_checked(inbox: Inbox) -> None:
+    body = json.dumps(
+        {
+            "action": "published",
+            "package": {
+                "name": "app",
+                "package_type": "CONTAINER",
+                "owner": {"login": "acme"},
+                "package_version": {"version": D, "container_metadata": {"tag": {"name": "v1", "digest": D}}},
+            },
+        }
+    ).encode()
+    good = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"X-GitHub-Event": "package", "Content-Type": "application/json"}
+    with _client(inbox, ["ghcr.io"]) as http:
+        r = http.post("/webhooks/github", content=body, headers={**headers, "X-Hub-Signature-256": good})
+        assert r.status_code == 202 and r.json() == {"received": 1, "queued": 1}
+        bad = "sha256=" + "0" * 64
+        r = http.post("/webhooks/github", content=body, headers={**headers, "X-Hub-Signature-256": bad})
+        _problem(r, 401, "the webhook secret is missing or wrong")
+    assert inbox.counts() == {"pending": 1}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {SECRET}"},
+        {"Authorization": "Bearer "},
+        {"X-Hub-Signature-256": "sha1=abc"},
+    ],
+)
+def test_requests_without_the_secret_are_refused_before_the_body_is_read(inbox: Inbox, headers: dict[str, str]) -> None:
+    with _client(inbox, ["reg.test"]) as http:
+        _problem(http.post("/webhooks/distribution", content=b"{}", headers=headers), 401, "missing or wrong")
+    assert inbox.counts() == {}
+
+
+def test_limits_formats_and_registries(inbox: Inbox) -> None:
+    body = json.dumps(PUSHED)
+    with _client(inbox, ["a.test", "b.test"]) as http:
+        _problem(http.post("/webhooks/quay", content=body, headers=BEARER), 404, "no webhook format 'quay'")
+        big = b" " * (MAX_PAYLOAD_BYTES + 1)
+        _problem(http.post("/webhooks/distribution", content=big, headers=BEARER), 413, f"at most {MAX_PAYLOAD_BYTES}")
+        xml = {**BEARER, "Content-Type": "application/xml"}
+        _problem(http.post("/webhooks/distribution", content=body, headers=xml), 415, "not application/xml")
+        _problem(http.post("/webhooks/distribution", content=body, headers=BEARER), 400, "add ?registry= one of")
+        r = http.post("/webhooks/distribution?registry=c.test", content=body, headers=BEARER)
+        _problem(r, 400, "registry 'c.test' is not one this service watches")
+        r = http.post("/webhooks/distribution?registry=b.test", content=b"[1", headers=BEARER)
+        _problem(r, 400, "not a distribution payload:")
+        assert inbox.counts() == {}
+        r = http.post(
+            "/webhooks/distribution?registry=b.test", content=body, headers={"Authorization": f"Bearer {SECRET}"}
+        )
+        assert r.status_code == 202 and r.json() == {"received": 1, "queued": 1}
+        r = http.post("/webhooks/distribution?registry=b.test", content=b'{"events": []}', headers=BEARER)
+        assert r.status_code == 202 and r.json() == {"received": 0, "queued": 0}
+    [item] = inbox.claim(5)
+    assert item.registry == "b.test"

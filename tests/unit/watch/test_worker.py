@@ -1,0 +1,262 @@
+"""The watcher's worker in one process: events from a real SQLite inbox, an in-memory registry (with
+and without the referrers API), statements registered by a real transparency service."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from scitt_oci.oci import manifest as mf
+from scitt_oci.scitt.profile import Kind
+from scitt_oci.signatures.trust import CosignKey, SignatureTrust
+from scitt_oci.watch.classify import Decision
+from scitt_oci.watch.events import DELETE, DEPLOY, PUSH, RegistryEvent
+from scitt_oci.watch.worker import RemoteRegistrar
+from tests.memregistry import push_image, push_index, push_referrer
+from tests.unit.watch.world import REGISTRY, cosign_signature, world
+
+
+@pytest.mark.parametrize("api", [True, False], ids=["referrers-api", "fallback-tag"])
+def test_a_push_is_registered_and_attached_once(tmp_path: Path, api: bool) -> None:
+    with world(tmp_path, referrers_api=api) as w:
+        image = push_image(w.registry, "app", "v1")
+        w.push("app", image.digest, "v1", mf.OCI_MANIFEST)
+        assert w.drain() == 1
+        assert w.inbox.counts() == {"done": 1}
+        [event] = w.statements("app", image.digest)
+        assert (event.kind, str(event.recorded_digest), event.detail("tag")) == (Kind.PUSH, image.digest, "v1")
+        assert w.inbox.is_recorded(REGISTRY, "app", image.digest)
+        assert w.inbox.pushed(REGISTRY, "app", image.digest) == (mf.OCI_MANIFEST, image.size)
+        assert w.service.store.size() == 1
+        # The news of our own referrer (and of the fallback index) is recognised without a read.
+        [referrer] = w.registry.referrers("app", image.digest, mf.STATEMENT_ARTIFACT)
+        index = w.registry.head_manifest("app", mf.fallback_tag(image.digest))
+        assert (index is None) is api
+        reads = w.registry.calls["manifest"]
+        w.push("app", referrer.digest, None, mf.OCI_MANIFEST)
+        if index is not None:
+            w.push("app", index.digest, mf.fallback_tag(image.digest), mf.OCI_INDEX)
+        assert w.drain() == 2 - api
+        assert w.registry.calls["manifest"] == reads
+        assert w.inbox.counts() == {"done": 3 - api} and w.service.store.size() == 1
+
+
+def test_a_tag_only_event_is_resolved_and_a_missing_tag_is_dead_at_once(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        image = push_image(w.registry, "app", "v1")
+        w.push("app", None, "v1")
+        w.push("app", None, "gone")
+        w.drain()
+        assert w.inbox.counts() == {"done": 1, "dead": 1}
+        [dead] = w.inbox.dead()
+        assert dead.attempts == 1 and dead.reason == "PermanentError: app:gone does not exist"
+        assert [e.kind for e in w.statements("app", image.digest)] == [Kind.PUSH]
+
+
+def test_unconfigured_registries_and_bad_tags_are_dead_at_once(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        digest = push_image(w.registry, "app").digest
+        w.inbox.add("elsewhere.test", [RegistryEvent("app", digest, None, PUSH)])
+        w.inbox.add(
+            REGISTRY, [RegistryEvent.from_json({**RegistryEvent("app", digest, None, PUSH).to_json(), "tag": "../x"})]
+        )
+        w.drain()
+        reasons = sorted(d.reason for d in w.inbox.dead())
+        assert reasons == [
+            "PermanentError: registry 'elsewhere.test' is not configured",
+            "PermanentError: the tag '../x' is not a tag; never used in a registry path",
+        ]
+        assert w.service.store.size() == 0
+
+
+def test_an_index_queues_its_platform_manifests_and_all_are_recorded(tmp_path: Path) -> None:
+    with world(tmp_path, referrers_api=False) as w:
+        children = [push_image(w.registry, "app", seed=str(n)) for n in range(2)]
+        index = push_index(w.registry, "app", children, "v1")
+        w.push("app", index.digest, "v1", mf.OCI_INDEX)
+        assert w.drain() == 3  # the index, then its two platform manifests
+        for d in (index, *children):
+            assert [e.kind for e in w.statements("app", d.digest)] == [Kind.PUSH]
+        assert w.service.store.size() == 3
+
+
+def test_a_cosign_signature_is_verified_and_recorded_about_the_image(tmp_path: Path) -> None:
+    signer = ec.generate_private_key(ec.SECP256R1())
+    trust = SignatureTrust(cosign_keys=(CosignKey("release", signer.public_key()),))
+    with world(tmp_path, signature_trust=trust) as w:
+        image = push_image(w.registry, "app", "v1")
+        sig = cosign_signature(w.registry, "app", image, signer)
+        w.push("app", sig, f"sha256-{image.digest[7:]}.sig", mf.OCI_MANIFEST)
+        assert w.drain() == 1
+        [event] = w.statements("app", image.digest)
+        assert (event.kind, str(event.recorded_digest)) == (Kind.SIGNATURE, sig)
+        details = dict(event.details)
+        assert details["format"] == "cosign" and details["verified"] is True and details["anchor"] == "release"
+
+
+def test_an_untrusted_referrer_signature_is_recorded_as_not_verified_and_stays_listed(tmp_path: Path) -> None:
+    with world(tmp_path, referrers_api=False) as w:
+        image = push_image(w.registry, "app", "v1")
+        sig = push_referrer(w.registry, "app", image, mf.NOTATION_SIGNATURE, b"not a jws", "application/jose+json")
+        # A concurrent writer's index lost the signature's entry: the watcher lists it again beside ours.
+        w.registry.delete_manifest("app", mf.fallback_tag(image.digest))
+        w.push("app", sig.digest, None, mf.OCI_MANIFEST)
+        assert w.drain() == 1
+        [event] = w.statements("app", image.digest)
+        details = dict(event.details)
+        assert event.kind is Kind.SIGNATURE and details["verified"] is False and details["format"] == "notation"
+        assert sig.digest in {d.digest for d in w.registry.referrers("app", image.digest)}
+
+
+def test_other_referrers_and_statement_artifacts_are_skipped(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        image = push_image(w.registry, "app", "v1")
+        sbom = push_referrer(w.registry, "app", image, "application/spdx+json", b"{}", "application/spdx+json")
+        w.push("app", sbom.digest, None)
+        done: list[Decision | None] = []
+        w.watcher.on_done = lambda _item, decision, _t: done.append(decision)
+        w.drain()
+        assert [d.reason if d else None for d in done] == [
+            "a referrer of type 'application/spdx+json', not a signature"
+        ]
+        assert w.service.store.size() == 0 and w.inbox.counts() == {"done": 1}
+
+
+def test_a_deleted_image_is_recorded_and_attached_to_its_record(tmp_path: Path) -> None:
+    with world(tmp_path, referrers_api=False) as w:
+        image = push_image(w.registry, "app", "v1")
+        never_seen = push_image(w.registry, "app", seed="x")
+        w.push("app", image.digest, "v1")
+        w.drain()
+        for d in (image, never_seen):
+            assert w.registry.delete_manifest("app", d.digest)
+            w.inbox.add(REGISTRY, [RegistryEvent("app", d.digest, None, DELETE)])
+        assert w.drain() == 2
+        assert [e.kind for e in w.statements("app", image.digest)] == [Kind.PUSH, Kind.DELETE]
+        assert w.statements("app", never_seen.digest) == []  # registered, nothing on record to attach it to
+        assert w.service.store.size() == 3 and w.inbox.counts() == {"done": 3}
+
+
+def test_a_delete_event_for_a_manifest_still_there_is_a_blob_deletion(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        image = push_image(w.registry, "app", "v1")
+        w.inbox.add(REGISTRY, [RegistryEvent("app", image.digest, None, DELETE)])
+        w.drain()
+        assert w.inbox.counts() == {"done": 1} and w.service.store.size() == 0
+
+
+def test_a_failing_registry_is_retried_and_the_same_statement_registered(tmp_path: Path) -> None:
+    with world(tmp_path, referrers_api=False) as w:
+        image = push_image(w.registry, "app", "v1")
+        w.push("app", image.digest, "v1")
+        # The statement is made and registered, then attaching fails: the retry registers the same bytes.
+        w.registry.fail_next(1)
+        calls = sum(w.registry.calls.values())
+        real_push_blob = w.registry.push_blob
+        failures = iter([True])
+
+        def flaky(repo: str, data: bytes) -> str:
+            if next(failures, False):
+                w.registry.fail_next(1)
+            return real_push_blob(repo, data)
+
+        w.registry.push_blob = flaky  # type: ignore[method-assign]
+        [item] = w.inbox.claim(1)
+        w.watcher.process(item)  # the manifest read fails first
+        assert w.inbox.counts() == {"pending": 1} and sum(w.registry.calls.values()) == calls + 1
+        [item] = w.inbox.claim(1)
+        w.watcher.process(item)  # attaching fails after registration
+        assert item.attempts == 1 and w.inbox.counts() == {"pending": 1} and w.service.store.size() == 1
+        [item] = w.inbox.claim(1)
+        assert item.statement is not None
+        w.watcher.process(item)
+        assert w.inbox.counts() == {"done": 1} and w.service.store.size() == 1
+        assert len(w.statements("app", image.digest)) == 1
+
+
+def test_an_image_not_there_yet_is_retried_until_dead(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        missing = mf.digest_of(b"not pushed")
+        w.push("app", missing, "v1")
+        assert w.drain() == 3  # max_attempts
+        [dead] = w.inbox.dead()
+        assert dead.attempts == 3 and dead.reason == f"RegistryError: app@{missing} is not in the registry (yet)"
+
+
+def test_a_signature_of_an_image_not_there_yet_is_retried(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        image = push_image(w.registry, "app", "v1")
+        sig = push_referrer(w.registry, "app", image, mf.NOTATION_SIGNATURE, b"x", "application/jose+json")
+        w.registry.delete_manifest("app", image.digest)
+        w.push("app", sig.digest, None)
+        [item] = w.inbox.claim(1)
+        w.watcher.process(item)
+        [(state, n)] = w.inbox.counts().items()
+        assert (state, n) == ("pending", 1) and w.service.store.size() == 0
+
+
+def test_an_unexpected_error_is_retried(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        image = push_image(w.registry, "app", "v1")
+        w.push("app", image.digest, "v1")
+        broken = iter([ValueError("boom")])
+
+        def register(statement: bytes) -> bytes:
+            exc = next(broken, None)
+            if exc is not None:
+                raise exc
+            return real(statement)
+
+        real = w.watcher.registrar.register
+        w.watcher.registrar.register = register  # type: ignore[method-assign]
+        [item] = w.inbox.claim(1)
+        w.watcher.process(item)
+        assert w.inbox.counts() == {"pending": 1}
+        w.drain()
+        assert w.inbox.counts() == {"done": 1} and w.service.store.size() == 1
+
+
+def test_worker_threads_process_events_and_stop(tmp_path: Path) -> None:
+    finished = threading.Event()
+    with world(tmp_path, workers=2) as w:
+        image = push_image(w.registry, "app", "v1")
+        w.watcher.on_done = lambda _item, _decision, _t: finished.set()
+        assert not w.watcher.alive and not w.watcher.crashed
+        w.watcher.start()
+        assert w.watcher.alive and not w.watcher.crashed
+        w.push("app", image.digest, "v1")
+        w.inbox.wakeup.set()
+        assert finished.wait(30)
+        w.watcher.stop()
+        assert not w.watcher.alive and not w.watcher.crashed
+        assert w.inbox.counts() == {"done": 1}
+
+
+def test_a_remote_registrar_returns_the_services_receipt() -> None:
+    class Answer:
+        receipt = b"receipt"
+
+    class Client:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        def register(self, statement: bytes) -> Answer:
+            self.sent.append(statement)
+            return Answer()
+
+    client = Client()
+    registrar = RemoteRegistrar(client, "https://ts.test")  # type: ignore[arg-type]
+    assert registrar.register(b"statement") == b"receipt" and client.sent == [b"statement"]
+
+
+def test_a_deployment_is_recorded_with_where_it_runs(tmp_path: Path) -> None:
+    with world(tmp_path) as w:
+        image = push_image(w.registry, "app", "v1")
+        where = (("cluster", "prod"), ("namespace", "shop"), ("workload", "Deployment/web"))
+        w.inbox.add(REGISTRY, [RegistryEvent("app", image.digest, None, DEPLOY, deployment=where)])
+        assert w.drain() == 1
+        [event] = w.statements("app", image.digest)
+        assert event.kind is Kind.DEPLOY and {k: dict(event.details).get(k) for k, _ in where} == dict(where)
