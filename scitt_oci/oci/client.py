@@ -217,45 +217,56 @@ class RegistryClient:
             self.counts[f"{method} {_path_kind(urlsplit(url).path)}"] += 1
         backoff = Backoff()
         for attempt in range(1, self.settings.attempts + 1):
-            # Credentials go out only after the registry asked for them (a challenge), never unprompted.
-            if self._basic is not None:
-                headers["Authorization"] = self._basic
-            elif scope in self._tokens:
-                headers["Authorization"] = f"Bearer {self._tokens[scope]}"
-            try:
-                r = self._session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    timeout=self._timeout(f"{method} {url}"),
-                    **kw,
-                )
-            except DeadlineExceeded as exc:  # slow, not down: retrying now would only hold the caller longer
-                raise TransientRegistryError(f"{method} {exc}") from None
-            except HttpError as exc:
-                if attempt == self.settings.attempts or isinstance(exc, ssl.SSLError):
-                    raise _no_answer(method, url, exc) from None
+            last = attempt == self.settings.attempts
+            self._authorize(headers, scope)
+            r = self._send(method, url, headers, last, kw)
+            if r is None:  # no answer, worth another attempt
                 self._pause(backoff.next())
                 continue
-            if r.status_code == 401 and attempt < self.settings.attempts:
-                challenge = r.headers.get("www-authenticate", "")
-                if challenge.lower().startswith("bearer"):
-                    token = self._token(challenge, scope)
-                    if token:
-                        self._tokens[scope] = token
-                        continue
-                elif challenge.lower().startswith("basic") and self.settings.username and self._basic is None:
-                    raw = f"{self.settings.username}:{self.settings.password or ''}".encode()
-                    self._basic = "Basic " + base64.b64encode(raw).decode()
-                    continue
+            if r.status_code == 401 and not last and self._answer_challenge(r, scope):
+                continue
             if r.status_code in ok or r.status_code == 404:
                 return r
-            if (r.status_code >= 500 or r.status_code == 429) and attempt < self.settings.attempts:
+            busy = r.status_code >= 500 or r.status_code == 429
+            if busy and not last:
                 self._pause(backoff.next(r.headers.get("retry-after")))
                 continue
-            error = TransientRegistryError if r.status_code >= 500 or r.status_code == 429 else RegistryError
+            error = TransientRegistryError if busy else RegistryError
             raise error(f"{method} {url}: HTTP {r.status_code} {r.text[:200]!r}", r.status_code)
         raise TransientRegistryError(f"{method} {url}: no answer after {self.settings.attempts} attempts")
+
+    def _authorize(self, headers: dict[str, str], scope: str) -> None:
+        """Credentials go out only after the registry asked for them (a challenge), never unprompted."""
+        if self._basic is not None:
+            headers["Authorization"] = self._basic
+        elif scope in self._tokens:
+            headers["Authorization"] = f"Bearer {self._tokens[scope]}"
+
+    def _send(self, method: str, url: str, headers: dict[str, str], last: bool, kw: dict[str, Any]) -> Response | None:
+        """One attempt: the response, or None when there was no answer and another attempt may follow."""
+        try:
+            return self._session.request(method, url, headers=headers, timeout=self._timeout(f"{method} {url}"), **kw)
+        except DeadlineExceeded as exc:  # slow, not down: retrying now would only hold the caller longer
+            raise TransientRegistryError(f"{method} {exc}") from None
+        except HttpError as exc:
+            if last or isinstance(exc, ssl.SSLError):
+                raise _no_answer(method, url, exc) from None
+            return None
+
+    def _answer_challenge(self, r: Response, scope: str) -> bool:
+        """Take up a 401's challenge (a Bearer token for `scope`, or Basic credentials once); True when the
+        request is worth sending again with them."""
+        challenge = r.headers.get("www-authenticate", "")
+        if challenge.lower().startswith("bearer"):
+            token = self._token(challenge, scope)
+            if token:
+                self._tokens[scope] = token
+                return True
+        elif challenge.lower().startswith("basic") and self.settings.username and self._basic is None:
+            raw = f"{self.settings.username}:{self.settings.password or ''}".encode()
+            self._basic = "Basic " + base64.b64encode(raw).decode()
+            return True
+        return False
 
     # ----- reading -----
     def manifest(self, repo: str, reference: str) -> tuple[bytes, str, str] | None:
