@@ -490,10 +490,16 @@ class RegistryClient:
         Registries such as Distribution 2.8 ignore `If-Match`, so a read-modify-write can lose to a
         concurrent writer (Notation, ORAS, another replica) that read before us and writes after us.
         Hence: merge what the index holds now with every entry seen in it before (this call and earlier
-        ones: an entry that vanished is put back while its manifest exists), write, and read again until
-        our entries and every entry seen are present. When others share the index, the confirming read
-        comes after a jittered pause, past the read-to-write window of a writer that started before us.
-        What a writer may still drop later is re-listed by the reconciliation of attachments."""
+        ones: an entry that vanished is put back while its manifest exists), write, and, when others
+        share the index, read again after a jittered pause (past the read-to-write window of a writer
+        that started before us) until our entries and every entry seen are present.
+
+        An index that held nothing but what we add (a new image's) is written once, with no confirming
+        read: no other writer was seen on it, and a read right after the write would only catch one
+        whose write landed within that round trip (one request in seven per image, to close a window
+        of milliseconds). What a writer drops later, here or after a confirming read, is put back by
+        our next write to the same index (it merges every entry seen) and by the reconciliation of
+        attachments."""
         need = {d.digest: d.to_json() for d in wanted}
         tag = mf.fallback_tag(subject)
         with self._lock(repo, subject):
@@ -527,6 +533,10 @@ class RegistryClient:
                 written, _ = self.push_manifest(repo, mf.canonical_json(doc), mf.OCI_INDEX, tag)
                 self._own.put((repo, written), True)
                 wrote = True
+                if not contended:  # no one else seen on this index: written once (see above)
+                    seen.update((str(e.get("digest")), e) for e in missing)
+                    self._seen_entries.put((repo, subject), {d: e for d, e in seen.items() if d not in gone})
+                    return
         raise TransientRegistryError(f"{repo}:{tag} kept changing under us; will retry")
 
 

@@ -128,12 +128,27 @@ def test_a_writer_inside_the_settle_pause_is_outlasted(registry: RegistryProcess
 
 
 def test_a_new_image_costs_no_pause(registry: RegistryProcess) -> None:
-    """An index no one else writes is confirmed by the read right after the write: no added latency."""
+    """An index no one else writes is read once and written once: no pause, no confirming read."""
     pauses: list[float] = []
     ours = RegistryClient(RegistrySettings.for_url(registry.url), sleep=pauses.append)
     image = _image(ours, "fresh")
     statement = ours.attach(REPO, image, _statement(ours, image, 6), [b"statement 6"])
+    assert (ours.counts["GET manifests/<fallback-tag>"], ours.counts["PUT manifests/<fallback-tag>"]) == (1, 1)
     assert _index(ours, image.digest) == [statement] and pauses == []
+
+
+def test_a_stale_writer_after_a_single_write_is_undone_by_the_next_write(registry: RegistryProcess) -> None:
+    """A new image's index is written with no confirming read; a tool that read it empty before our
+    write and writes after it drops our entry, and our next write to that index lists it again."""
+    ours, tool = _client(registry), _client(registry)
+    image = _image(tool, "single-write")
+    first = ours.attach(REPO, image, _statement(ours, image, 9), [b"statement 9"])
+    assert _index(tool, image.digest) == [first]
+    signature = _referrer(tool, image, "stale-signer")
+    _write_index(tool, image.digest, [signature])  # its view from before our write, plus its entry
+    second = ours.attach(REPO, image, _statement(ours, image, 10), [b"statement 10"])
+    listed = _index(tool, image.digest)
+    assert set(listed) == {first, second, signature.digest} and len(listed) == 3
 
 
 def test_reconciliation_lists_again_what_is_on_record_but_not_attached(registry: RegistryProcess, tmp_path: Path) -> None:
