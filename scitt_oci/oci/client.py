@@ -16,6 +16,7 @@ registry. `deadline` (a `time.monotonic()` instant) bounds every call of the cli
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import random
@@ -25,7 +26,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,7 +142,8 @@ class RegistryClient:
         self._basic: str | None = None  # set once the registry asked for Basic credentials
         self._sleep = sleep
         self.referrers_api: bool | None = None  # capability cache: None until probed
-        self._subject_locks: dict[tuple[str, str], threading.Lock] = {}
+        # Per-subject locks, with how many callers hold or wait for each; dropped when none does.
+        self._subject_locks: dict[tuple[str, str], tuple[threading.Lock, list[int]]] = {}
         self._known_blobs: set[tuple[str, str]] = set()  # (repo, digest) seen in the registry: no HEAD again
         self._locks_guard = threading.Lock()
         # Entries seen in each subject's fallback index, kept so that one lost to a concurrent writer is put back.
@@ -449,9 +451,22 @@ class RegistryClient:
         (recently: the last 8192)."""
         return self._own.get((repo, digest)) is not None
 
-    def _lock(self, repo: str, digest: str) -> threading.Lock:
+    @contextlib.contextmanager
+    def _lock(self, repo: str, digest: str) -> Iterator[None]:
+        """Hold the lock of one subject's index; it lives while someone holds or waits for it (a watcher
+        that runs for months sees millions of subjects)."""
+        key = (repo, digest)
         with self._locks_guard:
-            return self._subject_locks.setdefault((repo, digest), threading.Lock())
+            lock, users = self._subject_locks.setdefault(key, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self._locks_guard:
+                users[0] -= 1
+                if users[0] == 0:
+                    del self._subject_locks[key]
 
     def attach(
         self, repo: str, subject: Descriptor, artifact: bytes, layers: list[bytes], *, also: Sequence[Descriptor] = ()

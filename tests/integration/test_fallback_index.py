@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,15 @@ def test_reconciliation_lists_again_what_is_on_record_but_not_attached(registry:
     assert reattach(inbox, name, _client(registry), settle=0) == 0
     assert reattach(inbox, name, _client(registry), settle=0, everything=True) == 3
     assert set(_index(ours, image.digest)) == {push, about_signature, signature.digest, other.digest}
+
+
+def test_concurrent_attaches_to_one_subject_take_turns_and_leave_no_lock_behind(registry: RegistryProcess) -> None:
+    """One client's workers attaching to the same image take turns on its index; the per-subject lock
+    lives only while it is held or awaited (a long-running watcher sees millions of subjects)."""
+    ours = _client(registry)
+    image = _image(ours, "turns")
+    with ThreadPoolExecutor(4) as pool:
+        attached = list(pool.map(lambda n: ours.attach(REPO, image, _statement(ours, image, 20 + n),
+                                                       [f"statement {20 + n}".encode()]), range(4)))
+    assert set(_index(ours, image.digest)) == set(attached) and len(set(attached)) == 4
+    assert ours._subject_locks == {}
