@@ -16,6 +16,7 @@ registry. `deadline` (a `time.monotonic()` instant) bounds every call of the cli
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import random
@@ -25,7 +26,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,8 @@ class RegistryClient:
         self._basic: str | None = None  # set once the registry asked for Basic credentials
         self._sleep = sleep
         self.referrers_api: bool | None = None  # capability cache: None until probed
-        self._subject_locks: dict[tuple[str, str], threading.Lock] = {}
+        # Per-subject locks, with how many callers hold or wait for each; dropped when none does.
+        self._subject_locks: dict[tuple[str, str], tuple[threading.Lock, list[int]]] = {}
         self._known_blobs: set[tuple[str, str]] = set()  # (repo, digest) seen in the registry: no HEAD again
         self._locks_guard = threading.Lock()
         # Entries seen in each subject's fallback index, kept so that one lost to a concurrent writer is put back.
@@ -211,45 +213,56 @@ class RegistryClient:
             self.counts[f"{method} {_path_kind(urlsplit(url).path)}"] += 1
         backoff = Backoff()
         for attempt in range(1, self.settings.attempts + 1):
-            # Credentials go out only after the registry asked for them (a challenge), never unprompted.
-            if self._basic is not None:
-                headers["Authorization"] = self._basic
-            elif scope in self._tokens:
-                headers["Authorization"] = f"Bearer {self._tokens[scope]}"
-            try:
-                r = self._session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    timeout=self._timeout(f"{method} {url}"),
-                    **kw,
-                )
-            except DeadlineExceeded as exc:  # slow, not down: retrying now would only hold the caller longer
-                raise TransientRegistryError(f"{method} {exc}") from None
-            except HttpError as exc:
-                if attempt == self.settings.attempts or isinstance(exc, ssl.SSLError):
-                    raise _no_answer(method, url, exc) from None
+            last = attempt == self.settings.attempts
+            self._authorize(headers, scope)
+            r = self._send(method, url, headers, last, kw)
+            if r is None:  # no answer, worth another attempt
                 self._pause(backoff.next())
                 continue
-            if r.status_code == 401 and attempt < self.settings.attempts:
-                challenge = r.headers.get("www-authenticate", "")
-                if challenge.lower().startswith("bearer"):
-                    token = self._token(challenge, scope)
-                    if token:
-                        self._tokens[scope] = token
-                        continue
-                elif challenge.lower().startswith("basic") and self.settings.username and self._basic is None:
-                    raw = f"{self.settings.username}:{self.settings.password or ''}".encode()
-                    self._basic = "Basic " + base64.b64encode(raw).decode()
-                    continue
+            if r.status_code == 401 and not last and self._answer_challenge(r, scope):
+                continue
             if r.status_code in ok or r.status_code == 404:
                 return r
-            if (r.status_code >= 500 or r.status_code == 429) and attempt < self.settings.attempts:
+            busy = r.status_code >= 500 or r.status_code == 429
+            if busy and not last:
                 self._pause(backoff.next(r.headers.get("retry-after")))
                 continue
-            error = TransientRegistryError if r.status_code >= 500 or r.status_code == 429 else RegistryError
+            error = TransientRegistryError if busy else RegistryError
             raise error(f"{method} {url}: HTTP {r.status_code} {r.text[:200]!r}", r.status_code)
         raise TransientRegistryError(f"{method} {url}: no answer after {self.settings.attempts} attempts")
+
+    def _authorize(self, headers: dict[str, str], scope: str) -> None:
+        """Credentials go out only after the registry asked for them (a challenge), never unprompted."""
+        if self._basic is not None:
+            headers["Authorization"] = self._basic
+        elif scope in self._tokens:
+            headers["Authorization"] = f"Bearer {self._tokens[scope]}"
+
+    def _send(self, method: str, url: str, headers: dict[str, str], last: bool, kw: dict[str, Any]) -> Response | None:
+        """One attempt: the response, or None when there was no answer and another attempt may follow."""
+        try:
+            return self._session.request(method, url, headers=headers, timeout=self._timeout(f"{method} {url}"), **kw)
+        except DeadlineExceeded as exc:  # slow, not down: retrying now would only hold the caller longer
+            raise TransientRegistryError(f"{method} {exc}") from None
+        except HttpError as exc:
+            if last or isinstance(exc, ssl.SSLError):
+                raise _no_answer(method, url, exc) from None
+            return None
+
+    def _answer_challenge(self, r: Response, scope: str) -> bool:
+        """Take up a 401's challenge (a Bearer token for `scope`, or Basic credentials once); True when the
+        request is worth sending again with them."""
+        challenge = r.headers.get("www-authenticate", "")
+        if challenge.lower().startswith("bearer"):
+            token = self._token(challenge, scope)
+            if token:
+                self._tokens[scope] = token
+                return True
+        elif challenge.lower().startswith("basic") and self.settings.username and self._basic is None:
+            raw = f"{self.settings.username}:{self.settings.password or ''}".encode()
+            self._basic = "Basic " + base64.b64encode(raw).decode()
+            return True
+        return False
 
     # ----- reading -----
     def manifest(self, repo: str, reference: str) -> tuple[bytes, str, str] | None:
@@ -432,9 +445,22 @@ class RegistryClient:
         (recently: the last 8192)."""
         return self._own.get((repo, digest)) is not None
 
-    def _lock(self, repo: str, digest: str) -> threading.Lock:
+    @contextlib.contextmanager
+    def _lock(self, repo: str, digest: str) -> Iterator[None]:
+        """Hold the lock of one subject's index; it lives while someone holds or waits for it (a watcher
+        that runs for months sees millions of subjects)."""
+        key = (repo, digest)
         with self._locks_guard:
-            return self._subject_locks.setdefault((repo, digest), threading.Lock())
+            lock, users = self._subject_locks.setdefault(key, (threading.Lock(), [0]))
+            users[0] += 1
+        try:
+            with lock:
+                yield
+        finally:
+            with self._locks_guard:
+                users[0] -= 1
+                if users[0] == 0:
+                    del self._subject_locks[key]
 
     def attach(
         self, repo: str, subject: Descriptor, artifact: bytes, layers: list[bytes], *, also: Sequence[Descriptor] = ()
@@ -473,10 +499,16 @@ class RegistryClient:
         Registries such as Distribution 2.8 ignore `If-Match`, so a read-modify-write can lose to a
         concurrent writer (Notation, ORAS, another replica) that read before us and writes after us.
         Hence: merge what the index holds now with every entry seen in it before (this call and earlier
-        ones: an entry that vanished is put back while its manifest exists), write, and read again until
-        our entries and every entry seen are present. When others share the index, the confirming read
-        comes after a jittered pause, past the read-to-write window of a writer that started before us.
-        What a writer may still drop later is re-listed by the reconciliation of attachments."""
+        ones: an entry that vanished is put back while its manifest exists), write, and, when others
+        share the index, read again after a jittered pause (past the read-to-write window of a writer
+        that started before us) until our entries and every entry seen are present.
+
+        An index that held nothing but what we add (a new image's) is written once, with no confirming
+        read: no other writer was seen on it, and a read right after the write would only catch one
+        whose write landed within that round trip (one request in seven per image, to close a window
+        of milliseconds). What a writer drops later, here or after a confirming read, is put back by
+        our next write to the same index (it merges every entry seen) and by the reconciliation of
+        attachments."""
         need = {d.digest: d.to_json() for d in wanted}
         tag = mf.fallback_tag(subject)
         with self._lock(repo, subject):
@@ -510,6 +542,10 @@ class RegistryClient:
                 written, _ = self.push_manifest(repo, mf.canonical_json(doc), mf.OCI_INDEX, tag)
                 self._own.put((repo, written), True)
                 wrote = True
+                if not contended:  # no one else seen on this index: written once (see above)
+                    seen.update((str(e.get("digest")), e) for e in missing)
+                    self._seen_entries.put((repo, subject), {d: e for d, e in seen.items() if d not in gone})
+                    return
         raise TransientRegistryError(f"{repo}:{tag} kept changing under us; will retry")
 
 

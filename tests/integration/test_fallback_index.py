@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -128,12 +129,27 @@ def test_a_writer_inside_the_settle_pause_is_outlasted(registry: RegistryProcess
 
 
 def test_a_new_image_costs_no_pause(registry: RegistryProcess) -> None:
-    """An index no one else writes is confirmed by the read right after the write: no added latency."""
+    """An index no one else writes is read once and written once: no pause, no confirming read."""
     pauses: list[float] = []
     ours = RegistryClient(RegistrySettings.for_url(registry.url), sleep=pauses.append)
     image = _image(ours, "fresh")
     statement = ours.attach(REPO, image, _statement(ours, image, 6), [b"statement 6"])
+    assert (ours.counts["GET manifests/<fallback-tag>"], ours.counts["PUT manifests/<fallback-tag>"]) == (1, 1)
     assert _index(ours, image.digest) == [statement] and pauses == []
+
+
+def test_a_stale_writer_after_a_single_write_is_undone_by_the_next_write(registry: RegistryProcess) -> None:
+    """A new image's index is written with no confirming read; a tool that read it empty before our
+    write and writes after it drops our entry, and our next write to that index lists it again."""
+    ours, tool = _client(registry), _client(registry)
+    image = _image(tool, "single-write")
+    first = ours.attach(REPO, image, _statement(ours, image, 9), [b"statement 9"])
+    assert _index(tool, image.digest) == [first]
+    signature = _referrer(tool, image, "stale-signer")
+    _write_index(tool, image.digest, [signature])  # its view from before our write, plus its entry
+    second = ours.attach(REPO, image, _statement(ours, image, 10), [b"statement 10"])
+    listed = _index(tool, image.digest)
+    assert set(listed) == {first, second, signature.digest} and len(listed) == 3
 
 
 def test_reconciliation_lists_again_what_is_on_record_but_not_attached(registry: RegistryProcess, tmp_path: Path) -> None:
@@ -159,3 +175,15 @@ def test_reconciliation_lists_again_what_is_on_record_but_not_attached(registry:
     assert reattach(inbox, name, _client(registry), settle=0) == 0
     assert reattach(inbox, name, _client(registry), settle=0, everything=True) == 3
     assert set(_index(ours, image.digest)) == {push, about_signature, signature.digest, other.digest}
+
+
+def test_concurrent_attaches_to_one_subject_take_turns_and_leave_no_lock_behind(registry: RegistryProcess) -> None:
+    """One client's workers attaching to the same image take turns on its index; the per-subject lock
+    lives only while it is held or awaited (a long-running watcher sees millions of subjects)."""
+    ours = _client(registry)
+    image = _image(ours, "turns")
+    with ThreadPoolExecutor(4) as pool:
+        attached = list(pool.map(lambda n: ours.attach(REPO, image, _statement(ours, image, 20 + n),
+                                                       [f"statement {20 + n}".encode()]), range(4)))
+    assert set(_index(ours, image.digest)) == set(attached) and len(set(attached)) == 4
+    assert ours._subject_locks == {}
