@@ -108,7 +108,9 @@ class TransparencyService:
             head = self.store.head_covering(index)
             if head is None:
                 raise ScittOciError(f"the log has entry {index} but no tree head covering it")
-        path = merkle.inclusion_path(index, head.tree_size, self.store.tree().hash_range)
+        path = head.paths.get(index)  # computed by the batch's commit when it was just made here
+        if path is None:
+            path = merkle.inclusion_path(index, head.tree_size, self.store.tree().hash_range)
         value = receipt.inclusion_receipt(head.signed(), index, path)
         self._receipts.put(eid, value)
         return value

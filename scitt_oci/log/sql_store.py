@@ -235,7 +235,8 @@ class SqlStore(ABC):
             r = self._exec(conn, "SELECT hashes FROM tiles WHERE level = ? AND idx = ?", (level, index)).fetchone()
             return bytes(r[0]) if r else b""
 
-        written = tiles.append(read, size, [merkle.leaf_hash(p.entry) for p in fresh])
+        leaves = [merkle.leaf_hash(p.entry) for p in fresh]
+        written = tiles.append(read, size, leaves)
         self._many(
             conn,
             "INSERT INTO tiles (level, idx, hashes) VALUES (?, ?, ?) "
@@ -245,7 +246,8 @@ class SqlStore(ABC):
         frontier.update(written)
         new_size = size + len(fresh)
         # The writer's own node cache: it is dropped whenever a batch is not stored (see commit).
-        root = TileTree(read, self._writer_nodes).root(new_size)
+        # The root and every new leaf's inclusion path in one walk: receipts need no tile reads.
+        root, paths = merkle.appended_paths(size, leaves, TileTree(read, self._writer_nodes).hash_range)
         self._frontier = {k: v for k, v in frontier.items() if len(v) < tiles.TILE_WIDTH * tiles.HASH}
         self._frontier_size = new_size
         sth = sign(new_size, root)
@@ -254,7 +256,8 @@ class SqlStore(ABC):
             "INSERT INTO heads (tree_size, root, protected, signature, created) VALUES (?, ?, ?, ?, ?)",
             (new_size, root, sth.protected_bytes, sth.signature, now),
         )
-        return BatchResult(StoredHead(new_size, root, sth.protected_bytes, sth.signature, now), integrated, size)
+        head = StoredHead(new_size, root, sth.protected_bytes, sth.signature, now, dict(enumerate(paths, size)))
+        return BatchResult(head, integrated, size)
 
     def close(self) -> None:
         writer = getattr(self, "_writer", None)
