@@ -256,24 +256,29 @@ def create_app(
         reg = submission.registration
         if reg is None:
             return receipt_response(eid, 201)
+        integrated = reg.integrated
+        remaining = settings.wait_seconds - (time.monotonic() - started)
+        if remaining > 0:
+            # Integrated implies accepted (durable), so the common case waits once.
+            with contextlib.suppress(Exception):  # includes TimeoutError; decided below
+                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(integrated)), timeout=remaining)
+        if integrated.done() and integrated.exception() is None:
+            return receipt_response(eid, 201, *integrated.result())
         try:
-            # Accepted means durable: only then may we answer 201 or 202.
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(reg.accepted)), timeout=60)
+            # Accepted means durable: only then may we answer 202.
+            await asyncio.wait_for(
+                asyncio.shield(asyncio.wrap_future(reg.accepted)), timeout=max(0.0, 60 - (time.monotonic() - started))
+            )
         except Exception as exc:  # includes TimeoutError
             log.warning("registration %s not accepted: %s", eid.hex(), exc)
             return problem(
                 503, "Service Unavailable", "the log could not store the statement; retry later", retry_after=5
             )
-        remaining = settings.wait_seconds - (time.monotonic() - started)
-        if remaining > 0:
-            try:
-                await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(reg.integrated)), timeout=remaining)
-            except TimeoutError:
-                pass  # still integrating: answer 202 below
-            except Exception:  # integration failed after acceptance: it will be retried from the backlog
-                log.exception("integration of %s failed", eid.hex())
-        if reg.integrated.done() and reg.integrated.exception() is None:
-            return receipt_response(eid, 201, *reg.integrated.result())
+        if integrated.done():
+            if integrated.exception() is None:
+                return receipt_response(eid, 201, *integrated.result())
+            # integration failed after acceptance: it will be retried from the backlog
+            log.error("integration of %s failed", eid.hex(), exc_info=integrated.exception())
         return Response(status_code=202, headers={"Location": _entry_path(eid), "Retry-After": "1"})
 
     async def get_entry(request: Request) -> Response:
