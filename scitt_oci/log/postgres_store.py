@@ -71,8 +71,8 @@ class PostgresStore(SqlStore):
         return conn
 
     def _begin(self, conn: Any) -> None:
-        conn.execute("BEGIN")
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        # One round trip (no parameters: both statements go in one simple query); each batch pays it.
+        conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_LOCK_KEY:d})")
 
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s")

@@ -206,7 +206,8 @@ class SqlStore(ABC):
         row = self._exec(conn, "SELECT MAX(tree_size) FROM heads").fetchone()
         size = int(row[0] or 0)
         if size != self._frontier_size:  # first commit, or another process appended: re-read the tiles
-            self._forget_writer_state()
+            # (its partial tiles only: complete nodes cached from committed batches never change)
+            self._frontier = {}
         integrated = self._lookup_many(conn, [p.entry_id for p in integrate])  # registered before: idempotent
         fresh: list[Pending] = []
         for p in integrate:

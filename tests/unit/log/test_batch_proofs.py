@@ -64,3 +64,31 @@ def test_commit_hands_back_the_paths_the_stored_tiles_prove(tmp_path: Path) -> N
         assert latest is not None and latest.tree_size == n and not latest.paths  # read back: no paths
     finally:
         store.close()
+
+
+def test_two_writers_interleaving_keep_roots_and_paths_right(tmp_path: Path) -> None:
+    """Two stores on one database (two `serve` workers): each batch re-reads what the other appended,
+    and the complete nodes each writer keeps from its own earlier batches stay right."""
+    key = keys.generate(algorithms.by_name("ES256"))
+
+    def sign(size: int, root: bytes) -> receipt.SignedTreeHead:
+        return receipt.sign_tree_head(key, issuer="https://ts", subject="log", tree_size=size, root=root)
+
+    writers = [SqliteStore(tmp_path / "log.db"), SqliteStore(tmp_path / "log.db")]
+    rng = random.Random(7)
+    leaves: list[bytes] = []
+    try:
+        for turn in range(60):
+            entries = [os.urandom(30) for _ in range(rng.choice((1, 2, 5, 16, 17, 33)))]
+            result = writers[rng.randrange(2) if turn > 3 else turn % 2].commit(
+                accept=[], integrate=[Pending(entry_id(e), e) for e in entries], sign=sign, now=0.0
+            )
+            leaves += [merkle.leaf_hash(e) for e in entries]
+            head = result.head
+            assert head is not None and head.tree_size == len(leaves)
+            assert head.root == merkle.root_of(leaves)
+            for index in range(len(leaves) - len(entries), len(leaves)):
+                assert head.paths[index] == merkle.inclusion_path(index, len(leaves), merkle.list_hasher(leaves))
+    finally:
+        for w in writers:
+            w.close()
