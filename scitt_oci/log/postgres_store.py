@@ -77,6 +77,10 @@ class PostgresStore(SqlStore):
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s")
 
+    def _write(self, conn: Any, writes: Any) -> None:
+        with conn.pipeline():  # sent together; an error surfaces when the pipeline ends (and rolls back)
+            super()._write(conn, writes)
+
     def _many(self, conn: Any, sql: str, rows: Any) -> None:
         with conn.cursor() as cur:
             cur.executemany(self._sql(sql), rows)

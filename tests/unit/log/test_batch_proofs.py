@@ -6,6 +6,8 @@ import os
 import random
 from pathlib import Path
 
+import pytest
+
 from scitt_oci.cose import algorithms, cbor, headers, keys
 from scitt_oci.log.sqlite_store import SqliteStore
 from scitt_oci.log.store import Pending, entry_id
@@ -92,3 +94,41 @@ def test_two_writers_interleaving_keep_roots_and_paths_right(tmp_path: Path) -> 
     finally:
         for w in writers:
             w.close()
+
+
+def test_a_write_refused_by_postgresql_rolls_the_whole_batch_back() -> None:
+    """PostgreSQL sends a batch's writes in one pipeline: one refused (here a NULL signature) stores none
+    of them, and the next batch is stored on the same connection as if the first had never run."""
+    import uuid
+
+    import psycopg
+
+    from scitt_oci.log.postgres_store import PostgresStore
+
+    dsn = os.environ.get("SCITT_OCI_TEST_PG_DSN", "host=127.0.0.1 user=postgres dbname=test")
+    schema = "t_" + uuid.uuid4().hex[:12]
+    key = keys.generate(algorithms.by_name("ES256"))
+
+    def sign(size: int, root: bytes) -> receipt.SignedTreeHead:
+        return receipt.sign_tree_head(key, issuer="https://ts", subject="log", tree_size=size, root=root)
+
+    def unsigned(size: int, root: bytes) -> receipt.SignedTreeHead:
+        return receipt.SignedTreeHead(sign(size, root).protected_bytes, None, size, root)  # type: ignore[arg-type]
+
+    store = PostgresStore(dsn, schema=schema)
+    try:
+        first = [Pending(entry_id(e), e) for e in (b"a", b"b", b"c")]
+        store.commit(accept=[], integrate=first, sign=sign, now=0.0)
+        later = [Pending(entry_id(e), e) for e in (b"d", b"e")]
+        waiting = Pending(entry_id(b"w"), b"w")
+        with pytest.raises(psycopg.Error):
+            store.commit(accept=[waiting], integrate=later, sign=unsigned, now=0.0)
+        assert store.size() == 3 and store.lookup(later[0].entry_id) is None and not store.is_pending(waiting.entry_id)
+        result = store.commit(accept=[], integrate=later, sign=sign, now=0.0)
+        entries = [b"a", b"b", b"c", b"d", b"e"]
+        assert result.head is not None and result.head.root == merkle.root_of([merkle.leaf_hash(e) for e in entries])
+        assert store.tree().root(5) == result.head.root and store.lookup(later[1].entry_id) == 4
+    finally:
+        store.close()
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
