@@ -9,9 +9,12 @@ Needs `wrk` (Debian package) for the HTTP throughput figure. Every throughput is
 raw `cryptography` ES256 verification rate measured in the same run (one thread, and two threads:
 "the same cores" for the multi-threaded figures). Storage is durable (SQLite synchronous=FULL).
 
-Goals (issue #3): >= 3,000 registrations/s over HTTP; in-process >= 50% of the raw ES256 rate on
-the same cores; p99 <= 50 ms at 1,000 registrations/s; proof generation <= 1 ms and flat from 10^4
-to 10^7 entries; storage <= the statement's bytes + 100 bytes per entry.
+Goals (issue #3, raised by #13): >= 4,000 registrations/s over HTTP with --workers 2 (durable, SQLite;
+the same figures reported for PostgreSQL); in-process >= 30% of the raw ES256 rate on the same cores;
+p99 <= 50 ms at 1,000 registrations/s; proof generation <= 1 ms and flat from 10^4 to 10^7 entries;
+storage <= the statement's bytes + 100 bytes per entry. The machine may be shared: the CPU time per
+registration (this process, or the server's processes) is printed beside each rate, which load
+elsewhere changes much less than the rate. `--only registration` measures the first two alone.
 """
 
 from __future__ import annotations
@@ -88,8 +91,9 @@ def make_statements(issuer: keys.CoseKey, n: int, tag: str) -> list[bytes]:
 PG: dict[str, str] = {}  # dsn and schema when --postgres
 
 
-def in_process(n: int) -> float:
-    """Registrations/s through policy check, sequencer, durable commit and receipt, one submitting thread."""
+def in_process(n: int) -> tuple[float, float]:
+    """Registrations/s through policy check, sequencer, durable commit and receipt, one submitting thread;
+    and the CPU milliseconds each took (all threads of this process)."""
     issuer, ts_key = keys.generate(algorithms.by_name("ES256")), keys.generate(algorithms.by_name("ES256"))
     bodies = make_statements(issuer, n, "inproc")
     folder = Path(tempfile.mkdtemp())
@@ -103,16 +107,16 @@ def in_process(n: int) -> float:
         store, ts_key, RegistrationPolicy.build(issuer_keys=[issuer]), identity="https://ts"
     )
     service.start()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     submissions = [service.submit(b) for b in bodies]
     for s in submissions:
         assert s.registration is not None
         index, head = s.registration.integrated.result()
         service.receipt(s.entry_id, index, head)
-    rate = n / (time.perf_counter() - start)
+    rate, cpu = n / (time.perf_counter() - start), time.process_time() - cpu
     service.stop()
     shutil.rmtree(folder)
-    return rate
+    return rate, 1000 * cpu / n
 
 
 # ----------------------------------------------------------------------------- HTTP
@@ -165,24 +169,41 @@ def _pg_env(tag: str) -> dict[str, str] | None:
             "SCITT_OCI_STORAGE__POSTGRES_SCHEMA": f"{PG['schema']}_{tag}"}
 
 
-def http_throughput(workers: int, seconds: float, connections: int) -> tuple[float, dict[str, int], int]:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` and every process under it (Linux /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return total
+    return total + sum(_cpu_seconds(int(c)) for c in children)
+
+
+def http_throughput(workers: int, seconds: float, connections: int) -> tuple[float, dict[str, int], int, float]:
+    """(registrations/s, statuses, p99 latency in us, server CPU ms per registration)."""
     server = Server(workers, _pg_env(f"http{workers}"))
     try:
-        bodies = make_statements(server.issuer, int(seconds * 4500), f"http{workers}")
+        bodies = make_statements(server.issuer, int(seconds * 9000), f"http{workers}")
         path = server.folder / "statements.bin"
         path.write_bytes(b"".join(len(b).to_bytes(4, "big") + b for b in bodies))
         env = {**os.environ, "SCITT_BENCH_STATEMENTS": str(path), "SCITT_BENCH_THREADS": "2"}
+        cpu = _cpu_seconds(server.proc.pid)
         out = subprocess.run(
             ["wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "-s", str(HERE / "register.lua"),
              f"http://127.0.0.1:{server.port}"],
             capture_output=True, text=True, env=env, check=True,
         ).stdout
+        cpu = _cpu_seconds(server.proc.pid) - cpu
     finally:
         server.stop()
     rate = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
     statuses = {line.split()[1]: int(line.split()[2]) for line in out.splitlines() if line.startswith("status ")}
     p99 = int(next(line.split()[1] for line in out.splitlines() if line.startswith("latency_p99_us")))
-    return rate, statuses, p99
+    answered = sum(statuses.values())
+    return rate, statuses, p99, 1000 * cpu / max(1, answered)
 
 
 async def _fixed_load(port: int, bodies: list[bytes], rate: float, connections: int) -> list[float]:
@@ -292,6 +313,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller runs; sizes up to 10^6")
     parser.add_argument("--postgres", nargs="?", const=os.environ.get("SCITT_OCI_TEST_PG_DSN", "host=127.0.0.1 user=postgres dbname=test"),
                         help="measure registration on PostgreSQL (libpq DSN)")
+    parser.add_argument("--only", choices=("registration", "latency", "proofs"),
+                        help="measure one group: registration (raw ES256, in-process and HTTP throughput), "
+                             "latency at a fixed load, or proofs and storage")
     args = parser.parse_args()
     seconds = 5.0 if args.quick else 10.0
     if args.postgres:
@@ -309,27 +333,40 @@ def main() -> None:
 
 
 def measure(args: argparse.Namespace, seconds: float) -> None:
+    if args.only in (None, "registration"):
+        registration(args, seconds)
+    if args.only in (None, "latency"):
+        for workers in (1, 2):
+            p50, p99 = latency_at(1000.0, seconds, workers)
+            print(f"latency at 1,000 registrations/s offered, --workers {workers}: p50 {p50:.1f} ms, p99 {p99:.1f} ms  (goal p99 <= 50 ms)")
+    if args.only in (None, "proofs"):
+        proofs(args)
 
+
+def registration(args: argparse.Namespace, seconds: float) -> None:
+    cpu = time.process_time()
     floor1 = raw_es256(2.0, 1)
+    verify_ms = 1000 * (time.process_time() - cpu) / (floor1 * 2.0)  # CPU per verification, whatever the load
     floor2 = raw_es256(2.0, 2)
-    print(f"raw ES256 verify/s: {floor1:,.0f} on one thread, {floor2:,.0f} on two (this machine's 2 cores)")
+    print(f"raw ES256 verify/s: {floor1:,.0f} on one thread, {floor2:,.0f} on two (this machine's 2 cores);"
+          f" CPU {verify_ms:.3f} ms per verification")
 
-    rate = in_process(4000 if args.quick else 10_000)
+    rate, cpu_ms = in_process(4000 if args.quick else 10_000)
     print(f"in-process registrations/s (check + durable batch + receipt): {rate:,.0f}"
-          f"  = {rate / floor2:.1%} of raw ES256 on the same cores, {rate / floor1:.1%} of one core  (goal >= 50%)")
+          f"  = {rate / floor2:.1%} of raw ES256 on the same cores, {rate / floor1:.1%} of one core;"
+          f" CPU {cpu_ms:.3f} ms per registration = {cpu_ms / verify_ms:.1f} verifications  (goal >= 30% on the same cores)")
 
     if shutil.which("wrk") is None:
         print("HTTP throughput: skipped (install wrk: apt-get install wrk)")
     else:
         for workers in (1, 2):
-            r, statuses, p99 = http_throughput(workers, seconds, 128)
+            r, statuses, p99, cpu_ms = http_throughput(workers, seconds, 128)
             print(f"HTTP registrations/s, 128 connections, --workers {workers}: {r:,.0f}  ({r / floor2:.1%} of raw ES256 on"
-                  f" 2 threads; statuses {statuses}; p99 {p99 / 1000:.0f} ms; goal >= 3,000)")
+                  f" 2 threads; statuses {statuses}; p99 {p99 / 1000:.0f} ms; server CPU {cpu_ms:.3f} ms per"
+                  f" registration = {cpu_ms / verify_ms:.1f} verifications; goal >= 4,000 with --workers 2)")
 
-    for workers in (1, 2):
-        p50, p99 = latency_at(1000.0, seconds, workers)
-        print(f"latency at 1,000 registrations/s offered, --workers {workers}: p50 {p50:.1f} ms, p99 {p99:.1f} ms  (goal p99 <= 50 ms)")
 
+def proofs(args: argparse.Namespace) -> None:
     for size in () if PG else (10**4, 10**6) if args.quick else (10**4, 10**6, 10**7):
         t = time.perf_counter()
         inc, cons, per_entry = proofs_and_storage(size)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 
 
+@functools.lru_cache(maxsize=4096)  # asked for every request's client address
 def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True

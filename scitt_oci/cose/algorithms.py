@@ -93,9 +93,23 @@ def _pss(alg: Algorithm) -> padding.PSS:
     return padding.PSS(mgf=padding.MGF1(hash_alg), salt_length=hash_alg.digest_size)
 
 
+def _check_private_key(alg: Algorithm, key: PrivateKey) -> None:
+    """`check_key` for a private key, read from the key itself (deriving its public half costs more
+    than the check: it ran once per signed tree head)."""
+    if alg.family == "ec":
+        assert alg.curve is not None
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, alg.curve):
+            raise SignatureError(f"{alg.name} needs an EC key on {alg.curve.name}")
+    elif alg.family == "okp":
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise SignatureError(f"{alg.name} needs an Ed25519 key")
+    elif not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
+        raise SignatureError(f"{alg.name} needs an RSA key of at least 2048 bits")
+
+
 def sign(alg: Algorithm, key: PrivateKey, message: bytes) -> bytes:
     """Sign `message` with `key` under `alg`; ECDSA output is raw r||s."""
-    check_key(alg, key.public_key())
+    _check_private_key(alg, key)
     if isinstance(key, ec.EllipticCurvePrivateKey):
         assert alg.hash_alg is not None
         der = key.sign(message, alg.ecdsa)

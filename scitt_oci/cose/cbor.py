@@ -238,6 +238,16 @@ def _head(major: int, n: int) -> bytes:
     return bytes((major << 5 | 27,)) + n.to_bytes(8, "big")
 
 
+def uint(value: int) -> bytes:
+    """A CBOR unsigned integer (preferred encoding, as `dumps` gives it)."""
+    return _head(0, value)
+
+
+def array_head(count: int) -> bytes:
+    """The head of a CBOR array of `count` items (its items follow, each encoded)."""
+    return _head(4, count)
+
+
 def bstr(value: bytes) -> bytes:
     """A CBOR byte string (encoded by hand: this is on every signature check's path)."""
     return _head(2, len(value)) + value

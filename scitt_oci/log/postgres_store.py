@@ -72,11 +72,15 @@ class PostgresStore(SqlStore):
         return conn
 
     def _begin(self, conn: Any) -> None:
-        conn.execute("BEGIN")
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        # One round trip (no parameters: both statements go in one simple query); each batch pays it.
+        conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({_LOCK_KEY:d})")
 
     def _sql(self, text: str) -> str:
         return text.replace("?", "%s")
+
+    def _write(self, conn: Any, writes: Any) -> None:
+        with conn.pipeline():  # sent together; an error surfaces when the pipeline ends (and rolls back)
+            super()._write(conn, writes)
 
     def _many(self, conn: Any, sql: str, rows: Any) -> None:
         with conn.cursor() as cur:

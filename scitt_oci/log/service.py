@@ -6,6 +6,7 @@ Faces (HTTP, CLI) call this; it holds the domain logic and nothing about HTTP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import Future
@@ -155,19 +156,19 @@ class TransparencyService:
         reg = submission.registration
         if reg is None:
             return self._known(submission.entry_id)
-        try:
-            # Accepted means durable: only then may the caller report success.
-            await _wait(reg.accepted, self.accept_timeout)
-        except Exception as exc:  # includes TimeoutError
-            raise self._not_accepted(submission.entry_id, exc) from exc
         remaining = wait - (time.monotonic() - started)
         if remaining > 0:
-            try:
+            # Integrated implies accepted (durable), so the common case waits once.
+            with contextlib.suppress(Exception):  # a timeout or a failure: told apart below
                 await _wait(reg.integrated, remaining)
-            except TimeoutError:
-                pass  # still integrating: Accepted
-            except Exception:
-                self._integration_failed(submission.entry_id)
+        if not (reg.integrated.done() and reg.integrated.exception() is None):
+            try:
+                # Accepted means durable: only then may the caller report success.
+                await _wait(reg.accepted, max(0.0, self.accept_timeout - (time.monotonic() - started)))
+            except Exception as exc:  # includes TimeoutError
+                raise self._not_accepted(submission.entry_id, exc) from exc
+            if reg.integrated.done() and reg.integrated.exception() is not None:
+                self._integration_failed(submission.entry_id, reg.integrated.exception())
         return self._outcome(submission.entry_id, reg)
 
     def _known(self, eid: bytes) -> Registered:
@@ -189,9 +190,9 @@ class TransparencyService:
         return NotAccepted(f"the log could not store entry {eid.hex()} ({type(exc).__name__}); retry later")
 
     @staticmethod
-    def _integration_failed(eid: bytes) -> None:
+    def _integration_failed(eid: bytes, exc: BaseException | None = None) -> None:
         # Accepted, so durable: the sequencer integrates it again from the backlog.
-        log.exception("integration of %s failed", eid.hex())
+        log.error("integration of %s failed", eid.hex(), exc_info=exc or True)
 
     def pending(self, eid: bytes) -> bool:
         """Accepted and not yet integrated."""
@@ -211,7 +212,9 @@ class TransparencyService:
             head = self.store.head_covering(index)
             if head is None:
                 raise StoreError(f"the log has entry {index} but no tree head covering it")
-        path = merkle.inclusion_path(index, head.tree_size, self.store.tree().hash_range)
+        path = head.paths.get(index)  # computed by the batch's commit when it was just made here
+        if path is None:
+            path = merkle.inclusion_path(index, head.tree_size, self.store.tree().hash_range)
         value = receipt.inclusion_receipt(head.signed(), index, path)
         self._receipts.put(eid, value)
         return value

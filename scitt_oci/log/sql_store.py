@@ -193,16 +193,20 @@ class SqlStore(ABC):
         sign: HeadSigner,
         now: float,
     ) -> BatchResult:
+        # Reads first, then every write of the batch at once (PostgreSQL sends them in one round trip).
+        writes: list[tuple[str, list[tuple[Any, ...]]]] = []
         if accept:
-            self._many(
-                conn,
-                "INSERT INTO pending (id, entry, received) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                [(p.entry_id, p.entry, now) for p in accept],
+            writes.append(
+                (
+                    "INSERT INTO pending (id, entry, received) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                    [(p.entry_id, p.entry, now) for p in accept],
+                )
             )
         row = self._exec(conn, "SELECT MAX(tree_size) FROM heads").fetchone()
         size = int(row[0] or 0)
         if size != self._frontier_size:  # first commit, or another process appended: re-read the tiles
-            self._forget_writer_state()
+            # (its partial tiles only: complete nodes cached from committed batches never change)
+            self._frontier = {}
         integrated = self._lookup_many(conn, [p.entry_id for p in integrate])  # registered before: idempotent
         fresh: list[Pending] = []
         for p in integrate:
@@ -212,14 +216,10 @@ class SqlStore(ABC):
             fresh.append(p)
         stored = [(p.entry_id,) for p in integrate if p.stored]
         if stored:
-            self._many(conn, "DELETE FROM pending WHERE id = ?", stored)
+            writes.append(("DELETE FROM pending WHERE id = ?", stored))
         if not fresh:
+            self._write(conn, writes)
             return BatchResult(None, integrated, size)
-        self._many(
-            conn,
-            "INSERT INTO entries (idx, id_prefix, entry) VALUES (?, ?, ?)",
-            [(size + i, _prefix(p.entry_id), p.entry) for i, p in enumerate(fresh)],
-        )
 
         frontier = self._frontier
 
@@ -231,26 +231,39 @@ class SqlStore(ABC):
             r = self._exec(conn, "SELECT hashes FROM tiles WHERE level = ? AND idx = ?", (level, index)).fetchone()
             return bytes(r[0]) if r else b""
 
-        written = tiles.append(read, size, [merkle.leaf_hash(p.entry) for p in fresh])
-        self._many(
-            conn,
-            "INSERT INTO tiles (level, idx, hashes) VALUES (?, ?, ?) "
-            "ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes",
-            [(level, index, hashes) for (level, index), hashes in written.items()],
-        )
+        leaves = [merkle.leaf_hash(p.entry) for p in fresh]
+        written = tiles.append(read, size, leaves)
         frontier.update(written)
         new_size = size + len(fresh)
         # The writer's own node cache: it is dropped whenever a batch is not stored (see commit).
-        root = TileTree(read, self._writer_nodes).root(new_size)
+        # The root and every new leaf's inclusion path in one walk: receipts need no tile reads.
+        root, paths = merkle.appended_paths(size, leaves, TileTree(read, self._writer_nodes).hash_range)
         self._frontier = {k: v for k, v in frontier.items() if len(v) < tiles.TILE_WIDTH * tiles.HASH}
         self._frontier_size = new_size
         sth = sign(new_size, root)
-        self._exec(
-            conn,
-            "INSERT INTO heads (tree_size, root, protected, signature, created) VALUES (?, ?, ?, ?, ?)",
-            (new_size, root, sth.protected_bytes, sth.signature, now),
-        )
-        return BatchResult(StoredHead(new_size, root, sth.protected_bytes, sth.signature, now), integrated, size)
+        writes += [
+            (
+                "INSERT INTO entries (idx, id_prefix, entry) VALUES (?, ?, ?)",
+                [(size + i, _prefix(p.entry_id), p.entry) for i, p in enumerate(fresh)],
+            ),
+            (
+                "INSERT INTO tiles (level, idx, hashes) VALUES (?, ?, ?) "
+                "ON CONFLICT (level, idx) DO UPDATE SET hashes = excluded.hashes",
+                [(level, index, hashes) for (level, index), hashes in written.items()],
+            ),
+            (
+                "INSERT INTO heads (tree_size, root, protected, signature, created) VALUES (?, ?, ?, ?, ?)",
+                [(new_size, root, sth.protected_bytes, sth.signature, now)],
+            ),
+        ]
+        self._write(conn, writes)
+        head = StoredHead(new_size, root, sth.protected_bytes, sth.signature, now, dict(enumerate(paths, size)))
+        return BatchResult(head, integrated, size)
+
+    def _write(self, conn: Any, writes: Sequence[tuple[str, Sequence[Sequence[Any]]]]) -> None:
+        """The batch's writes, in order, inside its transaction."""
+        for sql, rows in writes:
+            self._many(conn, sql, rows)
 
     def close(self) -> None:
         writer = getattr(self, "_writer", None)

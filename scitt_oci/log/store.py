@@ -9,8 +9,8 @@ acknowledged and leave the pending list in the same transaction that integrates 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from scitt_oci.log.tiles import TileTree
@@ -29,6 +29,9 @@ class StoredHead:
     protected: bytes
     signature: bytes
     created: float
+    # The inclusion paths of the leaves this head's batch appended (leaf index -> path), when the head was
+    # just made by this process's commit; empty for a head read back from the store.
+    paths: Mapping[int, Sequence[bytes]] = field(default_factory=dict, compare=False, repr=False)
 
     def signed(self) -> SignedTreeHead:
         return SignedTreeHead(self.protected, self.signature, self.tree_size, self.root)

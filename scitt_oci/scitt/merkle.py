@@ -80,6 +80,36 @@ def inclusion_path(index: int, size: int, hash_range: RangeHasher) -> list[bytes
     return path
 
 
+def appended_paths(size: int, leaves: Sequence[bytes], hash_range: RangeHasher) -> tuple[bytes, list[list[bytes]]]:
+    """The root of the tree after appending the leaf hashes `leaves` to the tree of `size` leaves, and the
+    inclusion path (as `inclusion_path` gives it) of each appended leaf in that tree.
+
+    `hash_range` answers for ranges of the first `size` leaves only. One walk for the whole batch: O(log n)
+    ranges of the old tree, one node hash per appended leaf, and the paths' hashes (a leaf at a time would
+    cost O(log n) ranges each)."""
+    total = size + len(leaves)
+    paths: list[list[bytes]] = [[] for _ in leaves]
+    if not leaves:
+        return hash_range(0, size) if size else EMPTY_ROOT, paths
+
+    def walk(begin: int, end: int) -> bytes:
+        # The root of [begin, end); each appended leaf in it gets its sibling at this level, deepest first.
+        if end <= size:
+            return hash_range(begin, end)
+        if end - begin == 1:
+            return leaves[begin - size]
+        mid = begin + split_point(end - begin)
+        left = walk(begin, mid)
+        right = walk(mid, end)
+        for i in range(max(begin, size) - size, mid - size):
+            paths[i].append(right)
+        for i in range(max(mid, size) - size, end - size):
+            paths[i].append(left)
+        return hashlib.sha256(b"\x01" + left + right).digest()
+
+    return walk(0, total), paths
+
+
 def root_from_inclusion(leaf: bytes, index: int, size: int, path: Sequence[bytes]) -> bytes:
     """The root an inclusion path leads to (RFC 9162 2.1.3.2); `ProofError` when the path cannot fit."""
     _check_size(index, size)

@@ -120,3 +120,12 @@ def test_pycose_verifies_ours_and_we_verify_pycose(alg: str) -> None:
     mine.key = pk
     decoded = sign1.decode(mine.encode())
     decoded.verify(k)
+
+
+@pytest.mark.parametrize(
+    ("alg", "holder", "message"),
+    [("ES384", "ES256", "needs an EC key on secp384r1"), ("ES256", "EdDSA", "needs an EC key"), ("EdDSA", "ES256", "needs an Ed25519 key"), ("PS256", "ES256", "needs an RSA key")],
+)
+def test_signing_refuses_a_private_key_that_cannot_carry_the_alg(alg: str, holder: str, message: str) -> None:
+    with pytest.raises(SignatureError, match=message):
+        sign1.sign(key(holder), {1: algorithms.by_name(alg).cose_id}, b"p")
