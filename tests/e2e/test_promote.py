@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -439,7 +439,7 @@ def test_sigkill_mid_promote_never_leaves_the_tag_without_the_record(world: Worl
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    arrived = (
+    arrived: Callable[[], bool] = (
         (lambda: w.acme.client.head_manifest(repo, digest) is not None)
         if when == "image"
         else (lambda: _countersigned_at(w, repo, digest))

@@ -164,6 +164,7 @@ def test_trust_self_trusts_this_instances_keys(tmp_path: Path) -> None:
     assert isinstance(rt, Runtime) and rt.admission_policy is not None
     policy = load_policy(rt.admission_policy)
     assert [k.kid for k in policy.services[0].keys] == [rt.service.key.kid]
+    assert policy.issuers is not None
     assert [k.kid for k in policy.issuers[0].keys] == [rt.issuer_key.kid] and policy.issuers[0].iss == rt.service.identity
     assert b"PRIVATE" not in (rt.admission_policy.parent / "issuer.pem").read_bytes()
     rt.service.store.close()

@@ -45,7 +45,7 @@ def test_merge_policy_adds_without_dropping_anything() -> None:
         "mode": "audit",
     }
     out = pin.merge_policy(doc, "w", "w.ts-keys.cbor", [pin.IssuerPin("w", "w.issuer-keys.cbor", "https://w.example")])
-    assert out["mode"] == "audit" and out["transparency_services"][0] == doc["transparency_services"][0]  # type: ignore[index]
+    assert out["mode"] == "audit" and out["transparency_services"][0] == doc["transparency_services"][0]
     assert out["transparency_services"][1]["keys"] == [{"path": "old.pem"}, {"path": "w.ts-keys.cbor"}]
     assert out["issuers"] == [{"name": "w", "keys": [{"path": "i.pem"}, {"path": "w.issuer-keys.cbor"}], "iss": "https://w.example"}]
     assert doc["issuers"][0]["iss"] == "https://old.example"  # type: ignore[index]  # the input is not changed

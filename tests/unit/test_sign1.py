@@ -90,8 +90,8 @@ def test_unknown_algorithm_and_wrong_key_type() -> None:
 
 @pytest.mark.parametrize("alg", ["ES256", "ES384", "EdDSA", "PS256"])
 def test_pycose_verifies_ours_and_we_verify_pycose(alg: str) -> None:
-    from pycose.keys import CoseKey as PyCoseKey
-    from pycose.messages import Sign1Message
+    from pycose.keys.cosekey import CoseKey as PyCoseKey
+    from pycose.messages.sign1message import Sign1Message
 
     k = key(alg)
     ours = sign1.sign(k, {}, b"cross-implementation")
@@ -105,14 +105,16 @@ def test_pycose_verifies_ours_and_we_verify_pycose(alg: str) -> None:
         cose_key.update({label: v.to_bytes((v.bit_length() + 7) // 8, "big") for label, v in priv.items()})
     else:
         from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-        assert k.private is not None
         if alg == "EdDSA":
-            d = k.private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())  # type: ignore[union-attr]
+            assert isinstance(k.private, ed25519.Ed25519PrivateKey)
+            d = k.private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
         else:
-            d = k.private.private_numbers().private_value.to_bytes(algorithms.by_name(alg).coordinate_size, "big")  # type: ignore[union-attr]
+            assert isinstance(k.private, ec.EllipticCurvePrivateKey)
+            d = k.private.private_numbers().private_value.to_bytes(algorithms.by_name(alg).coordinate_size, "big")
         cose_key[-4] = d
-    pk = PyCoseKey.from_dict(cose_key)
+    pk: PyCoseKey = PyCoseKey.from_dict(cose_key)
     theirs_view = Sign1Message.decode(ours.encode())
     theirs_view.key = pk
     assert theirs_view.verify_signature()
