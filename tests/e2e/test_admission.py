@@ -42,11 +42,12 @@ class Cluster:
     def admission_url(self) -> str:
         return f"https://127.0.0.1:{self.admission_port}"
 
-    def post(self, route: str, body: object, *, authenticate: bool = True, **kw: object) -> requests.Response:
+    def post(self, route: str, body: object, *, authenticate: bool = True, headers: dict[str, str] | None = None
+             ) -> requests.Response:
         """POST to the admission listener as the API server would: TLS, with its client certificate."""
         cert = (str(self.pki.client_cert), str(self.pki.client_key)) if authenticate else None
         return requests.post(f"{self.admission_url}/{route}", json=body, cert=cert, verify=str(self.pki.ca),
-                             timeout=10, **kw)  # type: ignore[arg-type]
+                             timeout=10, headers=headers)
 
 
 def _write_policy(root: Path, extra: str = "") -> None:
@@ -99,14 +100,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     registry.stop()
 
 
-def _pod(image: str | list[str], namespace: str = "prod") -> dict[str, object]:
-    """A review of a pod with one container "c" running `image`, or containers c0, c1, ... running each of a list."""
+def _pod(image: str | list[str], namespace: str = "prod", name: str = "p") -> dict[str, object]:
+    """A review of pod `name` with one container "c" running `image`, or containers c0, c1, ... running each of a list."""
     if isinstance(image, str):
         containers = [{"name": "c", "image": image}]
     else:
         containers = [{"name": f"c{i}", "image": one} for i, one in enumerate(image)]
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "uid-1", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": namespace, "name": "p",
+        "uid": "uid-1", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": namespace, "name": name,
         "operation": "CREATE", "object": {"metadata": {"name": "p"}, "spec": {"containers": containers}}}}
 
 
@@ -201,8 +202,7 @@ def test_admitted_images_get_a_deploy_statement(cluster: Cluster) -> None:
     from scitt_oci.scitt import profile, transparent
 
     host = cluster.registry.host
-    review = _pod(f"{host}/acme/app@{cluster.recorded}", namespace="payments")
-    review["request"]["name"] = "api-7f9c"  # type: ignore[index]
+    review = _pod(f"{host}/acme/app@{cluster.recorded}", namespace="payments", name="api-7f9c")
     assert cluster.post("admission/validate", review).json()["response"]["allowed"]
     client = RegistryClient(RegistrySettings.for_url(cluster.registry.url))
     deadline = time.monotonic() + 30
@@ -225,7 +225,7 @@ def test_admitted_images_get_a_deploy_statement(cluster: Cluster) -> None:
 @pytest.mark.parametrize("route", ["admission/validate", "admission/mutate", "gatekeeper/verify"])
 def test_bad_requests_get_a_named_4xx(cluster: Cluster, route: str) -> None:
     url = f"{cluster.admission_url}/{route}"
-    tls = {"cert": (str(cluster.pki.client_cert), str(cluster.pki.client_key)), "verify": str(cluster.pki.ca)}
+    cert = (str(cluster.pki.client_cert), str(cluster.pki.client_key))
     json_type = {"Content-Type": "application/json"}
     cases = [
         (b"{}", {"Content-Type": "text/plain"}, 415, "application/json"),
@@ -234,7 +234,7 @@ def test_bad_requests_get_a_named_4xx(cluster: Cluster, route: str) -> None:
         (b"x" * (3 * 1024 * 1024 + 1), json_type, 413, "at most"),
     ]
     for body, headers, status, words in cases:
-        r = requests.post(url, data=body, headers=headers, timeout=10, **tls)  # type: ignore[arg-type]
+        r = requests.post(url, data=body, headers=headers, timeout=10, cert=cert, verify=str(cluster.pki.ca))
         assert r.status_code == status, (body[:10], r.text)
         assert words in r.text, (body[:10], r.text)
 

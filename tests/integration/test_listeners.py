@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message
+from starlette.types import ASGIApp, Message, Scope
 
 from scitt_oci.server.plaintext import RefusePlainCredentials
 from tests.serverproc import ServerProcess
@@ -101,7 +101,7 @@ def _call(app: ASGIApp, method: str, path: str, *, scheme: str = "http", client:
     """One request straight into the ASGI app, as a server would deliver it from `client`."""
     import asyncio
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": scheme,
+    scope: Scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": scheme,
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "client": client,
              "server": ("scitt.example", 80), "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]}
     sent: list[Message] = []
@@ -112,7 +112,10 @@ def _call(app: ASGIApp, method: str, path: str, *, scheme: str = "http", client:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    async def deliver() -> None:  # asyncio.run takes a coroutine; an ASGI app returns any awaitable
+        await app(scope, receive, send)
+
+    asyncio.run(deliver())
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
 

@@ -218,7 +218,8 @@ def test_private_ca_needs_ca_file_for_pin_and_audit(tmp_path: Path) -> None:
         assert untrusted.returncode == 2 and "is not trusted" in untrusted.stderr and "--ca-file" in untrusted.stderr
         ok = cli("trust", "pin", url, "--policy", "p.yaml", "--ca-file", str(crt), cwd=tmp_path)
         assert ok.returncode == 0, ok.stderr
-        assert load_policy(tmp_path / "p.yaml").issuers[0].iss == url  # type: ignore[index]
+        issuers = load_policy(tmp_path / "p.yaml").issuers
+        assert issuers is not None and issuers[0].iss == url
         made = cli("statement", "create", "--key", str(srv.data_dir / "keys" / "issuer.pem"), "--issuer", url,
                    "--profile", "push", "--image", f"r.example/a@{DIGEST}", "--out", "s.cose", cwd=tmp_path)
         assert made.returncode == 0, made.stderr

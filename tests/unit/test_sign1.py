@@ -8,7 +8,7 @@ import pytest
 from scitt_oci.cose import algorithms, cbor, sign1
 from scitt_oci.cose.sign1 import Sign1
 from scitt_oci.errors import MalformedError, SignatureError, UnsupportedError
-from tests.helpers import key
+from tests.helpers import key, private
 
 ALGS = ["ES256", "ES384", "ES512", "EdDSA", "PS256", "PS384", "PS512"]
 
@@ -16,7 +16,7 @@ ALGS = ["ES256", "ES384", "ES512", "EdDSA", "PS256", "PS384", "PS512"]
 @pytest.mark.parametrize("alg", ALGS)
 def test_sign_and_verify_every_algorithm(alg: str) -> None:
     k = key(alg if not alg.startswith("PS") else "PS256")
-    signer = k if not alg.startswith("PS") else type(k).from_key(k.private, alg=algorithms.by_name(alg))  # type: ignore[arg-type]
+    signer = k if not alg.startswith("PS") else type(k).from_key(private(k), alg=algorithms.by_name(alg))
     msg = sign1.sign(signer, {4: signer.kid}, b"payload")
     decoded = sign1.decode(msg.encode())
     assert decoded.alg.name == alg
@@ -54,7 +54,8 @@ def test_signature_covers_the_original_protected_bytes_not_a_re_encoding() -> No
     # A protected header in a non-preferred encoding (alg as a 2-byte int): re-encoding would change it.
     protected = bytes.fromhex("a101" + "3806")  # {1: -7} with -7 in the one-byte-argument form
     assert cbor.loads(protected) == {1: -7} and cbor.dumps({1: -7}) != protected
-    signature = algorithms.sign(k.alg, k.private, sign1.sig_structure(protected, b"x"))  # type: ignore[arg-type]
+    assert k.alg is not None
+    signature = algorithms.sign(k.alg, private(k), sign1.sig_structure(protected, b"x"))
     raw = cbor2.dumps(cbor2.CBORTag(18, [protected, {}, b"x", signature]))
     decoded = sign1.decode(raw)
     decoded.verify(k)

@@ -39,7 +39,7 @@ def test_trusted_issuer_key_passes_and_the_unprotected_header_is_emptied() -> No
     ],
 )
 def test_policy_rejections(policy_kw: dict[str, object], body_kw: dict[str, int], title: str, detail: str) -> None:
-    policy = RegistrationPolicy.build(issuer_keys=[key()], **policy_kw)  # type: ignore[arg-type]
+    policy = RegistrationPolicy.build(issuer_keys=[key()], **policy_kw)  # type: ignore[arg-type]  # each case sets one keyword, of that keyword's type
     with pytest.raises(Rejection, match=detail) as info:
         policy.check(_stmt(key(slot=body_kw.get("slot", 0))))
     assert info.value.title == title
