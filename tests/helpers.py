@@ -26,6 +26,12 @@ def key(alg: str = "ES256", slot: int = 0) -> CoseKey:
     return _KEYS[name]
 
 
+def private(k: CoseKey) -> algorithms.PrivateKey:
+    """The private half of `k` (every key from `key` has one)."""
+    assert k.private is not None
+    return k.private
+
+
 @dataclass
 class MemoryLog:
     """Enough of a transparency service to mint real receipts: entries in memory, one signed head per batch."""

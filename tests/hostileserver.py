@@ -9,7 +9,7 @@ Every request is recorded as "METHOD /path".
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -20,7 +20,7 @@ Route = tuple[int, str, Body] | tuple[int, str, Body, dict[str, str]]
 
 @dataclass
 class HostileServer:
-    routes: dict[str, Route] = field(default_factory=dict)
+    routes: Mapping[str, Route] = field(default_factory=dict)
     seen: list[str] = field(default_factory=list)
     sent: dict[str, int] = field(default_factory=dict)  # bytes written per route, until the client hung up
 

@@ -11,13 +11,15 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
-from scitt_oci.cose import keys
+from scitt_oci.cose import algorithms, keys
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
+from scitt_oci.oci.http import Response
 from tests.pki import Pki, make_pki
 from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
 from tests.serverproc import ServerProcess, free_port
@@ -40,11 +42,12 @@ class Cluster:
     def admission_url(self) -> str:
         return f"https://127.0.0.1:{self.admission_port}"
 
-    def post(self, route: str, body: object, *, authenticate: bool = True, **kw: object) -> requests.Response:
+    def post(self, route: str, body: object, *, authenticate: bool = True, headers: dict[str, str] | None = None
+             ) -> requests.Response:
         """POST to the admission listener as the API server would: TLS, with its client certificate."""
         cert = (str(self.pki.client_cert), str(self.pki.client_key)) if authenticate else None
         return requests.post(f"{self.admission_url}/{route}", json=body, cert=cert, verify=str(self.pki.ca),
-                             timeout=10, **kw)  # type: ignore[arg-type]
+                             timeout=10, headers=headers)
 
 
 def _write_policy(root: Path, extra: str = "") -> None:
@@ -75,8 +78,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     registry = RegistryProcess(root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET,
                                port=quiet.port).start()
     # The policy needs the service's keys, which exist once it has started: bootstrap with a placeholder.
-    (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(keys.algorithms.by_name("ES256"))]))
-    (root / "issuer.pem").write_bytes(keys.generate(keys.algorithms.by_name("ES256")).public_pem())
+    (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(algorithms.by_name("ES256"))]))
+    (root / "issuer.pem").write_bytes(keys.generate(algorithms.by_name("ES256")).public_pem())
     _write_policy(root)
     server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret"),
                    "--trust", str(root / "policy.yaml")]
@@ -97,16 +100,24 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     registry.stop()
 
 
-def _pod(image: str, namespace: str = "prod") -> dict[str, object]:
+def _pod(image: str | list[str], namespace: str = "prod", name: str = "p") -> dict[str, object]:
+    """A review of pod `name` with one container "c" running `image`, or containers c0, c1, ... running each of a list."""
+    if isinstance(image, str):
+        containers = [{"name": "c", "image": image}]
+    else:
+        containers = [{"name": f"c{i}", "image": one} for i, one in enumerate(image)]
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "uid-1", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": namespace, "name": "p",
-        "operation": "CREATE", "object": {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": image}]}}}}
+        "uid": "uid-1", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": namespace, "name": name,
+        "operation": "CREATE", "object": {"metadata": {"name": "p"}, "spec": {"containers": containers}}}}
 
 
-def _review(c: Cluster, image: str, route: str = "validate", namespace: str = "prod") -> dict[str, object]:
+def _review(c: Cluster, image: str, route: str = "validate", namespace: str = "prod") -> dict[str, Any]:
+    """The AdmissionReview's response, as JSON the server sent (so its values are untyped)."""
     r = c.post(f"admission/{route}", _pod(image, namespace))
     assert r.status_code == 200, r.text
-    return r.json()["response"]  # type: ignore[no-any-return]
+    response = r.json()["response"]
+    assert isinstance(response, dict), r.text
+    return response
 
 
 def test_admission_decisions(cluster: Cluster) -> None:
@@ -191,8 +202,7 @@ def test_admitted_images_get_a_deploy_statement(cluster: Cluster) -> None:
     from scitt_oci.scitt import profile, transparent
 
     host = cluster.registry.host
-    review = _pod(f"{host}/acme/app@{cluster.recorded}", namespace="payments")
-    review["request"]["name"] = "api-7f9c"  # type: ignore[index]
+    review = _pod(f"{host}/acme/app@{cluster.recorded}", namespace="payments", name="api-7f9c")
     assert cluster.post("admission/validate", review).json()["response"]["allowed"]
     client = RegistryClient(RegistrySettings.for_url(cluster.registry.url))
     deadline = time.monotonic() + 30
@@ -215,7 +225,7 @@ def test_admitted_images_get_a_deploy_statement(cluster: Cluster) -> None:
 @pytest.mark.parametrize("route", ["admission/validate", "admission/mutate", "gatekeeper/verify"])
 def test_bad_requests_get_a_named_4xx(cluster: Cluster, route: str) -> None:
     url = f"{cluster.admission_url}/{route}"
-    tls = {"cert": (str(cluster.pki.client_cert), str(cluster.pki.client_key)), "verify": str(cluster.pki.ca)}
+    cert = (str(cluster.pki.client_cert), str(cluster.pki.client_key))
     json_type = {"Content-Type": "application/json"}
     cases = [
         (b"{}", {"Content-Type": "text/plain"}, 415, "application/json"),
@@ -224,7 +234,7 @@ def test_bad_requests_get_a_named_4xx(cluster: Cluster, route: str) -> None:
         (b"x" * (3 * 1024 * 1024 + 1), json_type, 413, "at most"),
     ]
     for body, headers, status, words in cases:
-        r = requests.post(url, data=body, headers=headers, timeout=10, **tls)  # type: ignore[arg-type]
+        r = requests.post(url, data=body, headers=headers, timeout=10, cert=cert, verify=str(cluster.pki.ca))
         assert r.status_code == status, (body[:10], r.text)
         assert words in r.text, (body[:10], r.text)
 
@@ -283,9 +293,7 @@ def test_only_authenticated_validating_reviews_record_deploys(cluster: Cluster, 
 
 def test_reviews_are_bounded(cluster: Cluster) -> None:
     host = cluster.registry.host
-    many = _pod(f"{host}/acme/app@{cluster.recorded}")
-    many["request"]["object"]["spec"]["containers"] = [  # type: ignore[index]
-        {"name": f"c{i}", "image": f"{host}/acme/app@sha256:{i:064x}"} for i in range(20_000)]
+    many = _pod([f"{host}/acme/app@sha256:{i:064x}" for i in range(20_000)])
     started = time.monotonic()
     out = cluster.post("admission/validate", many).json()["response"]
     assert out["allowed"] is False and "REVIEW_LIMIT" in out["status"]["message"], out
@@ -301,21 +309,18 @@ def test_registry_reads_per_review_are_bounded(cluster: Cluster) -> None:
 
     from scitt_oci.server.admission import Admission
 
-    client = RegistryClient(RegistrySettings.for_url(cluster.registry.url))
     calls: list[str] = []
-    real = client.request
 
-    def counted(method: str, path: str, **kw: object) -> object:
-        calls.append(path)
-        return real(method, path, **kw)  # type: ignore[arg-type]
+    class CountingClient(RegistryClient):
+        def request(self, method: str, path: str, *, scope: str = "", ok: tuple[int, ...] = (200,), **kw: Any) -> Response:
+            calls.append(path)
+            return super().request(method, path, scope=scope, ok=ok, **kw)
 
-    client.request = counted  # type: ignore[method-assign]
+    client = CountingClient(RegistrySettings.for_url(cluster.registry.url))
     controller = Admission(cluster.root / "policy.yaml", {cluster.registry.host: client}, max_registry_requests=5,
                            negative_ttl=0)
     host = cluster.registry.host
-    review = _pod(f"{host}/acme/app@{cluster.recorded}")
-    review["request"]["object"]["spec"]["containers"] = [  # type: ignore[index]
-        {"name": f"c{i}", "image": f"{host}/acme/app@sha256:{i:064x}"} for i in range(40)]
+    review = _pod([f"{host}/acme/app@sha256:{i:064x}" for i in range(40)])
     out = asyncio.run(controller.review(json.dumps(review).encode(), mutate=False))["response"]
     assert out["allowed"] is False and "REVIEW_LIMIT" in out["status"]["message"], out
     assert 0 < len(calls) <= 5, len(calls)

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -258,12 +258,15 @@ def test_promote_copies_the_image_and_its_whole_record(world: World, published: 
     assert note_digest in {d.digest for d in acme.referrers(repo, digest)}
     # the same digest, byte for byte, every platform manifest, the tag last
     assert acme.manifest(repo, digest) == w.wabbit.client.manifest("wabbit/net-monitor", digest)
-    index = json.loads(acme.manifest(repo, digest)[0])  # type: ignore[index]
+    fetched = acme.manifest(repo, digest)
+    assert fetched is not None
+    index = json.loads(fetched[0])
     for platform in index["manifests"]:
         assert acme.head_manifest(repo, platform["digest"]) is not None
         upstream_here = {d.digest for d in w.wabbit.client.referrers("wabbit/net-monitor", platform["digest"])}
         assert upstream_here and upstream_here <= {d.digest for d in acme.referrers(repo, platform["digest"])}
-    assert acme.head_manifest(repo, "1.0").digest == digest  # type: ignore[union-attr]
+    tagged = acme.head_manifest(repo, "1.0")
+    assert tagged is not None and tagged.digest == digest
     # every upstream referrer, and cosign's tag-named signature
     here = {d.digest for d in acme.referrers(repo, digest)}
     assert set(upstream) <= here
@@ -439,7 +442,7 @@ def test_sigkill_mid_promote_never_leaves_the_tag_without_the_record(world: Worl
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    arrived = (
+    arrived: Callable[[], bool] = (
         (lambda: w.acme.client.head_manifest(repo, digest) is not None)
         if when == "image"
         else (lambda: _countersigned_at(w, repo, digest))
@@ -454,7 +457,8 @@ def test_sigkill_mid_promote_never_leaves_the_tag_without_the_record(world: Worl
     assert tagged is None or (tagged.digest == digest and _import_at(w, repo, digest))
     code, report = promote(w, source, f"{w.acme.registry.host}/{repo}:1", w.root / "import.yaml")
     assert code == 0, report
-    assert w.acme.client.head_manifest(repo, "1").digest == digest  # type: ignore[union-attr]
+    tagged = w.acme.client.head_manifest(repo, "1")
+    assert tagged is not None and tagged.digest == digest
     assert _import_at(w, repo, digest)
     admit = cli(
         "verify",
@@ -530,7 +534,8 @@ def test_across_an_air_gap_through_an_oci_layout(world: World, published: tuple[
         report["import_statement"]
         and len(report["counter_registered"]) == len(carried["verification"]["statements"]) + 2
     )
-    assert w.acme.client.head_manifest("acme/airgap", "1.0").digest == digest  # type: ignore[union-attr]
+    tagged = w.acme.client.head_manifest("acme/airgap", "1.0")
+    assert tagged is not None and tagged.digest == digest
     admit = cli(
         "verify",
         f"{w.acme.registry.host}/acme/airgap@{digest}",
@@ -567,4 +572,5 @@ def test_within_one_registry_blobs_are_mounted_not_downloaded(world: World, publ
         w.root / "import.yaml",
     )
     assert code == 0 and report["copied"]["blobs"] == 0 and report["copied"]["blobs_mounted"] >= 4, report["copied"]
-    assert w.wabbit.client.head_manifest("wabbit/mirror", "1.0").digest == digest  # type: ignore[union-attr]
+    tagged = w.wabbit.client.head_manifest("wabbit/mirror", "1.0")
+    assert tagged is not None and tagged.digest == digest

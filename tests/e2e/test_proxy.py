@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from scitt_oci.cose import keys
+from scitt_oci.cose import algorithms, keys
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from tests.loopproxy import LoopProxy
@@ -89,8 +89,8 @@ def corp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corp]:
         server = ServerProcess(root / "data", env={**cleared, "HTTPS_PROXY": proxy.url, "SSL_CERT_FILE": str(ca)})
         registry = RegistryProcess(root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET,
                                    tls=(cert, key)).start()
-        (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(keys.algorithms.by_name("ES256"))]))
-        (root / "issuer.pem").write_bytes(keys.generate(keys.algorithms.by_name("ES256")).public_pem())
+        (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(algorithms.by_name("ES256"))]))
+        (root / "issuer.pem").write_bytes(keys.generate(algorithms.by_name("ES256")).public_pem())
         (root / "policy.yaml").write_text("transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
                                           "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n")
         server.args = ["--registry", f"{NAME}:{registry.port}", "--webhook-secret-file", str(root / "secret"),

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -23,7 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from scitt_oci.cose import keys
+from scitt_oci.cose import algorithms, keys
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from scitt_oci.oci.manifest import Descriptor
@@ -158,8 +159,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     registry = RegistryProcess(
         root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET
     ).start()
-    (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(keys.algorithms.by_name("ES256"))]))
-    (root / "issuer.pem").write_bytes(keys.generate(keys.algorithms.by_name("ES256")).public_pem())
+    (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(algorithms.by_name("ES256"))]))
+    (root / "issuer.pem").write_bytes(keys.generate(algorithms.by_name("ES256")).public_pem())
     _write_policy(root)
     server.args = [
         "--config",
@@ -241,24 +242,27 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, check=False)
 
 
-def _history(w: World, image: str) -> list[dict[str, object]]:
+def _history(w: World, image: str) -> list[dict[str, Any]]:
+    """The history's records, as the CLI prints them in JSON (so their values are untyped)."""
     out = _cli("history", image, "--registry-insecure", "--output", "json")
     assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)["records"]  # type: ignore[no-any-return]
+    records = json.loads(out.stdout)["records"]
+    assert isinstance(records, list) and all(isinstance(r, dict) for r in records), records
+    return records
 
 
 def test_history_shows_verified_notation_and_cosign_signatures_with_their_signers(world: World) -> None:
     records = _history(world, f"{world.registry.host}/notary/alpine@{ALPINE}")
     signatures = [r["details"] for r in records if r["kind"] == "signature"]
     assert len(signatures) == 3
-    notation = sorted((d for d in signatures if d["format"] == "notation"), key=lambda d: str(d))  # type: ignore[index]
+    notation = sorted((d for d in signatures if d["format"] == "notation"), key=lambda d: str(d))
     assert [(d["verified"], d["signer"], d["anchor"]) for d in notation] == [
         (True, ALPINE_SUBJECT, "alpine-notary")
-    ] * 2  # type: ignore[index]
-    assert all(d["chain"] == f"sha256:{world.alpine_thumbprint}" for d in notation)  # type: ignore[index]
-    cosign = [d for d in signatures if d["format"] == "cosign"]  # type: ignore[index]
-    assert cosign[0]["verified"] is True and cosign[0]["anchor"] == "acme-release-key"  # type: ignore[index]
-    assert str(cosign[0]["signer"]).startswith("key sha256:")  # type: ignore[index]
+    ] * 2
+    assert all(d["chain"] == f"sha256:{world.alpine_thumbprint}" for d in notation)
+    cosign = [d for d in signatures if d["format"] == "cosign"]
+    assert cosign[0]["verified"] is True and cosign[0]["anchor"] == "acme-release-key"
+    assert str(cosign[0]["signer"]).startswith("key sha256:")
     text = _cli("history", f"{world.registry.host}/notary/alpine@{ALPINE}", "--registry-insecure")
     assert f"verified: signer {ALPINE_SUBJECT}, trust anchor alpine-notary" in text.stdout
     forged = _cli("history", f"{world.registry.host}/acme/forged@{world.forged}", "--registry-insecure")
@@ -267,7 +271,7 @@ def test_history_shows_verified_notation_and_cosign_signatures_with_their_signer
 
 def test_forgeries_are_recorded_as_not_verified_with_the_reason(world: World) -> None:
     records = _history(world, f"{world.registry.host}/acme/forged@{world.forged}")
-    signatures = {r["details"]["format"]: r["details"] for r in records if r["kind"] == "signature"}  # type: ignore[index]
+    signatures = {r["details"]["format"]: r["details"] for r in records if r["kind"] == "signature"}
     notation, cosign = signatures["notation"], signatures["cosign"]
     assert notation["verified"] is False and "signer" not in notation
     assert "cannot be decoded" in notation["reason"]

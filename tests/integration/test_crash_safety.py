@@ -78,17 +78,17 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path, max_dela
     seen_heads: list[tuple[int, bytes]] = []
     for round_ in range(3):
         stop = threading.Event()
-        workers = [threading.Thread(target=_load, args=(srv, issuer, f"r{round_}w{w}", acked, stop)) for w in range(6)]
-        for w in workers:
-            w.start()
+        threads = [threading.Thread(target=_load, args=(srv, issuer, f"r{round_}w{w}", acked, stop)) for w in range(6)]
+        for t in threads:
+            t.start()
         target = len(acked) + 150
         deadline = time.monotonic() + 30
         while len(acked) < target and time.monotonic() < deadline:
             time.sleep(0.01)  # load generation pace, not synchronisation
         srv.kill()  # SIGKILL, mid-batch under load
         stop.set()
-        for w in workers:
-            w.join()
+        for t in threads:
+            t.join()
         srv = ServerProcess(data, env=env, port=srv.port).start()
         client = ScrapiClient(srv.url, max_wait=30)
         for entry, body in acked.items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -46,14 +46,14 @@ class RawServer:
 
 
 @pytest.fixture
-def raw() -> Iterator[type[RawServer]]:
+def raw() -> Iterator[Callable[[bytes], RawServer]]:
     servers: list[RawServer] = []
 
     def make(answer: bytes) -> RawServer:
         servers.append(RawServer(answer))
         return servers[-1]
 
-    yield make  # type: ignore[misc]
+    yield make
     for s in servers:
         s.sock.close()
 
@@ -64,7 +64,7 @@ def test_ascii_int() -> None:
         assert ascii_int(bad) is None
 
 
-def test_registry_content_length_with_a_superscript_digit_is_a_named_error(raw: type[RawServer]) -> None:
+def test_registry_content_length_with_a_superscript_digit_is_a_named_error(raw: Callable[[bytes], RawServer]) -> None:
     server = raw(b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\nDocker-Content-Digest: " + DIGEST.encode()
                  + b"\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n{}")
     client = RegistryClient(RegistrySettings.for_url(f"http://127.0.0.1:{server.port}", attempts=1))
@@ -74,7 +74,7 @@ def test_registry_content_length_with_a_superscript_digit_is_a_named_error(raw: 
         client.blob("app", DIGEST)
 
 
-def test_registry_retry_after_with_a_superscript_digit_falls_back_to_backoff(raw: type[RawServer]) -> None:
+def test_registry_retry_after_with_a_superscript_digit_falls_back_to_backoff(raw: Callable[[bytes], RawServer]) -> None:
     server = raw(b"HTTP/1.1 503 Busy\r\nRetry-After: \xb2\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
     slept: list[float] = []
     client = RegistryClient(RegistrySettings.for_url(f"http://127.0.0.1:{server.port}", attempts=2), sleep=slept.append)
@@ -83,7 +83,7 @@ def test_registry_retry_after_with_a_superscript_digit_falls_back_to_backoff(raw
     assert len(slept) == 1 and slept[0] <= 0.2
 
 
-def test_service_retry_after_with_a_superscript_digit_falls_back_to_backoff(raw: type[RawServer]) -> None:
+def test_service_retry_after_with_a_superscript_digit_falls_back_to_backoff(raw: Callable[[bytes], RawServer]) -> None:
     server = raw(b"HTTP/1.1 503 Busy\r\nRetry-After: \xb2\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
     slept: list[float] = []
     client = ScrapiClient(f"http://127.0.0.1:{server.port}", max_attempts=2, sleep=slept.append)

@@ -19,7 +19,7 @@ from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.scitt import statement
 from scitt_oci.server.admission import Admission
 from tests.helpers import cbor_bomb, key
-from tests.hostileserver import HostileServer, endless
+from tests.hostileserver import HostileServer, Route, endless
 from tests.registryproc import RegistryProcess
 
 COSE = "application/cose"
@@ -182,10 +182,10 @@ def test_the_cli_reads_a_service_answer_within_a_size_limit(tmp_path: Path, decl
     keyset = (200, CBOR, _service_keys())
 
     def serve(route: str) -> HostileServer:
-        routes = {"GET /.well-known/scitt-keys": keyset, route: (200, COSE, endless(), extra)}
+        routes: dict[str, Route] = {"GET /.well-known/scitt-keys": keyset, route: (200, COSE, endless(), extra)}
         if route == "POST /entries":
             routes["POST /entries"] = (201, COSE, endless(), extra)
-        return HostileServer(routes)  # type: ignore[arg-type]
+        return HostileServer(routes)
 
     commands = {
         "GET /.well-known/scitt-keys": lambda url: ["trust", "pin", url, "--out", str(tmp_path / "k.cbor")],

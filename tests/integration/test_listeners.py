@@ -14,7 +14,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message
+from starlette.types import ASGIApp, Message, Scope
 
 from scitt_oci.server.plaintext import RefusePlainCredentials
 from tests.serverproc import ServerProcess
@@ -101,7 +101,7 @@ def _call(app: ASGIApp, method: str, path: str, *, scheme: str = "http", client:
     """One request straight into the ASGI app, as a server would deliver it from `client`."""
     import asyncio
 
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": scheme,
+    scope: Scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": scheme,
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "client": client,
              "server": ("scitt.example", 80), "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]}
     sent: list[Message] = []
@@ -112,7 +112,10 @@ def _call(app: ASGIApp, method: str, path: str, *, scheme: str = "http", client:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    async def deliver() -> None:  # asyncio.run takes a coroutine; an ASGI app returns any awaitable
+        await app(scope, receive, send)
+
+    asyncio.run(deliver())
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
 
@@ -164,6 +167,7 @@ def test_trust_self_trusts_this_instances_keys(tmp_path: Path) -> None:
     assert isinstance(rt, Runtime) and rt.admission_policy is not None
     policy = load_policy(rt.admission_policy)
     assert [k.kid for k in policy.services[0].keys] == [rt.service.key.kid]
+    assert policy.issuers is not None
     assert [k.kid for k in policy.issuers[0].keys] == [rt.issuer_key.kid] and policy.issuers[0].iss == rt.service.identity
     assert b"PRIVATE" not in (rt.admission_policy.parent / "issuer.pem").read_bytes()
     rt.service.store.close()

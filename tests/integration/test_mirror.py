@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -90,10 +90,10 @@ def run_mirror(url: str, vkey: str, data_dir: Path, *extra: str) -> subprocess.C
     )
 
 
-def wait_for(check: object, timeout: float = 60.0) -> None:
+def wait_for(check: Callable[[], bool], timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:  # polling an observable condition, not a sleep-as-synchronisation
-        if check():  # type: ignore[operator]
+        if check():
             return
         time.sleep(0.05)
     raise AssertionError("condition not reached in time")

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -123,8 +124,18 @@ class TrickleRegistry:
                 return
 
 
-def _client(url: str, timeout: float, **kw: object) -> RegistryClient:
-    return RegistryClient(RegistrySettings.for_url(url, timeout=timeout, attempts=4), **kw)  # type: ignore[arg-type]
+def _client(url: str, timeout: float, deadline: float | None = None) -> RegistryClient:
+    return RegistryClient(RegistrySettings.for_url(url, timeout=timeout, attempts=4), deadline=deadline)
+
+
+@dataclass
+class _NeverRegisters:
+    """The registrar of a watcher whose event times out before it has anything to register."""
+
+    identity: str = "https://ts.example"
+
+    def register(self, statement: bytes) -> bytes:
+        raise AssertionError("nothing is registered when the registry does not answer in time")
 
 
 @pytest.mark.parametrize("mode", ["body", "headers"])
@@ -155,7 +166,7 @@ def test_a_timed_out_event_goes_back_to_the_inbox_for_a_later_retry(tmp_path: Pa
     inbox = Inbox(tmp_path / "inbox.db", base_delay=5.0)
     with TrickleRegistry("body") as registry:
         client = _client(registry.url, timeout=1.0)
-        watcher = Watcher(inbox, {client.settings.name: client}, key(), "https://issuer.example", registrar=None)  # type: ignore[arg-type]
+        watcher = Watcher(inbox, {client.settings.name: client}, key(), "https://issuer.example", registrar=_NeverRegisters())
         inbox.add(client.settings.name, [RegistryEvent("slow/app", D, "v1", PUSH)])
         (item,) = inbox.claim(1)
         started, wall = time.monotonic(), time.time()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 
-from scitt_oci.cose import keys
+from scitt_oci.cose import algorithms, keys
 from scitt_oci.scitt import receipt, statement
 from scitt_oci.scitt.receipt import read_checkpoint
 from scitt_oci.scrapi.client import ScrapiClient
@@ -19,8 +19,8 @@ from tests.unit.log.test_postgres_store import DSN
 
 def test_two_replicas_share_one_log(tmp_path: Path) -> None:
     schema = "t_" + uuid.uuid4().hex[:12]
-    issuer = keys.generate(keys.algorithms.by_name("ES256"))
-    ts_key = keys.generate(keys.algorithms.by_name("ES256"))
+    issuer = keys.generate(algorithms.by_name("ES256"))
+    ts_key = keys.generate(algorithms.by_name("ES256"))
     (tmp_path / "ts.pem").write_bytes(ts_key.private_pem())
     (tmp_path / "ts.pem").chmod(0o600)
     (tmp_path / "issuer.pub").write_bytes(issuer.public_pem())
@@ -45,7 +45,7 @@ def test_two_replicas_share_one_log(tmp_path: Path) -> None:
         sizes = {read_checkpoint(ScrapiClient(r.url).checkpoint(), [ts_key])[0] for r in replicas}
         assert sizes == {40}
     finally:
-        for r in replicas:
-            r.stop()
+        for replica in replicas:
+            replica.stop()
         with psycopg.connect(DSN, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")

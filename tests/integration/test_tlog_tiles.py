@@ -7,9 +7,10 @@ from __future__ import annotations
 import hashlib
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -38,7 +39,7 @@ from tests.serverproc import ServerProcess
 class ClientBackend:
     """tlog-scales' backend interface over an HTTP client (in-process app or live server)."""
 
-    def __init__(self, get: object, prefix: str = "/tlog") -> None:
+    def __init__(self, get: Callable[[str], httpx.Response], prefix: str = "/tlog") -> None:
         self._get = get
         self.prefix = prefix
         self.paths: list[str] = []
@@ -46,7 +47,7 @@ class ClientBackend:
     def get(self, *path: str) -> bytes | None:
         url = self.prefix + "/" + "/".join(path)
         self.paths.append("/".join(path))
-        r = self._get(url)  # type: ignore[operator]
+        r = self._get(url)
         return r.content if r.status_code == 200 else None
 
 

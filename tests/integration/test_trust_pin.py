@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from scitt_oci.cose import keys
+from scitt_oci.cose import algorithms, keys
 from scitt_oci.verify import pin
 from scitt_oci.verify.trust import load_policy
 from tests.serverproc import ServerProcess, free_port
@@ -111,14 +111,14 @@ def test_expected_fingerprints_gate_what_is_written(server: ServerProcess, tmp_p
 
 
 def test_pin_merges_into_an_existing_policy_and_keeps_old_keys(server: ServerProcess, tmp_path: Path) -> None:
-    other = keys.generate(keys.algorithms.by_name("ES256"))
+    other = keys.generate(algorithms.by_name("ES256"))
     (tmp_path / "other.pem").write_bytes(other.public_pem())
     (tmp_path / "p.yaml").write_text(
         "transparency_services: [{name: other, keys: [{path: other.pem}]}]\n"
         "issuers: [{name: acme, keys: [{path: other.pem}], iss: https://acme.example}]\n"
         "require: {receipts: 1, statements: [push]}\nmode: audit\n"
     )
-    retired = keys.generate(keys.algorithms.by_name("ES256"))
+    retired = keys.generate(algorithms.by_name("ES256"))
     (tmp_path / "wabbit.ts-keys.cbor").write_bytes(keys.dump_cose_key_set([retired]))
     proc = cli("trust", "pin", server.url, "--policy", "p.yaml", "--name", "wabbit", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -218,7 +218,8 @@ def test_private_ca_needs_ca_file_for_pin_and_audit(tmp_path: Path) -> None:
         assert untrusted.returncode == 2 and "is not trusted" in untrusted.stderr and "--ca-file" in untrusted.stderr
         ok = cli("trust", "pin", url, "--policy", "p.yaml", "--ca-file", str(crt), cwd=tmp_path)
         assert ok.returncode == 0, ok.stderr
-        assert load_policy(tmp_path / "p.yaml").issuers[0].iss == url  # type: ignore[index]
+        issuers = load_policy(tmp_path / "p.yaml").issuers
+        assert issuers is not None and issuers[0].iss == url
         made = cli("statement", "create", "--key", str(srv.data_dir / "keys" / "issuer.pem"), "--issuer", url,
                    "--profile", "push", "--image", f"r.example/a@{DIGEST}", "--out", "s.cose", cwd=tmp_path)
         assert made.returncode == 0, made.stderr

@@ -19,7 +19,7 @@ import requests
 from click.testing import CliRunner
 
 from scitt_oci.cli import main
-from scitt_oci.cose import keys
+from scitt_oci.cose import algorithms, keys
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from scitt_oci.scitt import profile, statement, transparent
@@ -64,8 +64,8 @@ def _audit(url: str, state: Path) -> None:
 
 
 def test_three_replicas_one_killed_every_image_recorded_once(tmp_path: Path, schema: str) -> None:
-    issuer = keys.generate(keys.algorithms.by_name("ES256"))
-    ts_key = keys.generate(keys.algorithms.by_name("ES256"))
+    issuer = keys.generate(algorithms.by_name("ES256"))
+    ts_key = keys.generate(algorithms.by_name("ES256"))
     for name, key in (("ts.pem", ts_key), ("issuer.pem", issuer)):
         (tmp_path / name).write_bytes(key.private_pem())
         (tmp_path / name).chmod(0o600)

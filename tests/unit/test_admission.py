@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
-import requests
 
 from scitt_oci.cose import keys
 from scitt_oci.errors import MalformedError, PolicyError
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
+from scitt_oci.oci.http import Response
 from scitt_oci.oci.reference import Digest, Reference
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.server.admission import Admission
@@ -22,7 +25,7 @@ from scitt_oci.verify.trust import load_policy
 from tests.helpers import MemoryLog, key
 
 D = "sha256:" + "ab" * 32
-POD_SPEC = {"initContainers": [{"name": "i", "image": "r.example/init@" + D}],
+POD_SPEC: dict[str, object] = {"initContainers": [{"name": "i", "image": "r.example/init@" + D}],
             "containers": [{"name": "c", "image": "r.example/app:v1"}],
             "ephemeralContainers": [{"name": "e", "image": "busybox"}]}
 
@@ -42,8 +45,10 @@ def review(kind: str, obj: dict[str, object], namespace: str = "prod") -> bytes:
     ("Job", lambda s: {"spec": {"template": {"spec": s}}}, "/spec/template/spec"),
     ("CronJob", lambda s: {"spec": {"jobTemplate": {"spec": {"template": {"spec": s}}}}}, "/spec/jobTemplate/spec/template/spec"),
 ])
-def test_every_workload_kind_yields_every_container_image(kind: str, wrap: object, base: str) -> None:
-    r = adm.parse_review(review(kind, wrap(POD_SPEC)))  # type: ignore[operator]
+def test_every_workload_kind_yields_every_container_image(
+    kind: str, wrap: Callable[[dict[str, object]], dict[str, object]], base: str
+) -> None:
+    r = adm.parse_review(review(kind, wrap(POD_SPEC)))
     assert r.uid == "u-1" and r.kind == kind and r.namespace == "prod"
     assert [(u.pointer, u.image) for u in r.images] == [
         (f"{base}/initContainers/0/image", "r.example/init@" + D),
@@ -93,39 +98,52 @@ def test_response_and_json_patch_apply_cleanly() -> None:
         parts = op["path"].strip("/").split("/")
         target: object = pod
         for p in parts[:-1]:
-            target = target[int(p)] if isinstance(target, list) else target[p]  # type: ignore[index]
-        target[parts[-1]] = op["value"]  # type: ignore[index]
+            if isinstance(target, list):
+                target = target[int(p)]
+            else:
+                assert isinstance(target, dict)
+                target = target[p]
+        assert isinstance(target, dict)
+        target[parts[-1]] = op["value"]
     assert pod["spec"]["containers"][0]["image"] == "x@" + D
     denied = adm.response("u", False, "no")["response"]
     assert denied["status"] == {"code": 403, "message": "no"} and not denied["allowed"]
 
 
 # ----------------------------------------------------------------------------- decisions
+@dataclass
+class World:
+    logs: dict[str, MemoryLog]  # by name: "a" and "b" are trusted by _policy, tests may add others
+    dir: Path
+
+
 @pytest.fixture
-def world(tmp_path: Path) -> dict[str, object]:
+def world(tmp_path: Path) -> World:
     log_a, log_b = MemoryLog(key(slot=5), issuer="https://a"), MemoryLog(key(slot=6), issuer="https://b")
     (tmp_path / "a.pem").write_bytes(log_a.signing_key.public_pem())
     (tmp_path / "b.pem").write_bytes(log_b.signing_key.public_pem())
     (tmp_path / "issuer.pem").write_bytes(key().public_pem())
-    return {"a": log_a, "b": log_b, "dir": tmp_path}
+    return World({"a": log_a, "b": log_b}, tmp_path)
 
 
-def _policy(world: dict[str, object], extra: str = "") -> Path:
-    path = world["dir"] / "policy.yaml"  # type: ignore[operator]
+def _policy(world: World, extra: str = "") -> Path:
+    path = world.dir / "policy.yaml"
     path.write_text("transparency_services: [{name: a, keys: [{path: a.pem}]}, {name: b, keys: [{path: b.pem}]}]\n"
                     "issuers: [{name: w, keys: [{path: issuer.pem}]}]\n" + extra)
-    return path  # type: ignore[no-any-return]
+    return path
 
 
-def _ts(world: dict[str, object], kind: profile.Kind = profile.Kind.PUSH, logs: str = "a", iat: int = 1_800_000_000,
-        signer_key: keys.CoseKey | None = None, **details: profile.Detail) -> bytes:
+def _ts(world: World, kind: profile.Kind = profile.Kind.PUSH, logs: str = "a", iat: int = 1_800_000_000,
+        signer_key: keys.CoseKey | None = None, named: Mapping[str, profile.Detail] | None = None,
+        **details: profile.Detail) -> bytes:
+    """A transparent statement with receipts from `logs`; `named` adds details whose names are no Python identifiers."""
     ref = Reference.parse(f"r.example/app@{D}")
     recorded = Digest.parse("sha256:" + "cd" * 32) if kind in profile.SIGNED_KINDS else None
-    s = profile.build(signer_key or key(), "https://w", profile.make_event(kind, ref, recorded_digest=recorded, **details), iat=iat)
+    event = profile.make_event(kind, ref, recorded_digest=recorded, media_type=None, **details, **(named or {}))
+    s = profile.build(signer_key or key(), "https://w", event, iat=iat)
     receipts = []
     for name in logs:
-        log = world[name]
-        assert isinstance(log, MemoryLog)
+        log = world.logs[name]
         receipts.append(log.receipt(log.add(s)))
     return transparent.add_receipts(s, receipts)
 
@@ -134,12 +152,12 @@ REF = Reference.parse(f"r.example/app@{D}")
 NOW = 1_800_000_100
 
 
-def test_decisions_and_their_reasons(world: dict[str, object]) -> None:
+def test_decisions_and_their_reasons(world: World) -> None:
     policy = load_policy(_policy(world))
     assert decide(REF, [_ts(world)], policy, now=NOW).valid
     assert [f.reason.value for f in decide(REF, [], policy, now=NOW).reasons] == ["NO_STATEMENTS"]
     rogue = MemoryLog(key(slot=7))
-    world["r"] = rogue
+    world.logs["r"] = rogue
     assert [f.reason.value for f in decide(REF, [_ts(world, logs="r")], policy, now=NOW).reasons] == ["UNKNOWN_RECEIPT_KEY"]
     other = Reference.parse("r.example/app@sha256:" + "00" * 32)
     assert "SUBJECT_MISMATCH" in [f.reason.value for f in decide(other, [_ts(world)], policy, now=NOW).reasons]
@@ -150,7 +168,7 @@ def test_decisions_and_their_reasons(world: dict[str, object]) -> None:
     assert [f.reason.value for f in untrusted.reasons] == ["UNTRUSTED_ISSUER"]
 
 
-def test_policy_requirements_rules_and_audit_mode(world: dict[str, object]) -> None:
+def test_policy_requirements_rules_and_audit_mode(world: World) -> None:
     strict = load_policy(_policy(world, "require: {receipts: 2, max_age: 1d, signatures: [{format: notation, signer: 'x509.subject: CN=W*'}]}\n"
                                         "rules: [{match: 'r.example/sandbox/*', mode: audit}]\n"))
     one = decide(REF, [_ts(world)], strict, now=NOW)
@@ -171,11 +189,11 @@ def test_policy_requirements_rules_and_audit_mode(world: dict[str, object]) -> N
 class _Exploding(RegistryClient):
     """A registry client whose every request fails with an error nobody planned for."""
 
-    def request(self, method: str, path: str, **kw: object) -> requests.Response:  # type: ignore[override]
+    def request(self, method: str, path: str, *, scope: str = "", ok: tuple[int, ...] = (200,), **kw: Any) -> Response:
         raise ValueError("boom from a place nobody expected")
 
 
-def test_an_unexpected_failure_is_a_denial_with_its_reason(world: dict[str, object]) -> None:
+def test_an_unexpected_failure_is_a_denial_with_its_reason(world: World) -> None:
     controller = Admission(_policy(world), {"r.example": _Exploding(RegistrySettings.for_url("https://r.example"))})
     body = review("Pod", {"spec": {"containers": [{"name": "c", "image": f"r.example/app@{D}"}]}})
     out = asyncio.run(controller.review(body, mutate=False))["response"]
@@ -186,11 +204,11 @@ def test_an_unexpected_failure_is_a_denial_with_its_reason(world: dict[str, obje
     assert "VERIFIER_ERROR" in item["error"]
 
 
-def test_mutating_and_unauthenticated_reviews_record_no_deploy(world: dict[str, object]) -> None:
+def test_mutating_and_unauthenticated_reviews_record_no_deploy(world: World) -> None:
     admitted: list[str] = []
 
     class Admits(Admission):
-        async def verdict(self, ref: Reference, policy: object, deadline: float, budget: object = None) -> tuple[ImageVerdict, bool]:  # type: ignore[override]
+        async def verdict(self, ref: Reference, policy: object, deadline: float, budget: object = None) -> tuple[ImageVerdict, bool]:
             return ImageVerdict(str(ref), True, True, "enforce", None), False
 
     controller = Admits(_policy(world), {}, on_admit=lambda ref, ns, wl: admitted.append(ns))
@@ -202,7 +220,7 @@ def test_mutating_and_unauthenticated_reviews_record_no_deploy(world: dict[str, 
     assert admitted == ["prod"]
 
 
-def _v1_signature(world: dict[str, object], signer: str) -> bytes:
+def _v1_signature(world: World, signer: str) -> bytes:
     """A statement as profile v1 wrote it: the signer copied from the pusher's annotation."""
     from scitt_oci.scitt import statement
 
@@ -212,12 +230,11 @@ def _v1_signature(world: dict[str, object], signer: str) -> bytes:
         location=ref.with_digest(Digest.parse("sha256:" + "cd" * 32)).uri(), iat=1_800_000_000,
         extra_protected={profile.PROFILE_LABEL: {"v": 1, "kind": "signature", "format": "notation", "signer": signer}},
     )
-    log = world["a"]
-    assert isinstance(log, MemoryLog)
+    log = world.logs["a"]
     return transparent.add_receipts(s, [log.receipt(log.add(s))])
 
 
-def test_signature_rules_count_verified_signatures_only(world: dict[str, object]) -> None:
+def test_signature_rules_count_verified_signatures_only(world: World) -> None:
     policy = load_policy(_policy(world, "require: {signatures: [{format: notation, signer: 'x509.subject: O=Notary'}]}\n"))
     push = _ts(world)
     claimed = decide(REF, [push, _v1_signature(world, "x509.subject: C=US, O=Notary")], policy, now=NOW)
@@ -232,7 +249,7 @@ def test_signature_rules_count_verified_signatures_only(world: dict[str, object]
     assert not decide(REF, [push, att], policy, now=NOW).valid  # an attestation is not a signature
 
 
-def test_notation_signer_rules_compare_the_subject_attribute_by_attribute(world: dict[str, object]) -> None:
+def test_notation_signer_rules_compare_the_subject_attribute_by_attribute(world: World) -> None:
     """F1: a leaf whose L is "Seattle, O=Notary" (and which has no O) is recorded escaped, and a signer
     rule (without `anchor`) is matched on parsed attributes: the look-alike never satisfies it."""
     push = _ts(world)
@@ -256,9 +273,9 @@ def test_notation_signer_rules_compare_the_subject_attribute_by_attribute(world:
             load_policy(_policy(world, f"require: {{signatures: [{{format: notation, signer: '{bad}'}}]}}\n"))
 
 
-def test_signature_rules_may_name_the_trust_anchor_and_oidc_issuer(world: dict[str, object]) -> None:
+def test_signature_rules_may_name_the_trust_anchor_and_oidc_issuer(world: World) -> None:
     sig = _ts(world, profile.Kind.SIGNATURE, format="cosign-bundle", verified=True, signer="release@acme.example",
-              anchor="public-good", **{"oidc-issuer": "https://accounts.google.com"})
+              anchor="public-good", named={"oidc-issuer": "https://accounts.google.com"})
     for rule, valid in [
         ("{anchor: public-good}", True),
         ("{anchor: acme-private}", False),
@@ -269,7 +286,7 @@ def test_signature_rules_may_name_the_trust_anchor_and_oidc_issuer(world: dict[s
         assert decide(REF, [_ts(world), sig], policy, now=NOW).valid is valid, rule
 
 
-def test_a_required_signature_kind_counts_verified_signatures_only(world: dict[str, object]) -> None:
+def test_a_required_signature_kind_counts_verified_signatures_only(world: World) -> None:
     """`require.statements: [signature]` is not met by a signature the watcher could not verify (review finding F8)."""
     policy = load_policy(_policy(world, "require: {statements: [push, signature]}\n"))
     push = _ts(world)
@@ -281,7 +298,7 @@ def test_a_required_signature_kind_counts_verified_signatures_only(world: dict[s
     assert decide(REF, [push, junk, real], policy, now=NOW).valid
 
 
-def test_an_image_pushed_again_after_its_delete_is_on_record_again(world: dict[str, object]) -> None:
+def test_an_image_pushed_again_after_its_delete_is_on_record_again(world: World) -> None:
     """Deleted while no push was recorded after the delete; a push recorded later is the image pushed again."""
     policy = load_policy(_policy(world))
     first, delete = _ts(world, iat=1_800_000_000), _ts(world, profile.Kind.DELETE, iat=1_800_000_100)
@@ -291,7 +308,7 @@ def test_an_image_pushed_again_after_its_delete_is_on_record_again(world: dict[s
     assert decide(REF, [first, delete, again], policy, now=NOW).valid
 
 
-def test_a_registry_spelt_another_way_reaches_its_configured_client(world: dict[str, object]) -> None:
+def test_a_registry_spelt_another_way_reaches_its_configured_client(world: World) -> None:
     """`R.EXAMPLE:443/...` is the registry `r.example` (as policy rules already match it): its configured
     client is asked, rather than the image being denied as from an unconfigured registry."""
     controller = Admission(_policy(world), {"r.example": _Exploding(RegistrySettings.for_url("https://r.example"))})

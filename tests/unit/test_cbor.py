@@ -68,7 +68,7 @@ def test_semantic_errors_inside_cbor2_become_ours() -> None:
 
 def test_non_bytes_input_is_a_clear_error() -> None:
     with pytest.raises(MalformedError, match="must be bytes"):
-        cbor.loads("text")  # type: ignore[arg-type]
+        cbor.loads("text")  # type: ignore[arg-type]  # a str where bytes belong, on purpose
 
 
 @settings(max_examples=2000, deadline=None)

@@ -18,7 +18,7 @@ from scitt_oci.scitt.reasons import Reason, VerificationFailure
 from scitt_oci.scitt.statement import SignedStatement
 from scitt_oci.verify.trust import load_policy
 from scitt_oci.verify.verifier import verify_transparent_statement
-from tests.helpers import MemoryLog, key
+from tests.helpers import MemoryLog, key, private
 
 ISS, SUB = "https://wabbit-networks.example", "urn:example:app"
 
@@ -43,7 +43,7 @@ def test_thumbprint_kids_in_every_form_name_the_key_in_statements_and_receipts(f
     kid = _forms(issuer)[form]
     s = _statement(issuer, kid)
     assert statement.verify(s, keys=[issuer]).key is issuer
-    log = MemoryLog(CoseKey.from_key(ts.private, kid=_forms(ts)[form]))  # type: ignore[arg-type]
+    log = MemoryLog(CoseKey.from_key(private(ts), kid=_forms(ts)[form]))
     verified = receipt.verify_receipt(log.receipt(log.add(s)), s, [ts])
     assert verified.key is ts
 
@@ -55,7 +55,7 @@ def test_a_text_kid_from_a_jwk_names_the_key_in_statements_and_receipts(tmp_path
         jwk = {**k.to_jwk(), "kid": kid}
         (tmp_path / f"{name}.jwks.json").write_text(json.dumps({"keys": [jwk]}))
     s = _statement(issuer, b"wabbit-release-2026")
-    log = MemoryLog(CoseKey.from_key(ts.private, kid=b"#scitt-ts-key-1"))  # type: ignore[arg-type]
+    log = MemoryLog(CoseKey.from_key(private(ts), kid=b"#scitt-ts-key-1"))
     (tmp_path / "p.yaml").write_text(
         "transparency_services: [{name: ts, keys: [{path: ts.jwks.json}]}]\n"
         "issuers: [{name: wabbit, keys: [{path: issuer.jwks.json}]}]\n"
@@ -70,7 +70,7 @@ def test_a_policy_gives_a_pem_key_its_text_kid(tmp_path: Path) -> None:
     (tmp_path / "issuer.pem").write_bytes(issuer.public_pem())
     (tmp_path / "ts.pem").write_bytes(ts.public_pem())
     s = _statement(issuer, b"did:web:wabbit.example#key-1")
-    log = MemoryLog(CoseKey.from_key(ts.private, kid=b"ts-2026"))  # type: ignore[arg-type]
+    log = MemoryLog(CoseKey.from_key(private(ts), kid=b"ts-2026"))
     ts_bytes = transparent.add_receipts(s, [log.receipt(log.add(s))])
     (tmp_path / "p.yaml").write_text(
         "transparency_services: [{name: ts, keys: [{path: ts.pem, kid: ts-2026}]}]\n"
@@ -91,7 +91,8 @@ def test_a_policy_gives_a_pem_key_its_text_kid(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("kid", "kind"), [("wabbit-release-2026", "a text string"), (7, "an integer")])
 def test_a_kid_that_is_not_a_bstr_is_malformed_in_statements_and_receipts(kid: object, kind: str, tmp_path: Path) -> None:
     issuer, ts = key(slot=0), key(slot=5)
-    message = sign1.sign(issuer, {1: issuer.alg.cose_id, 4: kid, 15: {1: ISS, 2: SUB}}, b"p")  # type: ignore[union-attr]
+    assert issuer.alg is not None
+    message = sign1.sign(issuer, {1: issuer.alg.cose_id, 4: kid, 15: {1: ISS, 2: SUB}}, b"p")
     data = message.encode()
     rule = f"kid \\(4\\) must be a byte string \\(RFC 9052: kid is bstr\\), not {kind}"
     with pytest.raises(MalformedError, match=rule):
@@ -109,7 +110,7 @@ def test_a_kid_that_is_not_a_bstr_is_malformed_in_statements_and_receipts(kid: o
     assert info.value.title == "Malformed request"
     # The same rule for a receipt's kid.
     good = _statement(issuer, issuer.kid)
-    log = MemoryLog(CoseKey.from_key(ts.private, kid=kid))  # type: ignore[arg-type]
+    log = MemoryLog(CoseKey.from_key(private(ts), kid=kid))  # type: ignore[arg-type]  # a kid that is no bstr, on purpose
     with pytest.raises(VerificationFailure, match=rule) as failure:
         receipt.verify_receipt(log.receipt(log.add(good)), good, [ts])
     assert failure.value.reason is Reason.MALFORMED
@@ -117,7 +118,7 @@ def test_a_kid_that_is_not_a_bstr_is_malformed_in_statements_and_receipts(kid: o
 
 def test_an_unknown_receipt_kid_names_the_accepted_forms() -> None:
     s = _statement(key(slot=0), key(slot=0).kid)
-    log = MemoryLog(CoseKey.from_key(key(slot=7).private, kid=b"rogue-ts"))  # type: ignore[arg-type]
+    log = MemoryLog(CoseKey.from_key(private(key(slot=7)), kid=b"rogue-ts"))
     with pytest.raises(VerificationFailure, match="receipt kid 'rogue-ts' is not a trusted service key") as info:
         receipt.verify_receipt(log.receipt(log.add(s)), s, [key(slot=5)])
     assert info.value.reason is Reason.UNKNOWN_RECEIPT_KEY and "hex text or base64url text" in info.value.message

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from scitt_oci.cose import cbor, headers, sign1
+from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import MalformedError, ScittOciError
 from scitt_oci.scitt import merkle, receipt, statement, transparent
 from scitt_oci.scitt.reasons import Reason, VerificationFailure
@@ -24,8 +25,8 @@ def _statement(n: int, k_slot: int = 0) -> statement.SignedStatement:
     return statement.build(key(slot=k_slot), issuer=ISS, subject=f"urn:test:{n}", payload=f"statement {n}".encode())
 
 
-def _log(n: int, **kw: object) -> tuple[MemoryLog, list[statement.SignedStatement]]:
-    log = MemoryLog(key(slot=9), **kw)  # type: ignore[arg-type]
+def _log(n: int, *, hash_first: bool = False) -> tuple[MemoryLog, list[statement.SignedStatement]]:
+    log = MemoryLog(key(slot=9), hash_first=hash_first)
     stmts = [_statement(i) for i in range(n)]
     for s in stmts:
         log.add(s)
@@ -173,8 +174,8 @@ def test_transparent_statement_emits_bstr_receipts_and_reads_both_forms() -> Non
 
 
 # ----------------------------------------------------------------------------- scitt-cose, both directions
-def _pem(k: object) -> bytes:
-    return k.public_pem()  # type: ignore[attr-defined,no-any-return]
+def _pem(k: CoseKey) -> bytes:
+    return k.public_pem()
 
 
 def test_scitt_cose_verifies_our_statements_and_receipts() -> None:

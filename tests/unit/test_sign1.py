@@ -8,7 +8,7 @@ import pytest
 from scitt_oci.cose import algorithms, cbor, sign1
 from scitt_oci.cose.sign1 import Sign1
 from scitt_oci.errors import MalformedError, SignatureError, UnsupportedError
-from tests.helpers import key
+from tests.helpers import key, private
 
 ALGS = ["ES256", "ES384", "ES512", "EdDSA", "PS256", "PS384", "PS512"]
 
@@ -16,7 +16,7 @@ ALGS = ["ES256", "ES384", "ES512", "EdDSA", "PS256", "PS384", "PS512"]
 @pytest.mark.parametrize("alg", ALGS)
 def test_sign_and_verify_every_algorithm(alg: str) -> None:
     k = key(alg if not alg.startswith("PS") else "PS256")
-    signer = k if not alg.startswith("PS") else type(k).from_key(k.private, alg=algorithms.by_name(alg))  # type: ignore[arg-type]
+    signer = k if not alg.startswith("PS") else type(k).from_key(private(k), alg=algorithms.by_name(alg))
     msg = sign1.sign(signer, {4: signer.kid}, b"payload")
     decoded = sign1.decode(msg.encode())
     assert decoded.alg.name == alg
@@ -54,7 +54,8 @@ def test_signature_covers_the_original_protected_bytes_not_a_re_encoding() -> No
     # A protected header in a non-preferred encoding (alg as a 2-byte int): re-encoding would change it.
     protected = bytes.fromhex("a101" + "3806")  # {1: -7} with -7 in the one-byte-argument form
     assert cbor.loads(protected) == {1: -7} and cbor.dumps({1: -7}) != protected
-    signature = algorithms.sign(k.alg, k.private, sign1.sig_structure(protected, b"x"))  # type: ignore[arg-type]
+    assert k.alg is not None
+    signature = algorithms.sign(k.alg, private(k), sign1.sig_structure(protected, b"x"))
     raw = cbor2.dumps(cbor2.CBORTag(18, [protected, {}, b"x", signature]))
     decoded = sign1.decode(raw)
     decoded.verify(k)
@@ -90,8 +91,8 @@ def test_unknown_algorithm_and_wrong_key_type() -> None:
 
 @pytest.mark.parametrize("alg", ["ES256", "ES384", "EdDSA", "PS256"])
 def test_pycose_verifies_ours_and_we_verify_pycose(alg: str) -> None:
-    from pycose.keys import CoseKey as PyCoseKey
-    from pycose.messages import Sign1Message
+    from pycose.keys.cosekey import CoseKey as PyCoseKey
+    from pycose.messages.sign1message import Sign1Message
 
     k = key(alg)
     ours = sign1.sign(k, {}, b"cross-implementation")
@@ -105,14 +106,16 @@ def test_pycose_verifies_ours_and_we_verify_pycose(alg: str) -> None:
         cose_key.update({label: v.to_bytes((v.bit_length() + 7) // 8, "big") for label, v in priv.items()})
     else:
         from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-        assert k.private is not None
         if alg == "EdDSA":
-            d = k.private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())  # type: ignore[union-attr]
+            assert isinstance(k.private, ed25519.Ed25519PrivateKey)
+            d = k.private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
         else:
-            d = k.private.private_numbers().private_value.to_bytes(algorithms.by_name(alg).coordinate_size, "big")  # type: ignore[union-attr]
+            assert isinstance(k.private, ec.EllipticCurvePrivateKey)
+            d = k.private.private_numbers().private_value.to_bytes(algorithms.by_name(alg).coordinate_size, "big")
         cose_key[-4] = d
-    pk = PyCoseKey.from_dict(cose_key)
+    pk: PyCoseKey = PyCoseKey.from_dict(cose_key)
     theirs_view = Sign1Message.decode(ours.encode())
     theirs_view.key = pk
     assert theirs_view.verify_signature()

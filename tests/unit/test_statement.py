@@ -21,10 +21,10 @@ ISS = "https://wabbit-networks.example"
 SUB = "oci://registry.example/net-monitor@sha256:" + "ab" * 32
 
 
-def _hash_statement(**kw: object) -> statement.SignedStatement:
+def _hash_statement(*, iat: int | None = None) -> statement.SignedStatement:
     digest = hashlib.sha256(b"artifact").digest()
     return statement.hash_envelope_statement(
-        key(), issuer=ISS, subject=SUB, digest=digest, media_type="application/json", location="https://x", **kw  # type: ignore[arg-type]
+        key(), issuer=ISS, subject=SUB, digest=digest, media_type="application/json", location="https://x", iat=iat
     )
 
 

@@ -7,6 +7,7 @@ import ssl
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
 from scitt_oci import transport
 from scitt_oci.transport import Backoff, proxy_for
@@ -70,11 +71,14 @@ def _a_ca(path: Path) -> Path:
 
 def test_ca_bundle_from_the_environment(tmp_path: Path) -> None:
     ca = _a_ca(tmp_path / "pki")
-    names = lambda ctx: {dict(c["subject"][0])["commonName"] for c in ctx.get_ca_certs()}  # noqa: E731
-    assert names(transport.ssl_context(True, {"REQUESTS_CA_BUNDLE": str(ca)})) == {"test CA"}
-    assert names(transport.ssl_context(True, {"CURL_CA_BUNDLE": str(ca)})) == {"test CA"}
-    assert names(transport.ssl_context(True, {"SSL_CERT_FILE": str(ca)})) == {"test CA"}
-    assert names(transport.ssl_context(str(ca), {"REQUESTS_CA_BUNDLE": "/nonexistent"})) == {"test CA"}
+
+    def names(ctx: ssl.SSLContext) -> set[str]:
+        return {x509.load_der_x509_certificate(der).subject.rfc4514_string() for der in ctx.get_ca_certs(binary_form=True)}
+
+    assert names(transport.ssl_context(True, {"REQUESTS_CA_BUNDLE": str(ca)})) == {"CN=test CA"}
+    assert names(transport.ssl_context(True, {"CURL_CA_BUNDLE": str(ca)})) == {"CN=test CA"}
+    assert names(transport.ssl_context(True, {"SSL_CERT_FILE": str(ca)})) == {"CN=test CA"}
+    assert names(transport.ssl_context(str(ca), {"REQUESTS_CA_BUNDLE": "/nonexistent"})) == {"CN=test CA"}
     unverified = transport.ssl_context(False, {})
     assert unverified.verify_mode == ssl.CERT_NONE
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from scitt_oci.cose import keys
 from scitt_oci.errors import PolicyError
 from scitt_oci.oci.reference import Reference
 from scitt_oci.scitt import profile, transparent
+from scitt_oci.scitt.statement import SignedStatement
 from scitt_oci.verify.trust import load_policy
 from scitt_oci.verify.verifier import verify_transparent_statement
 from tests.helpers import MemoryLog, cert_chain, key
@@ -26,8 +28,15 @@ def _write_policy(tmp_path: Path, doc: str) -> Path:
     return path
 
 
+@dataclass
+class Setup:
+    logs: dict[str, MemoryLog]
+    statement: SignedStatement
+    dir: Path
+
+
 @pytest.fixture
-def setup(tmp_path: Path) -> dict[str, object]:
+def setup(tmp_path: Path) -> Setup:
     """Two transparency services (keys as JWKS and COSE Key Set), one issuer (PEM), a push statement."""
     ts_a, ts_b, issuer = MemoryLog(key(slot=5), issuer="https://a"), MemoryLog(key("ES384", slot=6), issuer="https://b"), key(slot=0)
     (tmp_path / "a.jwks.json").write_text(json.dumps({"keys": [ts_a.signing_key.to_jwk()]}))
@@ -35,7 +44,7 @@ def setup(tmp_path: Path) -> dict[str, object]:
     (tmp_path / "issuer.pem").write_bytes(issuer.public_pem())
     event = profile.make_event(profile.Kind.PUSH, Reference.parse(f"r.example/app@{IMAGE}"))
     s = profile.build(issuer, "https://wabbit.example", event, iat=1)
-    return {"a": ts_a, "b": ts_b, "statement": s, "dir": tmp_path}
+    return Setup({"a": ts_a, "b": ts_b}, s, tmp_path)
 
 
 POLICY = """
@@ -52,41 +61,40 @@ require:
 """
 
 
-def _receipts(setup: dict[str, object], *names: str) -> bytes:
-    s = setup["statement"]
+def _receipts(setup: Setup, *names: str) -> bytes:
+    s = setup.statement
     out = []
     for n in names:
-        log = setup[n]
-        assert isinstance(log, MemoryLog)
-        out.append(log.receipt(log.add(s)))  # type: ignore[arg-type]
-    return transparent.add_receipts(s, out)  # type: ignore[arg-type]
+        log = setup.logs[n]
+        out.append(log.receipt(log.add(s)))
+    return transparent.add_receipts(s, out)
 
 
-def test_valid_with_receipts_from_two_services(setup: dict[str, object]) -> None:
-    policy = load_policy(_write_policy(setup["dir"], POLICY % 2))  # type: ignore[arg-type]
+def test_valid_with_receipts_from_two_services(setup: Setup) -> None:
+    policy = load_policy(_write_policy(setup.dir, POLICY % 2))
     result = verify_transparent_statement(_receipts(setup, "a", "b"), policy, digest=IMAGE)
     assert result.decision == "VALID", result.to_json()
     assert result.services == ["ts-a", "ts-b"] and result.trusted_issuer == "wabbit"
     assert result.event is not None and result.event.kind is profile.Kind.PUSH
 
 
-def test_too_few_distinct_services(setup: dict[str, object]) -> None:
-    policy = load_policy(_write_policy(setup["dir"], POLICY % 2))  # type: ignore[arg-type]
+def test_too_few_distinct_services(setup: Setup) -> None:
+    policy = load_policy(_write_policy(setup.dir, POLICY % 2))
     result = verify_transparent_statement(_receipts(setup, "a", "a"), policy)
     assert result.reason_codes == ["TOO_FEW_RECEIPTS"]
     assert "1 trusted service(s) verify; the policy requires 2" in result.findings[0].message
 
 
-def test_no_receipts_and_untrusted_service(setup: dict[str, object], tmp_path: Path) -> None:
+def test_no_receipts_and_untrusted_service(setup: Setup, tmp_path: Path) -> None:
     policy = load_policy(_write_policy(tmp_path, POLICY % 1))
-    s = setup["statement"]
-    assert verify_transparent_statement(s.encode(), policy).reason_codes == ["NO_RECEIPTS"]  # type: ignore[attr-defined]
+    s = setup.statement
+    assert verify_transparent_statement(s.encode(), policy).reason_codes == ["NO_RECEIPTS"]
     rogue = MemoryLog(key(slot=7))
-    ts = transparent.add_receipts(s, [rogue.receipt(rogue.add(s))])  # type: ignore[arg-type]
+    ts = transparent.add_receipts(s, [rogue.receipt(rogue.add(s))])
     assert verify_transparent_statement(ts, policy).reason_codes == ["UNKNOWN_RECEIPT_KEY"]
 
 
-def test_untrusted_issuer_and_subject_mismatch(setup: dict[str, object], tmp_path: Path) -> None:
+def test_untrusted_issuer_and_subject_mismatch(setup: Setup, tmp_path: Path) -> None:
     (tmp_path / "issuer.pem").write_bytes(key(slot=3).public_pem())
     policy = load_policy(_write_policy(tmp_path, POLICY % 1))
     result = verify_transparent_statement(_receipts(setup, "a"), policy, digest="sha256:" + "00" * 32)

@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from scitt_oci import config
 from scitt_oci.cose import headers, keys, sign1
@@ -38,7 +39,7 @@ def test_trusted_issuer_key_passes_and_the_unprotected_header_is_emptied() -> No
     ],
 )
 def test_policy_rejections(policy_kw: dict[str, object], body_kw: dict[str, int], title: str, detail: str) -> None:
-    policy = RegistrationPolicy.build(issuer_keys=[key()], **policy_kw)  # type: ignore[arg-type]
+    policy = RegistrationPolicy.build(issuer_keys=[key()], **policy_kw)  # type: ignore[arg-type]  # each case sets one keyword, of that keyword's type
     with pytest.raises(Rejection, match=detail) as info:
         policy.check(_stmt(key(slot=body_kw.get("slot", 0))))
     assert info.value.title == title
@@ -93,12 +94,12 @@ def test_private_keys_open_to_others_are_refused(tmp_path: Path) -> None:
         keyfiles.private_key(path)
 
 
-def _path_settings(model: type[config.BaseModel], prefix: str = "") -> list[tuple[str, bool]]:
+def _path_settings(model: type[BaseModel], prefix: str = "") -> list[tuple[str, bool]]:
     """(dotted name, is a list) of every Path setting, found by reading the annotations' text."""
     out: list[tuple[str, bool]] = []
     for name, field in model.model_fields.items():
         text = str(field.annotation)
-        nested = [a for a in (field.annotation, *getattr(field.annotation, "__args__", ())) if isinstance(a, type) and issubclass(a, config.BaseModel)]
+        nested = [a for a in (field.annotation, *getattr(field.annotation, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)]
         if nested:
             out += [(f"{prefix}{name}[].{n}" if "list" in text else f"{prefix}{name}.{n}", lst) for n, lst in _path_settings(nested[0])]
         elif "Path" in text:
@@ -106,13 +107,13 @@ def _path_settings(model: type[config.BaseModel], prefix: str = "") -> list[tupl
     return out
 
 
-def _nested(model: type[config.BaseModel], name: str) -> type[config.BaseModel]:
+def _nested(model: type[BaseModel], name: str) -> type[BaseModel]:
     annotation = model.model_fields[name].annotation
-    found = [a for a in (annotation, *getattr(annotation, "__args__", ())) if isinstance(a, type) and issubclass(a, config.BaseModel)]
+    found = [a for a in (annotation, *getattr(annotation, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)]
     return found[0]
 
 
-def _required_values(model: type[config.BaseModel]) -> dict[str, object]:
+def _required_values(model: type[BaseModel]) -> dict[str, object]:
     """A list entry needs its required fields to load: plausible values for those that are not paths."""
     values: dict[str, object] = {"url": "127.0.0.1:5000", "name": "entry", "trusted_identities": ["*"]}
     return {name: values[name] for name, field in model.model_fields.items() if field.is_required() and name in values}
@@ -125,14 +126,15 @@ def test_every_path_setting_in_a_file_resolves_against_its_folder(tmp_path: Path
     doc: dict[str, object] = {}
     for dotted, is_list in settings:
         node = doc
-        model: type[config.BaseModel] = config.Config
+        model: type[BaseModel] = config.Config
         parts = dotted.split(".")
         for part in parts[:-1]:
             model = _nested(model, part.removesuffix("[]"))
-            if part.endswith("[]"):
-                node = node.setdefault(part[:-2], [_required_values(model)])[0]  # type: ignore[attr-defined,index]
-            else:
-                node = node.setdefault(part, {})  # type: ignore[assignment]
+            child = node.setdefault(part[:-2], [_required_values(model)]) if part.endswith("[]") else node.setdefault(part, {})
+            if isinstance(child, list):
+                child = child[0]
+            assert isinstance(child, dict)
+            node = child
         node[parts[-1]] = [f"rel/{dotted}"] if is_list else f"rel/{dotted}"
     folder = tmp_path / "etc"
     folder.mkdir()
@@ -145,8 +147,12 @@ def test_every_path_setting_in_a_file_resolves_against_its_folder(tmp_path: Path
         for part in dotted.split("."):
             value = getattr(value, part.removesuffix("[]"))
             if part.endswith("[]"):
-                value = value[0]  # type: ignore[index]
-        got = value[0] if is_list else value  # type: ignore[index]
+                assert isinstance(value, list)
+                value = value[0]
+        if is_list:
+            assert isinstance(value, list)
+            value = value[0]
+        got = value
         assert got == folder / "rel" / dotted, (dotted, got)
 
 

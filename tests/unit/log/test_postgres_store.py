@@ -53,7 +53,8 @@ def test_batches_proofs_pending_and_idempotence(schema: str) -> None:
         head = store.head_covering(index)
         assert head is not None
         merkle.verify_inclusion(leaves[index], index, head.tree_size, merkle.inclusion_path(index, head.tree_size, tree.hash_range), head.root)
-    assert store.head() is not None and store.head().root == merkle.root_of(leaves)  # type: ignore[union-attr]
+    final = store.head()
+    assert final is not None and final.root == merkle.root_of(leaves)
     assert store.lookup(entries[42].entry_id) == 42 and store.entry(42) == entries[42].entry
     store.close()
 

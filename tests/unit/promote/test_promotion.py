@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,10 @@ class LogSigner:
 
     log: MemoryLog
     identity: str = "https://scitt.acme.example"
+    keys: Sequence[CoseKey] = field(init=False)
 
-    @property
-    def keys(self) -> list[CoseKey]:
-        return [self.log.signing_key]
+    def __post_init__(self) -> None:
+        self.keys = [self.log.signing_key]
 
     def register(self, statement: bytes) -> bytes:
         return self.log.receipt(self.log.add(statement_mod.parse(statement)))
@@ -44,6 +45,7 @@ class Setup:
     subject: Descriptor
     wabbit_log: MemoryLog
     root: Path
+    acme_log: MemoryLog
 
     def statement(self, kind: profile.Kind = profile.Kind.PUSH, *, created: int = 1, iat: int = 1) -> bytes:
         event = profile.make_event(kind, Reference.parse(f"w.example/app@{self.digest}"))
@@ -89,8 +91,8 @@ def setup(tmp_path: Path) -> Setup:
         Descriptor(fetched[1], digest, len(fetched[0])),
         wabbit_log,
         tmp_path,
+        MemoryLog(key(slot=21), issuer="https://scitt.acme.example"),
     )
-    s.acme_log = MemoryLog(key(slot=21), issuer="https://scitt.acme.example")  # type: ignore[attr-defined]
     return s
 
 

@@ -159,7 +159,7 @@ def test_a_proof_ending_elsewhere_than_the_checkpoint_is_inconsistent(tmp_path: 
     def short(old_size: int, new_size: int) -> bytes:
         return honest(old_size, new_size - 1)  # a valid proof, to the size-4 head
 
-    log.consistency = short  # type: ignore[method-assign]
+    log.consistency = short  # type: ignore[method-assign]  # the real method, proving to an older head
     result = audit.audit(log, TS, state, evidence_dir=tmp_path / "evidence")
     assert result.outcome is audit.Outcome.INCONSISTENT and result.reason is Reason.INCONSISTENT_LOG
     assert result.message == "the consistency proof ends at another tree head than the checkpoint"

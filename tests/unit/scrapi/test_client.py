@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import TypedDict, Unpack
 
 import cbor2
 import pytest
@@ -33,9 +34,16 @@ def _public(k: CoseKey) -> CoseKey:
     return CoseKey(k.public, k.kid, k.alg)
 
 
-def _client(service: Scripted, **kw: object) -> tuple[ScrapiClient, list[float]]:
+class _Options(TypedDict, total=False):
+    token: str
+    timeout: float
+    max_attempts: int
+    max_response_bytes: int
+
+
+def _client(service: Scripted, **kw: Unpack[_Options]) -> tuple[ScrapiClient, list[float]]:
     slept: list[float] = []
-    return ScrapiClient(service.url, sleep=slept.append, **kw), slept  # type: ignore[arg-type]
+    return ScrapiClient(service.url, sleep=slept.append, **kw), slept
 
 
 def test_reads_keys_checkpoint_consistency_and_receipts(service: Scripted) -> None:

@@ -166,7 +166,7 @@ def test_a_logged_entry_without_a_covering_head_is_an_error(tmp_path: Path) -> N
     # A fresh service over the same store (no cached receipts), whose store lost its heads.
     service = make_service(tmp_path)
     try:
-        service.store.head_covering = lambda index: None  # type: ignore[method-assign]
+        service.store.head_covering = lambda index: None  # type: ignore[method-assign]  # a store that lost its heads
         with pytest.raises(ScittOciError, match="no tree head covering it"):
             service.receipt(outcome.entry_id)
     finally:

@@ -7,7 +7,7 @@ import json
 from scitt_oci.oci import manifest as mf
 from scitt_oci.scitt.profile import Kind
 from scitt_oci.watch.classify import classify
-from scitt_oci.watch.events import RegistryEvent
+from scitt_oci.watch.events import Action, RegistryEvent
 
 IMG = "sha256:" + "ab" * 32
 SUBJECT = {"mediaType": mf.OCI_MANIFEST, "digest": IMG, "size": 10}
@@ -18,7 +18,7 @@ def _m(**doc: object) -> mf.Manifest:
     return mf.parse(json.dumps({"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "config": CONFIG, "layers": [], **doc}).encode())
 
 
-def _event(tag: str | None = None, action: str = "push") -> RegistryEvent:
+def _event(tag: str | None = None, action: Action = Action.PUSH) -> RegistryEvent:
     return RegistryEvent("r", "sha256:" + "cd" * 32, tag, action)
 
 
@@ -55,7 +55,7 @@ def test_what_is_never_recorded() -> None:
     assert "fallback index" in classify(_event(f"sha256-{'ab' * 32}"), "sha256:" + "cd" * 32, fallback).reason
     sbom = classify(_event(), "sha256:" + "cd" * 32, _m(artifactType="application/spdx+json", subject=SUBJECT))
     assert not sbom.record and "not a signature" in sbom.reason
-    assert classify(_event(action="delete"), IMG, None).kind is Kind.DELETE
+    assert classify(_event(action=Action.DELETE), IMG, None).kind is Kind.DELETE
 
 
 def test_statement_artifact_is_deterministic() -> None:

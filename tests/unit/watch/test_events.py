@@ -8,7 +8,7 @@ import pytest
 
 from scitt_oci.errors import MalformedError
 from scitt_oci.watch import events
-from scitt_oci.watch.events import RegistryEvent
+from scitt_oci.watch.events import DELETE, PUSH, RegistryEvent
 
 D = "sha256:5d8ae6143394fc080642b6caef7c25047c159df2874f0a71adef5c480be0d2f0"
 
@@ -24,8 +24,8 @@ def test_distribution_push_delete_and_noise() -> None:
         {"action": "delete", "target": {"repository": "demo/app", "tag": "to-delete"}},
     ]}
     got = events.parse_distribution(json.dumps(body).encode(), {})
-    assert got == [RegistryEvent("demo/app", D, "v1", "push", "application/vnd.oci.image.manifest.v1+json"),
-                   RegistryEvent("demo/app", D, None, "delete", None)]
+    assert got == [RegistryEvent("demo/app", D, "v1", PUSH, "application/vnd.oci.image.manifest.v1+json"),
+                   RegistryEvent("demo/app", D, None, DELETE, None)]
     assert "evil" not in repr(got)
 
 
@@ -41,7 +41,7 @@ def test_harbor_default_and_cloudevents() -> None:
     default = {"type": "PUSH_ARTIFACT", "occur_at": 1, "operator": "admin", "event_data": {
         "resources": [{"digest": D, "tag": "latest", "resource_url": "evil.example/p/debian:latest"}],
         "repository": {"name": "debian", "namespace": "p", "repo_full_name": "p/debian"}}}
-    assert events.parse_harbor(json.dumps(default).encode(), {}) == [RegistryEvent("p/debian", D, "latest", "push")]
+    assert events.parse_harbor(json.dumps(default).encode(), {}) == [RegistryEvent("p/debian", D, "latest", PUSH)]
     ce = {"type": "harbor.artifact.deleted", "data": default["event_data"]}
     assert events.parse_harbor(json.dumps(ce).encode(), {})[0].action == "delete"
     assert events.parse_harbor(json.dumps({"type": "SCANNING_COMPLETED"}).encode(), {}) == []
@@ -51,7 +51,7 @@ def test_github_package_event() -> None:
     body = {"action": "published", "package": {"name": "Net-Monitor", "package_type": "CONTAINER", "owner": {"login": "wabbit"},
             "package_version": {"version": D, "container_metadata": {"tag": {"name": "v2", "digest": D}}}}}
     assert events.parse_github(json.dumps(body).encode(), {"x-github-event": "package"}) == [
-        RegistryEvent("wabbit/net-monitor", D, "v2", "push")]
+        RegistryEvent("wabbit/net-monitor", D, "v2", PUSH)]
     assert events.parse_github(b"{}", {"x-github-event": "push"}) == []
 
 
@@ -64,7 +64,7 @@ def test_zot_binary_and_structured_cloudevents() -> None:
 
 
 def test_generic_and_its_strictness() -> None:
-    assert events.parse_generic(json.dumps({"repository": "a/b", "digest": D}).encode(), {}) == [RegistryEvent("a/b", D, None, "push")]
+    assert events.parse_generic(json.dumps({"repository": "a/b", "digest": D}).encode(), {}) == [RegistryEvent("a/b", D, None, PUSH)]
     with pytest.raises(MalformedError, match="unknown keys \\['host'\\]"):
         events.parse_generic(json.dumps({"repository": "a/b", "digest": D, "host": "evil.example"}).encode(), {})
     with pytest.raises(MalformedError, match="must be sha256"):

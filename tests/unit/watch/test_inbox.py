@@ -302,7 +302,7 @@ def test_a_database_from_an_older_version_gains_the_new_columns(tmp_path: Path) 
 
 
 def test_a_postgres_inbox_that_cannot_open_says_why_without_the_dsn() -> None:
-    from scitt_oci.watch.inbox import InboxError
+    from scitt_oci.errors import InboxError
 
     with pytest.raises(InboxError, match="must be a lower-case identifier"):
         PostgresInbox(DSN, schema="Robert'); DROP TABLE events;--")

@@ -110,8 +110,8 @@ def test_the_loop_polls_and_reattaches_until_stopped(tmp_path: Path) -> None:
             checked.set()
             return real_referrers(repo, digest, artifact_type)
 
-        w.inbox.add = add  # type: ignore[method-assign]
-        w.registry.referrers = referrers  # type: ignore[method-assign]
+        w.inbox.add = add  # type: ignore[method-assign]  # the real method, observed
+        w.registry.referrers = referrers  # type: ignore[method-assign]  # the real method, observed
         reconciler.start()
         assert queued.wait(30)
         w.drain()  # what the loop queued is recorded; a later re-listing round checks its attachment

@@ -163,7 +163,7 @@ def test_a_failing_registry_is_retried_and_the_same_statement_registered(tmp_pat
                 w.registry.fail_next(1)
             return real_push_blob(repo, data)
 
-        w.registry.push_blob = flaky  # type: ignore[method-assign]
+        w.registry.push_blob = flaky  # type: ignore[method-assign]  # the real method, failing once first
         [item] = w.inbox.claim(1)
         w.watcher.process(item)  # the manifest read fails first
         assert w.inbox.counts() == {"pending": 1} and sum(w.registry.calls.values()) == calls + 1
@@ -211,7 +211,7 @@ def test_an_unexpected_error_is_retried(tmp_path: Path) -> None:
             return real(statement)
 
         real = w.watcher.registrar.register
-        w.watcher.registrar.register = register  # type: ignore[method-assign]
+        w.watcher.registrar.register = register  # type: ignore[method-assign]  # the real method, failing as scripted first
         [item] = w.inbox.claim(1)
         w.watcher.process(item)
         assert w.inbox.counts() == {"pending": 1}
@@ -248,7 +248,7 @@ def test_a_remote_registrar_returns_the_services_receipt() -> None:
             return Answer()
 
     client = Client()
-    registrar = RemoteRegistrar(client, "https://ts.test")  # type: ignore[arg-type]
+    registrar = RemoteRegistrar(client, "https://ts.test")  # type: ignore[arg-type]  # a double of ScrapiClient.register alone
     assert registrar.register(b"statement") == b"receipt" and client.sent == [b"statement"]
 
 
