@@ -32,6 +32,7 @@ from tests.unit.log.test_postgres_store import DSN
 
 SECRET = "replica-webhook-secret-0123456789"
 IMAGES = 15
+ROUNDS = 3
 
 
 @pytest.fixture
@@ -80,45 +81,62 @@ def test_three_replicas_one_killed_every_image_recorded_once(tmp_path: Path, sch
         "SCITT_OCI_WATCH__LEASE_SECONDS": "3",  # a dead replica's events are taken up after 3 s
         "SCITT_OCI_WATCH__WORKERS": "4",
     }
-    replicas = [ServerProcess(tmp_path / f"r{i}", env=env) for i in range(3)]
+    # Replica 1, the one to be killed, runs more workers so that it holds more of the leases.
+    replicas = [
+        ServerProcess(tmp_path / f"r{i}", env={**env, "SCITT_OCI_WATCH__WORKERS": "8"} if i == 1 else env)
+        for i in range(3)
+    ]
     balancer = RoundRobin([r.url for r in replicas])
     registry = RegistryProcess(tmp_path / "registry", notify_url=f"{balancer.url}/webhooks/distribution", secret=SECRET)
     registry.start()
     try:
         for r in replicas:
-            r.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(tmp_path / "secret")]
+            r.args = [
+                "--registry",
+                registry.host,
+                "--registry-insecure",
+                "--webhook-secret-file",
+                str(tmp_path / "secret"),
+            ]
             r.start()
         client = RegistryClient(RegistrySettings.for_url(registry.url))
-        digests = {f"replicas/app{i}": oci_layout(tmp_path / f"img{i}", f"replica image {i}") for i in range(IMAGES)}
+        digests: dict[str, str] = {}
         pushed: list[str] = []
 
-        def push_all() -> None:
-            for i, repo in enumerate(digests):
-                skopeo_push(tmp_path / f"img{i}", registry, repo)
+        def push_round(n: int) -> None:
+            for i in range(IMAGES):
+                repo, layout = f"replicas/app{n}-{i}", tmp_path / f"img{n}-{i}"
+                digests[repo] = oci_layout(layout, f"replica image {n}-{i}")
+                skopeo_push(layout, registry, repo)
                 pushed.append(repo)
 
-        pusher = threading.Thread(target=push_all)
-        pusher.start()
         # Kill replica 1 while it holds a lease on an event: freeze it, look, and kill it if it does
         # (frozen, it cannot finish the event between the look and the kill); else let it run on.
+        # Leases are short: a round of pushes in which no look found one is followed by another
+        # (at most ROUNDS), so that the kill happens under a lease however fast the machine is.
         victim = replicas[1]
         assert victim.proc is not None
         held: list[int] = []
-        deadline = time.monotonic() + 60
-        # Look while images are pushed and while their events are still pending (under load, processing
-        # runs on well after the last push).
-        while not held and time.monotonic() < deadline and (pusher.is_alive() or _events(schema).get("pending", 0)):
-            os.kill(victim.proc.pid, signal.SIGSTOP)
-            held = _leased_by(schema, victim.proc.pid)
+        for n in range(ROUNDS):
+            pusher = threading.Thread(target=push_round, args=(n,))
+            pusher.start()
+            deadline = time.monotonic() + 60
+            # Look while images are pushed and while their events are still pending (under load,
+            # processing runs on well after the last push).
+            while not held and time.monotonic() < deadline and (pusher.is_alive() or _events(schema).get("pending", 0)):
+                os.kill(victim.proc.pid, signal.SIGSTOP)
+                held = _leased_by(schema, victim.proc.pid)
+                if held:
+                    _audit(replicas[0].url, tmp_path / "audit.json")
+                    victim.kill()
+                else:
+                    os.kill(victim.proc.pid, signal.SIGCONT)
+                    time.sleep(0.01)  # let it run a little before the next look
+            pusher.join(120)
             if held:
-                _audit(replicas[0].url, tmp_path / "audit.json")
-                victim.kill()
-            else:
-                os.kill(victim.proc.pid, signal.SIGCONT)
-                time.sleep(0.02)  # let it run a little before the next look
-        pusher.join(120)
-        assert len(pushed) == IMAGES
-        assert held, "replica 1 never held a lease while images were pushed and processed"
+                break
+        assert len(pushed) == IMAGES * (n + 1)
+        assert held, f"replica 1 never held a lease in {ROUNDS} rounds of pushes"
         assert balancer.sent[replicas[2].url] > 0
 
         deadline = time.monotonic() + 120
@@ -131,7 +149,9 @@ def test_three_replicas_one_killed_every_image_recorded_once(tmp_path: Path, sch
         assert set(counts) == {"done"}, (counts, replicas[0].output()[-3000:])
         # The events the dead replica held were taken up by the others and completed.
         with psycopg.connect(DSN, autocommit=True) as conn:
-            states = conn.execute(f"SELECT state, lease_owner FROM {schema}.events WHERE id = ANY(%s)", (held,)).fetchall()
+            states = conn.execute(
+                f"SELECT state, lease_owner FROM {schema}.events WHERE id = ANY(%s)", (held,)
+            ).fetchall()
         assert states == [("done", None)] * len(held)
 
         policy_file = tmp_path / "policy.yaml"
