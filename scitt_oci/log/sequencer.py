@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from scitt_oci.errors import Overloaded as Overloaded  # defined there since #12; kept importable here
 from scitt_oci.log.store import BatchResult, HeadSigner, LogStore, Pending, StoredHead
@@ -194,7 +194,7 @@ class Sequencer:
             if not self._backlog:
                 self._backlog_since = now
             for reg in overflow:
-                reg.pending = replace(reg.pending, stored=True)
+                reg.pending = Pending(reg.pending.entry_id, reg.pending.entry, stored=True)
                 reg.accepted.set_result(None)
                 self._backlog.append(reg)
         elif not self._backlog:
