@@ -233,6 +233,23 @@ class HttpConfig(_Section):
         description="accept bearer tokens and webhook secrets over plain HTTP beyond loopback "
         "(only behind a TLS-terminating proxy or mesh)",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks (CIDR) of proxies whose X-Forwarded-For and X-Forwarded-Proto are "
+        "believed; empty: the client address is the connection's peer and those headers are ignored",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return [item.strip() for item in value]
 
 
 # ---- end of the listeners block

@@ -229,13 +229,22 @@ def _uvicorn_options(cfg: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     from scitt_oci.server.listeners import GuardedHttpToolsProtocol
 
     GuardedHttpToolsProtocol.configure(cfg.http.header_timeout_seconds, cfg.http.body_timeout_seconds)
+    # X-Forwarded-* is believed only from proxies the operator names (uvicorn's FORWARDED_ALLOW_IPS
+    # counts as naming them); otherwise the client is the connection's peer, and no middleware parses
+    # those headers on every request.
+    trusted = list(cfg.http.trusted_proxies) or [
+        a.strip() for a in os.environ.get("FORWARDED_ALLOW_IPS", "").split(",") if a.strip()
+    ]
     common: dict[str, Any] = {
         "log_level": cfg.log_level,
         "access_log": False,
         "loop": "uvloop",
         "http": GuardedHttpToolsProtocol,
         "timeout_graceful_shutdown": 10,
+        "proxy_headers": bool(trusted),
     }
+    if trusted:
+        common["forwarded_allow_ips"] = trusted
     main_tls: dict[str, Any] = {}
     if cfg.tls_cert and cfg.tls_key:
         main_tls = {"ssl_certfile": str(cfg.tls_cert), "ssl_keyfile": str(cfg.tls_key)}

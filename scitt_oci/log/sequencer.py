@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from scitt_oci.errors import Overloaded as Overloaded  # defined there since #12; kept importable here
 from scitt_oci.log.store import BatchResult, HeadSigner, LogStore, Pending, StoredHead
@@ -33,9 +33,14 @@ class Registration:
     accepted: Future[None] = field(default_factory=Future)
     # the leaf index, and the head of the batch that appended it (None: it was in the log already)
     integrated: Future[tuple[int, StoredHead | None]] = field(default_factory=Future)
+    # Who else waits for this registration (its service's event-loop waiters): read by `settled` below.
+    waiters: list[object] = field(default_factory=list)
 
 
 BatchObserver = Callable[[BatchResult, float], None]  # (result, seconds the commit took)
+# Called on the sequencer thread once per commit (or failed commit) with every registration whose
+# futures it settled or advanced: one hand-over per batch, not one per registration.
+SettledHook = Callable[[list[Registration]], None]
 
 
 class Sequencer:
@@ -48,6 +53,7 @@ class Sequencer:
         max_delay: float = 0.002,
         max_queue: int = 50_000,
         observer: BatchObserver | None = None,
+        settled: SettledHook | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
@@ -56,6 +62,7 @@ class Sequencer:
         self._max_delay = max_delay
         self._max_queue = max_queue
         self._observer = observer
+        self._settled = settled
         self._clock = clock
         self._arrivals: queue.SimpleQueue[Registration] = queue.SimpleQueue()
         self._inflight: dict[bytes, Registration] = {}
@@ -150,10 +157,11 @@ class Sequencer:
                 self._commit(arrivals, due, now)
             except Exception as exc:  # the store failed: nothing new was accepted
                 log.error("log commit failed (%s): %s", type(exc).__name__, exc)
+                self._forget(arrivals)
                 for reg in arrivals:
-                    self._forget(reg)
                     reg.accepted.set_exception(exc)
                     reg.integrated.set_exception(exc)
+                self._notify(arrivals)
                 self._stop.wait(retry_delay)
                 retry_delay = min(retry_delay * 2, 5.0)
                 continue
@@ -174,25 +182,39 @@ class Sequencer:
         )
         for _ in range(take):
             self._backlog.popleft()
+        self._forget(integrate)
+        indexes = result.integrated
+        head_of = result.head_of
         for reg in integrate:
-            self._forget(reg)
             if not reg.accepted.done():
                 reg.accepted.set_result(None)
-            index = result.integrated[reg.pending.entry_id]
-            reg.integrated.set_result((index, result.head_of(index)))
+            index = indexes[reg.pending.entry_id]
+            reg.integrated.set_result((index, head_of(index)))
         if overflow:
             if not self._backlog:
                 self._backlog_since = now
             for reg in overflow:
-                reg.pending = replace(reg.pending, stored=True)
+                reg.pending = Pending(reg.pending.entry_id, reg.pending.entry, stored=True)
                 reg.accepted.set_result(None)
                 self._backlog.append(reg)
         elif not self._backlog:
             self._backlog_since = now
+        self._notify(integrate + overflow if overflow else integrate)
         if self._observer is not None and integrate:
             self._observer(result, time.monotonic() - started)
 
-    def _forget(self, reg: Registration) -> None:
+    def _notify(self, settled: list[Registration]) -> None:
+        if self._settled is not None and settled:
+            try:
+                self._settled(settled)
+            except Exception:  # the futures are set: a waiter that is not woken still times out
+                log.exception("delivering a batch's outcomes failed")
+
+    def _forget(self, regs: list[Registration]) -> None:
+        """No longer in flight: one lock for the whole batch."""
+        inflight = self._inflight
         with self._lock:
-            if self._inflight.get(reg.pending.entry_id) is reg:
-                del self._inflight[reg.pending.entry_id]
+            for reg in regs:
+                eid = reg.pending.entry_id
+                if inflight.get(eid) is reg:
+                    del inflight[eid]

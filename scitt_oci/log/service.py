@@ -9,9 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import TypeVar
 
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import ConsistencyError as ConsistencyError  # defined there since #12; kept importable here
@@ -25,7 +23,6 @@ from scitt_oci.scitt import merkle, receipt
 from scitt_oci.scitt.receipt import SignedTreeHead
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 ACCEPT_TIMEOUT = 60.0  # seconds a registration may take to become durable before it is reported as failed
 
@@ -80,7 +77,13 @@ class TransparencyService:
         self._receipts: LruCache[bytes, bytes] = LruCache(20_000)  # receipts never change once made
         self._resigned: LruCache[tuple[int, bytes], SignedTreeHead] = LruCache(64)
         self.sequencer = Sequencer(
-            store, self._sign, max_batch=max_batch, max_delay=max_delay, max_queue=max_queue, observer=observer
+            store,
+            self._sign,
+            max_batch=max_batch,
+            max_delay=max_delay,
+            max_queue=max_queue,
+            observer=observer,
+            settled=_wake_waiters,
         )
 
     def _sign(self, size: int, root: bytes) -> receipt.SignedTreeHead:
@@ -150,25 +153,28 @@ class TransparencyService:
         return self._outcome(submission.entry_id, reg)
 
     async def register_async(self, statement: bytes, wait: float) -> Outcome:
-        """`register` for an event loop: the policy check runs inline, the waits do not block the loop."""
+        """`register` for an event loop: the policy check runs inline, the waits do not block the loop.
+
+        The sequencer wakes the loop once per batch for all of its registrations (`_wake_waiters`),
+        not once per registration."""
         started = time.monotonic()
         submission = self.submit(statement)
         reg = submission.registration
         if reg is None:
             return self._known(submission.entry_id)
-        remaining = wait - (time.monotonic() - started)
-        if remaining > 0:
-            # Integrated implies accepted (durable), so the common case waits once.
-            with contextlib.suppress(Exception):  # a timeout or a failure: told apart below
-                await _wait(reg.integrated, remaining)
-        if not (reg.integrated.done() and reg.integrated.exception() is None):
-            try:
-                # Accepted means durable: only then may the caller report success.
-                await _wait(reg.accepted, max(0.0, self.accept_timeout - (time.monotonic() - started)))
-            except Exception as exc:  # includes TimeoutError
-                raise self._not_accepted(submission.entry_id, exc) from exc
-            if reg.integrated.done() and reg.integrated.exception() is not None:
-                self._integration_failed(submission.entry_id, reg.integrated.exception())
+        if not reg.integrated.done():
+            await _settle(reg, started + wait, started + self.accept_timeout)
+        integrated = reg.integrated
+        if not (integrated.done() and integrated.exception() is None):
+            # Accepted means durable: only then may the caller report success.
+            accepted = reg.accepted
+            if not accepted.done():
+                raise self._not_accepted(submission.entry_id, TimeoutError())
+            failure = accepted.exception()
+            if failure is not None:
+                raise self._not_accepted(submission.entry_id, failure)
+            if integrated.done():
+                self._integration_failed(submission.entry_id, integrated.exception())
         return self._outcome(submission.entry_id, reg)
 
     def _known(self, eid: bytes) -> Registered:
@@ -254,6 +260,58 @@ class TransparencyService:
         return receipt.consistency_receipt(self._size_signed(head), old_size, path)
 
 
-async def _wait(future: Future[T], timeout: float) -> T:
-    """Wait for a sequencer future from an event loop; a timeout leaves the future itself untouched."""
-    return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), timeout=timeout)
+class _Waiter:
+    """An event loop's wait for one registration: woken when the sequencer settles or advances it."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+
+
+def _wake_waiters(settled: list[Registration]) -> None:
+    """On the sequencer thread, after a commit: one hand-over to each waiting event loop for the whole batch."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for reg in settled:
+        if not reg.waiters:
+            continue
+        for waiter in tuple(reg.waiters):  # a snapshot: the loops add and remove their own waiters
+            assert isinstance(waiter, _Waiter)
+            by_loop.setdefault(waiter.loop, []).append(waiter.future)
+    for loop, futures in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits there any more
+            loop.call_soon_threadsafe(_wake, futures)
+
+
+def _wake(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+async def _settle(reg: Registration, integrate_by: float, accept_by: float) -> None:
+    """Wait until `reg` is integrated (or failed), or accepted once `integrate_by` has passed, or
+    `accept_by` passes unaccepted; the outcome is read from its futures afterwards.
+
+    A waiter is listed on the registration before its futures are looked at, and the sequencer sets
+    the futures before it reads the list, so no settlement goes unnoticed."""
+    loop = asyncio.get_running_loop()
+    while not reg.integrated.done():
+        now = time.monotonic()
+        accepted = reg.accepted.done()
+        deadline = integrate_by if accepted or now < integrate_by else accept_by
+        if now >= deadline:
+            return
+        waiter = _Waiter(loop)
+        reg.waiters.append(waiter)
+        timer = None
+        try:
+            if reg.integrated.done() or reg.accepted.done() != accepted:
+                continue  # settled or advanced meanwhile: look again
+            timer = loop.call_later(deadline - now, _wake, [waiter.future])
+            await waiter.future
+        finally:
+            if timer is not None:
+                timer.cancel()
+            reg.waiters.remove(waiter)

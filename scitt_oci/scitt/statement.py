@@ -61,7 +61,7 @@ class SignedStatement:
                 missing.append("iss (15/1)")
             if not self.claims.sub:
                 missing.append("sub (15/2)")
-        if not any(label in protected for label in (headers.KID, headers.X5T, headers.X5CHAIN)):
+        if headers.KID not in protected and headers.X5T not in protected and headers.X5CHAIN not in protected:
             missing.append("kid (4), x5t (34) or x5chain (33)")
         if missing:
             raise MalformedError(f"Signed Statement protected header lacks {', '.join(missing)}")

@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -89,6 +90,7 @@ class Scrapi:
         self.service = service
         self.settings = settings
         self.metrics = metrics
+        self._by_status: dict[int, Any] = {}  # the registrations counter's child per status, looked up once
         self.issuers_body = json.dumps(
             {"issuers": [{"iss": i.iss, "keys": [k.to_jwk() for k in i.keys]} for i in issuers]}, indent=2
         ).encode()
@@ -109,7 +111,11 @@ class Scrapi:
         started = time.monotonic()
         response = await self._register(request, started)
         self.metrics.latency.observe(time.monotonic() - started)
-        self.metrics.registrations.labels(str(response.status_code)).inc()
+        status = response.status_code
+        counter = self._by_status.get(status)
+        if counter is None:
+            counter = self._by_status[status] = self.metrics.registrations.labels(str(status))
+        counter.inc()
         return response
 
     async def _register(self, request: Request, started: float) -> Response:
@@ -136,11 +142,10 @@ class Scrapi:
             return unauthorised()
         if (limit := limited(self.settings, request)) is not None:
             return limit
-        if media_type(request) != COSE:
+        given = media_type(request)
+        if given != COSE:
             return problem(
-                415,
-                "Unsupported Media Type",
-                f"POST /entries takes {COSE}, not {media_type(request) or 'no content type'}",
+                415, "Unsupported Media Type", f"POST /entries takes {COSE}, not {given or 'no content type'}"
             )
         body = await read_limited(request, self.settings.max_body)
         if body is None:

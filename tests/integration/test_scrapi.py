@@ -205,6 +205,25 @@ def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
         srv.stop()
 
 
+def test_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path: Path) -> None:
+    """The rate limit is per client address: the connection's peer, unless the peer is a proxy the
+    operator named in http.trusted_proxies (then the client it names in X-Forwarded-For)."""
+    limit = {"SCITT_OCI_RATE_LIMIT__PER_CLIENT_PER_SECOND": "0.01", "SCITT_OCI_RATE_LIMIT__BURST": "1"}
+
+    def statuses(srv: ServerProcess) -> list[int]:
+        return [
+            requests.get(srv.url + "/entries/" + "00" * 32, headers={"X-Forwarded-For": f"192.0.2.{n}"}, timeout=5).status_code
+            for n in (1, 2)
+        ]
+
+    for env, expected in (({}, [404, 429]), ({"SCITT_OCI_HTTP__TRUSTED_PROXIES": '["127.0.0.1"]'}, [404, 404])):
+        srv = ServerProcess(tmp_path / f"data{len(env)}", env={**limit, **env}).start()
+        try:
+            assert statuses(srv) == expected
+        finally:
+            srv.stop()
+
+
 def test_many_clients_same_and_different_statements(server: ServerProcess, issuer: keys.CoseKey) -> None:
     import concurrent.futures
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -170,4 +171,66 @@ def test_a_logged_entry_without_a_covering_head_is_an_error(tmp_path: Path) -> N
         with pytest.raises(ScittOciError, match="no tree head covering it"):
             service.receipt(outcome.entry_id)
     finally:
+        service.store.close()
+
+
+def test_async_registrations_of_one_batch_wake_their_loop_once(tmp_path: Path) -> None:
+    service = make_service(tmp_path)  # not started: the registrations queue up, then make one batch
+    try:
+        handed_over, outcomes = asyncio.run(_many(service, 40))
+        assert service.store.size() == 40
+    finally:
+        service.stop()
+        service.store.close()
+    assert all(isinstance(o, Registered) for o in outcomes)
+    assert len({o.entry_id for o in outcomes if isinstance(o, Registered)}) == 40
+    for o in outcomes:
+        assert isinstance(o, Registered)
+        assert _verified(statement_bytes(100 + outcomes.index(o)), o.receipt).tree_size == 40
+    # The sequencer handed the whole batch's outcomes to the loop at once, not one per registration.
+    assert handed_over == 1
+
+
+async def _many(service: object, n: int) -> tuple[int, list[object]]:
+    from scitt_oci.log.service import TransparencyService
+
+    assert isinstance(service, TransparencyService)
+    loop = asyncio.get_running_loop()
+    calls = 0
+    original = loop.call_soon_threadsafe
+
+    def counting(*args: Any, **kw: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return original(*args, **kw)
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    tasks = [asyncio.ensure_future(service.register_async(statement_bytes(100 + i), 10)) for i in range(n)]
+    while service.waiting < n:
+        await asyncio.sleep(0.001)
+    service.start()
+    outcomes = await asyncio.gather(*tasks)
+    return calls, list(outcomes)
+
+
+def test_a_cancelled_async_registration_leaves_no_waiter_behind(tmp_path: Path) -> None:
+    service = make_service(tmp_path, max_delay=30)
+    service.start()
+    try:
+
+        async def cancelled() -> None:
+            task = asyncio.ensure_future(service.register_async(statement_bytes(200), 10))
+            await asyncio.sleep(0)
+            while not service.waiting:
+                await asyncio.sleep(0.001)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(cancelled())
+        eid = entry_id(statement.parse(statement_bytes(200)).entry())
+        reg = service.sequencer._inflight[eid]
+        assert reg.waiters == [] and reg.accepted.result(5) is None  # still durable and integrated later
+    finally:
+        service.stop()
         service.store.close()
