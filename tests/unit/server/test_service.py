@@ -204,7 +204,7 @@ async def _many(service: object, n: int) -> tuple[int, list[object]]:
         calls += 1
         return original(*args, **kw)
 
-    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]  # counted, then passed on
     tasks = [asyncio.ensure_future(service.register_async(statement_bytes(100 + i), 10)) for i in range(n)]
     while service.waiting < n:
         await asyncio.sleep(0.001)
