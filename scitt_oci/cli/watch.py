@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from scitt_oci.cli import _die, _write, main, registry_ca_file, usable_ca_file
+from scitt_oci.cli import EXIT_INVALID, _die, _write, main, registry_ca_file, usable_ca_file
 from scitt_oci.errors import ScittOciError
 from scitt_oci.oci.reference import Reference
 from scitt_oci.scitt import profile, transparent
@@ -151,9 +151,10 @@ def history(image: str, registry_insecure: bool, ca_file: str | None, output: st
     """What is on record for IMAGE (registry/repo@digest or :tag): pushes, signatures, deletes, and the receipts.
 
     Reads the Transparent Statements attached to the image; it does not verify them (use `verify`).
+    When more statement referrers are listed than are read, shows those read, says so, and exits 1.
     """
     from scitt_oci.netutil import registry_url
-    from scitt_oci.oci.attached import pin, statement_referrers
+    from scitt_oci.oci.attached import pin, statement_referrers, truncation_note
     from scitt_oci.oci.client import RegistryClient, RegistrySettings
 
     try:
@@ -168,17 +169,26 @@ def history(image: str, registry_insecure: bool, ca_file: str | None, output: st
         digest = str(pinned.digest)
         if ref.digest is None:
             click.echo(f"warning: {image} is a tag; showing {digest}", err=True)
-        records = [_describe(a.referrer, a.statement) for a in statement_referrers(client, ref.repository, digest)]
+        found = statement_referrers(client, ref.repository, digest)
     except ScittOciError as exc:
         _die(exc.diagnostics())
+    records = [_describe(a.referrer, a.statement) for a in found]
     records.sort(key=lambda r: r.get("iat") or 0)
+    note = f"TRUNCATED: {truncation_note(found.listed)}" if found.truncated else None
     if output == "json":
-        click.echo(json.dumps({"image": f"{ref.registry}/{ref.repository}@{digest}", "records": records}, indent=2))
-        return
-    click.echo(f"{ref.registry}/{ref.repository}@{digest}: {len(records)} record(s)")
-    for r in records:
-        for line in _record_lines(r):
-            click.echo(line)
+        doc: dict[str, Any] = {"image": f"{ref.registry}/{ref.repository}@{digest}", "records": records}
+        doc |= {"truncated": found.truncated, "listed": found.listed}
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(f"{ref.registry}/{ref.repository}@{digest}: {len(records)} record(s)")
+        for r in records:
+            for line in _record_lines(r):
+                click.echo(line)
+        if note:
+            click.echo(f"  {note}")
+    if note:
+        click.echo(f"error: {image}: the listing was truncated: {note}", err=True)
+        sys.exit(EXIT_INVALID)
 
 
 def _record_lines(r: dict[str, Any]) -> list[str]:
