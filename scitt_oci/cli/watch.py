@@ -97,14 +97,17 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
 
     Resumable: what is on record is skipped, so an interrupted backfill picks up where it stopped.
     Runs with the data directory of `scitt-oci serve` (it may be running: they share the log safely).
+    An image that cannot be read or repaired (its referrers index tag taken over by another manifest,
+    say) does not stop the rest: each is named at the end, and the exit code is then 1.
     """
     registry, repo = _split_target(target)
     rt, name = _backfill_runtime(config_file, data_dir, registry, registry_insecure)
     watcher = rt.watcher
     assert watcher is not None
     client = watcher.clients[name]
-    from scitt_oci.watch.reconcile import reattach, unrecorded
+    from scitt_oci.watch.reconcile import Unrepaired, reattach, unrecorded
 
+    failed: list[Unrepaired] = []
     try:
         # One walker of the catalog at a time (replicas' reconciliation loops, other backfills): wait for it.
         with watcher.inbox.exclusive(name, wait=True):
@@ -112,7 +115,7 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
             found = []
             with click.progressbar(repositories, label="listing", file=sys.stderr) as bar:
                 for r in bar:
-                    found += list(unrecorded(watcher.inbox, name, client, [r]))
+                    found += list(unrecorded(watcher.inbox, name, client, [r], failed))
             queued = watcher.inbox.add(name, found)
     except ScittOciError as exc:
         _die(exc.diagnostics())
@@ -129,7 +132,7 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
                     break
                 time.sleep(0.2)  # progress display cadence
         # What is on record but no longer attached (a concurrent writer dropped it from an index): list it again.
-        relisted = reattach(watcher.inbox, name, client, settle=0, everything=True)
+        relisted = reattach(watcher.inbox, name, client, settle=0, everything=True, failed=failed)
     except ScittOciError as exc:
         _die(exc.diagnostics())
     finally:
@@ -140,6 +143,11 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
         f"events done {counts.get('done', 0)}, dead {counts.get('dead', 0)}; "
         f"re-attached {relisted} missing referrers"
     )
+    for f in failed:
+        click.echo(f"not repaired: {_printable(f.image)}: {_printable(f.why)}", err=True)
+    if failed:
+        click.echo(f"error: {len(failed)} image(s) could not be read or repaired (named above)", err=True)
+        sys.exit(EXIT_INVALID)
 
 
 @main.command("history")
