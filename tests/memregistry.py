@@ -138,8 +138,13 @@ class MemRegistry:
 
     def _fallback_index(self, repo: str, subject: str) -> mf.Manifest:
         digest = self._resolve(repo, mf.fallback_tag(subject))
-        data = self.repositories[repo].manifests[digest][0] if digest else mf.canonical_json(mf.empty_index())
-        return mf.parse(data, mf.OCI_INDEX)
+        if digest is None:
+            return mf.parse(mf.canonical_json(mf.empty_index()), mf.OCI_INDEX)
+        data, media_type = self.repositories[repo].manifests[digest]
+        found = mf.parse(data, media_type)
+        if not found.is_index:  # as RegistryClient: a fallback tag naming anything else is not trusted
+            raise RegistryError(f"{repo}:{mf.fallback_tag(subject)} is a {found.media_type}, not a referrers index")
+        return found
 
     def catalog(self) -> list[str]:
         self._call("catalog")

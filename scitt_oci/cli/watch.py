@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from scitt_oci.cli import _die, _write, main, registry_ca_file, usable_ca_file
+from scitt_oci.cli import EXIT_INVALID, _die, _write, main, registry_ca_file, usable_ca_file
 from scitt_oci.errors import ScittOciError
 from scitt_oci.oci.reference import Reference
 from scitt_oci.scitt import profile, transparent
@@ -97,14 +97,17 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
 
     Resumable: what is on record is skipped, so an interrupted backfill picks up where it stopped.
     Runs with the data directory of `scitt-oci serve` (it may be running: they share the log safely).
+    An image that cannot be read or repaired (its referrers index tag taken over by another manifest,
+    say) does not stop the rest: each is named at the end, and the exit code is then 1.
     """
     registry, repo = _split_target(target)
     rt, name = _backfill_runtime(config_file, data_dir, registry, registry_insecure)
     watcher = rt.watcher
     assert watcher is not None
     client = watcher.clients[name]
-    from scitt_oci.watch.reconcile import reattach, unrecorded
+    from scitt_oci.watch.reconcile import Unrepaired, reattach, unrecorded
 
+    failed: list[Unrepaired] = []
     try:
         # One walker of the catalog at a time (replicas' reconciliation loops, other backfills): wait for it.
         with watcher.inbox.exclusive(name, wait=True):
@@ -112,7 +115,7 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
             found = []
             with click.progressbar(repositories, label="listing", file=sys.stderr) as bar:
                 for r in bar:
-                    found += list(unrecorded(watcher.inbox, name, client, [r]))
+                    found += list(unrecorded(watcher.inbox, name, client, [r], failed))
             queued = watcher.inbox.add(name, found)
     except ScittOciError as exc:
         _die(exc.diagnostics())
@@ -129,7 +132,7 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
                     break
                 time.sleep(0.2)  # progress display cadence
         # What is on record but no longer attached (a concurrent writer dropped it from an index): list it again.
-        relisted = reattach(watcher.inbox, name, client, settle=0, everything=True)
+        relisted = reattach(watcher.inbox, name, client, settle=0, everything=True, failed=failed)
     except ScittOciError as exc:
         _die(exc.diagnostics())
     finally:
@@ -140,6 +143,11 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
         f"events done {counts.get('done', 0)}, dead {counts.get('dead', 0)}; "
         f"re-attached {relisted} missing referrers"
     )
+    for f in failed:
+        click.echo(f"not repaired: {_printable(f.image)}: {_printable(f.why)}", err=True)
+    if failed:
+        click.echo(f"error: {len(failed)} image(s) could not be read or repaired (named above)", err=True)
+        sys.exit(EXIT_INVALID)
 
 
 @main.command("history")
@@ -151,9 +159,10 @@ def history(image: str, registry_insecure: bool, ca_file: str | None, output: st
     """What is on record for IMAGE (registry/repo@digest or :tag): pushes, signatures, deletes, and the receipts.
 
     Reads the Transparent Statements attached to the image; it does not verify them (use `verify`).
+    When more statement referrers are listed than are read, shows those read, says so, and exits 1.
     """
     from scitt_oci.netutil import registry_url
-    from scitt_oci.oci.attached import pin, statement_referrers
+    from scitt_oci.oci.attached import pin, statement_referrers, truncation_note
     from scitt_oci.oci.client import RegistryClient, RegistrySettings
 
     try:
@@ -168,17 +177,26 @@ def history(image: str, registry_insecure: bool, ca_file: str | None, output: st
         digest = str(pinned.digest)
         if ref.digest is None:
             click.echo(f"warning: {image} is a tag; showing {digest}", err=True)
-        records = [_describe(a.referrer, a.statement) for a in statement_referrers(client, ref.repository, digest)]
+        found = statement_referrers(client, ref.repository, digest)
     except ScittOciError as exc:
         _die(exc.diagnostics())
+    records = [_describe(a.referrer, a.statement) for a in found]
     records.sort(key=lambda r: r.get("iat") or 0)
+    note = f"TRUNCATED: {truncation_note(found.listed)}" if found.truncated else None
     if output == "json":
-        click.echo(json.dumps({"image": f"{ref.registry}/{ref.repository}@{digest}", "records": records}, indent=2))
-        return
-    click.echo(f"{ref.registry}/{ref.repository}@{digest}: {len(records)} record(s)")
-    for r in records:
-        for line in _record_lines(r):
-            click.echo(line)
+        doc: dict[str, Any] = {"image": f"{ref.registry}/{ref.repository}@{digest}", "records": records}
+        doc |= {"truncated": found.truncated, "listed": found.listed}
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        click.echo(f"{ref.registry}/{ref.repository}@{digest}: {len(records)} record(s)")
+        for r in records:
+            for line in _record_lines(r):
+                click.echo(line)
+        if note:
+            click.echo(f"  {note}")
+    if note:
+        click.echo(f"error: {image}: the listing was truncated: {note}", err=True)
+        sys.exit(EXIT_INVALID)
 
 
 def _record_lines(r: dict[str, Any]) -> list[str]:

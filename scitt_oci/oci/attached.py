@@ -17,8 +17,13 @@ from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Digest, Reference
 
-MAX_STATEMENTS = 64  # statements read per image: a referrers listing is written by anyone who can push
-MAX_STATEMENT_BYTES = 1024 * 1024
+# What is read per image. A referrers listing is written by anyone who can push, so reading is bounded;
+# a listing past a bound is read as far as the bound and marked truncated, and nothing decides on it:
+# a later delete (or signature) record past the bound would otherwise be hidden (`decide` rejects it
+# TOO_MANY_REFERRERS). 128 statements are 2 x 128 registry reads, inside admission's 512 per review.
+MAX_STATEMENTS = 128
+MAX_STATEMENT_BYTES = 1024 * 1024  # one statement
+MAX_STATEMENTS_TOTAL_BYTES = 16 * 1024 * 1024  # all of one image's statements held at once
 
 
 class ReferrerSource(Protocol):
@@ -71,12 +76,47 @@ def candidates(listed: Sequence[Descriptor]) -> list[Descriptor]:
     return ours + unknown
 
 
-def statement_referrers(client: ReferrerSource, repo: str, digest: str) -> list[Attached]:
+class Referrers(list[Attached]):
+    """The statements read for one image, with how many candidates were listed and whether reading
+    stopped at a bound (MAX_STATEMENTS candidates, MAX_STATEMENTS_TOTAL_BYTES of statements)."""
+
+    def __init__(self, items: list[Attached], listed: int, truncated: bool) -> None:
+        super().__init__(items)
+        self.listed = listed
+        self.truncated = truncated
+
+
+class Statements(list[bytes]):
+    """The statement bytes of `Referrers`, keeping `listed` and `truncated` for `decide`."""
+
+    def __init__(self, items: list[bytes], listed: int, truncated: bool) -> None:
+        super().__init__(items)
+        self.listed = listed
+        self.truncated = truncated
+
+
+def truncation_note(listed: int) -> str:
+    """Why a reading is partial, for a reason's message and `history`."""
+    return (
+        f"{listed} candidate statement referrers are listed for this image; at most {MAX_STATEMENTS} "
+        f"(and {MAX_STATEMENTS_TOTAL_BYTES // (1024 * 1024)} MiB of statements) are read, "
+        "so what is on record cannot be known from the rest"
+    )
+
+
+def statement_referrers(client: ReferrerSource, repo: str, digest: str) -> Referrers:
     """The Transparent Statements attached to `repo@digest`: listed by the referrers API or the tag-schema
     fallback, with our artifactType (or our manifest when the listing lost it), whose manifest's subject is
-    `digest`; at most MAX_STATEMENTS, in listing order. A referrer gone since it was listed is skipped."""
-    out = []
-    for d in candidates(client.referrers(repo, digest))[:MAX_STATEMENTS]:
+    `digest`; at most MAX_STATEMENTS candidates and MAX_STATEMENTS_TOTAL_BYTES, in listing order, marked
+    `truncated` when the listing held more. A referrer gone since it was listed is skipped."""
+    listed = candidates(client.referrers(repo, digest))
+    truncated = len(listed) > MAX_STATEMENTS
+    out: list[Attached] = []
+    total = 0
+    for d in listed[:MAX_STATEMENTS]:
+        if total >= MAX_STATEMENTS_TOTAL_BYTES:
+            truncated = True
+            break
         fetched = client.manifest(repo, d.digest)
         if fetched is None:
             continue
@@ -87,11 +127,13 @@ def statement_referrers(client: ReferrerSource, repo: str, digest: str) -> list[
             continue  # listed for another subject: not trusted (a foreign entry in a fallback index)
         blob = client.blob(repo, artifact.layers[0].digest, limit=MAX_STATEMENT_BYTES)
         if blob is not None:
+            total += len(blob)
             out.append(Attached(d.digest, blob))
-    return out
+    return Referrers(out, len(listed), truncated)
 
 
-def attached_statements(client: ReferrerSource, ref: Reference) -> list[bytes]:
+def attached_statements(client: ReferrerSource, ref: Reference) -> Statements:
     """The statements attached to `ref` (which has a digest), as `statement_referrers` reads them."""
     assert ref.digest is not None, "attached statements are read for a digest"
-    return [a.statement for a in statement_referrers(client, ref.repository, str(ref.digest))]
+    found = statement_referrers(client, ref.repository, str(ref.digest))
+    return Statements([a.statement for a in found], found.listed, found.truncated)

@@ -196,8 +196,8 @@ class Promotion:
         subjects = [(top, blobs, verdict)]
         for child in top.children:
             ref = self.source_ref.with_digest(Digest.parse(child.digest))
-            found = attached_statements(self.source, ref)
-            subjects.append((child, found, decide(ref, found, self.policy)))
+            listed = attached_statements(self.source, ref)
+            subjects.append((child, listed, decide(ref, listed, self.policy)))
         for node, found, judged in subjects:
             # decide() judges the blobs in the order given: one result per blob.
             for blob, result in zip(found, judged.statements, strict=False):

@@ -29,5 +29,6 @@ class Reason(StrEnum):
     EXPIRED = "EXPIRED"
     TAG_REFERENCE = "TAG_REFERENCE"
     REGISTRY_UNREACHABLE = "REGISTRY_UNREACHABLE"
+    TOO_MANY_REFERRERS = "TOO_MANY_REFERRERS"  # more statement referrers listed than are read: never decided on
     REVIEW_LIMIT = "REVIEW_LIMIT"  # a review past its bound of images or registry reads
     VERIFIER_ERROR = "VERIFIER_ERROR"  # an unexpected failure while deciding: denied, never a 500

@@ -48,37 +48,65 @@ class Review:
     dry_run: bool = False
 
 
+def _json_type(value: Any) -> str:
+    """What a JSON value is, for a message naming a field that holds the wrong kind of value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def _wrong(field: str, want: str, value: Any, what: str = "an AdmissionReview") -> MalformedError:
+    return MalformedError(f"not {what}: {field} must be {want}, not {_json_type(value)}")
+
+
 def parse_review(body: bytes) -> Review:
+    """The review in `body`. Anything a review must hold, or holds the wrong kind of value where an
+    image is read, is a MalformedError naming the field (a 400): never an image left unread and admitted.
+    `request.object` may be null only for a DELETE, which has no images to check."""
     doc = jsonin.load(body, "AdmissionReview", MAX_REVIEW_BYTES)
     if not isinstance(doc, dict) or doc.get("kind") != "AdmissionReview" or doc.get("apiVersion") != ADMISSION_API:
         raise MalformedError(f"expected an {ADMISSION_API} AdmissionReview")
     request = doc.get("request")
     if not isinstance(request, dict) or not isinstance(request.get("uid"), str):
         raise MalformedError("AdmissionReview.request with a uid is required")
-    kind = (request.get("kind") or {}).get("kind") if isinstance(request.get("kind"), dict) else None
+    kinds = request.get("kind")
+    if not isinstance(kinds, dict) or not isinstance(kinds.get("kind"), str):
+        raise _wrong("request.kind.kind", "a string", kinds.get("kind") if isinstance(kinds, dict) else kinds)
+    kind: str = kinds["kind"]
     obj = request.get("object")
-    images = _pod_images(str(kind), obj) if kind in POD_SPEC_PATHS and isinstance(obj, dict) else []
-    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    if obj is None and request.get("operation") == "DELETE":
+        obj = {}
+    if not isinstance(obj, dict):
+        raise _wrong("request.object", "an object", obj)
+    images = _pod_images(kind, obj) if kind in POD_SPEC_PATHS else []
+    metadata = obj.get("metadata")
     metadata = metadata if isinstance(metadata, dict) else {}
-    namespace = (request.get("namespace") or metadata.get("namespace", "")) if isinstance(obj, dict) else ""
-    name = (request.get("name") or metadata.get("name", "")) if isinstance(obj, dict) else ""
+    namespace = request.get("namespace") or metadata.get("namespace", "")
+    name = request.get("name") or metadata.get("name", "")
     return Review(
-        request["uid"],
-        str(kind or ""),
-        str(namespace or ""),
-        str(name or ""),
-        tuple(images),
-        bool(request.get("dryRun")),
+        request["uid"], kind, str(namespace or ""), str(name or ""), tuple(images), bool(request.get("dryRun"))
     )
 
 
 def _pod_images(kind: str, obj: dict[str, Any]) -> list[ImageUse]:
-    """The images of the pod spec of `obj` (a workload of `kind`): its containers', then its image volumes'."""
+    """The images of the pod spec of `obj` (a workload of `kind`): its containers', then its image volumes'.
+    Every object on the way to the pod spec must be one (a workload without a pod spec has no images
+    only when it says nothing: a missing part is nothing, a part of the wrong type is refused)."""
     spec: Any = obj
+    path = "request.object"
     for part in POD_SPEC_PATHS[kind]:
-        spec = spec.get(part) if isinstance(spec, dict) else None
-    if not isinstance(spec, dict):
-        return []
+        spec = spec.get(part)
+        path += f"/{part}"
+        if spec is None:
+            return []
+        if not isinstance(spec, dict):
+            raise _wrong(path, "an object", spec)
     base = "/" + "/".join(POD_SPEC_PATHS[kind])
     return _container_images(spec, base) + _volume_images(spec, base)
 
@@ -90,8 +118,12 @@ def _container_images(spec: dict[str, Any], base: str) -> list[ImageUse]:
         if not isinstance(containers, list):
             raise MalformedError(f"{base}/{listing} must be a list")
         for i, c in enumerate(containers):
-            if isinstance(c, dict) and isinstance(c.get("image"), str):
-                images.append(ImageUse(f"{base}/{listing}/{i}/image", c["image"]))
+            pointer = f"{base}/{listing}/{i}"
+            if not isinstance(c, dict):
+                raise _wrong(f"request.object{pointer}", "an object", c)
+            if not isinstance(c.get("image"), str):
+                raise _wrong(f"request.object{pointer}/image", "an image string", c.get("image"))
+            images.append(ImageUse(f"{pointer}/image", c["image"]))
     return images
 
 
@@ -145,8 +177,11 @@ def parse_provider_request(body: bytes) -> list[str]:
     if not isinstance(doc, dict) or doc.get("kind") != "ProviderRequest":
         raise MalformedError(f"expected a {GATEKEEPER_API} ProviderRequest")
     keys = (doc.get("request") or {}).get("keys") if isinstance(doc.get("request"), dict) else None
-    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys) or len(keys) > 256:
+    if not isinstance(keys, list) or len(keys) > 256:
         raise MalformedError("ProviderRequest.request.keys must be a list of at most 256 image strings")
+    for i, k in enumerate(keys):
+        if not isinstance(k, str):
+            raise _wrong(f"request.keys[{i}]", "an image string", k, "a ProviderRequest")
     return keys
 
 

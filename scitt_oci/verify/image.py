@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from scitt_oci.oci.attached import MAX_STATEMENTS, ReferrerSource, attached_statements
+from scitt_oci.oci.attached import MAX_STATEMENTS, ReferrerSource, Statements, attached_statements, truncation_note
 from scitt_oci.oci.reference import Reference
 from scitt_oci.scitt import profile
 from scitt_oci.scitt.reasons import Reason
@@ -89,7 +89,9 @@ def _unverified_note(signatures: list[profile.OciEvent], want: SignatureRequirem
 
 
 def decide(ref: Reference, blobs: Sequence[bytes], policy: TrustPolicy, *, now: float | None = None) -> ImageVerdict:
-    """The verdict for `ref` (with digest) given the statements attached to it."""
+    """The verdict for `ref` (with digest) given the statements attached to it. A reading that stopped at
+    a bound (`Statements.truncated`, or more than MAX_STATEMENTS given) is never valid: what is past the
+    bound (a delete record, say) could change the verdict, so it is TOO_MANY_REFERRERS."""
     requirements, mode, rule = policy.for_repository(f"{ref.registry}/{ref.repository}")
     verdict = ImageVerdict(str(ref), False, False, mode, rule)
     assert ref.digest is not None
@@ -107,6 +109,9 @@ def decide(ref: Reference, blobs: Sequence[bytes], policy: TrustPolicy, *, now: 
         )
     valid = [s for s in verdict.statements if s.valid and s.event is not None]
     _check(verdict, valid, requirements, now if now is not None else time.time())
+    listed = blobs.listed if isinstance(blobs, Statements) else len(blobs)
+    if len(blobs) > MAX_STATEMENTS or (isinstance(blobs, Statements) and blobs.truncated):
+        verdict.reasons.insert(0, Finding(Reason.TOO_MANY_REFERRERS, truncation_note(listed)))
     verdict.valid = not verdict.reasons
     verdict.allowed = verdict.valid or mode == "audit"
     return verdict

@@ -12,7 +12,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from scitt_oci.errors import ScittOciError, TransientRegistryError
 from scitt_oci.oci.attached import resolve_tag
 from scitt_oci.oci.manifest import Descriptor, is_fallback_tag
 from scitt_oci.oci.reference import valid_repository, valid_tag
@@ -21,57 +24,111 @@ from scitt_oci.watch.events import PUSH, RegistryEvent
 from scitt_oci.watch.inbox import Attachment, Inbox
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Unrepaired:
+    """An image whose attachments could not be checked or listed again, and why (its fallback index
+    tag taken over by another manifest, say): reported, never a reason to stop the walk."""
+
+    image: str  # registry/repository@digest
+    why: str
 
 
 def unrecorded(
-    inbox: Inbox, name: str, client: Registry, repositories: list[str] | None = None
+    inbox: Inbox,
+    name: str,
+    client: Registry,
+    repositories: list[str] | None = None,
+    failed: list[Unrepaired] | None = None,
 ) -> Iterator[RegistryEvent]:
-    """Push events for every tagged manifest of `repositories` (default: the catalog) not yet on record."""
+    """Push events for every tagged manifest of `repositories` (default: the catalog) not yet on record.
+    With `failed`, a repository whose tags, or a tag whose manifest, cannot be read is added to it and
+    the walk goes on (a registry that does not answer still stops it); without, the error is raised."""
     for repo in repositories if repositories is not None else client.catalog():
         if not valid_repository(repo):
             log.warning("%s: skipping the repository %s, not a repository name", name, ascii(repo[:100]))
             continue
-        for tag in client.tags(repo):
+        tags = _or_failed(failed, f"{name}/{repo}", "its tags cannot be listed", client.tags, repo)
+        for tag in tags or []:
             if is_fallback_tag(tag):
                 continue  # a referrers index (ours or another tool's), never an image
             if not valid_tag(tag):  # a tag is a path segment: `../` or `?` would lead elsewhere
                 log.warning("%s/%s: skipping the tag %s, not a tag", name, repo, ascii(tag[:100]))
                 continue
-            found = resolve_tag(client, repo, tag)
+            found = _or_failed(
+                failed, f"{name}/{repo}:{tag}", "its manifest cannot be read", resolve_tag, client, repo, tag
+            )
             if found is not None and not inbox.is_recorded(name, repo, found.digest):
                 yield RegistryEvent(repo, found.digest, tag, PUSH, found.media_type or None)
 
 
-def reattach(inbox: Inbox, name: str, client: Registry, *, settle: float = 30.0, everything: bool = False) -> int:
+def _or_failed(failed: list[Unrepaired] | None, what: str, why: str, fn: Callable[..., T], *args: Any) -> T | None:
+    """`fn(*args)`; when it fails for this item only (not a registry that does not answer) and `failed`
+    is given: None, with `what` and why added to `failed`."""
+    try:
+        return fn(*args)
+    except TransientRegistryError:
+        raise
+    except ScittOciError as exc:
+        if failed is None:
+            raise
+        failed.append(Unrepaired(what, f"{why}: {exc}"))
+        return None
+
+
+def reattach(
+    inbox: Inbox,
+    name: str,
+    client: Registry,
+    *,
+    settle: float = 30.0,
+    everything: bool = False,
+    failed: list[Unrepaired] | None = None,
+) -> int:
     """Compare what is on record with what the registry lists as attached, and list again what is
     missing: our statement referrers, and the signatures they are about when those are referrers of
     the same image. Attachments recorded less than `settle` seconds ago are left to their writer; the
-    rest are checked once (`everything`: all of them again). Returns how many entries were re-listed."""
+    rest are checked once (`everything`: all of them again). Returns how many entries were re-listed.
+
+    An image that cannot be repaired (its listing or index is not one we can read or write) is logged,
+    added to `failed`, left unconfirmed (checked again next time) and the walk goes on; a registry that
+    does not answer (TransientRegistryError) stops it, as every other image would fail alike."""
     by_subject: dict[tuple[str, str], list[Attachment]] = {}
     for a in inbox.attachments(name, before=time.time() - settle, everything=everything):
         by_subject.setdefault((a.repository, a.subject), []).append(a)
     relisted = 0
     for (repo, subject), items in by_subject.items():
-        listed = {d.digest for d in client.referrers(repo, subject)}
-        missing: list[Descriptor] = []
-        if client.referrers_api is not True:  # a registry with the referrers API lists what exists by itself
-            candidates = {a.referrer for a in items} | {a.recorded for a in items if a.kind == "signature"}
-            for digest in sorted(candidates - listed):
-                entry = client.referrer_entry(repo, digest, subject)
-                if entry is not None:  # None: deleted since, or a cosign .sig (a tag, not a referrer)
-                    missing.append(entry)
-        if missing:
-            log.warning(
-                "%s/%s@%s: %d referrers were missing from its index; listing them again",
-                name,
-                repo,
-                subject,
-                len(missing),
-            )
-            client.list_referrers(repo, subject, missing)
-            relisted += len(missing)
+        try:
+            relisted += _relist(name, client, repo, subject, items)
+        except TransientRegistryError:
+            raise
+        except ScittOciError as exc:
+            log.warning("%s/%s@%s: its referrers cannot be checked or listed again: %s", name, repo, subject, exc)
+            if failed is not None:
+                failed.append(Unrepaired(f"{name}/{repo}@{subject}", str(exc)))
+            continue
         inbox.confirm(name, items)
     return relisted
+
+
+def _relist(name: str, client: Registry, repo: str, subject: str, items: list[Attachment]) -> int:
+    """List again what of `items` the listing of `repo@subject` lacks; how many entries were."""
+    listed = {d.digest for d in client.referrers(repo, subject)}
+    missing: list[Descriptor] = []
+    if client.referrers_api is not True:  # a registry with the referrers API lists what exists by itself
+        candidates = {a.referrer for a in items} | {a.recorded for a in items if a.kind == "signature"}
+        for digest in sorted(candidates - listed):
+            entry = client.referrer_entry(repo, digest, subject)
+            if entry is not None:  # None: deleted since, or a cosign .sig (a tag, not a referrer)
+                missing.append(entry)
+    if missing:
+        log.warning(
+            "%s/%s@%s: %d referrers were missing from its index; listing them again", name, repo, subject, len(missing)
+        )
+        client.list_referrers(repo, subject, missing)
+    return len(missing)
 
 
 class Reconciler:

@@ -119,3 +119,30 @@ def test_backfill_history_and_verify_build_registry_clients_alike(tmp_path: Path
     for command in (["history"], ["verify", "--trust", str(policy)]):
         far = cli(*command, f"registry.example.com/app@{digest}", "--registry-insecure")
         assert far.returncode == 2 and "plain HTTP is allowed for loopback registries only" in far.stderr, far.stderr
+
+
+def test_backfill_repairs_the_rest_when_an_index_tag_was_taken_over(tmp_path: Path) -> None:
+    """An image pushed onto one image's fallback index tag used to stop backfill at that image (exit 2):
+    the other images' dropped entries were never listed again. Now every other image is repaired, the
+    one that cannot be is named with the reason, and the exit code is 1."""
+    registry = RegistryProcess(tmp_path / "registry").start()
+    try:
+        digests = [oci_layout(tmp_path / f"img{i}", f"to{i}") for i in range(2)]
+        for i in range(2):
+            skopeo_push(tmp_path / f"img{i}", registry, f"team/app{i}")
+        data = str(tmp_path / "data")
+        first = cli("backfill", registry.host, "--data-dir", data, "--registry-insecure")
+        assert first.returncode == 0, first.stderr
+        client = RegistryClient(RegistrySettings.for_url(registry.url))
+        # app0's index tag now names an image; app1's index was rewritten without our statement.
+        skopeo_push(tmp_path / "img1", registry, "team/app0", mf.fallback_tag(digests[0]))
+        client.push_manifest("team/app1", mf.canonical_json(mf.empty_index()), mf.OCI_INDEX, mf.fallback_tag(digests[1]))
+        assert client.referrers("team/app1", digests[1]) == []
+        again = cli("backfill", registry.host, "--data-dir", data, "--registry-insecure")
+        assert again.returncode == 1, again.stderr
+        assert "re-attached 1 missing referrers" in again.stdout, again.stdout
+        assert len(client.referrers("team/app1", digests[1], mf.STATEMENT_ARTIFACT)) == 1
+        assert f"not repaired: {registry.host}/team/app0@{digests[0]}: " in again.stderr, again.stderr
+        assert "not a referrers index" in again.stderr and "1 image(s) could not be read or repaired" in again.stderr
+    finally:
+        registry.stop()

@@ -50,7 +50,9 @@ def test_at_most_max_statements_are_read(tmp_path: Path) -> None:
     for i in range(attached.MAX_STATEMENTS + 3):
         world.attach("acme/app", desc, world.statement(ref, iat=1_700_000_000 + i))
     world.registry.calls.clear()
-    assert len(attached.statement_referrers(world.registry, "acme/app", desc.digest)) == attached.MAX_STATEMENTS
+    found = attached.statement_referrers(world.registry, "acme/app", desc.digest)
+    assert len(found) == attached.MAX_STATEMENTS
+    assert found.truncated and found.listed == attached.MAX_STATEMENTS + 3
     assert world.registry.calls["manifest"] == attached.MAX_STATEMENTS
 
 

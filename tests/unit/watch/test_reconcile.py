@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from scitt_oci.errors import TransientRegistryError
 from scitt_oci.oci import manifest as mf
 from scitt_oci.watch.events import PUSH, RegistryEvent
-from scitt_oci.watch.reconcile import Reconciler, reattach, unrecorded
+from scitt_oci.watch.reconcile import Reconciler, Unrepaired, reattach, unrecorded
 from tests.memregistry import push_image, push_referrer
 from tests.unit.watch.world import REGISTRY, world
 
@@ -127,3 +128,39 @@ def test_a_loop_with_nothing_to_do_starts_no_thread(tmp_path: Path) -> None:
         reconciler.start()
         reconciler.stop()
         assert reconciler._thread is None
+
+
+def test_an_index_tag_taken_over_is_reported_and_the_rest_still_repaired(tmp_path: Path) -> None:
+    """Anyone who can push may put an image manifest on an image's fallback index tag: that image cannot be
+    repaired, but the walk goes on to the others, names it with the reason, and checks it again next time."""
+    with world(tmp_path, referrers_api=False) as w:
+        taken, dropped = push_image(w.registry, "app", "v1", seed="1"), push_image(w.registry, "app", "v2", seed="2")
+        w.push("app", taken.digest, "v1")
+        w.push("app", dropped.digest, "v2")
+        w.drain()
+        push_image(w.registry, "app", mf.fallback_tag(taken.digest), seed="junk")  # an image, on the index tag
+        w.registry.delete_manifest("app", mf.fallback_tag(dropped.digest))
+        failed: list[Unrepaired] = []
+        assert reattach(w.inbox, REGISTRY, w.registry, settle=-1, failed=failed) == 1
+        assert len(w.registry.referrers("app", dropped.digest)) == 1  # its statement is listed again
+        assert [f.image for f in failed] == [f"{REGISTRY}/app@{taken.digest}"]
+        assert "not a referrers index" in failed[0].why
+        again: list[Unrepaired] = []  # the one repaired is confirmed; the one that failed is checked again
+        assert reattach(w.inbox, REGISTRY, w.registry, settle=-1, failed=again) == 0
+        assert again == failed
+        errors: list[Exception] = []
+        reconciler = Reconciler(w.inbox, {REGISTRY: w.registry}, 0, errors.append, settle=-1)
+        assert reconciler.reattach_once() == 0 and not errors  # logged, not a failure of the whole walk
+
+
+def test_a_walk_with_failed_names_what_it_cannot_read_and_goes_on(tmp_path: Path) -> None:
+    with world(tmp_path, referrers_api=False) as w:
+        image = push_image(w.registry, "app", "v1")
+        w.registry.fail_next(1, 404)
+        failed: list[Unrepaired] = []
+        found = list(unrecorded(w.inbox, REGISTRY, w.registry, ["lib", "app"], failed))
+        assert [e.digest for e in found] == [image.digest]
+        assert [f.image for f in failed] == [f"{REGISTRY}/lib"] and "tags cannot be listed" in failed[0].why
+        w.registry.fail_next(1, 503)  # a registry that does not answer stops the walk
+        with pytest.raises(TransientRegistryError):
+            list(unrecorded(w.inbox, REGISTRY, w.registry, ["app"], failed))
