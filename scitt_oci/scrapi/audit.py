@@ -38,15 +38,11 @@ from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import AuditError as AuditError
 from scitt_oci.errors import Refused as Refused
 from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import StaleCheckpoint as StaleCheckpoint
 from scitt_oci.scitt import receipt
 from scitt_oci.scitt.reasons import Reason, VerificationFailure
 from scitt_oci.tlog import checkpoint as tlog_checkpoint
 from scitt_oci.tlog.policy import Policy
-
-
-class StaleCheckpoint(AuditError):
-    """The service answered with a head older than the one accepted last time (a smaller size signed no
-    later): a cached or replayed answer, not evidence against the service. Nothing is saved."""
 
 
 class Outcome(StrEnum):
