@@ -225,6 +225,11 @@ class AuditError(ScittOciError):
     nothing is proved either way."""
 
 
+class StaleCheckpoint(AuditError):
+    """The service answered with a head older than the one an audit accepted last time (a smaller size
+    signed no later): a cached or replayed answer, not evidence against the service. Nothing is saved."""
+
+
 class Refused(ScittOciError):
     """The witnessed checkpoint does not verify under the witness policy, or is below its quorum."""
 

@@ -75,6 +75,18 @@ def token(path: Path, *, create: bool = False) -> str:
     return value
 
 
+def password(path: Path) -> str:
+    """A registry password (or a registry's own token) from `path` (first line): the registry sets its
+    rules, so none of ours (a bearer token's 16 characters) apply; only an empty file is refused."""
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read password file {path}: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(f"password file {path} is empty")
+    return value
+
+
 def public_keys(paths: list[Path]) -> list[CoseKey]:
     out: list[CoseKey] = []
     for p in paths:

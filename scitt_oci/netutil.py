@@ -42,3 +42,24 @@ def registry_url(text: str, *, insecure: bool) -> str:
                 f"registry {text}: plain HTTP needs --registry-insecure (insecure: true in a configuration)"
             )
     return f"{scheme}://{netloc}"
+
+
+def clear_text_refusal(url: str, proxy: str | None, what: str) -> str | None:
+    """Why `what` (a credential) may not go to `url` through `proxy` (None: a direct connection), or None
+    when it may: over https (through a proxy only inside a CONNECT tunnel), or over plain http directly to
+    a loopback host. The rule the registry client keeps (plain HTTP for loopback registries only, and
+    loopback never proxied), said once for every client that sends a credential."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return None
+    origin = f"{parts.scheme}://{parts.netloc}"
+    if not is_loopback_host(parts.hostname or ""):
+        return f"{what} would cross the network in clear to {origin}: use https://{parts.netloc}"
+    if proxy is not None:
+        return (
+            f"{what} would go in clear through the proxy for {origin} (HTTP_PROXY / ALL_PROXY): use "
+            f"https://{parts.netloc}, or add {parts.hostname} to NO_PROXY"
+        )
+    return None

@@ -445,7 +445,13 @@ def log_group() -> None:
     type=click.Path(dir_okay=False),
     help="Service keys to trust (JWKS, COSE Key Set, PEM); default: pinned on first audit.",
 )
-@click.option("--timeout", default=10.0, show_default=True)
+@click.option(
+    "--timeout",
+    default=10.0,
+    show_default=True,
+    help="Seconds for each call to the service (keys, checkpoint, consistency proof, retries included), "
+    "not for the whole audit.",
+)
 @click.option(
     "--witness-policy",
     "witness_policy",
@@ -456,7 +462,8 @@ def log_group() -> None:
     "--evidence",
     "evidence_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for the evidence of an inconsistency (default: beside the state file, STATE.evidence-TIME).",
+    help="Folder for the evidence of an inconsistency, empty or missing: evidence is never overwritten "
+    "(default: a new folder beside the state file, STATE.evidence-TIME).",
 )
 @_ca_file
 def audit(
@@ -481,20 +488,36 @@ def audit(
         trusted = keys.load_key_file(_read(keys_file, "keys file")) if keys_file else None
     except ScittOciError as exc:
         _die(exc.diagnostics())
+    if evidence_dir is not None and evidence_dir.exists() and not _empty_folder(evidence_dir):
+        _die(f"--evidence {evidence_dir} is not an empty folder: evidence is never overwritten; give a new one")
     witness = _witness(ts, witness_policy, timeout) if witness_policy is not None else None
     client = _client(ts, None, timeout, ca_file=ca_file)
     folder = evidence_dir or auditor.evidence_folder(state_file)
     try:
-        result = auditor.audit(client, ts, previous, keys=trusted, witness=witness, evidence_dir=folder)
+        result = auditor.audit(
+            client, ts, previous, keys=trusted, witness=witness, evidence_dir=folder, unique_evidence=not evidence_dir
+        )
     except auditor.Refused as exc:
         click.echo(f"REFUSED: {exc}")
         sys.exit(EXIT_INVALID)
+    except auditor.AuditError as exc:  # a stale answer, a key not pinned, evidence that cannot be written
+        _die(exc.diagnostics())
     except ScittOciError as exc:
         _die(service_error(exc, ts))
     _report(result)
     if result.state is None:
         sys.exit(EXIT_INVALID)
-    auditor.save_state(state_file, result.state)
+    try:
+        auditor.save_state(state_file, result.state)
+    except ScittOciError as exc:
+        _die(exc.diagnostics())
+
+
+def _empty_folder(path: Path) -> bool:
+    try:
+        return path.is_dir() and not any(path.iterdir())
+    except OSError:
+        return False
 
 
 def _witness(ts: str, policy_file: Path, timeout: float) -> Callable[[], auditor.Witnessed]:

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 from scitt_oci import keyfiles
 from scitt_oci.config import Config
 from scitt_oci.cose.keys import CoseKey, dump_cose_key_set
-from scitt_oci.errors import ConfigError, PolicyError, ScittOciError
+from scitt_oci.errors import ClientError, ConfigError, PolicyError, ScittOciError
 from scitt_oci.log.policy import RegistrationPolicy
 from scitt_oci.log.postgres_store import PostgresStore
 from scitt_oci.log.service import TransparencyService
@@ -92,9 +92,10 @@ def _registry_clients(config: Config) -> dict[str, RegistryClient]:
         settings = RegistrySettings.for_url(registry_url(r.url, insecure=r.insecure))
         username, password = r.username, None
         if r.password_file:
-            password = keyfiles.token(r.password_file) if r.password_file.exists() else None
-            if password is None:
-                raise ConfigError(f"registry {r.url}: cannot read password file {r.password_file}")
+            try:
+                password = keyfiles.password(r.password_file)
+            except ConfigError as exc:
+                raise ConfigError(f"registry {r.url}: {exc}") from None
         elif r.docker_config:
             creds = docker_credentials(r.docker_config, settings.name)
             if creds:
@@ -220,9 +221,11 @@ def _inbox(config: Config, store: LogStore) -> Inbox:
 def _registrar(config: Config, service: TransparencyService) -> Registrar:
     if config.watch.transparency_service:
         ts_token = keyfiles.token(config.watch.ts_token_file) if config.watch.ts_token_file else None
-        return RemoteRegistrar(
-            ScrapiClient(config.watch.transparency_service, token=ts_token), config.watch.transparency_service
-        )
+        try:  # the token over plain HTTP beyond loopback, or through a proxy, is refused before anything starts
+            client = ScrapiClient(config.watch.transparency_service, token=ts_token)
+        except ClientError as exc:
+            raise ConfigError(f"watch.transparency_service: {exc}") from None
+        return RemoteRegistrar(client, config.watch.transparency_service)
     return EmbeddedRegistrar(service)
 
 

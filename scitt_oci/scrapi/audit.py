@@ -5,14 +5,18 @@ decides the head) and compares it with the head accepted last time, kept in an `
 
 - first use: the service's keys are pinned (unless the caller gives them) and the head is accepted;
 - the same size must have the same root;
-- a smaller size is a log that shrank (`LOG_SHRANK`);
+- a smaller size signed later (the checkpoints' CWT iat) is a log that shrank (`LOG_SHRANK`); a smaller
+  size signed no later is a stale answer (`StaleCheckpoint`, an error): an old signed head stays valid
+  for ever, so a replayed or cached one proves nothing against the service;
 - a larger size needs a consistency proof from the old head, signed by a pinned key, ending at the
-  new head (`INCONSISTENT_LOG` otherwise).
+  new head (`INCONSISTENT_LOG` otherwise, whatever is wrong with the proof: one from another size,
+  malformed, or not signed by a pinned key).
 
 An inconsistency is what an auditor exists to catch, and worth nothing unless it can be shown to
 someone else: the auditor keeps both signed checkpoints, the consistency proof and the keys they
-verify with (`Evidence.write`), and the state does not move on. Everything in the folder verifies
-offline with `scitt_oci.scitt.receipt` (`read_checkpoint`, `verify_consistency_receipt`).
+verify with (`Evidence.write`, which never overwrites a file), and the state does not move on.
+Everything in the folder verifies offline with `scitt_oci.scitt.receipt` (`read_checkpoint`,
+`verify_consistency_receipt`).
 """
 
 from __future__ import annotations
@@ -29,10 +33,12 @@ from typing import Any, Protocol
 
 from scitt_oci.cose import keys as cose_keys
 from scitt_oci.cose import sign1
+from scitt_oci.cose.cwt import claims_of
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import AuditError as AuditError
 from scitt_oci.errors import Refused as Refused
 from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import StaleCheckpoint as StaleCheckpoint
 from scitt_oci.scitt import receipt
 from scitt_oci.scitt.reasons import Reason, VerificationFailure
 from scitt_oci.tlog import checkpoint as tlog_checkpoint
@@ -150,14 +156,39 @@ def load_state(path: Path, ts: str) -> AuditState | None:
 def save_state(path: Path, state: AuditState) -> None:
     """Replace `path` with `state` in one step (a crash leaves the old state or the new, never half)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state.to_json(), indent=2) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(state.to_json(), indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise AuditError(f"cannot write the audit state {path}: {exc.strerror or exc}") from None
 
 
 def evidence_folder(state_file: Path) -> Path:
-    """Where an inconsistency found with `state_file` is kept unless told: beside it, named by the UTC time."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    """Where an inconsistency found with `state_file` is kept unless told: beside it, named by the UTC time
+    to the microsecond (`Evidence.write(..., unique=True)` adds a suffix should that name be taken)."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     return state_file.with_name(f"{state_file.name}.evidence-{stamp}")
+
+
+def _claim(folder: Path, unique: bool) -> Path:
+    """`folder`, made now or found empty; with `unique`, the first of folder, folder-2, folder-3, ... made
+    now. Never a folder holding anything: evidence is never overwritten."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = folder, 1
+    while True:
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            if not unique:
+                if candidate.is_dir() and not any(candidate.iterdir()):
+                    return candidate
+                raise AuditError(
+                    f"the evidence folder {folder} is not empty: evidence is never overwritten; "
+                    "give another --evidence folder"
+                ) from None
+            n += 1
+            candidate = folder.with_name(f"{folder.name}-{n}")
 
 
 @dataclass(frozen=True)
@@ -173,16 +204,24 @@ class Evidence:
     proof: bytes | None = None
     found_at: str = ""
 
-    def write(self, folder: Path) -> Path:
-        """Write the evidence into `folder` (made if missing): the signed checkpoints, the proof, the keys
-        and evidence.json saying what each file is and how to check it."""
-        folder.mkdir(parents=True, exist_ok=True)
+    def write(self, folder: Path, *, unique: bool = False) -> Path:
+        """Write the evidence into `folder` (made if missing, refused if not empty; with `unique`, into a
+        fresh folder beside it when it is taken): the signed checkpoints, the proof, the keys and
+        evidence.json saying what each file is and how to check it. Returns the folder written; an
+        AuditError naming it when it cannot be written."""
+        try:
+            return self._write(_claim(folder, unique))
+        except OSError as exc:
+            raise AuditError(f"cannot write the evidence to {folder}: {exc.strerror or exc}") from None
+
+    def _write(self, folder: Path) -> Path:
         files: dict[str, str | None] = {}
 
         def keep(name: str, data: bytes | None) -> str | None:
             if data is None:
                 return None
-            (folder / name).write_bytes(data)
+            with open(folder / name, "xb") as out:  # never over a file already there
+                out.write(data)
             return name
 
         files["keys"] = keep("service-keys.cbor", cose_keys.dump_cose_key_set(self.keys))
@@ -207,7 +246,7 @@ class Evidence:
             "consistency.cose is a consistency receipt from the old tree_size and root; *.note are C2SP "
             "checkpoints, verified with the witness policy's keys"
         )
-        (folder / "evidence.json").write_text(json.dumps(summary, indent=2) + "\n")
+        keep("evidence.json", (json.dumps(summary, indent=2) + "\n").encode())
         return folder
 
 
@@ -247,6 +286,55 @@ def _read_checkpoint(data: bytes, trusted: Sequence[CoseKey], pinned: bool) -> t
     return size, root
 
 
+def _iat(checkpoint: bytes | None) -> int | None:
+    """When a checkpoint was signed (its CWT iat), if it says."""
+    if checkpoint is None:
+        return None
+    try:
+        claims = claims_of(sign1.decode(checkpoint).protected)
+    except ScittOciError:
+        return None
+    return claims.iat if claims is not None else None
+
+
+def _when(iat: int | None) -> str:
+    if iat is None:
+        return "an unknown time (no iat)"
+    return dt.datetime.fromtimestamp(iat, dt.UTC).isoformat(timespec="seconds")
+
+
+def _smaller(old: Head, new: Head) -> VerificationFailure:
+    """A smaller signed size: LOG_SHRANK when signed after the old head, else a stale answer (raised)."""
+    old_iat, new_iat = _iat(old.checkpoint), _iat(new.checkpoint)
+    if old_iat is not None and new_iat is not None and new_iat > old_iat:
+        return VerificationFailure(Reason.LOG_SHRANK, f"the log shrank from {old.size} to {new.size} entries")
+    if old.checkpoint is None:
+        why = "the last accepted head was saved without its checkpoint (a state from an earlier version)"
+    else:
+        why = f"signed at {_when(new_iat)}, no later than the {old.size} entries signed at {_when(old_iat)}"
+    raise StaleCheckpoint(
+        f"stale checkpoint: the service answered with {new.size} entries, fewer than the {old.size} accepted last "
+        f"time; {why}, and an old signed head stays valid, so this proves nothing (a cache or a replay?): "
+        "nothing saved, audit again later"
+    )
+
+
+def _consistency(proof: bytes, old: Head, trusted: Sequence[CoseKey]) -> tuple[int, bytes]:
+    """The head a consistency receipt from `old` leads to; any failure is INCONSISTENT_LOG (asked for a
+    proof from the old head, the service gave none that holds), saying what was wrong."""
+    try:
+        size, root, _v = receipt.verify_consistency_receipt(
+            proof, old_size=old.size, old_root=old.root, keys=trusted, require_signed_size=True
+        )
+    except VerificationFailure as exc:
+        if exc.reason is Reason.INCONSISTENT_LOG:
+            raise
+        raise VerificationFailure(
+            Reason.INCONSISTENT_LOG, f"no valid consistency proof from {old.size} entries: {exc.message}"
+        ) from None
+    return size, root
+
+
 def audit(
     source: LogSource,
     ts: str,
@@ -255,12 +343,15 @@ def audit(
     keys: Sequence[CoseKey] | None = None,
     witness: Callable[[], Witnessed] | None = None,
     evidence_dir: Path | None = None,
+    unique_evidence: bool = False,
     now: Callable[[], str] = _now,
 ) -> AuditResult:
     """Audit `source` (the service at `ts`) against `previous`. Keys: `keys` when given, else those pinned
     in `previous`, else the service's own (pinned on this first use). `witness` gives the witnessed head
     when a witness policy decides it. Errors reading the service are raised (ScittOciError); what the
-    service signed decides the outcome. When inconsistent, the evidence is written to `evidence_dir`."""
+    service signed decides the outcome. When inconsistent, the evidence is written to `evidence_dir`
+    (never over anything: refused when it is not empty, or with `unique_evidence` a fresh folder beside
+    it). A stale answer (a smaller size signed no later than the old head) raises StaleCheckpoint."""
     pinned: tuple[CoseKey, ...] = ()
     if keys is not None:
         trusted = tuple(keys)
@@ -280,7 +371,7 @@ def audit(
     proof: bytes | None = None
     try:
         if head.size < old.size:
-            raise VerificationFailure(Reason.LOG_SHRANK, f"the log shrank from {old.size} to {head.size} entries")
+            raise _smaller(old, head)
         if head.size == old.size:
             if head.root != old.root:
                 raise VerificationFailure(
@@ -288,16 +379,19 @@ def audit(
                 )
         else:
             proof = source.consistency(old.size, head.size)
-            new_size, new_root, _v = receipt.verify_consistency_receipt(
-                proof, old_size=old.size, old_root=old.root, keys=trusted, require_signed_size=True
-            )
+            new_size, new_root = _consistency(proof, old, trusted)
             if (new_size, new_root) != (head.size, head.root):
                 raise VerificationFailure(
                     Reason.INCONSISTENT_LOG, "the consistency proof ends at another tree head than the checkpoint"
                 )
     except VerificationFailure as exc:
         found = Evidence(ts, exc.reason, exc.message, old, head, trusted, proof, now())
-        folder = found.write(evidence_dir) if evidence_dir is not None else None
+        try:
+            folder = found.write(evidence_dir, unique=unique_evidence) if evidence_dir is not None else None
+        except AuditError as failed:
+            raise AuditError(
+                f"the log is INCONSISTENT ({exc.reason}: {exc.message}), but {failed}; nothing saved"
+            ) from None
         return AuditResult(
             Outcome.INCONSISTENT, head, exc.message, None, previous, pinned, seen, found, folder, exc.reason
         )

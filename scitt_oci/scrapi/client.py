@@ -6,6 +6,8 @@ for its receipt). Transient failures (connection errors, 5xx, 429) are retried a
 times with the transport's `Backoff` (the one retry policy: jittered exponential waits, Retry-After
 honoured), but never past the deadline: an attempt gets only the time left, and a retry whose wait
 would end after the deadline is not made. A Location is followed only on the service's own origin.
+A bearer token is sent only over https, or over plain http straight to a loopback address (no proxy):
+otherwise the client refuses to be built (`netutil.clear_text_refusal`, the registry client's rule).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from scitt_oci.cose import cbor, keys
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import ClientError as ClientError  # defined there since #12; kept importable here
 from scitt_oci.errors import MalformedError, ScittOciError
+from scitt_oci.netutil import clear_text_refusal
 
 COSE = "application/cose"
 PENDING = {202, 204, 302}
@@ -136,6 +139,10 @@ class ScrapiClient:
         self._session = session or transport.Session(verify=verify_tls)
         self._session.headers["User-Agent"] = "scitt-oci"
         if token:
+            # Refused here, before any request: a bearer token never crosses the network in clear.
+            refusal = clear_text_refusal(self.base, self._session.proxy(self.base), "the bearer token")
+            if refusal:
+                raise ClientError(f"transparency service {base_url}: {refusal}")
             self._session.headers["Authorization"] = f"Bearer {token}"
         self._timeout = timeout
         self._attempts = max_attempts

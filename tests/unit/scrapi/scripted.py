@@ -29,7 +29,7 @@ class Seen:
 class Scripted:
     """A loopback HTTP server answering each request with the next scripted Reply (404 once they run out)."""
 
-    def __init__(self, *replies: Reply) -> None:
+    def __init__(self, *replies: Reply, host: str = "127.0.0.1") -> None:
         self.replies: queue.Queue[Reply] = queue.Queue()
         for r in replies:
             self.replies.put(r)
@@ -71,14 +71,15 @@ class Scripted:
 
             do_GET = do_POST = _answer
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer((host, 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
 
     def requests(self) -> list[Seen]:
         out = []

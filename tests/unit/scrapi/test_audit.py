@@ -30,13 +30,14 @@ class Ledger:
         self.signing_key = signing_key
         self.entries = entries
         self.calls: list[str] = []
+        self.clock = 1_700_000_000  # the iat it signs with: each checkpoint is signed a second later
 
     def _leaves(self) -> list[bytes]:
         return [merkle.leaf_hash(e) for e in self.entries]
 
     def head(self, size: int) -> receipt.SignedTreeHead:
         root = merkle.root_of(self._leaves()[:size])
-        return receipt.sign_tree_head(self.signing_key, issuer=TS, subject="log", tree_size=size, root=root, iat=1)
+        return receipt.sign_tree_head(self.signing_key, issuer=TS, subject="log", tree_size=size, root=root, iat=self.clock)
 
     def keys(self) -> list[CoseKey]:
         self.calls.append("keys")
@@ -45,6 +46,7 @@ class Ledger:
 
     def checkpoint(self) -> bytes:
         self.calls.append("checkpoint")
+        self.clock += 1
         return receipt.checkpoint_bytes(self.head(len(self.entries)))
 
     def consistency(self, old_size: int, new_size: int) -> bytes:
@@ -210,10 +212,13 @@ def test_states_from_earlier_versions_load_and_bad_ones_are_named(tmp_path: Path
     state = audit.load_state(path, TS)
     assert state is not None and state.head.checkpoint is None and state.head.size == 2
     log.entries = _entries("a")
-    result = audit.audit(log, TS, state, evidence_dir=tmp_path / "evidence")
-    assert result.reason is Reason.LOG_SHRANK
-    summary = json.loads((tmp_path / "evidence" / "evidence.json").read_text())
-    assert summary["old"]["checkpoint"] is None and summary["new"]["checkpoint"] == "new-checkpoint.cose"
+    # Without the old signed checkpoint a smaller size shows nothing anyone else could check: not LOG_SHRANK.
+    with pytest.raises(audit.StaleCheckpoint, match="saved without its checkpoint"):
+        audit.audit(log, TS, state, evidence_dir=tmp_path / "evidence")
+    assert not (tmp_path / "evidence").exists()
+    log.entries = _entries("a", "b", "c")  # a larger size is still checked against the saved size and root
+    grown = audit.audit(log, TS, state, evidence_dir=tmp_path / "evidence")
+    assert grown.outcome is audit.Outcome.CONSISTENT and grown.head.size == 3
     assert audit.load_state(tmp_path / "none.json", TS) is None
     with pytest.raises(audit.AuditError, match=f"records audits of '{TS}', not 'https://other'"):
         audit.load_state(path, "https://other")
@@ -274,3 +279,77 @@ def test_a_witnessed_head_decides_and_is_kept_as_evidence(tmp_path: Path) -> Non
     # A state with a witnessed head survives its file.
     audit.save_state(tmp_path / "audit.json", first.state)
     assert audit.load_state(tmp_path / "audit.json", TS) == first.state
+
+
+def test_an_older_signed_head_is_a_stale_answer_not_evidence(tmp_path: Path) -> None:
+    log = Ledger(key(), _entries("a", "b", "c"))
+    state = _first(log, tmp_path)
+    replayed = log.checkpoint()  # the size-3 head, validly signed: a cache or an attacker may keep it
+    log.entries += _entries("d", "e")
+    grown = audit.audit(log, TS, state)
+    assert grown.outcome is audit.Outcome.CONSISTENT and grown.state is not None
+    log.checkpoint = lambda: replayed  # type: ignore[method-assign]  # served again, after the size-5 head
+    with pytest.raises(audit.StaleCheckpoint, match=r"stale checkpoint: .* 3 entries, fewer than the 5") as info:
+        audit.audit(log, TS, grown.state, evidence_dir=tmp_path / "evidence")
+    assert "2023-11-14T22:13:22+00:00, no later than the 5 entries signed at 2023-11-14T22:13:23+00:00" in str(
+        info.value
+    )
+    assert not (tmp_path / "evidence").exists()  # nothing to show anyone: an old head stays valid
+    # A smaller tree signed in the same second as the accepted one proves no shrink either ...
+    log = Ledger(key(), _entries("a", "b", "c"))
+    state = _first(log, tmp_path)
+    log.entries, log.clock = log.entries[:2], log.clock - 1  # checkpoint() adds the second back
+    with pytest.raises(audit.StaleCheckpoint):
+        audit.audit(log, TS, state, evidence_dir=tmp_path / "evidence")
+    # ... signed later, it does: the service signed a smaller tree after a larger one.
+    shrank = audit.audit(log, TS, state, evidence_dir=tmp_path / "evidence")
+    assert shrank.reason is Reason.LOG_SHRANK and shrank.evidence_dir == tmp_path / "evidence"
+
+
+def test_a_proof_from_another_size_is_inconsistent_log_saying_so(tmp_path: Path) -> None:
+    log = Ledger(key(), _entries("a", "b", "c"))
+    state = _first(log, tmp_path)
+    log.entries += _entries("d", "e")
+    honest = log.consistency
+    log.consistency = lambda old_size, new_size: honest(old_size - 1, new_size)  # type: ignore[method-assign]
+    result = audit.audit(log, TS, state, evidence_dir=tmp_path / "evidence")
+    assert result.outcome is audit.Outcome.INCONSISTENT and result.reason is Reason.INCONSISTENT_LOG
+    assert result.message == (
+        "no valid consistency proof from 3 entries: consistency proof starts at size 2, not at the known size 3"
+    )
+    assert json.loads((tmp_path / "evidence" / "evidence.json").read_text())["reason"] == "INCONSISTENT_LOG"
+
+
+def _shrunk(tmp_path: Path) -> tuple[Ledger, audit.AuditState]:
+    log = Ledger(key(), _entries("a", "b", "c"))
+    state = _first(log, tmp_path)
+    log.entries = log.entries[:2]
+    return log, state
+
+
+def test_evidence_is_never_overwritten(tmp_path: Path) -> None:
+    log, state = _shrunk(tmp_path)
+    folder = tmp_path / "kept"
+    first = audit.audit(log, TS, state, evidence_dir=folder)
+    assert first.evidence_dir == folder
+    kept = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(audit.AuditError, match=f"evidence folder {folder} is not empty: evidence is never overwritten"):
+        audit.audit(log, TS, state, evidence_dir=folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == kept
+    # The default folder (named by the time) gets a fresh name when taken: two finds in one instant.
+    second = audit.audit(log, TS, state, evidence_dir=folder, unique_evidence=True)
+    third = audit.audit(log, TS, state, evidence_dir=folder, unique_evidence=True)
+    assert (second.evidence_dir, third.evidence_dir) == (tmp_path / "kept-2", tmp_path / "kept-3")
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == kept
+    assert audit.evidence_folder(tmp_path / "s.json") != audit.evidence_folder(tmp_path / "s.json")  # to the µs
+
+
+def test_paths_that_cannot_be_written_are_named(tmp_path: Path) -> None:
+    log, state = _shrunk(tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(audit.AuditError) as info:
+        audit.audit(log, TS, state, evidence_dir=tmp_path / "file" / "ev")
+    assert str(info.value).startswith("the log is INCONSISTENT (LOG_SHRANK: the log shrank from 3 to 2 entries), but ")
+    assert f"cannot write the evidence to {tmp_path / 'file' / 'ev'}: " in str(info.value)
+    with pytest.raises(audit.AuditError, match=f"cannot write the audit state {tmp_path / 'file' / 's.json'}"):
+        audit.save_state(tmp_path / "file" / "s.json", state)

@@ -81,3 +81,67 @@ def test_errors_exit_2_and_save_nothing(service: Scripted, tmp_path: Path) -> No
     state.write_text("{not json")
     code, out = _audit(service, state)
     assert code == 2 and "cannot read audit state" in out, out
+
+
+def _shrinking(service: Scripted, state: Path) -> Ledger:
+    """An audit accepted at 3 entries; the service then signs a tree of 2, a second later."""
+    log = Ledger(key(), _entries("a", "b", "c"))
+    service.replies.put(Reply(200, keys.dump_cose_key_set(log.keys())))
+    service.replies.put(Reply(200, log.checkpoint()))
+    assert _audit(service, state)[0] == 0
+    service.requests()
+    log.entries = log.entries[:2]
+    return log
+
+
+def test_an_evidence_folder_in_use_is_refused_before_the_service_is_asked(service: Scripted, tmp_path: Path) -> None:
+    state = tmp_path / "audit.json"
+    _shrinking(service, state)
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / "evidence.json").write_text("earlier evidence\n")
+    code, out = _audit(service, state, "--evidence", str(tmp_path / "ev"))
+    assert code == 2 and f"--evidence {tmp_path / 'ev'} is not an empty folder: evidence is never overwritten" in out
+    assert service.requests() == [] and (tmp_path / "ev" / "evidence.json").read_text() == "earlier evidence\n"
+
+
+def test_paths_that_cannot_be_written_exit_2_naming_them(service: Scripted, tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    log = _shrinking(service, tmp_path / "audit.json")
+    service.replies.put(Reply(200, log.checkpoint()))
+    code, out = _audit(service, tmp_path / "audit.json", "--evidence", "/proc/ev")
+    assert code == 2, out
+    assert (
+        "error: the log is INCONSISTENT (LOG_SHRANK: the log shrank from 3 to 2 entries), but cannot write the "
+        "evidence to /proc/ev: " in out
+    ), out
+    for state in ("/proc/s.json", str(tmp_path / "file" / "s.json")):
+        service.replies.put(Reply(200, keys.dump_cose_key_set(log.keys())))
+        service.replies.put(Reply(200, log.checkpoint()))
+        result = CliRunner().invoke(main, ["log", "audit", "--ts", service.url, "--state", state])
+        assert result.exit_code == 2 and f"error: cannot write the audit state {state}: " in result.output, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_stale_checkpoint_exits_2_without_evidence(service: Scripted, tmp_path: Path) -> None:
+    state = tmp_path / "audit.json"
+    log = Ledger(key(), _entries("a", "b", "c"))
+    service.replies.put(Reply(200, keys.dump_cose_key_set(log.keys())))
+    old = log.checkpoint()
+    service.replies.put(Reply(200, old))
+    assert _audit(service, state)[0] == 0
+    log.entries += _entries("d")
+    service.replies.put(Reply(200, log.checkpoint()))
+    service.replies.put(Reply(200, log.consistency(3, 4)))
+    assert _audit(service, state)[0] == 0
+    before = state.read_text()
+    service.replies.put(Reply(200, old))  # the size-3 head again, from a cache or a replay
+    code, out = _audit(service, state)
+    assert code == 2 and "error: stale checkpoint: the service answered with 3 entries, fewer than the 4" in out, out
+    assert "INCONSISTENT" not in out and state.read_text() == before
+    assert list(tmp_path.glob("audit.json.evidence-*")) == []
+
+
+def test_the_timeout_is_said_to_be_per_call() -> None:
+    out = CliRunner().invoke(main, ["log", "audit", "--help"]).output
+    assert "Seconds for each call to the service" in " ".join(out.split())
+    assert "not for the whole audit" in " ".join(out.split())

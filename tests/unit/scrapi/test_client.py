@@ -14,10 +14,12 @@ from typing import TypedDict, Unpack
 import cbor2
 import pytest
 
+from scitt_oci import netutil, transport
 from scitt_oci.cose import keys
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.scrapi.client import COSE, ClientError, ScrapiClient
 from tests.helpers import key
+from tests.loopproxy import LoopProxy
 from tests.unit.scrapi.scripted import Reply, Scripted
 
 PROBLEM = "application/concise-problem-details+cbor"
@@ -277,3 +279,64 @@ def test_tls_to_a_plain_http_service_is_named_and_not_retried(service: Scripted)
     with pytest.raises(ClientError, match="does not speak TLS") as info:
         client.keys()
     assert info.value.cause == "tls-plain" and slept == []
+
+
+# ----- a bearer token never crosses the network in clear -----
+
+
+@pytest.mark.parametrize(
+    ("url", "proxy", "refused"),
+    [
+        ("https://ts.example", None, None),
+        ("https://ts.example", "http://proxy.example:3128", None),  # TLS runs inside the CONNECT tunnel
+        ("http://127.0.0.1:8080", None, None),
+        ("http://127.0.0.2:8080", None, None),  # all of 127.0.0.0/8 is loopback
+        ("http://[::1]:8080", None, None),
+        ("http://localhost:8080", None, None),
+        ("http://ts.example:8080", None, "clear to http://ts.example:8080: use https://ts.example:8080"),
+        ("http://10.0.0.5", None, "clear to http://10.0.0.5: use https://10.0.0.5"),
+        ("http://127.0.0.1.nip.io", None, "clear to http://127.0.0.1.nip.io"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:3128", "through the proxy for http://127.0.0.1:8080"),
+    ],
+)
+def test_the_clear_text_rule(url: str, proxy: str | None, refused: str | None) -> None:
+    why = netutil.clear_text_refusal(url, proxy, "the bearer token")
+    assert why == refused if refused is None else (why is not None and refused in why)
+
+
+def test_a_token_beyond_loopback_over_plain_http_is_refused_before_any_request() -> None:
+    with pytest.raises(ClientError, match=r"transparency service http://ts\.example:8080: .* use https://ts\.example"):
+        ScrapiClient("http://ts.example:8080", token="s3cret-0123456789abcdef")
+    assert ScrapiClient("http://ts.example:8080").base == "http://ts.example:8080/"  # without a token: allowed
+
+
+def test_a_token_straight_to_another_loopback_address_is_sent() -> None:
+    service = Scripted(Reply(200, b"checkpoint"), host="127.0.0.2")
+    try:
+        assert ScrapiClient(service.url, token="s3cret-0123456789abcdef").checkpoint() == b"checkpoint"
+        [seen] = service.requests()
+        assert seen.headers["authorization"] == "Bearer s3cret-0123456789abcdef"
+    finally:
+        service.close()
+
+
+def test_a_token_is_never_handed_to_a_plain_http_proxy(service: Scripted) -> None:
+    """Through HTTP_PROXY a request goes in absolute form, headers and all, to the proxy in clear: even
+    to a loopback service, a client with a token and a proxy in between is refused before it sends."""
+    for _ in range(2):
+        service.replies.put(Reply(200, b"checkpoint"))
+    with LoopProxy() as proxy:
+        env = {"HTTP_PROXY": proxy.url}
+        named = service.url.replace("127.0.0.1", "ts.proxied.test")  # reachable only through the proxy
+        for url, session in (
+            (named, transport.Session(environ=env)),
+            (service.url, transport.Session(environ=env, proxy_loopback=True)),
+        ):
+            with pytest.raises(ClientError, match="would go in clear through the proxy|would cross the network"):
+                ScrapiClient(url, token="s3cret-0123456789abcdef", session=session)
+        assert sum(proxy.seen["forwarded"].values()) == 0 and service.requests() == []
+        # The same route without a token does go through the proxy: the refusal above was not for want of one.
+        assert ScrapiClient(named, session=transport.Session(environ=env)).checkpoint() == b"checkpoint"
+        assert proxy.seen["forwarded"]["ts.proxied.test"] == 1
+        [seen] = service.requests()
+        assert "authorization" not in seen.headers

@@ -68,6 +68,31 @@ def test_a_remote_transparency_service_replaces_the_embedded_log_for_the_watcher
         rt.service.store.close()
 
 
+def test_a_token_for_a_remote_service_over_plain_http_beyond_loopback_stops_the_start(tmp_path: Path) -> None:
+    token = tmp_path / "ts-token"
+    token.write_text("remote-token-0123456789\n")
+    remote = {"registries": [REGISTRY], "transparency_service": "http://ts.example:8080", "ts_token_file": str(token)}
+    with pytest.raises(ConfigError, match=r"clear to http://ts\.example:8080: use https://ts\.example:8080"):
+        _build(tmp_path, watch=remote)
+    # Straight to a loopback service the token may go over plain HTTP (a local test service, a sidecar).
+    rt = _build(tmp_path, watch={**remote, "transparency_service": "http://127.0.0.2:8080"})
+    try:
+        assert rt.watcher is not None and isinstance(rt.watcher.registrar, RemoteRegistrar)
+    finally:
+        rt.service.store.close()
+
+
+def test_a_registry_password_is_not_held_to_the_token_rule(tmp_path: Path) -> None:
+    (tmp_path / "pw").write_text("hunter2\n")  # shorter than a bearer token may be: the registry's business
+    (tmp_path / "empty").write_text("\n")
+    cfg = _load(tmp_path, watch={"registries": [{**REGISTRY, "username": "u", "password_file": str(tmp_path / "pw")}]})
+    [client] = runtime._registry_clients(cfg).values()
+    assert (client.settings.username, client.settings.password) == ("u", "hunter2")
+    empty = {**REGISTRY, "username": "u", "password_file": str(tmp_path / "empty")}
+    with pytest.raises(ConfigError, match=r"registry 127\.0\.0\.1:5999: password file .*/empty is empty"):
+        runtime._registry_clients(_load(tmp_path, watch={"registries": [empty]}))
+
+
 def test_the_registration_token_is_made_when_auth_is_required_and_none_is_given(tmp_path: Path) -> None:
     rt = runtime.build(_load(tmp_path, listen="0.0.0.0:8700"), run_sequencer=True)
     try:
