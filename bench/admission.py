@@ -44,9 +44,19 @@ def wall(cmd: list[str], runs: int = 15) -> float:
 
 
 def review(image: str) -> bytes:
-    return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "prod", "operation": "CREATE",
-        "object": {"spec": {"containers": [{"name": "c", "image": image}]}}}}).encode()
+    return json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u",
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "namespace": "prod",
+                "operation": "CREATE",
+                "object": {"spec": {"containers": [{"name": "c", "image": image}]}},
+            },
+        }
+    ).encode()
 
 
 TOKEN = "bench-api-server-token-0123456789"
@@ -64,10 +74,12 @@ class Target:
             pki = make_pki(root / "pki")
             (root / "token").write_text(TOKEN)
             self.port = free_port()
-            self.env = {"SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{self.port}",
-                        "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert),
-                        "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key),
-                        "SCITT_OCI_ADMISSION__TOKEN_FILES": json.dumps([str(root / "token")])}
+            self.env = {
+                "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{self.port}",
+                "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert),
+                "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key),
+                "SCITT_OCI_ADMISSION__TOKEN_FILES": json.dumps([str(root / "token")]),
+            }
             self.headers["Authorization"] = f"Bearer {TOKEN}"
             self.verify = str(pki.ca)
 
@@ -83,16 +95,29 @@ def start(root: Path, env: dict[str, str]) -> tuple[ServerProcess, RegistryProce
     secret = "bench-secret-0123456789abcdef"
     (root / "secret").write_text(secret)
     server = ServerProcess(root / "data", env=env)
-    registry = RegistryProcess(root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=secret).start()
+    registry = RegistryProcess(
+        root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=secret
+    ).start()
     (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(keys.algorithms.by_name("ES256"))]))
     (root / "issuer.pem").write_bytes(keys.generate(keys.algorithms.by_name("ES256")).public_pem())
-    (root / "policy.yaml").write_text("transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
-                                      "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n")
-    server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret"),
-                   "--trust", str(root / "policy.yaml")]
+    (root / "policy.yaml").write_text(
+        "transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
+        "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n"
+    )
+    server.args = [
+        "--registry",
+        registry.host,
+        "--registry-insecure",
+        "--webhook-secret-file",
+        str(root / "secret"),
+        "--trust",
+        str(root / "policy.yaml"),
+    ]
     server.start()
     (root / "ts.cbor").write_bytes(requests.get(server.url + "/.well-known/scitt-keys", timeout=5).content)
-    (root / "issuer.pem").write_bytes(keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes()).public_pem())
+    (root / "issuer.pem").write_bytes(
+        keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes()).public_pem()
+    )
     return server, registry
 
 
@@ -118,30 +143,65 @@ def main() -> None:
 def uncached(listener: bool, cold_verify: bool) -> None:
     root = Path(tempfile.mkdtemp())
     target = Target(root, listener)
-    server, registry = start(root, {"SCITT_OCI_ADMISSION__CACHE_SECONDS": "0", "SCITT_OCI_ADMISSION__NEGATIVE_CACHE_SECONDS": "0",
-                                    **target.env})
+    server, registry = start(
+        root,
+        {"SCITT_OCI_ADMISSION__CACHE_SECONDS": "0", "SCITT_OCI_ADMISSION__NEGATIVE_CACHE_SECONDS": "0", **target.env},
+    )
     try:
         image = recorded_image(root, registry, "one")
         if cold_verify:
             floor = wall([sys.executable, "-c", "pass"])
-            cold = wall([sys.executable, "-m", "scitt_oci", "verify", image, "--trust", str(root / "policy.yaml"), "--registry-insecure"])
-            ok = subprocess.run([sys.executable, "-m", "scitt_oci", "verify", image, "--trust", str(root / "policy.yaml"),
-                                 "--registry-insecure"], capture_output=True, text=True, check=False)
+            cold = wall(
+                [
+                    sys.executable,
+                    "-m",
+                    "scitt_oci",
+                    "verify",
+                    image,
+                    "--trust",
+                    str(root / "policy.yaml"),
+                    "--registry-insecure",
+                ]
+            )
+            ok = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "scitt_oci",
+                    "verify",
+                    image,
+                    "--trust",
+                    str(root / "policy.yaml"),
+                    "--registry-insecure",
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             assert ok.returncode == 0, ok.stdout + ok.stderr
-            print(f"cold `scitt-oci verify IMAGE@DIGEST`: {cold * 1000:.0f} ms median; `python -c pass`: {floor * 1000:.0f} ms;"
-                  f" ratio {cold / floor:.1f}x  (goal <= 4x)")
+            print(
+                f"cold `scitt-oci verify IMAGE@DIGEST`: {cold * 1000:.0f} ms median; `python -c pass`: {floor * 1000:.0f} ms;"
+                f" ratio {cold / floor:.1f}x  (goal <= 4x)"
+            )
         body = review(image)
         session = requests.Session()
         lat = []
         for _ in range(300):  # uncached: the cache is off, every request reads the registry and verifies
             t = time.perf_counter()
-            r = session.post(target.url(server) + "/admission/validate", data=body, headers=target.headers,
-                             verify=target.verify, timeout=10)
+            r = session.post(
+                target.url(server) + "/admission/validate",
+                data=body,
+                headers=target.headers,
+                verify=target.verify,
+                timeout=10,
+            )
             lat.append(time.perf_counter() - t)
             assert r.json()["response"]["allowed"] is True
         lat.sort()
-        print(f"uncached admission ({target.label}; sequential, n=300): p50 {statistics.median(lat) * 1000:.1f} ms, "
-              f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.1f} ms, {len(lat) / sum(lat):,.0f} requests/s  (goal p99 <= 50 ms)")
+        print(
+            f"uncached admission ({target.label}; sequential, n=300): p50 {statistics.median(lat) * 1000:.1f} ms, "
+            f"p99 {lat[int(len(lat) * 0.99) - 1] * 1000:.1f} ms, {len(lat) / sum(lat):,.0f} requests/s  (goal p99 <= 50 ms)"
+        )
     finally:
         server.stop()
         registry.stop()
@@ -154,22 +214,39 @@ def cached(listener: bool) -> None:
     try:
         image = recorded_image(root, registry, "two")
         (root / "review.json").write_bytes(review(image))
-        assert requests.post(target.url(server) + "/admission/validate", data=review(image), headers=target.headers,
-                             verify=target.verify, timeout=10).json()["response"]["allowed"] is True
+        assert (
+            requests.post(
+                target.url(server) + "/admission/validate",
+                data=review(image),
+                headers=target.headers,
+                verify=target.verify,
+                timeout=10,
+            ).json()["response"]["allowed"]
+            is True
+        )
         if shutil.which("wrk") is None:
             print("cached admission: skipped (install wrk)")
             return
         for connections in (2, 4, 16):
-            out = subprocess.run(["wrk", "-t2", f"-c{connections}", "-d6s", "-s", str(HERE / "admission.lua"), target.url(server)],
-                                 capture_output=True, text=True, check=True,
-                                 env={**os.environ, "SCITT_BENCH_BODY": str(root / "review.json"),
-                                      "SCITT_BENCH_TOKEN": TOKEN if listener else ""}).stdout
+            out = subprocess.run(
+                ["wrk", "-t2", f"-c{connections}", "-d6s", "-s", str(HERE / "admission.lua"), target.url(server)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env={
+                    **os.environ,
+                    "SCITT_BENCH_BODY": str(root / "review.json"),
+                    "SCITT_BENCH_TOKEN": TOKEN if listener else "",
+                },
+            ).stdout
             rate = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
             p50 = int(next(line.split()[1] for line in out.splitlines() if line.startswith("latency_p50_us"))) / 1000
             p99 = int(next(line.split()[1] for line in out.splitlines() if line.startswith("latency_p99_us"))) / 1000
             errors = next(line.split()[1] for line in out.splitlines() if line.startswith("errors"))
-            print(f"cached admission ({target.label}; wrk, {connections} connections): {rate:,.0f} requests/s, p50 {p50:.1f} ms, "
-                  f"p99 {p99:.1f} ms, errors {errors}  (goals >= 2,000/s, p99 <= 5 ms)")
+            print(
+                f"cached admission ({target.label}; wrk, {connections} connections): {rate:,.0f} requests/s, p50 {p50:.1f} ms, "
+                f"p99 {p99:.1f} ms, errors {errors}  (goals >= 2,000/s, p99 <= 5 ms)"
+            )
     finally:
         server.stop()
         registry.stop()

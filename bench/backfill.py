@@ -56,11 +56,20 @@ def populate(store: Path, images: int, repos: int) -> list[tuple[str, str, str]]
         repo = f"fleet/app{n % repos}"
         config = json.dumps({"architecture": "amd64", "os": "linux", "n": n}).encode()
         config_digest = _blob(store, config)
-        manifest = mf.canonical_json({
-            "schemaVersion": 2, "mediaType": mf.OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": len(config)},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}],
-        })
+        manifest = mf.canonical_json(
+            {
+                "schemaVersion": 2,
+                "mediaType": mf.OCI_MANIFEST,
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": config_digest,
+                    "size": len(config),
+                },
+                "layers": [
+                    {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}
+                ],
+            }
+        )
         digest = _blob(store, manifest)
         r = store / V2 / "repositories" / repo
         for d in (config_digest, layer_digest):
@@ -92,8 +101,10 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="bench-backfill-"))
     started = time.monotonic()
     images = populate(root / "registry" / "store", args.images, args.repos)
-    print(f"wrote {len(images):,} images over {args.repos} repositories into the registry's storage "
-          f"in {time.monotonic() - started:.1f} s")
+    print(
+        f"wrote {len(images):,} images over {args.repos} repositories into the registry's storage "
+        f"in {time.monotonic() - started:.1f} s"
+    )
     registry = RegistryProcess(root / "registry").start()
     try:
         client = RegistryClient(RegistrySettings.for_url(registry.url))
@@ -103,21 +114,36 @@ def main() -> None:
         before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         started = time.monotonic()
         proc = subprocess.run(
-            [sys.executable, "-m", "scitt_oci", "backfill", registry.host, "--data-dir", str(root / "data"),
-             "--registry-insecure"],
-            capture_output=True, text=True, check=False,
+            [
+                sys.executable,
+                "-m",
+                "scitt_oci",
+                "backfill",
+                registry.host,
+                "--data-dir",
+                str(root / "data"),
+                "--registry-insecure",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         elapsed = time.monotonic() - started
         peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB, the largest child so far
         if proc.returncode != 0:
             raise SystemExit(f"backfill failed ({proc.returncode}): {proc.stderr[-2000:]}")
         print(proc.stdout.strip())
-        recorded = sum(1 for repo, _tag, digest in images[:: max(1, len(images) // 200)]
-                       if client.head_manifest(repo, mf.fallback_tag(digest)) is not None)
+        recorded = sum(
+            1
+            for repo, _tag, digest in images[:: max(1, len(images) // 200)]
+            if client.head_manifest(repo, mf.fallback_tag(digest)) is not None
+        )
         sampled = len(images[:: max(1, len(images) // 200)])
-        print(f"backfill: {len(images):,} images in {elapsed:,.1f} s = {len(images) / elapsed:,.1f} images/s "
-              f"({len(images) / elapsed / floor:.1%} of the floor); peak memory {max(peak, before) / 1024:,.0f} MiB; "
-              f"{recorded}/{sampled} sampled images have their statement attached")
+        print(
+            f"backfill: {len(images):,} images in {elapsed:,.1f} s = {len(images) / elapsed:,.1f} images/s "
+            f"({len(images) / elapsed / floor:.1%} of the floor); peak memory {max(peak, before) / 1024:,.0f} MiB; "
+            f"{recorded}/{sampled} sampled images have their statement attached"
+        )
     finally:
         registry.stop()
 

@@ -72,7 +72,9 @@ def main() -> None:
         )
         for i in range(DISTINCT)
     ]
-    signed = [profile.build(issuer, "https://wabbit-networks.example", e, iat=1_764_028_306 + i) for i, e in enumerate(events)]
+    signed = [
+        profile.build(issuer, "https://wabbit-networks.example", e, iat=1_764_028_306 + i) for i, e in enumerate(events)
+    ]
     encoded = [s.encode() for s in signed]
     parsed = [statement.parse(e) for e in encoded]
 
@@ -96,14 +98,18 @@ def main() -> None:
     hasher = merkle.list_hasher(leaves)
     for i, _s in enumerate(parsed):
         index = (i * 389) % size
-        sth = receipt.sign_tree_head(ts_key, issuer="https://ts.example", subject="log", tree_size=size, root=root, iat=i)
+        sth = receipt.sign_tree_head(
+            ts_key, issuer="https://ts.example", subject="log", tree_size=size, root=root, iat=i
+        )
         receipts.append((receipt.inclusion_receipt(sth, index, merkle.inclusion_path(index, size, hasher)), parsed[i]))
 
     event_iter = itertools.count()
     measured = rates(
         {
             "floor": cycle(raw, lambda p: raw_public.verify(p[0], p[1], ecdsa)),  # type: ignore[index]
-            "sign": lambda: profile.build(issuer, "https://wabbit-networks.example", events[next(event_iter) % DISTINCT]),
+            "sign": lambda: profile.build(
+                issuer, "https://wabbit-networks.example", events[next(event_iter) % DISTINCT]
+            ),
             "statement": cycle(encoded, lambda e: statement.verify(statement.parse(e), keys=[issuer])),  # type: ignore[arg-type]
             # A verifier parses a statement once, then checks each of its receipts.
             "receipt": cycle(receipts, lambda p: receipt.verify_receipt(p[0], p[1], [ts_key])),  # type: ignore[index]

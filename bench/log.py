@@ -103,9 +103,7 @@ def in_process(n: int) -> tuple[float, float]:
         store: SqliteStore | PostgresStore = PostgresStore(PG["dsn"], schema=PG["schema"] + "_inproc")
     else:
         store = SqliteStore(folder / "log.db")
-    service = TransparencyService(
-        store, ts_key, RegistrationPolicy.build(issuer_keys=[issuer]), identity="https://ts"
-    )
+    service = TransparencyService(store, ts_key, RegistrationPolicy.build(issuer_keys=[issuer]), identity="https://ts")
     service.start()
     start, cpu = time.perf_counter(), time.process_time()
     submissions = [service.submit(b) for b in bodies]
@@ -126,9 +124,21 @@ class Server:
         with socket_port() as port:
             self.port = port
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scitt_oci", "serve", "--data-dir", str(self.folder / "data"),
-             "--listen", f"127.0.0.1:{self.port}", "--workers", str(workers)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **(env or {})},
+            [
+                sys.executable,
+                "-m",
+                "scitt_oci",
+                "serve",
+                "--data-dir",
+                str(self.folder / "data"),
+                "--listen",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(workers),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
             start_new_session=True,
         )
         import requests
@@ -165,8 +175,11 @@ class socket_port:
 def _pg_env(tag: str) -> dict[str, str] | None:
     if not PG:
         return None
-    return {"SCITT_OCI_STORAGE__BACKEND": "postgres", "SCITT_OCI_STORAGE__POSTGRES_DSN": PG["dsn"],
-            "SCITT_OCI_STORAGE__POSTGRES_SCHEMA": f"{PG['schema']}_{tag}"}
+    return {
+        "SCITT_OCI_STORAGE__BACKEND": "postgres",
+        "SCITT_OCI_STORAGE__POSTGRES_DSN": PG["dsn"],
+        "SCITT_OCI_STORAGE__POSTGRES_SCHEMA": f"{PG['schema']}_{tag}",
+    }
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -192,9 +205,19 @@ def http_throughput(workers: int, seconds: float, connections: int) -> tuple[flo
         env = {**os.environ, "SCITT_BENCH_STATEMENTS": str(path), "SCITT_BENCH_THREADS": "2"}
         cpu = _cpu_seconds(server.proc.pid)
         out = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{seconds:.0f}s", "-s", str(HERE / "register.lua"),
-             f"http://127.0.0.1:{server.port}"],
-            capture_output=True, text=True, env=env, check=True,
+            [
+                "wrk",
+                "-t2",
+                f"-c{connections}",
+                f"-d{seconds:.0f}s",
+                "-s",
+                str(HERE / "register.lua"),
+                f"http://127.0.0.1:{server.port}",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=True,
         ).stdout
         cpu = _cpu_seconds(server.proc.pid) - cpu
     finally:
@@ -311,11 +334,18 @@ def proofs_and_storage(size: int, entry_bytes: int = 300) -> tuple[float, float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller runs; sizes up to 10^6")
-    parser.add_argument("--postgres", nargs="?", const=os.environ.get("SCITT_OCI_TEST_PG_DSN", "host=127.0.0.1 user=postgres dbname=test"),
-                        help="measure registration on PostgreSQL (libpq DSN)")
-    parser.add_argument("--only", choices=("registration", "latency", "proofs"),
-                        help="measure one group: registration (raw ES256, in-process and HTTP throughput), "
-                             "latency at a fixed load, or proofs and storage")
+    parser.add_argument(
+        "--postgres",
+        nargs="?",
+        const=os.environ.get("SCITT_OCI_TEST_PG_DSN", "host=127.0.0.1 user=postgres dbname=test"),
+        help="measure registration on PostgreSQL (libpq DSN)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=("registration", "latency", "proofs"),
+        help="measure one group: registration (raw ES256, in-process and HTTP throughput), "
+        "latency at a fixed load, or proofs and storage",
+    )
     args = parser.parse_args()
     seconds = 5.0 if args.quick else 10.0
     if args.postgres:
@@ -328,7 +358,9 @@ def main() -> None:
             import psycopg
 
             with psycopg.connect(PG["dsn"], autocommit=True) as conn:
-                for (name,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (PG["schema"] + "%",)).fetchall():
+                for (name,) in conn.execute(
+                    "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s", (PG["schema"] + "%",)
+                ).fetchall():
                     conn.execute(f"DROP SCHEMA {name} CASCADE")
 
 
@@ -338,7 +370,9 @@ def measure(args: argparse.Namespace, seconds: float) -> None:
     if args.only in (None, "latency"):
         for workers in (1, 2):
             p50, p99 = latency_at(1000.0, seconds, workers)
-            print(f"latency at 1,000 registrations/s offered, --workers {workers}: p50 {p50:.1f} ms, p99 {p99:.1f} ms  (goal p99 <= 50 ms)")
+            print(
+                f"latency at 1,000 registrations/s offered, --workers {workers}: p50 {p50:.1f} ms, p99 {p99:.1f} ms  (goal p99 <= 50 ms)"
+            )
     if args.only in (None, "proofs"):
         proofs(args)
 
@@ -348,30 +382,38 @@ def registration(args: argparse.Namespace, seconds: float) -> None:
     floor1 = raw_es256(2.0, 1)
     verify_ms = 1000 * (time.process_time() - cpu) / (floor1 * 2.0)  # CPU per verification, whatever the load
     floor2 = raw_es256(2.0, 2)
-    print(f"raw ES256 verify/s: {floor1:,.0f} on one thread, {floor2:,.0f} on two (this machine's 2 cores);"
-          f" CPU {verify_ms:.3f} ms per verification")
+    print(
+        f"raw ES256 verify/s: {floor1:,.0f} on one thread, {floor2:,.0f} on two (this machine's 2 cores);"
+        f" CPU {verify_ms:.3f} ms per verification"
+    )
 
     rate, cpu_ms = in_process(4000 if args.quick else 10_000)
-    print(f"in-process registrations/s (check + durable batch + receipt): {rate:,.0f}"
-          f"  = {rate / floor2:.1%} of raw ES256 on the same cores, {rate / floor1:.1%} of one core;"
-          f" CPU {cpu_ms:.3f} ms per registration = {cpu_ms / verify_ms:.1f} verifications  (goal >= 30% on the same cores)")
+    print(
+        f"in-process registrations/s (check + durable batch + receipt): {rate:,.0f}"
+        f"  = {rate / floor2:.1%} of raw ES256 on the same cores, {rate / floor1:.1%} of one core;"
+        f" CPU {cpu_ms:.3f} ms per registration = {cpu_ms / verify_ms:.1f} verifications  (goal >= 30% on the same cores)"
+    )
 
     if shutil.which("wrk") is None:
         print("HTTP throughput: skipped (install wrk: apt-get install wrk)")
     else:
         for workers in (1, 2):
             r, statuses, p99, cpu_ms = http_throughput(workers, seconds, 128)
-            print(f"HTTP registrations/s, 128 connections, --workers {workers}: {r:,.0f}  ({r / floor2:.1%} of raw ES256 on"
-                  f" 2 threads; statuses {statuses}; p99 {p99 / 1000:.0f} ms; server CPU {cpu_ms:.3f} ms per"
-                  f" registration = {cpu_ms / verify_ms:.1f} verifications; goal >= 4,000 with --workers 2)")
+            print(
+                f"HTTP registrations/s, 128 connections, --workers {workers}: {r:,.0f}  ({r / floor2:.1%} of raw ES256 on"
+                f" 2 threads; statuses {statuses}; p99 {p99 / 1000:.0f} ms; server CPU {cpu_ms:.3f} ms per"
+                f" registration = {cpu_ms / verify_ms:.1f} verifications; goal >= 4,000 with --workers 2)"
+            )
 
 
 def proofs(args: argparse.Namespace) -> None:
     for size in () if PG else (10**4, 10**6) if args.quick else (10**4, 10**6, 10**7):
         t = time.perf_counter()
         inc, cons, per_entry = proofs_and_storage(size)
-        print(f"{size:>10,} entries: inclusion proof {inc:.3f} ms, consistency proof {cons:.3f} ms (median, cold store),"
-              f" storage entry + {per_entry:.1f} bytes  [loaded in {time.perf_counter() - t:.0f} s]")
+        print(
+            f"{size:>10,} entries: inclusion proof {inc:.3f} ms, consistency proof {cons:.3f} ms (median, cold store),"
+            f" storage entry + {per_entry:.1f} bytes  [loaded in {time.perf_counter() - t:.0f} s]"
+        )
 
 
 if __name__ == "__main__":

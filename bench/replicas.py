@@ -47,13 +47,20 @@ def run(replicas: int, images: int, pushers: int, workers: int, closed_loop: boo
     for name in ("ts.pem", "issuer.pem"):
         (root / name).write_bytes(keys.generate(keys.algorithms.by_name("ES256")).private_pem())
         (root / name).chmod(0o600)
-    env = {"SCITT_OCI_STORAGE__BACKEND": "postgres", "SCITT_OCI_STORAGE__POSTGRES_DSN": DSN,
-           "SCITT_OCI_STORAGE__POSTGRES_SCHEMA": schema, "SCITT_OCI_TS_KEY": str(root / "ts.pem"),
-           "SCITT_OCI_ISSUER_KEY": str(root / "issuer.pem"), "SCITT_OCI_IDENTITY": "https://ts.example",
-           "SCITT_OCI_WATCH__WORKERS": str(workers)}
+    env = {
+        "SCITT_OCI_STORAGE__BACKEND": "postgres",
+        "SCITT_OCI_STORAGE__POSTGRES_DSN": DSN,
+        "SCITT_OCI_STORAGE__POSTGRES_SCHEMA": schema,
+        "SCITT_OCI_TS_KEY": str(root / "ts.pem"),
+        "SCITT_OCI_ISSUER_KEY": str(root / "issuer.pem"),
+        "SCITT_OCI_IDENTITY": "https://ts.example",
+        "SCITT_OCI_WATCH__WORKERS": str(workers),
+    }
     servers = [ServerProcess(root / f"r{i}", env=env) for i in range(replicas)]
     balancer = RoundRobin([s.url for s in servers])
-    registry = RegistryProcess(root / "registry", notify_url=f"{balancer.url}/webhooks/distribution", secret=secret).start()
+    registry = RegistryProcess(
+        root / "registry", notify_url=f"{balancer.url}/webhooks/distribution", secret=secret
+    ).start()
     try:
         for s in servers:
             s.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret")]
@@ -113,8 +120,10 @@ def main() -> None:
     for replicas in (1, 3):
         rate = run(replicas, args.images, args.pushers, args.workers, args.closed_loop)
         mode = "closed loop" if args.closed_loop else "flat out"
-        print(f"{replicas} replica(s) on PostgreSQL, {mode}: {args.images} images, {rate:,.1f} images/s recorded "
-              f"and attached ({rate / floor:.0%} of the floor)")
+        print(
+            f"{replicas} replica(s) on PostgreSQL, {mode}: {args.images} images, {rate:,.1f} images/s recorded "
+            f"and attached ({rate / floor:.0%} of the floor)"
+        )
 
 
 if __name__ == "__main__":

@@ -50,11 +50,20 @@ def push_image(client: RegistryClient, repo: str, n: int) -> str:
     config = client.push_blob(repo, json.dumps({"architecture": "amd64", "os": "linux", "n": n}).encode())
     layer = os.urandom(256)
     layer_digest = client.push_blob(repo, layer)
-    doc = mf.canonical_json({
-        "schemaVersion": 2, "mediaType": mf.OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": len(json.dumps({"architecture": "amd64", "os": "linux", "n": n}).encode())},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}],
-    })
+    doc = mf.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mf.OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config,
+                "size": len(json.dumps({"architecture": "amd64", "os": "linux", "n": n}).encode()),
+            },
+            "layers": [
+                {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": len(layer)}
+            ],
+        }
+    )
     digest, _ = client.push_manifest(repo, doc, mf.OCI_MANIFEST, f"v{n}")
     return digest
 
@@ -89,8 +98,9 @@ def wait_recorded(db: Path, digest: str, timeout: float = 60, poll: float = 0.00
     deadline = time.monotonic() + timeout
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
         while time.monotonic() < deadline:
-            row = conn.execute("SELECT 1 FROM recorded WHERE subject = ? AND kind = 'push' AND referrer IS NOT NULL",
-                               (digest,)).fetchone()
+            row = conn.execute(
+                "SELECT 1 FROM recorded WHERE subject = ? AND kind = 'push' AND referrer IS NOT NULL", (digest,)
+            ).fetchone()
             if row is not None:
                 return time.monotonic()
             time.sleep(poll)
@@ -102,7 +112,9 @@ def run(images: int, pushers: int, rate: float | None) -> tuple[list[float], flo
     secret = "bench-secret-0123456789abcdef"
     (root / "secret").write_text(secret)
     server = ServerProcess(root / "data")
-    registry = RegistryProcess(root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=secret).start()
+    registry = RegistryProcess(
+        root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=secret
+    ).start()
     server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret")]
     server.start()
     client = RegistryClient(RegistrySettings.for_url(registry.url))
@@ -155,8 +167,9 @@ def flat_out(images: int, pushers: int) -> tuple[float, float, int]:
     (root / "secret").write_text(secret)
     server = ServerProcess(root / "data")
     try:
-        registry = RegistryProcess(root / "registry", notify_url=f"{server.url}/webhooks/distribution",
-                                   secret=secret).start()
+        registry = RegistryProcess(
+            root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=secret
+        ).start()
     finally:
         del os.environ["REGISTRY_HTTP_DEBUG_ADDR"]
     server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret")]
@@ -167,14 +180,16 @@ def flat_out(images: int, pushers: int) -> tuple[float, float, int]:
 
     def recorded() -> int:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM recorded WHERE kind = 'push' AND referrer IS NOT NULL")
-                       .fetchone()[0])
+            return int(
+                conn.execute("SELECT COUNT(*) FROM recorded WHERE kind = 'push' AND referrer IS NOT NULL").fetchone()[0]
+            )
 
     try:
         started = time.monotonic()
         with ThreadPoolExecutor(pushers) as pool:
-            pushed = list(pool.map(lambda n: (f"bench/app{n % 20}", push_image(client, f"bench/app{n % 20}", n)),
-                                   range(images)))
+            pushed = list(
+                pool.map(lambda n: (f"bench/app{n % 20}", push_image(client, f"bench/app{n % 20}", n)), range(images))
+            )
         push_rate = images / (time.monotonic() - started)
         deadline = time.monotonic() + 300
         while (done := recorded()) < images:
@@ -201,20 +216,31 @@ def main() -> None:
     args = parser.parse_args()
     floor = registry_floor(args.images, args.pushers)
     print(f"floor: {floor:,.1f} image pushes/s into docker-registry alone ({args.pushers} pushers, no watcher)")
-    runs = () if args.flat_out_only else (("paced at 5 pushes/s (latency)", 4, 5.0, 100), ("paced at 20 pushes/s", 8, 20.0, 200),
-            ("closed loop (each pusher waits for its attachment)", args.pushers, None, args.images))
+    runs = (
+        ()
+        if args.flat_out_only
+        else (
+            ("paced at 5 pushes/s (latency)", 4, 5.0, 100),
+            ("paced at 20 pushes/s", 8, 20.0, 200),
+            ("closed loop (each pusher waits for its attachment)", args.pushers, None, args.images),
+        )
+    )
     for label, pushers, rate, count in runs:
         lat, per_second = run(count, pushers, rate)
         lat.sort()
         p50 = statistics.median(lat) * 1000
         p99 = lat[int(len(lat) * 0.99) - 1] * 1000
-        print(f"{label}: {len(lat)} images, {per_second:,.1f} images/s end to end (push + attached, "
-              f"{per_second / floor:.0%} of the floor); "
-              f"push-to-attached p50 {p50:.0f} ms, p99 {p99:.0f} ms  (goals: p50 <= 50 ms, p99 <= 250 ms, >= 200/s)")
+        print(
+            f"{label}: {len(lat)} images, {per_second:,.1f} images/s end to end (push + attached, "
+            f"{per_second / floor:.0%} of the floor); "
+            f"push-to-attached p50 {p50:.0f} ms, p99 {p99:.0f} ms  (goals: p50 <= 50 ms, p99 <= 250 ms, >= 200/s)"
+        )
     push_rate, rate, peak = flat_out(args.images, args.pushers)
-    print(f"flat out: {args.images} images pushed at {push_rate:,.1f}/s beside the watcher; {rate:,.1f} images/s "
-          f"recorded and attached ({rate / floor:.0%} of the floor; goal >= 50%); the registry's notification "
-          f"queue peaked at {peak} events not yet delivered")
+    print(
+        f"flat out: {args.images} images pushed at {push_rate:,.1f}/s beside the watcher; {rate:,.1f} images/s "
+        f"recorded and attached ({rate / floor:.0%} of the floor; goal >= 50%); the registry's notification "
+        f"queue peaked at {peak} events not yet delivered"
+    )
 
 
 if __name__ == "__main__":

@@ -53,7 +53,9 @@ class MemoryLog:
     def head(self, size: int | None = None) -> receipt.SignedTreeHead:
         size = len(self.entries) if size is None else size
         root = merkle.root_of(self.leaves()[:size])
-        return receipt.sign_tree_head(self.signing_key, issuer=self.issuer, subject="log", tree_size=size, root=root, iat=self.iat)
+        return receipt.sign_tree_head(
+            self.signing_key, issuer=self.issuer, subject="log", tree_size=size, root=root, iat=self.iat
+        )
 
     def receipt(self, index: int, size: int | None = None, sth: receipt.SignedTreeHead | None = None) -> bytes:
         sth = sth or self.head(size)
@@ -73,11 +75,19 @@ def cert_chain(
     root_key = ec.generate_private_key(ec.SECP256R1())
     inter_key = ec.generate_private_key(ec.SECP256R1())
 
-    def build(subject: str, issuer: str, public: ec.EllipticCurvePublicKey, signer: ec.EllipticCurvePrivateKey,
-              ca: bool, issuer_public: ec.EllipticCurvePublicKey) -> x509.Certificate:
+    def build(
+        subject: str,
+        issuer: str,
+        public: ec.EllipticCurvePublicKey,
+        signer: ec.EllipticCurvePrivateKey,
+        ca: bool,
+        issuer_public: ec.EllipticCurvePublicKey,
+    ) -> x509.Certificate:
         b = (
             x509.CertificateBuilder()
-            .subject_name(_name(subject)).issuer_name(_name(issuer)).public_key(public)
+            .subject_name(_name(subject))
+            .issuer_name(_name(issuer))
+            .public_key(public)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now + dt.timedelta(days=not_before_days))
             .not_valid_after(now + dt.timedelta(days=days))
@@ -86,15 +96,21 @@ def cert_chain(
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_public), critical=False)
         )
         if ca:
-            b = b.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            b = b.add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            )
         else:
-            b = b.add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
+            b = b.add_extension(
+                x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+            )
             b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
         return b.sign(signer, hashes.SHA256())
 
     root = build("Test Root", "Test Root", root_key.public_key(), root_key, True, root_key.public_key())
     inter = build("Test Intermediate", "Test Root", inter_key.public_key(), root_key, True, root_key.public_key())
-    leaf = build("Wabbit Networks signing", "Test Intermediate", leaf_key.public_key(), inter_key, False, inter_key.public_key())
+    leaf = build(
+        "Wabbit Networks signing", "Test Intermediate", leaf_key.public_key(), inter_key, False, inter_key.public_key()
+    )
     return [leaf, inter], root
 
 

@@ -85,7 +85,10 @@ class LoopProxy(socketserver.ThreadingTCPServer):
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
-        self.seen: dict[str, collections.Counter[str]] = {"tunnels": collections.Counter(), "forwarded": collections.Counter()}
+        self.seen: dict[str, collections.Counter[str]] = {
+            "tunnels": collections.Counter(),
+            "forwarded": collections.Counter(),
+        }
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
 

@@ -53,7 +53,9 @@ class RegistryProcess:
             "version: 0.1",
             "log: {level: warn}",
             f"storage: {{filesystem: {{rootdirectory: {self.root / 'store'}}}, delete: {{enabled: true}}}}",
-            f"http: {{addr: {self.host}" + (f", tls: {{certificate: {self.tls[0]}, key: {self.tls[1]}}}" if self.tls else "") + "}",
+            f"http: {{addr: {self.host}"
+            + (f", tls: {{certificate: {self.tls[0]}, key: {self.tls[1]}}}" if self.tls else "")
+            + "}",
         ]
         if self.extra:
             lines.append(self.extra.rstrip("\n"))
@@ -75,9 +77,12 @@ class RegistryProcess:
     def start(self) -> RegistryProcess:
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "config.yml").write_text(self.config())
-        self.proc = subprocess.Popen([require("docker-registry"), "serve", str(self.root / "config.yml")],
-                                     stdout=(self.root / "registry.log").open("ab"), stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            [require("docker-registry"), "serve", str(self.root / "config.yml")],
+            stdout=(self.root / "registry.log").open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             try:
@@ -111,15 +116,26 @@ def _image(layout: Path, seed: str, arch: str = "amd64") -> dict[str, object]:
         info.size = len(content)
         tar.addfile(info, io.BytesIO(content))
     layer = gzip.compress(tar_bytes.getvalue(), mtime=0)
-    config = json.dumps({"architecture": arch, "os": "linux", "rootfs": {"type": "layers",
-                         "diff_ids": ["sha256:" + hashlib.sha256(tar_bytes.getvalue()).hexdigest()]}}).encode()
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **_blob(layout, config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **_blob(layout, layer)}],
-    }).encode()
-    return {"mediaType": "application/vnd.oci.image.manifest.v1+json", **_blob(layout, manifest),
-            "platform": {"architecture": arch, "os": "linux"}}
+    config = json.dumps(
+        {
+            "architecture": arch,
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar_bytes.getvalue()).hexdigest()]},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **_blob(layout, config)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", **_blob(layout, layer)}],
+        }
+    ).encode()
+    return {
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        **_blob(layout, manifest),
+        "platform": {"architecture": arch, "os": "linux"},
+    }
 
 
 def oci_layout(path: Path, seed: str, *, multi_arch: bool = False) -> str:
@@ -127,8 +143,13 @@ def oci_layout(path: Path, seed: str, *, multi_arch: bool = False) -> str:
     path.mkdir(parents=True, exist_ok=True)
     (path / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     if multi_arch:
-        index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-                            "manifests": [_image(path, seed, "amd64"), _image(path, seed, "arm64")]}).encode()
+        index = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.index.v1+json",
+                "manifests": [_image(path, seed, "amd64"), _image(path, seed, "arm64")],
+            }
+        ).encode()
         top = {"mediaType": "application/vnd.oci.image.index.v1+json", **_blob(path, index)}
     else:
         top = _image(path, seed)
@@ -138,10 +159,16 @@ def oci_layout(path: Path, seed: str, *, multi_arch: bool = False) -> str:
     return str(top["digest"])
 
 
-def skopeo_push(layout: Path, registry: RegistryProcess, repo: str, tag: str = "v1", *, all_platforms: bool = False) -> None:
+def skopeo_push(
+    layout: Path, registry: RegistryProcess, repo: str, tag: str = "v1", *, all_platforms: bool = False
+) -> None:
     args = [require("skopeo"), "copy", "--dest-tls-verify=false"]
     if all_platforms:
         args.append("--all")
-    proc = subprocess.run([*args, f"oci:{layout}:v1", f"docker://{registry.host}/{repo}:{tag}"],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [*args, f"oci:{layout}:v1", f"docker://{registry.host}/{repo}:{tag}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr

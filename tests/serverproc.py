@@ -38,16 +38,31 @@ class ServerProcess:
         env = {**os.environ, **self.env}
         self.log = (self.data_dir.parent / f"server-{self.port}.log").open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scitt_oci", "serve", "--data-dir", str(self.data_dir),
-             "--listen", f"{self.host}:{self.port}", *self.args],
-            stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "scitt_oci",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--listen",
+                f"{self.host}:{self.port}",
+                *self.args,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:  # readiness polling, not a sleep-as-synchronisation
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}: {self.output()}")
             try:
-                if requests.get(self.url + "/readyz", timeout=1, verify=str(self.ca) if self.ca else True).status_code == 200:
+                if (
+                    requests.get(self.url + "/readyz", timeout=1, verify=str(self.ca) if self.ca else True).status_code
+                    == 200
+                ):
                     return self
             except requests.RequestException:
                 pass

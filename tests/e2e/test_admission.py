@@ -42,17 +42,21 @@ class Cluster:
     def admission_url(self) -> str:
         return f"https://127.0.0.1:{self.admission_port}"
 
-    def post(self, route: str, body: object, *, authenticate: bool = True, headers: dict[str, str] | None = None
-             ) -> requests.Response:
+    def post(
+        self, route: str, body: object, *, authenticate: bool = True, headers: dict[str, str] | None = None
+    ) -> requests.Response:
         """POST to the admission listener as the API server would: TLS, with its client certificate."""
         cert = (str(self.pki.client_cert), str(self.pki.client_key)) if authenticate else None
-        return requests.post(f"{self.admission_url}/{route}", json=body, cert=cert, verify=str(self.pki.ca),
-                             timeout=10, headers=headers)
+        return requests.post(
+            f"{self.admission_url}/{route}", json=body, cert=cert, verify=str(self.pki.ca), timeout=10, headers=headers
+        )
 
 
 def _write_policy(root: Path, extra: str = "") -> None:
-    (root / "policy.yaml").write_text("transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
-                                      "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n" + extra)
+    (root / "policy.yaml").write_text(
+        "transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
+        "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n" + extra
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,25 +71,42 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     unrecorded = oci_layout(root / "old", "old")
     skopeo_push(root / "old", quiet, "acme/app", "old")
     quiet.stop()
-    server = ServerProcess(root / "data", env={"SCITT_OCI_ADMISSION__NEGATIVE_CACHE_SECONDS": "0",
-                                               "SCITT_OCI_ADMISSION__DEPLOY_LOG": "true",
-                                               "SCITT_OCI_ADMISSION__CLUSTER": "acme-prod",
-                                               "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{admission_port}",
-                                               "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert),
-                                               "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key),
-                                               "SCITT_OCI_ADMISSION__CLIENT_CA": str(pki.ca),
-                                               "SCITT_OCI_ADMISSION__TOKEN_FILES": json.dumps([str(root / "api-token")])})
-    registry = RegistryProcess(root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET,
-                               port=quiet.port).start()
+    server = ServerProcess(
+        root / "data",
+        env={
+            "SCITT_OCI_ADMISSION__NEGATIVE_CACHE_SECONDS": "0",
+            "SCITT_OCI_ADMISSION__DEPLOY_LOG": "true",
+            "SCITT_OCI_ADMISSION__CLUSTER": "acme-prod",
+            "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{admission_port}",
+            "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert),
+            "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key),
+            "SCITT_OCI_ADMISSION__CLIENT_CA": str(pki.ca),
+            "SCITT_OCI_ADMISSION__TOKEN_FILES": json.dumps([str(root / "api-token")]),
+        },
+    )
+    registry = RegistryProcess(
+        root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET, port=quiet.port
+    ).start()
     # The policy needs the service's keys, which exist once it has started: bootstrap with a placeholder.
     (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(algorithms.by_name("ES256"))]))
     (root / "issuer.pem").write_bytes(keys.generate(algorithms.by_name("ES256")).public_pem())
     _write_policy(root)
-    server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret"),
-                   "--trust", str(root / "policy.yaml")]
+    server.args = [
+        "--registry",
+        registry.host,
+        "--registry-insecure",
+        "--webhook-secret-file",
+        str(root / "secret"),
+        "--trust",
+        str(root / "policy.yaml"),
+    ]
     server.start()
-    pin = subprocess.run([sys.executable, "-m", "scitt_oci", "trust", "pin", server.url, "--out", str(root / "ts.cbor")],
-                         capture_output=True, text=True, check=False)
+    pin = subprocess.run(
+        [sys.executable, "-m", "scitt_oci", "trust", "pin", server.url, "--out", str(root / "ts.cbor")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert pin.returncode == 0 and "receipt key" in pin.stdout, pin.stderr
     issuer = keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes())
     (root / "issuer.pem").write_bytes(issuer.public_pem())
@@ -106,9 +127,18 @@ def _pod(image: str | list[str], namespace: str = "prod", name: str = "p") -> di
         containers = [{"name": "c", "image": image}]
     else:
         containers = [{"name": f"c{i}", "image": one} for i, one in enumerate(image)]
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "uid-1", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": namespace, "name": name,
-        "operation": "CREATE", "object": {"metadata": {"name": "p"}, "spec": {"containers": containers}}}}
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "uid-1",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": namespace,
+            "name": name,
+            "operation": "CREATE",
+            "object": {"metadata": {"name": "p"}, "spec": {"containers": containers}},
+        },
+    }
 
 
 def _review(c: Cluster, image: str, route: str = "validate", namespace: str = "prod") -> dict[str, Any]:
@@ -131,7 +161,11 @@ def test_admission_decisions(cluster: Cluster) -> None:
     no_record = _review(cluster, f"{host}/acme/app@{cluster.unrecorded}")
     assert no_record["allowed"] is False and "NO_STATEMENTS" in no_record["status"]["message"]
     tag = _review(cluster, f"{host}/acme/app:v1")
-    assert tag["allowed"] is False and "TAG_REFERENCE" in tag["status"]["message"] and "@sha256:" in tag["status"]["message"]
+    assert (
+        tag["allowed"] is False
+        and "TAG_REFERENCE" in tag["status"]["message"]
+        and "@sha256:" in tag["status"]["message"]
+    )
     elsewhere = _review(cluster, "docker.io/library/busybox@sha256:" + "1" * 64)
     assert elsewhere["allowed"] is False and "REGISTRY_UNREACHABLE" in elsewhere["status"]["message"]
     assert _review(cluster, f"{host}/acme/app@{cluster.unrecorded}", namespace="kube-system")["allowed"] is True
@@ -141,14 +175,24 @@ def test_mutation_pins_tags_to_digests(cluster: Cluster) -> None:
     out = _review(cluster, f"{cluster.registry.host}/acme/app:v1", route="mutate")
     assert out["allowed"] is True and out["patchType"] == "JSONPatch"
     patch = json.loads(base64.b64decode(out["patch"]))
-    assert patch == [{"op": "replace", "path": "/spec/containers/0/image",
-                      "value": f"{cluster.registry.host}/acme/app@{cluster.recorded}"}]
+    assert patch == [
+        {
+            "op": "replace",
+            "path": "/spec/containers/0/image",
+            "value": f"{cluster.registry.host}/acme/app@{cluster.recorded}",
+        }
+    ]
 
 
 def test_gatekeeper_provider(cluster: Cluster) -> None:
     host = cluster.registry.host
-    body = {"apiVersion": "externaldata.gatekeeper.sh/v1beta1", "kind": "ProviderRequest",
-            "request": {"keys": [f"{host}/acme/app@{cluster.recorded}", f"{host}/acme/app@{cluster.unrecorded}", "nginx:1"]}}
+    body = {
+        "apiVersion": "externaldata.gatekeeper.sh/v1beta1",
+        "kind": "ProviderRequest",
+        "request": {
+            "keys": [f"{host}/acme/app@{cluster.recorded}", f"{host}/acme/app@{cluster.unrecorded}", "nginx:1"]
+        },
+    }
     r = cluster.post("gatekeeper/verify", body)
     items = {i["key"]: i for i in r.json()["response"]["items"]}
     assert items[f"{host}/acme/app@{cluster.recorded}"]["value"]["allowed"] is True
@@ -160,8 +204,23 @@ def test_cli_verify_image(cluster: Cluster) -> None:
     host = cluster.registry.host
 
     def verify(image: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "scitt_oci", "verify", image, "--trust", str(cluster.root / "policy.yaml"),
-                               "--registry-insecure", "--output", "json"], capture_output=True, text=True, check=False)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scitt_oci",
+                "verify",
+                image,
+                "--trust",
+                str(cluster.root / "policy.yaml"),
+                "--registry-insecure",
+                "--output",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
 
     ok = verify(f"{host}/acme/app@{cluster.recorded}")
     assert ok.returncode == 0 and json.loads(ok.stdout)["decision"] == "ADMIT"
@@ -267,21 +326,34 @@ def test_only_authenticated_validating_reviews_record_deploys(cluster: Cluster, 
     # Anyone who reaches the port without the API server's certificate or token is refused before the body is read.
     anonymous = cluster.post("admission/validate", _pod(image, "intruders"), authenticate=False)
     assert anonymous.status_code == 401 and "client certificate" in anonymous.json()["detail"]
-    wrong = cluster.post("admission/validate", _pod(image, "intruders"), authenticate=False,
-                         headers={"Authorization": "Bearer not-the-api-server-token"})
+    wrong = cluster.post(
+        "admission/validate",
+        _pod(image, "intruders"),
+        authenticate=False,
+        headers={"Authorization": "Bearer not-the-api-server-token"},
+    )
     assert wrong.status_code == 401
     assert cluster.post("gatekeeper/verify", {}, authenticate=False).status_code == 401
     # A certificate from another CA fails the TLS handshake.
     rogue = make_pki(tmp_path / "rogue", "rogue")
     with pytest.raises(requests.exceptions.ConnectionError):  # TLS 1.3: a handshake alert or a reset
-        requests.post(f"{cluster.admission_url}/admission/validate", json=_pod(image, "intruders"),
-                      cert=(str(rogue.client_cert), str(rogue.client_key)), verify=str(cluster.pki.ca), timeout=10)
+        requests.post(
+            f"{cluster.admission_url}/admission/validate",
+            json=_pod(image, "intruders"),
+            cert=(str(rogue.client_cert), str(rogue.client_key)),
+            verify=str(cluster.pki.ca),
+            timeout=10,
+        )
     # The mutating webhook decides but never records: it runs before the final decision and may be reinvoked.
     mutated = cluster.post("admission/mutate", _pod(image, "mutated"))
     assert mutated.json()["response"]["allowed"] is True
     # The bearer token is the alternative to the certificate; it records like the certificate does.
-    by_token = cluster.post("admission/validate", _pod(image, "by-token"), authenticate=False,
-                            headers={"Authorization": f"Bearer {API_SERVER_TOKEN}"})
+    by_token = cluster.post(
+        "admission/validate",
+        _pod(image, "by-token"),
+        authenticate=False,
+        headers={"Authorization": f"Bearer {API_SERVER_TOKEN}"},
+    )
     assert by_token.json()["response"]["allowed"] is True
     deadline = time.monotonic() + 30
     while "by-token" not in _deploy_namespaces(cluster) and time.monotonic() < deadline:
@@ -299,8 +371,10 @@ def test_reviews_are_bounded(cluster: Cluster) -> None:
     assert out["allowed"] is False and "REVIEW_LIMIT" in out["status"]["message"], out
     assert "20000 images" in out["status"]["message"] and time.monotonic() - started < 5
     keys = [f"{host}/acme/app@sha256:{i:064x}" for i in range(300)]
-    r = cluster.post("gatekeeper/verify", {"apiVersion": "externaldata.gatekeeper.sh/v1beta1",
-                                           "kind": "ProviderRequest", "request": {"keys": keys}})
+    r = cluster.post(
+        "gatekeeper/verify",
+        {"apiVersion": "externaldata.gatekeeper.sh/v1beta1", "kind": "ProviderRequest", "request": {"keys": keys}},
+    )
     assert r.status_code == 400 and "at most 256" in r.text
 
 
@@ -312,13 +386,16 @@ def test_registry_reads_per_review_are_bounded(cluster: Cluster) -> None:
     calls: list[str] = []
 
     class CountingClient(RegistryClient):
-        def request(self, method: str, path: str, *, scope: str = "", ok: tuple[int, ...] = (200,), **kw: Any) -> Response:
+        def request(
+            self, method: str, path: str, *, scope: str = "", ok: tuple[int, ...] = (200,), **kw: Any
+        ) -> Response:
             calls.append(path)
             return super().request(method, path, scope=scope, ok=ok, **kw)
 
     client = CountingClient(RegistrySettings.for_url(cluster.registry.url))
-    controller = Admission(cluster.root / "policy.yaml", {cluster.registry.host: client}, max_registry_requests=5,
-                           negative_ttl=0)
+    controller = Admission(
+        cluster.root / "policy.yaml", {cluster.registry.host: client}, max_registry_requests=5, negative_ttl=0
+    )
     host = cluster.registry.host
     review = _pod([f"{host}/acme/app@sha256:{i:064x}" for i in range(40)])
     out = asyncio.run(controller.review(json.dumps(review).encode(), mutate=False))["response"]

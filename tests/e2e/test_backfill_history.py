@@ -19,8 +19,13 @@ from tests.serverproc import ServerProcess
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
 
-    return subprocess.run([sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, check=False,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "scitt_oci", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_backfill_is_resumable_and_history_shows_the_record(tmp_path: Path) -> None:
@@ -48,8 +53,11 @@ def test_backfill_is_resumable_and_history_shows_the_record(tmp_path: Path) -> N
 
 def test_periodic_reconciliation_catches_what_no_webhook_said(tmp_path: Path) -> None:
     registry = RegistryProcess(tmp_path / "registry").start()
-    server = ServerProcess(tmp_path / "data", args=["--registry", registry.host, "--registry-insecure"],
-                           env={"SCITT_OCI_WATCH__POLL_INTERVAL_SECONDS": "0.3"}).start()
+    server = ServerProcess(
+        tmp_path / "data",
+        args=["--registry", registry.host, "--registry-insecure"],
+        env={"SCITT_OCI_WATCH__POLL_INTERVAL_SECONDS": "0.3"},
+    ).start()
     try:
         digest = oci_layout(tmp_path / "img", "poll")
         skopeo_push(tmp_path / "img", registry, "quiet/app")
@@ -65,13 +73,20 @@ def test_periodic_reconciliation_catches_what_no_webhook_said(tmp_path: Path) ->
 
 def test_dead_letters_are_listed_with_their_reason_and_can_be_retried(tmp_path: Path) -> None:
     registry = RegistryProcess(tmp_path / "registry").start()
-    server = ServerProcess(tmp_path / "data", args=["--registry", registry.host, "--registry-insecure"],
-                           env={"SCITT_OCI_WATCH__MAX_ATTEMPTS": "1"}).start()
+    server = ServerProcess(
+        tmp_path / "data",
+        args=["--registry", registry.host, "--registry-insecure"],
+        env={"SCITT_OCI_WATCH__MAX_ATTEMPTS": "1"},
+    ).start()
     try:
         secret = (server.data_dir / "webhook-secret").read_text().strip()
         missing = "sha256:" + "ee" * 32
-        r = requests.post(server.url + "/webhooks/generic", json={"repository": "ghost", "digest": missing},
-                          headers={"Authorization": f"Bearer {secret}"}, timeout=5)
+        r = requests.post(
+            server.url + "/webhooks/generic",
+            json={"repository": "ghost", "digest": missing},
+            headers={"Authorization": f"Bearer {secret}"},
+            timeout=5,
+        )
         assert r.status_code == 202
         deadline = time.monotonic() + 20
         while 'scitt_watch_events{state="dead"} 1.0' not in requests.get(server.url + "/metrics", timeout=5).text:
@@ -79,7 +94,10 @@ def test_dead_letters_are_listed_with_their_reason_and_can_be_retried(tmp_path: 
             time.sleep(0.05)
         listed = cli("watch", "dead-letters", "--data-dir", str(server.data_dir))
         assert "ghost@" + missing in listed.stdout and "not in the registry" in listed.stdout
-        assert "1 event(s) queued again" in cli("watch", "dead-letters", "--data-dir", str(server.data_dir), "--retry").stdout
+        assert (
+            "1 event(s) queued again"
+            in cli("watch", "dead-letters", "--data-dir", str(server.data_dir), "--retry").stdout
+        )
     finally:
         server.stop()
         registry.stop()
@@ -93,13 +111,18 @@ def test_backfill_history_and_verify_build_registry_clients_alike(tmp_path: Path
         skopeo_push(tmp_path / "img", registry, "team/url")
         skopeo_push(tmp_path / "img", registry, "team/conf")
         # `backfill http://HOST:PORT/REPO` once requested https://http:/v2/...
-        by_url = cli("backfill", f"http://{registry.host}/team/url", "--data-dir", str(tmp_path / "a"), "--registry-insecure")
+        by_url = cli(
+            "backfill", f"http://{registry.host}/team/url", "--data-dir", str(tmp_path / "a"), "--registry-insecure"
+        )
         assert by_url.returncode == 0 and "found 1 manifests not on record" in by_url.stdout, by_url.stderr
         # A configured registry's `insecure: true` holds without the flag (it was dropped for https).
         (tmp_path / "conf").mkdir()
         (tmp_path / "conf" / "scitt-oci.yaml").write_text(
-            f"data_dir: data\nwatch: {{registries: [{{url: '{registry.host}', insecure: true}}]}}\n")
-        configured = cli("backfill", f"{registry.host}/team/conf", "--config", str(tmp_path / "conf" / "scitt-oci.yaml"))
+            f"data_dir: data\nwatch: {{registries: [{{url: '{registry.host}', insecure: true}}]}}\n"
+        )
+        configured = cli(
+            "backfill", f"{registry.host}/team/conf", "--config", str(tmp_path / "conf" / "scitt-oci.yaml")
+        )
         assert configured.returncode == 0 and "found 1 manifests not on record" in configured.stdout, configured.stderr
         assert (tmp_path / "conf" / "data" / "watch.db").exists()  # data_dir relative to the file's folder
         # An http:// URL without the flag is refused by the same rule as `serve`.
@@ -136,7 +159,9 @@ def test_backfill_repairs_the_rest_when_an_index_tag_was_taken_over(tmp_path: Pa
         client = RegistryClient(RegistrySettings.for_url(registry.url))
         # app0's index tag now names an image; app1's index was rewritten without our statement.
         skopeo_push(tmp_path / "img1", registry, "team/app0", mf.fallback_tag(digests[0]))
-        client.push_manifest("team/app1", mf.canonical_json(mf.empty_index()), mf.OCI_INDEX, mf.fallback_tag(digests[1]))
+        client.push_manifest(
+            "team/app1", mf.canonical_json(mf.empty_index()), mf.OCI_INDEX, mf.fallback_tag(digests[1])
+        )
         assert client.referrers("team/app1", digests[1]) == []
         again = cli("backfill", registry.host, "--data-dir", data, "--registry-insecure")
         assert again.returncode == 1, again.stderr

@@ -31,8 +31,16 @@ from tests.serverproc import ServerProcess
 SECRET = "proxy-test-secret-0123456789abcdef"
 NAME = "registry.proxied.test"
 # What this machine's environment may already set, cleared so that each test says what it uses.
-_NETWORK_SETTINGS = {"HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
-                     "SSL_CERT_FILE", "SSL_CERT_DIR"}
+_NETWORK_SETTINGS = {
+    "HTTPS_PROXY",
+    "HTTP_PROXY",
+    "ALL_PROXY",
+    "NO_PROXY",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+}
 
 
 def _tls(root: Path) -> tuple[Path, Path, Path]:
@@ -40,19 +48,34 @@ def _tls(root: Path) -> tuple[Path, Path, Path]:
     now = dt.datetime.now(dt.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxy test CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-          .not_valid_after(now + dt.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
     sans = x509.SubjectAlternativeName([x509.DNSName(NAME), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(sans, critical=False).sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(sans, critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     (root / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (root / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (root / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                     serialization.NoEncryption()))
+    (root / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return root / "ca.pem", root / "cert.pem", root / "key.pem"
 
 
@@ -74,8 +97,13 @@ class Corp:
     @staticmethod
     def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         clean = {k: v for k, v in os.environ.items() if k.upper() not in _NETWORK_SETTINGS}
-        return subprocess.run([sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, check=False,
-                              env={**clean, **env})
+        return subprocess.run(
+            [sys.executable, "-m", "scitt_oci", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**clean, **env},
+        )
 
 
 @pytest.fixture(scope="module")
@@ -87,14 +115,23 @@ def corp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corp]:
         # The watcher reaches the registry by its proxied name, trusting its CA through SSL_CERT_FILE.
         cleared = {name: "" for name in _NETWORK_SETTINGS} | {name.lower(): "" for name in _NETWORK_SETTINGS}
         server = ServerProcess(root / "data", env={**cleared, "HTTPS_PROXY": proxy.url, "SSL_CERT_FILE": str(ca)})
-        registry = RegistryProcess(root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET,
-                                   tls=(cert, key)).start()
+        registry = RegistryProcess(
+            root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET, tls=(cert, key)
+        ).start()
         (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(algorithms.by_name("ES256"))]))
         (root / "issuer.pem").write_bytes(keys.generate(algorithms.by_name("ES256")).public_pem())
-        (root / "policy.yaml").write_text("transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
-                                          "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n")
-        server.args = ["--registry", f"{NAME}:{registry.port}", "--webhook-secret-file", str(root / "secret"),
-                       "--trust", str(root / "policy.yaml")]
+        (root / "policy.yaml").write_text(
+            "transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
+            "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n"
+        )
+        server.args = [
+            "--registry",
+            f"{NAME}:{registry.port}",
+            "--webhook-secret-file",
+            str(root / "secret"),
+            "--trust",
+            str(root / "policy.yaml"),
+        ]
         server.start()
         try:
             issuer = keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes())
@@ -130,8 +167,15 @@ def test_trust_pin_through_the_proxy(corp: Corp) -> None:
 
 def test_verify_through_the_proxy(corp: Corp) -> None:
     tunnels = corp.proxy.seen["tunnels"][NAME]
-    ok = corp.run("verify", f"{corp.proxied}/corp/app@{corp.recorded}", "--trust", str(corp.root / "policy.yaml"),
-                  "--output", "json", env={"HTTPS_PROXY": corp.proxy.url, "REQUESTS_CA_BUNDLE": str(corp.ca)})
+    ok = corp.run(
+        "verify",
+        f"{corp.proxied}/corp/app@{corp.recorded}",
+        "--trust",
+        str(corp.root / "policy.yaml"),
+        "--output",
+        "json",
+        env={"HTTPS_PROXY": corp.proxy.url, "REQUESTS_CA_BUNDLE": str(corp.ca)},
+    )
     assert ok.returncode == 0 and json.loads(ok.stdout)["decision"] == "ADMIT", ok.stdout + ok.stderr
     assert corp.proxy.seen["tunnels"][NAME] > tunnels
 
@@ -139,14 +183,31 @@ def test_verify_through_the_proxy(corp: Corp) -> None:
 def test_no_proxy_bypasses_the_proxy(corp: Corp) -> None:
     tunnels = corp.proxy.seen["tunnels"][NAME]
     env = {"HTTPS_PROXY": corp.proxy.url, "NO_PROXY": "localhost,.proxied.test", "REQUESTS_CA_BUNDLE": str(corp.ca)}
-    out = corp.run("verify", f"{corp.proxied}/corp/app@{corp.recorded}", "--trust", str(corp.root / "policy.yaml"),
-                   "--output", "json", "--timeout", "2", env=env)
+    out = corp.run(
+        "verify",
+        f"{corp.proxied}/corp/app@{corp.recorded}",
+        "--trust",
+        str(corp.root / "policy.yaml"),
+        "--output",
+        "json",
+        "--timeout",
+        "2",
+        env=env,
+    )
     # Direct, the name resolves nowhere: unreachable, and the proxy saw nothing.
     assert out.returncode == 2 and f"cannot resolve {NAME}" in out.stderr and "NO_PROXY" in out.stderr, out.stderr
     assert corp.proxy.seen["tunnels"][NAME] == tunnels
     # The same registry by its loopback address is reached directly, never through the proxy.
-    direct = corp.run("verify", f"{corp.registry.host}/corp/app@{corp.recorded}", "--trust",
-                      str(corp.root / "policy.yaml"), "--output", "json", "--ca-file", str(corp.ca),
-                      env={"HTTPS_PROXY": corp.proxy.url})
+    direct = corp.run(
+        "verify",
+        f"{corp.registry.host}/corp/app@{corp.recorded}",
+        "--trust",
+        str(corp.root / "policy.yaml"),
+        "--output",
+        "json",
+        "--ca-file",
+        str(corp.ca),
+        env={"HTTPS_PROXY": corp.proxy.url},
+    )
     assert direct.returncode == 0 and json.loads(direct.stdout)["decision"] == "ADMIT", direct.stdout + direct.stderr
     assert corp.proxy.seen["tunnels"][NAME] == tunnels

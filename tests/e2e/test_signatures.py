@@ -308,11 +308,15 @@ def test_only_verified_signatures_satisfy_signer_rules_in_verify(
 def test_a_notation_signer_rule_that_is_not_a_subject_is_refused_when_the_policy_loads(world: World) -> None:
     """The v1 form (`x509 sha256:...`, from annotations) or a glob over the whole text (`*O=Notary*`)
     is no Notation signer rule: refused, naming the rule, not silently never matched."""
-    for rule in ("{format: notation, signer: 'x509 sha256:*'}", "{format: notation, signer: 'x509.subject: *O=Notary*'}"):
+    for rule in (
+        "{format: notation, signer: 'x509 sha256:*'}",
+        "{format: notation, signer: 'x509.subject: *O=Notary*'}",
+    ):
         policy = _write_policy(world.root, rule)
         try:
-            out = _cli("verify", f"{world.registry.host}/notary/alpine@{ALPINE}", "--trust", str(policy),
-                       "--registry-insecure")
+            out = _cli(
+                "verify", f"{world.registry.host}/notary/alpine@{ALPINE}", "--trust", str(policy), "--registry-insecure"
+            )
             assert out.returncode == 2 and "require.signatures[0].signer" in out.stderr, out.stderr
             assert "Traceback" not in out.stderr
         finally:

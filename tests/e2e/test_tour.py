@@ -32,7 +32,7 @@ def runnable_blocks(doc: str) -> list[str]:
     for part in text.split(MARKER)[1:]:
         body = part.lstrip("\n")
         assert body.startswith("```sh\n"), f"{doc}: the marker must come right before a ```sh block"
-        blocks.append(body[len("```sh\n"):].split("\n```", 1)[0] + "\n")
+        blocks.append(body[len("```sh\n") :].split("\n```", 1)[0] + "\n")
     return blocks
 
 
@@ -54,8 +54,15 @@ def run_literally(script: str, cwd: Path, timeout: float = 240) -> tuple[int, st
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("SCITT_OCI_CONFIG", None)
     with (cwd / "block.out").open("wb") as out, (cwd / "block.err").open("wb") as err:
-        proc = subprocess.Popen([*_isolation(), "bash", "block.sh"], cwd=cwd, env=env, stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            [*_isolation(), "bash", "block.sh"],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             code = proc.wait(timeout)
         finally:
@@ -92,26 +99,46 @@ def test_readme_push_to_admit_runs_as_written(tmp_path: Path) -> None:
     admit, reject = lines.index("ADMIT"), lines.index("REJECT")
     assert admit < reject and lines[-1] == "exit code 1", context
     assert lines[lines.index("exit code 0")] and admit < lines.index("exit code 0") < reject, context
-    assert "NO_STATEMENTS" in out[out.index("REJECT"):], context
+    assert "NO_STATEMENTS" in out[out.index("REJECT") :], context
     assert "issuer key" in out and "wrote p.yaml" in out and "Traceback" not in err, context
+
 
 IMAGE = "sha256:5d8ae6143394fc080642b6caef7c25047c159df2874f0a71adef5c480be0d2f0"
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, cwd=cwd, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, cwd=cwd, check=False
+    )
 
 
 def test_statement_register_verify_audit(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path / "data").start()
     try:
         issuer_key = str(srv.data_dir / "keys" / "issuer.pem")
-        made = cli("statement", "create", "--key", issuer_key, "--issuer", "https://wabbit-networks.example",
-                   "--subject", f"oci://registry.example/net-monitor@{IMAGE}", "--digest", IMAGE,
-                   "--media-type", "application/vnd.oci.image.manifest.v1+json", "--out", "push.cose", cwd=tmp_path)
+        made = cli(
+            "statement",
+            "create",
+            "--key",
+            issuer_key,
+            "--issuer",
+            "https://wabbit-networks.example",
+            "--subject",
+            f"oci://registry.example/net-monitor@{IMAGE}",
+            "--digest",
+            IMAGE,
+            "--media-type",
+            "application/vnd.oci.image.manifest.v1+json",
+            "--out",
+            "push.cose",
+            cwd=tmp_path,
+        )
         assert made.returncode == 0, made.stderr
         reg = cli("register", "push.cose", "--ts", srv.url, "--out", "push.scitt", cwd=tmp_path)
-        assert reg.returncode == 0 and "registered: leaf index 0 (unsigned, from the proof) of tree size 1 (signed)" in reg.stdout, reg.stderr
+        assert (
+            reg.returncode == 0
+            and "registered: leaf index 0 (unsigned, from the proof) of tree size 1 (signed)" in reg.stdout
+        ), reg.stderr
         (tmp_path / "ts-keys.cbor").write_bytes(requests.get(srv.url + "/.well-known/scitt-keys", timeout=5).content)
         assert cli("keys", "export", issuer_key, "--format", "pem", "--out", "issuer.pub", cwd=tmp_path).returncode == 0
         (tmp_path / "policy.yaml").write_text(
@@ -124,8 +151,21 @@ def test_statement_register_verify_audit(tmp_path: Path) -> None:
         assert report["receipts"][0]["service"] == "local" and report["statement"]["trusted_issuer"] == "wabbit"
         first = cli("log", "audit", "--ts", srv.url, "--state", "audit.json", cwd=tmp_path)
         assert first.returncode == 0 and "first audit: 1 entries" in first.stdout
-        cli("statement", "create", "--key", issuer_key, "--issuer", "https://wabbit-networks.example",
-            "--subject", "urn:second", "--digest", "sha256:" + "1" * 64, "--out", "second.cose", cwd=tmp_path)
+        cli(
+            "statement",
+            "create",
+            "--key",
+            issuer_key,
+            "--issuer",
+            "https://wabbit-networks.example",
+            "--subject",
+            "urn:second",
+            "--digest",
+            "sha256:" + "1" * 64,
+            "--out",
+            "second.cose",
+            cwd=tmp_path,
+        )
         assert cli("register", "second.cose", "--ts", srv.url, cwd=tmp_path).returncode == 0
         second = cli("log", "audit", "--ts", srv.url, "--state", "audit.json", cwd=tmp_path)
         assert second.returncode == 0 and "consistent: 1 -> 2 entries" in second.stdout
@@ -141,8 +181,21 @@ def test_audit_detects_a_rewritten_log(tmp_path: Path) -> None:
     try:
         issuer = str(a.data_dir / "keys" / "issuer.pem")
         for name, digest in (("x", "2" * 64), ("y", "3" * 64)):
-            cli("statement", "create", "--key", issuer, "--issuer", "https://w", "--subject", f"urn:{name}",
-                "--digest", f"sha256:{digest}", "--out", f"{name}.cose", cwd=tmp_path)
+            cli(
+                "statement",
+                "create",
+                "--key",
+                issuer,
+                "--issuer",
+                "https://w",
+                "--subject",
+                f"urn:{name}",
+                "--digest",
+                f"sha256:{digest}",
+                "--out",
+                f"{name}.cose",
+                cwd=tmp_path,
+            )
         assert cli("register", "x.cose", "--ts", a.url, cwd=tmp_path).returncode == 0
         assert cli("log", "audit", "--ts", a.url, "--state", "audit.json", cwd=tmp_path).returncode == 0
     finally:
@@ -169,7 +222,7 @@ def test_trust_policy_worked_example_runs_as_written(tmp_path: Path) -> None:
     context = f"exit {code}\n{out}\n{err}\n{_logs(tmp_path)}"
     top_level = [line for line in out.splitlines() if line.strip() and not line.startswith(" ")]
     assert code == 0 and top_level[-1] == "VALID" and "trusted as wabbit-log" in out, context
-    shown = out[out.index("transparency_services:"):out.index("VALID")]
+    shown = out[out.index("transparency_services:") : out.index("VALID")]
     documented = (ROOT / "docs" / "trust-policy.md").read_text().split("`trust pin` wrote this policy")[1]
     documented = documented.split("```yaml\n", 1)[1].split("```", 1)[0]
     assert shown.strip() == documented.strip(), "docs/trust-policy.md shows another policy than trust pin writes"
@@ -184,8 +237,12 @@ def test_watcher_dead_letter_example_runs_as_written(tmp_path: Path) -> None:
 
 
 def test_no_elided_digests_in_the_docs() -> None:
-    docs = ["README.md", "charts/scitt-oci/README.md", "deploy/README.md", *sorted(
-        str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md"))]
+    docs = [
+        "README.md",
+        "charts/scitt-oci/README.md",
+        "deploy/README.md",
+        *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").rglob("*.md")),
+    ]
     assert "docs/profile.md" in docs and "docs/admission.md" in docs
     for doc in docs:
         text = (ROOT / doc).read_text()
@@ -212,8 +269,12 @@ def _example_policies() -> list[tuple[str, str]]:
     """(where, text) of every trust policy shown in the docs, deploy/ and the chart: YAML blocks and
     files that name `transparency_services`."""
     found = []
-    for doc in ["README.md", "charts/scitt-oci/README.md", "deploy/README.md",
-                *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "docs").rglob("*.md")))]:
+    for doc in [
+        "README.md",
+        "charts/scitt-oci/README.md",
+        "deploy/README.md",
+        *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "docs").rglob("*.md"))),
+    ]:
         for n, block in enumerate((ROOT / doc).read_text().split("```")[1::2]):
             if "transparency_services:" in block:
                 found.append((f"{doc} block {n}", block))

@@ -39,14 +39,18 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     root = tmp_path_factory.mktemp("watch")
     (root / "secret").write_text(SECRET)
     server = ServerProcess(root / "data")
-    registry = RegistryProcess(root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET).start()
+    registry = RegistryProcess(
+        root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET
+    ).start()
     server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret")]
     server.start()
     (root / "ts.cbor").write_bytes(requests.get(server.url + "/.well-known/scitt-keys", timeout=5).content)
     issuer = keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes())
     (root / "issuer.pem").write_bytes(issuer.public_pem())
-    (root / "policy.yaml").write_text("transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
-                                      "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n")
+    (root / "policy.yaml").write_text(
+        "transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
+        "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n"
+    )
     yield Setup(server, registry, RegistryClient(RegistrySettings.for_url(registry.url)), root / "policy.yaml", root)
     server.stop()
     registry.stop()
@@ -60,7 +64,9 @@ def statements_for(s: Setup, repo: str, digest: str, count: int, timeout: float 
         if len(found) >= count or time.monotonic() > deadline:
             break
         time.sleep(0.05)  # polling for an asynchronous outcome, bounded by the deadline
-    assert len(found) == count, f"{len(found)} statements attached to {digest}, expected {count}: {s.server.output()[-2000:]}"
+    assert len(found) == count, (
+        f"{len(found)} statements attached to {digest}, expected {count}: {s.server.output()[-2000:]}"
+    )
     out = []
     for d in found:
         assert d.annotations[mf.ANN_KIND] in ("push", "signature", "delete")
@@ -101,7 +107,9 @@ def test_multi_arch_index_and_its_platform_manifests(watched: Setup) -> None:
     assert kinds(watched, statements_for(watched, "wabbit/multi", digest, 1), digest) == ["push"]
     index = json.loads((watched.root / "img2" / "blobs" / "sha256" / digest.split(":")[1]).read_bytes())
     for platform in index["manifests"]:
-        assert kinds(watched, statements_for(watched, "wabbit/multi", platform["digest"], 1), platform["digest"]) == ["push"]
+        assert kinds(watched, statements_for(watched, "wabbit/multi", platform["digest"], 1), platform["digest"]) == [
+            "push"
+        ]
 
 
 def _image_descriptor(s: Setup, repo: str, digest: str) -> Descriptor:
@@ -117,39 +125,65 @@ def test_cosign_classic_and_notation_signatures_are_recorded_about_the_image(wat
     statements_for(watched, repo, digest, 1)
     image = _image_descriptor(watched, repo, digest)
     # cosign classic: a manifest tagged sha256-<hex>.sig with a simple-signing layer
-    payload = json.dumps({"critical": {"identity": {"docker-reference": f"{watched.registry.host}/{repo}"},
-                                       "image": {"docker-manifest-digest": digest},
-                                       "type": "cosign container image signature"}, "optional": None}).encode()
+    payload = json.dumps(
+        {
+            "critical": {
+                "identity": {"docker-reference": f"{watched.registry.host}/{repo}"},
+                "image": {"docker-manifest-digest": digest},
+                "type": "cosign container image signature",
+            },
+            "optional": None,
+        }
+    ).encode()
     layer = watched.client.push_blob(repo, payload)
     config = watched.client.push_blob(repo, b"{}")
-    cosign = mf.canonical_json({
-        "schemaVersion": 2, "mediaType": mf.OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
-        "layers": [{"mediaType": "application/vnd.dev.cosign.simplesigning.v1+json", "digest": layer,
-                    "size": len(payload), "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ=="}}],
-    })
+    cosign = mf.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mf.OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+            "layers": [
+                {
+                    "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                    "digest": layer,
+                    "size": len(payload),
+                    "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ=="},
+                }
+            ],
+        }
+    )
     watched.client.push_manifest(repo, cosign, mf.OCI_MANIFEST, mf.fallback_tag(digest) + ".sig")
     # Notation: an artifact with subject = the image and a COSE envelope layer
     envelope = watched.client.push_blob(repo, b"\xd2\x84\x40\xa0\xf6\x40")
-    notation = mf.canonical_json({
-        "schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "artifactType": mf.NOTATION_SIGNATURE,
-        "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
-        "layers": [{"mediaType": "application/cose", "digest": envelope, "size": 6}],
-        "subject": image.to_json(),
-        "annotations": {"io.cncf.notary.x509chain.thumbprint#S256": '["abcdef"]'},
-    })
+    notation = mf.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mf.OCI_MANIFEST,
+            "artifactType": mf.NOTATION_SIGNATURE,
+            "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
+            "layers": [{"mediaType": "application/cose", "digest": envelope, "size": 6}],
+            "subject": image.to_json(),
+            "annotations": {"io.cncf.notary.x509chain.thumbprint#S256": '["abcdef"]'},
+        }
+    )
     notation_digest, _ = watched.client.push_manifest(repo, notation, mf.OCI_MANIFEST)
     # cosign v3: a Sigstore bundle as an OCI 1.1 referrer
     bundle = json.dumps({"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "messageSignature": {}}).encode()
     bundle_blob = watched.client.push_blob(repo, bundle)
-    sigstore = mf.canonical_json({
-        "schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "artifactType": mf.SIGSTORE_BUNDLE,
-        "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
-        "layers": [{"mediaType": mf.SIGSTORE_BUNDLE, "digest": bundle_blob, "size": len(bundle)}],
-        "subject": image.to_json(),
-        "annotations": {"dev.sigstore.bundle.content": "message-signature",
-                        "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1"},
-    })
+    sigstore = mf.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mf.OCI_MANIFEST,
+            "artifactType": mf.SIGSTORE_BUNDLE,
+            "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
+            "layers": [{"mediaType": mf.SIGSTORE_BUNDLE, "digest": bundle_blob, "size": len(bundle)}],
+            "subject": image.to_json(),
+            "annotations": {
+                "dev.sigstore.bundle.content": "message-signature",
+                "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1",
+            },
+        }
+    )
     watched.client.push_manifest(repo, sigstore, mf.OCI_MANIFEST)
     blobs = statements_for(watched, repo, digest, 4)
     assert kinds(watched, blobs, digest) == ["push", "signature", "signature", "signature"]
@@ -175,7 +209,9 @@ def test_no_feedback_loop_and_events_are_done(watched: Setup) -> None:
     # Distribution's payloads let the webhook drop events about what we pushed before storing them.
     stored = [json.loads(e) for (e,) in conn.execute("SELECT event FROM events")]
     assert not [e for e in stored if (e["tag"] or "").startswith("sha256-") and not e["tag"].endswith(".sig")]
-    notes = [n for (n,) in conn.execute("SELECT last_error FROM events WHERE state = 'done' AND last_error LIKE 'skipped%'")]
+    notes = [
+        n for (n,) in conn.execute("SELECT last_error FROM events WHERE state = 'done' AND last_error LIKE 'skipped%'")
+    ]
     assert not any("our own" in n or "fallback index" in n for n in notes)
     kinds_on_record = [k for (k,) in conn.execute("SELECT kind FROM recorded")]
     assert kinds_on_record.count("push") == 5 and kinds_on_record.count("signature") == 3
@@ -185,7 +221,9 @@ def test_webhook_rejections(watched: Setup) -> None:
     url = watched.server.url + "/webhooks/distribution"
     auth = {"Authorization": f"Bearer {SECRET}", "Content-Type": "application/json"}
     assert requests.post(url, data=b"{}", headers={"Content-Type": "application/json"}, timeout=5).status_code == 401
-    assert requests.post(url, data=b"{}", headers={**auth, "Authorization": "Bearer wrong"}, timeout=5).status_code == 401
+    assert (
+        requests.post(url, data=b"{}", headers={**auth, "Authorization": "Bearer wrong"}, timeout=5).status_code == 401
+    )
     bad = requests.post(url, data=b"not json", headers=auth, timeout=5)
     assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
     assert "not JSON" in bad.json()["detail"]
@@ -195,18 +233,36 @@ def test_webhook_rejections(watched: Setup) -> None:
     assert requests.post(url, data=b"x" * (1024 * 1024 + 1), headers=auth, timeout=5).status_code == 413
     assert requests.post(watched.server.url + "/webhooks/nope", data=b"{}", headers=auth, timeout=5).status_code == 404
     assert requests.post(url, data=b"{}", headers={**auth, "Content-Type": "text/plain"}, timeout=5).status_code == 415
-    assert requests.post(url + "?registry=evil.example", data=b'{"events": []}', headers=auth, timeout=5).status_code == 400
+    assert (
+        requests.post(url + "?registry=evil.example", data=b'{"events": []}', headers=auth, timeout=5).status_code
+        == 400
+    )
     # Tags outside the reference grammar: a 400 naming the field, nothing stored.
     for tag in ("../../../../_catalog?n=1#", "v1\r\nX: y"):
-        event = {"events": [{"id": "t1", "action": "push", "target": {
-            "mediaType": mf.OCI_MANIFEST, "repository": "wabbit/x", "tag": tag,
-            "digest": "sha256:" + "ab" * 32}}]}
+        event = {
+            "events": [
+                {
+                    "id": "t1",
+                    "action": "push",
+                    "target": {
+                        "mediaType": mf.OCI_MANIFEST,
+                        "repository": "wabbit/x",
+                        "tag": tag,
+                        "digest": "sha256:" + "ab" * 32,
+                    },
+                }
+            ]
+        }
         refused = requests.post(url, data=json.dumps(event), headers=auth, timeout=5)
         assert refused.status_code == 400 and "events[0].target.tag" in refused.json()["detail"]
     # A signature header with non-ASCII characters is a wrong signature, not a server error.
     github = watched.server.url + "/webhooks/github"
-    odd = requests.post(github, data=b"{}", headers={"X-Hub-Signature-256": "sha256=\u00b2\u00e9",
-                                                    "Content-Type": "application/json"}, timeout=5)
+    odd = requests.post(
+        github,
+        data=b"{}",
+        headers={"X-Hub-Signature-256": "sha256=\u00b2\u00e9", "Content-Type": "application/json"},
+        timeout=5,
+    )
     assert odd.status_code == 401
 
 
@@ -215,15 +271,27 @@ def test_github_hmac_signed_webhook_is_accepted(watched: Setup) -> None:
     import hmac
 
     digest = "sha256:" + "9" * 64
-    body = json.dumps({"action": "published", "package": {"name": "gh-app", "package_type": "container",
-                       "package_version": {"version": digest}}}).encode()
+    body = json.dumps(
+        {
+            "action": "published",
+            "package": {"name": "gh-app", "package_type": "container", "package_version": {"version": digest}},
+        }
+    ).encode()
     signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     url = watched.server.url + "/webhooks/github"
-    ok = requests.post(url, data=body, headers={"X-Hub-Signature-256": signature, "X-GitHub-Event": "package",
-                                                "Content-Type": "application/json"}, timeout=5)
+    ok = requests.post(
+        url,
+        data=body,
+        headers={"X-Hub-Signature-256": signature, "X-GitHub-Event": "package", "Content-Type": "application/json"},
+        timeout=5,
+    )
     assert ok.status_code == 202 and ok.json()["received"] == 1
-    forged = requests.post(url, data=body, headers={"X-Hub-Signature-256": "sha256=" + "0" * 64,
-                                                    "Content-Type": "application/json"}, timeout=5)
+    forged = requests.post(
+        url,
+        data=body,
+        headers={"X-Hub-Signature-256": "sha256=" + "0" * 64, "Content-Type": "application/json"},
+        timeout=5,
+    )
     assert forged.status_code == 401
 
 
@@ -232,8 +300,9 @@ def test_a_push_after_a_delete_is_recorded_again_and_a_stripped_delete_record_co
     digest = oci_layout(watched.root / "img-again", "again")
     skopeo_push(watched.root / "img-again", watched.registry, repo)
     statements_for(watched, repo, digest, 1)
-    deleted = watched.client.request("DELETE", f"/v2/{repo}/manifests/{digest}", scope=f"repository:{repo}:delete",
-                                     ok=(202,))
+    deleted = watched.client.request(
+        "DELETE", f"/v2/{repo}/manifests/{digest}", scope=f"repository:{repo}:delete", ok=(202,)
+    )
     assert deleted.status_code == 202
     statements_for(watched, repo, digest, 2, timeout=90)  # a busy machine can hold a notification back a while
     skopeo_push(watched.root / "img-again", watched.registry, repo)  # the same digest, pushed again
@@ -263,9 +332,22 @@ def test_a_push_after_a_delete_is_recorded_again_and_a_stripped_delete_record_co
     import subprocess
     import sys
 
-    backfill = subprocess.run([sys.executable, "-m", "scitt_oci", "backfill", watched.registry.host, "--data-dir",
-                               str(watched.server.data_dir), "--registry-insecure"],
-                              capture_output=True, text=True, check=False, timeout=120)
+    backfill = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scitt_oci",
+            "backfill",
+            watched.registry.host,
+            "--data-dir",
+            str(watched.server.data_dir),
+            "--registry-insecure",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert backfill.returncode == 0, backfill.stderr
     assert "missing referrers" in backfill.stdout, backfill.stdout
     assert kinds(watched, statements_for(watched, repo, digest, 3), digest) == ["delete", "push", "push"]

@@ -33,12 +33,18 @@ def test_registry_down_then_back_loses_nothing(tmp_path: Path) -> None:
     digest = oci_layout(tmp_path / "img", "down")
     skopeo_push(tmp_path / "img", registry, "app")
     registry.stop()
-    server = ServerProcess(tmp_path / "data", args=["--registry", registry.host, "--registry-insecure",
-                                                    "--webhook-secret-file", str(tmp_path / "secret")],
-                           env={"SCITT_OCI_WATCH__MAX_ATTEMPTS": "30"}).start()
+    server = ServerProcess(
+        tmp_path / "data",
+        args=["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(tmp_path / "secret")],
+        env={"SCITT_OCI_WATCH__MAX_ATTEMPTS": "30"},
+    ).start()
     try:
-        r = requests.post(server.url + "/webhooks/generic", json={"repository": "app", "digest": digest, "tag": "v1"},
-                          headers={"Authorization": f"Bearer {SECRET}"}, timeout=5)
+        r = requests.post(
+            server.url + "/webhooks/generic",
+            json={"repository": "app", "digest": digest, "tag": "v1"},
+            headers={"Authorization": f"Bearer {SECRET}"},
+            timeout=5,
+        )
         assert r.status_code == 202 and r.json() == {"received": 1, "queued": 1}
         db = sqlite3.connect(f"file:{server.data_dir / 'watch.db'}?mode=ro", uri=True)
         deadline = time.monotonic() + 30
@@ -61,8 +67,16 @@ def test_registry_down_then_back_loses_nothing(tmp_path: Path) -> None:
 def test_sigkill_mid_processing_completes_every_event_exactly_once(tmp_path: Path) -> None:
     (tmp_path / "secret").write_text(SECRET)
     server = ServerProcess(tmp_path / "data", env={"SCITT_OCI_WATCH__LEASE_SECONDS": "2"})
-    registry = RegistryProcess(tmp_path / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET).start()
-    server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(tmp_path / "secret")]
+    registry = RegistryProcess(
+        tmp_path / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET
+    ).start()
+    server.args = [
+        "--registry",
+        registry.host,
+        "--registry-insecure",
+        "--webhook-secret-file",
+        str(tmp_path / "secret"),
+    ]
     server.start()
     digests = []
     try:
@@ -76,7 +90,10 @@ def test_sigkill_mid_processing_completes_every_event_exactly_once(tmp_path: Pat
             assert _attached(client, f"app{i}", digest, 1, 60) == 1
         deadline = time.monotonic() + 30
         db = sqlite3.connect(f"file:{server.data_dir / 'watch.db'}?mode=ro", uri=True)
-        while db.execute("SELECT COUNT(*) FROM events WHERE state != 'done'").fetchone()[0] and time.monotonic() < deadline:
+        while (
+            db.execute("SELECT COUNT(*) FROM events WHERE state != 'done'").fetchone()[0]
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         assert db.execute("SELECT COUNT(*) FROM events WHERE state != 'done'").fetchone()[0] == 0
         for i, digest in enumerate(digests):  # exactly one referrer each, in the fallback index too

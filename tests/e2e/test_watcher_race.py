@@ -29,8 +29,9 @@ REPO = "wabbit/raced"
 SIGNERS = 12
 
 
-def _sign_like_notation(registry: RegistryProcess, image: Descriptor, n: int, start: threading.Barrier,
-                        out: list[str]) -> None:
+def _sign_like_notation(
+    registry: RegistryProcess, image: Descriptor, n: int, start: threading.Barrier, out: list[str]
+) -> None:
     """Push a Notation signature manifest by digest, then read-modify-write the fallback index
     without any guard, as Notation (oras-go) does against a registry with no referrers API."""
     client = RegistryClient(RegistrySettings.for_url(registry.url))
@@ -38,10 +39,17 @@ def _sign_like_notation(registry: RegistryProcess, image: Descriptor, n: int, st
     layer = client.push_blob(REPO, envelope)
     client.push_blob(REPO, mf.EMPTY_BLOB)
     annotations = {"io.cncf.notary.x509chain.thumbprint#S256": f'["{n:064x}"]'}
-    doc = mf.canonical_json({"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "artifactType": mf.NOTATION_SIGNATURE,
-                             "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
-                             "layers": [{"mediaType": "application/jose+json", "digest": layer, "size": len(envelope)}],
-                             "subject": image.to_json(), "annotations": annotations})
+    doc = mf.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mf.OCI_MANIFEST,
+            "artifactType": mf.NOTATION_SIGNATURE,
+            "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
+            "layers": [{"mediaType": "application/jose+json", "digest": layer, "size": len(envelope)}],
+            "subject": image.to_json(),
+            "annotations": annotations,
+        }
+    )
     start.wait()
     digest, _ = client.push_manifest(REPO, doc, mf.OCI_MANIFEST)
     entry = Descriptor(mf.OCI_MANIFEST, digest, len(doc), mf.NOTATION_SIGNATURE, annotations).to_json()
@@ -57,9 +65,16 @@ def _sign_like_notation(registry: RegistryProcess, image: Descriptor, n: int, st
 def test_twelve_concurrent_signatures_lose_no_statement_and_no_foreign_entry(tmp_path: Path) -> None:
     (tmp_path / "secret").write_text(SECRET)
     server = ServerProcess(tmp_path / "data")
-    registry = RegistryProcess(tmp_path / "registry", notify_url=f"{server.url}/webhooks/distribution",
-                               secret=SECRET).start()
-    server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(tmp_path / "secret")]
+    registry = RegistryProcess(
+        tmp_path / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET
+    ).start()
+    server.args = [
+        "--registry",
+        registry.host,
+        "--registry-insecure",
+        "--webhook-secret-file",
+        str(tmp_path / "secret"),
+    ]
     server.start()
     try:
         digest = oci_layout(tmp_path / "img", "raced")
@@ -69,8 +84,10 @@ def test_twelve_concurrent_signatures_lose_no_statement_and_no_foreign_entry(tmp
         assert image is not None
         start = threading.Barrier(SIGNERS)
         signatures: list[str] = []
-        threads = [threading.Thread(target=_sign_like_notation, args=(registry, image, n, start, signatures))
-                   for n in range(SIGNERS)]
+        threads = [
+            threading.Thread(target=_sign_like_notation, args=(registry, image, n, start, signatures))
+            for n in range(SIGNERS)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -91,9 +108,22 @@ def test_twelve_concurrent_signatures_lose_no_statement_and_no_foreign_entry(tmp
 
         # The reconciliation of attachments (periodic in serve; at once in backfill) lists again
         # whatever a signer's stale write dropped after the watcher's confirming read.
-        backfill = subprocess.run([sys.executable, "-m", "scitt_oci", "backfill", registry.host, "--data-dir",
-                                   str(server.data_dir), "--registry-insecure"],
-                                  capture_output=True, text=True, check=False, timeout=120)
+        backfill = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scitt_oci",
+                "backfill",
+                registry.host,
+                "--data-dir",
+                str(server.data_dir),
+                "--registry-insecure",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
         assert backfill.returncode == 0, backfill.stderr
 
         fetched = client.manifest(REPO, mf.fallback_tag(digest))

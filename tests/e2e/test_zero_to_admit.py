@@ -18,7 +18,9 @@ SECRET = "zero-to-admit-webhook-secret-42"
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, cwd=cwd, check=False, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, cwd=cwd, check=False, timeout=60
+    )
 
 
 def verify_until(image: str, cwd: Path, decision: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -34,8 +36,16 @@ def verify_until(image: str, cwd: Path, decision: str, timeout: float = 30) -> s
 def test_push_pin_verify_admit_and_reject_while_stopped(tmp_path: Path) -> None:
     (tmp_path / "secret").write_text(SECRET)
     server = ServerProcess(tmp_path / "data")
-    registry = RegistryProcess(tmp_path / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET).start()
-    server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(tmp_path / "secret")]
+    registry = RegistryProcess(
+        tmp_path / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET
+    ).start()
+    server.args = [
+        "--registry",
+        registry.host,
+        "--registry-insecure",
+        "--webhook-secret-file",
+        str(tmp_path / "secret"),
+    ]
     try:
         server.start()
         pinned = cli("trust", "pin", server.url, "--policy", "p.yaml", cwd=tmp_path)
@@ -46,12 +56,16 @@ def test_push_pin_verify_admit_and_reject_while_stopped(tmp_path: Path) -> None:
         v1 = oci_layout(tmp_path / "v1", "zero-v1")
         skopeo_push(tmp_path / "v1", registry, "net-monitor", "v1")
         admitted = verify_until(f"{registry.host}/net-monitor@{v1}", tmp_path, "ADMIT")
-        assert admitted.returncode == 0 and admitted.stdout.startswith("ADMIT"), admitted.stdout + server.output()[-2000:]
+        assert admitted.returncode == 0 and admitted.stdout.startswith("ADMIT"), (
+            admitted.stdout + server.output()[-2000:]
+        )
 
         server.stop()
         v2 = oci_layout(tmp_path / "v2", "zero-v2")
         skopeo_push(tmp_path / "v2", registry, "net-monitor", "v2")
-        rejected = cli("verify", f"{registry.host}/net-monitor@{v2}", "--trust", "p.yaml", "--registry-insecure", cwd=tmp_path)
+        rejected = cli(
+            "verify", f"{registry.host}/net-monitor@{v2}", "--trust", "p.yaml", "--registry-insecure", cwd=tmp_path
+        )
         assert rejected.returncode == 1 and rejected.stdout.startswith("REJECT") and "NO_STATEMENTS" in rejected.stdout
 
         # Back up with the same data: the registry's retried notification is recorded; the pin still holds.

@@ -25,11 +25,17 @@ from tests.serverproc import ServerProcess, free_port
 def test_202_then_poll_until_200(tmp_path: Path) -> None:
     srv = ServerProcess(
         tmp_path / "data",
-        env={"SCITT_OCI_REGISTRATION__WAIT_SECONDS": "0", "SCITT_OCI_BATCH__MAX_DELAY_MS": "300", "SCITT_OCI_BATCH__MAX_SIZE": "1000"},
+        env={
+            "SCITT_OCI_REGISTRATION__WAIT_SECONDS": "0",
+            "SCITT_OCI_BATCH__MAX_DELAY_MS": "300",
+            "SCITT_OCI_BATCH__MAX_SIZE": "1000",
+        },
     ).start()
     try:
         issuer = keys.load_private_pem((srv.data_dir / "keys" / "issuer.pem").read_bytes())
-        body = statement.hash_envelope_statement(issuer, issuer="https://w", subject="urn:a", digest=hashlib.sha256(b"a").digest()).encode()
+        body = statement.hash_envelope_statement(
+            issuer, issuer="https://w", subject="urn:a", digest=hashlib.sha256(b"a").digest()
+        ).encode()
         r = requests.post(srv.url + "/entries", data=body, headers={"Content-Type": "application/cose"}, timeout=10)
         assert r.status_code == 202 and r.headers["retry-after"] == "1" and not r.content
         location = r.headers["location"]
@@ -43,7 +49,9 @@ def test_202_then_poll_until_200(tmp_path: Path) -> None:
         got = ScrapiClient(srv.url, sleep=short_sleep).wait_for(location)
         assert receipt.verify_receipt(got, statement.parse(body), ScrapiClient(srv.url).keys()).tree_size == 1
         # The client does all of that by itself.
-        body2 = statement.hash_envelope_statement(issuer, issuer="https://w", subject="urn:b", digest=hashlib.sha256(b"b").digest()).encode()
+        body2 = statement.hash_envelope_statement(
+            issuer, issuer="https://w", subject="urn:b", digest=hashlib.sha256(b"b").digest()
+        ).encode()
         assert ScrapiClient(srv.url).register(body2).receipt
     finally:
         srv.stop()
@@ -72,15 +80,22 @@ class Draft10Service:
         async def elsewhere(request: Request) -> Response:
             return Response(status_code=303, headers={"Location": "http://198.51.100.7/steal"})
 
-        return Starlette(routes=[Route("/entries", post, methods=["POST"]), Route("/operations/1", poll),
-                                 Route("/evil/entries", elsewhere, methods=["POST"])])
+        return Starlette(
+            routes=[
+                Route("/entries", post, methods=["POST"]),
+                Route("/operations/1", poll),
+                Route("/evil/entries", elsewhere, methods=["POST"]),
+            ]
+        )
 
 
 @pytest.fixture
 def draft10() -> Iterator[tuple[str, Draft10Service]]:
     double = Draft10Service()
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(double.app(), host="127.0.0.1", port=port, log_level="error", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(double.app(), host="127.0.0.1", port=port, log_level="error", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:  # wait for the listening socket

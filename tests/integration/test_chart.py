@@ -22,40 +22,114 @@ POLICY_FILE = ROOT / "deploy" / "trust-policy.example.yaml"
 COMBINATIONS = {
     "standalone": [],
     "sidecar": ["--set", "mode=sidecar"],
-    "standalone-registries": ["--set", "watch.registries[0].url=registry.example.com", "--set", "watch.pollIntervalSeconds=300"],
+    "standalone-registries": [
+        "--set",
+        "watch.registries[0].url=registry.example.com",
+        "--set",
+        "watch.pollIntervalSeconds=300",
+    ],
     "admission": ["--set", "admission.enabled=true", "--set-file", f"admission.trustPolicy={POLICY_FILE}"],
-    "admission-mutate-certmanager": ["--set", "admission.enabled=true", "--set-file", f"admission.trustPolicy={POLICY_FILE}",
-                                     "--set", "admission.mutate=true", "--set", "admission.tls.certManager.enabled=true",
-                                     "--set", "admission.tls.certManager.issuerRef.name=ca"],
-    "postgres-replicas": ["--set", "storage.type=postgres", "--set", "storage.postgres.existingSecret=pg",
-                          "--set", "storage.replicas=3", "--set", "keys.existingSecret=keys",
-                          "--set", "podDisruptionBudget.enabled=true"],
+    "admission-mutate-certmanager": [
+        "--set",
+        "admission.enabled=true",
+        "--set-file",
+        f"admission.trustPolicy={POLICY_FILE}",
+        "--set",
+        "admission.mutate=true",
+        "--set",
+        "admission.tls.certManager.enabled=true",
+        "--set",
+        "admission.tls.certManager.issuerRef.name=ca",
+    ],
+    "postgres-replicas": [
+        "--set",
+        "storage.type=postgres",
+        "--set",
+        "storage.postgres.existingSecret=pg",
+        "--set",
+        "storage.replicas=3",
+        "--set",
+        "keys.existingSecret=keys",
+        "--set",
+        "podDisruptionBudget.enabled=true",
+    ],
     "sidecar-admission-trust-self": ["--set", "mode=sidecar", "--set", "admission.enabled=true"],
-    "registry-credentials": ["--set", "watch.registries[0].url=myacr.azurecr.io",
-                             "--set", "watch.registries[0].username=00000000-0000-0000-0000-000000000000",
-                             "--set", "watch.registries[0].passwordSecret.name=acr-push",
-                             "--set", "watch.registries[1].url=registry.example.com",
-                             "--set", "watch.registries[1].dockerConfigSecret=regcred"],
-    "admission-client-auth": ["--set", "admission.enabled=true", "--set", "admission.clientAuth.caSecret=apiserver-ca",
-                              "--set", "admission.clientAuth.tokenSecret=apiserver-token", "--set", "admission.deployLog=true",
-                              "--set", "networkPolicy.admissionFrom[0].ipBlock.cidr=10.0.0.10/32"],
-    "sidecar-admission-extras": ["--set", "mode=sidecar", "--set", "admission.enabled=true",
-                                 "--set-file", f"admission.trustPolicy={POLICY_FILE}", "--set", "serviceMonitor.enabled=true",
-                                 "--set", "podDisruptionBudget.enabled=true", "--set", "keys.existingSecret=my-keys",
-                                 "--set", "admission.deployLog=true", "--set", "admission.clientAuth.caSecret=apiserver-ca"],
+    "registry-credentials": [
+        "--set",
+        "watch.registries[0].url=myacr.azurecr.io",
+        "--set",
+        "watch.registries[0].username=00000000-0000-0000-0000-000000000000",
+        "--set",
+        "watch.registries[0].passwordSecret.name=acr-push",
+        "--set",
+        "watch.registries[1].url=registry.example.com",
+        "--set",
+        "watch.registries[1].dockerConfigSecret=regcred",
+    ],
+    "admission-client-auth": [
+        "--set",
+        "admission.enabled=true",
+        "--set",
+        "admission.clientAuth.caSecret=apiserver-ca",
+        "--set",
+        "admission.clientAuth.tokenSecret=apiserver-token",
+        "--set",
+        "admission.deployLog=true",
+        "--set",
+        "networkPolicy.admissionFrom[0].ipBlock.cidr=10.0.0.10/32",
+    ],
+    "sidecar-admission-extras": [
+        "--set",
+        "mode=sidecar",
+        "--set",
+        "admission.enabled=true",
+        "--set-file",
+        f"admission.trustPolicy={POLICY_FILE}",
+        "--set",
+        "serviceMonitor.enabled=true",
+        "--set",
+        "podDisruptionBudget.enabled=true",
+        "--set",
+        "keys.existingSecret=my-keys",
+        "--set",
+        "admission.deployLog=true",
+        "--set",
+        "admission.clientAuth.caSecret=apiserver-ca",
+    ],
 }
 SIGNATURES = {  # signature trust with its material from ConfigMaps and Secrets the operator creates
-    "notation": [{"name": "wabbit-networks", "ca": [{"configMap": "notation-roots", "key": "wabbit-ca.pem"}],
-                  "tsa": [{"configMap": "notation-roots", "key": "tsa-root.pem"}],
-                  "trustedIdentities": ["x509.subject: C=US, ST=WA, L=Seattle, O=wabbit-networks.io"]}],
+    "notation": [
+        {
+            "name": "wabbit-networks",
+            "ca": [{"configMap": "notation-roots", "key": "wabbit-ca.pem"}],
+            "tsa": [{"configMap": "notation-roots", "key": "tsa-root.pem"}],
+            "trustedIdentities": ["x509.subject: C=US, ST=WA, L=Seattle, O=wabbit-networks.io"],
+        }
+    ],
     "cosignKeys": [{"name": "acme-release-key", "key": {"secret": "cosign-pub", "key": "cosign.pub"}}],
-    "sigstore": [{"name": "public-good", "trustedRoot": "public-good",
-                  "identities": [{"san": "release@acme.example", "issuer": "https://accounts.google.com"}]},
-                 {"name": "acme-sigstore", "trustedRoot": {"configMap": "acme-sigstore", "key": "trusted_root.json"},
-                  "identities": [{"san": "https://github.com/acme/*", "issuer": "https://token.actions.githubusercontent.com"}]}],
+    "sigstore": [
+        {
+            "name": "public-good",
+            "trustedRoot": "public-good",
+            "identities": [{"san": "release@acme.example", "issuer": "https://accounts.google.com"}],
+        },
+        {
+            "name": "acme-sigstore",
+            "trustedRoot": {"configMap": "acme-sigstore", "key": "trusted_root.json"},
+            "identities": [
+                {"san": "https://github.com/acme/*", "issuer": "https://token.actions.githubusercontent.com"}
+            ],
+        },
+    ],
 }
-COMBINATIONS["sidecar-admission-signatures"] = ["--set", "mode=sidecar", "--set", "admission.enabled=true",
-                                                "--set-json", f"signatures={json.dumps(SIGNATURES)}"]
+COMBINATIONS["sidecar-admission-signatures"] = [
+    "--set",
+    "mode=sidecar",
+    "--set",
+    "admission.enabled=true",
+    "--set-json",
+    f"signatures={json.dumps(SIGNATURES)}",
+]
 NOT_IN_KUBERNETES = {"ServiceMonitor", "Certificate"}  # CRDs (Prometheus operator, cert-manager)
 
 
@@ -67,8 +141,12 @@ def helm() -> str:
 
 
 def render(*args: str) -> list[dict[str, Any]]:
-    out = subprocess.run([helm(), "template", "scitt", str(CHART), "--namespace", "scitt", *args],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [helm(), "template", "scitt", str(CHART), "--namespace", "scitt", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
 
@@ -91,7 +169,10 @@ def test_the_rendered_configuration_loads_and_the_pod_is_hardened(name: str) -> 
     config = Config.model_validate(yaml.safe_load(config_map["data"]["config.yaml"]))
     deployment = next(d for d in docs if d["kind"] == "Deployment")
     pod = deployment["spec"]["template"]["spec"]
-    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert (
+        pod["securityContext"]["runAsNonRoot"] is True
+        and pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    )
     for container in pod["containers"] + pod.get("initContainers", []):
         sc = container["securityContext"]
         assert sc["readOnlyRootFilesystem"] is True and sc["capabilities"]["drop"] == ["ALL"]
@@ -115,7 +196,10 @@ def test_webhook_paths_and_ports_are_the_servers() -> None:
     service = next(d for d in docs if d["kind"] == "Service")
     config = _config(docs)
     admission_port = next(p for p in service["spec"]["ports"] if p["name"] == "admission")
-    assert config.admission.listen is not None and int(config.admission.listen.rpartition(":")[2]) == admission_port["port"]
+    assert (
+        config.admission.listen is not None
+        and int(config.admission.listen.rpartition(":")[2]) == admission_port["port"]
+    )
     for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
         hook = next(d for d in docs if d["kind"] == kind)["webhooks"][0]
         assert hook["clientConfig"]["service"]["path"] in served
@@ -135,12 +219,21 @@ def test_sidecar_with_admission_and_no_policy_trusts_itself_and_keeps_notificati
     assert config.admission.trust_policy is None and config.admission.trust_self
     assert config.tls_cert is None  # the main listener stays plain: the registry notifies it over loopback
     assert config.admission.listen == "0.0.0.0:8443" and config.admission.tls_cert is not None
-    registry_config = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap"
-                                          and d["metadata"]["name"].endswith("-registry"))["data"]["config.yml"])
-    assert registry_config["notifications"]["endpoints"][0]["url"] == f"http://127.0.0.1:{config.port}/webhooks/distribution"
+    registry_config = yaml.safe_load(
+        next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-registry"))["data"][
+            "config.yml"
+        ]
+    )
+    assert (
+        registry_config["notifications"]["endpoints"][0]["url"]
+        == f"http://127.0.0.1:{config.port}/webhooks/distribution"
+    )
     assert not any(d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-trust") for d in docs)
-    scitt = next(c for c in next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"]
-                 if c["name"] == "scitt-oci")
+    scitt = next(
+        c
+        for c in next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"]
+        if c["name"] == "scitt-oci"
+    )
     assert scitt["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
 
 
@@ -197,8 +290,10 @@ def test_signature_trust_is_passed_with_its_files_from_configmaps_and_secrets() 
     [notation] = config.signatures.notation
     assert notation.name == "wabbit-networks" and notation.signing_authority == []
     assert notation.trusted_identities == ["x509.subject: C=US, ST=WA, L=Seattle, O=wabbit-networks.io"]
-    assert [source(p) for p in notation.ca + notation.tsa] == [("ConfigMap", "notation-roots", "wabbit-ca.pem"),
-                                                               ("ConfigMap", "notation-roots", "tsa-root.pem")]
+    assert [source(p) for p in notation.ca + notation.tsa] == [
+        ("ConfigMap", "notation-roots", "wabbit-ca.pem"),
+        ("ConfigMap", "notation-roots", "tsa-root.pem"),
+    ]
     [cosign] = config.signatures.cosign_keys
     assert cosign.name == "acme-release-key" and source(cosign.key) == ("Secret", "cosign-pub", "cosign.pub")
     public, private = config.signatures.sigstore
@@ -207,8 +302,9 @@ def test_signature_trust_is_passed_with_its_files_from_configmaps_and_secrets() 
     assert private.identities[0].issuer == "https://token.actions.githubusercontent.com"
     signature_mounts = [m for m in mounts if m.startswith("/etc/scitt-oci/signatures/")]
     assert len(signature_mounts) == 3  # notation-roots is mounted once for both of its files
-    assert not any(d["kind"] in ("ConfigMap", "Secret") and d["metadata"]["name"] in ("notation-roots", "cosign-pub")
-                   for d in docs)  # the chart names them; the operator creates them
+    assert not any(
+        d["kind"] in ("ConfigMap", "Secret") and d["metadata"]["name"] in ("notation-roots", "cosign-pub") for d in docs
+    )  # the chart names them; the operator creates them
 
     plain = _config(render(*COMBINATIONS["standalone"]))
     assert plain.signatures.notation == [] and plain.signatures.cosign_keys == [] and plain.signatures.sigstore == []
@@ -243,9 +339,19 @@ def test_sidecar_registry_notifies_the_sidecar_with_the_secret() -> None:
     import base64
 
     docs = render(*COMBINATIONS["sidecar"])
-    registry_config = yaml.safe_load(next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-registry"))["data"]["config.yml"])
+    registry_config = yaml.safe_load(
+        next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-registry"))["data"][
+            "config.yml"
+        ]
+    )
     endpoint = registry_config["notifications"]["endpoints"][0]
-    config = Config.model_validate(yaml.safe_load(next(d for d in docs if d["metadata"]["name"] == "scitt-scitt-oci" and d["kind"] == "ConfigMap")["data"]["config.yaml"]))
+    config = Config.model_validate(
+        yaml.safe_load(
+            next(d for d in docs if d["metadata"]["name"] == "scitt-scitt-oci" and d["kind"] == "ConfigMap")["data"][
+                "config.yaml"
+            ]
+        )
+    )
     assert endpoint["url"] == f"http://127.0.0.1:{config.port}/webhooks/distribution"
     assert endpoint["headers"]["Authorization"] == ["Bearer __WEBHOOK_SECRET__"]  # filled in by the init container
     assert config.watch.registries[0].url == "127.0.0.1:5000" and config.watch.registries[0].insecure
@@ -254,35 +360,66 @@ def test_sidecar_registry_notifies_the_sidecar_with_the_secret() -> None:
     assert str(config.watch.webhook_secret_file).endswith("/webhook-secret")
     pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
     init = pod["initContainers"][0]
-    assert "__WEBHOOK_SECRET__" in init["args"][0] and {c["name"] for c in pod["containers"]} == {"scitt-oci", "registry"}
+    assert "__WEBHOOK_SECRET__" in init["args"][0] and {c["name"] for c in pod["containers"]} == {
+        "scitt-oci",
+        "registry",
+    }
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["--set", "mode=gateway"], "value must be one of 'sidecar', 'standalone'"),
-    (["--set", "admission.enabled=true", "--set", "admission.deployLog=true"], "only for an authenticated API server"),
-    (["--set", "watch.registries[0].url=r.example", "--set", "watch.registries[0].passwordSecret.name=s"], "username"),
-    (["--set", "image.digest=sha256:nothex"], "/image/digest"),
-    (["--set", "admission.timeoutSeconds=60"], "/admission/timeoutSeconds"),
-    (["--set", "surprise=1"], "additional properties 'surprise' not allowed"),
-    (["--set", "storage.type=postgres", "--set", "keys.existingSecret=k"], "needs storage.postgres.existingSecret"),
-    (["--set", "storage.replicas=2"], "needs storage.type=postgres"),
-    (["--set-json", 'signatures.cosignKeys=[{"name": "k", "key": {"secret": "s", "configMap": "c", "key": "k.pub"}}]'],
-     "/signatures/cosignKeys/0/key"),
-    (["--set-json", 'signatures.cosignKeys=[{"name": "k", "key": {"secret": "s", "key": ".."}}]'],
-     "/signatures/cosignKeys/0/key/key"),
-    (["--set-json", 'signatures.notation=[{"name": "n", "ca": [{"configMap": "r", "key": "ca.pem"}]}]'],
-     "missing property 'trustedIdentities'"),
-    (["--set-json", 'signatures.sigstore=[{"name": "s", "trustedRoot": "/etc/root.json", "identities": [{"san": "a", "issuer": "b"}]}]'],
-     "/signatures/sigstore/0/trustedRoot"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "mode=gateway"], "value must be one of 'sidecar', 'standalone'"),
+        (
+            ["--set", "admission.enabled=true", "--set", "admission.deployLog=true"],
+            "only for an authenticated API server",
+        ),
+        (
+            ["--set", "watch.registries[0].url=r.example", "--set", "watch.registries[0].passwordSecret.name=s"],
+            "username",
+        ),
+        (["--set", "image.digest=sha256:nothex"], "/image/digest"),
+        (["--set", "admission.timeoutSeconds=60"], "/admission/timeoutSeconds"),
+        (["--set", "surprise=1"], "additional properties 'surprise' not allowed"),
+        (["--set", "storage.type=postgres", "--set", "keys.existingSecret=k"], "needs storage.postgres.existingSecret"),
+        (["--set", "storage.replicas=2"], "needs storage.type=postgres"),
+        (
+            [
+                "--set-json",
+                'signatures.cosignKeys=[{"name": "k", "key": {"secret": "s", "configMap": "c", "key": "k.pub"}}]',
+            ],
+            "/signatures/cosignKeys/0/key",
+        ),
+        (
+            ["--set-json", 'signatures.cosignKeys=[{"name": "k", "key": {"secret": "s", "key": ".."}}]'],
+            "/signatures/cosignKeys/0/key/key",
+        ),
+        (
+            ["--set-json", 'signatures.notation=[{"name": "n", "ca": [{"configMap": "r", "key": "ca.pem"}]}]'],
+            "missing property 'trustedIdentities'",
+        ),
+        (
+            [
+                "--set-json",
+                'signatures.sigstore=[{"name": "s", "trustedRoot": "/etc/root.json", "identities": [{"san": "a", "issuer": "b"}]}]',
+            ],
+            "/signatures/sigstore/0/trustedRoot",
+        ),
+    ],
+)
 def test_bad_values_fail_with_the_schemas_message(args: list[str], message: str) -> None:
     proc = subprocess.run([helm(), "template", "scitt", str(CHART), *args], capture_output=True, text=True, check=False)
     assert proc.returncode != 0 and message in proc.stderr, proc.stderr
 
 
 def test_deploy_manifests_are_up_to_date() -> None:
-    proc = subprocess.run(["bash", str(ROOT / "deploy" / "render.sh"), "--check"], capture_output=True, text=True,
-                          check=False, env={**os.environ, "HELM": helm()})
+    proc = subprocess.run(
+        ["bash", str(ROOT / "deploy" / "render.sh"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, "HELM": helm()},
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

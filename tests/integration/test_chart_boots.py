@@ -44,8 +44,11 @@ class Rendered:
 
     def local(self, text: str) -> str:
         """A rendered text with mount paths under `root` and ports renumbered."""
-        text = re.sub(r"(?<![\w./])/(data|etc/scitt-oci|registry-config|registry-template|var/lib/registry)\b",
-                      lambda m: str(self.root) + "/" + m.group(1), text)
+        text = re.sub(
+            r"(?<![\w./])/(data|etc/scitt-oci|registry-config|registry-template|var/lib/registry)\b",
+            lambda m: str(self.root) + "/" + m.group(1),
+            text,
+        )
         text = text.replace("0.0.0.0:", "127.0.0.1:")
         for old, new in self.ports.items():
             text = re.sub(rf"(?<=[:])({old})\b", str(new), text)
@@ -111,8 +114,16 @@ def _registry_from(rendered: Rendered, pod: dict[str, Any], volumes: dict[str, d
 
 def boot(tmp_path: Path, *args: str, mode: str) -> Iterator[Booted]:
     registry_port = free_port()
-    extra = [] if mode == "sidecar" else ["--set", f"watch.registries[0].url=127.0.0.1:{registry_port}",
-                                          "--set", "watch.registries[0].insecure=true"]
+    extra = (
+        []
+        if mode == "sidecar"
+        else [
+            "--set",
+            f"watch.registries[0].url=127.0.0.1:{registry_port}",
+            "--set",
+            "watch.registries[0].insecure=true",
+        ]
+    )
     docs = render("--set", f"mode={mode}", *extra, *args)
     rendered = Rendered(tmp_path / "pod", docs, {8700: free_port(), 8443: free_port(), 5000: registry_port})
     deployment = next(d for d in docs if d["kind"] == "Deployment")
@@ -127,11 +138,16 @@ def boot(tmp_path: Path, *args: str, mode: str) -> Iterator[Booted]:
     else:  # a registry outside the chart, notifying the service with the rendered webhook secret
         secret_file = Path(config["watch"]["webhook_secret_file"])
         main = rendered.ports[8700]
-        registry = RegistryProcess(tmp_path / "registry", port=registry_port, secret=secret_file.read_text().strip(),
-                                   notify_url=f"http://127.0.0.1:{main}/webhooks/distribution")
+        registry = RegistryProcess(
+            tmp_path / "registry",
+            port=registry_port,
+            secret=secret_file.read_text().strip(),
+            notify_url=f"http://127.0.0.1:{main}/webhooks/distribution",
+        )
     registry.start()
-    server = ServerProcess(Path(config["data_dir"]), port=int(config["listen"].rpartition(":")[2]),
-                           args=["--config", str(config_file)])
+    server = ServerProcess(
+        Path(config["data_dir"]), port=int(config["listen"].rpartition(":")[2]), args=["--config", str(config_file)]
+    )
     server.start()
     try:
         yield Booted(rendered, server, registry, config["watch"]["registries"][0]["url"])
@@ -168,16 +184,27 @@ def _admission(b: Booted, body: dict[str, Any], headers: dict[str, str] | None =
     hook = next(d for d in b.rendered.docs if d["kind"] == "ValidatingWebhookConfiguration")["webhooks"][0]
     service = hook["clientConfig"]["service"]
     context = ssl.create_default_context(cadata=base64.b64decode(hook["clientConfig"]["caBundle"]).decode())
-    conn = _ServiceConnection(b.rendered.ports[service["port"]], f"{service['name']}.{service['namespace']}.svc", context)
+    conn = _ServiceConnection(
+        b.rendered.ports[service["port"]], f"{service['name']}.{service['namespace']}.svc", context
+    )
     conn.request("POST", service["path"], json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
     r = conn.getresponse()
     return r.status, json.loads(r.read())
 
 
 def _review(image: str) -> dict[str, Any]:
-    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "boot", "kind": {"group": "", "version": "v1", "kind": "Pod"}, "namespace": "prod", "name": "p",
-        "operation": "CREATE", "object": {"spec": {"containers": [{"name": "c", "image": image}]}}}}
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "boot",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": "prod",
+            "name": "p",
+            "operation": "CREATE",
+            "object": {"spec": {"containers": [{"name": "c", "image": image}]}},
+        },
+    }
 
 
 @pytest.mark.parametrize("mode", ["sidecar", "standalone"])
@@ -189,14 +216,26 @@ def test_the_rendered_chart_records_without_admission(tmp_path: Path, mode: str)
 
 @pytest.mark.parametrize("mode", ["sidecar", "standalone"])
 def test_the_rendered_chart_records_and_admits_with_no_policy_given(tmp_path: Path, mode: str) -> None:
-    for b in boot(tmp_path, "--set", "admission.enabled=true", "--set", "admission.clientAuth.tokenSecret=apiserver-token",
-                  "--set", "admission.deployLog=true", mode=mode):
+    for b in boot(
+        tmp_path,
+        "--set",
+        "admission.enabled=true",
+        "--set",
+        "admission.clientAuth.tokenSecret=apiserver-token",
+        "--set",
+        "admission.deployLog=true",
+        mode=mode,
+    ):
         digest = _push_and_see_recorded(b, tmp_path)
         token = {"Authorization": f"Bearer {API_SERVER_TOKEN}"}
         status, out = _admission(b, _review(f"{b.registry_name}/acme/app@{digest}"), token)
         assert status == 200 and out["response"]["allowed"] is True, out  # trusted: recorded by this very instance
         status, out = _admission(b, _review(f"{b.registry_name}/acme/app@sha256:{'5' * 64}"), token)
-        assert status == 200 and out["response"]["allowed"] is False and "NO_STATEMENTS" in out["response"]["status"]["message"]
+        assert (
+            status == 200
+            and out["response"]["allowed"] is False
+            and "NO_STATEMENTS" in out["response"]["status"]["message"]
+        )
         status, out = _admission(b, _review(f"{b.registry_name}/acme/app@{digest}"))
         assert status == 401  # the rendered client authentication is in force
 
@@ -214,11 +253,21 @@ def test_the_rendered_signature_trust_verifies_a_signature(tmp_path: Path, monke
     key = ec.generate_private_key(ec.SECP256R1())
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     monkeypatch.setitem(EXISTING_SECRETS, "cosign-pub", {"cosign.pub": public.decode()})
-    monkeypatch.setitem(EXISTING_CONFIG_MAPS, "notation-roots",
-                        {"alpine.pem": _alpine_cert().public_bytes(serialization.Encoding.PEM).decode()})
-    values = {"cosignKeys": [{"name": "acme-release-key", "key": {"secret": "cosign-pub", "key": "cosign.pub"}}],
-              "notation": [{"name": "alpine-notary", "ca": [{"configMap": "notation-roots", "key": "alpine.pem"}],
-                            "trustedIdentities": ["*"]}]}
+    monkeypatch.setitem(
+        EXISTING_CONFIG_MAPS,
+        "notation-roots",
+        {"alpine.pem": _alpine_cert().public_bytes(serialization.Encoding.PEM).decode()},
+    )
+    values = {
+        "cosignKeys": [{"name": "acme-release-key", "key": {"secret": "cosign-pub", "key": "cosign.pub"}}],
+        "notation": [
+            {
+                "name": "alpine-notary",
+                "ca": [{"configMap": "notation-roots", "key": "alpine.pem"}],
+                "trustedIdentities": ["*"],
+            }
+        ],
+    }
     for b in boot(tmp_path, "--set-json", f"signatures={json.dumps(values)}", mode="standalone"):
         digest = _push_and_see_recorded(b, tmp_path)
         client = RegistryClient(RegistrySettings.for_url(b.registry.url))
@@ -228,8 +277,21 @@ def test_the_rendered_signature_trust_verifies_a_signature(tmp_path: Path, monke
         while len(client.referrers("acme/app", digest, mf.STATEMENT_ARTIFACT)) < 2:
             assert time.monotonic() < deadline, b.server.output()[-3000:]
             time.sleep(0.05)  # recorded asynchronously: polled, bounded
-        history = subprocess.run([sys.executable, "-m", "scitt_oci", "history", f"{b.registry_name}/acme/app@{digest}",
-                                  "--registry-insecure", "--output", "json"], capture_output=True, text=True, check=False)
+        history = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scitt_oci",
+                "history",
+                f"{b.registry_name}/acme/app@{digest}",
+                "--registry-insecure",
+                "--output",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert history.returncode == 0, history.stderr
         [signature] = [r["details"] for r in json.loads(history.stdout)["records"] if r["kind"] == "signature"]
         assert signature["format"] == "cosign" and signature["verified"] is True, signature

@@ -23,7 +23,9 @@ IMAGE = "sha256:" + "ab" * 32
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, cwd=cwd, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, cwd=cwd, check=False
+    )
 
 
 def test_keys_generate_writes_0600_and_prints_kid(tmp_path: Path) -> None:
@@ -42,9 +44,22 @@ def test_create_inspect_and_verify_a_statement(tmp_path: Path) -> None:
     assert cli("keys", "generate", "--out", str(tmp_path / "issuer.pem")).returncode == 0
     artifact = tmp_path / "sbom.json"
     artifact.write_text('{"spdxVersion": "SPDX-2.3"}')
-    made = cli("statement", "create", "--key", str(tmp_path / "issuer.pem"), "--issuer", "https://wabbit.example",
-               "--subject", f"oci://r.example/app@{IMAGE}", "--file", str(artifact), "--media-type", "application/spdx+json",
-               "--out", str(tmp_path / "s.cose"))
+    made = cli(
+        "statement",
+        "create",
+        "--key",
+        str(tmp_path / "issuer.pem"),
+        "--issuer",
+        "https://wabbit.example",
+        "--subject",
+        f"oci://r.example/app@{IMAGE}",
+        "--file",
+        str(artifact),
+        "--media-type",
+        "application/spdx+json",
+        "--out",
+        str(tmp_path / "s.cose"),
+    )
     assert made.returncode == 0, made.stderr
     inspected = cli("statement", "inspect", str(tmp_path / "s.cose"), "--output", "json")
     view = json.loads(inspected.stdout)
@@ -59,17 +74,31 @@ def test_create_inspect_and_verify_a_statement(tmp_path: Path) -> None:
     r = log.receipt(log.add(signed))
     (tmp_path / "r.cose").write_bytes(r)
     (tmp_path / "ts.jwks.json").write_text(json.dumps({"keys": [log.signing_key.to_jwk()]}))
-    assert cli("keys", "export", str(tmp_path / "issuer.pem"), "--format", "pem", "--out", str(tmp_path / "issuer.pub")).returncode == 0
+    assert (
+        cli(
+            "keys", "export", str(tmp_path / "issuer.pem"), "--format", "pem", "--out", str(tmp_path / "issuer.pub")
+        ).returncode
+        == 0
+    )
     (tmp_path / "policy.yaml").write_text(
         "transparency_services: [{name: ts, keys: [{path: ts.jwks.json}]}]\nissuers: [{name: w, keys: [{path: issuer.pub}]}]\n"
     )
-    ok = cli("verify", "--statement", str(tmp_path / "s.cose"), "--receipt", str(tmp_path / "r.cose"),
-             "--trust", str(tmp_path / "policy.yaml"))
+    ok = cli(
+        "verify",
+        "--statement",
+        str(tmp_path / "s.cose"),
+        "--receipt",
+        str(tmp_path / "r.cose"),
+        "--trust",
+        str(tmp_path / "policy.yaml"),
+    )
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "VALID" in ok.stdout and "from ts (vds 1, entry rule statement" in ok.stdout
     (tmp_path / "ts.cose").write_bytes(transparent.add_receipts(signed, [r]))
     assert "receipts" in json.loads(cli("statement", "inspect", str(tmp_path / "ts.cose"), "--output", "json").stdout)
-    ok2 = cli("verify", "--statement", str(tmp_path / "ts.cose"), "--trust", str(tmp_path / "policy.yaml"), "--output", "json")
+    ok2 = cli(
+        "verify", "--statement", str(tmp_path / "ts.cose"), "--trust", str(tmp_path / "policy.yaml"), "--output", "json"
+    )
     assert ok2.returncode == 0 and json.loads(ok2.stdout)["decision"] == "VALID"
     bad = cli("verify", "--statement", str(tmp_path / "s.cose"), "--trust", str(tmp_path / "policy.yaml"))
     assert bad.returncode == 1 and "NO_RECEIPTS" in bad.stdout
@@ -81,8 +110,32 @@ def test_usage_and_unreadable_input_exit_2_without_traceback(tmp_path: Path) -> 
         ("statement", "inspect", str(tmp_path / "missing.cose")),
         ("statement", "inspect", str(tmp_path / "junk")),
         ("verify", "--statement", str(tmp_path / "junk"), "--trust", str(tmp_path / "missing.yaml")),
-        ("statement", "create", "--key", str(tmp_path / "junk"), "--issuer", "i", "--subject", "s", "--digest", IMAGE, "--out", str(tmp_path / "o")),
-        ("statement", "create", "--key", str(tmp_path / "junk"), "--issuer", "i", "--subject", "s", "--out", str(tmp_path / "o")),
+        (
+            "statement",
+            "create",
+            "--key",
+            str(tmp_path / "junk"),
+            "--issuer",
+            "i",
+            "--subject",
+            "s",
+            "--digest",
+            IMAGE,
+            "--out",
+            str(tmp_path / "o"),
+        ),
+        (
+            "statement",
+            "create",
+            "--key",
+            str(tmp_path / "junk"),
+            "--issuer",
+            "i",
+            "--subject",
+            "s",
+            "--out",
+            str(tmp_path / "o"),
+        ),
         ("keys", "generate", "--alg", "RS1", "--out", str(tmp_path / "k")),
     ]
     for args in cases:
@@ -93,8 +146,20 @@ def test_usage_and_unreadable_input_exit_2_without_traceback(tmp_path: Path) -> 
 
 def test_digest_flag_binds_the_statement_to_an_image(tmp_path: Path) -> None:
     assert cli("keys", "generate", "--out", str(tmp_path / "k.pem")).returncode == 0
-    made = cli("statement", "create", "--key", str(tmp_path / "k.pem"), "--issuer", "https://w", "--subject", "urn:x",
-               "--digest", "sha256:" + "zz" * 32, "--out", str(tmp_path / "s.cose"))
+    made = cli(
+        "statement",
+        "create",
+        "--key",
+        str(tmp_path / "k.pem"),
+        "--issuer",
+        "https://w",
+        "--subject",
+        "urn:x",
+        "--digest",
+        "sha256:" + "zz" * 32,
+        "--out",
+        str(tmp_path / "s.cose"),
+    )
     assert made.returncode == 2 and "64 lowercase hex" in made.stderr
 
 
@@ -105,9 +170,19 @@ def test_random_input_to_inspect_and_verify_never_crashes(tmp_path: Path, data: 
     (tmp_path / "p.yaml").write_text("transparency_services: [{name: t, keys: [{path: ts.pem}]}]\n")
     (tmp_path / "in.cose").write_bytes(data)
     runner = CliRunner()
-    for args in (["statement", "inspect", str(tmp_path / "in.cose")],
-                 ["verify", "--statement", str(tmp_path / "in.cose"), "--trust", str(tmp_path / "p.yaml")],
-                 ["verify", "--statement", str(tmp_path / "in.cose"), "--receipt", str(tmp_path / "in.cose"), "--trust", str(tmp_path / "p.yaml")]):
+    for args in (
+        ["statement", "inspect", str(tmp_path / "in.cose")],
+        ["verify", "--statement", str(tmp_path / "in.cose"), "--trust", str(tmp_path / "p.yaml")],
+        [
+            "verify",
+            "--statement",
+            str(tmp_path / "in.cose"),
+            "--receipt",
+            str(tmp_path / "in.cose"),
+            "--trust",
+            str(tmp_path / "p.yaml"),
+        ],
+    ):
         result = runner.invoke(main, args)
         assert result.exit_code in (0, 1, 2), (args, result.output)
         assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
@@ -130,7 +205,10 @@ def test_mutated_transparent_statements_through_the_cli_fail_cleanly(tmp_path: P
     (tmp_path / "ts.pem").write_bytes(log.signing_key.public_pem())
     (tmp_path / "p.yaml").write_text("transparency_services: [{name: t, keys: [{path: ts.pem}]}]\n")
     (tmp_path / "in.cose").write_bytes(bytes(blob))
-    result = CliRunner().invoke(main, ["verify", "--statement", str(tmp_path / "in.cose"), "--trust", str(tmp_path / "p.yaml"), "--output", "json"])
+    result = CliRunner().invoke(
+        main,
+        ["verify", "--statement", str(tmp_path / "in.cose"), "--trust", str(tmp_path / "p.yaml"), "--output", "json"],
+    )
     assert result.exit_code in (0, 1, 2)
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
     if result.exit_code == 0:

@@ -22,14 +22,18 @@ from scitt_oci.scrapi.client import ScrapiClient
 from tests.serverproc import ServerProcess
 
 
-def _load(srv: ServerProcess, issuer: keys.CoseKey, prefix: str, acked: dict[bytes, bytes], stop: threading.Event) -> None:
+def _load(
+    srv: ServerProcess, issuer: keys.CoseKey, prefix: str, acked: dict[bytes, bytes], stop: threading.Event
+) -> None:
     session = requests.Session()
     n = 0
     while not stop.is_set():
         n += 1
         # every fifth statement repeats an earlier one: registrations of the same statement race
         label = f"{prefix}-{n - 1 if n % 5 == 0 else n}"
-        body = statement.hash_envelope_statement(issuer, issuer="https://w", subject=f"urn:{label}", digest=hashlib.sha256(label.encode()).digest(), iat=1).encode()
+        body = statement.hash_envelope_statement(
+            issuer, issuer="https://w", subject=f"urn:{label}", digest=hashlib.sha256(label.encode()).digest(), iat=1
+        ).encode()
         try:
             r = session.post(srv.url + "/entries", data=body, headers={"Content-Type": "application/cose"}, timeout=5)
         except requests.RequestException:
@@ -44,7 +48,12 @@ def _check_log(db: Path, ts_key: keys.CoseKey) -> list[tuple[int, bytes]]:
     try:
         entries = [bytes(e) for (e,) in conn.execute("SELECT entry FROM entries ORDER BY idx")]
         indexes = [i for (i,) in conn.execute("SELECT idx FROM entries ORDER BY idx")]
-        heads = [(int(s), bytes(r), bytes(p), bytes(sig)) for s, r, p, sig in conn.execute("SELECT tree_size, root, protected, signature FROM heads ORDER BY tree_size")]
+        heads = [
+            (int(s), bytes(r), bytes(p), bytes(sig))
+            for s, r, p, sig in conn.execute(
+                "SELECT tree_size, root, protected, signature FROM heads ORDER BY tree_size"
+            )
+        ]
     finally:
         conn.close()
     assert indexes == list(range(len(entries))), "leaf indexes have gaps"
@@ -102,7 +111,10 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path, max_dela
             if size == latest_size:
                 continue
             proof = client.consistency(size, latest_size)
-            assert receipt.verify_consistency_receipt(proof, old_size=size, old_root=root, keys=[ts_key])[:2] == (latest_size, latest_root)
+            assert receipt.verify_consistency_receipt(proof, old_size=size, old_root=root, keys=[ts_key])[:2] == (
+                latest_size,
+                latest_root,
+            )
         seen_heads = heads
     srv.stop()
     assert len(acked) >= 450

@@ -36,22 +36,35 @@ def _client(registry: RegistryProcess) -> RegistryClient:
 def _image(client: RegistryClient, seed: str) -> Descriptor:
     config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed}).encode()
     digest = client.push_blob(REPO, config)
-    doc = mf.canonical_json({"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST,
-                             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest,
-                                        "size": len(config)},
-                             "layers": []})
+    doc = mf.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mf.OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": digest, "size": len(config)},
+            "layers": [],
+        }
+    )
     pushed, _ = client.push_manifest(REPO, doc, mf.OCI_MANIFEST)
     return Descriptor(mf.OCI_MANIFEST, pushed, len(doc))
 
 
-def _referrer(client: RegistryClient, image: Descriptor, name: str, artifact_type: str = mf.NOTATION_SIGNATURE) -> Descriptor:
+def _referrer(
+    client: RegistryClient, image: Descriptor, name: str, artifact_type: str = mf.NOTATION_SIGNATURE
+) -> Descriptor:
     """A referrer manifest pushed by digest (what Notation or ORAS push before updating the index)."""
     layer = client.push_blob(REPO, name.encode())
     annotations = {"test.name": name}
-    doc = mf.canonical_json({"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "artifactType": artifact_type,
-                             "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
-                             "layers": [{"mediaType": "application/cose", "digest": layer, "size": len(name)}],
-                             "subject": image.to_json(), "annotations": annotations})
+    doc = mf.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mf.OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
+            "layers": [{"mediaType": "application/cose", "digest": layer, "size": len(name)}],
+            "subject": image.to_json(),
+            "annotations": annotations,
+        }
+    )
     client.push_blob(REPO, mf.EMPTY_BLOB)
     digest, _ = client.push_manifest(REPO, doc, mf.OCI_MANIFEST)
     return Descriptor(mf.OCI_MANIFEST, digest, len(doc), artifact_type, annotations)
@@ -99,8 +112,9 @@ def test_a_referrer_deleted_on_purpose_is_not_listed_again(registry: RegistryPro
     ours.attach(REPO, image, _statement(ours, image, 3), [b"statement 3"])
     # The tool deletes its signature and takes it out of the index (keeping ours).
     kept = [Descriptor(mf.OCI_MANIFEST, d, 0) for d in _index(tool, image.digest) if d != signature.digest]
-    response = tool.request("DELETE", f"/v2/{REPO}/manifests/{signature.digest}", scope=f"repository:{REPO}:delete",
-                            ok=(202,))
+    response = tool.request(
+        "DELETE", f"/v2/{REPO}/manifests/{signature.digest}", scope=f"repository:{REPO}:delete", ok=(202,)
+    )
     assert response.status_code == 202
     _write_index(tool, image.digest, kept)
     latest = ours.attach(REPO, image, _statement(ours, image, 4), [b"statement 4"])
@@ -152,7 +166,9 @@ def test_a_stale_writer_after_a_single_write_is_undone_by_the_next_write(registr
     assert set(listed) == {first, second, signature.digest} and len(listed) == 3
 
 
-def test_reconciliation_lists_again_what_is_on_record_but_not_attached(registry: RegistryProcess, tmp_path: Path) -> None:
+def test_reconciliation_lists_again_what_is_on_record_but_not_attached(
+    registry: RegistryProcess, tmp_path: Path
+) -> None:
     ours, tool = _client(registry), _client(registry)
     image = _image(tool, "reconcile")
     signature = _referrer(tool, image, "signed")
@@ -162,7 +178,9 @@ def test_reconciliation_lists_again_what_is_on_record_but_not_attached(registry:
     inbox = Inbox(tmp_path / "watch.db")
     name = registry.host
     inbox.record(name, REPO, image.digest, "push", image.digest, image.media_type, image.size, push)
-    inbox.record(name, REPO, image.digest, "signature", signature.digest, mf.OCI_MANIFEST, signature.size, about_signature)
+    inbox.record(
+        name, REPO, image.digest, "signature", signature.digest, mf.OCI_MANIFEST, signature.size, about_signature
+    )
     # A stale writer (or a pusher that strips what it did not write) leaves only its own new entry.
     other = _referrer(tool, image, "other")
     _write_index(tool, image.digest, [other])
@@ -183,7 +201,11 @@ def test_concurrent_attaches_to_one_subject_take_turns_and_leave_no_lock_behind(
     ours = _client(registry)
     image = _image(ours, "turns")
     with ThreadPoolExecutor(4) as pool:
-        attached = list(pool.map(lambda n: ours.attach(REPO, image, _statement(ours, image, 20 + n),
-                                                       [f"statement {20 + n}".encode()]), range(4)))
+        attached = list(
+            pool.map(
+                lambda n: ours.attach(REPO, image, _statement(ours, image, 20 + n), [f"statement {20 + n}".encode()]),
+                range(4),
+            )
+        )
     assert set(_index(ours, image.digest)) == set(attached) and len(set(attached)) == 4
     assert ours._subject_locks == {}

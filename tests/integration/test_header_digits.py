@@ -65,8 +65,11 @@ def test_ascii_int() -> None:
 
 
 def test_registry_content_length_with_a_superscript_digit_is_a_named_error(raw: Callable[[bytes], RawServer]) -> None:
-    server = raw(b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\nDocker-Content-Digest: " + DIGEST.encode()
-                 + b"\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n{}")
+    server = raw(
+        b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\nDocker-Content-Digest: "
+        + DIGEST.encode()
+        + b"\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nConnection: close\r\n\r\n{}"
+    )
     client = RegistryClient(RegistrySettings.for_url(f"http://127.0.0.1:{server.port}", attempts=1))
     with pytest.raises(RegistryError, match=r"Content-Length '\\xb2' is not a number"):
         client.head_manifest("app", DIGEST)

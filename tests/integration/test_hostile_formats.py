@@ -130,7 +130,9 @@ def x509_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Serv
     (base / "root.pem").write_bytes(root.public_bytes(serialization.Encoding.PEM))
     env = {
         "SCITT_OCI_REGISTRATION__X509_ROOTS": json.dumps([str(base / "root.pem")]),
-        "SCITT_OCI_REGISTRATION__X509_ISSUERS": json.dumps([{"iss": ISS, "subject": {"CN": "Wabbit Networks signing"}}]),
+        "SCITT_OCI_REGISTRATION__X509_ISSUERS": json.dumps(
+            [{"iss": ISS, "subject": {"CN": "Wabbit Networks signing"}}]
+        ),
     }
     srv = ServerProcess(base / "data", env=env).start()
     yield srv, leaf_key, chain
@@ -192,7 +194,9 @@ def test_statement_inspect_shows_unknown_critical_headers_and_says_verification_
     assert "critical header labels ['css-attested-svn', 'css-attested-product'] are not understood" in shown.output
     assert "verification will refuse this statement" in shown.output and "css-attested-svn: 3" in shown.output
     as_json = json.loads(CliRunner().invoke(main, ["statement", "inspect", str(path), "--output", "json"]).output)
-    assert "verification will refuse" in as_json["warning"] and as_json["protected"]["css-attested-product"] == "example"
+    assert (
+        "verification will refuse" in as_json["warning"] and as_json["protected"]["css-attested-product"] == "example"
+    )
     # Verification still refuses it, whichever way it is parsed.
     (tmp_path / "t.pem").write_bytes(key(slot=5).public_pem())
     (tmp_path / "i.pem").write_bytes(signer.public_pem())

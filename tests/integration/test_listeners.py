@@ -26,10 +26,11 @@ SLOW = 150  # connections that trickle or stall, held at once
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("listeners")
     (root / "secret").write_text("listener-test-secret-0123456789")
-    srv = ServerProcess(root / "data", args=["--registry", "127.0.0.1:5999", "--registry-insecure",
-                                             "--webhook-secret-file", str(root / "secret")],
-                        env={"SCITT_OCI_HTTP__HEADER_TIMEOUT_SECONDS": "1",
-                             "SCITT_OCI_HTTP__BODY_TIMEOUT_SECONDS": "1"}).start()
+    srv = ServerProcess(
+        root / "data",
+        args=["--registry", "127.0.0.1:5999", "--registry-insecure", "--webhook-secret-file", str(root / "secret")],
+        env={"SCITT_OCI_HTTP__HEADER_TIMEOUT_SECONDS": "1", "SCITT_OCI_HTTP__BODY_TIMEOUT_SECONDS": "1"},
+    ).start()
     yield srv
     srv.stop()
 
@@ -56,7 +57,9 @@ def test_slow_headers_and_bodies_are_cut_off_while_others_are_served(server: Ser
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # headers that never end
     bodies = [_connect(server) for _ in range(SLOW // 3)]
     for s in bodies:
-        s.sendall(b"POST /entries HTTP/1.1\r\nHost: x\r\nContent-Type: application/cose\r\nContent-Length: 1000\r\n\r\nab")
+        s.sendall(
+            b"POST /entries HTTP/1.1\r\nHost: x\r\nContent-Type: application/cose\r\nContent-Length: 1000\r\n\r\nab"
+        )
     assert requests.get(server.url + "/healthz", timeout=5).status_code == 200  # the others are still served
     started = time.monotonic()
     for s in partial + stalled:
@@ -79,8 +82,10 @@ def test_a_kept_alive_connection_gets_a_fresh_deadline_per_request(server: Serve
 
 def test_webhook_secret_is_checked_before_the_body_is_read(server: ServerProcess) -> None:
     s = _connect(server)
-    s.sendall(b"POST /webhooks/distribution HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-              b"Content-Length: 900000\r\n\r\n{")
+    s.sendall(
+        b"POST /webhooks/distribution HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 900000\r\n\r\n{"
+    )
     s.settimeout(0.9)  # under the body deadline: an answer before it means the body was not awaited
     head = s.recv(4096)
     assert head.startswith(b"HTTP/1.1 401"), head[:200]
@@ -91,19 +96,44 @@ def _echo_app() -> RefusePlainCredentials:
     async def ok(request: Request) -> Response:
         return Response(b"ok")
 
-    return RefusePlainCredentials(Starlette(routes=[Route("/entries", ok, methods=["POST"]),
-                                                    Route("/webhooks/{kind}", ok, methods=["POST"]),
-                                                    Route("/healthz", ok, methods=["GET"])]))
+    return RefusePlainCredentials(
+        Starlette(
+            routes=[
+                Route("/entries", ok, methods=["POST"]),
+                Route("/webhooks/{kind}", ok, methods=["POST"]),
+                Route("/healthz", ok, methods=["GET"]),
+            ]
+        )
+    )
 
 
-def _call(app: ASGIApp, method: str, path: str, *, scheme: str = "http", client: tuple[str, int],
-          headers: dict[str, str] | None = None, body: bytes = b"") -> tuple[int, bytes]:
+def _call(
+    app: ASGIApp,
+    method: str,
+    path: str,
+    *,
+    scheme: str = "http",
+    client: tuple[str, int],
+    headers: dict[str, str] | None = None,
+    body: bytes = b"",
+) -> tuple[int, bytes]:
     """One request straight into the ASGI app, as a server would deliver it from `client`."""
     import asyncio
 
-    scope: Scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": scheme,
-             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "client": client,
-             "server": ("scitt.example", 80), "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]}
+    scope: Scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": scheme,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "client": client,
+        "server": ("scitt.example", 80),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+    }
     sent: list[Message] = []
 
     async def receive() -> Message:
@@ -122,12 +152,16 @@ def _call(app: ASGIApp, method: str, path: str, *, scheme: str = "http", client:
 @pytest.mark.parametrize("client", [("192.0.2.7", 5000), ("203.0.113.9", 1)])
 def test_credentials_in_clear_beyond_loopback_are_refused(client: tuple[str, int]) -> None:
     app = _echo_app()
-    status, text = _call(app, "POST", "/entries", client=client, headers={"Authorization": "Bearer some-token-0123456789"})
+    status, text = _call(
+        app, "POST", "/entries", client=client, headers={"Authorization": "Bearer some-token-0123456789"}
+    )
     assert status == 403 and b"plain HTTP" in text
     assert _call(app, "POST", "/webhooks/distribution", client=client, body=b"{}")[0] == 403
     assert _call(app, "GET", "/healthz", client=client)[0] == 200  # no credentials: served
     assert _call(app, "POST", "/entries", client=client)[0] == 200  # an open registration carries no secret
-    assert _call(app, "POST", "/entries", client=client, scheme="https", headers={"Authorization": "Bearer t"})[0] == 200
+    assert (
+        _call(app, "POST", "/entries", client=client, scheme="https", headers={"Authorization": "Bearer t"})[0] == 200
+    )
     assert _call(app, "POST", "/webhooks/distribution", client=("127.0.0.1", 5000), body=b"{}")[0] == 200
 
 
@@ -135,8 +169,13 @@ def test_plain_credentials_guard_is_in_the_service(tmp_path: Path) -> None:
     from scitt_oci import config, runtime
 
     rt = runtime.build(config.load(environ={"SCITT_OCI_DATA_DIR": str(tmp_path / "d")}))
-    status, _ = _call(rt.app, "POST", "/entries", client=("192.0.2.7", 5000),
-                      headers={"Authorization": "Bearer " + "t" * 20, "Content-Type": "application/cose"})
+    status, _ = _call(
+        rt.app,
+        "POST",
+        "/entries",
+        client=("192.0.2.7", 5000),
+        headers={"Authorization": "Bearer " + "t" * 20, "Content-Type": "application/cose"},
+    )
     assert status == 403
     rt.service.store.close()
 
@@ -147,12 +186,17 @@ def _build(tmp_path: Path, **admission: object) -> object:
     return runtime.build(config.load(overrides={"data_dir": str(tmp_path / "d"), "admission": admission}))
 
 
-@pytest.mark.parametrize(("settings", "message"), [
-    ({"trust_self": True, "listen": "127.0.0.1:9443"}, "serves TLS only"),
-    ({"trust_self": True, "client_ca": "/nonexistent/ca.pem"}, "set admission.listen too"),
-    ({"trust_self": True, "deploy_log": True}, "only for authenticated reviews"),
-])
-def test_admission_listener_settings_are_checked_at_start(tmp_path: Path, settings: dict[str, object], message: str) -> None:
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"trust_self": True, "listen": "127.0.0.1:9443"}, "serves TLS only"),
+        ({"trust_self": True, "client_ca": "/nonexistent/ca.pem"}, "set admission.listen too"),
+        ({"trust_self": True, "deploy_log": True}, "only for authenticated reviews"),
+    ],
+)
+def test_admission_listener_settings_are_checked_at_start(
+    tmp_path: Path, settings: dict[str, object], message: str
+) -> None:
     from scitt_oci.errors import ConfigError
 
     with pytest.raises(ConfigError, match=message):
@@ -168,7 +212,9 @@ def test_trust_self_trusts_this_instances_keys(tmp_path: Path) -> None:
     policy = load_policy(rt.admission_policy)
     assert [k.kid for k in policy.services[0].keys] == [rt.service.key.kid]
     assert policy.issuers is not None
-    assert [k.kid for k in policy.issuers[0].keys] == [rt.issuer_key.kid] and policy.issuers[0].iss == rt.service.identity
+    assert [k.kid for k in policy.issuers[0].keys] == [rt.issuer_key.kid] and policy.issuers[
+        0
+    ].iss == rt.service.identity
     assert b"PRIVATE" not in (rt.admission_policy.parent / "issuer.pem").read_bytes()
     rt.service.store.close()
 
@@ -179,17 +225,28 @@ def test_client_certificate_only_refuses_the_handshake_without_one(tmp_path: Pat
 
     pki = make_pki(tmp_path / "pki")
     port = free_port()
-    srv = ServerProcess(tmp_path / "data", env={
-        "SCITT_OCI_ADMISSION__TRUST_SELF": "true", "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{port}",
-        "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert), "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key),
-        "SCITT_OCI_ADMISSION__CLIENT_CA": str(pki.ca)}).start()
+    srv = ServerProcess(
+        tmp_path / "data",
+        env={
+            "SCITT_OCI_ADMISSION__TRUST_SELF": "true",
+            "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{port}",
+            "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert),
+            "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key),
+            "SCITT_OCI_ADMISSION__CLIENT_CA": str(pki.ca),
+        },
+    ).start()
     try:
-        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                  "request": {"uid": "u", "kind": {"kind": "ConfigMap"}, "namespace": "n", "object": {}}}
+        review = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {"uid": "u", "kind": {"kind": "ConfigMap"}, "namespace": "n", "object": {}},
+        }
         url = f"https://127.0.0.1:{port}/admission/validate"
         with pytest.raises(requests.exceptions.ConnectionError):  # TLS 1.3: a handshake alert or a reset
             requests.post(url, json=review, verify=str(pki.ca), timeout=10)
-        r = requests.post(url, json=review, verify=str(pki.ca), cert=(str(pki.client_cert), str(pki.client_key)), timeout=10)
+        r = requests.post(
+            url, json=review, verify=str(pki.ca), cert=(str(pki.client_cert), str(pki.client_key)), timeout=10
+        )
         assert r.status_code == 200 and r.json()["response"]["allowed"] is True
         assert "client certificate)" in srv.output()
     finally:
@@ -204,20 +261,34 @@ def test_the_admission_tls_handshake_is_bounded_by_the_header_timeout(tmp_path: 
 
     pki = make_pki(tmp_path / "pki")
     port = free_port()
-    srv = ServerProcess(tmp_path / "data", env={
-        "SCITT_OCI_HTTP__HEADER_TIMEOUT_SECONDS": "1",
-        "SCITT_OCI_ADMISSION__TRUST_SELF": "true", "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{port}",
-        "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert), "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key),
-        "SCITT_OCI_ADMISSION__CLIENT_CA": str(pki.ca)}).start()
+    srv = ServerProcess(
+        tmp_path / "data",
+        env={
+            "SCITT_OCI_HTTP__HEADER_TIMEOUT_SECONDS": "1",
+            "SCITT_OCI_ADMISSION__TRUST_SELF": "true",
+            "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{port}",
+            "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert),
+            "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key),
+            "SCITT_OCI_ADMISSION__CLIENT_CA": str(pki.ca),
+        },
+    ).start()
     try:
         silent = socket.create_connection(("127.0.0.1", port), timeout=20)
         partial = socket.create_connection(("127.0.0.1", port), timeout=20)
         partial.sendall(bytes.fromhex("160301"))  # the start of a TLS record, never finished
         started = time.monotonic()
-        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                  "request": {"uid": "u", "kind": {"kind": "ConfigMap"}, "namespace": "n", "object": {}}}
-        r = requests.post(f"https://127.0.0.1:{port}/admission/validate", json=review, verify=str(pki.ca),
-                          cert=(str(pki.client_cert), str(pki.client_key)), timeout=10)
+        review = {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {"uid": "u", "kind": {"kind": "ConfigMap"}, "namespace": "n", "object": {}},
+        }
+        r = requests.post(
+            f"https://127.0.0.1:{port}/admission/validate",
+            json=review,
+            verify=str(pki.ca),
+            cert=(str(pki.client_cert), str(pki.client_key)),
+            timeout=10,
+        )
         assert r.status_code == 200
         for s in (silent, partial):
             try:
@@ -242,11 +313,29 @@ def test_a_busy_admission_port_stops_the_service_with_exit_3_and_no_traceback(tm
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        env = {**os.environ, "SCITT_OCI_ADMISSION__TRUST_SELF": "true",
-               "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{busy.getsockname()[1]}",
-               "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert), "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key)}
-        proc = subprocess.run([sys.executable, "-m", "scitt_oci", "serve", "--data-dir", str(tmp_path / "d"),
-                               "--listen", f"127.0.0.1:{free_port()}"], capture_output=True, text=True, env=env,
-                              timeout=60, check=False)
+        env = {
+            **os.environ,
+            "SCITT_OCI_ADMISSION__TRUST_SELF": "true",
+            "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{busy.getsockname()[1]}",
+            "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert),
+            "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key),
+        }
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scitt_oci",
+                "serve",
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--listen",
+                f"127.0.0.1:{free_port()}",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "address already in use" in proc.stderr and "Traceback" not in proc.stderr

@@ -44,7 +44,9 @@ class ReferrersRegistry:
             return Response(b"" if request.method == "HEAD" else data, headers={"Content-Length": str(len(data))})
 
         async def upload_start(request: Request) -> Response:
-            return Response(status_code=202, headers={"Location": f"/v2/{request.path_params['repo']}/blobs/uploads/u1"})
+            return Response(
+                status_code=202, headers={"Location": f"/v2/{request.path_params['repo']}/blobs/uploads/u1"}
+            )
 
         async def upload_put(request: Request) -> Response:
             data = await request.body()
@@ -70,8 +72,11 @@ class ReferrersRegistry:
             if digest not in self.manifests:
                 return Response(status_code=404)
             data, media_type = self.manifests[digest]
-            return Response(b"" if request.method == "HEAD" else data, media_type=media_type,
-                            headers={"Docker-Content-Digest": digest, "Content-Length": str(len(data))})
+            return Response(
+                b"" if request.method == "HEAD" else data,
+                media_type=media_type,
+                headers={"Docker-Content-Digest": digest, "Content-Length": str(len(data))},
+            )
 
         async def referrers(request: Request) -> Response:
             subject = request.path_params["digest"]
@@ -84,8 +89,15 @@ class ReferrersRegistry:
                 kind = doc.get("artifactType") or doc["config"]["mediaType"]
                 if self.filters and wanted and kind != wanted:
                     continue
-                found.append({"mediaType": media_type, "digest": digest, "size": len(data), "artifactType": kind,
-                              "annotations": doc.get("annotations", {})})
+                found.append(
+                    {
+                        "mediaType": media_type,
+                        "digest": digest,
+                        "size": len(data),
+                        "artifactType": kind,
+                        "annotations": doc.get("annotations", {}),
+                    }
+                )
             start = int(request.query_params.get("page", "0"))
             page = found[start : start + self.page_size]
             headers = {"OCI-Filters-Applied": "artifactType"} if self.filters and wanted else {}
@@ -95,14 +107,16 @@ class ReferrersRegistry:
             body = json.dumps({"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": page})
             return Response(body, media_type=mf.OCI_INDEX, headers=headers)
 
-        return Starlette(routes=[
-            Route("/v2/", root),
-            Route("/v2/{repo:path}/blobs/uploads/", upload_start, methods=["POST"]),
-            Route("/v2/{repo:path}/blobs/uploads/u1", upload_put, methods=["PUT"]),
-            Route("/v2/{repo:path}/blobs/{digest}", blob, methods=["GET", "HEAD"]),
-            Route("/v2/{repo:path}/manifests/{ref}", manifest, methods=["GET", "HEAD", "PUT"]),
-            Route("/v2/{repo:path}/referrers/{digest}", referrers),
-        ])
+        return Starlette(
+            routes=[
+                Route("/v2/", root),
+                Route("/v2/{repo:path}/blobs/uploads/", upload_start, methods=["POST"]),
+                Route("/v2/{repo:path}/blobs/uploads/u1", upload_put, methods=["PUT"]),
+                Route("/v2/{repo:path}/blobs/{digest}", blob, methods=["GET", "HEAD"]),
+                Route("/v2/{repo:path}/manifests/{ref}", manifest, methods=["GET", "HEAD", "PUT"]),
+                Route("/v2/{repo:path}/referrers/{digest}", referrers),
+            ]
+        )
 
 
 def _serve(app: Starlette) -> tuple[uvicorn.Server, threading.Thread, int]:
@@ -126,9 +140,14 @@ def double(request: pytest.FixtureRequest) -> Iterator[tuple[ReferrersRegistry, 
 
 def _image(client: RegistryClient) -> Descriptor:
     config = client.push_blob("app", b"{}")
-    doc = mf.canonical_json({"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST,
-                             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
-                             "layers": []})
+    doc = mf.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mf.OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+            "layers": [],
+        }
+    )
     digest, subject_header = client.push_manifest("app", doc, mf.OCI_MANIFEST)
     assert subject_header is None
     return Descriptor(mf.OCI_MANIFEST, digest, len(doc))
@@ -142,9 +161,16 @@ def test_attach_uses_the_referrers_api_and_pages_through_it(double: tuple[Referr
         artifact = mf.statement_artifact(image, ts, kind="push", issuer="i", service="s", created=i)
         client.attach("app", image, artifact, [ts])
         client.attach("app", image, artifact, [ts])  # idempotent
-    other = mf.canonical_json({"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "artifactType": "application/spdx+json",
-                               "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
-                               "layers": [], "subject": image.to_json()})
+    other = mf.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mf.OCI_MANIFEST,
+            "artifactType": "application/spdx+json",
+            "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
+            "layers": [],
+            "subject": image.to_json(),
+        }
+    )
     client.push_manifest("app", other, mf.OCI_MANIFEST)
     assert client.referrers_api is True
     assert mf.fallback_tag(image.digest) not in registry.tags  # no fallback index when the API exists
@@ -171,14 +197,20 @@ def test_only_the_configured_registry_is_contacted() -> None:
     evil = f"127.0.0.1:{listener.getsockname()[1]}"
 
     async def challenge(request: Request) -> Response:
-        return Response(status_code=401, headers={"WWW-Authenticate": f'Bearer realm="http://{evil}/token",service="x"'})
+        return Response(
+            status_code=401, headers={"WWW-Authenticate": f'Bearer realm="http://{evil}/token",service="x"'}
+        )
 
     async def redirect_upload(request: Request) -> Response:
         return Response(status_code=202, headers={"Location": f"http://{evil}/upload"})
 
-    app = Starlette(routes=[Route("/v2/{repo:path}/manifests/{ref}", challenge, methods=["GET", "HEAD"]),
-                            Route("/v2/{repo:path}/blobs/{digest}", lambda r: Response(status_code=404), methods=["HEAD"]),
-                            Route("/v2/{repo:path}/blobs/uploads/", redirect_upload, methods=["POST"])])
+    app = Starlette(
+        routes=[
+            Route("/v2/{repo:path}/manifests/{ref}", challenge, methods=["GET", "HEAD"]),
+            Route("/v2/{repo:path}/blobs/{digest}", lambda r: Response(status_code=404), methods=["HEAD"]),
+            Route("/v2/{repo:path}/blobs/uploads/", redirect_upload, methods=["POST"]),
+        ]
+    )
     server, thread, port = _serve(app)
     try:
         client = RegistryClient(RegistrySettings.for_url(f"http://127.0.0.1:{port}", attempts=2))
@@ -218,8 +250,13 @@ def test_bearer_token_and_basic_auth_flows(tmp_path: object) -> None:
             return Response(status_code=401, headers={"WWW-Authenticate": 'Basic realm="reg"'})
         return Response(json.dumps({"name": "app", "tags": ["v1", "v2"]}), media_type="application/json")
 
-    app = Starlette(routes=[Route("/token", token), Route("/v2/{repo:path}/manifests/{ref}", bearer_manifest),
-                            Route("/v2/{repo:path}/tags/list", basic_tags)])
+    app = Starlette(
+        routes=[
+            Route("/token", token),
+            Route("/v2/{repo:path}/manifests/{ref}", bearer_manifest),
+            Route("/v2/{repo:path}/tags/list", basic_tags),
+        ]
+    )
     server, thread, port = _serve(app)
     try:
         client = RegistryClient(RegistrySettings(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}", "wabbit", "s3cret"))
@@ -244,8 +281,13 @@ def test_registry_json_that_is_not_an_object_is_a_registry_error() -> None:
     async def tags(request: Request) -> Response:
         return Response(b"[" * 100_000, media_type="application/json")
 
-    app = Starlette(routes=[Route("/token", token), Route("/v2/{repo:path}/manifests/{ref}", manifest),
-                            Route("/v2/{repo:path}/tags/list", tags)])
+    app = Starlette(
+        routes=[
+            Route("/token", token),
+            Route("/v2/{repo:path}/manifests/{ref}", manifest),
+            Route("/v2/{repo:path}/tags/list", tags),
+        ]
+    )
     server, thread, port = _serve(app)
     try:
         client = RegistryClient(RegistrySettings(f"127.0.0.1:{port}", f"http://127.0.0.1:{port}"))

@@ -166,14 +166,18 @@ def test_a_timed_out_event_goes_back_to_the_inbox_for_a_later_retry(tmp_path: Pa
     inbox = Inbox(tmp_path / "inbox.db", base_delay=5.0)
     with TrickleRegistry("body") as registry:
         client = _client(registry.url, timeout=1.0)
-        watcher = Watcher(inbox, {client.settings.name: client}, key(), "https://issuer.example", registrar=_NeverRegisters())
+        watcher = Watcher(
+            inbox, {client.settings.name: client}, key(), "https://issuer.example", registrar=_NeverRegisters()
+        )
         inbox.add(client.settings.name, [RegistryEvent("slow/app", D, "v1", PUSH)])
         (item,) = inbox.claim(1)
         started, wall = time.monotonic(), time.time()
         watcher.process(item)
         assert time.monotonic() - started < 2.5
     with sqlite3.connect(tmp_path / "inbox.db") as db:
-        state, attempts, next_at, error = db.execute("SELECT state, attempts, next_at, last_error FROM events").fetchone()
+        state, attempts, next_at, error = db.execute(
+            "SELECT state, attempts, next_at, last_error FROM events"
+        ).fetchone()
     assert (state, attempts) == ("pending", 1), error
     assert "no complete answer within 1 s" in error
     assert next_at >= wall + 2.5  # backed off (base_delay 5 s, jittered by half at most): not lost, not taken at once
@@ -188,9 +192,23 @@ def test_verify_timeout_is_a_total_bound(tmp_path: Path) -> None:
         host = registry.url.removeprefix("http://")
         started = time.monotonic()
         done = subprocess.run(
-            [sys.executable, "-m", "scitt_oci", "verify", f"{host}/slow/app@{D}", "--registry-insecure",
-             "--trust", "p.yaml", "--timeout", "2"],
-            capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+            [
+                sys.executable,
+                "-m",
+                "scitt_oci",
+                "verify",
+                f"{host}/slow/app@{D}",
+                "--registry-insecure",
+                "--trust",
+                "p.yaml",
+                "--timeout",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            cwd=tmp_path,
         )
         elapsed = time.monotonic() - started
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr

@@ -25,19 +25,33 @@ def _tls(tmp_path: Path) -> tuple[Path, Path, Path]:
     now = dt.datetime.now(dt.UTC)
     ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test registry CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
-          .not_valid_after(now + dt.timedelta(days=2)).add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     (tmp_path / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption()))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
 
 
@@ -87,9 +101,16 @@ def test_credentials_never_go_to_a_plain_http_token_realm(tmp_path: Path) -> Non
             auth = f"auth: {{token: {{realm: '{url}', service: test, issuer: test, rootcertbundle: {ca}}}}}"
             registry = RegistryProcess(tmp_path / f"registry{n}", tls=(cert, key), extra=auth).start()
             try:
-                client = RegistryClient(RegistrySettings.for_url(
-                    registry.url, ca_file=str(ca), username="ci", password="the-registry-password",
-                    auth_hosts=(f"127.0.0.1:{realm_port}",), attempts=2))
+                client = RegistryClient(
+                    RegistrySettings.for_url(
+                        registry.url,
+                        ca_file=str(ca),
+                        username="ci",
+                        password="the-registry-password",
+                        auth_hosts=(f"127.0.0.1:{realm_port}",),
+                        attempts=2,
+                    )
+                )
                 with pytest.raises(RegistryError, match="plain HTTP|not an absolute"):
                     client.blob("app", "sha256:" + "ab" * 32)
             finally:
@@ -106,8 +127,9 @@ def test_an_http_location_from_an_https_registry_is_refused() -> None:
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, cwd=cwd,
-                          check=False, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, cwd=cwd, check=False, timeout=120
+    )
 
 
 def test_verify_and_history_reach_a_private_ca_registry_with_ca_file(tmp_path: Path) -> None:
@@ -116,11 +138,13 @@ def test_verify_and_history_reach_a_private_ca_registry_with_ca_file(tmp_path: P
     ca, cert, key = _tls(tmp_path)
     secret = "tls-registry-webhook-secret-0123"
     server = ServerProcess(tmp_path / "data")
-    registry = RegistryProcess(tmp_path / "registry", tls=(cert, key), secret=secret,
-                               notify_url=f"{server.url}/webhooks/distribution").start()
+    registry = RegistryProcess(
+        tmp_path / "registry", tls=(cert, key), secret=secret, notify_url=f"{server.url}/webhooks/distribution"
+    ).start()
     (tmp_path / "secret").write_text(secret)
     (tmp_path / "config.yaml").write_text(
-        f"watch: {{registries: [{{url: {registry.host}, ca_file: {ca}}}], webhook_secret_file: {tmp_path / 'secret'}}}\n")
+        f"watch: {{registries: [{{url: {registry.host}, ca_file: {ca}}}], webhook_secret_file: {tmp_path / 'secret'}}}\n"
+    )
     server.args = ["--config", str(tmp_path / "config.yaml")]
     server.start()
     try:

@@ -24,14 +24,24 @@ def test_two_replicas_share_one_log(tmp_path: Path) -> None:
     (tmp_path / "ts.pem").write_bytes(ts_key.private_pem())
     (tmp_path / "ts.pem").chmod(0o600)
     (tmp_path / "issuer.pub").write_bytes(issuer.public_pem())
-    env = {"SCITT_OCI_STORAGE__BACKEND": "postgres", "SCITT_OCI_STORAGE__POSTGRES_DSN": DSN,
-           "SCITT_OCI_STORAGE__POSTGRES_SCHEMA": schema, "SCITT_OCI_TS_KEY": str(tmp_path / "ts.pem"),
-           "SCITT_OCI_IDENTITY": "https://ts.example"}
-    replicas = [ServerProcess(tmp_path / f"r{i}", args=["--issuer-key", str(tmp_path / "issuer.pub")], env=env).start()
-                for i in range(2)]
+    env = {
+        "SCITT_OCI_STORAGE__BACKEND": "postgres",
+        "SCITT_OCI_STORAGE__POSTGRES_DSN": DSN,
+        "SCITT_OCI_STORAGE__POSTGRES_SCHEMA": schema,
+        "SCITT_OCI_TS_KEY": str(tmp_path / "ts.pem"),
+        "SCITT_OCI_IDENTITY": "https://ts.example",
+    }
+    replicas = [
+        ServerProcess(tmp_path / f"r{i}", args=["--issuer-key", str(tmp_path / "issuer.pub")], env=env).start()
+        for i in range(2)
+    ]
     try:
-        bodies = [statement.hash_envelope_statement(issuer, issuer="https://w", subject=f"urn:{i}",
-                                                    digest=hashlib.sha256(str(i).encode()).digest()).encode() for i in range(40)]
+        bodies = [
+            statement.hash_envelope_statement(
+                issuer, issuer="https://w", subject=f"urn:{i}", digest=hashlib.sha256(str(i).encode()).digest()
+            ).encode()
+            for i in range(40)
+        ]
 
         def register(i: int) -> bytes:
             return ScrapiClient(replicas[i % 2].url).register(bodies[i]).receipt

@@ -21,25 +21,42 @@ IMAGES = 6
 def _push_image(client: RegistryClient, repo: str, n: int) -> str:
     config = json.dumps({"architecture": "amd64", "os": "linux", "n": n}).encode()
     layer = os.urandom(64)
-    doc = mf.canonical_json({
-        "schemaVersion": 2, "mediaType": mf.OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": client.push_blob(repo, config), "size": len(config)},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": client.push_blob(repo, layer), "size": len(layer)}],
-    })
+    doc = mf.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mf.OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": client.push_blob(repo, config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": client.push_blob(repo, layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+    )
     return client.push_manifest(repo, doc, mf.OCI_MANIFEST, f"v{n}")[0]
 
 
 def test_requests_per_recorded_image_and_none_for_our_own_writes(tmp_path: Path) -> None:
     registry = RegistryProcess(tmp_path / "registry").start()
-    config = config_mod.load(None, overrides={
-        "data_dir": str(tmp_path / "data"), "watch": {"registries": [{"url": registry.host, "insecure": True}]},
-    })
+    config = config_mod.load(
+        None,
+        overrides={
+            "data_dir": str(tmp_path / "data"),
+            "watch": {"registries": [{"url": registry.host, "insecure": True}]},
+        },
+    )
     rt = runtime.build(config)
     assert rt.watcher is not None
     rt.service.start()
     try:
         watcher, inbox = rt.watcher, rt.watcher.inbox
-        (name, client), = watcher.clients.items()
+        ((name, client),) = watcher.clients.items()
         pusher = RegistryClient(RegistrySettings.for_url(registry.url))
         images = {f"app/r{n % 2}": [] for n in range(IMAGES)}  # type: dict[str, list[str]]
         for n in range(IMAGES):
@@ -50,7 +67,9 @@ def test_requests_per_recorded_image_and_none_for_our_own_writes(tmp_path: Path)
                 for item in items:
                     watcher.process(item)
 
-        inbox.add(name, [RegistryEvent(repo, d, None, PUSH, mf.OCI_MANIFEST) for repo, ds in images.items() for d in ds])
+        inbox.add(
+            name, [RegistryEvent(repo, d, None, PUSH, mf.OCI_MANIFEST) for repo, ds in images.items() for d in ds]
+        )
         drain()
         assert inbox.counts() == {"done": IMAGES}
         per_image = dict(client.counts)
@@ -74,8 +93,10 @@ def test_requests_per_recorded_image_and_none_for_our_own_writes(tmp_path: Path)
         for a in inbox.attachments(name, before=float("inf"), everything=True):
             index = pusher.head_manifest(a.repository, mf.fallback_tag(a.subject))
             assert index is not None
-            own += [RegistryEvent(a.repository, a.referrer, None, PUSH, mf.OCI_MANIFEST),
-                    RegistryEvent(a.repository, index.digest, mf.fallback_tag(a.subject), PUSH, mf.OCI_INDEX)]
+            own += [
+                RegistryEvent(a.repository, a.referrer, None, PUSH, mf.OCI_MANIFEST),
+                RegistryEvent(a.repository, index.digest, mf.fallback_tag(a.subject), PUSH, mf.OCI_INDEX),
+            ]
         assert inbox.add(name, own) == 2 * IMAGES
         drain()
         assert inbox.counts() == {"done": 3 * IMAGES}

@@ -39,7 +39,9 @@ def issuer(server: ServerProcess) -> keys.CoseKey:
 
 def _statement(issuer: keys.CoseKey, n: int) -> bytes:
     digest = hashlib.sha256(f"artifact {n}".encode()).digest()
-    return statement.hash_envelope_statement(issuer, issuer="https://wabbit.example", subject=f"urn:test:{n}", digest=digest).encode()
+    return statement.hash_envelope_statement(
+        issuer, issuer="https://wabbit.example", subject=f"urn:test:{n}", digest=digest
+    ).encode()
 
 
 def _tree_size(server: ServerProcess) -> int:
@@ -65,7 +67,10 @@ def test_keys_endpoints(server: ServerProcess) -> None:
     assert one.status_code == 200 and keys.from_cose(cbor2.loads(one.content)).kid == key.kid
     missing = requests.get(server.url + "/.well-known/scitt-keys/AAAA", timeout=5)
     assert missing.status_code == 404 and _problem(missing)[-1] == "No such key"
-    assert requests.get(server.url + "/.well-known/scitt-keys", headers={"Accept": "text/html"}, timeout=5).status_code == 406
+    assert (
+        requests.get(server.url + "/.well-known/scitt-keys", headers={"Accept": "text/html"}, timeout=5).status_code
+        == 406
+    )
 
 
 def test_register_201_then_get_200_and_scitt_cose_agrees(server: ServerProcess, issuer: keys.CoseKey) -> None:
@@ -104,7 +109,9 @@ def test_checkpoint_and_consistency(server: ServerProcess, issuer: keys.CoseKey)
     size2, root2, _ = read_checkpoint(client.checkpoint(), service_keys)
     assert size2 >= size1 + 4
     proof = client.consistency(size1, size2)
-    new_size, new_root, _v = receipt.verify_consistency_receipt(proof, old_size=size1, old_root=root1, keys=service_keys)
+    new_size, new_root, _v = receipt.verify_consistency_receipt(
+        proof, old_size=size1, old_root=root1, keys=service_keys
+    )
     assert (new_size, new_root) == (size2, root2)
     bad = requests.get(f"{server.url}/consistency?from=0&to={size2}", timeout=5)
     assert bad.status_code == 404 and _problem(bad)
@@ -118,7 +125,12 @@ def test_checkpoint_and_consistency(server: ServerProcess, issuer: keys.CoseKey)
         ({}, b"x", 415, "Unsupported Media Type"),
         ({"Content-Type": "application/cose"}, b"\xd2\x84", 400, "Malformed request"),
         ({"Content-Type": "application/cose"}, b"\x81" * 40 + b"\x00", 400, "Malformed request"),
-        ({"Content-Type": "application/cose"}, cbor2.dumps(cbor2.CBORTag(18, ["x", {}, b"", b""])), 400, "Malformed request"),
+        (
+            {"Content-Type": "application/cose"},
+            cbor2.dumps(cbor2.CBORTag(18, ["x", {}, b"", b""])),
+            400,
+            "Malformed request",
+        ),
         ({"Content-Type": "application/cose"}, b"\x00" * (64 * 1024 + 1), 413, "Payload Too Large"),
     ],
 )
@@ -141,15 +153,21 @@ def test_statement_rules_are_rejected_with_scrapi_titles(server: ServerProcess, 
     stranger = keys.generate(issuer.alg)
     cases = {
         "Rejected": sign1.sign(stranger, {4: stranger.kid, 15: {1: "https://x", 2: "s"}}, b"p").encode(),
-        "Payload Missing": sign1.sign(issuer, {4: issuer.kid, 15: {1: "https://x", 2: "s"}}, None, detached_payload=b"p").encode(),
-        "Malformed request": sign1.sign(issuer, {4: issuer.kid, 15: {1: "https://x", 2: "s"}, 258: -16, 3: "text/plain"}, digest).encode(),
+        "Payload Missing": sign1.sign(
+            issuer, {4: issuer.kid, 15: {1: "https://x", 2: "s"}}, None, detached_payload=b"p"
+        ).encode(),
+        "Malformed request": sign1.sign(
+            issuer, {4: issuer.kid, 15: {1: "https://x", 2: "s"}, 258: -16, 3: "text/plain"}, digest
+        ).encode(),
     }
     for title, body in cases.items():
         r = requests.post(server.url + "/entries", data=body, headers={"Content-Type": "application/cose"}, timeout=10)
         assert r.status_code == 400 and _problem(r)[-1] == title, (title, _problem(r))
     signed = sign1.sign(issuer, {4: issuer.kid, 15: {1: "https://x", 2: "s"}}, b"p")
     unsigned = sign1.Sign1(signed.protected_bytes, signed.protected, {}, b"p", b"").encode()
-    wrong_alg = cbor2.dumps(cbor2.CBORTag(18, [cbor2.dumps({1: -999, 4: issuer.kid, 15: {1: "https://x", 2: "s"}}), {}, b"p", b"s" * 64]))
+    wrong_alg = cbor2.dumps(
+        cbor2.CBORTag(18, [cbor2.dumps({1: -999, 4: issuer.kid, 15: {1: "https://x", 2: "s"}}), {}, b"p", b"s" * 64])
+    )
     for body, title in ((unsigned, "Rejected"), (wrong_alg, "Bad Signature Algorithm")):
         r = requests.post(server.url + "/entries", data=body, headers={"Content-Type": "application/cose"}, timeout=10)
         assert r.status_code == 400 and _problem(r)[-1] == title, (title, _problem(r))
@@ -169,7 +187,12 @@ def test_health_ready_and_metrics(server: ServerProcess) -> None:
     assert requests.get(server.url + "/healthz", timeout=5).status_code == 200
     assert requests.get(server.url + "/readyz", timeout=5).status_code == 200
     text = requests.get(server.url + "/metrics", timeout=5).text
-    for name in ("scitt_registrations_total", "scitt_batch_entries_bucket", "scitt_registration_seconds_bucket", "scitt_tree_size"):
+    for name in (
+        "scitt_registrations_total",
+        "scitt_batch_entries_bucket",
+        "scitt_registration_seconds_bucket",
+        "scitt_tree_size",
+    ):
         assert name in text
 
 
@@ -186,8 +209,17 @@ def test_token_required_beyond_loopback(tmp_path: Path) -> None:
         assert oct((srv.data_dir / "registration-token").stat().st_mode & 0o777) == "0o600"
         body = _statement(issuer, 7)
         r = requests.post(srv.url + "/entries", data=body, headers={"Content-Type": "application/cose"}, timeout=10)
-        assert r.status_code == 401 and _problem(r)[-1] == "Unauthorized" and r.headers["www-authenticate"].startswith("Bearer")
-        r = requests.post(srv.url + "/entries", data=body, headers={"Content-Type": "application/cose", "Authorization": "Bearer wrong-token-xxxxxxxx"}, timeout=10)
+        assert (
+            r.status_code == 401
+            and _problem(r)[-1] == "Unauthorized"
+            and r.headers["www-authenticate"].startswith("Bearer")
+        )
+        r = requests.post(
+            srv.url + "/entries",
+            data=body,
+            headers={"Content-Type": "application/cose", "Authorization": "Bearer wrong-token-xxxxxxxx"},
+            timeout=10,
+        )
         assert r.status_code == 401
         assert ScrapiClient(srv.url, token=token).register(body).receipt
         assert "registration token:" in srv.output()
@@ -196,11 +228,15 @@ def test_token_required_beyond_loopback(tmp_path: Path) -> None:
 
 
 def test_rate_limit_answers_429_with_retry_after(tmp_path: Path) -> None:
-    srv = ServerProcess(tmp_path / "data", env={"SCITT_OCI_RATE_LIMIT__PER_CLIENT_PER_SECOND": "1", "SCITT_OCI_RATE_LIMIT__BURST": "2"}).start()
+    srv = ServerProcess(
+        tmp_path / "data", env={"SCITT_OCI_RATE_LIMIT__PER_CLIENT_PER_SECOND": "1", "SCITT_OCI_RATE_LIMIT__BURST": "2"}
+    ).start()
     try:
         statuses = [requests.get(srv.url + "/entries/" + "00" * 32, timeout=5) for _ in range(4)]
         limited = [r for r in statuses if r.status_code == 429]
-        assert limited and int(limited[0].headers["retry-after"]) >= 1 and _problem(limited[0])[-1] == "Too Many Requests"
+        assert (
+            limited and int(limited[0].headers["retry-after"]) >= 1 and _problem(limited[0])[-1] == "Too Many Requests"
+        )
     finally:
         srv.stop()
 
@@ -212,7 +248,9 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(tmp_path: Path) -> 
 
     def statuses(srv: ServerProcess) -> list[int]:
         return [
-            requests.get(srv.url + "/entries/" + "00" * 32, headers={"X-Forwarded-For": f"192.0.2.{n}"}, timeout=5).status_code
+            requests.get(
+                srv.url + "/entries/" + "00" * 32, headers={"X-Forwarded-For": f"192.0.2.{n}"}, timeout=5
+            ).status_code
             for n in (1, 2)
         ]
 
@@ -252,9 +290,13 @@ def test_fuzzed_http_surface_never_fails_or_stores(server: ServerProcess) -> Non
     @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
     @given(
         method=st.sampled_from(["GET", "POST", "PUT", "HEAD"]),
-        path=st.sampled_from(["/entries", "/entries/", "/entries/zz", "/checkpoint", "/consistency", "/.well-known/scitt-keys/"])
+        path=st.sampled_from(
+            ["/entries", "/entries/", "/entries/zz", "/checkpoint", "/consistency", "/.well-known/scitt-keys/"]
+        )
         | st.text(alphabet="abcdef0123456789/-_.?=&%", max_size=40).map(lambda s: "/" + s),
-        content_type=st.sampled_from(["application/cose", "application/cbor", "text/plain", "", "application/cose; charset=x"]),
+        content_type=st.sampled_from(
+            ["application/cose", "application/cbor", "text/plain", "", "application/cose; charset=x"]
+        ),
         body=st.binary(max_size=600) | st.builds(lambda b: b"\xd2\x84" + b, st.binary(max_size=300)),
         auth=st.sampled_from(["", "Bearer x", "Basic Zm9vOmJhcg=="]),
     )

@@ -116,7 +116,11 @@ def test_partial_and_full_tiles_and_their_headers(big_log: tuple[SqliteStore, Ti
     assert full.content[:32] == merkle.leaf_hash(b"entry 0")
     # A partial tile is the prefix of what the full tile will be.
     part = client.get("/tlog/tile/0/000.p/5")
-    assert part.status_code == 200 and part.content == full.content[:160] and "immutable" not in part.headers["cache-control"]
+    assert (
+        part.status_code == 200
+        and part.content == full.content[:160]
+        and "immutable" not in part.headers["cache-control"]
+    )
     # Level 1 hash i is the root of level-0 tile i.
     lvl1 = client.get("/tlog/tile/1/000").content
     assert lvl1[:32] == tiles.tile_root(full.content)
@@ -153,7 +157,10 @@ def test_empty_log_has_no_checkpoint(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     base = tmp_path_factory.mktemp("ts")
-    srv = ServerProcess(base / "data", env={"SCITT_OCI_REGISTRATION__WAIT_SECONDS": "5", "SCITT_OCI_REGISTRATION__MAX_STATEMENT_BYTES": "100000"}).start()
+    srv = ServerProcess(
+        base / "data",
+        env={"SCITT_OCI_REGISTRATION__WAIT_SECONDS": "5", "SCITT_OCI_REGISTRATION__MAX_STATEMENT_BYTES": "100000"},
+    ).start()
     yield srv
     srv.stop()
 
@@ -191,7 +198,10 @@ def test_service_checkpoint_root_is_the_receipts_root_and_tlog_scales_agrees(ser
 def test_entries_over_the_bundle_limit_are_refused_with_413(server: ServerProcess) -> None:
     issuer = keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes())
     big = statement.hash_envelope_statement(
-        issuer, issuer="https://wabbit.example", subject="urn:test:" + "x" * 65_400, digest=hashlib.sha256(b"b").digest()
+        issuer,
+        issuer="https://wabbit.example",
+        subject="urn:test:" + "x" * 65_400,
+        digest=hashlib.sha256(b"b").digest(),
     ).encode()
     assert 65_535 < len(statement.parse(big).entry()) < 65_536 + 200
     r = requests.post(server.url + "/entries", data=big, headers={"Content-Type": "application/cose"}, timeout=10)

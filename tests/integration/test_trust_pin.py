@@ -32,7 +32,9 @@ DIGEST = "sha256:" + "5d" * 32
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, cwd=cwd, check=False, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, cwd=cwd, check=False, timeout=60
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +60,12 @@ def test_issuers_route_publishes_the_watcher_key_and_iss(server: ServerProcess) 
     published = keys.from_jwk(jwk)
     private = keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes())
     assert published.public_pem() == private.public_pem() and "d" not in jwk
-    assert requests.get(server.url + "/.well-known/scitt-oci/issuers", headers={"Accept": "application/cbor"}, timeout=5).status_code == 406
+    assert (
+        requests.get(
+            server.url + "/.well-known/scitt-oci/issuers", headers={"Accept": "application/cbor"}, timeout=5
+        ).status_code
+        == 406
+    )
 
 
 def test_the_kid_the_banner_prints_is_found_at_the_key_route(server: ServerProcess) -> None:
@@ -79,15 +86,41 @@ def test_pin_writes_a_policy_that_verifies_what_the_operator_signs(server: Serve
     assert [k.kid.hex() for k in policy.service_keys] == [service_kid]
     # A push statement as the watcher makes it (the operator's key, the published iss) verifies under it.
     key_file = str(server.data_dir / "keys" / "issuer.pem")
-    made = cli("statement", "create", "--key", key_file, "--issuer", server.url, "--profile", "push",
-               "--image", f"registry.example/app@{DIGEST}", "--out", "s.cose", cwd=tmp_path)
+    made = cli(
+        "statement",
+        "create",
+        "--key",
+        key_file,
+        "--issuer",
+        server.url,
+        "--profile",
+        "push",
+        "--image",
+        f"registry.example/app@{DIGEST}",
+        "--out",
+        "s.cose",
+        cwd=tmp_path,
+    )
     assert made.returncode == 0, made.stderr
     assert cli("register", "s.cose", "--ts", server.url, "--out", "s.scitt", cwd=tmp_path).returncode == 0
     ok = cli("verify", "--statement", "s.scitt", "--trust", "p.yaml", "--digest", DIGEST, cwd=tmp_path)
     assert ok.returncode == 0 and ok.stdout.startswith("VALID"), ok.stdout + ok.stderr
     # Another iss with the same key is not the pinned issuer.
-    cli("statement", "create", "--key", key_file, "--issuer", "https://elsewhere.example", "--profile", "push",
-        "--image", f"registry.example/app@{DIGEST}", "--out", "o.cose", cwd=tmp_path)
+    cli(
+        "statement",
+        "create",
+        "--key",
+        key_file,
+        "--issuer",
+        "https://elsewhere.example",
+        "--profile",
+        "push",
+        "--image",
+        f"registry.example/app@{DIGEST}",
+        "--out",
+        "o.cose",
+        cwd=tmp_path,
+    )
     assert cli("register", "o.cose", "--ts", server.url, "--out", "o.scitt", cwd=tmp_path).returncode == 0
     bad = cli("verify", "--statement", "o.scitt", "--trust", "p.yaml", "--digest", DIGEST, cwd=tmp_path)
     assert bad.returncode == 1 and "UNTRUSTED_ISSUER" in bad.stdout
@@ -98,14 +131,34 @@ def test_expected_fingerprints_gate_what_is_written(server: ServerProcess, tmp_p
     wrong = cli("trust", "pin", server.url, "--policy", "p.yaml", "--expect-fingerprint", service_kid, cwd=tmp_path)
     assert wrong.returncode == 1 and f"key {issuer_kid} is not among the expected" in wrong.stderr
     assert "nothing written" in wrong.stderr and not list(tmp_path.iterdir())
-    typo = cli("trust", "pin", server.url, "--out", "ts.cbor", "--expect-fingerprint", service_kid,
-               "--expect-fingerprint", "ab" * 32, cwd=tmp_path)
+    typo = cli(
+        "trust",
+        "pin",
+        server.url,
+        "--out",
+        "ts.cbor",
+        "--expect-fingerprint",
+        service_kid,
+        "--expect-fingerprint",
+        "ab" * 32,
+        cwd=tmp_path,
+    )
     assert typo.returncode == 1 and f"no key has the expected fingerprint {'ab' * 32}" in typo.stderr
     assert not (tmp_path / "ts.cbor").exists()
     short = cli("trust", "pin", server.url, "--out", "ts.cbor", "--expect-fingerprint", "abc", cwd=tmp_path)
     assert short.returncode == 2 and "not 64 hexadecimal characters" in short.stderr
-    right = cli("trust", "pin", server.url, "--policy", "p.yaml", "--expect-fingerprint", service_kid.upper(),
-                "--expect-fingerprint", issuer_kid, cwd=tmp_path)
+    right = cli(
+        "trust",
+        "pin",
+        server.url,
+        "--policy",
+        "p.yaml",
+        "--expect-fingerprint",
+        service_kid.upper(),
+        "--expect-fingerprint",
+        issuer_kid,
+        cwd=tmp_path,
+    )
     assert right.returncode == 0 and "every key matches an expected fingerprint" in right.stdout, right.stderr
     assert load_policy(tmp_path / "p.yaml").issuers
 
@@ -142,7 +195,9 @@ def test_pin_merges_into_an_existing_policy_and_keeps_old_keys(server: ServerPro
 
 def test_errors_name_the_fix(server: ServerProcess, tmp_path: Path) -> None:
     down = cli("trust", "pin", f"http://127.0.0.1:{free_port()}", "--out", "k.cbor", cwd=tmp_path)
-    assert down.returncode == 2 and "Connection refused" in down.stderr and "is `scitt-oci serve` running" in down.stderr
+    assert (
+        down.returncode == 2 and "Connection refused" in down.stderr and "is `scitt-oci serve` running" in down.stderr
+    )
     assert "Max retries" not in down.stderr and "Traceback" not in down.stderr
     plain = cli("trust", "pin", server.url.replace("http://", "https://"), "--out", "k.cbor", cwd=tmp_path)
     assert plain.returncode == 2 and f"use {server.url}" in plain.stderr
@@ -167,11 +222,28 @@ def test_wrong_port_and_busy_port(server: ServerProcess, tmp_path: Path) -> None
         url = f"http://127.0.0.1:{other.server_address[1]}"
         wrong = cli("trust", "pin", url, "--out", "k.cbor", cwd=tmp_path)
         assert wrong.returncode == 2 and "HTTP 404" in wrong.stderr
-        assert "does not answer like a SCITT transparency service" in wrong.stderr and "check the URL and the port" in wrong.stderr
+        assert (
+            "does not answer like a SCITT transparency service" in wrong.stderr
+            and "check the URL and the port" in wrong.stderr
+        )
     finally:
         other.shutdown()
-    busy = subprocess.run([sys.executable, "-m", "scitt_oci", "serve", "--data-dir", str(tmp_path / "d"),
-                           "--listen", f"127.0.0.1:{server.port}"], capture_output=True, text=True, timeout=60, check=False)
+    busy = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scitt_oci",
+            "serve",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--listen",
+            f"127.0.0.1:{server.port}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert busy.returncode == 3, busy.stderr
     assert f"cannot listen on 127.0.0.1:{server.port}" in busy.stderr and "--listen" in busy.stderr
     assert "Traceback" not in busy.stderr and not (tmp_path / "d").exists()
@@ -181,12 +253,33 @@ def test_401_says_which_option_carries_the_token(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path / "data", host="0.0.0.0").start()
     try:
         key_file = str(srv.data_dir / "keys" / "issuer.pem")
-        made = cli("statement", "create", "--key", key_file, "--issuer", "https://w.example", "--subject", "urn:x",
-                   "--digest", DIGEST, "--out", "s.cose", cwd=tmp_path)
+        made = cli(
+            "statement",
+            "create",
+            "--key",
+            key_file,
+            "--issuer",
+            "https://w.example",
+            "--subject",
+            "urn:x",
+            "--digest",
+            DIGEST,
+            "--out",
+            "s.cose",
+            cwd=tmp_path,
+        )
         assert made.returncode == 0, made.stderr
         refused = cli("register", "s.cose", "--ts", srv.url, cwd=tmp_path)
         assert refused.returncode == 2 and "HTTP 401" in refused.stderr and "--token-file" in refused.stderr
-        ok = cli("register", "s.cose", "--ts", srv.url, "--token-file", str(srv.data_dir / "registration-token"), cwd=tmp_path)
+        ok = cli(
+            "register",
+            "s.cose",
+            "--ts",
+            srv.url,
+            "--token-file",
+            str(srv.data_dir / "registration-token"),
+            cwd=tmp_path,
+        )
         assert ok.returncode == 0, ok.stderr
     finally:
         srv.stop()
@@ -197,15 +290,21 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scitt-oci test CA")])
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(k.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(k.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .sign(k, hashes.SHA256())
     )
     (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "tls.key").write_bytes(k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (tmp_path / "tls.key").write_bytes(
+        k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return tmp_path / "tls.crt", tmp_path / "tls.key"
 
 
@@ -220,8 +319,21 @@ def test_private_ca_needs_ca_file_for_pin_and_audit(tmp_path: Path) -> None:
         assert ok.returncode == 0, ok.stderr
         issuers = load_policy(tmp_path / "p.yaml").issuers
         assert issuers is not None and issuers[0].iss == url
-        made = cli("statement", "create", "--key", str(srv.data_dir / "keys" / "issuer.pem"), "--issuer", url,
-                   "--profile", "push", "--image", f"r.example/a@{DIGEST}", "--out", "s.cose", cwd=tmp_path)
+        made = cli(
+            "statement",
+            "create",
+            "--key",
+            str(srv.data_dir / "keys" / "issuer.pem"),
+            "--issuer",
+            url,
+            "--profile",
+            "push",
+            "--image",
+            f"r.example/a@{DIGEST}",
+            "--out",
+            "s.cose",
+            cwd=tmp_path,
+        )
         assert made.returncode == 0, made.stderr
         assert cli("register", "s.cose", "--ts", url, "--ca-file", str(crt), cwd=tmp_path).returncode == 0
         no_ca = cli("log", "audit", "--ts", url, "--state", "a.json", cwd=tmp_path)

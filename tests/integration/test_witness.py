@@ -127,7 +127,9 @@ def _instance(base: Path, name: str) -> tuple[ServerProcess, str, str]:
     srv = ServerProcess(data)
     srv.port = free_port()
     note_vkey = note.Verifier(f"{name}.test/tlog", note.ED25519, note_key.public_key().public_bytes_raw()).vkey
-    witness_vkey = note.Verifier(f"{name}.test/witness", note.COSIGNATURE_V1, witness_key.public_key().public_bytes_raw()).vkey
+    witness_vkey = note.Verifier(
+        f"{name}.test/witness", note.COSIGNATURE_V1, witness_key.public_key().public_bytes_raw()
+    ).vkey
     return srv, note_vkey, witness_vkey
 
 
@@ -202,7 +204,10 @@ def test_quorum_holds_publication_back_until_witnesses_cosign(tmp_path: Path) ->
 
 
 def test_bad_witness_configuration_is_a_named_error(tmp_path: Path) -> None:
-    srv = ServerProcess(tmp_path / "data", env={"SCITT_OCI_WITNESSES": json.dumps([{"url": "http://127.0.0.1:1", "vkey": "x+00000000+AQ=="}])})
+    srv = ServerProcess(
+        tmp_path / "data",
+        env={"SCITT_OCI_WITNESSES": json.dumps([{"url": "http://127.0.0.1:1", "vkey": "x+00000000+AQ=="}])},
+    )
     with pytest.raises(RuntimeError, match=r"witnesses\[0\].vkey"):
         srv.start()
     srv2 = ServerProcess(tmp_path / "data2", env={"SCITT_OCI_WITNESS_QUORUM": "2"})
@@ -215,14 +220,18 @@ def _scitt(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _audit_and_mirror_with_policies(tmp_path: Path, a: ServerProcess, a_note: str, w_vkey: str) -> None:
-    other = note.Verifier("w2.test/witness", note.COSIGNATURE_V1, ed25519.Ed25519PrivateKey.generate().public_key().public_bytes_raw())
+    other = note.Verifier(
+        "w2.test/witness", note.COSIGNATURE_V1, ed25519.Ed25519PrivateKey.generate().public_key().public_bytes_raw()
+    )
     met = tmp_path / "met.policy"
     met.write_text(f"log {a_note}\nwitness W {w_vkey}\nquorum W\n")
     unmet = tmp_path / "unmet.policy"
     unmet.write_text(f"log {a_note}\nwitness W {w_vkey}\nwitness W2 {other.vkey}\ngroup both all W W2\nquorum both\n")
     ok = _scitt("log", "audit", "--ts", a.url, "--state", str(tmp_path / "audit.json"), "--witness-policy", str(met))
     assert ok.returncode == 0 and "witnessed: size 10 cosigned by w.test/witness" in ok.stdout, ok.stdout + ok.stderr
-    refused = _scitt("log", "audit", "--ts", a.url, "--state", str(tmp_path / "audit2.json"), "--witness-policy", str(unmet))
+    refused = _scitt(
+        "log", "audit", "--ts", a.url, "--state", str(tmp_path / "audit2.json"), "--witness-policy", str(unmet)
+    )
     assert refused.returncode == 1 and "below the witness quorum" in refused.stdout, refused.stdout + refused.stderr
     assert not (tmp_path / "audit2.json").exists()
     # The same quorum named in a trust policy's YAML.
@@ -232,9 +241,15 @@ def _audit_and_mirror_with_policies(tmp_path: Path, a: ServerProcess, a_note: st
         "transparency_services:\n  - name: a\n    keys: [{path: ts.pem}]\n"
         f"    tlog: {{vkey: '{a_note}', witnesses: [{{name: w, vkey: '{w_vkey}'}}], quorum: 1}}\n"
     )
-    from_yaml = _scitt("log", "audit", "--ts", a.url, "--state", str(tmp_path / "audit3.json"), "--witness-policy", str(yaml_policy))
+    from_yaml = _scitt(
+        "log", "audit", "--ts", a.url, "--state", str(tmp_path / "audit3.json"), "--witness-policy", str(yaml_policy)
+    )
     assert from_yaml.returncode == 0 and "witnessed: size 10" in from_yaml.stdout, from_yaml.stdout + from_yaml.stderr
-    mirrored = _scitt("mirror", a.url, "--vkey", a_note, "--data-dir", str(tmp_path / "m-met"), "--once", "--policy", str(met))
+    mirrored = _scitt(
+        "mirror", a.url, "--vkey", a_note, "--data-dir", str(tmp_path / "m-met"), "--once", "--policy", str(met)
+    )
     assert mirrored.returncode == 0, mirrored.stderr
-    below = _scitt("mirror", a.url, "--vkey", a_note, "--data-dir", str(tmp_path / "m-unmet"), "--once", "--policy", str(unmet))
+    below = _scitt(
+        "mirror", a.url, "--vkey", a_note, "--data-dir", str(tmp_path / "m-unmet"), "--once", "--policy", str(unmet)
+    )
     assert below.returncode == 2 and "below the witness quorum" in below.stderr, below.stderr

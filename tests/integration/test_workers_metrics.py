@@ -18,11 +18,17 @@ def test_metrics_sum_over_workers(tmp_path: Path) -> None:
     srv = ServerProcess(tmp_path / "data", args=["--workers", "2"]).start()
     try:
         issuer = keys.load_private_pem((srv.data_dir / "keys" / "issuer.pem").read_bytes())
+
         def register(i: int) -> int:
-            body = statement.hash_envelope_statement(issuer, issuer="https://w", subject=f"urn:{i}",
-                                                     digest=hashlib.sha256(str(i).encode()).digest()).encode()
-            r = requests.post(srv.url + "/entries", data=body, headers={"Content-Type": "application/cose", "Connection": "close"},
-                              timeout=10)
+            body = statement.hash_envelope_statement(
+                issuer, issuer="https://w", subject=f"urn:{i}", digest=hashlib.sha256(str(i).encode()).digest()
+            ).encode()
+            r = requests.post(
+                srv.url + "/entries",
+                data=body,
+                headers={"Content-Type": "application/cose", "Connection": "close"},
+                timeout=10,
+            )
             return r.status_code
 
         # Many connections at once, so that both workers take some.
@@ -46,17 +52,27 @@ def test_workers_with_postgresql_get_the_real_dsn_and_never_print_it(tmp_path: P
     from tests.unit.log.test_postgres_store import DSN
 
     schema = "t_" + uuid.uuid4().hex[:12]
-    env = {"SCITT_OCI_STORAGE__BACKEND": "postgres", "SCITT_OCI_STORAGE__POSTGRES_DSN": DSN,
-           "SCITT_OCI_STORAGE__POSTGRES_SCHEMA": schema}
+    env = {
+        "SCITT_OCI_STORAGE__BACKEND": "postgres",
+        "SCITT_OCI_STORAGE__POSTGRES_DSN": DSN,
+        "SCITT_OCI_STORAGE__POSTGRES_SCHEMA": schema,
+    }
     srv = ServerProcess(tmp_path / "data", args=["--workers", "2"], env=env).start()
     try:
         issuer = keys.load_private_pem((srv.data_dir / "keys" / "issuer.pem").read_bytes())
         codes = []
         for i in range(6):
-            body = statement.hash_envelope_statement(issuer, issuer="https://w", subject=f"urn:{i}",
-                                                     digest=hashlib.sha256(str(i).encode()).digest()).encode()
-            codes.append(requests.post(srv.url + "/entries", data=body, timeout=10,
-                                       headers={"Content-Type": "application/cose", "Connection": "close"}).status_code)
+            body = statement.hash_envelope_statement(
+                issuer, issuer="https://w", subject=f"urn:{i}", digest=hashlib.sha256(str(i).encode()).digest()
+            ).encode()
+            codes.append(
+                requests.post(
+                    srv.url + "/entries",
+                    data=body,
+                    timeout=10,
+                    headers={"Content-Type": "application/cose", "Connection": "close"},
+                ).status_code
+            )
         assert set(codes) == {201}, srv.output()[-2000:]
         with psycopg.connect(DSN) as conn:
             assert conn.execute(f"SELECT COUNT(*) FROM {schema}.entries").fetchone() == (6,)

@@ -57,7 +57,9 @@ def test_bound_issuers_register_and_others_are_refused_with_the_reason(server: S
     did = did_x509.create(pki.root, subject=[("O", "Wabbit Networks")])
     assert _post(server, _signed(signer, wabbit, iss=did).encode()).status_code == 201
     mallory = pki.leaf(signer.public_key(), cn="Mallory", org="Mallory Inc")
-    assert "subject O is 'Mallory Inc', not 'Wabbit Networks'" in _detail(_post(server, _signed(signer, mallory).encode()))
+    assert "subject O is 'Mallory Inc', not 'Wabbit Networks'" in _detail(
+        _post(server, _signed(signer, mallory).encode())
+    )
     other_iss = _detail(_post(server, _signed(signer, wabbit, iss="https://acme-rockets.example").encode()))
     assert "is not bound to certificate" in other_iss and "registration.x509_issuers" in other_iss
     expired = pki.leaf(signer.public_key(), start=NOW - 900 * DAY, end=NOW - 700 * DAY)

@@ -25,26 +25,45 @@ from scitt_oci.verify.trust import load_policy
 from tests.helpers import MemoryLog, key
 
 D = "sha256:" + "ab" * 32
-POD_SPEC: dict[str, object] = {"initContainers": [{"name": "i", "image": "r.example/init@" + D}],
-            "containers": [{"name": "c", "image": "r.example/app:v1"}],
-            "ephemeralContainers": [{"name": "e", "image": "busybox"}]}
+POD_SPEC: dict[str, object] = {
+    "initContainers": [{"name": "i", "image": "r.example/init@" + D}],
+    "containers": [{"name": "c", "image": "r.example/app:v1"}],
+    "ephemeralContainers": [{"name": "e", "image": "busybox"}],
+}
 
 
 def review(kind: str, obj: dict[str, object], namespace: str = "prod") -> bytes:
-    return json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {
-        "uid": "u-1", "kind": {"group": "", "version": "v1", "kind": kind}, "namespace": namespace,
-        "operation": "CREATE", "object": obj}}).encode()
+    return json.dumps(
+        {
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "", "version": "v1", "kind": kind},
+                "namespace": namespace,
+                "operation": "CREATE",
+                "object": obj,
+            },
+        }
+    ).encode()
 
 
-@pytest.mark.parametrize(("kind", "wrap", "base"), [
-    ("Pod", lambda s: {"spec": s}, "/spec"),
-    ("Deployment", lambda s: {"spec": {"template": {"spec": s}}}, "/spec/template/spec"),
-    ("ReplicaSet", lambda s: {"spec": {"template": {"spec": s}}}, "/spec/template/spec"),
-    ("StatefulSet", lambda s: {"spec": {"template": {"spec": s}}}, "/spec/template/spec"),
-    ("DaemonSet", lambda s: {"spec": {"template": {"spec": s}}}, "/spec/template/spec"),
-    ("Job", lambda s: {"spec": {"template": {"spec": s}}}, "/spec/template/spec"),
-    ("CronJob", lambda s: {"spec": {"jobTemplate": {"spec": {"template": {"spec": s}}}}}, "/spec/jobTemplate/spec/template/spec"),
-])
+@pytest.mark.parametrize(
+    ("kind", "wrap", "base"),
+    [
+        ("Pod", lambda s: {"spec": s}, "/spec"),
+        ("Deployment", lambda s: {"spec": {"template": {"spec": s}}}, "/spec/template/spec"),
+        ("ReplicaSet", lambda s: {"spec": {"template": {"spec": s}}}, "/spec/template/spec"),
+        ("StatefulSet", lambda s: {"spec": {"template": {"spec": s}}}, "/spec/template/spec"),
+        ("DaemonSet", lambda s: {"spec": {"template": {"spec": s}}}, "/spec/template/spec"),
+        ("Job", lambda s: {"spec": {"template": {"spec": s}}}, "/spec/template/spec"),
+        (
+            "CronJob",
+            lambda s: {"spec": {"jobTemplate": {"spec": {"template": {"spec": s}}}}},
+            "/spec/jobTemplate/spec/template/spec",
+        ),
+    ],
+)
 def test_every_workload_kind_yields_every_container_image(
     kind: str, wrap: Callable[[dict[str, object]], dict[str, object]], base: str
 ) -> None:
@@ -59,9 +78,13 @@ def test_every_workload_kind_yields_every_container_image(
 
 def test_image_volumes_are_checked_like_containers() -> None:
     """F6: a Kubernetes image volume mounts an image's content into the containers: it is an image use."""
-    spec = {"containers": [{"name": "c", "image": "r.example/app@" + D}],
-            "volumes": [{"name": "cfg", "configMap": {"name": "x"}},
-                        {"name": "tools", "image": {"reference": "r.example/tools:v2", "pullPolicy": "IfNotPresent"}}]}
+    spec = {
+        "containers": [{"name": "c", "image": "r.example/app@" + D}],
+        "volumes": [
+            {"name": "cfg", "configMap": {"name": "x"}},
+            {"name": "tools", "image": {"reference": "r.example/tools:v2", "pullPolicy": "IfNotPresent"}},
+        ],
+    }
     r = adm.parse_review(review("Deployment", {"spec": {"template": {"spec": spec}}}))
     assert [(u.pointer, u.image) for u in r.images] == [
         ("/spec/template/spec/containers/0/image", "r.example/app@" + D),
@@ -89,7 +112,9 @@ def test_normalise_docker_hub_shorthand() -> None:
 
 
 def test_response_and_json_patch_apply_cleanly() -> None:
-    out = adm.response("u", True, "", ["careful"], [{"op": "replace", "path": "/spec/containers/0/image", "value": "x@" + D}])
+    out = adm.response(
+        "u", True, "", ["careful"], [{"op": "replace", "path": "/spec/containers/0/image", "value": "x@" + D}]
+    )
     body = out["response"]
     assert body["allowed"] and body["warnings"] == ["careful"] and body["patchType"] == "JSONPatch"
     patch = json.loads(base64.b64decode(body["patch"]))
@@ -128,14 +153,22 @@ def world(tmp_path: Path) -> World:
 
 def _policy(world: World, extra: str = "") -> Path:
     path = world.dir / "policy.yaml"
-    path.write_text("transparency_services: [{name: a, keys: [{path: a.pem}]}, {name: b, keys: [{path: b.pem}]}]\n"
-                    "issuers: [{name: w, keys: [{path: issuer.pem}]}]\n" + extra)
+    path.write_text(
+        "transparency_services: [{name: a, keys: [{path: a.pem}]}, {name: b, keys: [{path: b.pem}]}]\n"
+        "issuers: [{name: w, keys: [{path: issuer.pem}]}]\n" + extra
+    )
     return path
 
 
-def _ts(world: World, kind: profile.Kind = profile.Kind.PUSH, logs: str = "a", iat: int = 1_800_000_000,
-        signer_key: keys.CoseKey | None = None, named: Mapping[str, profile.Detail] | None = None,
-        **details: profile.Detail) -> bytes:
+def _ts(
+    world: World,
+    kind: profile.Kind = profile.Kind.PUSH,
+    logs: str = "a",
+    iat: int = 1_800_000_000,
+    signer_key: keys.CoseKey | None = None,
+    named: Mapping[str, profile.Detail] | None = None,
+    **details: profile.Detail,
+) -> bytes:
     """A transparent statement with receipts from `logs`; `named` adds details whose names are no Python identifiers."""
     ref = Reference.parse(f"r.example/app@{D}")
     recorded = Digest.parse("sha256:" + "cd" * 32) if kind in profile.SIGNED_KINDS else None
@@ -158,7 +191,9 @@ def test_decisions_and_their_reasons(world: World) -> None:
     assert [f.reason.value for f in decide(REF, [], policy, now=NOW).reasons] == ["NO_STATEMENTS"]
     rogue = MemoryLog(key(slot=7))
     world.logs["r"] = rogue
-    assert [f.reason.value for f in decide(REF, [_ts(world, logs="r")], policy, now=NOW).reasons] == ["UNKNOWN_RECEIPT_KEY"]
+    assert [f.reason.value for f in decide(REF, [_ts(world, logs="r")], policy, now=NOW).reasons] == [
+        "UNKNOWN_RECEIPT_KEY"
+    ]
     other = Reference.parse("r.example/app@sha256:" + "00" * 32)
     assert "SUBJECT_MISMATCH" in [f.reason.value for f in decide(other, [_ts(world)], policy, now=NOW).reasons]
     tampered = bytearray(_ts(world))
@@ -169,11 +204,27 @@ def test_decisions_and_their_reasons(world: World) -> None:
 
 
 def test_policy_requirements_rules_and_audit_mode(world: World) -> None:
-    strict = load_policy(_policy(world, "require: {receipts: 2, max_age: 1d, signatures: [{format: notation, signer: 'x509.subject: CN=W*'}]}\n"
-                                        "rules: [{match: 'r.example/sandbox/*', mode: audit}]\n"))
+    strict = load_policy(
+        _policy(
+            world,
+            "require: {receipts: 2, max_age: 1d, signatures: [{format: notation, signer: 'x509.subject: CN=W*'}]}\n"
+            "rules: [{match: 'r.example/sandbox/*', mode: audit}]\n",
+        )
+    )
     one = decide(REF, [_ts(world)], strict, now=NOW)
     assert {f.reason.value for f in one.reasons} == {"TOO_FEW_RECEIPTS"}
-    both = [_ts(world, logs="ab"), _ts(world, profile.Kind.SIGNATURE, logs="ab", format="notation", verified=True, signer="x509.subject: CN=Wabbit", anchor="wabbit")]
+    both = [
+        _ts(world, logs="ab"),
+        _ts(
+            world,
+            profile.Kind.SIGNATURE,
+            logs="ab",
+            format="notation",
+            verified=True,
+            signer="x509.subject: CN=Wabbit",
+            anchor="wabbit",
+        ),
+    ]
     assert decide(REF, both, strict, now=NOW).valid
     old = decide(REF, both, strict, now=NOW + 2 * 86400)
     assert [f.reason.value for f in old.reasons] == ["EXPIRED"]
@@ -181,7 +232,9 @@ def test_policy_requirements_rules_and_audit_mode(world: World) -> None:
     assert [f.reason.value for f in unsigned.reasons] == ["MISSING_STATEMENT"] and not unsigned.allowed
     sandbox = decide(Reference.parse(f"r.example/sandbox/app@{D}"), [], strict, now=NOW)
     assert sandbox.allowed and not sandbox.valid and sandbox.mode == "audit" and sandbox.warnings
-    deleted = decide(REF, [_ts(world, logs="ab"), _ts(world, profile.Kind.DELETE, logs="ab")], load_policy(_policy(world)), now=NOW)
+    deleted = decide(
+        REF, [_ts(world, logs="ab"), _ts(world, profile.Kind.DELETE, logs="ab")], load_policy(_policy(world)), now=NOW
+    )
     assert "deleted" in deleted.summary()
 
 
@@ -197,9 +250,16 @@ def test_an_unexpected_failure_is_a_denial_with_its_reason(world: World) -> None
     controller = Admission(_policy(world), {"r.example": _Exploding(RegistrySettings.for_url("https://r.example"))})
     body = review("Pod", {"spec": {"containers": [{"name": "c", "image": f"r.example/app@{D}"}]}})
     out = asyncio.run(controller.review(body, mutate=False))["response"]
-    assert out["allowed"] is False and "VERIFIER_ERROR" in out["status"]["message"] and "boom" in out["status"]["message"]
-    provider = json.dumps({"apiVersion": "externaldata.gatekeeper.sh/v1beta1", "kind": "ProviderRequest",
-                           "request": {"keys": [f"r.example/app@{D}"]}}).encode()
+    assert (
+        out["allowed"] is False and "VERIFIER_ERROR" in out["status"]["message"] and "boom" in out["status"]["message"]
+    )
+    provider = json.dumps(
+        {
+            "apiVersion": "externaldata.gatekeeper.sh/v1beta1",
+            "kind": "ProviderRequest",
+            "request": {"keys": [f"r.example/app@{D}"]},
+        }
+    ).encode()
     item = asyncio.run(controller.gatekeeper(provider))["response"]["items"][0]
     assert "VERIFIER_ERROR" in item["error"]
 
@@ -208,7 +268,9 @@ def test_mutating_and_unauthenticated_reviews_record_no_deploy(world: World) -> 
     admitted: list[str] = []
 
     class Admits(Admission):
-        async def verdict(self, ref: Reference, policy: object, deadline: float, budget: object = None) -> tuple[ImageVerdict, bool]:
+        async def verdict(
+            self, ref: Reference, policy: object, deadline: float, budget: object = None
+        ) -> tuple[ImageVerdict, bool]:
             return ImageVerdict(str(ref), True, True, "enforce", None), False
 
     controller = Admits(_policy(world), {}, on_admit=lambda ref, ns, wl: admitted.append(ns))
@@ -226,8 +288,14 @@ def _v1_signature(world: World, signer: str) -> bytes:
 
     ref = Reference.parse(f"r.example/app@{D}")
     s = statement.hash_envelope_statement(
-        key(), issuer="https://w", subject=ref.uri(), digest=bytes.fromhex("cd" * 32), hash_alg=-16, media_type=None,
-        location=ref.with_digest(Digest.parse("sha256:" + "cd" * 32)).uri(), iat=1_800_000_000,
+        key(),
+        issuer="https://w",
+        subject=ref.uri(),
+        digest=bytes.fromhex("cd" * 32),
+        hash_alg=-16,
+        media_type=None,
+        location=ref.with_digest(Digest.parse("sha256:" + "cd" * 32)).uri(),
+        iat=1_800_000_000,
         extra_protected={profile.PROFILE_LABEL: {"v": 1, "kind": "signature", "format": "notation", "signer": signer}},
     )
     log = world.logs["a"]
@@ -235,17 +303,42 @@ def _v1_signature(world: World, signer: str) -> bytes:
 
 
 def test_signature_rules_count_verified_signatures_only(world: World) -> None:
-    policy = load_policy(_policy(world, "require: {signatures: [{format: notation, signer: 'x509.subject: O=Notary'}]}\n"))
+    policy = load_policy(
+        _policy(world, "require: {signatures: [{format: notation, signer: 'x509.subject: O=Notary'}]}\n")
+    )
     push = _ts(world)
     claimed = decide(REF, [push, _v1_signature(world, "x509.subject: C=US, O=Notary")], policy, now=NOW)
     assert not claimed.valid and [f.reason.value for f in claimed.reasons] == ["MISSING_STATEMENT"]
     assert "whose signer (x509.subject: C=US, O=Notary) nobody verified" in claimed.reasons[0].message
-    failed = _ts(world, profile.Kind.SIGNATURE, format="notation", verified=False, reason="the envelope signature does not verify")
+    failed = _ts(
+        world,
+        profile.Kind.SIGNATURE,
+        format="notation",
+        verified=False,
+        reason="the envelope signature does not verify",
+    )
     unverified = decide(REF, [push, failed], policy, now=NOW)
-    assert not unverified.valid and "did not verify: the envelope signature does not verify" in unverified.reasons[0].message
-    good = _ts(world, profile.Kind.SIGNATURE, format="notation", verified=True, signer="x509.subject: C=US, O=Notary", anchor="wabbit")
+    assert (
+        not unverified.valid
+        and "did not verify: the envelope signature does not verify" in unverified.reasons[0].message
+    )
+    good = _ts(
+        world,
+        profile.Kind.SIGNATURE,
+        format="notation",
+        verified=True,
+        signer="x509.subject: C=US, O=Notary",
+        anchor="wabbit",
+    )
     assert decide(REF, [push, good], policy, now=NOW).valid
-    att = _ts(world, profile.Kind.ATTESTATION, format="notation", verified=True, signer="x509.subject: C=US, O=Notary", anchor="wabbit")
+    att = _ts(
+        world,
+        profile.Kind.ATTESTATION,
+        format="notation",
+        verified=True,
+        signer="x509.subject: C=US, O=Notary",
+        anchor="wabbit",
+    )
     assert not decide(REF, [push, att], policy, now=NOW).valid  # an attestation is not a signature
 
 
@@ -253,12 +346,28 @@ def test_notation_signer_rules_compare_the_subject_attribute_by_attribute(world:
     """F1: a leaf whose L is "Seattle, O=Notary" (and which has no O) is recorded escaped, and a signer
     rule (without `anchor`) is matched on parsed attributes: the look-alike never satisfies it."""
     push = _ts(world)
-    real = _ts(world, profile.Kind.SIGNATURE, format="notation", verified=True, anchor="notary",
-               signer="x509.subject: C=US, ST=WA, L=Seattle, O=Notary, CN=alpine")
-    look_alike = _ts(world, profile.Kind.SIGNATURE, format="notation", verified=True, anchor="partner",
-                     signer="x509.subject: C=US, ST=WA, L=Seattle\\, O=Notary, CN=alpine")
-    for rule in ["x509.subject: C=US, ST=WA, L=Seattle, O=Notary, CN=alpine", "x509.subject: O=Notary, CN=alpine",
-                 "x509.subject: C=US, O=Not*", "x509.subject: CN=alp*, O=Notary"]:
+    real = _ts(
+        world,
+        profile.Kind.SIGNATURE,
+        format="notation",
+        verified=True,
+        anchor="notary",
+        signer="x509.subject: C=US, ST=WA, L=Seattle, O=Notary, CN=alpine",
+    )
+    look_alike = _ts(
+        world,
+        profile.Kind.SIGNATURE,
+        format="notation",
+        verified=True,
+        anchor="partner",
+        signer="x509.subject: C=US, ST=WA, L=Seattle\\, O=Notary, CN=alpine",
+    )
+    for rule in [
+        "x509.subject: C=US, ST=WA, L=Seattle, O=Notary, CN=alpine",
+        "x509.subject: O=Notary, CN=alpine",
+        "x509.subject: C=US, O=Not*",
+        "x509.subject: CN=alp*, O=Notary",
+    ]:
         policy = load_policy(_policy(world, f"require: {{signatures: [{{format: notation, signer: '{rule}'}}]}}\n"))
         assert decide(REF, [push, real], policy, now=NOW).valid, rule
         assert not decide(REF, [push, look_alike], policy, now=NOW).valid, rule
@@ -274,8 +383,15 @@ def test_notation_signer_rules_compare_the_subject_attribute_by_attribute(world:
 
 
 def test_signature_rules_may_name_the_trust_anchor_and_oidc_issuer(world: World) -> None:
-    sig = _ts(world, profile.Kind.SIGNATURE, format="cosign-bundle", verified=True, signer="release@acme.example",
-              anchor="public-good", named={"oidc-issuer": "https://accounts.google.com"})
+    sig = _ts(
+        world,
+        profile.Kind.SIGNATURE,
+        format="cosign-bundle",
+        verified=True,
+        signer="release@acme.example",
+        anchor="public-good",
+        named={"oidc-issuer": "https://accounts.google.com"},
+    )
     for rule, valid in [
         ("{anchor: public-good}", True),
         ("{anchor: acme-private}", False),
@@ -303,7 +419,9 @@ def test_an_image_pushed_again_after_its_delete_is_on_record_again(world: World)
     policy = load_policy(_policy(world))
     first, delete = _ts(world, iat=1_800_000_000), _ts(world, profile.Kind.DELETE, iat=1_800_000_100)
     assert "deleted" in decide(REF, [first, delete], policy, now=NOW).summary()
-    assert "deleted" in decide(REF, [first, _ts(world, profile.Kind.DELETE, iat=1_800_000_000)], policy, now=NOW).summary()
+    assert (
+        "deleted" in decide(REF, [first, _ts(world, profile.Kind.DELETE, iat=1_800_000_000)], policy, now=NOW).summary()
+    )
     again = _ts(world, iat=1_800_000_200)
     assert decide(REF, [first, delete, again], policy, now=NOW).valid
 

@@ -82,7 +82,10 @@ def test_random_bytes_raise_only_malformed(data: bytes) -> None:
 
 _values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.binary(max_size=40) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.integers(-50, 50) | st.text(max_size=5), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5)
+        | st.dictionaries(st.integers(-50, 50) | st.text(max_size=5), children, max_size=5)
+    ),
     max_leaves=30,
 )
 

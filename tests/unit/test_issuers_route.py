@@ -41,6 +41,8 @@ def test_key_route_takes_hex_base64url_and_nothing_else(tmp_path: Path) -> None:
                 r = http.get(f"/.well-known/scitt-keys/{form}")
                 assert r.status_code == 200 and keys.from_cose(cbor2.loads(r.content)).kid == kid, form
             assert http.get(f"/.well-known/scitt-keys/{'00' * 32}").status_code == 404
-            assert http.get(f"/.well-known/scitt-keys/{rt.issuer_key.kid.hex()}").status_code == 404  # not a receipt key
+            assert (
+                http.get(f"/.well-known/scitt-keys/{rt.issuer_key.kid.hex()}").status_code == 404
+            )  # not a receipt key
     finally:
         rt.service.store.close()

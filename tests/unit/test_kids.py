@@ -37,7 +37,9 @@ def _forms(k: CoseKey) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.parametrize("form", ["raw thumbprint", "hex thumbprint", "upper-case hex thumbprint", "base64url thumbprint"])
+@pytest.mark.parametrize(
+    "form", ["raw thumbprint", "hex thumbprint", "upper-case hex thumbprint", "base64url thumbprint"]
+)
 def test_thumbprint_kids_in_every_form_name_the_key_in_statements_and_receipts(form: str) -> None:
     issuer, ts = key(slot=0), key(slot=5)
     kid = _forms(issuer)[form]
@@ -60,7 +62,9 @@ def test_a_text_kid_from_a_jwk_names_the_key_in_statements_and_receipts(tmp_path
         "transparency_services: [{name: ts, keys: [{path: ts.jwks.json}]}]\n"
         "issuers: [{name: wabbit, keys: [{path: issuer.jwks.json}]}]\n"
     )
-    result = verify_transparent_statement(transparent.add_receipts(s, [log.receipt(log.add(s))]), load_policy(tmp_path / "p.yaml"))
+    result = verify_transparent_statement(
+        transparent.add_receipts(s, [log.receipt(log.add(s))]), load_policy(tmp_path / "p.yaml")
+    )
     assert result.valid, result.to_json()
     assert result.trusted_issuer == "wabbit" and result.services == ["ts"]
 
@@ -89,7 +93,9 @@ def test_a_policy_gives_a_pem_key_its_text_kid(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("kid", "kind"), [("wabbit-release-2026", "a text string"), (7, "an integer")])
-def test_a_kid_that_is_not_a_bstr_is_malformed_in_statements_and_receipts(kid: object, kind: str, tmp_path: Path) -> None:
+def test_a_kid_that_is_not_a_bstr_is_malformed_in_statements_and_receipts(
+    kid: object, kind: str, tmp_path: Path
+) -> None:
     issuer, ts = key(slot=0), key(slot=5)
     assert issuer.alg is not None
     message = sign1.sign(issuer, {1: issuer.alg.cose_id, 4: kid, 15: {1: ISS, 2: SUB}}, b"p")
@@ -132,13 +138,25 @@ def test_scitt_cose_text_kids_in_statement_and_receipt(tmp_path: Path) -> None:
 
     issuer, ts = key(slot=0), key(slot=5)
     theirs = scitt_cose.build_signed_statement(
-        b"{}", alg="ES256", private_key_pem=issuer.private_pem(), issuer=ISS, subject=SUB,
-        content_type="application/json", kid=b"wabbit/release-2026",
+        b"{}",
+        alg="ES256",
+        private_key_pem=issuer.private_pem(),
+        issuer=ISS,
+        subject=SUB,
+        content_type="application/json",
+        kid=b"wabbit/release-2026",
     )
     leaves = [hashlib.sha256(theirs).hexdigest(), hashlib.sha256(b"other").hexdigest()]
     r = scitt_cose.build_receipt(
-        leaf_entry_hex=leaves[0], leaf_index=0, tree_entries_hex=leaves, alg="ES256",
-        log_private_key_pem=ts.private_pem(), kid=b"log-key-1", iss="https://ts.example", sub=SUB, iat=1_780_000_000,
+        leaf_entry_hex=leaves[0],
+        leaf_index=0,
+        tree_entries_hex=leaves,
+        alg="ES256",
+        log_private_key_pem=ts.private_pem(),
+        kid=b"log-key-1",
+        iss="https://ts.example",
+        sub=SUB,
+        iat=1_780_000_000,
     )
     (tmp_path / "issuer.pem").write_bytes(issuer.public_pem())
     (tmp_path / "ts.pem").write_bytes(ts.public_pem())

@@ -10,8 +10,10 @@ from scitt_oci.errors import ProofError
 from scitt_oci.scitt import merkle
 
 # RFC 6962 test leaves and the roots of their prefixes (facts from the spec's test data).
-LEAVES = [bytes.fromhex(h) for h in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657",
-                                     "606162636465666768696a6b6c6d6e6f"]]
+LEAVES = [
+    bytes.fromhex(h)
+    for h in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
+]
 
 
 def test_empty_tree_and_empty_leaf_known_answers() -> None:

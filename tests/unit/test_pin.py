@@ -42,20 +42,30 @@ def test_merge_keys_keeps_old_keys_and_adds_new_ones_once() -> None:
 
 def test_merge_policy_adds_without_dropping_anything() -> None:
     doc: dict[str, Any] = {  # a policy document, as merge_policy takes it
-        "transparency_services": [{"name": "other", "keys": [{"path": "o.pem"}]}, {"name": "w", "keys": [{"path": "old.pem"}]}],
+        "transparency_services": [
+            {"name": "other", "keys": [{"path": "o.pem"}]},
+            {"name": "w", "keys": [{"path": "old.pem"}]},
+        ],
         "issuers": [{"name": "w", "keys": [{"path": "i.pem"}], "iss": "https://old.example"}],
         "mode": "audit",
     }
     out = pin.merge_policy(doc, "w", "w.ts-keys.cbor", [pin.IssuerPin("w", "w.issuer-keys.cbor", "https://w.example")])
     assert out["mode"] == "audit" and out["transparency_services"][0] == doc["transparency_services"][0]
     assert out["transparency_services"][1]["keys"] == [{"path": "old.pem"}, {"path": "w.ts-keys.cbor"}]
-    assert out["issuers"] == [{"name": "w", "keys": [{"path": "i.pem"}, {"path": "w.issuer-keys.cbor"}], "iss": "https://w.example"}]
+    assert out["issuers"] == [
+        {"name": "w", "keys": [{"path": "i.pem"}, {"path": "w.issuer-keys.cbor"}], "iss": "https://w.example"}
+    ]
     assert doc["issuers"][0]["iss"] == "https://old.example"  # the input is not changed
-    assert pin.merge_policy(out, "w", "w.ts-keys.cbor", [pin.IssuerPin("w", "w.issuer-keys.cbor", "https://w.example")]) == out
+    assert (
+        pin.merge_policy(out, "w", "w.ts-keys.cbor", [pin.IssuerPin("w", "w.issuer-keys.cbor", "https://w.example")])
+        == out
+    )
     fresh = pin.merge_policy(None, "s", "s.cbor", [])
     assert fresh == {"transparency_services": [{"name": "s", "keys": [{"path": "s.cbor"}]}]}
     with pytest.raises(PolicyError, match="issuers: expected a list"):
-        pin.merge_policy({"transparency_services": [], "issuers": {"x": 1}}, "s", "s.cbor", [pin.IssuerPin("s", "i", "x")])
+        pin.merge_policy(
+            {"transparency_services": [], "issuers": {"x": 1}}, "s", "s.cbor", [pin.IssuerPin("s", "i", "x")]
+        )
 
 
 def test_slug() -> None:

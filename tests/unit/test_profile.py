@@ -33,7 +33,13 @@ def test_push_statement_is_about_its_image_only() -> None:
 
 def test_signature_statement_records_the_signature_and_names_the_image() -> None:
     event = profile.make_event(
-        profile.Kind.SIGNATURE, REF, recorded_digest=Digest.parse(SIG), format="notation", verified=True, signer="CN=Wabbit", anchor="wabbit"
+        profile.Kind.SIGNATURE,
+        REF,
+        recorded_digest=Digest.parse(SIG),
+        format="notation",
+        verified=True,
+        signer="CN=Wabbit",
+        anchor="wabbit",
     )
     parsed = statement.parse(profile.build(key(), "https://w.example", event).encode())
     got = profile.check_about(parsed, IMAGE)
@@ -112,15 +118,27 @@ def test_signature_statements_say_what_was_verified() -> None:
     with pytest.raises(MalformedError, match="must say whether it was verified"):
         profile.make_event(profile.Kind.SIGNATURE, REF, recorded_digest=sig, format="cosign")
     with pytest.raises(MalformedError, match="names its signer and the trust anchor"):
-        profile.make_event(profile.Kind.SIGNATURE, REF, recorded_digest=sig, format="cosign", verified=True, signer="a@b")
+        profile.make_event(
+            profile.Kind.SIGNATURE, REF, recorded_digest=sig, format="cosign", verified=True, signer="a@b"
+        )
     with pytest.raises(MalformedError, match=r"an unverified signature names no signer \(signer given\)"):
-        profile.make_event(profile.Kind.SIGNATURE, REF, recorded_digest=sig, format="cosign", verified=False, signer="a@b", reason="x")
+        profile.make_event(
+            profile.Kind.SIGNATURE, REF, recorded_digest=sig, format="cosign", verified=False, signer="a@b", reason="x"
+        )
     with pytest.raises(MalformedError, match="says why"):
         profile.make_event(profile.Kind.SIGNATURE, REF, recorded_digest=sig, format="cosign", verified=False)
     with pytest.raises(MalformedError, match="'verified' must be true or false"):
-        profile.make_event(profile.Kind.SIGNATURE, REF, recorded_digest=sig, format="cosign", verified="yes", reason="x")
+        profile.make_event(
+            profile.Kind.SIGNATURE, REF, recorded_digest=sig, format="cosign", verified="yes", reason="x"
+        )
     att = profile.make_event(
-        profile.Kind.ATTESTATION, REF, recorded_digest=sig, format="cosign", verified=False, reason="no key", **{"predicate-type": "https://slsa.dev/provenance/v1"}
+        profile.Kind.ATTESTATION,
+        REF,
+        recorded_digest=sig,
+        format="cosign",
+        verified=False,
+        reason="no key",
+        **{"predicate-type": "https://slsa.dev/provenance/v1"},
     )
     got = profile.check_about(statement.parse(profile.build(key(), "https://w", att).encode()), IMAGE)
     assert got.kind is profile.Kind.ATTESTATION and got.detail("predicate-type") == "https://slsa.dev/provenance/v1"

@@ -38,27 +38,33 @@ def policy(tmp_path: Path) -> Path:
     return tmp_path / "p.yaml"
 
 
-@pytest.mark.parametrize("name", [
-    "127.0.0.1:5055/acme/app",
-    "registry.example/acme/app",
-    "registry.example:443/acme/app",
-    "REGISTRY.EXAMPLE/acme/app",
-    "docker.io/nginx",
-    "docker.io/library/nginx",
-    "index.docker.io/nginx",
-    "registry-1.docker.io/library/nginx",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "127.0.0.1:5055/acme/app",
+        "registry.example/acme/app",
+        "registry.example:443/acme/app",
+        "REGISTRY.EXAMPLE/acme/app",
+        "docker.io/nginx",
+        "docker.io/library/nginx",
+        "index.docker.io/nginx",
+        "registry-1.docker.io/library/nginx",
+    ],
+)
 def test_every_spelling_of_a_registry_meets_its_enforce_rule(policy: Path, name: str) -> None:
     parsed = parse_policy(policy.read_bytes(), policy.parent)
     assert parsed.for_repository(name).mode == "enforce"
 
 
-@pytest.mark.parametrize("name", [
-    "127.0.0.1:5056/acme/app",  # another port: another registry
-    "localhost:5055/acme/app",  # another host name: another registry, even if it resolves alike
-    "registry.example:5000/acme/app",
-    "docker.io/bitnami/nginx",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "127.0.0.1:5056/acme/app",  # another port: another registry
+        "localhost:5055/acme/app",  # another host name: another registry, even if it resolves alike
+        "registry.example:5000/acme/app",
+        "docker.io/bitnami/nginx",
+    ],
+)
 def test_other_registries_are_not_matched(policy: Path, name: str) -> None:
     parsed = parse_policy(policy.read_bytes(), policy.parent)
     assert parsed.for_repository(name).mode == "audit"

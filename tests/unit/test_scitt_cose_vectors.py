@@ -13,7 +13,14 @@ from scitt_oci.verify.trust import load_policy
 from scitt_oci.verify.verifier import verify_transparent_statement
 from tests.conftest import SHARED_TESTDATA, shared
 
-VECTORS = ["valid-eddsa", "valid-es256", "valid-ccf-vds2", "fail-tampered-path", "fail-unsupported-vds", "fail-bad-statement-sig"]
+VECTORS = [
+    "valid-eddsa",
+    "valid-es256",
+    "valid-ccf-vds2",
+    "fail-tampered-path",
+    "fail-unsupported-vds",
+    "fail-bad-statement-sig",
+]
 
 
 def _policy(tmp_path: Path, vector: Path) -> Path:
@@ -57,9 +64,23 @@ def test_vector_through_the_cli(name: str, tmp_path: Path) -> None:
     vector = shared("scitt-cose-vectors", "v1", name)
     expected = json.loads((vector / "expected.json").read_text())
     proc = subprocess.run(
-        [sys.executable, "-m", "scitt_oci", "verify", "--statement", str(vector / "statement.cose"),
-         "--receipt", str(vector / "receipt.cose"), "--trust", str(_policy(tmp_path, vector)), "--output", "json"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "scitt_oci",
+            "verify",
+            "--statement",
+            str(vector / "statement.cose"),
+            "--receipt",
+            str(vector / "receipt.cose"),
+            "--trust",
+            str(_policy(tmp_path, vector)),
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     report = json.loads(proc.stdout)
     assert report["decision"] == expected["result"]

@@ -110,7 +110,9 @@ def test_pycose_verifies_ours_and_we_verify_pycose(alg: str) -> None:
 
         if alg == "EdDSA":
             assert isinstance(k.private, ed25519.Ed25519PrivateKey)
-            d = k.private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+            d = k.private.private_bytes(
+                serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+            )
         else:
             assert isinstance(k.private, ec.EllipticCurvePrivateKey)
             d = k.private.private_numbers().private_value.to_bytes(algorithms.by_name(alg).coordinate_size, "big")
@@ -127,7 +129,12 @@ def test_pycose_verifies_ours_and_we_verify_pycose(alg: str) -> None:
 
 @pytest.mark.parametrize(
     ("alg", "holder", "message"),
-    [("ES384", "ES256", "needs an EC key on secp384r1"), ("ES256", "EdDSA", "needs an EC key"), ("EdDSA", "ES256", "needs an Ed25519 key"), ("PS256", "ES256", "needs an RSA key")],
+    [
+        ("ES384", "ES256", "needs an EC key on secp384r1"),
+        ("ES256", "EdDSA", "needs an EC key"),
+        ("EdDSA", "ES256", "needs an Ed25519 key"),
+        ("PS256", "ES256", "needs an RSA key"),
+    ],
 )
 def test_signing_refuses_a_private_key_that_cannot_carry_the_alg(alg: str, holder: str, message: str) -> None:
     with pytest.raises(SignatureError, match=message):

@@ -86,7 +86,9 @@ def test_hash_envelope_rules() -> None:
     with pytest.raises(UnsupportedError, match="payload-hash-alg -99"):
         statement.from_message(sign1.sign(k, {258: -99}, digest))
     with pytest.raises(MalformedError, match="carries the artifact's media type in 259"):
-        statement.build(k, issuer=ISS, subject=SUB, payload=digest, content_type="x", envelope=HashEnvelope(-16, digest))
+        statement.build(
+            k, issuer=ISS, subject=SUB, payload=digest, content_type="x", envelope=HashEnvelope(-16, digest)
+        )
 
 
 def test_x5chain_verifies_against_configured_roots() -> None:
@@ -110,8 +112,14 @@ def test_x5t_must_match_the_leaf() -> None:
     leaf_key = ec.generate_private_key(ec.SECP256R1())
     chain, root = cert_chain(leaf_key)
     ders = [c.public_bytes(serialization.Encoding.DER) for c in chain]
-    s = statement.build(keys.CoseKey.from_key(leaf_key), issuer=ISS, subject=SUB, payload=b"p", x5chain=ders,
-                        extra_protected={34: [-16, b"\x00" * 32]})
+    s = statement.build(
+        keys.CoseKey.from_key(leaf_key),
+        issuer=ISS,
+        subject=SUB,
+        payload=b"p",
+        x5chain=ders,
+        extra_protected={34: [-16, b"\x00" * 32]},
+    )
     with pytest.raises(SignatureError, match="x5t"):
         statement.verify(s, x509_roots=[root])
 

@@ -73,7 +73,9 @@ def test_ca_bundle_from_the_environment(tmp_path: Path) -> None:
     ca = _a_ca(tmp_path / "pki")
 
     def names(ctx: ssl.SSLContext) -> set[str]:
-        return {x509.load_der_x509_certificate(der).subject.rfc4514_string() for der in ctx.get_ca_certs(binary_form=True)}
+        return {
+            x509.load_der_x509_certificate(der).subject.rfc4514_string() for der in ctx.get_ca_certs(binary_form=True)
+        }
 
     assert names(transport.ssl_context(True, {"REQUESTS_CA_BUNDLE": str(ca)})) == {"CN=test CA"}
     assert names(transport.ssl_context(True, {"CURL_CA_BUNDLE": str(ca)})) == {"CN=test CA"}
@@ -97,7 +99,9 @@ def test_one_module_owns_http() -> None:
     import re
 
     package = Path(transport.__file__).parent
-    stack = re.compile(r"^\s*(import|from)\s+(requests|httpx|urllib3|aiohttp|urllib\.request|http\.client)\b|HTTPS?Connection\(", re.M)
+    stack = re.compile(
+        r"^\s*(import|from)\s+(requests|httpx|urllib3|aiohttp|urllib\.request|http\.client)\b|HTTPS?Connection\(", re.M
+    )
     users = sorted(str(p.relative_to(package)) for p in package.rglob("*.py") if stack.search(p.read_text()))
     assert users == ["transport.py"]
 
@@ -114,7 +118,8 @@ def test_a_proxy_that_is_down_is_named_without_its_password() -> None:
     with pytest.raises(transport.TransportError) as caught:
         transport.Session(environ=env).get("https://registry.example.test/v2/", timeout=2)
     assert f"the proxy (http://127.0.0.1:{port}) failed" in str(caught.value) and "s3cret" not in str(caught.value)
-    client = RegistryClient(RegistrySettings.for_url("https://registry.example.test", attempts=1),
-                            session=transport.Session(environ=env))
+    client = RegistryClient(
+        RegistrySettings.for_url("https://registry.example.test", attempts=1), session=transport.Session(environ=env)
+    )
     with pytest.raises(TransientRegistryError, match=r"the proxy \(http://127\.0\.0\.1:\d+\) failed: .*refused"):
         client.tags("app")

@@ -38,7 +38,11 @@ class Setup:
 @pytest.fixture
 def setup(tmp_path: Path) -> Setup:
     """Two transparency services (keys as JWKS and COSE Key Set), one issuer (PEM), a push statement."""
-    ts_a, ts_b, issuer = MemoryLog(key(slot=5), issuer="https://a"), MemoryLog(key("ES384", slot=6), issuer="https://b"), key(slot=0)
+    ts_a, ts_b, issuer = (
+        MemoryLog(key(slot=5), issuer="https://a"),
+        MemoryLog(key("ES384", slot=6), issuer="https://b"),
+        key(slot=0),
+    )
     (tmp_path / "a.jwks.json").write_text(json.dumps({"keys": [ts_a.signing_key.to_jwk()]}))
     (tmp_path / "b-keys.cbor").write_bytes(keys.dump_cose_key_set([ts_b.signing_key]))
     (tmp_path / "issuer.pem").write_bytes(issuer.public_pem())
@@ -110,11 +114,19 @@ def test_issuer_by_x509_root_and_without_issuers_section(tmp_path: Path) -> None
     from scitt_oci.scitt import did_x509, statement
 
     did = did_x509.create(root, subject=[("CN", "Wabbit Networks signing")])
-    s = statement.build(keys.CoseKey.from_key(leaf_key), issuer=did, subject="urn:x", payload=b"p",
-                        x5chain=[c.public_bytes(serialization.Encoding.DER) for c in chain])
+    s = statement.build(
+        keys.CoseKey.from_key(leaf_key),
+        issuer=did,
+        subject="urn:x",
+        payload=b"p",
+        x5chain=[c.public_bytes(serialization.Encoding.DER) for c in chain],
+    )
     ts = transparent.add_receipts(s, [log.receipt(log.add(s))])
-    with_roots = _write_policy(tmp_path, "transparency_services: [{name: t, keys: [{path: ts.pem}]}]\n"
-                               f"issuers: [{{name: w, x509_roots: [{{path: roots.pem}}], iss: '{did}'}}]\n")
+    with_roots = _write_policy(
+        tmp_path,
+        "transparency_services: [{name: t, keys: [{path: ts.pem}]}]\n"
+        f"issuers: [{{name: w, x509_roots: [{{path: roots.pem}}], iss: '{did}'}}]\n",
+    )
     result = verify_transparent_statement(ts, load_policy(with_roots))
     assert result.valid, result.to_json()
     assert result.to_json()["statement"]["certificate_checked_at"]["source"] == "verification time"
@@ -122,15 +134,27 @@ def test_issuer_by_x509_root_and_without_issuers_section(tmp_path: Path) -> None
     # Without roots, a did:x509 resolves against the chain alone (its last certificate the anchor):
     # the root it pins is not in this chain, so the claim cannot be proven.
     unproven = verify_transparent_statement(ts, load_policy(open_policy))
-    assert unproven.reason_codes == ["UNTRUSTED_ISSUER"] and "no CA certificate in the chain" in unproven.findings[0].message
+    assert (
+        unproven.reason_codes == ["UNTRUSTED_ISSUER"]
+        and "no CA certificate in the chain" in unproven.findings[0].message
+    )
     by_intermediate = did_x509.create(chain[1], subject=[("CN", "Wabbit Networks signing")])
-    s2 = statement.build(keys.CoseKey.from_key(leaf_key), issuer=by_intermediate, subject="urn:x", payload=b"p",
-                         x5chain=[c.public_bytes(serialization.Encoding.DER) for c in chain])
-    assert verify_transparent_statement(transparent.add_receipts(s2, [log.receipt(log.add(s2))]),
-                                        load_policy(open_policy)).valid
+    s2 = statement.build(
+        keys.CoseKey.from_key(leaf_key),
+        issuer=by_intermediate,
+        subject="urn:x",
+        payload=b"p",
+        x5chain=[c.public_bytes(serialization.Encoding.DER) for c in chain],
+    )
+    assert verify_transparent_statement(
+        transparent.add_receipts(s2, [log.receipt(log.add(s2))]), load_policy(open_policy)
+    ).valid
     other = did_x509.create(root, subject=[("CN", "Someone else")])
-    wrong_iss = _write_policy(tmp_path, "transparency_services: [{name: t, keys: [{path: ts.pem}]}]\n"
-                              f"issuers: [{{name: w, x509_roots: [{{path: roots.pem}}], iss: '{other}'}}]\n")
+    wrong_iss = _write_policy(
+        tmp_path,
+        "transparency_services: [{name: t, keys: [{path: ts.pem}]}]\n"
+        f"issuers: [{{name: w, x509_roots: [{{path: roots.pem}}], iss: '{other}'}}]\n",
+    )
     assert verify_transparent_statement(ts, load_policy(wrong_iss)).reason_codes == ["UNTRUSTED_ISSUER"]
 
 
@@ -147,9 +171,18 @@ def test_malformed_statement_is_one_clear_reason(tmp_path: Path) -> None:
         ("transparency_services: []\n", "at least one service"),
         ("transparency_servics: []\n", "unknown key\\(s\\) 'transparency_servics'"),
         ("transparency_services: [{name: t, keys: [{path: missing.pem}]}]\n", "cannot read .*missing.pem"),
-        ("transparency_services: [{name: t, keys: [{path: ts.pem}]}]\nrequire: {receipts: 2}\n", "from 1 to the number of services \\(1\\)"),
-        ("transparency_services: [{name: t, keys: [{path: ts.pem}], extra: 1}]\n", "transparency_services\\[0\\]: unknown key"),
-        ("transparency_services: [{name: t, keys: [{path: ts.pem}]}]\nissuers: [{name: i}]\n", "needs keys, x509_roots, or both"),
+        (
+            "transparency_services: [{name: t, keys: [{path: ts.pem}]}]\nrequire: {receipts: 2}\n",
+            "from 1 to the number of services \\(1\\)",
+        ),
+        (
+            "transparency_services: [{name: t, keys: [{path: ts.pem}], extra: 1}]\n",
+            "transparency_services\\[0\\]: unknown key",
+        ),
+        (
+            "transparency_services: [{name: t, keys: [{path: ts.pem}]}]\nissuers: [{name: i}]\n",
+            "needs keys, x509_roots, or both",
+        ),
         ("- just\n- a list\n", "expected a mapping"),
         ("key: [unclosed\n", "not valid YAML"),
     ],

@@ -52,14 +52,20 @@ class Pki:
 
     def __post_init__(self) -> None:
         def new() -> PrivateKey:
-            return ed25519.Ed25519PrivateKey.generate() if self.ca_kind == "ed25519" else ec.generate_private_key(ec.SECP256R1())
+            return (
+                ed25519.Ed25519PrivateKey.generate()
+                if self.ca_kind == "ed25519"
+                else ec.generate_private_key(ec.SECP256R1())
+            )
 
         self.root_key, self.inter_key = new(), new()
         self.root = self._ca("Test Root", self.root_key, self.root_key, "Test Root")
         self.inter = self._ca("Test Intermediate", self.inter_key, self.root_key, "Test Root")
 
     @staticmethod
-    def _base(subject: x509.Name, issuer: str, public: Any, start: dt.datetime, end: dt.datetime) -> x509.CertificateBuilder:
+    def _base(
+        subject: x509.Name, issuer: str, public: Any, start: dt.datetime, end: dt.datetime
+    ) -> x509.CertificateBuilder:
         return (
             x509.CertificateBuilder()
             .subject_name(subject)
@@ -72,8 +78,13 @@ class Pki:
         )
 
     def _ca(self, cn: str, own: PrivateKey, signer: PrivateKey, issuer: str) -> x509.Certificate:
-        b = self._base(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]), issuer, own.public_key(),
-                       NOW - 3000 * DAY, NOW + 3000 * DAY)
+        b = self._base(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]),
+            issuer,
+            own.public_key(),
+            NOW - 3000 * DAY,
+            NOW + 3000 * DAY,
+        )
         b = b.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         b = b.add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
         b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False)
@@ -89,12 +100,16 @@ class Pki:
         start: dt.datetime = NOW - DAY,
         end: dt.datetime = NOW + 30 * DAY,
     ) -> list[x509.Certificate]:
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)])
+        name = x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)]
+        )
         b = self._base(name, "Test Intermediate", public, start, end)
         b = b.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         b = b.add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True)
         b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CODE_SIGNING]), critical=False)
-        b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.inter_key.public_key()), critical=False)
+        b = b.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(self.inter_key.public_key()), critical=False
+        )
         if email:
             b = b.add_extension(x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False)
         return [_sign(b, self.inter_key), self.inter]
@@ -138,14 +153,18 @@ def _policy(tmp_path: Path, pki: Pki, log: MemoryLog, issuer: str) -> Path:
     return path
 
 
-def _verify(s: SignedStatement, log: MemoryLog, policy: Path, receipt_of: SignedStatement | None = None) -> VerificationResult:
+def _verify(
+    s: SignedStatement, log: MemoryLog, policy: Path, receipt_of: SignedStatement | None = None
+) -> VerificationResult:
     """Register `receipt_of` (default `s`) in `log`, then verify `s` carrying that receipt."""
     registered = receipt_of or s
     r = log.receipt(log.add(registered))
     return verify_transparent_statement(transparent.add_receipts(s, [r]), load_policy(policy))
 
 
-RULE = ", iss: https://wabbit-networks.example, certificate: {subject: {O: Wabbit Networks}, eku: [" + CODE_SIGNING + "]}"
+RULE = (
+    ", iss: https://wabbit-networks.example, certificate: {subject: {O: Wabbit Networks}, eku: [" + CODE_SIGNING + "]}"
+)
 
 
 # ----- 1. the time a chain is judged at -----
@@ -166,7 +185,9 @@ def test_backdated_iat_does_not_revive_an_expired_certificate(tmp_path: Path) ->
 
 
 def _binding() -> IssuerBinding:
-    return IssuerBinding("https://wabbit-networks.example", CertificateRule((("O", "Wabbit Networks"),), (), (CODE_SIGNING,)))
+    return IssuerBinding(
+        "https://wabbit-networks.example", CertificateRule((("O", "Wabbit Networks"),), (), (CODE_SIGNING,))
+    )
 
 
 def test_a_receipt_proves_registration_while_the_certificate_was_valid(tmp_path: Path) -> None:
@@ -282,7 +303,10 @@ def test_any_certificate_under_the_root_cannot_claim_any_issuer(tmp_path: Path) 
     bound = _policy(tmp_path, pki, log, RULE)
     assert _verify(wabbit, log, bound).valid
     wrong = _verify(mallory, log, bound)
-    assert wrong.reason_codes == ["UNTRUSTED_ISSUER"] and "subject O is 'Mallory Inc', not 'Wabbit Networks'" in wrong.findings[0].message
+    assert (
+        wrong.reason_codes == ["UNTRUSTED_ISSUER"]
+        and "subject O is 'Mallory Inc', not 'Wabbit Networks'" in wrong.findings[0].message
+    )
     # A plain iss with roots and no rule is refused when the policy is loaded.
     with pytest.raises(PolicyError, match="not bound to the certificates under x509_roots"):
         load_policy(_policy(tmp_path, pki, log, ", iss: https://wabbit-networks.example"))
@@ -307,7 +331,10 @@ def test_did_x509_issuers(tmp_path: Path) -> None:
         result = _verify(_signed(signer, chain, iss=good), log, self_describing)
         assert result.valid and result.issuer_binding == "did:x509", result.to_json()
     lie = _verify(_signed(signer, chain, iss=claims_other), log, self_describing)
-    assert lie.reason_codes == ["UNTRUSTED_ISSUER"] and "does not satisfy subject: O is 'Wabbit Networks'" in lie.findings[0].message
+    assert (
+        lie.reason_codes == ["UNTRUSTED_ISSUER"]
+        and "does not satisfy subject: O is 'Wabbit Networks'" in lie.findings[0].message
+    )
     pinned = _policy(tmp_path, pki, log, f", iss: '{did}'")
     assert _verify(_signed(signer, chain, iss=did), log, pinned).valid
     assert _verify(_signed(signer, chain, iss=by_san), log, pinned).reason_codes == ["UNTRUSTED_ISSUER"]
@@ -378,7 +405,9 @@ def test_an_ed25519_leaf_key_under_an_ecdsa_ca_is_supported(tmp_path: Path) -> N
 def test_registration_x509_issuers_in_the_configuration() -> None:
     from scitt_oci.config import X509IssuerConfig
 
-    entry = X509IssuerConfig(iss="https://wabbit-networks.example", subject={"O": "Wabbit Networks"}, eku=[CODE_SIGNING])
+    entry = X509IssuerConfig(
+        iss="https://wabbit-networks.example", subject={"O": "Wabbit Networks"}, eku=[CODE_SIGNING]
+    )
     assert entry.binding() == _binding()
     with pytest.raises(ValueError, match="names no subject, san or eku"):
         X509IssuerConfig(iss="https://wabbit-networks.example")
@@ -404,14 +433,15 @@ def test_certificate_rule_errors_name_the_field(tmp_path: Path) -> None:
         load_policy(tmp_path / "p.yaml")
 
 
-
 def test_did_x509_resolution_rules_of_the_method() -> None:
     """The method's rules beyond path validation, each on its own (chains made here, validity aside)."""
     pki, signer = Pki(), ec.generate_private_key(ec.SECP256R1())
     leaf, inter = pki.leaf(signer.public_key(), email="release@wabbit.example")
     chain = [leaf, inter, pki.root]
     did = did_x509.create(pki.root, san=("email", "release@wabbit.example"))
-    assert did_x509.resolve(did, chain, supplied=[leaf, inter]).predicates == (("san", "email:release%40wabbit.example"),)
+    assert did_x509.resolve(did, chain, supplied=[leaf, inter]).predicates == (
+        ("san", "email:release%40wabbit.example"),
+    )
     # The chain as supplied must be the validated path: no unrelated certificates slipped in.
     with pytest.raises(UntrustedKeyError, match="not the validated path"):
         did_x509.resolve(did, chain, supplied=[leaf, Pki().root, inter])
@@ -422,9 +452,13 @@ def test_did_x509_resolution_rules_of_the_method() -> None:
         did_x509.resolve(did_x509.create(leaf, subject=[("CN", "Wabbit Networks release signing")]), chain)
 
 
-def _leaf_with(pki: Pki, extension: x509.ExtensionType, critical: bool = False, usage: x509.KeyUsage | None = None) -> x509.Certificate:
+def _leaf_with(
+    pki: Pki, extension: x509.ExtensionType, critical: bool = False, usage: x509.KeyUsage | None = None
+) -> x509.Certificate:
     public = ec.generate_private_key(ec.SECP256R1()).public_key()
-    b = Pki._base(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Leaf")]), "Test Intermediate", public, NOW - DAY, NOW + DAY)
+    b = Pki._base(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Leaf")]), "Test Intermediate", public, NOW - DAY, NOW + DAY
+    )
     b = b.add_extension(extension, critical=critical)
     if usage is not None:
         b = b.add_extension(usage, critical=True)
@@ -437,8 +471,12 @@ def test_did_x509_leaf_rules() -> None:
     ip_san = _leaf_with(pki, x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]))
     with pytest.raises(UntrustedKeyError, match="IPAddress SAN, which did:x509's certificate model"):
         did_x509.resolve(did, [ip_san, pki.inter, pki.root])
-    agreement_only = _leaf_with(pki, x509.BasicConstraints(ca=False, path_length=None), True,
-                                x509.KeyUsage(False, False, False, False, True, False, False, False, False))
+    agreement_only = _leaf_with(
+        pki,
+        x509.BasicConstraints(ca=False, path_length=None),
+        True,
+        x509.KeyUsage(False, False, False, False, True, False, False, False, False),
+    )
     with pytest.raises(UntrustedKeyError, match="does not allow digitalSignature"):
         did_x509.resolve(did, [agreement_only, pki.inter, pki.root])
     unknown_critical = _leaf_with(pki, x509.UnrecognizedExtension(x509.ObjectIdentifier("1.2.3.4"), b"\x05\x00"), True)
@@ -454,8 +492,12 @@ def test_did_x509_fulcio_issuer_predicate() -> None:
     did = did_x509.create(pki.root, fulcio_issuer_url="https://accounts.google.com")
     assert did.endswith("::fulcio-issuer:accounts.google.com")
     did_x509.resolve(did, chain)
-    with pytest.raises(UntrustedKeyError, match="Fulcio issuer is 'https://accounts.google.com', not 'https://token.actions"):
-        did_x509.resolve(did_x509.create(pki.root, fulcio_issuer_url="https://token.actions.githubusercontent.com"), chain)
+    with pytest.raises(
+        UntrustedKeyError, match="Fulcio issuer is 'https://accounts.google.com', not 'https://token.actions"
+    ):
+        did_x509.resolve(
+            did_x509.create(pki.root, fulcio_issuer_url="https://token.actions.githubusercontent.com"), chain
+        )
     with pytest.raises(UntrustedKeyError, match="critical extension 1.3.6.1.4.1.57264.1.8"):
         did_x509.resolve(did, [_leaf_with(pki, issuer_v2, critical=True), pki.inter, pki.root])
 
@@ -473,30 +515,91 @@ def test_cli_makes_a_did_x509_and_an_x509_statement_that_verifies(tmp_path: Path
     (tmp_path / "chain.pem").write_bytes(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain))
     (tmp_path / "leaf-key.pem").write_bytes(keys.CoseKey.from_key(signer).private_pem())
     runner = CliRunner()
-    made = runner.invoke(main, ["keys", "did-x509", str(tmp_path / "root.pem"), "--subject", "O=Wabbit Networks",
-                                "--eku", CODE_SIGNING, "--check", str(tmp_path / "chain.pem")])
+    made = runner.invoke(
+        main,
+        [
+            "keys",
+            "did-x509",
+            str(tmp_path / "root.pem"),
+            "--subject",
+            "O=Wabbit Networks",
+            "--eku",
+            CODE_SIGNING,
+            "--check",
+            str(tmp_path / "chain.pem"),
+        ],
+    )
     assert made.exit_code == 0, made.output
     did = made.output.strip()
     assert did == did_x509.create(pki.root, subject=[("O", "Wabbit Networks")], eku=[CODE_SIGNING])
-    wrong = runner.invoke(main, ["keys", "did-x509", str(tmp_path / "root.pem"), "--subject", "O=Acme",
-                                 "--check", str(tmp_path / "chain.pem")])
+    wrong = runner.invoke(
+        main,
+        ["keys", "did-x509", str(tmp_path / "root.pem"), "--subject", "O=Acme", "--check", str(tmp_path / "chain.pem")],
+    )
     assert wrong.exit_code != 0 and "O is 'Wabbit Networks', not 'Acme'" in wrong.output
-    created = runner.invoke(main, ["statement", "create", "--key", str(tmp_path / "leaf-key.pem"), "--issuer", did,
-                                   "--subject", SUB, "--digest", "sha256:" + "ab" * 32,
-                                   "--x5chain", str(tmp_path / "chain.pem"), "--out", str(tmp_path / "s.cose")])
+    created = runner.invoke(
+        main,
+        [
+            "statement",
+            "create",
+            "--key",
+            str(tmp_path / "leaf-key.pem"),
+            "--issuer",
+            did,
+            "--subject",
+            SUB,
+            "--digest",
+            "sha256:" + "ab" * 32,
+            "--x5chain",
+            str(tmp_path / "chain.pem"),
+            "--out",
+            str(tmp_path / "s.cose"),
+        ],
+    )
     assert created.exit_code == 0, created.output
     s = statement.parse((tmp_path / "s.cose").read_bytes())
     assert 33 in s.message.protected and s.issuer == did
     log = MemoryLog(key(slot=5), iat=int(NOW.timestamp()))
     (tmp_path / "r.cose").write_bytes(log.receipt(log.add(s)))
     (tmp_path / "ts.pem").write_bytes(log.signing_key.public_pem())
-    (tmp_path / "p.yaml").write_text("transparency_services: [{name: ts, keys: [{path: ts.pem}]}]\n"
-                                     "issuers: [{name: wabbit, x509_roots: [{path: root.pem}]}]\n")
-    verified = runner.invoke(main, ["verify", "--statement", str(tmp_path / "s.cose"), "--receipt",
-                                    str(tmp_path / "r.cose"), "--trust", str(tmp_path / "p.yaml")])
+    (tmp_path / "p.yaml").write_text(
+        "transparency_services: [{name: ts, keys: [{path: ts.pem}]}]\n"
+        "issuers: [{name: wabbit, x509_roots: [{path: root.pem}]}]\n"
+    )
+    verified = runner.invoke(
+        main,
+        [
+            "verify",
+            "--statement",
+            str(tmp_path / "s.cose"),
+            "--receipt",
+            str(tmp_path / "r.cose"),
+            "--trust",
+            str(tmp_path / "p.yaml"),
+        ],
+    )
     assert verified.exit_code == 0, verified.output
-    assert "certificate chain valid at" in verified.output and "(receipt iat (ts)), iss bound by did:x509" in verified.output
-    other_key = runner.invoke(main, ["statement", "create", "--key", str(tmp_path / "leaf-key.pem"), "--issuer", did,
-                                     "--subject", SUB, "--digest", "sha256:" + "ab" * 32, "--x5chain",
-                                     str(tmp_path / "root.pem"), "--out", str(tmp_path / "x.cose")])
+    assert (
+        "certificate chain valid at" in verified.output
+        and "(receipt iat (ts)), iss bound by did:x509" in verified.output
+    )
+    other_key = runner.invoke(
+        main,
+        [
+            "statement",
+            "create",
+            "--key",
+            str(tmp_path / "leaf-key.pem"),
+            "--issuer",
+            did,
+            "--subject",
+            SUB,
+            "--digest",
+            "sha256:" + "ab" * 32,
+            "--x5chain",
+            str(tmp_path / "root.pem"),
+            "--out",
+            str(tmp_path / "x.cose"),
+        ],
+    )
     assert other_key.exit_code != 0 and "does not certify --key" in other_key.output

@@ -16,7 +16,9 @@ from scitt_oci.scitt import statement
 from tests.helpers import key
 
 
-def _stmt(k: keys.CoseKey, iss: str = "https://wabbit.example", sub: str = "oci://r.example/app@sha256:" + "a" * 64) -> bytes:
+def _stmt(
+    k: keys.CoseKey, iss: str = "https://wabbit.example", sub: str = "oci://r.example/app@sha256:" + "a" * 64
+) -> bytes:
     return statement.hash_envelope_statement(k, issuer=iss, subject=sub, digest=hashlib.sha256(b"x").digest()).encode()
 
 
@@ -99,9 +101,16 @@ def _path_settings(model: type[BaseModel], prefix: str = "") -> list[tuple[str, 
     out: list[tuple[str, bool]] = []
     for name, field in model.model_fields.items():
         text = str(field.annotation)
-        nested = [a for a in (field.annotation, *getattr(field.annotation, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)]
+        nested = [
+            a
+            for a in (field.annotation, *getattr(field.annotation, "__args__", ()))
+            if isinstance(a, type) and issubclass(a, BaseModel)
+        ]
         if nested:
-            out += [(f"{prefix}{name}[].{n}" if "list" in text else f"{prefix}{name}.{n}", lst) for n, lst in _path_settings(nested[0])]
+            out += [
+                (f"{prefix}{name}[].{n}" if "list" in text else f"{prefix}{name}.{n}", lst)
+                for n, lst in _path_settings(nested[0])
+            ]
         elif "Path" in text:
             out.append((prefix + name, "list" in text))
     return out
@@ -109,7 +118,11 @@ def _path_settings(model: type[BaseModel], prefix: str = "") -> list[tuple[str, 
 
 def _nested(model: type[BaseModel], name: str) -> type[BaseModel]:
     annotation = model.model_fields[name].annotation
-    found = [a for a in (annotation, *getattr(annotation, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)]
+    found = [
+        a
+        for a in (annotation, *getattr(annotation, "__args__", ()))
+        if isinstance(a, type) and issubclass(a, BaseModel)
+    ]
     return found[0]
 
 
@@ -130,7 +143,11 @@ def test_every_path_setting_in_a_file_resolves_against_its_folder(tmp_path: Path
         parts = dotted.split(".")
         for part in parts[:-1]:
             model = _nested(model, part.removesuffix("[]"))
-            child = node.setdefault(part[:-2], [_required_values(model)]) if part.endswith("[]") else node.setdefault(part, {})
+            child = (
+                node.setdefault(part[:-2], [_required_values(model)])
+                if part.endswith("[]")
+                else node.setdefault(part, {})
+            )
             if isinstance(child, list):
                 child = child[0]
             assert isinstance(child, dict)
@@ -157,7 +174,9 @@ def test_every_path_setting_in_a_file_resolves_against_its_folder(tmp_path: Path
 
 
 def test_absolute_paths_and_flags_are_left_alone(tmp_path: Path) -> None:
-    (tmp_path / "c.yaml").write_text("tls_cert: /etc/tls.crt\ntls_key: /etc/tls.key\nadmission: {trust_policy: p.yaml}\n")
+    (tmp_path / "c.yaml").write_text(
+        "tls_cert: /etc/tls.crt\ntls_key: /etc/tls.key\nadmission: {trust_policy: p.yaml}\n"
+    )
     cfg = config.load(tmp_path / "c.yaml", environ={}, overrides={"issuer_key": "relative.pem"})
     assert cfg.tls_cert == Path("/etc/tls.crt") and cfg.admission.trust_policy == tmp_path / "p.yaml"
     assert cfg.issuer_key == Path("relative.pem")  # flags and environment are relative to the working directory
@@ -167,4 +186,5 @@ def test_inline_tokens_need_16_characters_like_token_files(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match=r"auth\.tokens: Value error, token 1 is shorter than 16 characters"):
         config.load(environ={}, overrides={"auth": {"tokens": ["a-long-enough-token-0123", "short"]}})
     assert config.load(environ={}, overrides={"auth": {"tokens": [" a-long-enough-token-0123 "]}}).auth.tokens == [
-        "a-long-enough-token-0123"]
+        "a-long-enough-token-0123"
+    ]

@@ -52,7 +52,13 @@ def test_batches_proofs_pending_and_idempotence(schema: str) -> None:
     for index in (0, 99, 250, 299):
         head = store.head_covering(index)
         assert head is not None
-        merkle.verify_inclusion(leaves[index], index, head.tree_size, merkle.inclusion_path(index, head.tree_size, tree.hash_range), head.root)
+        merkle.verify_inclusion(
+            leaves[index],
+            index,
+            head.tree_size,
+            merkle.inclusion_path(index, head.tree_size, tree.hash_range),
+            head.root,
+        )
     final = store.head()
     assert final is not None and final.root == merkle.root_of(leaves)
     assert store.lookup(entries[42].entry_id) == 42 and store.entry(42) == entries[42].entry
@@ -115,6 +121,10 @@ def test_c2sp_tiles_from_postgresql_rebuild_the_root(schema: str) -> None:
         width = min(tiles.WIDTH, tiles.level_width(600, level) - index * tiles.WIDTH)
         return tiled.tile(level, index, width) or b""
 
-    assert tiles.TiledTree(read, 600).root() == opened.checkpoint.root == merkle.root_of([merkle.leaf_hash(p.entry) for p in entries])
+    assert (
+        tiles.TiledTree(read, 600).root()
+        == opened.checkpoint.root
+        == merkle.root_of([merkle.leaf_hash(p.entry) for p in entries])
+    )
     assert tiles.decode_bundle(tiled.bundle(2, 88) or b"", 88)[0] == entries[512].entry
     store.close()

@@ -29,7 +29,9 @@ def _fill(store: SqliteStore, entries: list[bytes], batches: list[int]) -> None:
 
 @settings(max_examples=25, deadline=None)
 @given(batches=st.lists(st.integers(1, 70), min_size=1, max_size=12))
-def test_tiles_agree_with_the_tree_for_any_batching(tmp_path_factory: pytest.TempPathFactory, batches: list[int]) -> None:
+def test_tiles_agree_with_the_tree_for_any_batching(
+    tmp_path_factory: pytest.TempPathFactory, batches: list[int]
+) -> None:
     store = SqliteStore(tmp_path_factory.mktemp("db") / "log.db", synchronous="NORMAL")
     entries = [f"entry {i}".encode() for i in range(sum(batches))]
     _fill(store, entries, batches)

@@ -37,7 +37,9 @@ class Ledger:
 
     def head(self, size: int) -> receipt.SignedTreeHead:
         root = merkle.root_of(self._leaves()[:size])
-        return receipt.sign_tree_head(self.signing_key, issuer=TS, subject="log", tree_size=size, root=root, iat=self.clock)
+        return receipt.sign_tree_head(
+            self.signing_key, issuer=TS, subject="log", tree_size=size, root=root, iat=self.clock
+        )
 
     def keys(self) -> list[CoseKey]:
         self.calls.append("keys")

@@ -118,7 +118,9 @@ def test_paths_that_cannot_be_written_exit_2_naming_them(service: Scripted, tmp_
         service.replies.put(Reply(200, keys.dump_cose_key_set(log.keys())))
         service.replies.put(Reply(200, log.checkpoint()))
         result = CliRunner().invoke(main, ["log", "audit", "--ts", service.url, "--state", state])
-        assert result.exit_code == 2 and f"error: cannot write the audit state {state}: " in result.output, result.output
+        assert result.exit_code == 2 and f"error: cannot write the audit state {state}: " in result.output, (
+            result.output
+        )
         assert result.exception is None or isinstance(result.exception, SystemExit)
 
 

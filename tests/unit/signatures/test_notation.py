@@ -349,7 +349,9 @@ def test_look_alike_subject_is_recorded_escaped_not_as_another_signer() -> None:
     assert not x509path.signer_matches(x509path.signer_pattern("x509.subject: O=Notary"), check.signer)
     assert x509path.signer_matches(x509path.signer_pattern(check.signer), check.signer)
     # a trusted identity naming O=Notary does not take it either: compared parsed
-    only_notary = NotationTrustStore("partner", (cert,), (), (TrustedIdentity.parse("x509.subject: C=US, ST=WA, O=Notary"),))
+    only_notary = NotationTrustStore(
+        "partner", (cert,), (), (TrustedIdentity.parse("x509.subject: C=US, ST=WA, O=Notary"),)
+    )
     assert not notation.verify(envelope, notation.COSE, ALPINE, SignatureTrust(notation=(only_notary,)), NOW).verified
 
 

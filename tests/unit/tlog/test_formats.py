@@ -142,7 +142,11 @@ def test_cosignature_v1_message_key_id_and_tlog_scales_cross_check() -> None:
     cp = checkpoint.Checkpoint("example.com/behind-the-sofa", 20852163, b"\x07" * 32)
     sig = cosigner.cosign(cp.text(), 1679315147)
     assert sig.signature[:8] == (1679315147).to_bytes(8, "big")
-    message = b"cosignature/v1\ntime 1679315147\nexample.com/behind-the-sofa\n20852163\n" + base64.b64encode(b"\x07" * 32) + b"\n"
+    message = (
+        b"cosignature/v1\ntime 1679315147\nexample.com/behind-the-sofa\n20852163\n"
+        + base64.b64encode(b"\x07" * 32)
+        + b"\n"
+    )
     key.public_key().verify(sig.signature[8:], message)
     assert checkpoint.verify_cosignature(cosigner.verifier, cp.text(), sig) == 1679315147
     # tlog-scales' Ed25519 cosignature verifier accepts it too.
@@ -233,7 +237,11 @@ def test_root_from_tiles_equals_the_merkle_root(size: int) -> None:
 def test_witness_request_round_trip_and_errors() -> None:
     body = witness.encode(4, [b"\1" * 32, b"\2" * 32], b"cp\n\n\xe2\x80\x94 x AAAAAAA=\n")
     req = witness.parse(body)
-    assert (req.old_size, req.proof, req.checkpoint) == (4, (b"\1" * 32, b"\2" * 32), b"cp\n\n\xe2\x80\x94 x AAAAAAA=\n")
+    assert (req.old_size, req.proof, req.checkpoint) == (
+        4,
+        (b"\1" * 32, b"\2" * 32),
+        b"cp\n\n\xe2\x80\x94 x AAAAAAA=\n",
+    )
     for bad, why in [
         (b"old 01\n\ncp\n", "leading zeroes"),
         (b"new 1\n\ncp\n", "is not 'old"),
@@ -315,7 +323,9 @@ transparency_services:
     assert not p.satisfied([note.parse_vkey(w1)])
     assert p.satisfied([note.parse_vkey(w1), note.parse_vkey(w2)])
     # The verifier's own reader accepts the same file (it ignores the tlog section).
-    pem = ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    pem = (
+        ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    )
     (tmp_path / "keys.pem").write_bytes(pem)
     assert trust.parse_policy(text.encode(), tmp_path).services[0].name == "wabbit"
     with pytest.raises(PolicyError, match="quorum: expected a number from 0 to 2"):

@@ -15,7 +15,9 @@ CONFIG = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": mf.
 
 
 def _m(**doc: object) -> mf.Manifest:
-    return mf.parse(json.dumps({"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "config": CONFIG, "layers": [], **doc}).encode())
+    return mf.parse(
+        json.dumps({"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "config": CONFIG, "layers": [], **doc}).encode()
+    )
 
 
 def _event(tag: str | None = None, action: Action = Action.PUSH) -> RegistryEvent:
@@ -24,15 +26,32 @@ def _event(tag: str | None = None, action: Action = Action.PUSH) -> RegistryEven
 
 def test_image_push_and_index_children() -> None:
     assert classify(_event("v1"), "sha256:" + "cd" * 32, _m()).kind is Kind.PUSH
-    index = mf.parse(json.dumps({"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": [
-        {"mediaType": mf.OCI_MANIFEST, "digest": IMG, "size": 1, "platform": {"os": "linux", "architecture": "arm64"}}]}).encode())
+    index = mf.parse(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": mf.OCI_INDEX,
+                "manifests": [
+                    {
+                        "mediaType": mf.OCI_MANIFEST,
+                        "digest": IMG,
+                        "size": 1,
+                        "platform": {"os": "linux", "architecture": "arm64"},
+                    }
+                ],
+            }
+        ).encode()
+    )
     d = classify(_event("v1"), "sha256:" + "cd" * 32, index)
     assert d.kind is Kind.PUSH and [c.digest for c in d.children] == [IMG]
 
 
 def test_signatures_of_every_format() -> None:
-    for artifact_type, fmt in ((mf.SIGSTORE_BUNDLE, "cosign-bundle"), (mf.NOTATION_SIGNATURE, "notation"),
-                               (mf.COSIGN_OCI11_SIGNATURE, "cosign")):
+    for artifact_type, fmt in (
+        (mf.SIGSTORE_BUNDLE, "cosign-bundle"),
+        (mf.NOTATION_SIGNATURE, "notation"),
+        (mf.COSIGN_OCI11_SIGNATURE, "cosign"),
+    ):
         d = classify(_event(), "sha256:" + "cd" * 32, _m(artifactType=artifact_type, subject=SUBJECT))
         assert (d.kind, d.subject_digest, d.format) == (Kind.SIGNATURE, IMG, fmt)
     cosign = classify(_event(f"sha256-{'ab' * 32}.sig"), "sha256:" + "cd" * 32, _m())
@@ -43,8 +62,11 @@ def test_signatures_of_every_format() -> None:
 
 def test_classification_reads_no_signer_from_annotations() -> None:
     """The pusher writes annotations; a signer is only ever taken from verified material, by the worker."""
-    forged = _m(artifactType=mf.NOTATION_SIGNATURE, subject=SUBJECT,
-                annotations={"io.cncf.notary.x509chain.thumbprint#S256": '["2f3c"]'})
+    forged = _m(
+        artifactType=mf.NOTATION_SIGNATURE,
+        subject=SUBJECT,
+        annotations={"io.cncf.notary.x509chain.thumbprint#S256": '["2f3c"]'},
+    )
     assert not hasattr(classify(_event(), "sha256:" + "cd" * 32, forged), "signer")
 
 

@@ -84,6 +84,7 @@ def test_bad_trust_is_refused_naming_the_setting(tmp_path: Path, block: str, mes
     )
     (tmp_path / "config.yaml").write_text("signatures:\n  " + block + "\n")
     with pytest.raises(
-        (ConfigError, PolicyError), match=message.replace("[", r"\[").replace("]", r"\]").replace("*", r"\*").replace("(", r"\(")
+        (ConfigError, PolicyError),
+        match=message.replace("[", r"\[").replace("]", r"\]").replace("*", r"\*").replace("(", r"\("),
     ):
         signature_trust.load(config.load(tmp_path / "config.yaml", environ={}).signatures)
