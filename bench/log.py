@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
@@ -91,9 +92,11 @@ def make_statements(issuer: keys.CoseKey, n: int, tag: str) -> list[bytes]:
 PG: dict[str, str] = {}  # dsn and schema when --postgres
 
 
-def in_process(n: int) -> tuple[float, float]:
-    """Registrations/s through policy check, sequencer, durable commit and receipt, one submitting thread;
-    and the CPU milliseconds each took (all threads of this process)."""
+def in_process(n: int, threads: int = 1) -> tuple[float, float]:
+    """Registrations/s through policy check, sequencer, durable commit and receipt, with `threads`
+    submitting threads (as the watcher's workers or concurrent requests submit); and the CPU milliseconds
+    each took (all threads of this process). `cryptography` releases the GIL while it verifies, so a
+    second submitting thread verifies on the second core."""
     issuer, ts_key = keys.generate(algorithms.by_name("ES256")), keys.generate(algorithms.by_name("ES256"))
     bodies = make_statements(issuer, n, "inproc")
     folder = Path(tempfile.mkdtemp())
@@ -106,7 +109,9 @@ def in_process(n: int) -> tuple[float, float]:
     service = TransparencyService(store, ts_key, RegistrationPolicy.build(issuer_keys=[issuer]), identity="https://ts")
     service.start()
     start, cpu = time.perf_counter(), time.process_time()
-    submissions = [service.submit(b) for b in bodies]
+    chunks = [bodies[i::threads] for i in range(threads)]
+    with ThreadPoolExecutor(threads) as pool:
+        submissions = [s for part in pool.map(lambda c: [service.submit(b) for b in c], chunks) for s in part]
     for s in submissions:
         assert s.registration is not None
         index, head = s.registration.integrated.result()
@@ -387,12 +392,13 @@ def registration(args: argparse.Namespace, seconds: float) -> None:
         f" CPU {verify_ms:.3f} ms per verification"
     )
 
-    rate, cpu_ms = in_process(4000 if args.quick else 10_000)
-    print(
-        f"in-process registrations/s (check + durable batch + receipt): {rate:,.0f}"
-        f"  = {rate / floor2:.1%} of raw ES256 on the same cores, {rate / floor1:.1%} of one core;"
-        f" CPU {cpu_ms:.3f} ms per registration = {cpu_ms / verify_ms:.1f} verifications  (goal >= 30% on the same cores)"
-    )
+    for threads, floor, cores in ((1, floor1, "one core"), (2, floor2, "the same 2 cores")):
+        rate, cpu_ms = in_process(4000 if args.quick else 10_000, threads)
+        print(
+            f"in-process registrations/s (check + durable batch + receipt), {threads} submitting thread(s): {rate:,.0f}"
+            f"  = {rate / floor:.1%} of raw ES256 on {cores};"
+            f" CPU {cpu_ms:.3f} ms per registration = {cpu_ms / verify_ms:.1f} verifications  (goal >= 30% on the same cores)"
+        )
 
     if shutil.which("wrk") is None:
         print("HTTP throughput: skipped (install wrk: apt-get install wrk)")
