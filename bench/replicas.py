@@ -28,9 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import psycopg
 
-from bench.watch import push_image, registry_floor, wait_attached
+from bench.watch import check_attached, push_image, registry_floor, wait_attached
 from scitt_oci.cose import keys
-from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from tests.registryproc import RegistryProcess
 from tests.roundrobin import RoundRobin
@@ -80,9 +79,7 @@ def run(replicas: int, images: int, pushers: int, workers: int, closed_loop: boo
         if not closed_loop:
             _wait_recorded(schema, images, time.monotonic() + 300)
         rate = images / (time.monotonic() - started)
-        missing = [d for repo, d in pushed if client.head_manifest(repo, mf.fallback_tag(d)) is None]
-        if missing:
-            raise SystemExit(f"{len(missing)} images on record have no referrers index, e.g. {missing[0]}")
+        check_attached(client, pushed)
         return rate
     finally:
         for s in servers:

@@ -35,6 +35,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -107,17 +108,47 @@ def wait_recorded(db: Path, digest: str, timeout: float = 60, poll: float = 0.00
     raise TimeoutError(f"{digest} was not on record within {timeout} s")
 
 
-def run(images: int, pushers: int, rate: float | None) -> tuple[list[float], float]:
+@contextlib.contextmanager
+def watched(debug_addr: str | None = None) -> Iterator[tuple[ServerProcess, RegistryClient]]:
+    """The service watching a new docker-registry through its webhook (with the registry's debug
+    endpoint on `debug_addr` when given), and a client of that registry; both stopped on leaving."""
     root = Path(tempfile.mkdtemp())
     secret = "bench-secret-0123456789abcdef"
     (root / "secret").write_text(secret)
     server = ServerProcess(root / "data")
-    registry = RegistryProcess(
-        root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=secret
-    ).start()
+    if debug_addr is not None:
+        os.environ["REGISTRY_HTTP_DEBUG_ADDR"] = debug_addr  # read by the registry started next
+    try:
+        registry = RegistryProcess(
+            root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=secret
+        ).start()
+    finally:
+        if debug_addr is not None:
+            del os.environ["REGISTRY_HTTP_DEBUG_ADDR"]
     server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret")]
-    server.start()
-    client = RegistryClient(RegistrySettings.for_url(registry.url))
+    try:
+        server.start()
+        yield server, RegistryClient(RegistrySettings.for_url(registry.url))
+    finally:
+        server.stop()
+        registry.stop()
+
+
+def check_attached(client: RegistryClient, pushed: list[tuple[str, str]]) -> None:
+    """Every image pushed (repository, digest) has its referrers index in the registry: checked once."""
+    missing = [d for repo, d in pushed if client.head_manifest(repo, mf.fallback_tag(d)) is None]
+    if missing:
+        raise SystemExit(f"{len(missing)} images on record have no referrers index, e.g. {missing[0]}")
+
+
+def run(images: int, pushers: int, rate: float | None) -> tuple[list[float], float]:
+    with watched() as (server, client):
+        return _run(server, client, images, pushers, rate)
+
+
+def _run(
+    server: ServerProcess, client: RegistryClient, images: int, pushers: int, rate: float | None
+) -> tuple[list[float], float]:
     latencies: list[float] = []
     lock = threading.Lock()
     started = time.monotonic()
@@ -137,16 +168,10 @@ def run(images: int, pushers: int, rate: float | None) -> tuple[list[float], flo
             latencies.append(attached - pushed)
         return repo, digest
 
-    try:
-        with ThreadPoolExecutor(pushers) as pool:
-            pushed = list(pool.map(one, range(images)))
-        elapsed = time.monotonic() - started
-        missing = [d for repo, d in pushed if client.head_manifest(repo, mf.fallback_tag(d)) is None]
-        if missing:
-            raise SystemExit(f"{len(missing)} images on record have no referrers index, e.g. {missing[0]}")
-    finally:
-        server.stop()
-        registry.stop()
+    with ThreadPoolExecutor(pushers) as pool:
+        pushed = list(pool.map(one, range(images)))
+    elapsed = time.monotonic() - started
+    check_attached(client, pushed)
     return latencies, images / elapsed
 
 
@@ -160,52 +185,39 @@ def notifications_pending(debug_url: str) -> int:
 def flat_out(images: int, pushers: int) -> tuple[float, float, int]:
     """Push `images` images with no wait for their attachment; returns (push rate, images recorded and
     attached per second from the first push to the last record, peak of the notification queue)."""
-    root = Path(tempfile.mkdtemp())
     debug = f"127.0.0.1:{free_port()}"
-    os.environ["REGISTRY_HTTP_DEBUG_ADDR"] = debug  # read by the registry started next
-    secret = "bench-secret-0123456789abcdef"
-    (root / "secret").write_text(secret)
-    server = ServerProcess(root / "data")
-    try:
-        registry = RegistryProcess(
-            root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=secret
-        ).start()
-    finally:
-        del os.environ["REGISTRY_HTTP_DEBUG_ADDR"]
-    server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret")]
-    server.start()
-    client = RegistryClient(RegistrySettings.for_url(registry.url))
+    with watched(debug) as (server, client):
+        return _flat_out(server, client, images, pushers, debug)
+
+
+def _flat_out(
+    server: ServerProcess, client: RegistryClient, images: int, pushers: int, debug: str
+) -> tuple[float, float, int]:
     db = server.data_dir / "watch.db"
     peak = 0
 
     def recorded() -> int:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
             return int(
                 conn.execute("SELECT COUNT(*) FROM recorded WHERE kind = 'push' AND referrer IS NOT NULL").fetchone()[0]
             )
 
-    try:
-        started = time.monotonic()
-        with ThreadPoolExecutor(pushers) as pool:
-            pushed = list(
-                pool.map(lambda n: (f"bench/app{n % 20}", push_image(client, f"bench/app{n % 20}", n)), range(images))
-            )
-        push_rate = images / (time.monotonic() - started)
-        deadline = time.monotonic() + 300
-        while (done := recorded()) < images:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{done} of {images} images recorded within 300 s")
-            with contextlib.suppress(OSError, KeyError, ValueError):
-                peak = max(peak, notifications_pending(f"http://{debug}"))
-            time.sleep(0.02)  # polling the watcher's progress, bounded by the deadline
-        rate = images / (time.monotonic() - started)
-        missing = [d for repo, d in pushed if client.head_manifest(repo, mf.fallback_tag(d)) is None]
-        if missing:
-            raise SystemExit(f"{len(missing)} images on record have no referrers index, e.g. {missing[0]}")
-        return push_rate, rate, peak
-    finally:
-        server.stop()
-        registry.stop()
+    started = time.monotonic()
+    with ThreadPoolExecutor(pushers) as pool:
+        pushed = list(
+            pool.map(lambda n: (f"bench/app{n % 20}", push_image(client, f"bench/app{n % 20}", n)), range(images))
+        )
+    push_rate = images / (time.monotonic() - started)
+    deadline = time.monotonic() + 300
+    while (done := recorded()) < images:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{done} of {images} images recorded within 300 s")
+        with contextlib.suppress(OSError, KeyError, ValueError):
+            peak = max(peak, notifications_pending(f"http://{debug}"))
+        time.sleep(0.02)  # polling the watcher's progress, bounded by the deadline
+    rate = images / (time.monotonic() - started)
+    check_attached(client, pushed)
+    return push_rate, rate, peak
 
 
 def main() -> None:

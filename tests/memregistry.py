@@ -127,11 +127,8 @@ class MemRegistry:
         self._call("referrers")
         self.referrers_api = self.serves_referrers
         if self.serves_referrers:
-            found = []
-            for d, (data, media_type) in self.repositories.get(repo, _Repository()).manifests.items():
-                m = mf.parse(data, media_type)
-                if m.subject is not None and m.subject.digest == digest:
-                    found.append(Descriptor(m.media_type, d, len(data), m.effective_artifact_type, m.annotations))
+            manifests = self.repositories.get(repo, _Repository()).manifests
+            found = [e for d, (data, t) in manifests.items() if (e := mf.referrer_entry(data, t, d, digest))]
         else:
             found = list(self._fallback_index(repo, digest).manifests)
         return [d for d in found if artifact_type is None or d.artifact_type == artifact_type]
@@ -176,12 +173,7 @@ class MemRegistry:
 
     def referrer_entry(self, repo: str, digest: str, subject: str) -> Descriptor | None:
         fetched = self.manifest(repo, digest)
-        if fetched is None:
-            return None
-        m = mf.parse(fetched[0], fetched[1])
-        if m.subject is None or m.subject.digest != subject:
-            return None
-        return Descriptor(m.media_type, digest, len(fetched[0]), m.effective_artifact_type, m.annotations)
+        return None if fetched is None else mf.referrer_entry(fetched[0], fetched[1], digest, subject)
 
     def list_referrers(self, repo: str, subject: str, wanted: Sequence[Descriptor]) -> None:
         written = self.write_index(repo, subject, wanted)

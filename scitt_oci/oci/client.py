@@ -487,10 +487,7 @@ class RegistryClient:
         if fetched is None:
             return None
         data, media_type, _ = fetched
-        parsed = mf.parse(data, media_type)
-        if parsed.subject is None or parsed.subject.digest != subject:
-            return None
-        return Descriptor(parsed.media_type, digest, len(data), parsed.effective_artifact_type, parsed.annotations)
+        return mf.referrer_entry(data, media_type, digest, subject)
 
     def list_referrers(self, repo: str, subject: str, wanted: Sequence[Descriptor]) -> None:
         """Make the tag-schema index of `subject` list every descriptor of `wanted`, without dropping any

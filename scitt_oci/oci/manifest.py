@@ -139,6 +139,15 @@ def parse(data: bytes, content_type: str | None = None) -> Manifest:
     )
 
 
+def referrer_entry(data: bytes, media_type: str, digest: str, subject: str) -> Descriptor | None:
+    """The referrers-list entry of the manifest `data` (stored as `digest`) when it is a referrer of
+    `subject`, else None: its descriptor with artifact type and annotations, as the referrers API lists it."""
+    m = parse(data, media_type)
+    if m.subject is None or m.subject.digest != subject:
+        return None
+    return Descriptor(m.media_type, digest, len(data), m.effective_artifact_type, m.annotations)
+
+
 def is_statement_artifact(m: Manifest) -> bool:
     """Whether `m` attaches a scitt-oci Transparent Statement: by its artifactType (or config media type),
     or, when a copying tool rewrote those, by its first layer's media type and our kind annotation."""

@@ -260,13 +260,7 @@ class Watcher(Generic[R]):
             and manifest.subject.digest == subject.digest
         ):
             also.append(
-                Descriptor(
-                    descriptor.media_type,
-                    descriptor.digest,
-                    descriptor.size,
-                    manifest.effective_artifact_type,
-                    manifest.annotations,
-                )
+                replace(descriptor, artifact_type=manifest.effective_artifact_type, annotations=manifest.annotations)
             )
         return client.attach(repository, subject, artifact, [ts], also=also)
 
