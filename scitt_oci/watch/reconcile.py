@@ -20,6 +20,7 @@ from scitt_oci.oci.attached import resolve_tag
 from scitt_oci.oci.manifest import Descriptor, is_fallback_tag
 from scitt_oci.oci.reference import valid_repository, valid_tag
 from scitt_oci.oci.registry import Registry
+from scitt_oci.scitt.profile import SIGNED_KINDS
 from scitt_oci.watch.events import PUSH, RegistryEvent
 from scitt_oci.watch.inbox import Attachment, Inbox
 
@@ -113,12 +114,16 @@ def reattach(
     return relisted
 
 
+# A signed artifact's own manifest is a referrer of the image too (a Sigstore bundle may be either kind).
+_SIGNED = frozenset(k.value for k in SIGNED_KINDS)
+
+
 def _relist(name: str, client: Registry, repo: str, subject: str, items: list[Attachment]) -> int:
     """List again what of `items` the listing of `repo@subject` lacks; how many entries were."""
     listed = {d.digest for d in client.referrers(repo, subject)}
     missing: list[Descriptor] = []
     if client.referrers_api is not True:  # a registry with the referrers API lists what exists by itself
-        candidates = {a.referrer for a in items} | {a.recorded for a in items if a.kind == "signature"}
+        candidates = {a.referrer for a in items} | {a.recorded for a in items if a.kind in _SIGNED}
         for digest in sorted(candidates - listed):
             entry = client.referrer_entry(repo, digest, subject)
             if entry is not None:  # None: deleted since, or a cosign .sig (a tag, not a referrer)

@@ -249,11 +249,11 @@ class Watcher(Generic[R]):
         artifact = mf.statement_artifact(
             subject, ts, kind=decision.kind.value, issuer=self.issuer, service=self.registrar.identity, created=iat
         )
-        # A signature that is itself a referrer of the image (Notation, Sigstore bundles) belongs in the
-        # same index: listing it again heals a concurrent signer's lost write.
+        # A signature or attestation that is itself a referrer of the image (Notation, Sigstore bundles)
+        # belongs in the same index: listing it again heals a concurrent signer's lost write.
         also = []
         if (
-            decision.kind is profile.Kind.SIGNATURE
+            decision.kind in profile.SIGNED_KINDS
             and manifest is not None
             and descriptor is not None
             and manifest.subject is not None

@@ -3,6 +3,8 @@ what a concurrent writer dropped from a tag-schema referrers index."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -69,6 +71,26 @@ def test_dropped_entries_are_listed_again(tmp_path: Path) -> None:
         assert reattach(w.inbox, REGISTRY, w.registry, settle=-1) == 0  # confirmed: not checked again
         w.registry.delete_manifest("app", mf.fallback_tag(image.digest))
         assert reattach(w.inbox, REGISTRY, w.registry, settle=-1, everything=True) == 3
+
+
+def test_a_dropped_attestation_referrer_is_listed_again(tmp_path: Path) -> None:
+    """A Sigstore bundle holding an in-toto statement is recorded as an attestation, and is a referrer
+    of the image as a signature is: a concurrent writer's drop of it is healed the same way."""
+    with world(tmp_path, referrers_api=False) as w:
+        image = push_image(w.registry, "app", "v1")
+        att = push_referrer(w.registry, "app", image, mf.NOTATION_SIGNATURE, b"x", "application/jose+json")
+        w.push("app", image.digest, "v1")
+        w.push("app", att.digest, None)
+        w.drain()
+        # As the worker records a referrer whose statement is an attestation.
+        conn = sqlite3.connect(w.inbox.path)
+        with contextlib.closing(conn), conn:
+            assert conn.execute("UPDATE recorded SET kind = 'attestation' WHERE kind = 'signature'").rowcount == 1
+        listed = {d.digest for d in w.registry.referrers("app", image.digest)}
+        w.registry.delete_manifest("app", mf.fallback_tag(image.digest))
+        w.registry.write_index("app", image.digest, [])
+        assert reattach(w.inbox, REGISTRY, w.registry, settle=-1) == 3
+        assert {d.digest for d in w.registry.referrers("app", image.digest)} == listed
 
 
 @pytest.mark.parametrize("api", [True, False], ids=["referrers-api", "fallback-tag"])
