@@ -185,7 +185,7 @@ def _check_listen(value: str | None) -> str | None:
     if value is None:
         return None
     host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8700 or [::1]:8700")
     return value
 
@@ -382,9 +382,7 @@ class Config(_Section):
     @field_validator("listen")
     @classmethod
     def _listen(cls, value: str) -> str:
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8700 or [::1]:8700")
+        _check_listen(value)
         return value
 
     @property

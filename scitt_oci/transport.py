@@ -153,14 +153,8 @@ class _GuardedHTTPConnection(u3conn.HTTPConnection):
         super().request(*args, **kwargs)
 
 
-class _GuardedHTTPSConnection(u3conn.HTTPSConnection):
-    def connect(self) -> None:
-        _WATCHDOG.attach(self)
-        super().connect()
-
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _WATCHDOG.attach(self)
-        super().request(*args, **kwargs)
+class _GuardedHTTPSConnection(_GuardedHTTPConnection, u3conn.HTTPSConnection):
+    """The same guard over TLS: `_GuardedHTTPConnection`'s `super()` calls reach `HTTPSConnection`'s."""
 
 
 class _HTTPPool(urllib3.HTTPConnectionPool):

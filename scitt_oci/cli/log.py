@@ -490,7 +490,7 @@ def audit(
         _die(exc.diagnostics())
     if evidence_dir is not None and evidence_dir.exists() and not _empty_folder(evidence_dir):
         _die(f"--evidence {evidence_dir} is not an empty folder: evidence is never overwritten; give a new one")
-    witness = _witness(ts, witness_policy, timeout) if witness_policy is not None else None
+    witness = _witness(ts, witness_policy, timeout, ca_file) if witness_policy is not None else None
     client = _client(ts, None, timeout, ca_file=ca_file)
     folder = evidence_dir or auditor.evidence_folder(state_file)
     try:
@@ -520,8 +520,9 @@ def _empty_folder(path: Path) -> bool:
         return False
 
 
-def _witness(ts: str, policy_file: Path, timeout: float) -> Callable[[], auditor.Witnessed]:
-    """How the auditor reads the witnessed checkpoint: the service's /tlog/checkpoint under the policy."""
+def _witness(ts: str, policy_file: Path, timeout: float, ca_file: str | None) -> Callable[[], auditor.Witnessed]:
+    """How the auditor reads the witnessed checkpoint: the service's /tlog/checkpoint under the policy,
+    over TLS checked as the audit's own calls are (`--ca-file`)."""
     from scitt_oci.cli.replication import load_policy
     from scitt_oci.replication.fetch import TlogClient
     from scitt_oci.scrapi import audit as auditor
@@ -530,7 +531,9 @@ def _witness(ts: str, policy_file: Path, timeout: float) -> Callable[[], auditor
     assert policy is not None
 
     def read() -> auditor.Witnessed:
-        return auditor.witnessed(TlogClient(ts, timeout=timeout).checkpoint(), policy, str(policy_file))
+        return auditor.witnessed(
+            TlogClient(ts, timeout=timeout, ca_file=ca_file).checkpoint(), policy, str(policy_file)
+        )
 
     return read
 

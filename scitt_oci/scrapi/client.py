@@ -164,8 +164,8 @@ class ScrapiClient:
         what = f"{method} {response.url}"
         limit = self._max_response
         try:
-            declared = response.headers.get("content-length", "").strip()
-            if declared.isascii() and declared.isdigit() and int(declared) > limit:
+            declared = transport.ascii_int(response.headers.get("content-length"))
+            if declared is not None and declared > limit:
                 raise ClientError(
                     f"{what}: the answer is {declared} bytes; at most {limit} are read from a transparency service"
                 )

@@ -149,7 +149,7 @@ class _Builder:
             k = len(members)
         elif rule == "any":
             k = 1
-        elif rule.isdigit() and not rule.startswith("0") and 1 <= int(rule) <= len(members):
+        elif rule.isascii() and rule.isdigit() and not rule.startswith("0") and 1 <= int(rule) <= len(members):
             k = int(rule)
         else:
             raise PolicyError(f"group {name}: threshold {rule!r} is not all, any or 1..{len(members)}")

@@ -341,5 +341,11 @@ def test_private_ca_needs_ca_file_for_pin_and_audit(tmp_path: Path) -> None:
         audit = cli("log", "audit", "--ts", url, "--state", "a.json", "--ca-file", str(crt), cwd=tmp_path)
         assert audit.returncode == 0 and "first audit: 1 entries" in audit.stdout, audit.stderr
         assert json.loads((tmp_path / "a.json").read_text())["tree_size"] == 1
+        # The witnessed checkpoint (/tlog/checkpoint) is read with the same --ca-file.
+        vkey = requests.get(url + "/tlog/vkey", timeout=5, verify=str(crt)).text.strip()
+        (tmp_path / "w.policy").write_text(f"log {vkey}\nquorum none\n")
+        args = ["--ts", url, "--state", "a.json", "--witness-policy", "w.policy", "--ca-file", str(crt)]
+        witnessed = cli("log", "audit", *args, cwd=tmp_path)
+        assert witnessed.returncode == 0 and "witnessed: size 1" in witnessed.stdout, witnessed.stderr
     finally:
         srv.stop()

@@ -74,6 +74,8 @@ def test_config_layers_and_errors(tmp_path: Path) -> None:
         config.load(environ={"SCITT_OCI_BATCH__MAX_SIZE": "0"})
     with pytest.raises(ConfigError, match="listen: Value error, must be HOST:PORT"):
         config.load(overrides={"listen": "nowhere"})
+    with pytest.raises(ConfigError, match="listen: Value error, must be HOST:PORT"):
+        config.load(overrides={"listen": "127.0.0.1:\u00b2"})  # a digit to isdigit(), not to int()
     with pytest.raises(ConfigError, match="Extra inputs are not permitted"):
         config.load(environ={"SCITT_OCI_NOPE": "1"})
     file.write_text("- a list\n")

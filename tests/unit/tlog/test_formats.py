@@ -296,6 +296,7 @@ quorum X-and-Y
         (f"witness W {_vkey('w', 1)}\nquorum W", "type 0x04"),
         (f"log {_vkey('l', 4)}\nquorum none", "type 0x01"),
         (f"witness W {_vkey('w', 4)}\ngroup G 2 W\nquorum G", "threshold"),
+        (f"witness W {_vkey('w', 4)}\ngroup G \u00b2 W\nquorum G", "threshold"),  # a digit to isdigit(), not to int()
     ],
 )
 def test_bad_tlog_policies_are_named(text: str, why: str) -> None:
