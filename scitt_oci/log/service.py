@@ -115,7 +115,7 @@ class TransparencyService:
         return next((k for k in self.keys() if kid in k.aliases), None)
 
     # ----- registration -----
-    def submit(self, data: bytes) -> Submission:
+    def _submit(self, data: bytes) -> Submission:
         """Check `data` against the registration policy, then queue it (`Rejection` if refused)."""
         signed = self.policy.check(data)
         entry = signed.entry()
@@ -134,7 +134,7 @@ class TransparencyService:
         """Register `statement`: `Registered` once integrated within `wait` seconds, else `Accepted` (durable).
         Raises `Rejection` (refused by the policy), `Overloaded` (queue full) or `NotAccepted`."""
         started = time.monotonic()
-        submission = self.submit(statement)
+        submission = self._submit(statement)
         reg = submission.registration
         if reg is None:
             return self._known(submission.entry_id)
@@ -158,7 +158,7 @@ class TransparencyService:
         The sequencer wakes the loop once per batch for all of its registrations (`_wake_waiters`),
         not once per registration."""
         started = time.monotonic()
-        submission = self.submit(statement)
+        submission = self._submit(statement)
         reg = submission.registration
         if reg is None:
             return self._known(submission.entry_id)
