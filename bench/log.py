@@ -93,10 +93,11 @@ PG: dict[str, str] = {}  # dsn and schema when --postgres
 
 
 def in_process(n: int, threads: int = 1) -> tuple[float, float]:
-    """Registrations/s through `register_async` (policy check, sequencer, durable commit and receipt) with
-    `threads` submitting threads, each with its own event loop (as the watcher's workers or concurrent requests submit); and the CPU milliseconds
-    each took (all threads of this process). `cryptography` releases the GIL while it verifies, so a
-    second submitting thread verifies on the second core."""
+    """Registrations/s through `register_async` (policy check, sequencer, durable commit and receipt)
+    with `threads` submitting threads, each with its own event loop (as the watcher's workers or
+    concurrent requests submit); and the CPU milliseconds each took (all threads of this process).
+    `cryptography` releases the GIL while it verifies, so a second submitting thread verifies on the
+    second core."""
     issuer, ts_key = keys.generate(algorithms.by_name("ES256")), keys.generate(algorithms.by_name("ES256"))
     bodies = make_statements(issuer, n, "inproc")
     folder = Path(tempfile.mkdtemp())
