@@ -115,7 +115,7 @@ class TransparencyService:
         return next((k for k in self.keys() if kid in k.aliases), None)
 
     # ----- registration -----
-    def submit(self, data: bytes) -> Submission:
+    def _submit(self, data: bytes) -> Submission:
         """Check `data` against the registration policy, then queue it (`Rejection` if refused)."""
         signed = self.policy.check(data)
         entry = signed.entry()
@@ -134,22 +134,15 @@ class TransparencyService:
         """Register `statement`: `Registered` once integrated within `wait` seconds, else `Accepted` (durable).
         Raises `Rejection` (refused by the policy), `Overloaded` (queue full) or `NotAccepted`."""
         started = time.monotonic()
-        submission = self.submit(statement)
+        submission = self._submit(statement)
         reg = submission.registration
         if reg is None:
             return self._known(submission.entry_id)
-        try:
+        with contextlib.suppress(Exception):  # a failure or timeout is read from the futures by `_outcome`
             reg.accepted.result(self.accept_timeout)
-        except Exception as exc:  # includes TimeoutError
-            raise self._not_accepted(submission.entry_id, exc) from exc
-        remaining = wait - (time.monotonic() - started)
-        if remaining > 0:
-            try:
+            remaining = wait - (time.monotonic() - started)
+            if remaining > 0:
                 reg.integrated.result(remaining)
-            except TimeoutError:
-                pass  # still integrating: Accepted
-            except Exception:
-                self._integration_failed(submission.entry_id)
         return self._outcome(submission.entry_id, reg)
 
     async def register_async(self, statement: bytes, wait: float) -> Outcome:
@@ -158,23 +151,12 @@ class TransparencyService:
         The sequencer wakes the loop once per batch for all of its registrations (`_wake_waiters`),
         not once per registration."""
         started = time.monotonic()
-        submission = self.submit(statement)
+        submission = self._submit(statement)
         reg = submission.registration
         if reg is None:
             return self._known(submission.entry_id)
         if not reg.integrated.done():
             await _settle(reg, started + wait, started + self.accept_timeout)
-        integrated = reg.integrated
-        if not (integrated.done() and integrated.exception() is None):
-            # Accepted means durable: only then may the caller report success.
-            accepted = reg.accepted
-            if not accepted.done():
-                raise self._not_accepted(submission.entry_id, TimeoutError())
-            failure = accepted.exception()
-            if failure is not None:
-                raise self._not_accepted(submission.entry_id, failure)
-            if integrated.done():
-                self._integration_failed(submission.entry_id, integrated.exception())
         return self._outcome(submission.entry_id, reg)
 
     def _known(self, eid: bytes) -> Registered:
@@ -184,21 +166,19 @@ class TransparencyService:
         return Registered(eid, found)
 
     def _outcome(self, eid: bytes, reg: Registration) -> Outcome:
-        if reg.integrated.done() and reg.integrated.exception() is None:
-            found = self.receipt(eid, *reg.integrated.result())
-            if found is not None:
-                return Registered(eid, found)
+        """What the waits of `register` and `register_async` came to, read from the registration's futures."""
+        integrated = reg.integrated
+        if integrated.done() and integrated.exception() is None:
+            found = self.receipt(eid, *integrated.result())
+            return Accepted(eid) if found is None else Registered(eid, found)
+        # Accepted means durable: only then may the caller report success. (The sequencer fails a
+        # registration's integration only together with its acceptance, when a commit fails.)
+        accepted = reg.accepted
+        failure = accepted.exception() if accepted.done() else TimeoutError()
+        if failure is not None:
+            log.warning("registration %s not accepted: %r", eid.hex(), failure)
+            raise NotAccepted(f"the log could not store entry {eid.hex()} ({type(failure).__name__}); retry later")
         return Accepted(eid)
-
-    @staticmethod
-    def _not_accepted(eid: bytes, exc: BaseException) -> NotAccepted:
-        log.warning("registration %s not accepted: %r", eid.hex(), exc)
-        return NotAccepted(f"the log could not store entry {eid.hex()} ({type(exc).__name__}); retry later")
-
-    @staticmethod
-    def _integration_failed(eid: bytes, exc: BaseException | None = None) -> None:
-        # Accepted, so durable: the sequencer integrates it again from the backlog.
-        log.error("integration of %s failed", eid.hex(), exc_info=exc or True)
 
     def pending(self, eid: bytes) -> bool:
         """Accepted and not yet integrated."""

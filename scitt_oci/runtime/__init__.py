@@ -265,9 +265,9 @@ def _admission(rt: Runtime, issuer: str) -> Sequence[BaseRoute]:
     policy_path = adm.trust_policy
     if policy_path is None and adm.trust_self:
         policy_path = _trust_self(config, rt.service, rt.issuer_key, issuer)
-    auth = _admission_auth(config) if policy_path is not None else ClientAuth()
     if policy_path is None:
         return []
+    auth = _admission_auth(config)
     if adm.listen is None and not config.tls_cert and not config.loopback_only:
         raise ConfigError("admission needs HTTPS beyond loopback: set --tls-cert and --tls-key")
     rt.admission_policy = policy_path

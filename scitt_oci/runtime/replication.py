@@ -53,11 +53,7 @@ def setup(config: Config, service: TransparencyService) -> Replication:
     rep = Replication()
     if not config.tlog.enabled:
         return rep
-    origin = config.tlog.origin or default_origin(config)
-    try:
-        note.check_key_name(origin)
-    except ScittOciError as exc:
-        raise ConfigError(f"tlog.origin {origin!r}: {exc} (set tlog.origin)") from None
+    origin = _key_name(config.tlog.origin or default_origin(config), "tlog.origin", " (set tlog.origin)")
     key_path = config.tlog.note_key or config.data_dir / "keys" / "note.pem"
     signer = note.NoteSigner(origin, ed25519_key(key_path, create=config.tlog.note_key is None))
     service.max_entry_bytes = tiles.MAX_ENTRY
@@ -66,6 +62,15 @@ def setup(config: Config, service: TransparencyService) -> Replication:
     _witness(config, rep, origin)
     _witness_client(config, rep)
     return rep
+
+
+def _key_name(name: str, setting: str, hint: str = "") -> str:
+    """`name` if it can name a note key, else a `ConfigError` about `setting`."""
+    try:
+        note.check_key_name(name)
+    except ScittOciError as exc:
+        raise ConfigError(f"{setting} {name!r}: {exc}{hint}") from None
+    return name
 
 
 def _witness(config: Config, rep: Replication, origin: str) -> None:
@@ -81,11 +86,7 @@ def _witness(config: Config, rep: Replication, origin: str) -> None:
         if key.sig_type != note.ED25519:
             raise ConfigError(f"witness.logs[{i}].vkey: {key.name} is not an Ed25519 note key (type 0x01)")
         logs.setdefault(entry.origin or key.name, []).append(key)
-    name = config.witness.name or origin.removesuffix("/tlog") + "/witness"
-    try:
-        note.check_key_name(name)
-    except ScittOciError as exc:
-        raise ConfigError(f"witness.name {name!r}: {exc}") from None
+    name = _key_name(config.witness.name or origin.removesuffix("/tlog") + "/witness", "witness.name")
     key_path = config.witness.key or config.data_dir / "keys" / "witness.pem"
     cosigner = checkpoint.Cosigner(name, ed25519_key(key_path, create=config.witness.key is None))
     rep.witness = Witness(config.data_dir / "witness.db", cosigner, logs)

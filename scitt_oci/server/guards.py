@@ -45,13 +45,19 @@ class Settings:
     rate_limiter: RateLimiter = field(default_factory=lambda: RateLimiter(0, 1))
 
 
+def bearer(request: Request) -> bytes | None:
+    """The bearer token a request presents (`Authorization: Bearer TOKEN`), or None."""
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        return None
+    return presented.strip().encode()
+
+
 def authorised(settings: Settings, request: Request) -> bool:
     if not settings.auth_required and not settings.tokens:
         return True
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not presented:
-        return False
-    return any(hmac.compare_digest(presented.strip().encode(), t.encode()) for t in settings.tokens)
+    presented = bearer(request)
+    return presented is not None and any(hmac.compare_digest(presented, t.encode()) for t in settings.tokens)
 
 
 def unauthorised() -> Response:

@@ -13,18 +13,15 @@ from starlette.routing import Route
 
 from scitt_oci.errors import ScittOciError
 from scitt_oci.server.bodies import read_limited
+from scitt_oci.server.guards import bearer
 from scitt_oci.server.problems import problem_json
 from scitt_oci.watch.events import MAX_PAYLOAD_BYTES, PARSERS
 from scitt_oci.watch.inbox import Inbox
 
 
 def _bearer(request: Request, secret: str) -> bool:
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    return (
-        scheme.lower() == "bearer"
-        and bool(presented)
-        and hmac.compare_digest(presented.strip().encode("utf-8", "replace"), secret.encode())
-    )
+    presented = bearer(request)
+    return presented is not None and hmac.compare_digest(presented, secret.encode())
 
 
 def _signed(request: Request, body: bytes, secret: str) -> bool:

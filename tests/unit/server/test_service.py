@@ -118,6 +118,20 @@ def test_a_statement_the_sequencer_never_accepts_is_not_accepted(tmp_path: Path)
         service.store.close()
 
 
+def test_a_statement_the_store_fails_to_commit_is_not_accepted(tmp_path: Path) -> None:
+    service = make_service(tmp_path)
+
+    def failing_commit(**kw: Any) -> None:
+        raise OSError("disk full")
+
+    service.store.commit = failing_commit  # type: ignore[method-assign,assignment]  # a store whose commits fail
+    with running(service):
+        with pytest.raises(NotAccepted, match=r"\(OSError\); retry later"):
+            service.register(statement_bytes(30), wait=10)
+        with pytest.raises(NotAccepted, match=r"\(OSError\); retry later"):
+            asyncio.run(service.register_async(statement_bytes(31), 10))
+
+
 def test_receipts_of_unknown_entries_are_none(tmp_path: Path) -> None:
     with running(make_service(tmp_path)) as service:
         assert service.receipt(b"\0" * 32) is None
