@@ -337,18 +337,16 @@ class Admission:
         }
 
 
+@dataclass
 class _ReviewRun:
     """One review's images being decided: under one policy, deadline and registry budget."""
 
-    def __init__(
-        self, service: Admission, policy: TrustPolicy, deadline: float, budget: ReviewBudget, mutate: bool
-    ) -> None:
-        self.service = service
-        self.policy = policy
-        self.deadline = deadline
-        self.budget = budget
-        self.mutate = mutate
-        self.decision = ReviewDecision(True)
+    service: Admission
+    policy: TrustPolicy
+    deadline: float
+    budget: ReviewBudget
+    mutate: bool
+    decision: ReviewDecision = field(default_factory=lambda: ReviewDecision(True))
 
     def _deny(self, text: str) -> None:
         self.decision.denials.append(text)
