@@ -33,7 +33,7 @@ from scitt_oci.oci.registry import RegistryReader
 from scitt_oci.scitt.reasons import Reason
 from scitt_oci.verify import admission as adm
 from scitt_oci.verify.image import ImageVerdict, decide
-from scitt_oci.verify.trust import TrustPolicy, load_policy
+from scitt_oci.verify.trust import PolicyMode, TrustPolicy, load_policy
 from scitt_oci.verify.verifier import Finding
 
 log = logging.getLogger("scitt_oci.admission")
@@ -184,7 +184,7 @@ class Admission:
         self, ref: Reference, policy: TrustPolicy, why: str, reason: Reason = Reason.REGISTRY_UNREACHABLE
     ) -> ImageVerdict:
         mode = policy.for_repository(f"{ref.registry}/{ref.repository}").mode
-        verdict = ImageVerdict(str(ref), mode == "audit", False, mode, None)
+        verdict = ImageVerdict(str(ref), mode == PolicyMode.AUDIT, False, mode, None)
         verdict.reasons.append(Finding(reason, why))
         return verdict
 
@@ -393,11 +393,11 @@ class _ReviewRun:
                 f"({ref.registry}/{ref.repository}@sha256:...), e.g. from `skopeo inspect`, or enable "
                 "the mutating webhook to pin tags to digests"
             )
-            if mode == "audit":
+            if mode == PolicyMode.AUDIT:
                 self.decision.warnings.append(text)
             else:
                 self._deny(text)
-            self._count("deny" if mode != "audit" else "audit")
+            self._count("audit" if mode == PolicyMode.AUDIT else "deny")
             return None
         resolved = await self.service.resolve(ref, self.deadline, self.budget)
         if resolved is None:
