@@ -22,6 +22,9 @@ from scitt_oci.errors import SignatureError, UnsupportedError
 
 PublicKey: TypeAlias = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+# The same, for isinstance.
+PUBLIC_KEY_TYPES = (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, rsa.RSAPublicKey)
+PRIVATE_KEY_TYPES = (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey)
 
 
 @dataclass(frozen=True)
@@ -75,11 +78,7 @@ def by_name(name: str) -> Algorithm:
 
 def check_key(alg: Algorithm, key: PublicKey) -> None:
     """Refuse a key that cannot carry `alg` (wrong type or curve)."""
-    _check_shape(alg, key, _PUBLIC_TYPES)
-
-
-_PUBLIC_TYPES = (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, rsa.RSAPublicKey)
-_PRIVATE_TYPES = (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey)
+    _check_shape(alg, key, PUBLIC_KEY_TYPES)
 
 
 def _check_shape(
@@ -115,7 +114,7 @@ def _pss(alg: Algorithm) -> padding.PSS:
 def _check_private_key(alg: Algorithm, key: PrivateKey) -> None:
     """`check_key` for a private key, read from the key itself (deriving its public half costs more
     than the check: it ran once per signed tree head)."""
-    _check_shape(alg, key, _PRIVATE_TYPES)
+    _check_shape(alg, key, PRIVATE_KEY_TYPES)
 
 
 def sign(alg: Algorithm, key: PrivateKey, message: bytes) -> bytes:
