@@ -17,6 +17,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -85,7 +86,14 @@ def count_reads(client: object) -> None:
     for (the client is shared: its connections, tokens and capability probes serve every review). An HTTP
     client counts every request it sends (tokens, pages, retries); a registry without one, each read."""
     for name in ("request",) if hasattr(client, "request") else _READS:
-        setattr(client, name, _counted(getattr(client, name)))
+        call = getattr(client, name)
+        if call not in _wrappers:  # a second service over the same client must not count each read twice
+            wrapped = _counted(call)
+            _wrappers.add(wrapped)
+            setattr(client, name, wrapped)
+
+
+_wrappers: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
 
 
 @dataclass
