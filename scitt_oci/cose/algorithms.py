@@ -22,6 +22,9 @@ from scitt_oci.errors import SignatureError, UnsupportedError
 
 PublicKey: TypeAlias = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 PrivateKey: TypeAlias = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+# The same, for isinstance.
+PUBLIC_KEY_TYPES = (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, rsa.RSAPublicKey)
+PRIVATE_KEY_TYPES = (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey)
 
 
 @dataclass(frozen=True)
@@ -75,14 +78,29 @@ def by_name(name: str) -> Algorithm:
 
 def check_key(alg: Algorithm, key: PublicKey) -> None:
     """Refuse a key that cannot carry `alg` (wrong type or curve)."""
+    _check_shape(alg, key, PUBLIC_KEY_TYPES)
+
+
+def _check_shape(
+    alg: Algorithm,
+    key: PublicKey | PrivateKey,
+    types: tuple[
+        type[ec.EllipticCurvePublicKey | ec.EllipticCurvePrivateKey],
+        type[ed25519.Ed25519PublicKey | ed25519.Ed25519PrivateKey],
+        type[rsa.RSAPublicKey | rsa.RSAPrivateKey],
+    ],
+) -> None:
+    """The one check behind `check_key` and `_check_private_key`: `types` are the EC, Ed25519 and RSA
+    classes of the key's half (public or private)."""
+    ec_type, okp_type, rsa_type = types
     if alg.family == "ec":
         assert alg.curve is not None
-        if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, alg.curve):
+        if not isinstance(key, ec_type) or not isinstance(key.curve, alg.curve):
             raise SignatureError(f"{alg.name} needs an EC key on {alg.curve.name}")
     elif alg.family == "okp":
-        if not isinstance(key, ed25519.Ed25519PublicKey):
+        if not isinstance(key, okp_type):
             raise SignatureError(f"{alg.name} needs an Ed25519 key")
-    elif not isinstance(key, rsa.RSAPublicKey) or key.key_size < 2048:
+    elif not isinstance(key, rsa_type) or key.key_size < 2048:
         raise SignatureError(f"{alg.name} needs an RSA key of at least 2048 bits")
 
 
@@ -96,15 +114,7 @@ def _pss(alg: Algorithm) -> padding.PSS:
 def _check_private_key(alg: Algorithm, key: PrivateKey) -> None:
     """`check_key` for a private key, read from the key itself (deriving its public half costs more
     than the check: it ran once per signed tree head)."""
-    if alg.family == "ec":
-        assert alg.curve is not None
-        if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(key.curve, alg.curve):
-            raise SignatureError(f"{alg.name} needs an EC key on {alg.curve.name}")
-    elif alg.family == "okp":
-        if not isinstance(key, ed25519.Ed25519PrivateKey):
-            raise SignatureError(f"{alg.name} needs an Ed25519 key")
-    elif not isinstance(key, rsa.RSAPrivateKey) or key.key_size < 2048:
-        raise SignatureError(f"{alg.name} needs an RSA key of at least 2048 bits")
+    _check_shape(alg, key, PRIVATE_KEY_TYPES)
 
 
 def sign(alg: Algorithm, key: PrivateKey, message: bytes) -> bytes:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from scitt_oci.cose import algorithms, cbor
-from scitt_oci.cose.algorithms import Algorithm, PrivateKey, PublicKey
+from scitt_oci.cose.algorithms import PRIVATE_KEY_TYPES, PUBLIC_KEY_TYPES, Algorithm, PrivateKey, PublicKey
 from scitt_oci.errors import KeyFormatError, MalformedError, UnsupportedError
 
 # COSE_Key labels (RFC 9052 section 7; RFC 9053 sections 7.1, 7.2; RFC 8230 section 4)
@@ -77,10 +77,10 @@ class CoseKey:
     ) -> CoseKey:
         """Wrap a `cryptography` key; `kid` defaults to the RFC 9679 thumbprint."""
         private: PrivateKey | None = None
-        if isinstance(key, (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey)):
+        if isinstance(key, PRIVATE_KEY_TYPES):
             private = key
             public: PublicKey = key.public_key()
-        elif isinstance(key, (ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, rsa.RSAPublicKey)):
+        elif isinstance(key, PUBLIC_KEY_TYPES):
             public = key
         else:
             raise UnsupportedError(f"key type {type(key).__name__} is not supported")
@@ -368,7 +368,7 @@ def load_private_pem(data: bytes, *, alg: Algorithm | None = None) -> CoseKey:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise KeyFormatError(f"private key cannot be loaded: {exc}") from None
-    if not isinstance(key, (ec.EllipticCurvePrivateKey, ed25519.Ed25519PrivateKey, rsa.RSAPrivateKey)):
+    if not isinstance(key, PRIVATE_KEY_TYPES):
         raise UnsupportedError(f"private key type {type(key).__name__} is not supported")
     if alg is None and isinstance(key, rsa.RSAPrivateKey):
         alg = algorithms.BY_NAME["PS256"]

@@ -215,22 +215,27 @@ def fulcio_issuer(cert: x509.Certificate) -> str | None:
             raise UntrustedKeyError("the Fulcio issuer extension must not be critical (did:x509)")
         raw = ext.value.value if isinstance(ext.value, x509.UnrecognizedExtension) else b""
         if der:
-            raw = _der_utf8(raw)
+            try:
+                raw = der_utf8(raw)
+            except ValueError as exc:
+                raise UntrustedKeyError(f"the Fulcio issuer extension (1.3.6.1.4.1.57264.1.8) {exc}") from None
         return raw.decode("utf-8", "replace")
     return None
 
 
-def _der_utf8(raw: bytes) -> bytes:
+def der_utf8(raw: bytes) -> bytes:
+    """The content of a DER UTF8String (tag 0x0c, short or long definite length), as Fulcio's v2 issuer
+    extension holds it; ValueError saying what is wrong otherwise."""
     if len(raw) < 2 or raw[0] != 0x0C:
-        raise UntrustedKeyError("the Fulcio issuer extension (1.3.6.1.4.1.57264.1.8) is not a DER UTF8String")
+        raise ValueError("is not a DER UTF8String")
     length, offset = raw[1], 2
     if length & 0x80:
         n = length & 0x7F
         if n == 0 or n > 2 or len(raw) < 2 + n:
-            raise UntrustedKeyError("the Fulcio issuer extension has a bad DER length")
+            raise ValueError("has a bad DER length")
         length, offset = int.from_bytes(raw[2 : 2 + n], "big"), 2 + n
     if len(raw) != offset + length:
-        raise UntrustedKeyError("the Fulcio issuer extension has a bad DER length")
+        raise ValueError("has a bad DER length")
     return raw[offset:]
 
 

@@ -141,7 +141,7 @@ def read_checkpoint(data: bytes, keys: Sequence[CoseKey]) -> tuple[int, bytes, C
     if message.protected.get(headers.VDS) != headers.VDS_RFC9162_SHA256:
         raise UnsupportedError(f"checkpoint vds {message.protected.get(headers.VDS)!r} is not RFC9162_SHA256 (1)")
     kid = message.kid
-    for key in (k for k in keys if kid is None or kid_matches(k, kid)):
+    for key in (k for k in keys if kid is None or k.answers_to(kid)):
         try:
             message.verify(key)
         except ScittOciError:
@@ -200,7 +200,7 @@ def _candidate_keys(message: Sign1, keys: Sequence[CoseKey]) -> list[CoseKey]:
         raise _fail(Reason.MALFORMED, f"receipt {exc}") from None
     if kid is None:
         return list(keys)
-    matching = [k for k in keys if kid_matches(k, kid)]
+    matching = [k for k in keys if k.answers_to(kid)]  # the same forms as a statement kid (KID_FORMS)
     if not matching:
         known = ", ".join(k.kid.hex()[:16] for k in keys) or "none"
         raise _fail(
@@ -208,11 +208,6 @@ def _candidate_keys(message: Sign1, keys: Sequence[CoseKey]) -> list[CoseKey]:
             f"receipt kid {kid_text(kid)} is not a trusted service key (known: {known}; a kid may be {KID_FORMS})",
         )
     return matching
-
-
-def kid_matches(key: CoseKey, kid: bytes) -> bool:
-    """Does a receipt's `kid` name `key`? The same forms as for statements (keys.KID_FORMS)."""
-    return key.answers_to(kid)
 
 
 def _decode_proofs(message: Sign1, label: int) -> list[Any]:

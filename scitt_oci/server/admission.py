@@ -77,15 +77,12 @@ def admission_routes(controller: Admission, auth: ClientAuth | None = None) -> l
     before its body is read; without it every review is answered, and none is recorded as a deploy."""
     client_auth = auth or ClientAuth()
 
-    async def read(request: Request) -> bytes | Response:
-        return await _read(request, client_auth)
-
     def handler(mutate: bool) -> Any:
         async def review(request: Request) -> Response:
-            body = await read(request)
+            body = await _read(request, client_auth)
             if isinstance(body, Response):
                 return body
-            authenticated = client_auth.configured  # read() refused every client that did not authenticate
+            authenticated = client_auth.configured  # _read() refused every client that did not authenticate
             try:
                 return JSONResponse(await controller.review(body, mutate=mutate, authenticated=authenticated))
             except ScittOciError as exc:
@@ -94,7 +91,7 @@ def admission_routes(controller: Admission, auth: ClientAuth | None = None) -> l
         return review
 
     async def gatekeeper(request: Request) -> Response:
-        body = await read(request)
+        body = await _read(request, client_auth)
         if isinstance(body, Response):
             return body
         try:

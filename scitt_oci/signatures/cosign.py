@@ -24,10 +24,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from scitt_oci.cose.algorithms import PublicKey
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.signatures import fulcio, rekor
 from scitt_oci.signatures.model import ArtifactKind, Format, NotVerified, SignatureCheck, as_list, as_map
-from scitt_oci.signatures.trust import PublicKey, SignatureTrust
+from scitt_oci.signatures.trust import SignatureTrust
 from scitt_oci.signatures.x509path import key_id, thumbprint
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"

@@ -7,14 +7,12 @@ import datetime as dt
 from collections.abc import Sequence
 
 from cryptography import x509
-from cryptography.x509.oid import ExtensionOID, ObjectIdentifier
+from cryptography.x509.oid import ExtensionOID
 
+from scitt_oci.scitt.did_x509 import FULCIO_ISSUER_V1, FULCIO_ISSUER_V2, der_utf8
 from scitt_oci.signatures.model import NotVerified
 from scitt_oci.signatures.trust import SigstoreTrust
 from scitt_oci.signatures.x509path import check_code_signing, validate
-
-OIDC_ISSUER_V1 = ObjectIdentifier("1.3.6.1.4.1.57264.1.1")  # the raw issuer string
-OIDC_ISSUER_V2 = ObjectIdentifier("1.3.6.1.4.1.57264.1.8")  # a DER UTF8String
 
 
 def san_of(cert: x509.Certificate) -> str:
@@ -29,26 +27,18 @@ def san_of(cert: x509.Certificate) -> str:
 
 
 def _der_utf8(value: bytes) -> str:
-    # UTF8String (0x0c), short or long definite length.
-    if len(value) < 2 or value[0] != 0x0C:
-        raise NotVerified("the OIDC issuer extension is not a DER UTF8String")
-    length, offset = value[1], 2
-    if length & 0x80:
-        size = length & 0x7F
-        if not 0 < size <= 2 or len(value) < 2 + size:
-            raise NotVerified("the OIDC issuer extension has a bad length")
-        length, offset = int.from_bytes(value[2 : 2 + size], "big"), 2 + size
-    if len(value) != offset + length:
-        raise NotVerified("the OIDC issuer extension has a bad length")
-    return value[offset:].decode("utf-8", "replace")
+    try:
+        return der_utf8(value).decode("utf-8", "replace")
+    except ValueError as exc:
+        raise NotVerified(f"the OIDC issuer extension {exc}") from None
 
 
 def oidc_issuer_of(cert: x509.Certificate) -> str | None:
     for ext in cert.extensions:
-        if ext.oid == OIDC_ISSUER_V2 and isinstance(ext.value, x509.UnrecognizedExtension):
+        if ext.oid == FULCIO_ISSUER_V2 and isinstance(ext.value, x509.UnrecognizedExtension):
             return _der_utf8(ext.value.value)
     for ext in cert.extensions:
-        if ext.oid == OIDC_ISSUER_V1 and isinstance(ext.value, x509.UnrecognizedExtension):
+        if ext.oid == FULCIO_ISSUER_V1 and isinstance(ext.value, x509.UnrecognizedExtension):
             return ext.value.value.decode("utf-8", "replace")
     return None
 

@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
+from scitt_oci.cose.algorithms import PUBLIC_KEY_TYPES, PublicKey
 from scitt_oci.errors import PolicyError
 from scitt_oci.signatures.x509path import key_id, parse_dn
 
-PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey | ed25519.Ed25519PublicKey
 ANY_IDENTITY = "*"
 MAX_TRUSTED_ROOT_BYTES = 1 << 20
 
@@ -156,7 +155,7 @@ def load_public_key(data: bytes, where: str) -> PublicKey:
         key = load_pem_public_key(data)
     except ValueError as exc:
         raise PolicyError(f"{where}: not a PEM public key: {exc}") from None
-    if not isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey, ed25519.Ed25519PublicKey)):
+    if not isinstance(key, PUBLIC_KEY_TYPES):
         raise PolicyError(f"{where}: {type(key).__name__} keys are not supported (EC, RSA or Ed25519)")
     return key
 
@@ -225,7 +224,7 @@ def parse_trusted_root(document: bytes) -> tuple[tuple[CertificateAuthority, ...
             key = load_der_public_key(der)
         except ValueError as exc:
             raise PolicyError(f"trusted root: {where}.publicKey cannot be read: {exc}") from None
-        if not isinstance(key, (ec.EllipticCurvePublicKey, rsa.RSAPublicKey, ed25519.Ed25519PublicKey)):
+        if not isinstance(key, PUBLIC_KEY_TYPES):
             raise PolicyError(f"trusted root: {where}.publicKey is a {type(key).__name__}, not EC, RSA or Ed25519")
         log_id = _b64((tlog.get("logId") or {}).get("keyId"), f"{where}.logId.keyId")
         log_keys.append(LogKey(log_id, key, *_valid_for(tlog["publicKey"], f"{where}.publicKey")))

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ from scitt_oci.oci.registry import RegistryReader
 from scitt_oci.scitt.reasons import Reason
 from scitt_oci.verify import admission as adm
 from scitt_oci.verify.image import ImageVerdict, decide
-from scitt_oci.verify.trust import TrustPolicy, load_policy
+from scitt_oci.verify.trust import PolicyMode, TrustPolicy, load_policy
 from scitt_oci.verify.verifier import Finding
 
 log = logging.getLogger("scitt_oci.admission")
@@ -85,7 +86,14 @@ def count_reads(client: object) -> None:
     for (the client is shared: its connections, tokens and capability probes serve every review). An HTTP
     client counts every request it sends (tokens, pages, retries); a registry without one, each read."""
     for name in ("request",) if hasattr(client, "request") else _READS:
-        setattr(client, name, _counted(getattr(client, name)))
+        call = getattr(client, name)
+        if call not in _wrappers:  # a second service over the same client must not count each read twice
+            wrapped = _counted(call)
+            _wrappers.add(wrapped)
+            setattr(client, name, wrapped)
+
+
+_wrappers: weakref.WeakSet[Callable[..., Any]] = weakref.WeakSet()
 
 
 @dataclass
@@ -184,7 +192,7 @@ class Admission:
         self, ref: Reference, policy: TrustPolicy, why: str, reason: Reason = Reason.REGISTRY_UNREACHABLE
     ) -> ImageVerdict:
         mode = policy.for_repository(f"{ref.registry}/{ref.repository}").mode
-        verdict = ImageVerdict(str(ref), mode == "audit", False, mode, None)
+        verdict = ImageVerdict(str(ref), mode == PolicyMode.AUDIT, False, mode, None)
         verdict.reasons.append(Finding(reason, why))
         return verdict
 
@@ -337,18 +345,16 @@ class Admission:
         }
 
 
+@dataclass
 class _ReviewRun:
     """One review's images being decided: under one policy, deadline and registry budget."""
 
-    def __init__(
-        self, service: Admission, policy: TrustPolicy, deadline: float, budget: ReviewBudget, mutate: bool
-    ) -> None:
-        self.service = service
-        self.policy = policy
-        self.deadline = deadline
-        self.budget = budget
-        self.mutate = mutate
-        self.decision = ReviewDecision(True)
+    service: Admission
+    policy: TrustPolicy
+    deadline: float
+    budget: ReviewBudget
+    mutate: bool
+    decision: ReviewDecision = field(default_factory=lambda: ReviewDecision(True))
 
     def _deny(self, text: str) -> None:
         self.decision.denials.append(text)
@@ -395,11 +401,11 @@ class _ReviewRun:
                 f"({ref.registry}/{ref.repository}@sha256:...), e.g. from `skopeo inspect`, or enable "
                 "the mutating webhook to pin tags to digests"
             )
-            if mode == "audit":
+            if mode == PolicyMode.AUDIT:
                 self.decision.warnings.append(text)
             else:
                 self._deny(text)
-            self._count("deny" if mode != "audit" else "audit")
+            self._count("audit" if mode == PolicyMode.AUDIT else "deny")
             return None
         resolved = await self.service.resolve(ref, self.deadline, self.budget)
         if resolved is None:

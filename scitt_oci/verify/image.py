@@ -19,7 +19,7 @@ from scitt_oci.oci.reference import Reference
 from scitt_oci.scitt import profile
 from scitt_oci.scitt.reasons import Reason
 from scitt_oci.signatures import x509path
-from scitt_oci.verify.trust import Requirements, SignatureRequirement, TrustPolicy
+from scitt_oci.verify.trust import PolicyMode, Requirements, SignatureRequirement, TrustPolicy
 from scitt_oci.verify.verifier import Finding, VerificationResult, verify_transparent_statement
 
 __all__ = ["MAX_STATEMENTS", "ImageVerdict", "ReferrerSource", "attached_statements", "decide"]
@@ -113,7 +113,7 @@ def decide(ref: Reference, blobs: Sequence[bytes], policy: TrustPolicy, *, now: 
     if len(blobs) > MAX_STATEMENTS or (isinstance(blobs, Statements) and blobs.truncated):
         verdict.reasons.insert(0, Finding(Reason.TOO_MANY_REFERRERS, truncation_note(listed)))
     verdict.valid = not verdict.reasons
-    verdict.allowed = verdict.valid or mode == "audit"
+    verdict.allowed = verdict.valid or mode == PolicyMode.AUDIT
     return verdict
 
 

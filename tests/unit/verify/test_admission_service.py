@@ -290,6 +290,14 @@ def test_a_budget_counts_reads_made_under_it_only() -> None:
     assert budget.run(lambda x: x + 1, 41) == 42
 
 
+def test_a_client_shared_by_two_services_counts_each_read_once(world: World) -> None:
+    service(world)
+    service(world)  # the same registry client again (as after a rebuild, or beside the watcher)
+    budget = ReviewBudget(10)
+    budget.run(world.registry.head_manifest, "acme/app", "latest")
+    assert budget.used == 1
+
+
 # ----------------------------------------------------------------------------- Gatekeeper
 def test_gatekeeper_answers_each_key(world: World) -> None:
     ref = world.recorded_image()
