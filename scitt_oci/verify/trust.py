@@ -32,6 +32,18 @@ MAX_POLICY_BYTES = 1 << 20
 MAX_KEY_FILE_BYTES = 1 << 20
 
 
+def read_file(path: Path, where: str, limit: int = MAX_KEY_FILE_BYTES) -> bytes:
+    """A file a trust setting names, read with a size limit (`PolicyError` naming `where` if it cannot be)."""
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise PolicyError(f"{where}: cannot read {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise PolicyError(f"{where}: {path} is larger than {limit} bytes")
+    return data
+
+
 class PolicyMode(StrEnum):
     """What a failed decision does: deny (enforce), or only warn (audit)."""
 
@@ -222,13 +234,7 @@ class _Loader:
         if not isinstance(item["path"], str):
             raise PolicyError(f"{where}: path must be a string")
         path = (self.base / item["path"]).resolve()
-        try:
-            with path.open("rb") as fh:
-                data = fh.read(MAX_KEY_FILE_BYTES + 1)
-        except OSError as exc:
-            raise PolicyError(f"{where}: cannot read {path}: {exc.strerror}") from None
-        if len(data) > MAX_KEY_FILE_BYTES:
-            raise PolicyError(f"{where}: {path} is larger than {MAX_KEY_FILE_BYTES} bytes")
+        data = read_file(path, where)
         self.hasher.update(str(path).encode() + b"\0" + hashlib.sha256(data).digest())
         self.files.append(path)
         return path, data

@@ -18,28 +18,17 @@ from scitt_oci.signatures.trust import (
     TrustedIdentity,
     load_public_key,
 )
+from scitt_oci.verify.trust import read_file
 
 PUBLIC_GOOD = "public-good"
-MAX_FILE_BYTES = 1 << 20
 # The sigstore package ships the public-good instance's trusted root beside its TUF root.
 _SHIPPED_ROOT = ("sigstore._store", "https%3A%2F%2Ftuf-repo-cdn.sigstore.dev", "trusted_root.json")
-
-
-def _read(path: Path, where: str) -> bytes:
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise PolicyError(f"{where}: cannot read {path}: {exc.strerror}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise PolicyError(f"{where}: {path} is larger than {MAX_FILE_BYTES} bytes")
-    return data
 
 
 def _certificates(paths: list[Path], where: str) -> tuple[x509.Certificate, ...]:
     out: list[x509.Certificate] = []
     for i, path in enumerate(paths):
-        data = _read(path, f"{where}[{i}]")
+        data = read_file(path, f"{where}[{i}]")
         try:
             if b"-----BEGIN" in data:
                 out.extend(x509.load_pem_x509_certificates(data))
@@ -79,13 +68,17 @@ def load(config: SignaturesConfig) -> SignatureTrust:
             )
         )
     keys = tuple(
-        CosignKey(k.name, load_public_key(_read(k.key, f"signatures.cosign_keys[{i}]"), f"signatures.cosign_keys[{i}]"))
+        CosignKey(
+            k.name, load_public_key(read_file(k.key, f"signatures.cosign_keys[{i}]"), f"signatures.cosign_keys[{i}]")
+        )
         for i, k in enumerate(config.cosign_keys)
     )
     sigstore = []
     for i, entry in enumerate(config.sigstore):
         where = f"signatures.sigstore[{i}]"
-        document = public_good_root() if entry.trusted_root == PUBLIC_GOOD else _read(Path(entry.trusted_root), where)
+        document = (
+            public_good_root() if entry.trusted_root == PUBLIC_GOOD else read_file(Path(entry.trusted_root), where)
+        )
         expected = tuple(SigstoreIdentity(x.san, x.issuer) for x in entry.identities)
         try:
             sigstore.append(SigstoreTrust.from_trusted_root(entry.name, document, expected))
