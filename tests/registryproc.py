@@ -3,6 +3,7 @@ and build small OCI image layouts for skopeo to push."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -20,6 +21,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from scitt_oci.oci import manifest as mf
+from scitt_oci.oci.client import RegistryClient
+from scitt_oci.oci.manifest import Descriptor
+from tests import sigstore_double
 from tests.serverproc import free_port
 
 
@@ -172,3 +177,48 @@ def skopeo_push(
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def push_cosign_signature(
+    client: RegistryClient, repo: str, subject: str, signature: bytes, reference: str, **annotations: str
+) -> None:
+    """A cosign classic signature as cosign pushes it: a simple-signing payload for `subject` naming
+    `reference`, the signature as an annotation, tagged sha256-<hex>.sig."""
+    payload = sigstore_double.simple_signing(subject, reference)
+    layer = client.push_blob(repo, payload)
+    config = client.push_blob(repo, b"{}")
+    manifest = mf.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mf.OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+            "layers": [
+                {
+                    "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                    "digest": layer,
+                    "size": len(payload),
+                    "annotations": {
+                        "dev.cosignproject.cosign/signature": base64.b64encode(signature).decode(),
+                        **annotations,
+                    },
+                }
+            ],
+        }
+    )
+    client.push_manifest(repo, manifest, mf.OCI_MANIFEST, mf.fallback_tag(subject) + ".sig")
+
+
+def notation_manifest(client: RegistryClient, repo: str, image: Descriptor) -> bytes:
+    """A Notation signature artifact about `image` (its COSE envelope blob pushed, the manifest not)."""
+    envelope = client.push_blob(repo, b"\xd2\x84\x40\xa0\xf6\x40")
+    return mf.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mf.OCI_MANIFEST,
+            "artifactType": mf.NOTATION_SIGNATURE,
+            "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
+            "layers": [{"mediaType": "application/cose", "digest": envelope, "size": 6}],
+            "subject": image.to_json(),
+            "annotations": {"io.cncf.notary.x509chain.thumbprint#S256": '["abcdef"]'},
+        }
+    )

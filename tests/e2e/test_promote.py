@@ -7,6 +7,7 @@ the publisher's statements at the consumer's service and records the import.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -29,7 +30,14 @@ from scitt_oci.promote.promote import entry_digest
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.verify.image import attached_statements
 from scitt_oci.verify.trust import load_policy
-from tests.registryproc import RegistryProcess, oci_layout, require, skopeo_push
+from tests.registryproc import (
+    RegistryProcess,
+    notation_manifest,
+    oci_layout,
+    push_cosign_signature,
+    require,
+    skopeo_push,
+)
 from tests.serverproc import ServerProcess
 
 SECRET = "test-webhook-secret-0123456789"
@@ -157,18 +165,7 @@ def _sign(party: Party, repo: str, digest: str) -> tuple[str, str]:
     """A Notation signature referrer and an SBOM referrer of `digest` (and a cosign classic .sig tag)."""
     image = party.client.head_manifest(repo, digest)
     assert image is not None
-    envelope = party.client.push_blob(repo, b"\xd2\x84\x40\xa0\xf6\x40")
-    notation = mf.canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": mf.OCI_MANIFEST,
-            "artifactType": mf.NOTATION_SIGNATURE,
-            "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
-            "layers": [{"mediaType": "application/cose", "digest": envelope, "size": 6}],
-            "subject": image.to_json(),
-            "annotations": {"io.cncf.notary.x509chain.thumbprint#S256": '["abcdef"]'},
-        }
-    )
+    notation = notation_manifest(party.client, repo, image)
     party.client.push_blob(repo, mf.EMPTY_BLOB)
     notation_digest, _ = party.client.push_manifest(repo, notation, mf.OCI_MANIFEST)
     party.client.attach(repo, image, notation, [])
@@ -187,34 +184,7 @@ def _sign(party: Party, repo: str, digest: str) -> tuple[str, str]:
         }
     )
     sbom_digest = party.client.attach(repo, image, sbom, [])
-    payload = json.dumps(
-        {
-            "critical": {
-                "identity": {"docker-reference": f"{party.registry.host}/{repo}"},
-                "image": {"docker-manifest-digest": digest},
-                "type": "cosign container image signature",
-            },
-            "optional": None,
-        }
-    ).encode()
-    layer = party.client.push_blob(repo, payload)
-    config = party.client.push_blob(repo, b"{}")
-    cosign = mf.canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": mf.OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
-            "layers": [
-                {
-                    "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-                    "digest": layer,
-                    "size": len(payload),
-                    "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ=="},
-                }
-            ],
-        }
-    )
-    party.client.push_manifest(repo, cosign, mf.OCI_MANIFEST, mf.fallback_tag(digest) + ".sig")
+    push_cosign_signature(party.client, repo, digest, base64.b64decode("MEUCIQ=="), f"{party.registry.host}/{repo}")
     return notation_digest, sbom_digest
 
 

@@ -30,7 +30,7 @@ from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from scitt_oci.oci.manifest import Descriptor
 from tests import sigstore_double
 from tests.conftest import shared
-from tests.registryproc import RegistryProcess, oci_layout, require, skopeo_push
+from tests.registryproc import RegistryProcess, oci_layout, push_cosign_signature, require, skopeo_push
 from tests.serverproc import ServerProcess
 
 SECRET = "signature-test-secret-0123456789"
@@ -98,31 +98,6 @@ def _ensure_in_fallback_index(client: RegistryClient, repo: str, subject: str, m
         Descriptor(mf.OCI_MANIFEST, digest, len(manifest), parsed.artifact_type, parsed.annotations).to_json()
     )
     client.push_manifest(repo, mf.canonical_json(doc), mf.OCI_INDEX, mf.fallback_tag(subject))
-
-
-def _cosign_sig(client: RegistryClient, repo: str, subject: str, signature: bytes, **annotations: str) -> None:
-    payload = sigstore_double.simple_signing(subject, f"{repo}")
-    layer = client.push_blob(repo, payload)
-    config = client.push_blob(repo, b"{}")
-    manifest = mf.canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": mf.OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
-            "layers": [
-                {
-                    "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-                    "digest": layer,
-                    "size": len(payload),
-                    "annotations": {
-                        "dev.cosignproject.cosign/signature": base64.b64encode(signature).decode(),
-                        **annotations,
-                    },
-                }
-            ],
-        }
-    )
-    client.push_manifest(repo, manifest, mf.OCI_MANIFEST, mf.fallback_tag(subject) + ".sig")
 
 
 def _write_policy(root: Path, signatures: str = "") -> Path:
@@ -212,7 +187,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         _wait_statements(client, repo, ALPINE, count, server)
         _ensure_in_fallback_index(client, repo, ALPINE, manifest)
     payload = sigstore_double.simple_signing(ALPINE, repo)
-    _cosign_sig(client, repo, ALPINE, cosign_key.sign(payload, ec.ECDSA(hashes.SHA256())))
+    push_cosign_signature(client, repo, ALPINE, cosign_key.sign(payload, ec.ECDSA(hashes.SHA256())), repo)
     _wait_statements(client, repo, ALPINE, count + 1, server)
     # Another image that only forgeries claim to sign.
     forged = oci_layout(root / "forged", "forged")
@@ -225,11 +200,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     _wait_statements(client, "acme/forged", forged, 2, server)
     _ensure_in_fallback_index(client, "acme/forged", forged, fake)
     lookalike = sigstore_double.self_signed_lookalike(ec.generate_private_key(ec.SECP256R1()), "release@acme.example")
-    _cosign_sig(
+    push_cosign_signature(
         client,
         "acme/forged",
         forged,
         base64.b64decode("AAAA"),
+        "acme/forged",
         **{"dev.sigstore.cosign/certificate": lookalike.public_bytes(serialization.Encoding.PEM).decode()},
     )
     _wait_statements(client, "acme/forged", forged, 3, server)

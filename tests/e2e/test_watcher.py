@@ -3,6 +3,7 @@ Statements attached to the images as referrers (tag-schema fallback: Distributio
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.verify.trust import load_policy
 from scitt_oci.verify.verifier import verify_transparent_statement
-from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
+from tests.registryproc import RegistryProcess, notation_manifest, oci_layout, push_cosign_signature, skopeo_push
 from tests.serverproc import ServerProcess
 
 SECRET = "test-webhook-secret-0123456789"
@@ -125,47 +126,9 @@ def test_cosign_classic_and_notation_signatures_are_recorded_about_the_image(wat
     statements_for(watched, repo, digest, 1)
     image = _image_descriptor(watched, repo, digest)
     # cosign classic: a manifest tagged sha256-<hex>.sig with a simple-signing layer
-    payload = json.dumps(
-        {
-            "critical": {
-                "identity": {"docker-reference": f"{watched.registry.host}/{repo}"},
-                "image": {"docker-manifest-digest": digest},
-                "type": "cosign container image signature",
-            },
-            "optional": None,
-        }
-    ).encode()
-    layer = watched.client.push_blob(repo, payload)
-    config = watched.client.push_blob(repo, b"{}")
-    cosign = mf.canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": mf.OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
-            "layers": [
-                {
-                    "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-                    "digest": layer,
-                    "size": len(payload),
-                    "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ=="},
-                }
-            ],
-        }
-    )
-    watched.client.push_manifest(repo, cosign, mf.OCI_MANIFEST, mf.fallback_tag(digest) + ".sig")
+    push_cosign_signature(watched.client, repo, digest, base64.b64decode("MEUCIQ=="), f"{watched.registry.host}/{repo}")
     # Notation: an artifact with subject = the image and a COSE envelope layer
-    envelope = watched.client.push_blob(repo, b"\xd2\x84\x40\xa0\xf6\x40")
-    notation = mf.canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": mf.OCI_MANIFEST,
-            "artifactType": mf.NOTATION_SIGNATURE,
-            "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
-            "layers": [{"mediaType": "application/cose", "digest": envelope, "size": 6}],
-            "subject": image.to_json(),
-            "annotations": {"io.cncf.notary.x509chain.thumbprint#S256": '["abcdef"]'},
-        }
-    )
+    notation = notation_manifest(watched.client, repo, image)
     notation_digest, _ = watched.client.push_manifest(repo, notation, mf.OCI_MANIFEST)
     # cosign v3: a Sigstore bundle as an OCI 1.1 referrer
     bundle = json.dumps({"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "messageSignature": {}}).encode()
