@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from scitt_oci.cose import algorithms, headers, keys
 from scitt_oci.oci import manifest as mf
@@ -38,7 +37,7 @@ from tests.registryproc import (
     require,
     skopeo_push,
 )
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, service_keys
 
 SECRET = "test-webhook-secret-0123456789"
 ISSUER = "https://acme-rockets.example"
@@ -77,9 +76,7 @@ def _party(root: Path, name: str, env: dict[str, str]) -> Party:
         str(root / f"{name}-secret"),
     ]
     server.start()
-    (root / f"{name}-ts.cbor").write_bytes(requests.get(server.url + "/.well-known/scitt-keys", timeout=5).content)
-    issuer = keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes())
-    (root / f"{name}-issuer.pem").write_bytes(issuer.public_pem())
+    service_keys(root, server, f"{name}-")
     return Party(server, registry, RegistryClient(RegistrySettings.for_url(registry.url)))
 
 

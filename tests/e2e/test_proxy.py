@@ -21,12 +21,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from scitt_oci.cose import algorithms, keys
+from scitt_oci.cose import keys
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from tests.loopproxy import LoopProxy
 from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, placeholder_keys
 
 SECRET = "proxy-test-secret-0123456789abcdef"
 NAME = "registry.proxied.test"
@@ -118,8 +118,7 @@ def corp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corp]:
         registry = RegistryProcess(
             root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET, tls=(cert, key)
         ).start()
-        (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(algorithms.by_name("ES256"))]))
-        (root / "issuer.pem").write_bytes(keys.generate(algorithms.by_name("ES256")).public_pem())
+        placeholder_keys(root)
         (root / "policy.yaml").write_text(
             "transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
             "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n"

@@ -24,14 +24,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from scitt_oci.cose import algorithms, keys
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from scitt_oci.oci.manifest import Descriptor
 from tests import sigstore_double
 from tests.conftest import shared
 from tests.registryproc import RegistryProcess, oci_layout, push_cosign_signature, require, skopeo_push
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, placeholder_keys, service_keys
 
 SECRET = "signature-test-secret-0123456789"
 ALPINE = "sha256:19dbd2e48e921426ee8ace4dc892edfb2ecdc1d1a72d5416c83670c30acecef0"
@@ -134,8 +133,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     registry = RegistryProcess(
         root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET
     ).start()
-    (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(algorithms.by_name("ES256"))]))
-    (root / "issuer.pem").write_bytes(keys.generate(algorithms.by_name("ES256")).public_pem())
+    placeholder_keys(root)
     _write_policy(root)
     server.args = [
         "--config",
@@ -149,10 +147,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         str(root / "policy.yaml"),
     ]
     server.start()
-    (root / "ts.cbor").write_bytes(requests.get(server.url + "/.well-known/scitt-keys", timeout=5).content)
-    (root / "issuer.pem").write_bytes(
-        keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes()).public_pem()
-    )
+    service_keys(root, server)
     client = RegistryClient(RegistrySettings.for_url(registry.url))
     repo = "notary/alpine"
     # The alpine image, as notation-go's test data holds it, pushed with skopeo.

@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from scitt_oci.cose import keys
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from scitt_oci.oci.manifest import Descriptor
@@ -21,7 +20,7 @@ from scitt_oci.scitt import profile, transparent
 from scitt_oci.verify.trust import load_policy
 from scitt_oci.verify.verifier import verify_transparent_statement
 from tests.registryproc import RegistryProcess, notation_manifest, oci_layout, push_cosign_signature, skopeo_push
-from tests.serverproc import ServerProcess
+from tests.serverproc import ServerProcess, service_keys
 
 SECRET = "test-webhook-secret-0123456789"
 
@@ -45,9 +44,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     ).start()
     server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret")]
     server.start()
-    (root / "ts.cbor").write_bytes(requests.get(server.url + "/.well-known/scitt-keys", timeout=5).content)
-    issuer = keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes())
-    (root / "issuer.pem").write_bytes(issuer.public_pem())
+    service_keys(root, server)
     (root / "policy.yaml").write_text(
         "transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
         "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n"
