@@ -15,6 +15,7 @@ import subprocess
 import tarfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -222,3 +223,21 @@ def notation_manifest(client: RegistryClient, repo: str, image: Descriptor) -> b
             "annotations": {"io.cncf.notary.x509chain.thumbprint#S256": '["abcdef"]'},
         }
     )
+
+
+def wait_statements(
+    client: RegistryClient,
+    repo: str,
+    digest: str,
+    count: int = 1,
+    *,
+    timeout: float = 30,
+    output: Callable[[], str] = str,
+) -> list[Descriptor]:
+    """The statement referrers of `digest` once at least `count` are attached, polling the registry for
+    the watcher's asynchronous outcome; fails after `timeout` seconds, showing the end of `output()`."""
+    deadline = time.monotonic() + timeout
+    while len(found := client.referrers(repo, digest, mf.STATEMENT_ARTIFACT)) < count:
+        assert time.monotonic() < deadline, f"{len(found)} statements on {digest}, expected {count}: {output()[-3000:]}"
+        time.sleep(0.05)  # bounded by the deadline
+    return found

@@ -21,7 +21,7 @@ from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from scitt_oci.oci.http import Response
 from tests.pki import Pki, make_pki
-from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
+from tests.registryproc import RegistryProcess, oci_layout, skopeo_push, wait_statements
 from tests.serverproc import ServerProcess, free_port, placeholder_keys
 
 SECRET = "admission-test-secret-0123456789"
@@ -112,9 +112,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     recorded = oci_layout(root / "new", "new")
     skopeo_push(root / "new", registry, "acme/app", "v1")
     client = RegistryClient(RegistrySettings.for_url(registry.url))
-    deadline = time.monotonic() + 30
-    while not client.referrers("acme/app", recorded, mf.STATEMENT_ARTIFACT) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the watcher records it asynchronously
+    wait_statements(client, "acme/app", recorded, output=server.output)  # the watcher records it asynchronously
     yield Cluster(server, registry, root, recorded, unrecorded, pki, admission_port)
     server.stop()
     registry.stop()

@@ -36,6 +36,7 @@ from tests.registryproc import (
     push_cosign_signature,
     require,
     skopeo_push,
+    wait_statements,
 )
 from tests.serverproc import ServerProcess, service_keys
 
@@ -148,12 +149,7 @@ def promote(w: World, source: str, dest: str, policy: Path, *extra: str) -> tupl
 
 def recorded(party: Party, repo: str, digest: str, count: int, timeout: float = 30) -> list[str]:
     """The referrers of `digest` once `count` statements are attached (polling the registry)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = party.client.referrers(repo, digest, mf.STATEMENT_ARTIFACT)
-        if len(found) >= count or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)  # polling for the watcher's asynchronous outcome, bounded by the deadline
+    found = wait_statements(party.client, repo, digest, count, timeout=timeout, output=party.server.output)
     assert len(found) >= count, f"{len(found)} statements on {digest}: {party.server.output()[-2000:]}"
     return [d.digest for d in party.client.referrers(repo, digest)]
 

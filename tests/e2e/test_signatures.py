@@ -12,7 +12,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from scitt_oci.oci.manifest import Descriptor
 from tests import sigstore_double
 from tests.conftest import shared
-from tests.registryproc import RegistryProcess, oci_layout, push_cosign_signature, require, skopeo_push
+from tests.registryproc import RegistryProcess, oci_layout, push_cosign_signature, require, skopeo_push, wait_statements
 from tests.serverproc import ServerProcess, placeholder_keys, service_keys
 
 SECRET = "signature-test-secret-0123456789"
@@ -54,10 +53,7 @@ def _alpine_cert() -> x509.Certificate:
 
 
 def _wait_statements(client: RegistryClient, repo: str, digest: str, count: int, server: ServerProcess) -> None:
-    deadline = time.monotonic() + 30
-    while len(client.referrers(repo, digest, mf.STATEMENT_ARTIFACT)) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} statements on {digest}: {server.output()[-3000:]}"
-        time.sleep(0.05)  # polling for the watcher's asynchronous outcome, bounded by the deadline
+    wait_statements(client, repo, digest, count, output=server.output)
 
 
 def _notation_manifest(

@@ -19,7 +19,14 @@ from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.verify.trust import load_policy
 from scitt_oci.verify.verifier import verify_transparent_statement
-from tests.registryproc import RegistryProcess, notation_manifest, oci_layout, push_cosign_signature, skopeo_push
+from tests.registryproc import (
+    RegistryProcess,
+    notation_manifest,
+    oci_layout,
+    push_cosign_signature,
+    skopeo_push,
+    wait_statements,
+)
 from tests.serverproc import ServerProcess, service_keys
 
 SECRET = "test-webhook-secret-0123456789"
@@ -56,12 +63,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 
 def statements_for(s: Setup, repo: str, digest: str, count: int, timeout: float = 30) -> list[bytes]:
     """The Transparent Statements attached to `digest`, once there are `count` of them (polling the registry)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = s.client.referrers(repo, digest, mf.STATEMENT_ARTIFACT)
-        if len(found) >= count or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)  # polling for an asynchronous outcome, bounded by the deadline
+    found = wait_statements(s.client, repo, digest, count, timeout=timeout, output=s.server.output)
     assert len(found) == count, (
         f"{len(found)} statements attached to {digest}, expected {count}: {s.server.output()[-2000:]}"
     )
