@@ -26,7 +26,7 @@ from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient
 from scitt_oci.oci.manifest import Descriptor
 from tests import sigstore_double
-from tests.serverproc import free_port
+from tests.serverproc import ServerProcess, free_port
 
 
 def require(binary: str) -> str:
@@ -241,3 +241,20 @@ def wait_statements(
         assert time.monotonic() < deadline, f"{len(found)} statements on {digest}, expected {count}: {output()[-3000:]}"
         time.sleep(0.05)  # bounded by the deadline
     return found
+
+
+def watched_registry(root: Path, server: ServerProcess, secret: str, prefix: str = "") -> RegistryProcess:
+    """A started registry whose Distribution notifications go to `server`, signed with `secret` (written
+    to <prefix>secret), and `server`'s arguments set to watch it (the server is not started)."""
+    (root / f"{prefix}secret").write_text(secret)
+    registry = RegistryProcess(
+        root / f"{prefix}registry", notify_url=f"{server.url}/webhooks/distribution", secret=secret
+    ).start()
+    server.args = [
+        "--registry",
+        registry.host,
+        "--registry-insecure",
+        "--webhook-secret-file",
+        str(root / f"{prefix}secret"),
+    ]
+    return registry

@@ -37,6 +37,7 @@ from tests.registryproc import (
     require,
     skopeo_push,
     wait_statements,
+    watched_registry,
 )
 from tests.serverproc import ServerProcess, service_keys
 
@@ -64,18 +65,8 @@ class World:
 
 
 def _party(root: Path, name: str, env: dict[str, str]) -> Party:
-    (root / f"{name}-secret").write_text(SECRET)
     server = ServerProcess(root / f"{name}-data", env=env)
-    registry = RegistryProcess(
-        root / f"{name}-registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET
-    ).start()
-    server.args = [
-        "--registry",
-        registry.host,
-        "--registry-insecure",
-        "--webhook-secret-file",
-        str(root / f"{name}-secret"),
-    ]
+    registry = watched_registry(root, server, SECRET, f"{name}-")
     server.start()
     service_keys(root, server, f"{name}-")
     return Party(server, registry, RegistryClient(RegistrySettings.for_url(registry.url)))

@@ -26,6 +26,7 @@ from tests.registryproc import (
     push_cosign_signature,
     skopeo_push,
     wait_statements,
+    watched_registry,
 )
 from tests.serverproc import ServerProcess, service_keys
 
@@ -44,12 +45,8 @@ class Setup:
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     root = tmp_path_factory.mktemp("watch")
-    (root / "secret").write_text(SECRET)
     server = ServerProcess(root / "data")
-    registry = RegistryProcess(
-        root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET
-    ).start()
-    server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret")]
+    registry = watched_registry(root, server, SECRET)
     server.start()
     service_keys(root, server)
     (root / "policy.yaml").write_text(
