@@ -145,34 +145,11 @@ def uncached(listener: bool, cold_verify: bool) -> None:
     try:
         image = recorded_image(root, registry, "one")
         if cold_verify:
+            policy = str(root / "policy.yaml")
+            verify = [sys.executable, "-m", "scitt_oci", "verify", image, "--trust", policy, "--registry-insecure"]
             floor = wall([sys.executable, "-c", "pass"])
-            cold = wall(
-                [
-                    sys.executable,
-                    "-m",
-                    "scitt_oci",
-                    "verify",
-                    image,
-                    "--trust",
-                    str(root / "policy.yaml"),
-                    "--registry-insecure",
-                ]
-            )
-            ok = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "scitt_oci",
-                    "verify",
-                    image,
-                    "--trust",
-                    str(root / "policy.yaml"),
-                    "--registry-insecure",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            cold = wall(verify)
+            ok = subprocess.run(verify, capture_output=True, text=True, check=False)
             assert ok.returncode == 0, ok.stdout + ok.stderr
             print(
                 f"cold `scitt-oci verify IMAGE@DIGEST`: {cold * 1000:.0f} ms median; `python -c pass`: {floor * 1000:.0f} ms;"
