@@ -24,12 +24,11 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from scitt_oci.cose import keys
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from tests.pki import make_pki
 from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
-from tests.serverproc import ServerProcess, free_port
+from tests.serverproc import ServerProcess, free_port, placeholder_keys, service_keys
 
 HERE = Path(__file__).resolve().parent
 
@@ -98,8 +97,7 @@ def start(root: Path, env: dict[str, str]) -> tuple[ServerProcess, RegistryProce
     registry = RegistryProcess(
         root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=secret
     ).start()
-    (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(keys.algorithms.by_name("ES256"))]))
-    (root / "issuer.pem").write_bytes(keys.generate(keys.algorithms.by_name("ES256")).public_pem())
+    placeholder_keys(root)
     (root / "policy.yaml").write_text(
         "transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
         "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n"
@@ -114,10 +112,7 @@ def start(root: Path, env: dict[str, str]) -> tuple[ServerProcess, RegistryProce
         str(root / "policy.yaml"),
     ]
     server.start()
-    (root / "ts.cbor").write_bytes(requests.get(server.url + "/.well-known/scitt-keys", timeout=5).content)
-    (root / "issuer.pem").write_bytes(
-        keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes()).public_pem()
-    )
+    service_keys(root, server)
     return server, registry
 
 
@@ -150,34 +145,11 @@ def uncached(listener: bool, cold_verify: bool) -> None:
     try:
         image = recorded_image(root, registry, "one")
         if cold_verify:
+            policy = str(root / "policy.yaml")
+            verify = [sys.executable, "-m", "scitt_oci", "verify", image, "--trust", policy, "--registry-insecure"]
             floor = wall([sys.executable, "-c", "pass"])
-            cold = wall(
-                [
-                    sys.executable,
-                    "-m",
-                    "scitt_oci",
-                    "verify",
-                    image,
-                    "--trust",
-                    str(root / "policy.yaml"),
-                    "--registry-insecure",
-                ]
-            )
-            ok = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "scitt_oci",
-                    "verify",
-                    image,
-                    "--trust",
-                    str(root / "policy.yaml"),
-                    "--registry-insecure",
-                ],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
+            cold = wall(verify)
+            ok = subprocess.run(verify, capture_output=True, text=True, check=False)
             assert ok.returncode == 0, ok.stdout + ok.stderr
             print(
                 f"cold `scitt-oci verify IMAGE@DIGEST`: {cold * 1000:.0f} ms median; `python -c pass`: {floor * 1000:.0f} ms;"

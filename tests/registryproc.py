@@ -3,6 +3,7 @@ and build small OCI image layouts for skopeo to push."""
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -14,13 +15,18 @@ import subprocess
 import tarfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.serverproc import free_port
+from scitt_oci.oci import manifest as mf
+from scitt_oci.oci.client import RegistryClient
+from scitt_oci.oci.manifest import Descriptor
+from tests import sigstore_double
+from tests.serverproc import ServerProcess, free_port
 
 
 def require(binary: str) -> str:
@@ -172,3 +178,83 @@ def skopeo_push(
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def push_cosign_signature(
+    client: RegistryClient, repo: str, subject: str, signature: bytes, reference: str, **annotations: str
+) -> None:
+    """A cosign classic signature as cosign pushes it: a simple-signing payload for `subject` naming
+    `reference`, the signature as an annotation, tagged sha256-<hex>.sig."""
+    payload = sigstore_double.simple_signing(subject, reference)
+    layer = client.push_blob(repo, payload)
+    config = client.push_blob(repo, b"{}")
+    manifest = mf.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mf.OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
+            "layers": [
+                {
+                    "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                    "digest": layer,
+                    "size": len(payload),
+                    "annotations": {
+                        "dev.cosignproject.cosign/signature": base64.b64encode(signature).decode(),
+                        **annotations,
+                    },
+                }
+            ],
+        }
+    )
+    client.push_manifest(repo, manifest, mf.OCI_MANIFEST, mf.fallback_tag(subject) + ".sig")
+
+
+def notation_manifest(client: RegistryClient, repo: str, image: Descriptor) -> bytes:
+    """A Notation signature artifact about `image` (its COSE envelope blob pushed, the manifest not)."""
+    envelope = client.push_blob(repo, b"\xd2\x84\x40\xa0\xf6\x40")
+    return mf.canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mf.OCI_MANIFEST,
+            "artifactType": mf.NOTATION_SIGNATURE,
+            "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
+            "layers": [{"mediaType": "application/cose", "digest": envelope, "size": 6}],
+            "subject": image.to_json(),
+            "annotations": {"io.cncf.notary.x509chain.thumbprint#S256": '["abcdef"]'},
+        }
+    )
+
+
+def wait_statements(
+    client: RegistryClient,
+    repo: str,
+    digest: str,
+    count: int = 1,
+    *,
+    timeout: float = 30,
+    output: Callable[[], str] = str,
+) -> list[Descriptor]:
+    """The statement referrers of `digest` once at least `count` are attached, polling the registry for
+    the watcher's asynchronous outcome; fails after `timeout` seconds, showing the end of `output()`."""
+    deadline = time.monotonic() + timeout
+    while len(found := client.referrers(repo, digest, mf.STATEMENT_ARTIFACT)) < count:
+        assert time.monotonic() < deadline, f"{len(found)} statements on {digest}, expected {count}: {output()[-3000:]}"
+        time.sleep(0.05)  # bounded by the deadline
+    return found
+
+
+def watched_registry(root: Path, server: ServerProcess, secret: str, prefix: str = "") -> RegistryProcess:
+    """A started registry whose Distribution notifications go to `server`, signed with `secret` (written
+    to <prefix>secret), and `server`'s arguments set to watch it (the server is not started)."""
+    (root / f"{prefix}secret").write_text(secret)
+    registry = RegistryProcess(
+        root / f"{prefix}registry", notify_url=f"{server.url}/webhooks/distribution", secret=secret
+    ).start()
+    server.args = [
+        "--registry",
+        registry.host,
+        "--registry-insecure",
+        "--webhook-secret-file",
+        str(root / f"{prefix}secret"),
+    ]
+    return registry

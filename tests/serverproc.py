@@ -13,6 +13,8 @@ from pathlib import Path
 
 import requests
 
+from scitt_oci.cose import algorithms, keys
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -85,3 +87,18 @@ class ServerProcess:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+
+def placeholder_keys(root: Path) -> None:
+    """ts.cbor and issuer.pem for a policy that must load before the service has made its keys: fresh
+    keys that sign nothing, replaced by `service_keys` once it has started."""
+    (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(algorithms.by_name("ES256"))]))
+    (root / "issuer.pem").write_bytes(keys.generate(algorithms.by_name("ES256")).public_pem())
+
+
+def service_keys(root: Path, server: ServerProcess, prefix: str = "") -> None:
+    """The started service's receipt keys (as it publishes them) and its issuer's public key, written
+    to <prefix>ts.cbor and <prefix>issuer.pem where a policy names them."""
+    (root / f"{prefix}ts.cbor").write_bytes(requests.get(server.url + "/.well-known/scitt-keys", timeout=5).content)
+    issuer = keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes())
+    (root / f"{prefix}issuer.pem").write_bytes(issuer.public_pem())

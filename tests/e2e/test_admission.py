@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import requests
 
-from scitt_oci.cose import algorithms, keys
+from scitt_oci.cose import keys
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from scitt_oci.oci.http import Response
 from tests.pki import Pki, make_pki
-from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
-from tests.serverproc import ServerProcess, free_port
+from tests.registryproc import RegistryProcess, oci_layout, skopeo_push, wait_statements
+from tests.serverproc import ServerProcess, free_port, placeholder_keys
 
 SECRET = "admission-test-secret-0123456789"
 API_SERVER_TOKEN = "api-server-token-0123456789abcdef"
@@ -88,8 +88,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET, port=quiet.port
     ).start()
     # The policy needs the service's keys, which exist once it has started: bootstrap with a placeholder.
-    (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(algorithms.by_name("ES256"))]))
-    (root / "issuer.pem").write_bytes(keys.generate(algorithms.by_name("ES256")).public_pem())
+    placeholder_keys(root)
     _write_policy(root)
     server.args = [
         "--registry",
@@ -113,9 +112,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     recorded = oci_layout(root / "new", "new")
     skopeo_push(root / "new", registry, "acme/app", "v1")
     client = RegistryClient(RegistrySettings.for_url(registry.url))
-    deadline = time.monotonic() + 30
-    while not client.referrers("acme/app", recorded, mf.STATEMENT_ARTIFACT) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the watcher records it asynchronously
+    wait_statements(client, "acme/app", recorded, output=server.output)  # the watcher records it asynchronously
     yield Cluster(server, registry, root, recorded, unrecorded, pki, admission_port)
     server.stop()
     registry.stop()

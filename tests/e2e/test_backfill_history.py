@@ -12,7 +12,7 @@ import requests
 
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
-from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
+from tests.registryproc import RegistryProcess, oci_layout, skopeo_push, wait_statements
 from tests.serverproc import ServerProcess
 
 
@@ -62,9 +62,7 @@ def test_periodic_reconciliation_catches_what_no_webhook_said(tmp_path: Path) ->
         digest = oci_layout(tmp_path / "img", "poll")
         skopeo_push(tmp_path / "img", registry, "quiet/app")
         client = RegistryClient(RegistrySettings.for_url(registry.url))
-        deadline = time.monotonic() + 30
-        while not client.referrers("quiet/app", digest, mf.STATEMENT_ARTIFACT) and time.monotonic() < deadline:
-            time.sleep(0.1)  # polling an asynchronous outcome, bounded by the deadline
+        wait_statements(client, "quiet/app", digest, output=server.output)
         assert len(client.referrers("quiet/app", digest, mf.STATEMENT_ARTIFACT)) == 1
     finally:
         server.stop()

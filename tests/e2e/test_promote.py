@@ -7,6 +7,7 @@ the publisher's statements at the consumer's service and records the import.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from scitt_oci.cose import algorithms, headers, keys
 from scitt_oci.oci import manifest as mf
@@ -29,8 +29,17 @@ from scitt_oci.promote.promote import entry_digest
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.verify.image import attached_statements
 from scitt_oci.verify.trust import load_policy
-from tests.registryproc import RegistryProcess, oci_layout, require, skopeo_push
-from tests.serverproc import ServerProcess
+from tests.registryproc import (
+    RegistryProcess,
+    notation_manifest,
+    oci_layout,
+    push_cosign_signature,
+    require,
+    skopeo_push,
+    wait_statements,
+    watched_registry,
+)
+from tests.serverproc import ServerProcess, service_keys
 
 SECRET = "test-webhook-secret-0123456789"
 ISSUER = "https://acme-rockets.example"
@@ -56,22 +65,10 @@ class World:
 
 
 def _party(root: Path, name: str, env: dict[str, str]) -> Party:
-    (root / f"{name}-secret").write_text(SECRET)
     server = ServerProcess(root / f"{name}-data", env=env)
-    registry = RegistryProcess(
-        root / f"{name}-registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET
-    ).start()
-    server.args = [
-        "--registry",
-        registry.host,
-        "--registry-insecure",
-        "--webhook-secret-file",
-        str(root / f"{name}-secret"),
-    ]
+    registry = watched_registry(root, server, SECRET, f"{name}-")
     server.start()
-    (root / f"{name}-ts.cbor").write_bytes(requests.get(server.url + "/.well-known/scitt-keys", timeout=5).content)
-    issuer = keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes())
-    (root / f"{name}-issuer.pem").write_bytes(issuer.public_pem())
+    service_keys(root, server, f"{name}-")
     return Party(server, registry, RegistryClient(RegistrySettings.for_url(registry.url)))
 
 
@@ -143,12 +140,7 @@ def promote(w: World, source: str, dest: str, policy: Path, *extra: str) -> tupl
 
 def recorded(party: Party, repo: str, digest: str, count: int, timeout: float = 30) -> list[str]:
     """The referrers of `digest` once `count` statements are attached (polling the registry)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = party.client.referrers(repo, digest, mf.STATEMENT_ARTIFACT)
-        if len(found) >= count or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)  # polling for the watcher's asynchronous outcome, bounded by the deadline
+    found = wait_statements(party.client, repo, digest, count, timeout=timeout, output=party.server.output)
     assert len(found) >= count, f"{len(found)} statements on {digest}: {party.server.output()[-2000:]}"
     return [d.digest for d in party.client.referrers(repo, digest)]
 
@@ -157,18 +149,7 @@ def _sign(party: Party, repo: str, digest: str) -> tuple[str, str]:
     """A Notation signature referrer and an SBOM referrer of `digest` (and a cosign classic .sig tag)."""
     image = party.client.head_manifest(repo, digest)
     assert image is not None
-    envelope = party.client.push_blob(repo, b"\xd2\x84\x40\xa0\xf6\x40")
-    notation = mf.canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": mf.OCI_MANIFEST,
-            "artifactType": mf.NOTATION_SIGNATURE,
-            "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
-            "layers": [{"mediaType": "application/cose", "digest": envelope, "size": 6}],
-            "subject": image.to_json(),
-            "annotations": {"io.cncf.notary.x509chain.thumbprint#S256": '["abcdef"]'},
-        }
-    )
+    notation = notation_manifest(party.client, repo, image)
     party.client.push_blob(repo, mf.EMPTY_BLOB)
     notation_digest, _ = party.client.push_manifest(repo, notation, mf.OCI_MANIFEST)
     party.client.attach(repo, image, notation, [])
@@ -187,34 +168,7 @@ def _sign(party: Party, repo: str, digest: str) -> tuple[str, str]:
         }
     )
     sbom_digest = party.client.attach(repo, image, sbom, [])
-    payload = json.dumps(
-        {
-            "critical": {
-                "identity": {"docker-reference": f"{party.registry.host}/{repo}"},
-                "image": {"docker-manifest-digest": digest},
-                "type": "cosign container image signature",
-            },
-            "optional": None,
-        }
-    ).encode()
-    layer = party.client.push_blob(repo, payload)
-    config = party.client.push_blob(repo, b"{}")
-    cosign = mf.canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": mf.OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
-            "layers": [
-                {
-                    "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-                    "digest": layer,
-                    "size": len(payload),
-                    "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ=="},
-                }
-            ],
-        }
-    )
-    party.client.push_manifest(repo, cosign, mf.OCI_MANIFEST, mf.fallback_tag(digest) + ".sig")
+    push_cosign_signature(party.client, repo, digest, base64.b64decode("MEUCIQ=="), f"{party.registry.host}/{repo}")
     return notation_digest, sbom_digest
 
 

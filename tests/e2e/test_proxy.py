@@ -10,7 +10,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +20,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from scitt_oci.cose import algorithms, keys
-from scitt_oci.oci import manifest as mf
+from scitt_oci.cose import keys
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from tests.loopproxy import LoopProxy
-from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
-from tests.serverproc import ServerProcess
+from tests.registryproc import RegistryProcess, oci_layout, skopeo_push, wait_statements
+from tests.serverproc import ServerProcess, placeholder_keys
 
 SECRET = "proxy-test-secret-0123456789abcdef"
 NAME = "registry.proxied.test"
@@ -118,8 +116,7 @@ def corp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corp]:
         registry = RegistryProcess(
             root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET, tls=(cert, key)
         ).start()
-        (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(algorithms.by_name("ES256"))]))
-        (root / "issuer.pem").write_bytes(keys.generate(algorithms.by_name("ES256")).public_pem())
+        placeholder_keys(root)
         (root / "policy.yaml").write_text(
             "transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
             "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n"
@@ -140,10 +137,7 @@ def corp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corp]:
             skopeo_push(root / "img", registry, "corp/app", "v1")
             direct = RegistryClient(RegistrySettings.for_url(registry.url, ca_file=str(ca)))
             # The watcher records it asynchronously (through the proxy): wait for its referrer, bounded.
-            deadline = time.monotonic() + 40
-            while not direct.referrers("corp/app", image, mf.STATEMENT_ARTIFACT):
-                assert time.monotonic() < deadline, server.output()
-                time.sleep(0.05)
+            wait_statements(direct, "corp/app", image, timeout=40, output=server.output)
             # `trust pin` of the service by a name only the proxy resolves: plain HTTP, absolute-form requests.
             ts = f"http://ts.proxied.test:{server.url.rsplit(':', 1)[1]}"
             env = {"HTTP_PROXY": proxy.url}

@@ -12,7 +12,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +23,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from scitt_oci.cose import algorithms, keys
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from scitt_oci.oci.manifest import Descriptor
 from tests import sigstore_double
 from tests.conftest import shared
-from tests.registryproc import RegistryProcess, oci_layout, require, skopeo_push
-from tests.serverproc import ServerProcess
+from tests.registryproc import RegistryProcess, oci_layout, push_cosign_signature, require, skopeo_push, wait_statements
+from tests.serverproc import ServerProcess, placeholder_keys, service_keys
 
 SECRET = "signature-test-secret-0123456789"
 ALPINE = "sha256:19dbd2e48e921426ee8ace4dc892edfb2ecdc1d1a72d5416c83670c30acecef0"
@@ -55,10 +53,7 @@ def _alpine_cert() -> x509.Certificate:
 
 
 def _wait_statements(client: RegistryClient, repo: str, digest: str, count: int, server: ServerProcess) -> None:
-    deadline = time.monotonic() + 30
-    while len(client.referrers(repo, digest, mf.STATEMENT_ARTIFACT)) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} statements on {digest}: {server.output()[-3000:]}"
-        time.sleep(0.05)  # polling for the watcher's asynchronous outcome, bounded by the deadline
+    wait_statements(client, repo, digest, count, output=server.output)
 
 
 def _notation_manifest(
@@ -100,31 +95,6 @@ def _ensure_in_fallback_index(client: RegistryClient, repo: str, subject: str, m
     client.push_manifest(repo, mf.canonical_json(doc), mf.OCI_INDEX, mf.fallback_tag(subject))
 
 
-def _cosign_sig(client: RegistryClient, repo: str, subject: str, signature: bytes, **annotations: str) -> None:
-    payload = sigstore_double.simple_signing(subject, f"{repo}")
-    layer = client.push_blob(repo, payload)
-    config = client.push_blob(repo, b"{}")
-    manifest = mf.canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": mf.OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
-            "layers": [
-                {
-                    "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-                    "digest": layer,
-                    "size": len(payload),
-                    "annotations": {
-                        "dev.cosignproject.cosign/signature": base64.b64encode(signature).decode(),
-                        **annotations,
-                    },
-                }
-            ],
-        }
-    )
-    client.push_manifest(repo, manifest, mf.OCI_MANIFEST, mf.fallback_tag(subject) + ".sig")
-
-
 def _write_policy(root: Path, signatures: str = "") -> Path:
     path = root / "policy.yaml"
     path.write_text(
@@ -159,8 +129,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     registry = RegistryProcess(
         root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET
     ).start()
-    (root / "ts.cbor").write_bytes(keys.dump_cose_key_set([keys.generate(algorithms.by_name("ES256"))]))
-    (root / "issuer.pem").write_bytes(keys.generate(algorithms.by_name("ES256")).public_pem())
+    placeholder_keys(root)
     _write_policy(root)
     server.args = [
         "--config",
@@ -174,10 +143,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         str(root / "policy.yaml"),
     ]
     server.start()
-    (root / "ts.cbor").write_bytes(requests.get(server.url + "/.well-known/scitt-keys", timeout=5).content)
-    (root / "issuer.pem").write_bytes(
-        keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes()).public_pem()
-    )
+    service_keys(root, server)
     client = RegistryClient(RegistrySettings.for_url(registry.url))
     repo = "notary/alpine"
     # The alpine image, as notation-go's test data holds it, pushed with skopeo.
@@ -212,7 +178,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         _wait_statements(client, repo, ALPINE, count, server)
         _ensure_in_fallback_index(client, repo, ALPINE, manifest)
     payload = sigstore_double.simple_signing(ALPINE, repo)
-    _cosign_sig(client, repo, ALPINE, cosign_key.sign(payload, ec.ECDSA(hashes.SHA256())))
+    push_cosign_signature(client, repo, ALPINE, cosign_key.sign(payload, ec.ECDSA(hashes.SHA256())), repo)
     _wait_statements(client, repo, ALPINE, count + 1, server)
     # Another image that only forgeries claim to sign.
     forged = oci_layout(root / "forged", "forged")
@@ -225,11 +191,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     _wait_statements(client, "acme/forged", forged, 2, server)
     _ensure_in_fallback_index(client, "acme/forged", forged, fake)
     lookalike = sigstore_double.self_signed_lookalike(ec.generate_private_key(ec.SECP256R1()), "release@acme.example")
-    _cosign_sig(
+    push_cosign_signature(
         client,
         "acme/forged",
         forged,
         base64.b64decode("AAAA"),
+        "acme/forged",
         **{"dev.sigstore.cosign/certificate": lookalike.public_bytes(serialization.Encoding.PEM).decode()},
     )
     _wait_statements(client, "acme/forged", forged, 3, server)

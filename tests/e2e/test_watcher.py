@@ -3,6 +3,7 @@ Statements attached to the images as referrers (tag-schema fallback: Distributio
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -12,15 +13,22 @@ from pathlib import Path
 import pytest
 import requests
 
-from scitt_oci.cose import keys
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.verify.trust import load_policy
 from scitt_oci.verify.verifier import verify_transparent_statement
-from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
-from tests.serverproc import ServerProcess
+from tests.registryproc import (
+    RegistryProcess,
+    notation_manifest,
+    oci_layout,
+    push_cosign_signature,
+    skopeo_push,
+    wait_statements,
+    watched_registry,
+)
+from tests.serverproc import ServerProcess, service_keys
 
 SECRET = "test-webhook-secret-0123456789"
 
@@ -37,16 +45,10 @@ class Setup:
 @pytest.fixture(scope="module")
 def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     root = tmp_path_factory.mktemp("watch")
-    (root / "secret").write_text(SECRET)
     server = ServerProcess(root / "data")
-    registry = RegistryProcess(
-        root / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET
-    ).start()
-    server.args = ["--registry", registry.host, "--registry-insecure", "--webhook-secret-file", str(root / "secret")]
+    registry = watched_registry(root, server, SECRET)
     server.start()
-    (root / "ts.cbor").write_bytes(requests.get(server.url + "/.well-known/scitt-keys", timeout=5).content)
-    issuer = keys.load_private_pem((server.data_dir / "keys" / "issuer.pem").read_bytes())
-    (root / "issuer.pem").write_bytes(issuer.public_pem())
+    service_keys(root, server)
     (root / "policy.yaml").write_text(
         "transparency_services: [{name: local, keys: [{path: ts.cbor}]}]\n"
         "issuers: [{name: operator, keys: [{path: issuer.pem}]}]\n"
@@ -58,12 +60,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
 
 def statements_for(s: Setup, repo: str, digest: str, count: int, timeout: float = 30) -> list[bytes]:
     """The Transparent Statements attached to `digest`, once there are `count` of them (polling the registry)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = s.client.referrers(repo, digest, mf.STATEMENT_ARTIFACT)
-        if len(found) >= count or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)  # polling for an asynchronous outcome, bounded by the deadline
+    found = wait_statements(s.client, repo, digest, count, timeout=timeout, output=s.server.output)
     assert len(found) == count, (
         f"{len(found)} statements attached to {digest}, expected {count}: {s.server.output()[-2000:]}"
     )
@@ -125,47 +122,9 @@ def test_cosign_classic_and_notation_signatures_are_recorded_about_the_image(wat
     statements_for(watched, repo, digest, 1)
     image = _image_descriptor(watched, repo, digest)
     # cosign classic: a manifest tagged sha256-<hex>.sig with a simple-signing layer
-    payload = json.dumps(
-        {
-            "critical": {
-                "identity": {"docker-reference": f"{watched.registry.host}/{repo}"},
-                "image": {"docker-manifest-digest": digest},
-                "type": "cosign container image signature",
-            },
-            "optional": None,
-        }
-    ).encode()
-    layer = watched.client.push_blob(repo, payload)
-    config = watched.client.push_blob(repo, b"{}")
-    cosign = mf.canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": mf.OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": 2},
-            "layers": [
-                {
-                    "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
-                    "digest": layer,
-                    "size": len(payload),
-                    "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ=="},
-                }
-            ],
-        }
-    )
-    watched.client.push_manifest(repo, cosign, mf.OCI_MANIFEST, mf.fallback_tag(digest) + ".sig")
+    push_cosign_signature(watched.client, repo, digest, base64.b64decode("MEUCIQ=="), f"{watched.registry.host}/{repo}")
     # Notation: an artifact with subject = the image and a COSE envelope layer
-    envelope = watched.client.push_blob(repo, b"\xd2\x84\x40\xa0\xf6\x40")
-    notation = mf.canonical_json(
-        {
-            "schemaVersion": 2,
-            "mediaType": mf.OCI_MANIFEST,
-            "artifactType": mf.NOTATION_SIGNATURE,
-            "config": {"mediaType": mf.EMPTY_JSON, "digest": mf.EMPTY_DIGEST, "size": 2},
-            "layers": [{"mediaType": "application/cose", "digest": envelope, "size": 6}],
-            "subject": image.to_json(),
-            "annotations": {"io.cncf.notary.x509chain.thumbprint#S256": '["abcdef"]'},
-        }
-    )
+    notation = notation_manifest(watched.client, repo, image)
     notation_digest, _ = watched.client.push_manifest(repo, notation, mf.OCI_MANIFEST)
     # cosign v3: a Sigstore bundle as an OCI 1.1 referrer
     bundle = json.dumps({"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "messageSignature": {}}).encode()

@@ -12,7 +12,7 @@ import requests
 
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
-from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
+from tests.registryproc import RegistryProcess, oci_layout, skopeo_push, watched_registry
 from tests.serverproc import ServerProcess
 
 SECRET = "failure-test-secret-0123456789"
@@ -65,18 +65,8 @@ def test_registry_down_then_back_loses_nothing(tmp_path: Path) -> None:
 
 
 def test_sigkill_mid_processing_completes_every_event_exactly_once(tmp_path: Path) -> None:
-    (tmp_path / "secret").write_text(SECRET)
     server = ServerProcess(tmp_path / "data", env={"SCITT_OCI_WATCH__LEASE_SECONDS": "2"})
-    registry = RegistryProcess(
-        tmp_path / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET
-    ).start()
-    server.args = [
-        "--registry",
-        registry.host,
-        "--registry-insecure",
-        "--webhook-secret-file",
-        str(tmp_path / "secret"),
-    ]
+    registry = watched_registry(tmp_path, server, SECRET)
     server.start()
     digests = []
     try:

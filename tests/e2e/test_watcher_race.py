@@ -21,7 +21,7 @@ from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.scitt import profile, transparent
-from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
+from tests.registryproc import RegistryProcess, oci_layout, skopeo_push, watched_registry
 from tests.serverproc import ServerProcess
 
 SECRET = "test-webhook-secret-0123456789"
@@ -63,18 +63,8 @@ def _sign_like_notation(
 
 
 def test_twelve_concurrent_signatures_lose_no_statement_and_no_foreign_entry(tmp_path: Path) -> None:
-    (tmp_path / "secret").write_text(SECRET)
     server = ServerProcess(tmp_path / "data")
-    registry = RegistryProcess(
-        tmp_path / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET
-    ).start()
-    server.args = [
-        "--registry",
-        registry.host,
-        "--registry-insecure",
-        "--webhook-secret-file",
-        str(tmp_path / "secret"),
-    ]
+    registry = watched_registry(tmp_path, server, SECRET)
     server.start()
     try:
         digest = oci_layout(tmp_path / "img", "raced")

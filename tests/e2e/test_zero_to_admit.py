@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
+from tests.registryproc import oci_layout, skopeo_push, watched_registry
 from tests.serverproc import ServerProcess
 
 SECRET = "zero-to-admit-webhook-secret-42"
@@ -34,18 +34,8 @@ def verify_until(image: str, cwd: Path, decision: str, timeout: float = 30) -> s
 
 
 def test_push_pin_verify_admit_and_reject_while_stopped(tmp_path: Path) -> None:
-    (tmp_path / "secret").write_text(SECRET)
     server = ServerProcess(tmp_path / "data")
-    registry = RegistryProcess(
-        tmp_path / "registry", notify_url=f"{server.url}/webhooks/distribution", secret=SECRET
-    ).start()
-    server.args = [
-        "--registry",
-        registry.host,
-        "--registry-insecure",
-        "--webhook-secret-file",
-        str(tmp_path / "secret"),
-    ]
+    registry = watched_registry(tmp_path, server, SECRET)
     try:
         server.start()
         pinned = cli("trust", "pin", server.url, "--policy", "p.yaml", cwd=tmp_path)

@@ -248,7 +248,8 @@ def test_the_rendered_signature_trust_verifies_a_signature(tmp_path: Path, monke
     from cryptography.hazmat.primitives.asymmetric import ec
 
     from tests import sigstore_double
-    from tests.e2e.test_signatures import _alpine_cert, _cosign_sig
+    from tests.e2e.test_signatures import _alpine_cert
+    from tests.registryproc import push_cosign_signature
 
     key = ec.generate_private_key(ec.SECP256R1())
     public = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -272,7 +273,7 @@ def test_the_rendered_signature_trust_verifies_a_signature(tmp_path: Path, monke
         digest = _push_and_see_recorded(b, tmp_path)
         client = RegistryClient(RegistrySettings.for_url(b.registry.url))
         payload = sigstore_double.simple_signing(digest, "acme/app")
-        _cosign_sig(client, "acme/app", digest, key.sign(payload, ec.ECDSA(hashes.SHA256())))
+        push_cosign_signature(client, "acme/app", digest, key.sign(payload, ec.ECDSA(hashes.SHA256())), "acme/app")
         deadline = time.monotonic() + 30
         while len(client.referrers("acme/app", digest, mf.STATEMENT_ARTIFACT)) < 2:
             assert time.monotonic() < deadline, b.server.output()[-3000:]

@@ -181,6 +181,13 @@ def _ts(
     return transparent.add_receipts(s, receipts)
 
 
+def _notation(
+    world: World, signer: str, anchor: str, kind: profile.Kind = profile.Kind.SIGNATURE, logs: str = "a"
+) -> bytes:
+    """A verified Notation signature (or attestation) statement by `signer`, trusted through `anchor`."""
+    return _ts(world, kind, logs, format="notation", verified=True, signer=signer, anchor=anchor)
+
+
 REF = Reference.parse(f"r.example/app@{D}")
 NOW = 1_800_000_100
 
@@ -215,15 +222,7 @@ def test_policy_requirements_rules_and_audit_mode(world: World) -> None:
     assert {f.reason.value for f in one.reasons} == {"TOO_FEW_RECEIPTS"}
     both = [
         _ts(world, logs="ab"),
-        _ts(
-            world,
-            profile.Kind.SIGNATURE,
-            logs="ab",
-            format="notation",
-            verified=True,
-            signer="x509.subject: CN=Wabbit",
-            anchor="wabbit",
-        ),
+        _notation(world, "x509.subject: CN=Wabbit", "wabbit", logs="ab"),
     ]
     assert decide(REF, both, strict, now=NOW).valid
     old = decide(REF, both, strict, now=NOW + 2 * 86400)
@@ -322,23 +321,9 @@ def test_signature_rules_count_verified_signatures_only(world: World) -> None:
         not unverified.valid
         and "did not verify: the envelope signature does not verify" in unverified.reasons[0].message
     )
-    good = _ts(
-        world,
-        profile.Kind.SIGNATURE,
-        format="notation",
-        verified=True,
-        signer="x509.subject: C=US, O=Notary",
-        anchor="wabbit",
-    )
+    good = _notation(world, "x509.subject: C=US, O=Notary", "wabbit")
     assert decide(REF, [push, good], policy, now=NOW).valid
-    att = _ts(
-        world,
-        profile.Kind.ATTESTATION,
-        format="notation",
-        verified=True,
-        signer="x509.subject: C=US, O=Notary",
-        anchor="wabbit",
-    )
+    att = _notation(world, "x509.subject: C=US, O=Notary", "wabbit", profile.Kind.ATTESTATION)
     assert not decide(REF, [push, att], policy, now=NOW).valid  # an attestation is not a signature
 
 
@@ -346,22 +331,8 @@ def test_notation_signer_rules_compare_the_subject_attribute_by_attribute(world:
     """F1: a leaf whose L is "Seattle, O=Notary" (and which has no O) is recorded escaped, and a signer
     rule (without `anchor`) is matched on parsed attributes: the look-alike never satisfies it."""
     push = _ts(world)
-    real = _ts(
-        world,
-        profile.Kind.SIGNATURE,
-        format="notation",
-        verified=True,
-        anchor="notary",
-        signer="x509.subject: C=US, ST=WA, L=Seattle, O=Notary, CN=alpine",
-    )
-    look_alike = _ts(
-        world,
-        profile.Kind.SIGNATURE,
-        format="notation",
-        verified=True,
-        anchor="partner",
-        signer="x509.subject: C=US, ST=WA, L=Seattle\\, O=Notary, CN=alpine",
-    )
+    real = _notation(world, "x509.subject: C=US, ST=WA, L=Seattle, O=Notary, CN=alpine", "notary")
+    look_alike = _notation(world, "x509.subject: C=US, ST=WA, L=Seattle\\, O=Notary, CN=alpine", "partner")
     for rule in [
         "x509.subject: C=US, ST=WA, L=Seattle, O=Notary, CN=alpine",
         "x509.subject: O=Notary, CN=alpine",
@@ -410,7 +381,7 @@ def test_a_required_signature_kind_counts_verified_signatures_only(world: World)
     refused = decide(REF, [push, junk], policy, now=NOW)
     assert [f.reason.value for f in refused.reasons] == ["MISSING_STATEMENT"], refused.summary()
     assert "1 unverified do not count" in refused.summary()
-    real = _ts(world, profile.Kind.SIGNATURE, format="notation", verified=True, signer="CN=Wabbit", anchor="wabbit")
+    real = _notation(world, "CN=Wabbit", "wabbit")
     assert decide(REF, [push, junk, real], policy, now=NOW).valid
 
 

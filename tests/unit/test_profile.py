@@ -158,13 +158,8 @@ def test_import_statement_names_source_statements_and_policy() -> None:
     assert parsed.message.protected["scitt-oci"]["statements"] == sorted(str(d) for d in verified)
 
 
-def test_import_rules() -> None:
-    with pytest.raises(MalformedError, match="made with make_import"):
-        profile.make_event(profile.Kind.IMPORT, REF, source="x", policy="sha256:" + "aa" * 32)
-    with pytest.raises(MalformedError, match="digest 'nope'"):
-        profile.make_import(REF, source="x", policy="nope", upstream=())
-    # a push statement carrying an import's list is not v1
-    header = {"v": 1, "kind": "push", "statements": []}
+def _with_header(header: dict[str, object]) -> statement.SignedStatement:
+    """A statement about REF carrying `header` as its profile header, parsed back as a reader gets it."""
     signed = statement.hash_envelope_statement(
         key(),
         issuer="i",
@@ -174,17 +169,18 @@ def test_import_rules() -> None:
         location=REF.uri(),
         extra_protected={"scitt-oci": header},
     )
+    return statement.parse(signed.encode())
+
+
+def test_import_rules() -> None:
+    with pytest.raises(MalformedError, match="made with make_import"):
+        profile.make_event(profile.Kind.IMPORT, REF, source="x", policy="sha256:" + "aa" * 32)
+    with pytest.raises(MalformedError, match="digest 'nope'"):
+        profile.make_import(REF, source="x", policy="nope", upstream=())
+    # a push statement carrying an import's list is not v1
+    header = {"v": 1, "kind": "push", "statements": []}
     with pytest.raises(VerificationFailure, match="push statements take no 'statements' list"):
-        profile.read_event(statement.parse(signed.encode()))
+        profile.read_event(_with_header(header))
     bad = {"v": 2, "kind": "import", "source": "x", "policy": "sha256:" + "aa" * 32, "statements": ["sha256:zz"]}
-    signed = statement.hash_envelope_statement(
-        key(),
-        issuer="i",
-        subject=REF.uri(),
-        digest=bytes.fromhex("ab" * 32),
-        hash_alg=-16,
-        location=REF.uri(),
-        extra_protected={"scitt-oci": bad},
-    )
     with pytest.raises(VerificationFailure, match="sha256:zz"):
-        profile.read_event(statement.parse(signed.encode()))
+        profile.read_event(_with_header(bad))

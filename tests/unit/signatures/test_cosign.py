@@ -7,6 +7,7 @@ import base64
 import datetime as dt
 import json
 
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -29,6 +30,22 @@ def _layer(payload: bytes, signature: bytes, **annotations: str) -> tuple[Descri
 
 def _sign(key: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
     return key.sign(data, ec.ECDSA(hashes.SHA256()))
+
+
+def _keyless_layer(
+    instance: sd.Sigstore, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate
+) -> tuple[Descriptor, bytes]:
+    """A layer as keyless signing writes it: the certificate and the instance's Rekor bundle as annotations."""
+    payload = sd.simple_signing(DIGEST)
+    signature = _sign(key, payload)
+    return _layer(
+        payload,
+        signature,
+        **{
+            cosign.ANN_CERTIFICATE: cert.public_bytes(Encoding.PEM).decode(),
+            cosign.ANN_BUNDLE: instance.bundle(payload, signature, cert),
+        },
+    )
 
 
 def _keyless(instance: sd.Sigstore, *identities: tuple[str, str]) -> SignatureTrust:
@@ -75,17 +92,7 @@ def test_fulcio_certificate_with_rekor_bundle_verifies_identity_and_issuer() -> 
     instance = sd.Sigstore()
     key = ec.generate_private_key(ec.SECP256R1())
     cert = instance.certify(key, SAN)
-    payload = sd.simple_signing(DIGEST)
-    signature = _sign(key, payload)
-    layer = _layer(
-        payload,
-        signature,
-        **{
-            cosign.ANN_CERTIFICATE: cert.public_bytes(Encoding.PEM).decode(),
-            cosign.ANN_BUNDLE: instance.bundle(payload, signature, cert),
-        },
-    )
-    check = cosign.verify([layer], DIGEST, _keyless(instance), NOW)
+    check = cosign.verify([_keyless_layer(instance, key, cert)], DIGEST, _keyless(instance), NOW)
     assert check.verified, check.reason
     assert (check.signer, check.oidc_issuer, check.anchor) == (SAN, sd.ISSUER, "acme-sigstore")
     assert len(check.chain) == 3 and check.timestamp is not None and "Rekor entry 7" in check.timestamp
@@ -133,13 +140,7 @@ def test_self_signed_lookalike_of_a_fulcio_certificate_is_not_verified() -> None
     instance = sd.Sigstore()
     key = ec.generate_private_key(ec.SECP256R1())
     forged = sd.self_signed_lookalike(key, SAN)
-    payload = sd.simple_signing(DIGEST)
-    signature = _sign(key, payload)
-    ann = {
-        cosign.ANN_CERTIFICATE: forged.public_bytes(Encoding.PEM).decode(),
-        cosign.ANN_BUNDLE: instance.bundle(payload, signature, forged),
-    }
-    check = cosign.verify([_layer(payload, signature, **ann)], DIGEST, _keyless(instance), NOW)
+    check = cosign.verify([_keyless_layer(instance, key, forged)], DIGEST, _keyless(instance), NOW)
     assert not check.verified
     assert "trusted root 'acme-sigstore': certificate '' does not chain to a configured root" in check.reason
 
@@ -148,13 +149,7 @@ def test_certificate_from_an_untrusted_fulcio_is_not_verified() -> None:
     theirs, ours = sd.Sigstore(), sd.Sigstore()
     key = ec.generate_private_key(ec.SECP256R1())
     cert = theirs.certify(key, SAN)
-    payload = sd.simple_signing(DIGEST)
-    signature = _sign(key, payload)
-    ann = {
-        cosign.ANN_CERTIFICATE: cert.public_bytes(Encoding.PEM).decode(),
-        cosign.ANN_BUNDLE: theirs.bundle(payload, signature, cert),
-    }
-    check = cosign.verify([_layer(payload, signature, **ann)], DIGEST, _keyless(ours), NOW)
+    check = cosign.verify([_keyless_layer(theirs, key, cert)], DIGEST, _keyless(ours), NOW)
     assert not check.verified and "is not in trusted root 'acme-sigstore'" in check.reason
 
 
@@ -162,13 +157,7 @@ def test_unexpected_identity_is_not_verified() -> None:
     instance = sd.Sigstore()
     key = ec.generate_private_key(ec.SECP256R1())
     cert = instance.certify(key, "mallory@evil.example")
-    payload = sd.simple_signing(DIGEST)
-    signature = _sign(key, payload)
-    ann = {
-        cosign.ANN_CERTIFICATE: cert.public_bytes(Encoding.PEM).decode(),
-        cosign.ANN_BUNDLE: instance.bundle(payload, signature, cert),
-    }
-    check = cosign.verify([_layer(payload, signature, **ann)], DIGEST, _keyless(instance), NOW)
+    check = cosign.verify([_keyless_layer(instance, key, cert)], DIGEST, _keyless(instance), NOW)
     assert not check.verified
     assert f"mallory@evil.example from {sd.ISSUER} is not an expected identity ({SAN} from {sd.ISSUER})" in check.reason
 
