@@ -9,6 +9,7 @@ import signal
 import socket
 import ssl
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -127,15 +128,32 @@ def test_the_verified_client_certificate_is_in_the_scope(monkeypatch: pytest.Mon
 
 
 def _stopping_app(stopped: list[str]) -> Starlette:
-    """An app whose start-up sends this process SIGINT: `serve_all` must stop every listener and return."""
+    """An app that sends this process SIGINT when asked (GET /stop), once it is serving: `serve_all` must
+    stop every listener, the app's lifespan must end, and `serve_all` return."""
+
+    async def stop(request: Request) -> Response:
+        signal.raise_signal(signal.SIGINT)
+        return Response(status_code=204)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        signal.raise_signal(signal.SIGINT)
         yield
         stopped.append("stopped")
 
-    return Starlette(lifespan=lifespan)
+    return Starlette(routes=[Route("/stop", stop)], lifespan=lifespan)
+
+
+def _ask_to_stop(port: int) -> None:
+    """GET /stop once the listener accepts (a signal during start-up would race uvicorn's own start)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+                conn.sendall(b"GET /stop HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                conn.recv(1024)
+                return
+        except ConnectionRefusedError:
+            time.sleep(0.01)  # not listening yet: look again until the deadline
 
 
 def test_serve_all_stops_every_listener_on_a_signal() -> None:
@@ -148,7 +166,10 @@ def test_serve_all_stops_every_listener_on_a_signal() -> None:
         uvicorn.Config(_stopping_app(stopped), host="127.0.0.1", port=ports[0], lifespan="on", log_level="warning"),
         uvicorn.Config(APP, host="127.0.0.1", port=ports[1], lifespan="off", log_level="warning"),
     ]
+    asker = threading.Thread(target=_ask_to_stop, args=(ports[0],), daemon=True)
+    asker.start()
     assert serve_all(configs) == 0
+    asker.join(10)
     assert stopped == ["stopped"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the loop's handlers are removed
 
