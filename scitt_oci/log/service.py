@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
+import weakref
 from dataclasses import dataclass
 
 from scitt_oci.cose.keys import CoseKey
@@ -270,13 +272,53 @@ def _wake(futures: list[asyncio.Future[None]]) -> None:
             future.set_result(None)
 
 
+class _Deadlines:
+    """The deadlines of one event loop's waiters, kept in slots of `GRAIN` seconds with one timer per slot.
+
+    Registrations arrive by the thousand and share their deadlines to within a few milliseconds: a
+    timer each (made, and cancelled once the batch settles them) cost more than the wait. A waiter's
+    slot fires at or after its deadline, late by less than `GRAIN`; a waiter woken earlier by its batch
+    is simply found done."""
+
+    GRAIN = 0.01
+    __slots__ = ("loop", "slots")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.slots: dict[int, list[asyncio.Future[None]]] = {}
+
+    def add(self, deadline: float, future: asyncio.Future[None]) -> None:
+        """Wake `future` once `deadline` (time.monotonic) has passed, unless it is done by then."""
+        slot = math.ceil(deadline / self.GRAIN)
+        waiting = self.slots.get(slot)
+        if waiting is None:
+            waiting = self.slots[slot] = []
+            # Relative to now: a loop's own clock (uvloop's) need not be time.monotonic.
+            self.loop.call_later(slot * self.GRAIN - time.monotonic(), self._fire, slot)
+        waiting.append(future)
+
+    def _fire(self, slot: int) -> None:
+        _wake(self.slots.pop(slot, []))
+
+
+_deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = weakref.WeakKeyDictionary()
+
+
+def _deadlines_of(loop: asyncio.AbstractEventLoop) -> _Deadlines:
+    found = _deadlines.get(loop)
+    if found is None:
+        found = _deadlines[loop] = _Deadlines(loop)
+    return found
+
+
 async def _settle(reg: Registration, integrate_by: float, accept_by: float) -> None:
     """Wait until `reg` is integrated (or failed), or accepted once `integrate_by` has passed, or
-    `accept_by` passes unaccepted; the outcome is read from its futures afterwards.
+    `accept_by` passes unaccepted; the outcome is read from its settlements afterwards.
 
-    A waiter is listed on the registration before its futures are looked at, and the sequencer sets
-    the futures before it reads the list, so no settlement goes unnoticed."""
+    A waiter is listed on the registration before its settlements are looked at, and the sequencer
+    sets them before it reads the list, so no settlement goes unnoticed."""
     loop = asyncio.get_running_loop()
+    deadlines = _deadlines_of(loop)
     while not reg.integrated.done():
         now = time.monotonic()
         accepted = reg.accepted.done()
@@ -285,13 +327,10 @@ async def _settle(reg: Registration, integrate_by: float, accept_by: float) -> N
             return
         waiter = _Waiter(loop)
         reg.waiters.append(waiter)
-        timer = None
         try:
             if reg.integrated.done() or reg.accepted.done() != accepted:
                 continue  # settled or advanced meanwhile: look again
-            timer = loop.call_later(deadline - now, _wake, [waiter.future])
+            deadlines.add(deadline, waiter.future)
             await waiter.future
         finally:
-            if timer is not None:
-                timer.cancel()
             reg.waiters.remove(waiter)

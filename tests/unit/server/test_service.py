@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +249,79 @@ def test_a_cancelled_async_registration_leaves_no_waiter_behind(tmp_path: Path) 
     finally:
         service.stop()
         service.store.close()
+
+
+def test_async_waits_are_answered_by_their_deadline(tmp_path: Path) -> None:
+    """Fifty registrations waiting 0.2 s for a batch that is not due for 30 s: each accepted once its
+    deadline passes (their timers are shared: see the next test), none before it."""
+    service = make_service(tmp_path, max_delay=30)
+    service.start()
+    try:
+
+        async def many() -> tuple[list[Any], float]:
+            started = time.monotonic()
+            outcomes = await asyncio.gather(*(service.register_async(statement_bytes(300 + i), 0.2) for i in range(50)))
+            return list(outcomes), time.monotonic() - started
+
+        outcomes, took = asyncio.run(many())
+        assert all(isinstance(o, Accepted) for o in outcomes)
+        assert 0.2 <= took < 5  # not before the deadline; and long before the batch is due
+    finally:
+        service.stop()
+        service.store.close()
+
+
+def test_deadlines_within_one_slot_share_one_timer() -> None:
+    """Waiters whose deadlines fall in one 10 ms slot are woken by one timer, at or after the slot's end;
+    a waiter already woken by its batch is left alone."""
+    from scitt_oci.log.service import _Deadlines
+
+    scheduled: list[tuple[float, Any, tuple[Any, ...]]] = []
+
+    class Loop:  # only what _Deadlines asks of a loop
+        def call_later(self, delay: float, callback: Any, *args: Any) -> None:
+            scheduled.append((delay, callback, args))
+
+    loop = asyncio.new_event_loop()
+    try:
+        deadlines = _Deadlines(Loop())  # type: ignore[arg-type]  # the double above
+        base = (int(time.monotonic() / _Deadlines.GRAIN) + 100) * _Deadlines.GRAIN  # a slot boundary, 1 s ahead
+        futures = [loop.create_future() for _ in range(100)]
+        for i, future in enumerate(futures):
+            deadlines.add(base + 0.001 + i * 0.00005, future)  # all inside (base, base + 0.01]
+        later = loop.create_future()
+        deadlines.add(base + 0.495, later)
+        assert len(scheduled) == 2
+        first_slot = round(base / _Deadlines.GRAIN) + 1  # fires at the slot's end: never before a deadline
+        assert sorted(deadlines.slots) == [first_slot, first_slot + 49]
+        delay, fire, args = scheduled[0]
+        assert args == (first_slot,) and abs(delay - (base + 0.01 - time.monotonic())) < 0.5
+        futures[0].set_result(None)  # woken by its batch first
+        fire(*args)
+        assert all(f.done() for f in futures) and not later.done() and len(deadlines.slots) == 1
+    finally:
+        loop.close()
+
+
+def test_settlements_answer_readers_on_any_thread() -> None:
+    """The sequencer's settlements: a blocking reader is woken by the set; a reader that times out is told."""
+    import threading
+
+    from scitt_oci.log.sequencer import Settlement
+
+    settled: Settlement[int] = Settlement()
+    with pytest.raises(TimeoutError):
+        settled.result(0.01)
+    got: list[int] = []
+    reader = threading.Thread(target=lambda: got.append(settled.result(10)))
+    reader.start()
+    settled.set_result(7)
+    reader.join(10)
+    assert got == [7] and settled.done() and settled.exception() is None
+    with pytest.raises(RuntimeError, match="set once"):
+        settled.set_result(8)
+    failed: Settlement[int] = Settlement()
+    failed.set_exception(OSError("disk"))
+    assert isinstance(failed.exception(0), OSError)
+    with pytest.raises(OSError, match="disk"):
+        failed.result(0)
