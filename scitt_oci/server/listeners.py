@@ -129,14 +129,23 @@ async def _serve(servers: list[_Listener]) -> None:
     loop = asyncio.get_running_loop()
     _bound_tls_handshakes(loop, GuardedHttpToolsProtocol.header_timeout)
 
+    signals = 0
+
     def stop() -> None:
         for s in servers:
-            if s.should_exit:
-                s.force_exit = True
             s.should_exit = True
 
+    def on_signal() -> None:
+        # A second signal forces the exit, as uvicorn does alone; the first lets every app shut down.
+        nonlocal signals
+        signals += 1
+        stop()
+        if signals > 1:
+            for s in servers:
+                s.force_exit = True
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop)
+        loop.add_signal_handler(sig, on_signal)
 
     async def run(server: _Listener) -> None:
         with contextlib.suppress(SystemExit):  # uvicorn exits when it cannot bind; `started` stays False
@@ -145,7 +154,7 @@ async def _serve(servers: list[_Listener]) -> None:
     tasks = [asyncio.ensure_future(run(s)) for s in servers]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        stop()  # one listener ending (a failed start, a signal) ends them all
+        stop()  # one listener ending (a failed start, a signal) ends them all, each shutting down in full
         await asyncio.gather(*tasks, return_exceptions=True)
         for t in done:
             t.result()

@@ -3,6 +3,7 @@ in the ASGI scope, and `serve_all` starting, stopping and failing to start sever
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import signal
@@ -129,10 +130,13 @@ def test_the_verified_client_certificate_is_in_the_scope(monkeypatch: pytest.Mon
 
 def _stopping_app(stopped: list[str]) -> Starlette:
     """An app that sends this process SIGINT when asked (GET /stop), once it is serving: `serve_all` must
-    stop every listener, the app's lifespan must end, and `serve_all` return."""
+    stop every listener, the app's lifespan must end (after the request in flight), and `serve_all` return."""
 
     async def stop(request: Request) -> Response:
         signal.raise_signal(signal.SIGINT)
+        # Still answering when the shutdown starts, so this listener waits for the request while the other
+        # one ends first: that must not turn this listener's shutdown into a forced exit without its lifespan.
+        await asyncio.sleep(0.3)
         return Response(status_code=204)
 
     @contextlib.asynccontextmanager
