@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from typing import Generic, TypeVar
@@ -17,11 +18,11 @@ class LruCache(Generic[K, V]):
         self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
+        value = self._data.get(key)  # one C call, atomic under the GIL: a miss (the usual answer) takes no lock
+        if value is not None:
+            with self._lock, contextlib.suppress(KeyError):  # evicted meanwhile: it was still the answer
                 self._data.move_to_end(key)
-            return value
+        return value
 
     def put(self, key: K, value: V) -> None:
         with self._lock:
@@ -29,3 +30,13 @@ class LruCache(Generic[K, V]):
             self._data.move_to_end(key)
             if len(self._data) > self._capacity:
                 self._data.popitem(last=False)
+
+    def put_many(self, items: list[tuple[K, V]]) -> None:
+        """`put` for each item, under one lock."""
+        with self._lock:
+            data = self._data
+            for key, value in items:
+                data[key] = value
+                data.move_to_end(key)
+            while len(data) > self._capacity:
+                data.popitem(last=False)

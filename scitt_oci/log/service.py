@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -85,8 +86,23 @@ class TransparencyService:
             max_delay=max_delay,
             max_queue=max_queue,
             observer=observer,
-            settled=_wake_waiters,
+            settled=self._settled,
         )
+
+    def _settled(self, settled: list[Registration]) -> None:
+        """On the sequencer thread after each commit: the receipts of the entries this batch appended, made
+        together (they share the head's encoding) and cached, before any waiter is woken to ask for one."""
+        made: dict[int, tuple[StoredHead, list[tuple[bytes, int]]]] = {}  # by tree size: one head per batch
+        for reg in settled:
+            integrated = reg.integrated
+            if integrated.done() and integrated.exception() is None:
+                index, head = integrated.result()
+                if head is not None and index in head.paths:
+                    made.setdefault(head.tree_size, (head, []))[1].append((reg.pending.entry_id, index))
+        for head, entries in made.values():
+            receipts = receipt.inclusion_receipts(head.signed(), [(i, head.paths[i]) for _eid, i in entries])
+            self._receipts.put_many([(eid, r) for (eid, _i), r in zip(entries, receipts, strict=True)])
+        _wake_waiters(settled)
 
     def _sign(self, size: int, root: bytes) -> receipt.SignedTreeHead:
         return receipt.sign_tree_head(
@@ -302,12 +318,17 @@ class _Deadlines:
 
 
 _deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = weakref.WeakKeyDictionary()
+_last_deadlines = threading.local()  # this thread's loop's, as a weak lookup per registration costs a weakref
 
 
 def _deadlines_of(loop: asyncio.AbstractEventLoop) -> _Deadlines:
+    found: _Deadlines | None = getattr(_last_deadlines, "value", None)
+    if found is not None and found.loop is loop:
+        return found
     found = _deadlines.get(loop)
     if found is None:
         found = _deadlines[loop] = _Deadlines(loop)
+    _last_deadlines.value = found
     return found
 
 

@@ -78,19 +78,23 @@ def inclusion_receipt(sth: SignedTreeHead, leaf_index: int, path: Sequence[bytes
 
     Encoded by hand (one per registration): the bytes `Sign1.encode` gives for
     `sth.message({396: {-1: [cbor([tree_size, leaf_index, path])]}})`, without building the maps."""
-    proof = b"".join(
-        (b"\x83", cbor.uint(sth.tree_size), cbor.uint(leaf_index), cbor.array_head(len(path)), *map(cbor.bstr, path))
-    )
-    return b"".join(
-        (
-            b"\xd2\x84",  # tag 18 (COSE_Sign1), array of 4
-            cbor.bstr(sth.protected_bytes),
-            _INCLUSION_VDP,
-            cbor.bstr(proof),
-            b"\xf6",  # payload: nil (detached root)
-            cbor.bstr(sth.signature),
-        )
-    )
+    return inclusion_receipts(sth, [(leaf_index, path)])[0]
+
+
+def inclusion_receipts(sth: SignedTreeHead, leaves: Sequence[tuple[int, Sequence[bytes]]]) -> list[bytes]:
+    """`inclusion_receipt` for each (leaf index, path) of one batch: what they share is encoded once."""
+    head = b"\xd2\x84" + cbor.bstr(sth.protected_bytes) + _INCLUSION_VDP  # tag 18 (COSE_Sign1), array of 4
+    tail = b"\xf6" + cbor.bstr(sth.signature)  # payload: nil (detached root); then the signature
+    size = b"\x83" + cbor.uint(sth.tree_size)
+    out = []
+    for leaf_index, path in leaves:
+        if all(len(h) == 32 for h in path):  # SHA-256 nodes, as this log's always are: one join
+            hashes = b"\x58\x20" + b"\x58\x20".join(path) if path else b""
+        else:
+            hashes = b"".join(map(cbor.bstr, path))
+        proof = b"".join((size, cbor.uint(leaf_index), cbor.array_head(len(path)), hashes))
+        out.append(b"".join((head, cbor.bstr(proof), tail)))
+    return out
 
 
 def consistency_receipt(sth: SignedTreeHead, old_size: int, path: Sequence[bytes]) -> bytes:

@@ -31,11 +31,15 @@ def test_hand_encoded_inclusion_receipt_is_the_generic_encoding() -> None:
     rng = random.Random(4)
     for size in (1, 2, 23, 24, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**40):
         sth = receipt.sign_tree_head(key, issuer="https://ts", subject="log", tree_size=size, root=os.urandom(32))
-        for index in {0, size - 1, rng.randrange(size)}:
+        batch, expected = [], []
+        for index in sorted({0, size - 1, rng.randrange(size)}):
             path = [os.urandom(32) for _ in range(rng.randrange(0, 40))]
             proof = cbor.dumps([sth.tree_size, index, list(path)])
             generic = sth.message({headers.VDP: {headers.VDP_INCLUSION: [proof]}}).encode()
             assert receipt.inclusion_receipt(sth, index, path) == generic
+            batch.append((index, path))
+            expected.append(generic)
+        assert receipt.inclusion_receipts(sth, batch) == expected  # a batch's receipts, made together
 
 
 def test_commit_hands_back_the_paths_the_stored_tiles_prove(tmp_path: Path) -> None:
