@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Generic, Protocol, TypeVar
 
 from scitt_oci.cose.keys import CoseKey
-from scitt_oci.errors import PermanentError, StoreError
+from scitt_oci.errors import PermanentError, ScittOciError, StoreError
 from scitt_oci.log.service import Registered, TransparencyService
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.attached import resolve_tag
@@ -131,10 +131,11 @@ class Watcher(Generic[R]):
             decision = self._process(item)
         except Exception as exc:  # retried until max attempts, then dead-lettered; a PermanentError at once
             dead = self.inbox.failed(item, f"{type(exc).__name__}: {exc}", permanent=isinstance(exc, PermanentError))
-            if isinstance(exc, (PermanentError, RegistryError)):
-                log.warning("event %s %s: %s", item.id, "dead" if dead else "will retry", exc)
-            else:
-                log.exception("event %s failed", item.id)
+            outcome = "dead" if dead else "will retry"
+            if isinstance(exc, (ScittOciError, OSError)):  # anticipated (a registry or service down): one line
+                log.warning("event %s %s: %s", item.id, outcome, exc)
+            else:  # nothing here expects it: the traceback is what finds the bug
+                log.exception("event %s %s: %s: %s", item.id, outcome, type(exc).__name__, exc)
             return
         if self.on_done is not None:
             self.on_done(item, decision, time.monotonic() - started)

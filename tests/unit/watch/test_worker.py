@@ -3,12 +3,14 @@ and without the referrers API), statements registered by a real transparency ser
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from scitt_oci.errors import ClientError, TransportError
 from scitt_oci.oci import manifest as mf
 from scitt_oci.scitt.profile import Kind
 from scitt_oci.signatures.trust import CosignKey, SignatureTrust
@@ -217,6 +219,36 @@ def test_an_unexpected_error_is_retried(tmp_path: Path) -> None:
         assert w.inbox.counts() == {"pending": 1}
         w.drain()
         assert w.inbox.counts() == {"done": 1} and w.service.store.size() == 1
+
+
+@pytest.mark.parametrize(
+    ("failure", "traceback"),
+    [
+        (ClientError("the transparency service answered 503 Service Unavailable", status=503), False),
+        (TransportError("connection refused"), False),
+        (ValueError("a bug"), True),
+    ],
+)
+def test_an_unavailable_service_is_logged_as_one_line_and_only_a_bug_with_its_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, failure: Exception, traceback: bool
+) -> None:
+    """A remote transparency service that is down fails every event until it is back: one warning line
+    each, naming the event and the answer; a traceback is for errors nothing here anticipates."""
+    with world(tmp_path) as w:
+        image = push_image(w.registry, "app", "v1")
+        w.push("app", image.digest, "v1")
+
+        def register(statement: bytes) -> bytes:
+            raise failure
+
+        w.watcher.registrar.register = register  # type: ignore[method-assign]  # failing as scripted
+        [item] = w.inbox.claim(1)
+        with caplog.at_level(logging.WARNING, logger="scitt_oci.watch.worker"):
+            w.watcher.process(item)
+        [record] = [r for r in caplog.records if r.name == "scitt_oci.watch.worker"]
+        assert str(failure) in record.getMessage() and "will retry" in record.getMessage()
+        assert (record.exc_info is not None) is traceback
+        assert w.inbox.counts() == {"pending": 1}
 
 
 def test_worker_threads_process_events_and_stop(tmp_path: Path) -> None:
