@@ -73,6 +73,9 @@ def verify_tree_head(sth: SignedTreeHead, key: CoseKey) -> None:
 _INCLUSION_VDP = b"\xa1" + cbor.uint(headers.VDP) + b"\xa1" + cbor.dumps(headers.VDP_INCLUSION) + b"\x81"
 
 
+_SHA256_ONLY = {32}
+
+
 def inclusion_receipt(sth: SignedTreeHead, leaf_index: int, path: Sequence[bytes]) -> bytes:
     """A vds 1 inclusion receipt for leaf `leaf_index` of the tree `sth` signed.
 
@@ -88,8 +91,10 @@ def inclusion_receipts(sth: SignedTreeHead, leaves: Sequence[tuple[int, Sequence
     size = b"\x83" + cbor.uint(sth.tree_size)
     out = []
     for leaf_index, path in leaves:
-        if all(len(h) == 32 for h in path):  # SHA-256 nodes, as this log's always are: one join
-            hashes = b"\x58\x20" + b"\x58\x20".join(path) if path else b""
+        if not path:
+            hashes = b""
+        elif set(map(len, path)) == _SHA256_ONLY:  # as this log's nodes always are: one join
+            hashes = b"\x58\x20" + b"\x58\x20".join(path)
         else:
             hashes = b"".join(map(cbor.bstr, path))
         proof = b"".join((size, cbor.uint(leaf_index), cbor.array_head(len(path)), hashes))
