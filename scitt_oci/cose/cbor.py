@@ -258,7 +258,19 @@ def array_head(count: int) -> bytes:
 
 def bstr(value: bytes) -> bytes:
     """A CBOR byte string (encoded by hand: this is on every signature check's path)."""
-    return _head(2, len(value)) + value
+    return bstr_head(len(value)) + value
+
+
+def bstr_head(length: int) -> bytes:
+    """The head of a CBOR byte string of `length` bytes (its bytes follow)."""
+    if length < 24:
+        return _SHORT_BSTR_HEADS[length]
+    if length < 0x100:
+        return bytes((0x58, length))
+    return _head(2, length)
+
+
+_SHORT_BSTR_HEADS = [bytes((0x40 | n,)) for n in range(24)]
 
 
 def dumps(value: Any) -> bytes:

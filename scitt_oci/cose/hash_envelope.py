@@ -58,9 +58,12 @@ def _hash(hash_alg: object) -> tuple[str, int]:
     return HASHES[hash_alg]
 
 
+_PROTECTED_ONLY = (headers.PAYLOAD_HASH_ALG, headers.PREIMAGE_CONTENT_TYPE, headers.PAYLOAD_LOCATION)
+
+
 def parse(protected: dict[Any, Any], unprotected: dict[Any, Any], payload: bytes | None) -> HashEnvelope | None:
     """The hash envelope of a message, None when 258 is absent, or `MalformedError` for a rule broken."""
-    for label in (headers.PAYLOAD_HASH_ALG, headers.PREIMAGE_CONTENT_TYPE, headers.PAYLOAD_LOCATION):
+    for label in _PROTECTED_ONLY if unprotected else ():
         if label in unprotected:
             raise MalformedError(
                 f"hash envelope: {headers.NAMES[label]} ({label}) must not be in the unprotected header"

@@ -25,7 +25,18 @@ _SIGNATURE1 = b"\x84\x6aSignature1"  # array(4), text(10) "Signature1"
 
 def sig_structure(protected: bytes, payload: bytes, external_aad: bytes = b"") -> bytes:
     """The bytes a COSE_Sign1 signature covers: ["Signature1", protected, external_aad, payload]."""
-    return _SIGNATURE1 + cbor.bstr(protected) + cbor.bstr(external_aad) + cbor.bstr(payload)
+    head = cbor.bstr_head
+    return b"".join(
+        (
+            _SIGNATURE1,
+            head(len(protected)),
+            protected,
+            head(len(external_aad)),
+            external_aad,
+            head(len(payload)),
+            payload,
+        )
+    )
 
 
 @dataclass(frozen=True)

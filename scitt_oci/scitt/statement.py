@@ -39,7 +39,10 @@ class SignedStatement:
 
     def entry(self) -> bytes:
         """The log entry: the tagged statement with an empty unprotected header, other items byte-identical."""
-        return self.message.with_unprotected({}).encode(tagged=True)
+        message = self.message
+        if not message.unprotected and message._encoded is None:  # already that form (`stripped`): no copy
+            return message.encode(tagged=True)
+        return message.with_unprotected({}).encode(tagged=True)
 
     def stripped(self) -> SignedStatement:
         """This statement with its unprotected header emptied (what a log registers)."""
