@@ -58,16 +58,24 @@ class CwtClaims:
             raise MalformedError("CWT claim sub (2) must be a text string")
         iat, exp, nbf = m.get(headers.CWT_IAT), m.get(headers.CWT_EXP), m.get(headers.CWT_NBF)
         known = (iss is not None) + (sub is not None) + (iat is not None) + (exp is not None) + (nbf is not None)
-        return cls(
-            iss=iss,
-            sub=sub,
-            iat=None if iat is None else _numeric_date(iat, "iat"),
-            exp=None if exp is None else _numeric_date(exp, "exp"),
-            nbf=None if nbf is None else _numeric_date(nbf, "nbf"),
-            extra={k: v for k, v in m.items() if k not in _KNOWN} if len(m) > known else {},
+        claims = _new(cls)  # cls(...), its dict set at once: a frozen __init__ sets each field by a call
+        _set(
+            claims,
+            "__dict__",
+            {
+                "iss": iss,
+                "sub": sub,
+                "iat": None if iat is None else _numeric_date(iat, "iat"),
+                "exp": None if exp is None else _numeric_date(exp, "exp"),
+                "nbf": None if nbf is None else _numeric_date(nbf, "nbf"),
+                "extra": {k: v for k, v in m.items() if k not in _KNOWN} if len(m) > known else {},
+            },
         )
+        return claims
 
 
+_new = object.__new__
+_set = object.__setattr__
 _KNOWN = frozenset({headers.CWT_ISS, headers.CWT_SUB, headers.CWT_IAT, headers.CWT_EXP, headers.CWT_NBF})
 
 
