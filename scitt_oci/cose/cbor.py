@@ -92,11 +92,17 @@ def _walk(data: bytes, limits: Limits) -> None:
         if info < 24:  # the argument is in the initial byte, or in the 1, 2, 4 or 8 after it: read without a call
             arg, pos = info, pos + 1
         elif info < 28 and (end := pos + 1 + (1 << (info - 24))) <= n:
-            arg = data[pos + 1] if info == 24 else int.from_bytes(data[pos + 1 : end], "big")
+            arg = (
+                data[pos + 1]
+                if info == 24
+                else (data[pos + 1] << 8 | data[pos + 2])
+                if info == 25
+                else int.from_bytes(data[pos + 1 : end], "big")
+            )
             pos = end
         else:
             major, info, arg, pos = _read_head(data, pos)
-        if keys is not None and left % 2:  # a map key (a bignum's content is never one: a tag holds it)
+        if keys is not None and left & 1:  # a map key (a bignum's content is never one: a tag holds it)
             if major < 2 and (label := arg if major == 0 else -1 - arg) not in keys:
                 keys.add(label)  # a new integer key, the usual case: no call
             else:

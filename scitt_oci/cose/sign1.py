@@ -209,18 +209,16 @@ def _bstr_at(data: bytes, pos: int) -> tuple[bytes | None, int]:
     if pos >= n:
         return None, pos
     initial = data[pos]
-    if initial < 0x40 or initial > 0x5B:
-        return None, pos
-    info = initial & 0x1F
-    start = pos + 1
-    if info < 24:
-        length = info
+    if initial == 0x58 and pos + 1 < n:  # a length in one byte: most signatures, digests and headers
+        start = pos + 2
+        end = start + data[pos + 1]
+    elif 0x40 <= initial < 0x58:
+        start = pos + 1
+        end = start + initial - 0x40
+    elif 0x58 < initial <= 0x5B and (start := pos + 1 + (1 << (initial - 0x58))) <= n:
+        end = start + int.from_bytes(data[pos + 1 : start], "big")
     else:
-        start += 1 << (info - 24)
-        if start > n:
-            return None, pos
-        length = int.from_bytes(data[pos + 1 : start], "big")
-    end = start + length
+        return None, pos
     if end > n:
         return None, pos
     return data[start:end], end
