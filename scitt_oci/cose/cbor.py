@@ -216,8 +216,8 @@ class _Codec(threading.local):
         return self.out.getvalue()
 
     def loads(self, data: bytes) -> Any:
-        self.decoder.fp = io.BytesIO(data)
-        return self.decoder.decode()
+        # what setting `fp` to a BytesIO and calling decode() does, without the setter's checks (0.9 us less)
+        return self.decoder.decode_from_bytes(data)
 
 
 _codec = _Codec()
