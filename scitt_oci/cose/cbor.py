@@ -239,6 +239,81 @@ def loads(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
         raise MalformedError(f"CBOR: {exc}") from None
 
 
+def plain_map(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[Any, Any] | None:
+    """What `loads` gives for a plain map, read in one pass; None for any other input (`loads` judges it).
+
+    Plain: a map of fewer than 24 pairs whose keys are integers (unique, at most two argument bytes)
+    and whose values are integers, byte strings, text strings (valid UTF-8) or, one level down only,
+    plain maps of those; definite lengths, all in bounds, nothing after. A COSE protected header
+    usually is one. For such bytes `scan` finds nothing to refuse under limits that allow their size,
+    their items and two levels, and cbor2 builds the same dict in the same order; any other input
+    (a tag, an array, a float, a text key, a duplicate key, bad UTF-8, tighter limits) returns None,
+    so every refusal, and every other value, still comes from `loads`. Half the cost of scan + cbor2.
+    """
+    n = len(data)
+    if n > limits.max_bytes or limits.max_depth < 2 or not n or not 0xA0 <= data[0] < 0xB8:
+        return None
+    try:
+        value, pos, items = _plain_pairs(data, 1, data[0] - 0xA0, True)
+    except (_NotPlain, IndexError, UnicodeDecodeError):  # IndexError: a head cut short by the end
+        return None
+    if pos != n or items >= limits.max_items:  # scan counts the map itself as one more item
+        return None
+    return value
+
+
+class _NotPlain(Exception):
+    """Raised inside `plain_map` at the first thing it does not read."""
+
+
+def _plain_pairs(data: bytes, pos: int, count: int, nested: bool) -> tuple[dict[Any, Any], int, int]:
+    """The `count` pairs of a plain map from `pos`: the dict, the offset after them, and the items
+    they hold (keys and values, at every level). `nested`: a value may itself be a plain map."""
+    n = len(data)
+    out: dict[Any, Any] = {}
+    items = 2 * count
+    for _ in range(count):
+        initial = data[pos]
+        if initial < 0x18 or 0x20 <= initial < 0x38:  # an integer key in its initial byte: most labels
+            key = initial if initial < 0x18 else 0x1F - initial
+            pos += 1
+        else:
+            key, pos = _plain_wide_key(data, pos)
+        if key in out:
+            raise _NotPlain
+        initial = data[pos]
+        info = initial & 0x1F
+        if info < 24:
+            arg, pos = info, pos + 1
+        elif info < 28 and (end := pos + 1 + (1 << (info - 24))) <= n:
+            arg = data[pos + 1] if info == 24 else int.from_bytes(data[pos + 1 : end], "big")
+            pos = end
+        else:
+            raise _NotPlain
+        major = initial >> 5
+        if major < 2:
+            out[key] = arg if major == 0 else -1 - arg
+        elif major < 4 and (end := pos + arg) <= n:
+            out[key] = data[pos:end] if major == 2 else data[pos:end].decode()  # strict UTF-8, as cbor2
+            pos = end
+        elif major == 5 and nested:
+            out[key], pos, inner = _plain_pairs(data, pos, arg, False)
+            items += inner
+        else:
+            raise _NotPlain
+    return out, pos, items
+
+
+def _plain_wide_key(data: bytes, pos: int) -> tuple[int, int]:
+    """An unsigned integer key with a one- or two-byte argument (x5chain 33, payload-hash-alg 258...)."""
+    initial = data[pos]
+    if initial == 0x18:
+        return data[pos + 1], pos + 2
+    if initial == 0x19:
+        return data[pos + 1] << 8 | data[pos + 2], pos + 3
+    raise _NotPlain
+
+
 def _head(major: int, n: int) -> bytes:
     """The initial bytes of a CBOR item of `major` type with argument `n` (preferred encoding)."""
     if n < 24:
