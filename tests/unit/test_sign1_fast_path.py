@@ -316,7 +316,8 @@ def _random_header(rng: random.Random, depth: int = 0) -> bytes:
     for _ in range(rng.randrange(7)):
         key: int | str = rng.choice([rng.randrange(24), -1 - rng.randrange(24), rng.randrange(24, 300), 258, 259, 260])
         if rng.random() < 0.1:
-            key = rng.choice([rng.randrange(2**16, 2**17), -25 - rng.randrange(300), "lbl"])
+            odd: list[int | str] = [rng.randrange(2**16, 2**17), -25 - rng.randrange(300), "lbl"]
+            key = rng.choice(odd)
         width = rng.choice([8, 16, 32, 64, 200, 2**16, 2**32, 2**64])
         value: object = rng.choice(
             [
