@@ -181,7 +181,7 @@ def verify(
     An `iss` that is a did:x509 must resolve against the chain, whatever else is trusted.
     """
     message = statement.message
-    unknown = sign1.unknown_critical(message.protected)
+    unknown = sign1.unknown_critical(message.protected) if headers.CRIT in message.protected else None
     if unknown:  # parsed for display only (`unknown_critical`): never verified
         raise UnsupportedError(f"critical header labels {unknown} are not understood")
     kid = message.kid  # MalformedError when it is not a bstr: checked before anything is trusted
