@@ -260,11 +260,15 @@ def plain_map(data: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[Any, Any] | 
         return None
     try:
         value, pos, items = _plain_pairs(data, 1, data[0] - 0xA0, True)
-    except (ValueError, IndexError):  # what it does not read; bad UTF-8; a head cut short by the end
+    except (_NotPlain, IndexError, UnicodeDecodeError):  # IndexError: a head cut short by the end
         return None
     if pos != n or items >= limits.max_items:  # scan counts the map itself as one more item
         return None
     return value
+
+
+class _NotPlain(Exception):
+    """Raised inside `plain_map` at the first thing it does not read."""
 
 
 def _plain_pairs(data: bytes, pos: int, count: int, nested: bool) -> tuple[dict[Any, Any], int, int]:
@@ -281,7 +285,7 @@ def _plain_pairs(data: bytes, pos: int, count: int, nested: bool) -> tuple[dict[
         else:
             key, pos = _plain_wide_key(data, pos)
         if key in out:
-            raise ValueError  # not plain: plain_map declines
+            raise _NotPlain
         initial = data[pos]
         info = initial & 0x1F
         if info < 24:
@@ -290,7 +294,7 @@ def _plain_pairs(data: bytes, pos: int, count: int, nested: bool) -> tuple[dict[
             arg = data[pos + 1] if info == 24 else _UNSIGNED[info](data, pos + 1)[0]
             pos = end
         else:
-            raise ValueError  # not plain: plain_map declines
+            raise _NotPlain
         major = initial >> 5
         if major < 2:
             out[key] = arg if major == 0 else -1 - arg
@@ -301,7 +305,7 @@ def _plain_pairs(data: bytes, pos: int, count: int, nested: bool) -> tuple[dict[
             out[key], pos, inner = _plain_pairs(data, pos, arg, False)
             items += inner
         else:
-            raise ValueError  # not plain: plain_map declines
+            raise _NotPlain
     return out, pos, items
 
 
@@ -320,7 +324,7 @@ def _plain_wide_key(data: bytes, pos: int) -> tuple[int, int]:
         return data[pos + 1], pos + 2
     if initial == 0x19:
         return data[pos + 1] << 8 | data[pos + 2], pos + 3
-    raise ValueError  # not plain: plain_map declines
+    raise _NotPlain
 
 
 def _head(major: int, n: int) -> bytes:
