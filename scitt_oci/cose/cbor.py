@@ -8,10 +8,6 @@ sender chose). Everything we decode comes from someone else, so a structural pre
 bytes runs first, before any decoding: one pass, no recursion, cost linear in the input. It checks
 well-formedness, total size, nesting depth, item counts, indefinite lengths, trailing bytes,
 duplicate map keys and the tags we refuse, and only then hands the bytes to `cbor2`.
-
-`plain_map` is the one shortcut: it reads, in one pass of its own, only maps so plain (integer
-keys; integers, strings and one level of such maps as values) that the scan could refuse nothing in
-them and `cbor2` could build nothing else; it declines everything else, which goes the long way.
 """
 
 from __future__ import annotations
