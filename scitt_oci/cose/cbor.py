@@ -13,7 +13,6 @@ duplicate map keys and the tags we refuse, and only then hands the bytes to `cbo
 from __future__ import annotations
 
 import io
-import struct
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -287,7 +286,7 @@ def _plain_pairs(data: bytes, pos: int, count: int, nested: bool) -> tuple[dict[
         if info < 24:
             arg, pos = info, pos + 1
         elif info < 28 and (end := pos + 1 + (1 << (info - 24))) <= n:
-            arg = data[pos + 1] if info == 24 else _UNSIGNED[info](data, pos + 1)[0]
+            arg = data[pos + 1] if info == 24 else int.from_bytes(data[pos + 1 : end], "big")
             pos = end
         else:
             raise _NotPlain
@@ -303,14 +302,6 @@ def _plain_pairs(data: bytes, pos: int, count: int, nested: bool) -> tuple[dict[
         else:
             raise _NotPlain
     return out, pos, items
-
-
-# The big-endian readers of a 2-, 4- and 8-byte argument, by additional information 25-27.
-_UNSIGNED = {
-    25: struct.Struct(">H").unpack_from,
-    26: struct.Struct(">I").unpack_from,
-    27: struct.Struct(">Q").unpack_from,
-}
 
 
 def _plain_wide_key(data: bytes, pos: int) -> tuple[int, int]:
