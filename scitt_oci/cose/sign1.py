@@ -153,9 +153,7 @@ def decode(
     tagged, protected_bytes, payload, signature = parts
     if require_tag and not tagged:
         raise MalformedError("COSE_Sign1 message must carry tag 18")
-    protected = cbor.plain_map(protected_bytes, limits) if protected_bytes else None
-    if protected is None:  # not a plain map (or empty): the generic decoding, and its errors
-        protected = _decode_header_map(protected_bytes, limits)
+    protected = _decode_header_map(protected_bytes, limits)
     _check_headers(protected, {}, unknown_critical)
     return _sign1(protected_bytes, protected, {}, payload, signature, tagged, data if tagged else None)
 

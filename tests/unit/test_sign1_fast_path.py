@@ -1,11 +1,9 @@
-"""The hand-read COSE_Sign1 shape against the generic path (scan, then cbor2).
+"""The hand-read COSE_Sign1 shape (`sign1._plain_parts`) against the generic path (scan, then cbor2).
 
 `sign1.decode` reads a plain message (tag 18 or none, array(4), bstr, empty map, bstr or nil, bstr)
-by hand (`sign1._plain_parts`), and its protected header too when that is a plain map
-(`cbor.plain_map`); everything else goes to `_decode_generic`, today's code. Both must give the
-same outcome on every input: the same decoded fields, or the same exception class and message. The
-inputs are the hostile CBOR and COSE inputs of the other tests, and a few thousand seeded mutations
-of valid statements and of header maps.
+by hand and sends everything else to `_decode_generic`. Both must give the same outcome on every
+input: the same decoded fields, or the same exception class and message. The inputs are the hostile
+CBOR and COSE inputs of the other tests, and a few thousand seeded mutations of valid statements.
 """
 
 from __future__ import annotations
@@ -42,8 +40,6 @@ def _outcome(decode: Callable[[], Any]) -> Outcome:
 
 def _bstr(value: bytes, width: int = 0) -> bytes:
     """A byte string head and its bytes; `width` forces a 1-, 2-, 4- or 8-byte length (non-preferred)."""
-    while width and len(value) >= 1 << (8 * width):  # a width the length does not fit in: the next one
-        width *= 2
     if width:
         return bytes((0x57 + {1: 1, 2: 2, 4: 3, 8: 4}[width],)) + len(value).to_bytes(width, "big") + value
     return cbor.bstr(value)
@@ -156,45 +152,11 @@ def _mutate(rng: random.Random, parts: tuple[bytes, bytes | None, bytes]) -> byt
     return bytes(data)
 
 
-_PROTECTED_EDITS = [  # (old, new) byte edits inside a protected header, each a way out of the plain shape
-    (b"\xa5", b"\xa6"),  # one pair more than there is
-    (b"\x01\x26", b"\x01\x38\x06"),  # alg -7 in a longer form: still plain
-    (b"\x01\x26", b"\x01\xf9\xc7\x00"),  # alg as a float
-    (b"\x01\x26", b"\x01\xc1\x26"),  # alg under a tag
-    (b"\x01\x26", b"\x01\x81\x26"),  # alg as an array
-    (b"\x01\x26", b"\x18\x01\x26"),  # label 1 in a longer form
-    (b"\x01\x26", b"\x04\x26"),  # a second kid label
-    (b"\x01\x26", b"\x61\x61\x26"),  # a text label
-    (b"\x01\x26", b"\x41\x01\x26"),  # a byte-string label
-    (b"\x01\x26", b"\xf5\x26"),  # a label that is neither
-    (b"\x01\x26", b"\x01\xa1\x01\xa0"),  # a map two levels down
-    (b"\x01\x26", b"\x02\x81\x01"),  # crit [1]
-    (b"\x01\x26", b"\x01\x26\x02\x81\x18\x63"),  # crit [99] (a pair more than the count says)
-    (b"\x0f\xa3", b"\x0f\xa4"),  # claims with a pair more than there is
-    (b"\x0f\xa3", b"\x0f\xbf"),  # claims of indefinite length
-    (b"\x0f\xa3\x01", b"\x0f\xa3\x02"),  # iss and sub both labelled sub
-    (b"\x06\x1a", b"\x06\xc1\x1a"),  # iat as a tag 1 date
-    (b"\x06\x1a", b"\x06\xfb\x41\xd0\x00\x00\x00\x00\x00\x00\x1a"),  # iat a float (bytes after)
-    (b"\x78", b"\x7f"),  # a text string of indefinite length
-    (b"https", b"\xff\xfe\xfdps"),  # a text string that is not UTF-8
-]
-
-
-def _edit_protected(rng: random.Random, parts: tuple[bytes, bytes | None, bytes]) -> bytes:
-    """The message with one edit from _PROTECTED_EDITS made in its protected header, where it applies."""
-    protected, payload, signature = parts
-    old, new = rng.choice(_PROTECTED_EDITS)
-    return _assemble(protected.replace(old, new, 1), payload, signature)
-
-
 _LIMITS = [
     Limits(max_depth=1),
     Limits(max_depth=2),
     Limits(max_depth=3),
     Limits(max_items=5),
-    Limits(max_items=16),
-    Limits(max_items=17),
-    Limits(max_items=18),
     Limits(max_items=6),
     Limits(max_items=7),
     Limits(max_bytes=100),
@@ -243,7 +205,7 @@ def _inputs(rng: random.Random) -> Iterator[bytes]:
         yield _assemble(*parts, tag=b"")
     for _ in range(4000):
         parts = rng.choice(bases)
-        data = _mutate(rng, parts) if rng.random() < 0.85 else _edit_protected(rng, parts)
+        data = _mutate(rng, parts)
         if rng.random() < 0.2:  # now and then a second mutation on top of the first
             data = _mutate(rng, (data, parts[1], parts[2])) if rng.random() < 0.5 else data + b"\x00"
         yield data
@@ -307,71 +269,3 @@ def test_the_instances_the_hot_paths_build_directly_are_what_their_dataclasses_b
         assert vars(cls(**{name: getattr(obj, name) for name in names})) == vars(obj), cls
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(obj, next(iter(names)), None)
-
-
-def _random_header(rng: random.Random, depth: int = 0) -> bytes:
-    """A map encoded pair by pair: integer keys of every width (some repeated), values of the kinds
-    a header holds, now and then one that is not plain (a float, an array, a tag, a text key)."""
-    pairs = []
-    for _ in range(rng.randrange(7)):
-        key: int | str = rng.choice([rng.randrange(24), -1 - rng.randrange(24), rng.randrange(24, 300), 258, 259, 260])
-        if rng.random() < 0.1:
-            odd: list[int | str] = [rng.randrange(2**16, 2**17), -25 - rng.randrange(300), "lbl"]
-            key = rng.choice(odd)
-        width = rng.choice([8, 16, 32, 64, 200, 2**16, 2**32, 2**64])
-        value: object = rng.choice(
-            [
-                rng.randrange(width),
-                -1 - rng.randrange(width),
-                rng.randbytes(rng.choice([0, 1, 23, 24, 32, 255, 256])),
-                rng.choice(["", "a", "é", "日本", "x" * 24, "oci://registry.example/x@sha256:" + "ab" * 32]),
-            ]
-        )
-        if rng.random() < 0.05:
-            value = rng.choice([1.5, [1], cbor2.CBORTag(1, 0), None])
-        encoded_value = cbor2.dumps(value)
-        if depth == 0 and rng.random() < 0.3:
-            encoded_value = _random_header(rng, depth + 1)
-        pairs.append(cbor2.dumps(key) + encoded_value)
-    if pairs and rng.random() < 0.1:
-        pairs.append(rng.choice(pairs))  # a duplicate key
-    return bytes((0xA0 | len(pairs),)) + b"".join(pairs)
-
-
-def test_plain_map_reads_exactly_what_loads_decodes() -> None:
-    """Whenever `cbor.plain_map` reads a map, `cbor.loads` decodes the same bytes under the same limits to
-    an equal dict (same order, same types), and does not refuse them; elsewhere plain_map declines."""
-    rng = random.Random(9052)
-    inputs = [parts[0] for parts in _statements() if parts[0]]
-    inputs += [_random_header(rng) for _ in range(3000)]
-    for i in range(3000):
-        mutated = bytearray(inputs[i % 3003])
-        kind = rng.randrange(4)
-        at = rng.randrange(len(mutated))
-        if kind == 0:
-            mutated[at] = rng.randrange(256)
-        elif kind == 1:
-            del mutated[at:]
-        elif kind == 2:
-            mutated[at:at] = bytes((rng.randrange(256),))
-        else:
-            mutated += b"\x00"
-        inputs.append(bytes(mutated))
-    read = declined = 0
-    for data in inputs:
-        limits = rng.choice(_LIMITS) if rng.random() < 0.2 else DEFAULT_LIMITS
-        plain = cbor.plain_map(data, limits)
-        if plain is None:
-            declined += 1
-            continue
-        read += 1
-        assert _outcome_of_loads(data, limits) == ("decoded", repr(plain)), data.hex()
-        assert type(plain) is dict and all(type(v) is dict for v in plain.values() if isinstance(v, dict))
-    assert read > 1000 and declined > 1000, (read, declined)
-
-
-def _outcome_of_loads(data: bytes, limits: Limits) -> Outcome:
-    try:
-        return ("decoded", repr(cbor.loads(data, limits)))
-    except Exception as exc:
-        return ("raised", f"{type(exc).__name__}: {exc}")
