@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
+    encode_dss_signature,
 )
 
 from scitt_oci.errors import SignatureError, UnsupportedError
@@ -132,21 +133,6 @@ def sign(alg: Algorithm, key: PrivateKey, message: bytes) -> bytes:
     return key.sign(message, _pss(alg), alg.hash_alg())
 
 
-def der_signature(signature: bytes, size: int) -> bytes:
-    """The DER ECDSA-Sig-Value of a raw r||s signature whose halves are `size` bytes: the bytes
-    `encode_dss_signature` gives for the two integers (each minimal, with a 0 byte before a set top
-    bit), built without converting them to `int`: this runs on every ECDSA verification, under the GIL."""
-    r = signature[:size].lstrip(b"\0") or b"\0"
-    s = signature[size:].lstrip(b"\0") or b"\0"
-    if r[0] & 0x80:
-        r = b"\0" + r
-    if s[0] & 0x80:
-        s = b"\0" + s
-    length = len(r) + len(s) + 4  # at most 2 * (2 + 67): P-521, so one length byte after 0x81 suffices
-    head = bytes((0x30, length, 2, len(r))) if length < 0x80 else bytes((0x30, 0x81, length, 2, len(r)))
-    return head + r + bytes((2, len(s))) + s
-
-
 def verify(alg: Algorithm, key: PublicKey, signature: bytes, message: bytes, *, key_checked: bool = False) -> None:
     """Verify `signature` over `message`; raise `SignatureError` when it does not hold.
 
@@ -160,7 +146,9 @@ def verify(alg: Algorithm, key: PublicKey, signature: bytes, message: bytes, *, 
             size = alg.coordinate_size
             if len(signature) != 2 * size:
                 raise SignatureError(f"{alg.name} signature is {len(signature)} bytes; expected {2 * size}")
-            key.verify(der_signature(signature, size), message, alg.ecdsa)
+            r = int.from_bytes(signature[:size], "big")
+            s = int.from_bytes(signature[size:], "big")
+            key.verify(encode_dss_signature(r, s), message, alg.ecdsa)
         elif isinstance(key, ed25519.Ed25519PublicKey):
             key.verify(signature, message)
         else:
