@@ -58,25 +58,17 @@ class CwtClaims:
             raise MalformedError("CWT claim sub (2) must be a text string")
         iat, exp, nbf = m.get(headers.CWT_IAT), m.get(headers.CWT_EXP), m.get(headers.CWT_NBF)
         known = (iss is not None) + (sub is not None) + (iat is not None) + (exp is not None) + (nbf is not None)
-        claims = _new(cls)  # cls(...), its dict set at once: a frozen __init__ sets each field by a call
-        _set(
-            claims,
-            "__dict__",
-            {
-                "iss": iss,
-                "sub": sub,
-                # an int is _numeric_date's answer for itself: no call for the usual untagged date
-                "iat": iat if iat is None or type(iat) is int else _numeric_date(iat, "iat"),
-                "exp": exp if exp is None or type(exp) is int else _numeric_date(exp, "exp"),
-                "nbf": nbf if nbf is None or type(nbf) is int else _numeric_date(nbf, "nbf"),
-                "extra": {k: v for k, v in m.items() if k not in _KNOWN} if len(m) > known else {},
-            },
+        return cls(
+            iss=iss,
+            sub=sub,
+            # an int is _numeric_date's answer for itself: no call for the usual untagged date
+            iat=iat if iat is None or type(iat) is int else _numeric_date(iat, "iat"),
+            exp=exp if exp is None or type(exp) is int else _numeric_date(exp, "exp"),
+            nbf=nbf if nbf is None or type(nbf) is int else _numeric_date(nbf, "nbf"),
+            extra={k: v for k, v in m.items() if k not in _KNOWN} if len(m) > known else {},
         )
-        return claims
 
 
-_new = object.__new__
-_set = object.__setattr__
 _KNOWN = frozenset({headers.CWT_ISS, headers.CWT_SUB, headers.CWT_IAT, headers.CWT_EXP, headers.CWT_NBF})
 
 

@@ -89,15 +89,4 @@ def parse(protected: dict[Any, Any], unprotected: dict[Any, Any], payload: bytes
     location = protected.get(headers.PAYLOAD_LOCATION)
     if location is not None and not isinstance(location, str):
         raise MalformedError("hash envelope: payload-location (260) must be a text string")
-    # HashEnvelope(...), its dict set at once: a frozen dataclass's __init__ sets each field by a call
-    envelope = _new(HashEnvelope)
-    _set(
-        envelope,
-        "__dict__",
-        {"hash_alg": hash_alg, "digest": payload, "preimage_content_type": ctype, "location": location},
-    )
-    return envelope
-
-
-_new = object.__new__
-_set = object.__setattr__
+    return HashEnvelope(hash_alg, payload, ctype, location)

@@ -46,7 +46,7 @@ class SignedStatement:
 
     def stripped(self) -> SignedStatement:
         """This statement with its unprotected header emptied (what a log registers)."""
-        return _signed_statement(self.message.with_unprotected({}), self.claims, self.envelope)
+        return SignedStatement(self.message.with_unprotected({}), self.claims, self.envelope)
 
     def encode(self) -> bytes:
         return self.message.encode(tagged=True)
@@ -85,18 +85,7 @@ def from_message(message: Sign1) -> SignedStatement:
         raise MalformedError("CWT Claims (15) must be in the protected header, not the unprotected one")
     envelope = hash_envelope.parse(message.protected, message.unprotected, message.payload)
     message.kid  # noqa: B018 - a kid that is not a bstr is malformed (RFC 9052), never "absent"
-    return _signed_statement(message, claims, envelope)
-
-
-def _signed_statement(message: Sign1, claims: CwtClaims | None, envelope: HashEnvelope | None) -> SignedStatement:
-    """`SignedStatement(...)` on the registration path, its dict set at once (see `sign1._sign1`)."""
-    signed = _new(SignedStatement)
-    _set(signed, "__dict__", {"message": message, "claims": claims, "envelope": envelope})
-    return signed
-
-
-_new = object.__new__
-_set = object.__setattr__
+    return SignedStatement(message, claims, envelope)
 
 
 def build(
@@ -211,9 +200,7 @@ def verify(
     for key in keys:
         if key.answers_to(kid):
             message.verify(key, detached_payload)
-            match = _new(IssuerKeyMatch)  # IssuerKeyMatch("kid", key), its dict set at once (see `sign1._sign1`)
-            _set(match, "__dict__", {"method": "kid", "key": key, "chain": (), "validated_at": None})
-            return match
+            return IssuerKeyMatch("kid", key)
     known = ", ".join(k.kid.hex()[:16] for k in keys) or "none"
     raise UntrustedKeyError(
         f"statement kid {kid_text(kid)} is not among the trusted issuer keys (known: {known}; a kid may be "
