@@ -62,6 +62,8 @@ BY_NAME: dict[str, Algorithm] = {a.name: a for a in ALGORITHMS.values()}
 
 def by_id(cose_id: object) -> Algorithm:
     """The algorithm with COSE id `cose_id`, or `UnsupportedError` naming the ones we have."""
+    if type(cose_id) is int and (alg := ALGORITHMS.get(cose_id)) is not None:  # the usual case, in one lookup
+        return alg
     if isinstance(cose_id, int) and not isinstance(cose_id, bool) and cose_id in ALGORITHMS:
         return ALGORITHMS[cose_id]
     known = ", ".join(f"{a.name} ({a.cose_id})" for a in ALGORITHMS.values())

@@ -61,9 +61,10 @@ class CwtClaims:
         return cls(
             iss=iss,
             sub=sub,
-            iat=None if iat is None else _numeric_date(iat, "iat"),
-            exp=None if exp is None else _numeric_date(exp, "exp"),
-            nbf=None if nbf is None else _numeric_date(nbf, "nbf"),
+            # an int is _numeric_date's answer for itself: no call for the usual untagged date
+            iat=iat if iat is None or type(iat) is int else _numeric_date(iat, "iat"),
+            exp=exp if exp is None or type(exp) is int else _numeric_date(exp, "exp"),
+            nbf=nbf if nbf is None or type(nbf) is int else _numeric_date(nbf, "nbf"),
             extra={k: v for k, v in m.items() if k not in _KNOWN} if len(m) > known else {},
         )
 

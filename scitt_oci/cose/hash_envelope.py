@@ -58,9 +58,12 @@ def _hash(hash_alg: object) -> tuple[str, int]:
     return HASHES[hash_alg]
 
 
+_PROTECTED_ONLY = (headers.PAYLOAD_HASH_ALG, headers.PREIMAGE_CONTENT_TYPE, headers.PAYLOAD_LOCATION)
+
+
 def parse(protected: dict[Any, Any], unprotected: dict[Any, Any], payload: bytes | None) -> HashEnvelope | None:
     """The hash envelope of a message, None when 258 is absent, or `MalformedError` for a rule broken."""
-    for label in (headers.PAYLOAD_HASH_ALG, headers.PREIMAGE_CONTENT_TYPE, headers.PAYLOAD_LOCATION):
+    for label in _PROTECTED_ONLY if unprotected else ():
         if label in unprotected:
             raise MalformedError(
                 f"hash envelope: {headers.NAMES[label]} ({label}) must not be in the unprotected header"
@@ -70,14 +73,17 @@ def parse(protected: dict[Any, Any], unprotected: dict[Any, Any], payload: bytes
     if headers.CONTENT_TYPE in protected or headers.CONTENT_TYPE in unprotected:
         raise MalformedError("hash envelope: content type (3) must not be used with payload-hash-alg (258); use 259")
     hash_alg = protected[headers.PAYLOAD_HASH_ALG]
-    _name, size = _hash(hash_alg)
+    known = HASHES.get(hash_alg) if type(hash_alg) is int else None  # _hash's answer for a plain int id
+    _name, size = known if known is not None else _hash(hash_alg)
     if payload is None:
         raise MalformedError("hash envelope: the payload (the digest) is detached; it is needed to bind the artifact")
     if len(payload) != size:
         raise MalformedError(f"hash envelope: payload is {len(payload)} bytes; alg {hash_alg} digests are {size}")
     ctype = protected.get(headers.PREIMAGE_CONTENT_TYPE)
-    if ctype is not None and (
-        isinstance(ctype, bool) or not isinstance(ctype, (str, int)) or (isinstance(ctype, int) and ctype < 0)
+    if (
+        ctype is not None
+        and type(ctype) is not str  # text, the usual case, passes every test below
+        and (isinstance(ctype, bool) or not isinstance(ctype, (str, int)) or (isinstance(ctype, int) and ctype < 0))
     ):
         raise MalformedError("hash envelope: preimage-content-type (259) must be a text string or unsigned integer")
     location = protected.get(headers.PAYLOAD_LOCATION)

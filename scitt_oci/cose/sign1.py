@@ -25,7 +25,9 @@ _SIGNATURE1 = b"\x84\x6aSignature1"  # array(4), text(10) "Signature1"
 
 def sig_structure(protected: bytes, payload: bytes, external_aad: bytes = b"") -> bytes:
     """The bytes a COSE_Sign1 signature covers: ["Signature1", protected, external_aad, payload]."""
-    return _SIGNATURE1 + cbor.bstr(protected) + cbor.bstr(external_aad) + cbor.bstr(payload)
+    head = cbor.bstr_head
+    aad = head(len(external_aad)) + external_aad if external_aad else b"\x40"
+    return b"".join((_SIGNATURE1, head(len(protected)), protected, aad, head(len(payload)), payload))
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,76 @@ def decode(
     """
     if not isinstance(data, bytes):
         data = bytes(data)
+    parts = _plain_parts(data, limits)
+    if parts is None:  # anything but the plain shape: the generic path, whose checks and messages are the rule
+        return _decode_generic(data, limits, require_tag, unknown_critical)
+    tagged, protected_bytes, payload, signature = parts
+    if require_tag and not tagged:
+        raise MalformedError("COSE_Sign1 message must carry tag 18")
+    protected = _decode_header_map(protected_bytes, limits)
+    _check_headers(protected, {}, unknown_critical)
+    return Sign1(protected_bytes, protected, {}, payload, signature, tagged, data if tagged else None)
+
+
+def _plain_parts(data: bytes, limits: Limits) -> tuple[bool, bytes, bytes | None, bytes] | None:
+    """The parts of a message of the plain shape, read by hand; None for any other input.
+
+    The plain shape: optional tag 18 (one byte, 0xd2), array(4) (0x84), a byte string, an empty map
+    (0xa0), a byte string or nil, a byte string, and nothing after; every string's length in bounds.
+    It is what a statement sent to register looks like. For such bytes `cbor.scan` finds nothing to
+    refuse under limits that allow its size, six items and three levels, and `cbor2` decodes exactly
+    these parts; anything else (another head, a short string, trailing bytes, tighter limits) goes to
+    the generic path, so it meets today's checks in today's order.
+    """
+    n = len(data)
+    if n > limits.max_bytes or limits.max_depth < 3 or limits.max_items < 6 or n < 5:
+        return None
+    pos = 0
+    tagged = data[0] == 0xD2
+    if tagged:
+        pos = 1
+    if data[pos] != 0x84:
+        return None
+    protected, pos = _bstr_at(data, pos + 1)
+    if protected is None or pos >= n or data[pos] != 0xA0:
+        return None
+    pos += 1
+    payload: bytes | None = None
+    if pos < n and data[pos] == 0xF6:
+        pos += 1
+    else:
+        payload, pos = _bstr_at(data, pos)
+        if payload is None:
+            return None
+    signature, pos = _bstr_at(data, pos)
+    if signature is None or pos != n:
+        return None
+    return tagged, protected, payload, signature
+
+
+def _bstr_at(data: bytes, pos: int) -> tuple[bytes | None, int]:
+    """The definite-length byte string at `pos` and the offset after it, or None when there is none whole."""
+    n = len(data)
+    if pos >= n:
+        return None, pos
+    initial = data[pos]
+    if initial == 0x58 and pos + 1 < n:  # a length in one byte: most signatures, digests and headers
+        start = pos + 2
+        end = start + data[pos + 1]
+    elif 0x40 <= initial < 0x58:
+        start = pos + 1
+        end = start + initial - 0x40
+    elif 0x58 < initial <= 0x5B and (start := pos + 1 + (1 << (initial - 0x58))) <= n:
+        end = start + int.from_bytes(data[pos + 1 : start], "big")
+    else:
+        return None, pos
+    if end > n:
+        return None, pos
+    return data[start:end], end
+
+
+def _decode_generic(data: bytes, limits: Limits, require_tag: bool, unknown_critical: bool) -> Sign1:
+    """`decode` for any input: the whole message scanned and decoded, then its shape checked."""
     value = cbor.loads(data, limits)
     tagged = False
     if isinstance(value, cbor2.CBORTag):

@@ -99,7 +99,7 @@ class RegistrationPolicy:
             raise Rejection(REJECTED, f"issuer {signed.claims.iss!r} is not allowed to register here")
         if self.subjects is not None and not any(r.match(signed.claims.sub) for r in self._subject_res):
             raise Rejection(REJECTED, f"subject {signed.claims.sub!r} matches none of the allowed subject patterns")
-        self._verify(signed, now or dt.datetime.now(dt.UTC))
+        self._verify(signed, now)  # None: statement.verify reads the clock, and only when a chain needs it
         return signed.stripped()
 
     def _parse(self, data: bytes) -> SignedStatement:
@@ -128,7 +128,7 @@ class RegistrationPolicy:
             raise Rejection(BAD_ALGORITHM, f"{alg.name} is not accepted here (accepted: {allowed})")
         return signed
 
-    def _verify(self, signed: SignedStatement, now: dt.datetime) -> None:
+    def _verify(self, signed: SignedStatement, now: dt.datetime | None) -> None:
         """The issuer's signature, under a key or root this log trusts (or, open, the key it carries)."""
         assert signed.claims is not None and signed.claims.iss
         try:

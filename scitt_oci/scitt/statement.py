@@ -39,7 +39,10 @@ class SignedStatement:
 
     def entry(self) -> bytes:
         """The log entry: the tagged statement with an empty unprotected header, other items byte-identical."""
-        return self.message.with_unprotected({}).encode(tagged=True)
+        message = self.message
+        if not message.unprotected and message._encoded is None:  # already that form (`stripped`): no copy
+            return message.encode(tagged=True)
+        return message.with_unprotected({}).encode(tagged=True)
 
     def stripped(self) -> SignedStatement:
         """This statement with its unprotected header emptied (what a log registers)."""
@@ -167,7 +170,7 @@ def verify(
     An `iss` that is a did:x509 must resolve against the chain, whatever else is trusted.
     """
     message = statement.message
-    unknown = sign1.unknown_critical(message.protected)
+    unknown = sign1.unknown_critical(message.protected) if headers.CRIT in message.protected else None
     if unknown:  # parsed for display only (`unknown_critical`): never verified
         raise UnsupportedError(f"critical header labels {unknown} are not understood")
     kid = message.kid  # MalformedError when it is not a bstr: checked before anything is trusted

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
+import random
 import time
+from collections.abc import Callable
+from functools import partial
 
 import cbor2
 import pytest
@@ -185,3 +189,45 @@ def test_scan_cost_is_linear_in_the_input() -> None:
         started = time.perf_counter()
         cbor.scan(data)
         assert time.perf_counter() - started < 0.5
+
+
+def test_decode_from_bytes_gives_what_decoding_a_new_stream_gives() -> None:
+    # cbor.loads hands scanned bytes to the per-thread decoder's decode_from_bytes; it must decode, and
+    # fail, exactly as setting its fp to a BytesIO over the bytes and calling decode() did
+    rng = random.Random(8949)
+    seeds = [
+        cbor2.dumps({1: -7, 4: b"kid", 15: {1: "iss", 2: "sub", 6: 1_700_000_000}, 258: -16, 259: "application/json"}),
+        cbor2.dumps(
+            [None, True, 1.5, -(2**64), b"", "", {}, [], cbor2.CBORTag(1, 0), cbor2.CBORTag(0, "2025-01-01T00:00:00Z")]
+        ),
+        b"\xc1\x1b\xff\xff\xff\xff\xff\xff\xff\xff",  # an epoch date no datetime can hold
+        b"\xc0\x61\x78",  # a date string that is not one
+        b"\x62\xc3\x28",  # invalid UTF-8
+    ]
+    inputs = list(seeds)
+    for _ in range(3000):
+        mutated = bytearray(rng.choice(seeds))
+        mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+        inputs.append(bytes(mutated))
+    decoder = cbor2.CBORDecoder(io.BytesIO(b""))
+
+    def outcome(decode: Callable[[], object]) -> str:
+        try:
+            return repr(decode())
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    def by_stream(data: bytes) -> object:
+        decoder.fp = io.BytesIO(data)
+        return decoder.decode()
+
+    decoded = 0
+    for data in inputs:
+        try:
+            cbor.scan(data)
+        except MalformedError:
+            continue  # cbor.loads never decodes these
+        expected = outcome(partial(by_stream, data))
+        assert outcome(partial(cbor._codec.loads, data)) == expected, data.hex()
+        decoded += not expected.startswith(("CBORDecodeError", "ValueError", "OverflowError"))
+    assert decoded > 500
