@@ -114,7 +114,7 @@ class Sequencer:
         sign: HeadSigner,
         *,
         max_batch: int = 1000,
-        max_delay: float = 0.002,
+        max_delay: float = 0.005,
         max_queue: int = 50_000,
         observer: BatchObserver | None = None,
         settled: SettledHook | None = None,

@@ -64,7 +64,7 @@ class TransparencyService:
         identity: str,
         log_id: str = "scitt-oci/log",
         max_batch: int = 1000,
-        max_delay: float = 0.002,
+        max_delay: float = 0.005,
         max_queue: int = 50_000,
         observer: BatchObserver | None = None,
         max_entry_bytes: int | None = None,
