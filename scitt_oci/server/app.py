@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute
 
 from scitt_oci.errors import ScittOciError
 from scitt_oci.log.service import TransparencyService
+from scitt_oci.server.bodies import CLIENT_GONE
 from scitt_oci.server.guards import RateLimiter, Settings
 from scitt_oci.server.metrics import Metrics
 from scitt_oci.server.operations import Operations
@@ -81,6 +82,6 @@ def create_app(
     ]
     return Starlette(
         routes=routes,
-        exception_handlers={HTTPException: http_error, Exception: server_error},
+        exception_handlers={**CLIENT_GONE, HTTPException: http_error, Exception: server_error},
         lifespan=_lifespan(hooks),
     )

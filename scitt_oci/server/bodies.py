@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+log = logging.getLogger("scitt_oci.server")
 
 
 async def read_limited(request: Request, limit: int) -> bytes | None:
@@ -18,3 +24,16 @@ async def read_limited(request: Request, limit: int) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """A client that hung up before its body arrived: nothing failed here and nobody waits for an answer,
+    so one debug line, not an error with a traceback (each one logged two, a flood anyone could cause)."""
+    log.debug("client went away during %s %s", request.method, request.url.path)
+    return Response(status_code=400)  # never delivered: what uvicorn logs if it must answer something
+
+
+# The exception handler each app of this service installs beside its own.
+CLIENT_GONE: Mapping[type[Exception], Callable[[Request, Exception], Awaitable[Response]]] = {
+    ClientDisconnect: client_gone
+}

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from scitt_oci.server.bodies import CLIENT_GONE
 from scitt_oci.server.tlog_routes import tlog_routes
 
 
@@ -48,5 +49,6 @@ def mirror_app(data_dir: Path) -> Starlette:
             Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", healthz, methods=["GET"]),
-        ]
+        ],
+        exception_handlers=dict(CLIENT_GONE),
     )

@@ -3,9 +3,12 @@ registration, entries, keys, issuers, checkpoints, consistency, auth, limits, op
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cbor2
 import httpx
@@ -18,7 +21,7 @@ from scitt_oci.cose import keys
 from scitt_oci.errors import ScittOciError
 from scitt_oci.log.store import entry_id
 from scitt_oci.scitt import receipt, statement
-from scitt_oci.server.app import ISSUERS_PATH, Issuer, Metrics, RateLimiter, Settings
+from scitt_oci.server.app import ISSUERS_PATH, Issuer, Metrics, RateLimiter, Settings, create_app
 from scitt_oci.server.problems import PROBLEM_TYPE
 from tests.unit.server.support import ISSUER, ISSUER_KEY, TS_KEY, client, make_service, running, statement_bytes
 
@@ -312,3 +315,42 @@ def test_unknown_paths_methods_and_failures_are_problem_details(tmp_path: Path) 
             assert _problem(c.get("/fail"), 500)[1] == "the service failed to answer; see its log"
     finally:
         service.store.close()
+
+
+def test_a_client_that_hangs_up_mid_body_is_one_debug_line_not_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client gone after 2 of the 400 bytes it declared: no error logged, no exception out of the app
+    (uvicorn would log a second traceback), and the service still answers the next request."""
+    service = make_service(tmp_path)
+    app = create_app(service, Settings())
+    path = "/entries"
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"localhost"), (b"content-type", b"application/cose"), (b"content-length", b"400")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8700),
+    }
+    messages = iter([{"type": "http.request", "body": b"\xd2\x84", "more_body": True}, {"type": "http.disconnect"}])
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages, {"type": "http.disconnect"})
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with caplog.at_level(logging.DEBUG, logger="scitt_oci"):
+        asyncio.run(app(scope, receive, send))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("went away" in r.getMessage() for r in caplog.records)
+    with running(service), client(service) as http:
+        assert http.get("/.well-known/scitt-keys").status_code == 200
