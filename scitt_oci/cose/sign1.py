@@ -226,6 +226,8 @@ def _check_headers(protected: dict[Any, Any], unprotected: dict[Any, Any], allow
         raise MalformedError(
             f"header labels {sorted(map(str, both))} appear in both the protected and unprotected headers"
         )
+    if unprotected and headers.CRIT in unprotected:
+        raise MalformedError("crit (2) must be in the protected header (RFC 9052 section 3.1), not the unprotected one")
     crit = protected.get(headers.CRIT)
     if crit is not None:
         if not isinstance(crit, list) or not crit:

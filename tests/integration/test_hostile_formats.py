@@ -62,6 +62,20 @@ def _with_iat(iat: int, leaf_key: ec.EllipticCurvePrivateKey, chain: list[Any]) 
 # ----------------------------------------------------------------------------- function level
 
 
+def test_crit_in_the_unprotected_header_is_a_format_error() -> None:
+    """RFC 9052 3.1: crit must be protected. The log strips the unprotected header, but a statement that
+    breaks the rule is malformed, not registered as if it had not (it was accepted, then stripped)."""
+    signed = sign1.sign(key(), {headers.CWT_CLAIMS: {1: "https://i", 2: "urn:x"}}, b"payload")
+    data = sign1.Sign1(
+        signed.protected_bytes, signed.protected, {headers.CRIT: [999]}, b"payload", signed.signature
+    ).encode()
+    with pytest.raises(MalformedError, match=r"crit \(2\) must be in the protected header"):
+        sign1.decode(data)
+    with pytest.raises(Rejection) as refused:
+        RegistrationPolicy(issuer_keys=(key(),)).check(data)
+    assert refused.value.kind is RejectionKind.MALFORMED
+
+
 @pytest.mark.parametrize("crit", HOSTILE_CRIT)
 def test_crit_holding_arrays_or_maps_is_a_format_error(tmp_path: Path, crit: Any) -> None:
     data = _with_crit(crit)
