@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -339,13 +339,14 @@ def test_a_client_that_hangs_up_mid_body_is_one_debug_line_not_an_error(
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8700),
     }
-    messages = iter([{"type": "http.request", "body": b"\xd2\x84", "more_body": True}, {"type": "http.disconnect"}])
-    sent: list[dict[str, Any]] = []
+    first: dict[str, Any] = {"type": "http.request", "body": b"\xd2\x84", "more_body": True}
+    messages = iter([first])
+    sent: list[MutableMapping[str, Any]] = []
 
-    async def receive() -> dict[str, Any]:
+    async def receive() -> MutableMapping[str, Any]:
         return next(messages, {"type": "http.disconnect"})
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     with caplog.at_level(logging.DEBUG, logger="scitt_oci"):
