@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,9 +114,10 @@ class Inbox:
         base_delay: float = 0.5,
         max_delay: float = 300.0,
         lease_seconds: float = 30.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
-        self._settings(max_attempts, base_delay, max_delay, lease_seconds)
+        self._settings(max_attempts, base_delay, max_delay, lease_seconds, clock)
         keyfiles.private_database(path)
         conn = self._conn()
         conn.executescript(_SCHEMA)
@@ -125,8 +126,11 @@ class Inbox:
             if column not in columns:  # a data directory from an older version
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
-    def _settings(self, max_attempts: int, base_delay: float, max_delay: float, lease_seconds: float) -> None:
+    def _settings(
+        self, max_attempts: int, base_delay: float, max_delay: float, lease_seconds: float, clock: Callable[[], float]
+    ) -> None:
         self.lease_seconds = lease_seconds
+        self.clock = clock  # the time of leases and retries (tests move it on instead of waiting)
         self.max_attempts = max_attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -215,7 +219,7 @@ class Inbox:
         return added
 
     def _add(self, registry: str, events: list[RegistryEvent]) -> int:
-        now = time.time()
+        now = self.clock()
         conn = self._conn(durable=True)
         self._begin(conn)
         try:
@@ -274,7 +278,7 @@ class Inbox:
         """Lease due pending events. A lease keeps other workers, processes and replicas off an event;
         one whose worker died is taken again when its lease runs out (at-least-once)."""
         owner = f"{_HOLDER}/{os.getpid()}/{secrets.token_hex(6)}"  # who holds it, for operators; unique per lease
-        rows = self._lease(self._conn(), time.time(), limit, owner)
+        rows = self._lease(self._conn(), self.clock(), limit, owner)
         return [
             InboxItem(
                 int(rid),
@@ -293,7 +297,7 @@ class Inbox:
         self._x(
             conn,
             "UPDATE events SET statement = ?, updated = ? WHERE id = ? AND statement IS NULL",
-            (statement, time.time(), item.id),
+            (statement, self.clock(), item.id),
         )
         return bytes(self._x(conn, "SELECT statement FROM events WHERE id = ?", (item.id,)).fetchone()[0])
 
@@ -304,7 +308,18 @@ class Inbox:
             self._conn(),
             "UPDATE events SET state = 'done', last_error = ?, lease_until = 0, lease_owner = NULL, updated = ? "
             "WHERE id = ? AND state = 'pending' AND lease_owner = ?",
-            (note, time.time(), item.id, item.lease),
+            (note, self.clock(), item.id, item.lease),
+        )
+        return bool(cur.rowcount == 1)
+
+    def renew(self, item: InboxItem) -> bool:
+        """Extend the lease on an event being processed to `lease_seconds` from now; False if it was lost
+        (it ran out and another worker holds it now, or the event is no longer pending): the same rule
+        as `done` and `failed`, by the holder's token."""
+        cur = self._x(
+            self._conn(),
+            "UPDATE events SET lease_until = ? WHERE id = ? AND state = 'pending' AND lease_owner = ?",
+            (self.clock() + self.lease_seconds, item.id, item.lease),
         )
         return bool(cur.rowcount == 1)
 
@@ -312,6 +327,7 @@ class Inbox:
         """Schedule a retry with jittered exponential backoff; dead-letter after max_attempts. True if dead."""
         attempts = item.attempts + 1
         dead = permanent or attempts >= self.max_attempts
+        now = self.clock()
         delay = min(self.max_delay, self.base_delay * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)  # noqa: S311
         self._x(
             self._conn(),
@@ -320,9 +336,9 @@ class Inbox:
             (
                 "dead" if dead else "pending",
                 attempts,
-                time.time() + delay,
+                now + delay,
                 reason[:2000],
-                time.time(),
+                now,
                 item.id,
                 item.lease,
             ),
@@ -467,6 +483,7 @@ class PostgresInbox(Inbox):
         base_delay: float = 0.5,
         max_delay: float = 300.0,
         lease_seconds: float = 30.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not _PG_SCHEMA_NAME.match(schema):
             raise InboxError(f"PostgreSQL schema name {schema!r} must be a lower-case identifier")
@@ -476,7 +493,7 @@ class PostgresInbox(Inbox):
         self._dsn = dsn
         self._schema = schema
         self.path = Path(f"postgresql:{schema}")
-        self._settings(max_attempts, base_delay, max_delay, lease_seconds)
+        self._settings(max_attempts, base_delay, max_delay, lease_seconds, clock)
         try:
             conn = self._connect(create=True)
             conn.execute("BEGIN")

@@ -10,6 +10,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +113,37 @@ def test_an_expired_lease_is_taken_over_and_the_late_holder_cannot_finish(make: 
     assert other.done(item)
     assert not other.done(item)  # done once
     assert slow.counts() == {"done": 1}
+
+
+def test_a_lease_is_renewed_by_its_holder_only(make: Factory) -> None:
+    """Renewing moves the lease's end to `lease_seconds` from now while the holder still holds it; a
+    lease lost (taken over, finished, failed) is not renewed, and its late holder cannot finish."""
+    now = [1000.0]
+    holder, other = make(lease_seconds=30, clock=lambda: now[0]), make(lease_seconds=30, clock=lambda: now[0])
+    holder.add("reg", [RegistryEvent("demo/app", D, "v1", PUSH)])
+    (item,) = holder.claim(1)  # held until 1030
+    now[0] = 1020.0
+    assert holder.renew(item)  # held until 1050
+    assert not other.renew(replace(item, lease="someone-else/1/0"))  # another token renews nothing
+    assert not other.renew(replace(item, lease=None))
+    now[0] = 1040.0  # past the first lease, within the renewed one
+    assert other.claim(1) == []
+    now[0] = 1050.0
+    (taken,) = other.claim(1)  # ran out: taken over
+    assert taken.id == item.id and taken.lease != item.lease
+    assert not holder.renew(item)  # lost: the holder is told so
+    now[0] = 1070.0
+    assert other.renew(taken)  # held until 1100, by the new holder alone
+    now[0] = 1090.0
+    assert holder.claim(1) == []
+    assert not holder.done(item) and other.counts() == {"pending": 1}
+    assert not other.failed(taken, "registry down")  # retried after a backoff of at most 0.5 s
+    assert not other.renew(taken)  # failed: the lease is gone with it
+    now[0] = 1091.0
+    (again,) = other.claim(1)
+    assert other.done(again)
+    assert not other.renew(again)  # done: nothing to renew
+    assert holder.counts() == {"done": 1}
 
 
 def test_what_is_on_record(make: Factory) -> None:
