@@ -3,11 +3,12 @@ Transparent Statements to the images as referrers. Every step is idempotent; see
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Generic, Protocol, TypeVar
 
@@ -68,6 +69,62 @@ class RemoteRegistrar:
 R = TypeVar("R", bound=Registry)
 
 
+class LeaseKeeper:
+    """Renews the leases of the events a watcher's workers are processing, so that an event that takes
+    longer than `lease_seconds` (a slow registry, big signature layers, a slow remote transparency
+    service) is not taken over by another worker or replica and done twice. One keeper (and one
+    thread, `run`) per watcher renews every event in process; a worker holds its event from the claim
+    until it marks it done or failed."""
+
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+        self._held: dict[tuple[int, str | None], InboxItem] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def holding(self, item: InboxItem) -> Iterator[None]:
+        """Keep `item`'s lease while the block runs."""
+        with self._lock:
+            self._held[item.id, item.lease] = item
+        try:
+            yield
+        finally:
+            self.release(item)
+
+    def release(self, item: InboxItem) -> None:
+        """Stop renewing `item` (before it is marked done or failed, which ends its lease)."""
+        with self._lock:
+            self._held.pop((item.id, item.lease), None)
+
+    def renew(self) -> list[InboxItem]:
+        """Renew every lease held now, once; returns the leases found lost (no longer renewed)."""
+        with self._lock:
+            held = list(self._held.values())
+        lost = []
+        for item in held:
+            if self.inbox.renew(item):
+                continue
+            with self._lock:
+                # Released meanwhile: finished (done or failed ended the lease), not lost.
+                if self._held.pop((item.id, item.lease), None) is None:
+                    continue
+            lost.append(item)
+            log.warning(
+                "event %s: its lease ran out before it could be renewed; another worker may hold it now "
+                "(this one's outcome will not count)",
+                item.id,
+            )
+        return lost
+
+    def run(self, stop: threading.Event, interval: float) -> None:
+        """Renew every `interval` seconds until `stop` is set."""
+        while not stop.wait(interval):
+            try:
+                self.renew()
+            except Exception as exc:  # the database away for a moment: the next round tries again
+                log.warning("renewing the leases of the events in process failed: %s: %s", type(exc).__name__, exc)
+
+
 class Watcher(Generic[R]):
     """Workers over `inbox`, one `Registry` client per configured registry name (`R`: its type, e.g.
     `RegistryClient`, so that callers keep the client's own extras such as request counts)."""
@@ -83,6 +140,7 @@ class Watcher(Generic[R]):
         workers: int = 4,
         on_done: Callable[[InboxItem, Decision | None, float], None] | None = None,
         signature_trust: SignatureTrust | None = None,
+        renew_every: float | None = None,
     ) -> None:
         self.inbox = inbox
         self.clients = clients
@@ -92,28 +150,45 @@ class Watcher(Generic[R]):
         self.workers = workers
         self.on_done = on_done
         self.signature_trust = signature_trust or SignatureTrust()
+        # Leases are renewed three times a lease: a renewal late or failed once does not lose one.
+        self.renew_every = renew_every if renew_every is not None else inbox.lease_seconds / 3
+        self.leases = LeaseKeeper(inbox)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._keeper_stop = threading.Event()
+        self._keeper: threading.Thread | None = None
 
     def start(self) -> None:
         for i in range(self.workers):
             t = threading.Thread(target=self._run, name=f"scitt-oci-watch-{i}", daemon=True)
             t.start()
             self._threads.append(t)
+        # Stopped after the workers: an event still in process when `stop` is called keeps its lease.
+        self._keeper = threading.Thread(
+            target=self.leases.run,
+            args=(self._keeper_stop, self.renew_every),
+            name="scitt-oci-watch-leases",
+            daemon=True,
+        )
+        self._keeper.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self.inbox.wakeup.set()
         for t in self._threads:
             t.join(timeout)
+        self._keeper_stop.set()
+        if self._keeper is not None:
+            self._keeper.join(timeout)
 
     @property
     def alive(self) -> bool:
-        return bool(self._threads) and all(t.is_alive() for t in self._threads)
+        threads = [*self._threads, *([self._keeper] if self._keeper else [])]
+        return bool(threads) and all(t.is_alive() for t in threads)
 
     @property
     def crashed(self) -> bool:
-        """Started, not stopped, and a worker thread is gone."""
+        """Started, not stopped, and a worker thread (or the lease keeper's) is gone."""
         return bool(self._threads) and not self._stop.is_set() and not self.alive
 
     def _run(self) -> None:
@@ -126,10 +201,16 @@ class Watcher(Generic[R]):
             self.process(items[0])
 
     def process(self, item: InboxItem) -> None:
+        """Process a claimed event, its lease renewed until it is done or failed."""
+        with self.leases.holding(item):
+            self._process_held(item)
+
+    def _process_held(self, item: InboxItem) -> None:
         started = time.monotonic()
         try:
             decision = self._process(item)
         except Exception as exc:  # retried until max attempts, then dead-lettered; a PermanentError at once
+            self.leases.release(item)
             dead = self.inbox.failed(item, f"{type(exc).__name__}: {exc}", permanent=isinstance(exc, PermanentError))
             outcome = "dead" if dead else "will retry"
             if isinstance(exc, (ScittOciError, OSError)):  # anticipated (a registry or service down): one line
@@ -149,7 +230,7 @@ class Watcher(Generic[R]):
         digest, manifest, descriptor = read
         decision = classify(event, digest, manifest)
         if not decision.record:
-            self.inbox.done(item, f"skipped: {decision.reason}")
+            self._done(item, f"skipped: {decision.reason}")
             return decision
         if decision.children:
             self.inbox.add(
@@ -184,8 +265,12 @@ class Watcher(Generic[R]):
             descriptor.size if descriptor else None,
             referrer,
         )
-        self.inbox.done(item, None if subject else "registered; the deleted image has no record to attach to")
+        self._done(item, None if subject else "registered; the deleted image has no record to attach to")
         return decision
+
+    def _done(self, item: InboxItem, note: str | None) -> None:
+        self.leases.release(item)  # first: a renewal after `done` finds no lease, and that is no loss
+        self.inbox.done(item, note)
 
     def _client(self, item: InboxItem) -> Registry:
         """The client of the event's registry, once the event is one that can ever succeed."""
@@ -215,7 +300,7 @@ class Watcher(Generic[R]):
         event = item.event
         if event.action == DELETE:
             if client.head_manifest(event.repository, digest) is not None:
-                self.inbox.done(item, "skipped: the manifest still exists (a blob deletion)")
+                self._done(item, "skipped: the manifest still exists (a blob deletion)")
                 return Decision(None, reason="blob deletion")
             return digest, None, None
         if event.action == PUSH and (
@@ -224,7 +309,7 @@ class Watcher(Generic[R]):
         ):
             # The news of our own referrer or index write (or of a referrers index, which is never an
             # image, as reconciliation has it): nothing to record, and no registry read needed to know.
-            self.inbox.done(item, "skipped: our own referrer or a referrers index")
+            self._done(item, "skipped: our own referrer or a referrers index")
             return Decision(None, reason="own write")
         fetched = client.manifest(event.repository, digest)
         if fetched is None:

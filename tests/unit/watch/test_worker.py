@@ -16,9 +16,10 @@ from scitt_oci.scitt.profile import Kind
 from scitt_oci.signatures.trust import CosignKey, SignatureTrust
 from scitt_oci.watch.classify import Decision
 from scitt_oci.watch.events import DELETE, DEPLOY, PUSH, RegistryEvent
+from scitt_oci.watch.inbox import Inbox, InboxItem
 from scitt_oci.watch.worker import RemoteRegistrar
 from tests.memregistry import push_image, push_index, push_referrer
-from tests.unit.watch.world import REGISTRY, cosign_signature, world
+from tests.unit.watch.world import REGISTRY, World, cosign_signature, world
 
 
 @pytest.mark.parametrize("api", [True, False], ids=["referrers-api", "fallback-tag"])
@@ -265,6 +266,144 @@ def test_worker_threads_process_events_and_stop(tmp_path: Path) -> None:
         w.watcher.stop()
         assert not w.watcher.alive and not w.watcher.crashed
         assert w.inbox.counts() == {"done": 1}
+
+
+class SlowRegistrar:
+    """The world's registrar, holding each registration until `release` is set (a slow remote service)."""
+
+    def __init__(self, w: World) -> None:
+        self.real = w.watcher.registrar
+        self.identity = self.real.identity
+        self.entered, self.release = threading.Event(), threading.Event()
+        w.watcher.registrar = self
+
+    def register(self, statement: bytes) -> bytes:
+        self.entered.set()
+        assert self.release.wait(30)
+        return self.real.register(statement)
+
+
+def test_a_long_event_keeps_its_lease_while_it_is_processed(tmp_path: Path) -> None:
+    """An event that takes longer than its lease (here a slow transparency service) has the lease renewed
+    by the watcher's keeper thread: another worker or replica on the inbox does not take it over after
+    the first lease would have run out, and the event is processed once."""
+    now = [1000.0]
+    with world(tmp_path, workers=1, renew_every=0.01) as w:
+        w.inbox.clock = lambda: now[0]
+        other = Inbox(tmp_path / "watch.db", clock=lambda: now[0])  # the same 30 s leases
+        renewed = threading.Condition()
+        renewals: list[float] = []  # the clock as each renewal began
+        real_renew = w.inbox.renew
+
+        def renew(item: InboxItem) -> bool:
+            at = now[0]
+            ok = real_renew(item)
+            with renewed:
+                if ok:
+                    renewals.append(at)
+                renewed.notify_all()
+            return ok
+
+        w.inbox.renew = renew  # type: ignore[method-assign]  # the real method, observed
+        slow = SlowRegistrar(w)
+        finished = threading.Event()
+        w.watcher.on_done = lambda _item, _decision, _t: finished.set()
+        image = push_image(w.registry, "app", "v1")
+        w.push("app", image.digest, "v1")
+        try:
+            w.watcher.start()
+            assert slow.entered.wait(30)  # claimed at 1000: held until 1030 unless renewed
+            for t in (1025.0, 1050.0):
+                now[0] = t
+                with renewed:
+                    assert renewed.wait_for(lambda: bool(renewals) and renewals[-1] >= t, 30)  # noqa: B023
+                now[0] = t + 15  # past the lease as it was before this renewal
+                assert other.claim(1) == []
+            slow.release.set()
+            assert finished.wait(30)
+            assert w.inbox.counts() == {"done": 1} and w.service.store.size() == 1
+            assert [e.kind for e in w.statements("app", image.digest)] == [Kind.PUSH]
+        finally:
+            slow.release.set()
+            other.close()
+
+
+def test_a_lost_lease_is_not_renewed_and_the_late_worker_cannot_finish(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker whose lease ran out all the same (its renewals stalled: a frozen replica, the database
+    away) is told so by the renewal, which stops; its late `done` does not count, and the worker that
+    took the event over finishes it with the same statement."""
+    now = [1000.0]
+    with world(tmp_path) as w:  # not started: the test renews, as the keeper thread would
+        w.inbox.clock = lambda: now[0]
+        other = Inbox(tmp_path / "watch.db", clock=lambda: now[0])
+        slow = SlowRegistrar(w)
+        image = push_image(w.registry, "app", "v1")
+        w.push("app", image.digest, "v1")
+        [item] = w.inbox.claim(1)
+        worker = threading.Thread(target=w.watcher.process, args=(item,))
+        try:
+            worker.start()
+            assert slow.entered.wait(30)
+            now[0] = 1020.0
+            assert w.watcher.leases.renew() == []  # renewed: held until 1050
+            now[0] = 1040.0
+            assert other.claim(1) == []
+            now[0] = 1050.0  # no renewal since: the lease ran out
+            [taken] = other.claim(1)
+            with caplog.at_level(logging.WARNING, logger="scitt_oci.watch.worker"):
+                assert w.watcher.leases.renew() == [item]
+                assert w.watcher.leases.renew() == []  # a lost lease is not renewed again
+            [record] = [r for r in caplog.records if r.name == "scitt_oci.watch.worker"]
+            assert f"event {item.id}: its lease ran out" in record.getMessage()
+            slow.release.set()
+            worker.join(30)
+            assert not worker.is_alive()
+            assert w.inbox.counts() == {"pending": 1}  # its late done did not count
+            assert not w.inbox.done(item)
+            assert taken.statement is not None  # saved before the slow registration: the same bytes
+            w.watcher.process(taken)
+            assert w.inbox.counts() == {"done": 1} and w.service.store.size() == 1
+            assert [e.kind for e in w.statements("app", image.digest)] == [Kind.PUSH]
+        finally:
+            slow.release.set()
+            other.close()
+
+
+def test_a_finished_event_is_not_renewed_and_not_reported_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Done or failed ends the lease: the keeper stops renewing it first, and says nothing of it."""
+    with world(tmp_path) as w:
+        image = push_image(w.registry, "app", "v1")
+        w.push("app", image.digest, "v1")
+        w.push("app", mf.digest_of(b"not pushed"), "v2")
+        seen: list[InboxItem] = []
+        real_renew = w.inbox.renew
+
+        def renew(item: InboxItem) -> bool:
+            seen.append(item)
+            return real_renew(item)
+
+        w.inbox.renew = renew  # type: ignore[method-assign]  # the real method, observed
+        real_done, real_failed = w.inbox.done, w.inbox.failed
+
+        def done(item: InboxItem, note: str | None = None) -> bool:
+            assert w.watcher.leases.renew() == []  # between release and done: the lease is no longer kept
+            return real_done(item, note)
+
+        def failed(item: InboxItem, reason: str, *, permanent: bool = False) -> bool:
+            assert w.watcher.leases.renew() == []
+            return real_failed(item, reason, permanent=permanent)
+
+        w.inbox.done = done  # type: ignore[method-assign]
+        w.inbox.failed = failed  # type: ignore[method-assign]
+        with caplog.at_level(logging.WARNING, logger="scitt_oci.watch.worker"):
+            assert w.drain() == 2 + 2  # the missing image is retried until dead (max_attempts 3)
+            assert w.watcher.leases.renew() == []
+        assert seen == [] and w.inbox.counts() == {"done": 1, "dead": 1}
+        assert not [r for r in caplog.records if "lease" in r.getMessage()]
 
 
 def test_a_remote_registrar_returns_the_services_receipt() -> None:
