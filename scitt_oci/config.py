@@ -160,7 +160,9 @@ class WatchConfig(_Section):
     )
     workers: int = Field(8, ge=1, le=64, description="events processed at once")
     max_attempts: int = Field(8, ge=1, le=100, description="tries before an event is dead-lettered")
-    lease_seconds: float = Field(30, gt=0, description="an event whose worker died is taken up again after this long")
+    lease_seconds: float = Field(
+        30, gt=0, description="an event whose worker died is taken up again after this long (live workers renew it)"
+    )
     poll_interval_seconds: float = Field(
         0, ge=0, description="reconcile catalog and tags this often; 0 = only webhooks"
     )
