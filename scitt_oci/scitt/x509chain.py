@@ -57,10 +57,16 @@ def chain_of(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) -> li
         raise MalformedError("x5chain (33) must be a certificate byte string or an array of them")
     if len(items) > MAX_CHAIN:
         raise MalformedError(f"x5chain (33) holds {len(items)} certificates; at most {MAX_CHAIN} are accepted")
-    try:
-        return [x509.load_der_x509_certificate(c) for c in items]
-    except ValueError as exc:
-        raise MalformedError(f"x5chain (33) holds a certificate that cannot be parsed: {exc}") from None
+    chain = []
+    for position, der in enumerate(items, 1):
+        try:
+            chain.append(x509.load_der_x509_certificate(der))
+        except ValueError:  # its text is the parser's internal state (a Rust debug string): not for a client
+            raise MalformedError(
+                f"x5chain (33) certificate {position} of {len(items)} ({len(der)} bytes) is not a DER-encoded "
+                "X.509 certificate"
+            ) from None
+    return chain
 
 
 def check_x5t(protected: Mapping[Any, Any], leaf: x509.Certificate) -> None:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from scitt_oci.cose import keys
-from scitt_oci.errors import PolicyError, UntrustedKeyError
+from scitt_oci.errors import MalformedError, PolicyError, UntrustedKeyError
 from scitt_oci.log.policy import RegistrationPolicy, Rejection
 from scitt_oci.scitt import did_x509, statement, transparent, x509chain
 from scitt_oci.scitt.statement import SignedStatement
@@ -257,6 +257,16 @@ def test_the_ccf_vector_is_judged_at_its_receipt_time(tmp_path: Path) -> None:
 
 
 # ----- 2. only the protected header identifies the issuer -----
+
+
+def test_a_certificate_that_does_not_parse_is_named_by_its_place_in_the_chain() -> None:
+    """A client learns which certificate is bad, not the X.509 parser's internal state."""
+    vector = shared("scitt-cose-vectors", "v1", "valid-ccf-vds2")
+    good = x509chain.chain_of(statement.parse((vector / "statement.cose").read_bytes()).message.protected, {})[0]
+    der = good.public_bytes(serialization.Encoding.DER)
+    with pytest.raises(MalformedError) as bad:
+        x509chain.chain_of({33: [der, b"\x30\x03\x02\x01\x05"]}, {})
+    assert str(bad.value) == ("x5chain (33) certificate 2 of 2 (5 bytes) is not a DER-encoded X.509 certificate")
 
 
 def test_an_unprotected_chain_is_not_honoured(tmp_path: Path) -> None:
