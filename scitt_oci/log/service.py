@@ -11,7 +11,6 @@ import logging
 import math
 import threading
 import time
-import weakref
 from dataclasses import dataclass
 
 from scitt_oci.cose.keys import CoseKey
@@ -317,18 +316,15 @@ class _Deadlines:
         _wake(self.slots.pop(slot, []))
 
 
-_deadlines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Deadlines] = weakref.WeakKeyDictionary()
-_last_deadlines = threading.local()  # this thread's loop's, as a weak lookup per registration costs a weakref
+_thread_deadlines = threading.local()  # a thread runs one loop at a time: its deadlines are kept here
 
 
 def _deadlines_of(loop: asyncio.AbstractEventLoop) -> _Deadlines:
-    found: _Deadlines | None = getattr(_last_deadlines, "value", None)
-    if found is not None and found.loop is loop:
-        return found
-    found = _deadlines.get(loop)
-    if found is None:
-        found = _deadlines[loop] = _Deadlines(loop)
-    _last_deadlines.value = found
+    """The running loop's `_Deadlines`. A thread that runs another loop gets new ones; the timers of the
+    old ones still fire their own slots, so nothing is lost, only shared less for a moment."""
+    found: _Deadlines | None = getattr(_thread_deadlines, "value", None)
+    if found is None or found.loop is not loop:
+        found = _thread_deadlines.value = _Deadlines(loop)
     return found
 
 
