@@ -103,7 +103,7 @@ class Registration:
 
 BatchObserver = Callable[[BatchResult, float], None]  # (result, seconds the commit took)
 # Called on the sequencer thread once per commit (or failed commit) with every registration whose
-# futures it settled or advanced: one hand-over per batch, not one per registration.
+# settlements it set or advanced: one hand-over per batch, not one per registration.
 SettledHook = Callable[[list[Registration]], None]
 
 
@@ -271,7 +271,7 @@ class Sequencer:
         if self._settled is not None and settled:
             try:
                 self._settled(settled)
-            except Exception:  # the futures are set: a waiter that is not woken still times out
+            except Exception:  # the settlements are set: a waiter that is not woken still times out
                 log.exception("delivering a batch's outcomes failed")
 
     def _forget(self, regs: list[Registration]) -> None:

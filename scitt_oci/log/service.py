@@ -90,18 +90,21 @@ class TransparencyService:
 
     def _settled(self, settled: list[Registration]) -> None:
         """On the sequencer thread after each commit: the receipts of the entries this batch appended, made
-        together (they share the head's encoding) and cached, before any waiter is woken to ask for one."""
-        made: dict[int, tuple[StoredHead, list[tuple[bytes, int]]]] = {}  # by tree size: one head per batch
-        for reg in settled:
-            integrated = reg.integrated
-            if integrated.done() and integrated.exception() is None:
-                index, head = integrated.result()
-                if head is not None and index in head.paths:
-                    made.setdefault(head.tree_size, (head, []))[1].append((reg.pending.entry_id, index))
-        for head, entries in made.values():
-            receipts = receipt.inclusion_receipts(head.signed(), [(i, head.paths[i]) for _eid, i in entries])
-            self._receipts.put_many([(eid, r) for (eid, _i), r in zip(entries, receipts, strict=True)])
-        _wake_waiters(settled)
+        together (they share the head's encoding) and cached, before any waiter is woken to ask for one.
+        The waiters are woken even if that fails: `receipt` makes a missing one on demand."""
+        try:
+            made: dict[int, tuple[StoredHead, list[tuple[bytes, int]]]] = {}  # by tree size: one head per batch
+            for reg in settled:
+                integrated = reg.integrated
+                if integrated.done() and integrated.exception() is None:
+                    index, head = integrated.result()
+                    if head is not None and index in head.paths:
+                        made.setdefault(head.tree_size, (head, []))[1].append((reg.pending.entry_id, index))
+            for head, entries in made.values():
+                receipts = receipt.inclusion_receipts(head.signed(), [(i, head.paths[i]) for _eid, i in entries])
+                self._receipts.put_many([(eid, r) for (eid, _i), r in zip(entries, receipts, strict=True)])
+        finally:
+            _wake_waiters(settled)
 
     def _sign(self, size: int, root: bytes) -> receipt.SignedTreeHead:
         return receipt.sign_tree_head(
@@ -155,7 +158,7 @@ class TransparencyService:
         reg = submission.registration
         if reg is None:
             return self._known(submission.entry_id)
-        with contextlib.suppress(Exception):  # a failure or timeout is read from the futures by `_outcome`
+        with contextlib.suppress(Exception):  # a failure or timeout is read from the settlements by `_outcome`
             reg.accepted.result(self.accept_timeout)
             remaining = wait - (time.monotonic() - started)
             if remaining > 0:
@@ -183,7 +186,7 @@ class TransparencyService:
         return Registered(eid, found)
 
     def _outcome(self, eid: bytes, reg: Registration) -> Outcome:
-        """What the waits of `register` and `register_async` came to, read from the registration's futures."""
+        """What the waits of `register` and `register_async` came to, read from the registration's settlements."""
         integrated = reg.integrated
         if integrated.done() and integrated.exception() is None:
             found = self.receipt(eid, *integrated.result())
