@@ -25,14 +25,10 @@ class LruCache(Generic[K, V]):
         return value
 
     def put(self, key: K, value: V) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            if len(self._data) > self._capacity:
-                self._data.popitem(last=False)
+        self.put_many([(key, value)])
 
     def put_many(self, items: list[tuple[K, V]]) -> None:
-        """`put` for each item, under one lock."""
+        """Store each item as the most recent, under one lock; the least recent go beyond the capacity."""
         with self._lock:
             data = self._data
             for key, value in items:
