@@ -452,11 +452,4 @@ def _requirements(
 def load_policy(path: str | Path) -> TrustPolicy:
     """Load a trust policy file and every key file it names."""
     p = Path(path)
-    try:
-        with p.open("rb") as fh:
-            text = fh.read(MAX_POLICY_BYTES + 1)
-    except OSError as exc:
-        raise PolicyError(f"cannot read trust policy {p}: {exc.strerror}") from None
-    if len(text) > MAX_POLICY_BYTES:
-        raise PolicyError(f"trust policy {p} is larger than {MAX_POLICY_BYTES} bytes")
-    return parse_policy(text, p.resolve().parent)
+    return parse_policy(read_file(p, "trust policy", MAX_POLICY_BYTES), p.resolve().parent)
