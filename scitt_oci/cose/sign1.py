@@ -26,8 +26,17 @@ _SIGNATURE1 = b"\x84\x6aSignature1"  # array(4), text(10) "Signature1"
 def sig_structure(protected: bytes, payload: bytes, external_aad: bytes = b"") -> bytes:
     """The bytes a COSE_Sign1 signature covers: ["Signature1", protected, external_aad, payload]."""
     head = cbor.bstr_head
-    aad = head(len(external_aad)) + external_aad if external_aad else b"\x40"
-    return b"".join((_SIGNATURE1, head(len(protected)), protected, aad, head(len(payload)), payload))
+    return b"".join(
+        (
+            _SIGNATURE1,
+            head(len(protected)),
+            protected,
+            head(len(external_aad)),
+            external_aad,
+            head(len(payload)),
+            payload,
+        )
+    )
 
 
 @dataclass(frozen=True)
