@@ -74,6 +74,7 @@ _INCLUSION_VDP = b"\xa1" + cbor.uint(headers.VDP) + b"\xa1" + cbor.dumps(headers
 
 
 _SHA256_ONLY = {32}
+_SHA256_HEAD = cbor.bstr_head(32)  # b"\x58\x20"
 
 
 def inclusion_receipt(sth: SignedTreeHead, leaf_index: int, path: Sequence[bytes]) -> bytes:
@@ -91,11 +92,9 @@ def inclusion_receipts(sth: SignedTreeHead, leaves: Sequence[tuple[int, Sequence
     size = b"\x83" + cbor.uint(sth.tree_size)
     out = []
     for leaf_index, path in leaves:
-        if not path:
-            hashes = b""
-        elif set(map(len, path)) == _SHA256_ONLY:  # as this log's nodes always are: one join
-            hashes = b"\x58\x20" + b"\x58\x20".join(path)
-        else:
+        if set(map(len, path)) == _SHA256_ONLY:  # as this log's nodes always are: one join
+            hashes = _SHA256_HEAD + _SHA256_HEAD.join(path)
+        else:  # another width, or no path at all (b"")
             hashes = b"".join(map(cbor.bstr, path))
         proof = b"".join((size, cbor.uint(leaf_index), cbor.array_head(len(path)), hashes))
         out.append(b"".join((head, cbor.bstr(proof), tail)))
