@@ -4,8 +4,6 @@ HTTPS_PROXY / HTTP_PROXY, and NO_PROXY bypasses it."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import os
 import subprocess
@@ -15,14 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from scitt_oci.cose import keys
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from tests.loopproxy import LoopProxy
+from tests.pki import make_pki
 from tests.registryproc import RegistryProcess, oci_layout, skopeo_push, wait_statements
 from tests.serverproc import ServerProcess, placeholder_keys
 
@@ -39,42 +34,6 @@ _NETWORK_SETTINGS = {
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
 }
-
-
-def _tls(root: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a certificate for NAME (the registry's name behind the proxy) and 127.0.0.1."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxy test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    sans = x509.SubjectAlternativeName([x509.DNSName(NAME), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(sans, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    (root / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (root / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (root / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return root / "ca.pem", root / "cert.pem", root / "key.pem"
 
 
 @dataclass
@@ -107,7 +66,9 @@ class Corp:
 @pytest.fixture(scope="module")
 def corp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corp]:
     root = tmp_path_factory.mktemp("proxy")
-    ca, cert, key = _tls(root)
+    # A CA, and a certificate for NAME (the registry's name behind the proxy) and 127.0.0.1.
+    pki = make_pki(root / "pki", "proxy test", server_names=(NAME,))
+    ca, cert, key = pki.ca, pki.server_cert, pki.server_key
     (root / "secret").write_text(SECRET)
     with LoopProxy() as proxy:
         # The watcher reaches the registry by its proxied name, trusting its CA through SSL_CERT_FILE.
