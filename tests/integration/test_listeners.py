@@ -17,6 +17,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Scope
 
 from scitt_oci.server.plaintext import RefusePlainCredentials
+from tests.helpers import cli
 from tests.pki import Pki
 from tests.serverproc import ServerProcess
 
@@ -300,8 +301,6 @@ def test_the_admission_tls_handshake_is_bounded_by_the_header_timeout(tmp_path: 
 
 def test_a_busy_admission_port_stops_the_service_with_exit_3_and_no_traceback(tmp_path: Path) -> None:
     import os
-    import subprocess
-    import sys
 
     from tests.pki import make_pki
     from tests.serverproc import free_port
@@ -311,22 +310,6 @@ def test_a_busy_admission_port_stops_the_service_with_exit_3_and_no_traceback(tm
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         env = {**os.environ, **_admission_tls(pki, busy.getsockname()[1], client_ca=False)}
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "scitt_oci",
-                "serve",
-                "--data-dir",
-                str(tmp_path / "d"),
-                "--listen",
-                f"127.0.0.1:{free_port()}",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
+        proc = cli("serve", "--data-dir", str(tmp_path / "d"), "--listen", f"127.0.0.1:{free_port()}", env=env)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "address already in use" in proc.stderr and "Traceback" not in proc.stderr

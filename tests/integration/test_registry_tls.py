@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import pytest
 
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistryError, RegistrySettings
+from tests.helpers import cli
 from tests.pki import make_pki
 from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
 from tests.serverproc import ServerProcess
@@ -89,12 +88,6 @@ def test_an_http_location_from_an_https_registry_is_refused() -> None:
         client.request("PUT", "http://127.0.0.1:9/v2/app/blobs/uploads/x?digest=sha256:00")
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, cwd=cwd, check=False, timeout=120
-    )
-
-
 def test_verify_and_history_reach_a_private_ca_registry_with_ca_file(tmp_path: Path) -> None:
     """A registry whose certificate a private CA signed: `serve` watches it with `ca_file`; `history` and
     `verify IMAGE` refuse it without `--ca-file` (naming the option) and read it with `--ca-file`."""
@@ -119,24 +112,24 @@ def test_verify_and_history_reach_a_private_ca_registry_with_ca_file(tmp_path: P
         while not trusted.referrers("acme/app", digest, mf.STATEMENT_ARTIFACT):
             assert time.monotonic() < deadline, server.output()[-3000:]
             time.sleep(0.05)  # recorded asynchronously: polled, bounded
-        assert _cli("trust", "pin", server.url, "--policy", "p.yaml", cwd=tmp_path).returncode == 0
+        assert cli("trust", "pin", server.url, "--policy", "p.yaml", cwd=tmp_path).returncode == 0
         image = f"{registry.host}/acme/app@{digest}"
 
         for command in (["history", image], ["verify", image, "--trust", "p.yaml"]):
-            refused = _cli(*command, cwd=tmp_path)
+            refused = cli(*command, cwd=tmp_path)
             assert refused.returncode == 2 and "is not trusted" in refused.stderr, refused.stderr
             assert "--ca-file" in refused.stderr and "SSL_CERT_FILE" not in refused.stderr
             assert "Traceback" not in refused.stderr
-        shown = _cli("history", image, "--ca-file", str(ca), cwd=tmp_path)
+        shown = cli("history", image, "--ca-file", str(ca), cwd=tmp_path)
         assert shown.returncode == 0 and " push " in shown.stdout, shown.stderr
-        admitted = _cli("verify", image, "--trust", "p.yaml", "--ca-file", str(ca), cwd=tmp_path)
+        admitted = cli("verify", image, "--trust", "p.yaml", "--ca-file", str(ca), cwd=tmp_path)
         assert admitted.returncode == 0 and admitted.stdout.startswith("ADMIT"), admitted.stdout + admitted.stderr
 
         (tmp_path / "not-a-ca.pem").write_text("not a certificate\n")
         for command in (["history", image], ["verify", image, "--trust", "p.yaml"]):
-            bad = _cli(*command, "--ca-file", "not-a-ca.pem", cwd=tmp_path)
+            bad = cli(*command, "--ca-file", "not-a-ca.pem", cwd=tmp_path)
             assert bad.returncode == 2 and "--ca-file not-a-ca.pem: not a usable PEM" in bad.stderr, bad.stderr
-            both = _cli(*command, "--ca-file", str(ca), "--registry-insecure", cwd=tmp_path)
+            both = cli(*command, "--ca-file", str(ca), "--registry-insecure", cwd=tmp_path)
             assert both.returncode == 2 and "give one of them" in both.stderr, both.stderr
             assert "Traceback" not in bad.stderr + both.stderr
     finally:

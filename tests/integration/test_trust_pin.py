@@ -8,8 +8,6 @@ import datetime as dt
 import http.server
 import ipaddress
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,15 +24,10 @@ from cryptography.x509.oid import NameOID
 from scitt_oci.cose import algorithms, keys
 from scitt_oci.verify import pin
 from scitt_oci.verify.trust import load_policy
+from tests.helpers import cli
 from tests.serverproc import ServerProcess, free_port
 
 DIGEST = "sha256:" + "5d" * 32
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, cwd=cwd, check=False, timeout=60
-    )
 
 
 @pytest.fixture(scope="module")
@@ -228,22 +221,7 @@ def test_wrong_port_and_busy_port(server: ServerProcess, tmp_path: Path) -> None
         )
     finally:
         other.shutdown()
-    busy = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scitt_oci",
-            "serve",
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--listen",
-            f"127.0.0.1:{server.port}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    busy = cli("serve", "--data-dir", str(tmp_path / "d"), "--listen", f"127.0.0.1:{server.port}")
     assert busy.returncode == 3, busy.stderr
     assert f"cannot listen on 127.0.0.1:{server.port}" in busy.stderr and "--listen" in busy.stderr
     assert "Traceback" not in busy.stderr and not (tmp_path / "d").exists()
