@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ import pytest
 
 from scitt_oci.cose import keys
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
+from tests.helpers import cli
 from tests.loopproxy import LoopProxy
 from tests.pki import make_pki
 from tests.registryproc import RegistryProcess, oci_layout, skopeo_push, wait_statements
@@ -54,12 +54,13 @@ class Corp:
     @staticmethod
     def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         clean = {k: v for k, v in os.environ.items() if k.upper() not in _NETWORK_SETTINGS}
-        return subprocess.run(
-            [sys.executable, "-m", "scitt_oci", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**clean, **env},
+        return cli(*args, env={**clean, **env})
+
+    def verify(self, host: str, *options: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        """`verify` of the recorded image on host under the corp's policy, its report in JSON."""
+        image = f"{host}/corp/app@{self.recorded}"
+        return self.run(
+            "verify", image, "--trust", str(self.root / "policy.yaml"), "--output", "json", *options, env=env
         )
 
 
@@ -122,15 +123,7 @@ def test_trust_pin_through_the_proxy(corp: Corp) -> None:
 
 def test_verify_through_the_proxy(corp: Corp) -> None:
     tunnels = corp.proxy.seen["tunnels"][NAME]
-    ok = corp.run(
-        "verify",
-        f"{corp.proxied}/corp/app@{corp.recorded}",
-        "--trust",
-        str(corp.root / "policy.yaml"),
-        "--output",
-        "json",
-        env={"HTTPS_PROXY": corp.proxy.url, "REQUESTS_CA_BUNDLE": str(corp.ca)},
-    )
+    ok = corp.verify(corp.proxied, env={"HTTPS_PROXY": corp.proxy.url, "REQUESTS_CA_BUNDLE": str(corp.ca)})
     assert ok.returncode == 0 and json.loads(ok.stdout)["decision"] == "ADMIT", ok.stdout + ok.stderr
     assert corp.proxy.seen["tunnels"][NAME] > tunnels
 
@@ -138,31 +131,11 @@ def test_verify_through_the_proxy(corp: Corp) -> None:
 def test_no_proxy_bypasses_the_proxy(corp: Corp) -> None:
     tunnels = corp.proxy.seen["tunnels"][NAME]
     env = {"HTTPS_PROXY": corp.proxy.url, "NO_PROXY": "localhost,.proxied.test", "REQUESTS_CA_BUNDLE": str(corp.ca)}
-    out = corp.run(
-        "verify",
-        f"{corp.proxied}/corp/app@{corp.recorded}",
-        "--trust",
-        str(corp.root / "policy.yaml"),
-        "--output",
-        "json",
-        "--timeout",
-        "2",
-        env=env,
-    )
+    out = corp.verify(corp.proxied, "--timeout", "2", env=env)
     # Direct, the name resolves nowhere: unreachable, and the proxy saw nothing.
     assert out.returncode == 2 and f"cannot resolve {NAME}" in out.stderr and "NO_PROXY" in out.stderr, out.stderr
     assert corp.proxy.seen["tunnels"][NAME] == tunnels
     # The same registry by its loopback address is reached directly, never through the proxy.
-    direct = corp.run(
-        "verify",
-        f"{corp.registry.host}/corp/app@{corp.recorded}",
-        "--trust",
-        str(corp.root / "policy.yaml"),
-        "--output",
-        "json",
-        "--ca-file",
-        str(corp.ca),
-        env={"HTTPS_PROXY": corp.proxy.url},
-    )
+    direct = corp.verify(corp.registry.host, "--ca-file", str(corp.ca), env={"HTTPS_PROXY": corp.proxy.url})
     assert direct.returncode == 0 and json.loads(direct.stdout)["decision"] == "ADMIT", direct.stdout + direct.stderr
     assert corp.proxy.seen["tunnels"][NAME] == tunnels
