@@ -1,9 +1,13 @@
-"""Small builders the tests share: keys, certificate chains, and an in-memory log that mints receipts."""
+"""Small builders the tests share: keys, certificate chains, an in-memory log that mints receipts, and the
+command line run in a process of its own."""
 
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -16,6 +20,21 @@ from scitt_oci.scitt import merkle, receipt
 from scitt_oci.scitt.statement import SignedStatement
 
 _KEYS: dict[str, CoseKey] = {}
+
+
+def cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`python -m scitt_oci ARGS` as a user runs it, its output captured; env replaces the environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "scitt_oci", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def key(alg: str = "ES256", slot: int = 0) -> CoseKey:

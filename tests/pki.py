@@ -33,7 +33,8 @@ class Pki:
     client_key: Path
 
 
-def make_pki(folder: Path, name: str = "test") -> Pki:
+def make_pki(folder: Path, name: str = "test", server_names: tuple[str, ...] = ()) -> Pki:
+    """server_names: DNS names the server certificate also holds, besides 127.0.0.1 and localhost."""
     folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
@@ -77,7 +78,8 @@ def make_pki(folder: Path, name: str = "test") -> Pki:
     server = leaf(
         "server",
         ExtendedKeyUsageOID.SERVER_AUTH,
-        [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
+        [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]
+        + [x509.DNSName(n) for n in server_names],
     )
     client = leaf("client", ExtendedKeyUsageOID.CLIENT_AUTH, [])
     return Pki(folder, folder / "ca.pem", server[0], server[1], client[0], client[1])

@@ -20,6 +20,7 @@ from scitt_oci.cose import keys
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
 from scitt_oci.oci.http import Response
+from tests.helpers import cli
 from tests.pki import Pki, make_pki
 from tests.registryproc import RegistryProcess, oci_layout, skopeo_push, wait_statements
 from tests.serverproc import ServerProcess, free_port, placeholder_keys
@@ -201,22 +202,8 @@ def test_cli_verify_image(cluster: Cluster) -> None:
     host = cluster.registry.host
 
     def verify(image: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "scitt_oci",
-                "verify",
-                image,
-                "--trust",
-                str(cluster.root / "policy.yaml"),
-                "--registry-insecure",
-                "--output",
-                "json",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
+        return cli(
+            "verify", image, "--trust", str(cluster.root / "policy.yaml"), "--registry-insecure", "--output", "json"
         )
 
     ok = verify(f"{host}/acme/app@{cluster.recorded}")

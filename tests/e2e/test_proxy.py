@@ -4,25 +4,20 @@ HTTPS_PROXY / HTTP_PROXY, and NO_PROXY bypasses it."""
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from scitt_oci.cose import keys
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
+from tests.helpers import cli
 from tests.loopproxy import LoopProxy
+from tests.pki import make_pki
 from tests.registryproc import RegistryProcess, oci_layout, skopeo_push, wait_statements
 from tests.serverproc import ServerProcess, placeholder_keys
 
@@ -39,42 +34,6 @@ _NETWORK_SETTINGS = {
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
 }
-
-
-def _tls(root: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a certificate for NAME (the registry's name behind the proxy) and 127.0.0.1."""
-    now = dt.datetime.now(dt.UTC)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "proxy test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    sans = x509.SubjectAlternativeName([x509.DNSName(NAME), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(sans, critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    (root / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (root / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (root / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return root / "ca.pem", root / "cert.pem", root / "key.pem"
 
 
 @dataclass
@@ -95,19 +54,22 @@ class Corp:
     @staticmethod
     def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         clean = {k: v for k, v in os.environ.items() if k.upper() not in _NETWORK_SETTINGS}
-        return subprocess.run(
-            [sys.executable, "-m", "scitt_oci", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            env={**clean, **env},
+        return cli(*args, env={**clean, **env})
+
+    def verify(self, host: str, *options: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        """`verify` of the recorded image on host under the corp's policy, its report in JSON."""
+        image = f"{host}/corp/app@{self.recorded}"
+        return self.run(
+            "verify", image, "--trust", str(self.root / "policy.yaml"), "--output", "json", *options, env=env
         )
 
 
 @pytest.fixture(scope="module")
 def corp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Corp]:
     root = tmp_path_factory.mktemp("proxy")
-    ca, cert, key = _tls(root)
+    # A CA, and a certificate for NAME (the registry's name behind the proxy) and 127.0.0.1.
+    pki = make_pki(root / "pki", "proxy test", server_names=(NAME,))
+    ca, cert, key = pki.ca, pki.server_cert, pki.server_key
     (root / "secret").write_text(SECRET)
     with LoopProxy() as proxy:
         # The watcher reaches the registry by its proxied name, trusting its CA through SSL_CERT_FILE.
@@ -161,15 +123,7 @@ def test_trust_pin_through_the_proxy(corp: Corp) -> None:
 
 def test_verify_through_the_proxy(corp: Corp) -> None:
     tunnels = corp.proxy.seen["tunnels"][NAME]
-    ok = corp.run(
-        "verify",
-        f"{corp.proxied}/corp/app@{corp.recorded}",
-        "--trust",
-        str(corp.root / "policy.yaml"),
-        "--output",
-        "json",
-        env={"HTTPS_PROXY": corp.proxy.url, "REQUESTS_CA_BUNDLE": str(corp.ca)},
-    )
+    ok = corp.verify(corp.proxied, env={"HTTPS_PROXY": corp.proxy.url, "REQUESTS_CA_BUNDLE": str(corp.ca)})
     assert ok.returncode == 0 and json.loads(ok.stdout)["decision"] == "ADMIT", ok.stdout + ok.stderr
     assert corp.proxy.seen["tunnels"][NAME] > tunnels
 
@@ -177,31 +131,11 @@ def test_verify_through_the_proxy(corp: Corp) -> None:
 def test_no_proxy_bypasses_the_proxy(corp: Corp) -> None:
     tunnels = corp.proxy.seen["tunnels"][NAME]
     env = {"HTTPS_PROXY": corp.proxy.url, "NO_PROXY": "localhost,.proxied.test", "REQUESTS_CA_BUNDLE": str(corp.ca)}
-    out = corp.run(
-        "verify",
-        f"{corp.proxied}/corp/app@{corp.recorded}",
-        "--trust",
-        str(corp.root / "policy.yaml"),
-        "--output",
-        "json",
-        "--timeout",
-        "2",
-        env=env,
-    )
+    out = corp.verify(corp.proxied, "--timeout", "2", env=env)
     # Direct, the name resolves nowhere: unreachable, and the proxy saw nothing.
     assert out.returncode == 2 and f"cannot resolve {NAME}" in out.stderr and "NO_PROXY" in out.stderr, out.stderr
     assert corp.proxy.seen["tunnels"][NAME] == tunnels
     # The same registry by its loopback address is reached directly, never through the proxy.
-    direct = corp.run(
-        "verify",
-        f"{corp.registry.host}/corp/app@{corp.recorded}",
-        "--trust",
-        str(corp.root / "policy.yaml"),
-        "--output",
-        "json",
-        "--ca-file",
-        str(corp.ca),
-        env={"HTTPS_PROXY": corp.proxy.url},
-    )
+    direct = corp.verify(corp.registry.host, "--ca-file", str(corp.ca), env={"HTTPS_PROXY": corp.proxy.url})
     assert direct.returncode == 0 and json.loads(direct.stdout)["decision"] == "ADMIT", direct.stdout + direct.stderr
     assert corp.proxy.seen["tunnels"][NAME] == tunnels

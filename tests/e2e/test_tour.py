@@ -19,6 +19,7 @@ from pathlib import Path
 
 import requests
 
+from tests.helpers import cli
 from tests.serverproc import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,12 +105,6 @@ def test_readme_push_to_admit_runs_as_written(tmp_path: Path) -> None:
 
 
 IMAGE = "sha256:5d8ae6143394fc080642b6caef7c25047c159df2874f0a71adef5c480be0d2f0"
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, cwd=cwd, check=False
-    )
 
 
 def test_statement_register_verify_audit(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ import yaml
 
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
+from tests.helpers import cli
 from tests.integration.test_chart import render
 from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
 from tests.serverproc import ServerProcess, free_port
@@ -278,21 +279,7 @@ def test_the_rendered_signature_trust_verifies_a_signature(tmp_path: Path, monke
         while len(client.referrers("acme/app", digest, mf.STATEMENT_ARTIFACT)) < 2:
             assert time.monotonic() < deadline, b.server.output()[-3000:]
             time.sleep(0.05)  # recorded asynchronously: polled, bounded
-        history = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "scitt_oci",
-                "history",
-                f"{b.registry_name}/acme/app@{digest}",
-                "--registry-insecure",
-                "--output",
-                "json",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        history = cli("history", f"{b.registry_name}/acme/app@{digest}", "--registry-insecure", "--output", "json")
         assert history.returncode == 0, history.stderr
         [signature] = [r["details"] for r in json.loads(history.stdout)["records"] if r["kind"] == "signature"]
         assert signature["format"] == "cosign" and signature["verified"] is True, signature

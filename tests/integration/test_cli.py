@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,15 +15,9 @@ from hypothesis import strategies as st
 from scitt_oci.cli import main
 from scitt_oci.cose import keys
 from scitt_oci.scitt import statement, transparent
-from tests.helpers import MemoryLog, key
+from tests.helpers import MemoryLog, cli, key
 
 IMAGE = "sha256:" + "ab" * 32
-
-
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, cwd=cwd, check=False
-    )
 
 
 def test_keys_generate_writes_0600_and_prints_kid(tmp_path: Path) -> None:

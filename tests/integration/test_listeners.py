@@ -17,6 +17,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Scope
 
 from scitt_oci.server.plaintext import RefusePlainCredentials
+from tests.helpers import cli
+from tests.pki import Pki
 from tests.serverproc import ServerProcess
 
 SLOW = 150  # connections that trickle or stall, held at once
@@ -219,6 +221,25 @@ def test_trust_self_trusts_this_instances_keys(tmp_path: Path) -> None:
     rt.service.store.close()
 
 
+_REVIEW = {  # a review of a ConfigMap: no image in it
+    "apiVersion": "admission.k8s.io/v1",
+    "kind": "AdmissionReview",
+    "request": {"uid": "u", "kind": {"kind": "ConfigMap"}, "namespace": "n", "object": {}},
+}
+
+
+def _admission_tls(pki: Pki, port: int, *, client_ca: bool) -> dict[str, str]:
+    """The settings of an admission listener on 127.0.0.1:port serving pki's server certificate, trusting
+    this instance's keys; with client_ca, it asks callers for a certificate pki's CA signed."""
+    env = {
+        "SCITT_OCI_ADMISSION__TRUST_SELF": "true",
+        "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{port}",
+        "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert),
+        "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key),
+    }
+    return env | ({"SCITT_OCI_ADMISSION__CLIENT_CA": str(pki.ca)} if client_ca else {})
+
+
 def test_client_certificate_only_refuses_the_handshake_without_one(tmp_path: Path) -> None:
     from tests.pki import make_pki
     from tests.serverproc import free_port
@@ -227,25 +248,14 @@ def test_client_certificate_only_refuses_the_handshake_without_one(tmp_path: Pat
     port = free_port()
     srv = ServerProcess(
         tmp_path / "data",
-        env={
-            "SCITT_OCI_ADMISSION__TRUST_SELF": "true",
-            "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{port}",
-            "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert),
-            "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key),
-            "SCITT_OCI_ADMISSION__CLIENT_CA": str(pki.ca),
-        },
+        env=_admission_tls(pki, port, client_ca=True),
     ).start()
     try:
-        review = {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {"uid": "u", "kind": {"kind": "ConfigMap"}, "namespace": "n", "object": {}},
-        }
         url = f"https://127.0.0.1:{port}/admission/validate"
         with pytest.raises(requests.exceptions.ConnectionError):  # TLS 1.3: a handshake alert or a reset
-            requests.post(url, json=review, verify=str(pki.ca), timeout=10)
+            requests.post(url, json=_REVIEW, verify=str(pki.ca), timeout=10)
         r = requests.post(
-            url, json=review, verify=str(pki.ca), cert=(str(pki.client_cert), str(pki.client_key)), timeout=10
+            url, json=_REVIEW, verify=str(pki.ca), cert=(str(pki.client_cert), str(pki.client_key)), timeout=10
         )
         assert r.status_code == 200 and r.json()["response"]["allowed"] is True
         assert "client certificate)" in srv.output()
@@ -263,28 +273,16 @@ def test_the_admission_tls_handshake_is_bounded_by_the_header_timeout(tmp_path: 
     port = free_port()
     srv = ServerProcess(
         tmp_path / "data",
-        env={
-            "SCITT_OCI_HTTP__HEADER_TIMEOUT_SECONDS": "1",
-            "SCITT_OCI_ADMISSION__TRUST_SELF": "true",
-            "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{port}",
-            "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert),
-            "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key),
-            "SCITT_OCI_ADMISSION__CLIENT_CA": str(pki.ca),
-        },
+        env={"SCITT_OCI_HTTP__HEADER_TIMEOUT_SECONDS": "1", **_admission_tls(pki, port, client_ca=True)},
     ).start()
     try:
         silent = socket.create_connection(("127.0.0.1", port), timeout=20)
         partial = socket.create_connection(("127.0.0.1", port), timeout=20)
         partial.sendall(bytes.fromhex("160301"))  # the start of a TLS record, never finished
         started = time.monotonic()
-        review = {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {"uid": "u", "kind": {"kind": "ConfigMap"}, "namespace": "n", "object": {}},
-        }
         r = requests.post(
             f"https://127.0.0.1:{port}/admission/validate",
-            json=review,
+            json=_REVIEW,
             verify=str(pki.ca),
             cert=(str(pki.client_cert), str(pki.client_key)),
             timeout=10,
@@ -303,8 +301,6 @@ def test_the_admission_tls_handshake_is_bounded_by_the_header_timeout(tmp_path: 
 
 def test_a_busy_admission_port_stops_the_service_with_exit_3_and_no_traceback(tmp_path: Path) -> None:
     import os
-    import subprocess
-    import sys
 
     from tests.pki import make_pki
     from tests.serverproc import free_port
@@ -313,29 +309,7 @@ def test_a_busy_admission_port_stops_the_service_with_exit_3_and_no_traceback(tm
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        env = {
-            **os.environ,
-            "SCITT_OCI_ADMISSION__TRUST_SELF": "true",
-            "SCITT_OCI_ADMISSION__LISTEN": f"127.0.0.1:{busy.getsockname()[1]}",
-            "SCITT_OCI_ADMISSION__TLS_CERT": str(pki.server_cert),
-            "SCITT_OCI_ADMISSION__TLS_KEY": str(pki.server_key),
-        }
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "scitt_oci",
-                "serve",
-                "--data-dir",
-                str(tmp_path / "d"),
-                "--listen",
-                f"127.0.0.1:{free_port()}",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
+        env = {**os.environ, **_admission_tls(pki, busy.getsockname()[1], client_ca=False)}
+        proc = cli("serve", "--data-dir", str(tmp_path / "d"), "--listen", f"127.0.0.1:{free_port()}", env=env)
     assert proc.returncode == 3, proc.stdout + proc.stderr
     assert "address already in use" in proc.stderr and "Traceback" not in proc.stderr

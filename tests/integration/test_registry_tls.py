@@ -2,61 +2,22 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistryError, RegistrySettings
+from tests.helpers import cli
+from tests.pki import make_pki
 from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
 from tests.serverproc import ServerProcess
 
 
-def _tls(tmp_path: Path) -> tuple[Path, Path, Path]:
-    now = dt.datetime.now(dt.UTC)
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test registry CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
-
-
 def test_tls_registry_is_verified_against_the_configured_ca(tmp_path: Path) -> None:
-    ca, cert, key = _tls(tmp_path)
+    pki = make_pki(tmp_path / "pki")
+    ca, cert, key = pki.ca, pki.server_cert, pki.server_key
     registry = RegistryProcess(tmp_path / "registry", tls=(cert, key)).start()
     try:
         trusted = RegistryClient(RegistrySettings.for_url(registry.url, ca_file=str(ca)))
@@ -95,7 +56,8 @@ def test_credentials_never_go_to_a_plain_http_token_realm(tmp_path: Path) -> Non
     realm_port = free_port()
     realm = http.server.ThreadingHTTPServer(("127.0.0.1", realm_port), Realm)
     threading.Thread(target=realm.serve_forever, daemon=True).start()
-    ca, cert, key = _tls(tmp_path)
+    pki = make_pki(tmp_path / "pki")
+    ca, cert, key = pki.ca, pki.server_cert, pki.server_key
     try:
         for n, url in enumerate((f"http://127.0.0.1:{realm_port}/token", f"//127.0.0.1:{realm_port}/token")):
             auth = f"auth: {{token: {{realm: '{url}', service: test, issuer: test, rootcertbundle: {ca}}}}}"
@@ -126,16 +88,11 @@ def test_an_http_location_from_an_https_registry_is_refused() -> None:
         client.request("PUT", "http://127.0.0.1:9/v2/app/blobs/uploads/x?digest=sha256:00")
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, cwd=cwd, check=False, timeout=120
-    )
-
-
 def test_verify_and_history_reach_a_private_ca_registry_with_ca_file(tmp_path: Path) -> None:
     """A registry whose certificate a private CA signed: `serve` watches it with `ca_file`; `history` and
     `verify IMAGE` refuse it without `--ca-file` (naming the option) and read it with `--ca-file`."""
-    ca, cert, key = _tls(tmp_path)
+    pki = make_pki(tmp_path / "pki")
+    ca, cert, key = pki.ca, pki.server_cert, pki.server_key
     secret = "tls-registry-webhook-secret-0123"
     server = ServerProcess(tmp_path / "data")
     registry = RegistryProcess(
@@ -155,24 +112,24 @@ def test_verify_and_history_reach_a_private_ca_registry_with_ca_file(tmp_path: P
         while not trusted.referrers("acme/app", digest, mf.STATEMENT_ARTIFACT):
             assert time.monotonic() < deadline, server.output()[-3000:]
             time.sleep(0.05)  # recorded asynchronously: polled, bounded
-        assert _cli("trust", "pin", server.url, "--policy", "p.yaml", cwd=tmp_path).returncode == 0
+        assert cli("trust", "pin", server.url, "--policy", "p.yaml", cwd=tmp_path).returncode == 0
         image = f"{registry.host}/acme/app@{digest}"
 
         for command in (["history", image], ["verify", image, "--trust", "p.yaml"]):
-            refused = _cli(*command, cwd=tmp_path)
+            refused = cli(*command, cwd=tmp_path)
             assert refused.returncode == 2 and "is not trusted" in refused.stderr, refused.stderr
             assert "--ca-file" in refused.stderr and "SSL_CERT_FILE" not in refused.stderr
             assert "Traceback" not in refused.stderr
-        shown = _cli("history", image, "--ca-file", str(ca), cwd=tmp_path)
+        shown = cli("history", image, "--ca-file", str(ca), cwd=tmp_path)
         assert shown.returncode == 0 and " push " in shown.stdout, shown.stderr
-        admitted = _cli("verify", image, "--trust", "p.yaml", "--ca-file", str(ca), cwd=tmp_path)
+        admitted = cli("verify", image, "--trust", "p.yaml", "--ca-file", str(ca), cwd=tmp_path)
         assert admitted.returncode == 0 and admitted.stdout.startswith("ADMIT"), admitted.stdout + admitted.stderr
 
         (tmp_path / "not-a-ca.pem").write_text("not a certificate\n")
         for command in (["history", image], ["verify", image, "--trust", "p.yaml"]):
-            bad = _cli(*command, "--ca-file", "not-a-ca.pem", cwd=tmp_path)
+            bad = cli(*command, "--ca-file", "not-a-ca.pem", cwd=tmp_path)
             assert bad.returncode == 2 and "--ca-file not-a-ca.pem: not a usable PEM" in bad.stderr, bad.stderr
-            both = _cli(*command, "--ca-file", str(ca), "--registry-insecure", cwd=tmp_path)
+            both = cli(*command, "--ca-file", str(ca), "--registry-insecure", cwd=tmp_path)
             assert both.returncode == 2 and "give one of them" in both.stderr, both.stderr
             assert "Traceback" not in bad.stderr + both.stderr
     finally:

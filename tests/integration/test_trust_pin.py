@@ -4,12 +4,8 @@ from them, shows fingerprints, refuses unexpected keys, merges into what a polic
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import http.server
-import ipaddress
 import json
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,23 +14,15 @@ import cbor2
 import pytest
 import requests
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from scitt_oci.cose import algorithms, keys
 from scitt_oci.verify import pin
 from scitt_oci.verify.trust import load_policy
+from tests.helpers import cli
+from tests.pki import make_pki
 from tests.serverproc import ServerProcess, free_port
 
 DIGEST = "sha256:" + "5d" * 32
-
-
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scitt_oci", *args], capture_output=True, text=True, cwd=cwd, check=False, timeout=60
-    )
 
 
 @pytest.fixture(scope="module")
@@ -228,22 +216,7 @@ def test_wrong_port_and_busy_port(server: ServerProcess, tmp_path: Path) -> None
         )
     finally:
         other.shutdown()
-    busy = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "scitt_oci",
-            "serve",
-            "--data-dir",
-            str(tmp_path / "d"),
-            "--listen",
-            f"127.0.0.1:{server.port}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    busy = cli("serve", "--data-dir", str(tmp_path / "d"), "--listen", f"127.0.0.1:{server.port}")
     assert busy.returncode == 3, busy.stderr
     assert f"cannot listen on 127.0.0.1:{server.port}" in busy.stderr and "--listen" in busy.stderr
     assert "Traceback" not in busy.stderr and not (tmp_path / "d").exists()
@@ -285,37 +258,15 @@ def test_401_says_which_option_carries_the_token(tmp_path: Path) -> None:
         srv.stop()
 
 
-def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    k = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "scitt-oci test CA")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(k.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .sign(k, hashes.SHA256())
-    )
-    (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "tls.key").write_bytes(
-        k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return tmp_path / "tls.crt", tmp_path / "tls.key"
-
-
 def test_private_ca_needs_ca_file_for_pin_and_audit(tmp_path: Path) -> None:
-    crt, key_file = _self_signed(tmp_path)
-    srv = ServerProcess(tmp_path / "data", args=["--tls-cert", str(crt), "--tls-key", str(key_file)], ca=crt).start()
+    pki = make_pki(tmp_path / "pki")
+    tls = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
+    srv = ServerProcess(tmp_path / "data", args=tls, ca=pki.ca).start()
     url = srv.url
     try:
         untrusted = cli("trust", "pin", url, "--out", "k.cbor", cwd=tmp_path)
         assert untrusted.returncode == 2 and "is not trusted" in untrusted.stderr and "--ca-file" in untrusted.stderr
-        ok = cli("trust", "pin", url, "--policy", "p.yaml", "--ca-file", str(crt), cwd=tmp_path)
+        ok = cli("trust", "pin", url, "--policy", "p.yaml", "--ca-file", str(pki.ca), cwd=tmp_path)
         assert ok.returncode == 0, ok.stderr
         issuers = load_policy(tmp_path / "p.yaml").issuers
         assert issuers is not None and issuers[0].iss == url
@@ -335,16 +286,16 @@ def test_private_ca_needs_ca_file_for_pin_and_audit(tmp_path: Path) -> None:
             cwd=tmp_path,
         )
         assert made.returncode == 0, made.stderr
-        assert cli("register", "s.cose", "--ts", url, "--ca-file", str(crt), cwd=tmp_path).returncode == 0
+        assert cli("register", "s.cose", "--ts", url, "--ca-file", str(pki.ca), cwd=tmp_path).returncode == 0
         no_ca = cli("log", "audit", "--ts", url, "--state", "a.json", cwd=tmp_path)
         assert no_ca.returncode == 2 and "--ca-file" in no_ca.stderr
-        audit = cli("log", "audit", "--ts", url, "--state", "a.json", "--ca-file", str(crt), cwd=tmp_path)
+        audit = cli("log", "audit", "--ts", url, "--state", "a.json", "--ca-file", str(pki.ca), cwd=tmp_path)
         assert audit.returncode == 0 and "first audit: 1 entries" in audit.stdout, audit.stderr
         assert json.loads((tmp_path / "a.json").read_text())["tree_size"] == 1
         # The witnessed checkpoint (/tlog/checkpoint) is read with the same --ca-file.
-        vkey = requests.get(url + "/tlog/vkey", timeout=5, verify=str(crt)).text.strip()
+        vkey = requests.get(url + "/tlog/vkey", timeout=5, verify=str(pki.ca)).text.strip()
         (tmp_path / "w.policy").write_text(f"log {vkey}\nquorum none\n")
-        args = ["--ts", url, "--state", "a.json", "--witness-policy", "w.policy", "--ca-file", str(crt)]
+        args = ["--ts", url, "--state", "a.json", "--witness-policy", "w.policy", "--ca-file", str(pki.ca)]
         witnessed = cli("log", "audit", *args, cwd=tmp_path)
         assert witnessed.returncode == 0 and "witnessed: size 1" in witnessed.stdout, witnessed.stderr
     finally:

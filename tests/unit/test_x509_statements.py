@@ -513,7 +513,7 @@ def test_did_x509_fulcio_issuer_predicate() -> None:
 
 
 def test_cli_makes_a_did_x509_and_an_x509_statement_that_verifies(tmp_path: Path) -> None:
-    from click.testing import CliRunner
+    from click.testing import CliRunner, Result
 
     from scitt_oci.cli import formats as _formats  # registers the keys and statement commands
     from scitt_oci.cli import main
@@ -547,25 +547,14 @@ def test_cli_makes_a_did_x509_and_an_x509_statement_that_verifies(tmp_path: Path
         ["keys", "did-x509", str(tmp_path / "root.pem"), "--subject", "O=Acme", "--check", str(tmp_path / "chain.pem")],
     )
     assert wrong.exit_code != 0 and "O is 'Wabbit Networks', not 'Acme'" in wrong.output
-    created = runner.invoke(
-        main,
-        [
-            "statement",
-            "create",
-            "--key",
-            str(tmp_path / "leaf-key.pem"),
-            "--issuer",
-            did,
-            "--subject",
-            SUB,
-            "--digest",
-            "sha256:" + "ab" * 32,
-            "--x5chain",
-            str(tmp_path / "chain.pem"),
-            "--out",
-            str(tmp_path / "s.cose"),
-        ],
-    )
+
+    def create(x5chain: str, out: str) -> Result:
+        """`statement create` signed with the leaf's key, carrying the certificates in x5chain."""
+        key_file, chain, out_file = (str(tmp_path / name) for name in ("leaf-key.pem", x5chain, out))
+        argv = ["statement", "create", "--key", key_file, "--issuer", did, "--subject", SUB]
+        return runner.invoke(main, [*argv, "--digest", "sha256:" + "ab" * 32, "--x5chain", chain, "--out", out_file])
+
+    created = create("chain.pem", "s.cose")
     assert created.exit_code == 0, created.output
     s = statement.parse((tmp_path / "s.cose").read_bytes())
     assert 33 in s.message.protected and s.issuer == did
@@ -593,23 +582,5 @@ def test_cli_makes_a_did_x509_and_an_x509_statement_that_verifies(tmp_path: Path
         "certificate chain valid at" in verified.output
         and "(receipt iat (ts)), iss bound by did:x509" in verified.output
     )
-    other_key = runner.invoke(
-        main,
-        [
-            "statement",
-            "create",
-            "--key",
-            str(tmp_path / "leaf-key.pem"),
-            "--issuer",
-            did,
-            "--subject",
-            SUB,
-            "--digest",
-            "sha256:" + "ab" * 32,
-            "--x5chain",
-            str(tmp_path / "root.pem"),
-            "--out",
-            str(tmp_path / "x.cose"),
-        ],
-    )
+    other_key = create("root.pem", "x.cose")
     assert other_key.exit_code != 0 and "does not certify --key" in other_key.output
