@@ -12,9 +12,11 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scitt_oci.errors import ScittOciError
 from scitt_oci.log.service import TransparencyService
@@ -23,7 +25,7 @@ from scitt_oci.server.guards import RateLimiter, Settings
 from scitt_oci.server.metrics import Metrics
 from scitt_oci.server.operations import Operations
 from scitt_oci.server.problems import problem
-from scitt_oci.server.scrapi import ISSUERS_PATH, Issuer, Scrapi
+from scitt_oci.server.scrapi import ISSUERS_PATH, REGISTRATION_PATH, Issuer, Scrapi
 
 __all__ = ["ISSUERS_PATH", "Issuer", "Metrics", "RateLimiter", "Settings", "create_app"]
 
@@ -44,6 +46,21 @@ async def server_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     detail = str(exc) if isinstance(exc, ScittOciError) else "the service failed to answer; see its log"
     return problem(500, "Internal Server Error", detail)
+
+
+class Shortcut:
+    """One route's requests straight to its ASGI endpoint, ahead of Starlette's exception layer and router
+    (which still route the path for any other method: a 405). Middleware added to the app later (the
+    plain-HTTP credentials guard) and the server-error handler still wrap it."""
+
+    def __init__(self, app: ASGIApp, method: str, path: str, endpoint: ASGIApp) -> None:
+        self.app, self.method, self.path, self.endpoint = app, method, path, endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self.path and scope["method"] == self.method:
+            await self.endpoint(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
 
 
 def _lifespan(hooks: Hooks | None) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
@@ -75,13 +92,15 @@ def create_app(
     ready (or None); `scrape` refreshes extra gauges before /metrics answers; `issuers` are published at
     ISSUERS_PATH (the identities and public keys this service's watcher signs statements with)."""
     metrics = metrics or Metrics()
+    scrapi = Scrapi(service, settings, metrics, issuers)
     routes = [
-        *Scrapi(service, settings, metrics, issuers).routes(),
+        *scrapi.routes(),
         *Operations(service, metrics, readiness, scrape).routes(),
         *extra_routes,
     ]
     return Starlette(
         routes=routes,
+        middleware=[Middleware(Shortcut, method="POST", path=REGISTRATION_PATH, endpoint=scrapi.registration)],
         exception_handlers={**CLIENT_GONE, HTTPException: http_error, Exception: server_error},
         lifespan=_lifespan(hooks),
     )
