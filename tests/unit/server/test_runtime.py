@@ -50,6 +50,11 @@ def test_a_watching_runtime_has_its_watcher_reconciler_webhooks_and_gauges(tmp_p
         with TestClient(rt.app, client=("192.0.2.7", 50000)) as http:  # plain HTTP beyond loopback
             r = http.post("/webhooks/distribution", content=b"{}")
             assert r.status_code == 403 and "not accepted over plain HTTP" in r.json()["detail"]
+            # Registration is answered ahead of Starlette's router (app.Shortcut): still behind this guard.
+            r = http.post(
+                "/entries", content=b"x", headers={"Authorization": "Bearer t", "Content-Type": "application/cose"}
+            )
+            assert r.status_code == 403 and "not accepted over plain HTTP" in r.json()["detail"]
     finally:
         rt.service.store.close()
 
