@@ -194,3 +194,89 @@ def test_configure_sets_both_deadlines(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(GuardedHttpToolsProtocol, "body_timeout", 60.0)
     GuardedHttpToolsProtocol.configure(2.5, 7.5)
     assert (GuardedHttpToolsProtocol.header_timeout, GuardedHttpToolsProtocol.body_timeout) == (2.5, 7.5)
+
+
+class _Recorder(asyncio.Transport):
+    """A connection's transport that records what the protocol writes (the client side is not under test)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.written = asyncio.Event()
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+        self.written.set()
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8700)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _connection(app: Any) -> tuple[GuardedHttpToolsProtocol, _Recorder]:
+    config = uvicorn.Config(app, http=GuardedHttpToolsProtocol, lifespan="off", log_level="warning")
+    protocol = GuardedHttpToolsProtocol(config, uvicorn.server.ServerState(), {}, asyncio.get_running_loop())
+    transport = _Recorder()
+    protocol.connection_made(transport)
+    return protocol, transport
+
+
+def test_a_response_leaves_in_one_write() -> None:
+    """Status line, headers and body in one send: uvicorn alone writes them in two (two TCP segments)."""
+
+    async def scenario() -> list[bytes]:
+        protocol, transport = await _connection(APP)
+        protocol.data_received(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        await asyncio.wait_for(transport.written.wait(), 10)
+        assert protocol.cycle is not None and protocol.cycle.response_complete
+        return transport.writes
+
+    writes = asyncio.run(scenario())
+    assert len(writes) == 1
+    head, _, body = writes[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and json.loads(body)["body"] == "hi"
+
+
+def test_a_streamed_body_leaves_as_it_is_made() -> None:
+    """Joined writes wait for the end of the loop's turn at most: a chunk is sent before the next exists."""
+    release = asyncio.Event()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"first"
+        await release.wait()
+        yield b"second"
+
+    async def stream(request: Request) -> Response:
+        from starlette.responses import StreamingResponse
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    app = Starlette(routes=[Route("/stream", stream)])
+
+    async def scenario() -> tuple[bytes, bytes]:
+        protocol, transport = await _connection(app)
+        protocol.data_received(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        while b"first" not in b"".join(transport.writes):
+            transport.written.clear()
+            await asyncio.wait_for(transport.written.wait(), 10)  # never set if the first chunk waited
+        before = b"".join(transport.writes)
+        release.set()
+        while protocol.cycle is None or not protocol.cycle.response_complete:
+            transport.written.clear()
+            await asyncio.wait_for(transport.written.wait(), 10)
+        return before, b"".join(transport.writes)
+
+    before, after = asyncio.run(scenario())
+    assert b"second" not in before and after.endswith(b"6\r\nsecond\r\n0\r\n\r\n")
