@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import stat
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from scitt_oci import jsonin
+from scitt_oci import files, jsonin
 from scitt_oci.errors import LayoutError as LayoutError  # defined there since #12; kept importable here
 from scitt_oci.errors import MalformedError
 from scitt_oci.oci import manifest as mf
@@ -193,21 +192,8 @@ def _read_regular(path: Path, limit: int) -> bytes | None:
     """The bytes of the regular file at `path`, at most `limit` (None when absent). A layout may come from
     anyone (a USB stick across an air gap): a FIFO, a device or an endless file is refused, not read."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # O_NONBLOCK: opening a FIFO must not wait for a writer
+        return files.read_regular(path, limit)
     except FileNotFoundError:
         return None
-    except OSError as exc:
-        raise LayoutError(f"{path}: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise LayoutError(f"{path}: not a regular file")
-        if info.st_size > limit:
-            raise LayoutError(f"{path}: more than {limit} bytes")
-        try:
-            data = fh.read(limit + 1)
-        except OSError as exc:
-            raise LayoutError(f"{path}: {exc.strerror}") from None
-    if len(data) > limit:
-        raise LayoutError(f"{path}: more than {limit} bytes")
-    return data
+    except files.UnreadableFile as exc:
+        raise LayoutError(f"{path}: {exc}") from None

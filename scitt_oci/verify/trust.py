@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
+from scitt_oci import files
 from scitt_oci.cose.keys import CoseKey, load_key_file
 
 if TYPE_CHECKING:
@@ -33,15 +34,14 @@ MAX_KEY_FILE_BYTES = 1 << 20
 
 
 def read_file(path: Path, where: str, limit: int = MAX_KEY_FILE_BYTES) -> bytes:
-    """A file a trust setting names, read with a size limit (`PolicyError` naming `where` if it cannot be)."""
+    """A regular file a trust setting names, read with a size limit (`PolicyError` naming `where` if it cannot
+    be): a FIFO or a device named by mistake is refused at once, not waited on or read without end."""
     try:
-        with path.open("rb") as fh:
-            data = fh.read(limit + 1)
-    except OSError as exc:
+        return files.read_regular(path, limit)
+    except FileNotFoundError as exc:
         raise PolicyError(f"{where}: cannot read {path}: {exc.strerror}") from None
-    if len(data) > limit:
-        raise PolicyError(f"{where}: {path} is larger than {limit} bytes")
-    return data
+    except files.UnreadableFile as exc:
+        raise PolicyError(f"{where}: cannot read {path}: {exc}") from None
 
 
 class PolicyMode(StrEnum):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -200,3 +202,26 @@ def test_policy_digest_changes_when_a_key_file_changes(tmp_path: Path) -> None:
     assert load_policy(path).digest == first
     (tmp_path / "ts.pem").write_bytes(key(slot=1).public_pem())
     assert load_policy(path).digest != first
+
+
+def test_a_policy_or_key_file_that_is_a_fifo_or_a_device_is_refused_at_once(tmp_path: Path) -> None:
+    """An operator's path naming a FIFO (opening it would wait for a writer) or /dev/zero (endless) is an
+    error naming the setting, given at once."""
+    fifo = tmp_path / "policy.yaml"
+    os.mkfifo(fifo)
+    device = tmp_path / "device.yaml"
+    device.write_text("transparency_services: [{name: local, keys: [{path: /dev/zero}]}]\n")
+    errors: list[str] = []
+
+    def load_both() -> None:
+        for path in (fifo, device):
+            with pytest.raises(PolicyError) as caught:
+                load_policy(path)
+            errors.append(str(caught.value))
+
+    reader = threading.Thread(target=load_both, daemon=True)
+    reader.start()
+    reader.join(10)
+    assert not reader.is_alive(), "reading a FIFO or a device blocked"
+    assert errors[0] == f"trust policy: cannot read {fifo}: not a regular file"
+    assert errors[1].endswith("cannot read /dev/zero: not a regular file"), errors[1]
