@@ -237,6 +237,18 @@ def test_sidecar_with_admission_and_no_policy_trusts_itself_and_keeps_notificati
     assert scitt["readinessProbe"]["httpGet"]["scheme"] == "HTTP"
 
 
+def test_trusted_proxies_reach_the_service_configuration() -> None:
+    """Behind an ingress the service must know whose X-Forwarded-For to believe (per-client rate limits and
+    the plain-HTTP guard judge the client's address); the chart had no way to say so."""
+    assert _config(render()).http.trusted_proxies == []
+    config = _config(render("--set", "trustedProxies={10.0.0.0/8,192.0.2.1}")).http
+    assert config.trusted_proxies == ["10.0.0.0/8", "192.0.2.1"] and not config.allow_plain_http_credentials
+    both = _config(render("--set", "trustedProxies={10.0.0.0/8}", "--set", "allowPlainHttpCredentials=true")).http
+    assert both.allow_plain_http_credentials and both.trusted_proxies == ["10.0.0.0/8"]
+    with pytest.raises(ValueError, match="'ingress' is not an IP address or network"):
+        _config(render("--set", "trustedProxies={ingress}"))
+
+
 def test_admission_port_is_open_only_to_whom_the_values_name() -> None:
     def admission_rules(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
