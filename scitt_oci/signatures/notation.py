@@ -37,6 +37,7 @@ from scitt_oci.signatures.trust import NotationTrustStore, SignatureTrust
 from scitt_oci.signatures.x509path import (
     MAX_CHAIN,
     check_code_signing,
+    der_certificate,
     dn_matches,
     render_dn,
     thumbprint,
@@ -99,10 +100,18 @@ def _certificates(items: object, where: str, decode: Any) -> list[x509.Certifica
         raise NotVerified(f"{where} must be a non-empty array of certificates")
     if len(items) > MAX_CHAIN:
         raise NotVerified(f"{where} holds {len(items)} certificates; at most {MAX_CHAIN} are accepted")
-    try:
-        return [x509.load_der_x509_certificate(decode(c)) for c in items]
-    except (ValueError, TypeError, binascii.Error) as exc:
-        raise NotVerified(f"{where} holds a certificate that cannot be read: {exc}") from None
+    chain = []
+    for position, item in enumerate(items, 1):
+        what = f"{where} certificate {position} of {len(items)}"
+        try:
+            der = decode(item)
+        except (ValueError, TypeError, binascii.Error):
+            raise NotVerified(f"{what} cannot be read: not an encoded certificate") from None
+        try:
+            chain.append(der_certificate(der, what))
+        except ValueError as exc:
+            raise NotVerified(str(exc)) from None
+    return chain
 
 
 def _check_times(protected: dict[Any, Any]) -> dt.datetime | None:

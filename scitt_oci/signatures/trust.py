@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key, lo
 
 from scitt_oci.cose.algorithms import PUBLIC_KEY_TYPES, PublicKey
 from scitt_oci.errors import PolicyError
-from scitt_oci.signatures.x509path import key_id, parse_dn
+from scitt_oci.signatures.x509path import der_certificate, key_id, parse_dn
 
 ANY_IDENTITY = "*"
 MAX_TRUSTED_ROOT_BYTES = 1 << 20
@@ -180,6 +180,20 @@ def _b64(value: object, where: str) -> bytes:
         raise PolicyError(f"trusted root: {where} is not valid base64") from None
 
 
+def _chain(certs: list[Any], where: str) -> tuple[x509.Certificate, ...]:
+    """A certificate authority's chain from its `certificates` entries (base64 DER under rawBytes)."""
+    chain = []
+    for position, c in enumerate(certs, 1):
+        what = f"{where} certificate {position} of {len(certs)}"
+        if not isinstance(c, dict):
+            raise PolicyError(f"trusted root: {what} must be an object with rawBytes")
+        try:
+            chain.append(der_certificate(_b64(c.get("rawBytes"), what), what))
+        except ValueError as exc:
+            raise PolicyError(f"trusted root: {exc}") from None
+    return tuple(chain)
+
+
 def _valid_for(item: dict[str, Any], where: str) -> tuple[dt.datetime | None, dt.datetime | None]:
     span = item.get("validFor") or {}
     if not isinstance(span, dict):
@@ -204,13 +218,11 @@ def parse_trusted_root(document: bytes) -> tuple[tuple[CertificateAuthority, ...
         where = f"certificateAuthorities[{i}]"
         if not isinstance(ca, dict):
             raise PolicyError(f"trusted root: {where} must be an object")
-        certs = ((ca.get("certChain") or {}).get("certificates")) or []
-        try:
-            chain = tuple(
-                x509.load_der_x509_certificate(_b64(c.get("rawBytes"), f"{where} certificate")) for c in certs
-            )
-        except (ValueError, AttributeError) as exc:
-            raise PolicyError(f"trusted root: {where} holds a certificate that cannot be read: {exc}") from None
+        held = ca.get("certChain") or {}
+        certs = (held.get("certificates") if isinstance(held, dict) else None) or []
+        if not isinstance(certs, list):
+            raise PolicyError(f"trusted root: {where}.certChain.certificates must be an array")
+        chain = _chain(certs, where)
         if not chain:
             raise PolicyError(f"trusted root: {where} has no certificates")
         authorities.append(CertificateAuthority(chain, *_valid_for(ca, where)))

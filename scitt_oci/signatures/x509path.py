@@ -23,6 +23,15 @@ from scitt_oci.signatures.model import NotVerified
 MAX_CHAIN = 8
 
 
+def der_certificate(der: bytes, what: str) -> x509.Certificate:
+    """The X.509 certificate in `der`; `ValueError` naming `what` and the size if it is not one (the parser's
+    own text is its internal state, a Rust debug string: not for a log line or a client)."""
+    try:
+        return x509.load_der_x509_certificate(der)
+    except ValueError:
+        raise ValueError(f"{what} ({len(der)} bytes) is not a DER-encoded X.509 certificate") from None
+
+
 def thumbprint(cert: x509.Certificate) -> str:
     """`sha256:<hex>` of the certificate's DER: the form Notation's thumbprint annotation uses."""
     return "sha256:" + hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()

@@ -385,3 +385,28 @@ def test_trusted_identity_needs_every_value_of_a_repeated_attribute() -> None:
     envelope, cert = _own_cose_envelope(name=name)
     trust = _trust(cert, identities=("x509.subject: C=US, ST=WA, O=Acme",))
     assert not notation.verify(envelope, notation.COSE, ALPINE, trust, NOW).verified
+
+
+@pytest.mark.parametrize(
+    ("name", "media_type"), [("jws_signature.sig", notation.JWS), ("cose_signature.sig", notation.COSE)]
+)
+def test_a_certificate_that_does_not_parse_is_named_by_its_place_not_by_the_parsers_state(
+    name: str, media_type: str
+) -> None:
+    """The reason (logged, and shown by `verify`) names the certificate; the parser's text is a Rust debug
+    string ("ParseError { kind: UnexpectedTag ... }") that tells an operator nothing."""
+    junk = b"\x30\x03\x02\x01\x01"
+    if media_type == notation.JWS:
+        doc = json.loads(_envelope(name))
+        doc["header"]["x5c"].append(base64.b64encode(junk).decode())
+        envelope = json.dumps(doc).encode()
+        where = "JWS x5c"
+    else:
+        tag = cbor2.loads(_envelope(name))
+        chain = tag.value[1][33]
+        tag.value[1][33] = [*(chain if isinstance(chain, list) else [chain]), junk]
+        envelope = cbor2.dumps(tag)
+        where = "COSE x5chain (33)"
+    check = notation.verify(envelope, media_type, ALPINE, _trust(_alpine_cert()), NOW)
+    assert not check.verified
+    assert check.reason == f"{where} certificate 2 of 2 (5 bytes) is not a DER-encoded X.509 certificate"

@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from scitt_oci import config
 from scitt_oci.errors import ConfigError, PolicyError
+from scitt_oci.signatures.trust import parse_trusted_root
 from scitt_oci.watch import signature_trust
 from tests.conftest import shared
 
@@ -88,3 +89,32 @@ def test_bad_trust_is_refused_naming_the_setting(tmp_path: Path, block: str, mes
         match=message.replace("[", r"\[").replace("]", r"\]").replace("*", r"\*").replace("(", r"\("),
     ):
         signature_trust.load(config.load(tmp_path / "config.yaml", environ={}).signatures)
+
+
+@pytest.mark.parametrize(
+    ("ca", "message"),
+    [
+        (
+            {"certChain": {"certificates": [{"rawBytes": "MAMCAQE="}]}},
+            "certificateAuthorities[0] certificate 1 of 1 (5 bytes) is not a DER-encoded X.509 certificate",
+        ),
+        (
+            {"certChain": {"certificates": ["MAMCAQE="]}},
+            "certificateAuthorities[0] certificate 1 of 1 must be an object with rawBytes",
+        ),
+        ({"certChain": "MAMCAQE="}, "certificateAuthorities[0] has no certificates"),
+        (
+            {"certChain": {"certificates": {"rawBytes": "x"}}},
+            "certificateAuthorities[0].certChain.certificates must be an array",
+        ),
+    ],
+)
+def test_a_trusted_root_certificate_that_cannot_be_read_is_named_by_its_place(
+    ca: dict[str, object], message: str
+) -> None:
+    document = json.dumps(
+        {"mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1", "certificateAuthorities": [ca]}
+    ).encode()
+    with pytest.raises(PolicyError) as caught:
+        parse_trusted_root(document)
+    assert str(caught.value) == f"trusted root: {message}"
