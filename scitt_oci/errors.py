@@ -108,6 +108,11 @@ class PolicyError(ScittOciError):
     """A trust policy (or the trust material it names) that cannot be used."""
 
 
+class UnreadableFile(ScittOciError):
+    """A named file exists but is not a regular file, is too large or cannot be read (`files.read_regular`);
+    the message says why, without the path (its caller names the file and the setting)."""
+
+
 # ----- the log -----
 
 

@@ -11,9 +11,9 @@ import os
 import stat
 from pathlib import Path
 
+from scitt_oci.errors import UnreadableFile
 
-class UnreadableFile(Exception):
-    """The file exists but cannot be read within the rules; the message says why (without the path)."""
+__all__ = ["UnreadableFile", "read_regular"]
 
 
 def read_regular(path: Path, limit: int) -> bytes:
