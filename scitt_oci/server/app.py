@@ -98,9 +98,13 @@ def create_app(
         *Operations(service, metrics, readiness, scrape).routes(),
         *extra_routes,
     ]
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(Shortcut, method="POST", path=REGISTRATION_PATH, endpoint=scrapi.registration)],
         exception_handlers={**CLIENT_GONE, HTTPException: http_error, Exception: server_error},
         lifespan=_lifespan(hooks),
     )
+    # SCRAPI's paths are exact: `/entries/` is not found, rather than a 307 to an address built from the
+    # client's Host header (Starlette's default).
+    app.router.redirect_slashes = False
+    return app

@@ -181,6 +181,11 @@ def test_unknown_routes_and_methods_are_problems(server: ServerProcess) -> None:
     assert r.status_code == 404 and _problem(r)
     r = requests.delete(server.url + "/entries", timeout=5)
     assert r.status_code == 405 and _problem(r)
+    # A trailing slash is another path, not a redirect to an address made of the client's Host header.
+    r = requests.post(
+        server.url + "/entries/", data=b"x", headers={"Host": "evil.example"}, allow_redirects=False, timeout=5
+    )
+    assert r.status_code == 404 and "location" not in r.headers and _problem(r)
 
 
 def test_health_ready_and_metrics(server: ServerProcess) -> None:
