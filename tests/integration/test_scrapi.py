@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -186,6 +187,41 @@ def test_unknown_routes_and_methods_are_problems(server: ServerProcess) -> None:
         server.url + "/entries/", data=b"x", headers={"Host": "evil.example"}, allow_redirects=False, timeout=5
     )
     assert r.status_code == 404 and "location" not in r.headers and _problem(r)
+
+
+def _exchange(server: ServerProcess, head: bytes, then: bytes = b"") -> tuple[bytes, bytes]:
+    """Send `head`, read the answer until the server closes; then send `then` (if the connection takes it)
+    and read what comes: (answer, what came after)."""
+    with socket.create_connection((server.host, server.port), timeout=10) as conn:
+        conn.sendall(head)
+        answer = b""
+        while chunk := conn.recv(65536):  # until the server closes; a kept-alive connection times out here
+            answer += chunk
+        try:
+            conn.sendall(then)
+            after = conn.recv(65536)
+        except OSError:
+            after = b""
+    return answer, after
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        (b"Content-Type: application/cose\r\nContent-Length: 9999999\r\n", b"413"),
+        (b"Content-Type: text/plain\r\nContent-Length: 5\r\n", b"415"),
+    ],
+)
+def test_a_post_refused_before_its_held_back_body_is_asked_for_closes_the_connection(
+    server: ServerProcess, headers: bytes, status: bytes
+) -> None:
+    """A client waiting for 100 Continue that gets a refusal instead is told the connection closes: the
+    server does not wait for that body, nor take the client's next request for it (RFC 9110 10.1.1)."""
+    request = b"POST /entries HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n" + headers + b"\r\n"
+    answer, after = _exchange(server, request, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = answer.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.startswith(b"http/1.1 " + status) and b"\r\nconnection: close" in head, head
+    assert after == b""
 
 
 def test_health_ready_and_metrics(server: ServerProcess) -> None:
