@@ -15,12 +15,13 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from scitt_oci.errors import ScittOciError
-from scitt_oci.server.bodies import CLIENT_GONE, read_limited
+from scitt_oci.server.bodies import CLIENT_GONE, ExpectContinue, read_limited
 from scitt_oci.server.problems import problem_json
 from scitt_oci.verify import admission as adm
 from scitt_oci.verify.admission_service import Admission
@@ -122,5 +123,6 @@ def admission_app(routes: list[Route]) -> Starlette:
 
     return Starlette(
         routes=[*routes, Route("/healthz", healthz, methods=["GET"])],
+        middleware=[Middleware(ExpectContinue)],
         exception_handlers={**CLIENT_GONE, HTTPException: http_error, Exception: server_error},
     )

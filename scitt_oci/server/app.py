@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scitt_oci.errors import ScittOciError
 from scitt_oci.log.service import TransparencyService
-from scitt_oci.server.bodies import CLIENT_GONE
+from scitt_oci.server.bodies import CLIENT_GONE, ExpectContinue
 from scitt_oci.server.guards import RateLimiter, Settings
 from scitt_oci.server.metrics import Metrics
 from scitt_oci.server.operations import Operations
@@ -100,7 +100,10 @@ def create_app(
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(Shortcut, method="POST", path=REGISTRATION_PATH, endpoint=scrapi.registration)],
+        middleware=[
+            Middleware(ExpectContinue),
+            Middleware(Shortcut, method="POST", path=REGISTRATION_PATH, endpoint=scrapi.registration),
+        ],
         exception_handlers={**CLIENT_GONE, HTTPException: http_error, Exception: server_error},
         lifespan=_lifespan(hooks),
     )

@@ -7,11 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from scitt_oci.server.bodies import CLIENT_GONE
+from scitt_oci.server.bodies import CLIENT_GONE, ExpectContinue
 from scitt_oci.server.tlog_routes import tlog_routes
 
 
@@ -50,5 +51,6 @@ def mirror_app(data_dir: Path) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", healthz, methods=["GET"]),
         ],
+        middleware=[Middleware(ExpectContinue)],
         exception_handlers=dict(CLIENT_GONE),
     )

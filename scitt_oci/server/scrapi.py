@@ -155,19 +155,7 @@ class Scrapi:
         return outcome
 
     async def _admit(self, request: Request) -> bytes | Response:
-        """The statement of an authorised, unthrottled POST with the right media type and size, or why not.
-
-        A client that holds its body back for a `100 Continue` and is refused before one was sent is told
-        the connection closes (RFC 9110 10.1.1): otherwise the server would wait for a body that is not
-        coming and take the client's next request for it. (A refused body already on its way is read and
-        dropped by uvicorn, and the connection kept: closing on unread data would reset it, and the client
-        could lose the answer.)"""
-        refusal = await self._refusal(request)
-        if isinstance(refusal, Response) and _body_held_back(request, refusal):
-            refusal.headers["connection"] = "close"
-        return refusal
-
-    async def _refusal(self, request: Request) -> bytes | Response:
+        """The statement of an authorised, unthrottled POST with the right media type and size, or why not."""
         if not authorised(self.settings, request):
             return unauthorised()
         if (limit := limited(self.settings, request)) is not None:
@@ -239,15 +227,6 @@ class Scrapi:
             return Response(self.service.consistency(old, new), media_type=COSE)
         except ConsistencyError as exc:
             return problem(404, "Not Found", str(exc))
-
-
-def _body_held_back(request: Request, refusal: Response) -> bool:
-    """The request waits for `100 Continue` and was refused before its body was asked for: every refusal
-    but a 413 of a chunked body, which is found too large only while it arrives."""
-    headers = request.headers
-    if headers.get("expect", "").lower() != "100-continue":
-        return False
-    return refusal.status_code != 413 or "content-length" in headers
 
 
 class Registration:

@@ -206,18 +206,19 @@ def _exchange(server: ServerProcess, head: bytes, then: bytes = b"") -> tuple[by
 
 
 @pytest.mark.parametrize(
-    ("headers", "status"),
+    ("path", "headers", "status"),
     [
-        (b"Content-Type: application/cose\r\nContent-Length: 9999999\r\n", b"413"),
-        (b"Content-Type: text/plain\r\nContent-Length: 5\r\n", b"415"),
+        (b"/entries", b"Content-Type: application/cose\r\nContent-Length: 9999999\r\n", b"413"),
+        (b"/entries", b"Content-Type: text/plain\r\nContent-Length: 5\r\n", b"415"),
+        (b"/nope", b"Content-Type: application/cose\r\nContent-Length: 5\r\n", b"404"),  # any route's refusal
     ],
 )
 def test_a_post_refused_before_its_held_back_body_is_asked_for_closes_the_connection(
-    server: ServerProcess, headers: bytes, status: bytes
+    server: ServerProcess, path: bytes, headers: bytes, status: bytes
 ) -> None:
     """A client waiting for 100 Continue that gets a refusal instead is told the connection closes: the
     server does not wait for that body, nor take the client's next request for it (RFC 9110 10.1.1)."""
-    request = b"POST /entries HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n" + headers + b"\r\n"
+    request = b"POST " + path + b" HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n" + headers + b"\r\n"
     answer, after = _exchange(server, request, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
     head = answer.split(b"\r\n\r\n", 1)[0].lower()
     assert head.startswith(b"http/1.1 " + status) and b"\r\nconnection: close" in head, head
