@@ -21,7 +21,7 @@ from scitt_oci.cose import cbor
 from scitt_oci.cose import keys as cose_keys
 from scitt_oci.log.policy import Rejection, RejectionKind
 from scitt_oci.log.sequencer import Overloaded
-from scitt_oci.log.service import ConsistencyError, NotAccepted, Outcome, Registered, TransparencyService
+from scitt_oci.log.service import Accepted, ConsistencyError, NotAccepted, Outcome, Registered, TransparencyService
 from scitt_oci.server.bodies import client_gone, read_limited
 from scitt_oci.server.guards import Settings, authorised, limited, unauthorised
 from scitt_oci.server.metrics import Metrics
@@ -121,15 +121,14 @@ class Scrapi:
         except ClientDisconnect:
             await client_gone(Request(scope), ClientDisconnect())
             return
-        if isinstance(answer, Response):
-            await answer(scope, receive, send)
-            status = answer.status_code
+        if isinstance(answer, Registered):  # the usual answer, sent without a Response object
+            status = 201
+            await send({"type": "http.response.start", "status": status, "headers": _created_headers(answer)})
+            await send({"type": "http.response.body", "body": answer.receipt})
         else:
-            status = 201 if isinstance(answer, Registered) else 202
-            await send({"type": "http.response.start", "status": status, "headers": _answer_headers(answer)})
-            await send(
-                {"type": "http.response.body", "body": answer.receipt if isinstance(answer, Registered) else b""}
-            )
+            response = _pending(answer.entry_id) if isinstance(answer, Accepted) else answer
+            await response(scope, receive, send)
+            status = response.status_code
         self.metrics.latency.observe(time.monotonic() - started)
         counter = self._by_status.get(status)
         if counter is None:
@@ -239,9 +238,10 @@ class Registration:
         await self.scrapi.register(scope, receive, send)
 
 
-def _answer_headers(outcome: Outcome) -> list[tuple[bytes, bytes]]:
-    """The headers of a 201 (the receipt) or a 202 (come back for it), as `Response` and `_pending` write them."""
-    location = (b"location", b"/entries/" + outcome.entry_id.hex().encode())
-    if isinstance(outcome, Registered):
-        return [(b"content-length", str(len(outcome.receipt)).encode()), (b"content-type", COSE.encode()), location]
-    return [(b"content-length", b"0"), location, (b"retry-after", b"1")]
+def _created_headers(registered: Registered) -> list[tuple[bytes, bytes]]:
+    """The headers of a 201 with its receipt, as `Response(..., media_type=COSE, headers=Location)` writes them."""
+    return [
+        (b"content-length", str(len(registered.receipt)).encode()),
+        (b"content-type", COSE.encode()),
+        (b"location", entry_path(registered.entry_id).encode()),
+    ]

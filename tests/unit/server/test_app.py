@@ -355,3 +355,19 @@ def test_a_client_that_hangs_up_mid_body_is_one_debug_line_not_an_error(
     assert any("went away" in r.getMessage() for r in caplog.records)
     with running(service), client(service) as http:
         assert http.get("/.well-known/scitt-keys").status_code == 200
+
+
+def test_the_hand_made_201_has_the_headers_a_response_object_would_write() -> None:
+    from starlette.responses import Response
+
+    from scitt_oci.log.service import Registered
+    from scitt_oci.server import scrapi
+
+    registered = Registered(bytes(range(32)), b"\xd2\x84receipt")
+    made = Response(
+        registered.receipt,
+        status_code=201,
+        media_type=scrapi.COSE,
+        headers={"Location": scrapi.entry_path(registered.entry_id)},
+    )
+    assert sorted(scrapi._created_headers(registered)) == sorted(made.raw_headers)
