@@ -30,6 +30,7 @@ from scitt_oci.cose import headers
 from scitt_oci.cose.hash_envelope import HASHES
 from scitt_oci.errors import MalformedError, SignatureError, UnsupportedChainError, UnsupportedError, UntrustedKeyError
 from scitt_oci.scitt import did_x509
+from scitt_oci.signatures.x509path import der_certificate
 
 MAX_CHAIN = 8
 UNPROTECTED_CHAIN_IGNORED = (
@@ -60,12 +61,9 @@ def chain_of(protected: Mapping[Any, Any], unprotected: Mapping[Any, Any]) -> li
     chain = []
     for position, der in enumerate(items, 1):
         try:
-            chain.append(x509.load_der_x509_certificate(der))
-        except ValueError:  # its text is the parser's internal state (a Rust debug string): not for a client
-            raise MalformedError(
-                f"x5chain (33) certificate {position} of {len(items)} ({len(der)} bytes) is not a DER-encoded "
-                "X.509 certificate"
-            ) from None
+            chain.append(der_certificate(der, f"x5chain (33) certificate {position} of {len(items)}"))
+        except ValueError as exc:
+            raise MalformedError(str(exc)) from None
     return chain
 
 
