@@ -283,6 +283,12 @@ class SlowRegistrar:
         return self.real.register(statement)
 
 
+def _recorded_once(w: World, digest: str) -> None:
+    """The one event is done, with one log entry and one push statement attached to the image."""
+    assert w.inbox.counts() == {"done": 1} and w.service.store.size() == 1
+    assert [e.kind for e in w.statements("app", digest)] == [Kind.PUSH]
+
+
 def test_a_long_event_keeps_its_lease_while_it_is_processed(tmp_path: Path) -> None:
     """An event that takes longer than its lease (here a slow transparency service) has the lease renewed
     by the watcher's keeper thread: another worker or replica on the inbox does not take it over after
@@ -321,8 +327,7 @@ def test_a_long_event_keeps_its_lease_while_it_is_processed(tmp_path: Path) -> N
                 assert other.claim(1) == []
             slow.release.set()
             assert finished.wait(30)
-            assert w.inbox.counts() == {"done": 1} and w.service.store.size() == 1
-            assert [e.kind for e in w.statements("app", image.digest)] == [Kind.PUSH]
+            _recorded_once(w, image.digest)
         finally:
             slow.release.set()
             other.close()
@@ -364,8 +369,7 @@ def test_a_lost_lease_is_not_renewed_and_the_late_worker_cannot_finish(
             assert not w.inbox.done(item)
             assert taken.statement is not None  # saved before the slow registration: the same bytes
             w.watcher.process(taken)
-            assert w.inbox.counts() == {"done": 1} and w.service.store.size() == 1
-            assert [e.kind for e in w.statements("app", image.digest)] == [Kind.PUSH]
+            _recorded_once(w, image.digest)
         finally:
             slow.release.set()
             other.close()
