@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8, help="watch.workers of each replica")
     parser.add_argument("--closed-loop", action="store_true", help="each pusher waits for its attachment")
     args = parser.parse_args()
-    floor = registry_floor(args.images, args.pushers)
+    floor, _cpu = registry_floor(args.images, args.pushers)
     print(f"floor: {floor:,.1f} image pushes/s into docker-registry alone ({args.pushers} pushers, no watcher)")
     for replicas in (1, 3):
         rate = run(replicas, args.images, args.pushers, args.workers, args.closed_loop)
