@@ -24,15 +24,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ed448, ed25519
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import SignatureAlgorithmOID
-from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
+from cryptography.x509.verification import VerificationError
 
 from scitt_oci.cose import headers
 from scitt_oci.cose.hash_envelope import HASHES
 from scitt_oci.errors import MalformedError, SignatureError, UnsupportedChainError, UnsupportedError, UntrustedKeyError
 from scitt_oci.scitt import did_x509
-from scitt_oci.signatures.x509path import der_certificate
+from scitt_oci.signatures.x509path import MAX_CHAIN, der_certificate, path_to_root
 
-MAX_CHAIN = 8
 UNPROTECTED_CHAIN_IGNORED = (
     "x5chain (33) is in the unprotected header, which the signature does not cover, and no x5t (34) in the "
     "protected header pins its leaf: it is ignored (put the chain in the protected header, or pin its leaf with x5t)"
@@ -114,20 +113,12 @@ def validate_path(
     usable = [r for r in roots if eddsa_ca_problem(r, as_ca=True) is None]
     if not usable:
         raise UnsupportedChainError(eddsa_refusal(str(eddsa_ca_problem(roots[0], as_ca=True))))
-    builder = (
-        PolicyBuilder()
-        .store(Store(usable))
-        .time(at)
-        .max_chain_depth(MAX_CHAIN)
-        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ExtensionPolicy.permit_all())
-    )
     try:
-        verified = builder.build_client_verifier().verify(chain[0], list(chain[1:]))
+        return path_to_root(chain[0], chain[1:], usable, at)
     except VerificationError as exc:
         subject = chain[0].subject.rfc4514_string()
         when = at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         raise UntrustedKeyError(f"certificate {subject!r} does not chain to a trusted root at {when}: {exc}") from None
-    return list(verified.chain)
 
 
 # ----- binding iss to the certificate -----

@@ -76,6 +76,21 @@ def validate(
         raise NotVerified("no roots are configured for this trust entry")
     for cert in chain:
         check_window(cert, at)
+    try:
+        return path_to_root(chain[0], [*chain[1:], *extra_intermediates], roots, at)
+    except VerificationError as exc:
+        raise NotVerified(f"certificate {describe(chain[0])} does not chain to a configured root: {exc}") from None
+
+
+def path_to_root(
+    leaf: x509.Certificate,
+    intermediates: Sequence[x509.Certificate],
+    roots: Sequence[x509.Certificate],
+    at: dt.datetime,
+) -> list[x509.Certificate]:
+    """The one path policy of the project, for signatures and for statements' x5chain alike: the RFC 5280
+    path from `leaf` through some of `intermediates` to one of `roots`, valid at `at`, at most MAX_CHAIN
+    deep, with Web PKI rules for the CAs and none for the leaf. Raises cryptography's `VerificationError`."""
     builder = (
         PolicyBuilder()
         .store(Store(list(roots)))
@@ -83,11 +98,7 @@ def validate(
         .max_chain_depth(MAX_CHAIN)
         .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ExtensionPolicy.permit_all())
     )
-    try:
-        verified = builder.build_client_verifier().verify(chain[0], [*chain[1:], *extra_intermediates])
-    except VerificationError as exc:
-        raise NotVerified(f"certificate {describe(chain[0])} does not chain to a configured root: {exc}") from None
-    return list(verified.chain)
+    return list(builder.build_client_verifier().verify(leaf, list(intermediates)).chain)
 
 
 def check_code_signing(leaf: x509.Certificate) -> None:
