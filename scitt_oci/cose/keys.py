@@ -6,7 +6,6 @@ deterministic CBOR of the key's required parameters) unless the source named ano
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 from collections.abc import Iterable
@@ -17,6 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from scitt_oci import b64url
 from scitt_oci.cose import algorithms, cbor
 from scitt_oci.cose.algorithms import PRIVATE_KEY_TYPES, PUBLIC_KEY_TYPES, Algorithm, PrivateKey, PublicKey
 from scitt_oci.errors import KeyFormatError, MalformedError, UnsupportedError
@@ -38,17 +38,16 @@ _CRV_BY_JWK = {jwk: label for label, (_cls, jwk, _size) in _CURVES.items()}
 _DEFAULT_ALG_BY_CRV = {CRV_P256: -7, CRV_P384: -35, CRV_P521: -36}
 
 
-def _b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+_b64u = b64url.encode
 
 
 def _unb64u(text: object, what: str) -> bytes:
     if not isinstance(text, str):
         raise KeyFormatError(f"JWK member {what!r} must be a base64url string")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (ValueError, TypeError):
-        raise KeyFormatError(f"JWK member {what!r} is not base64url") from None
+        return b64url.decode(text)
+    except ValueError:
+        raise KeyFormatError(f"JWK member {what!r} is not unpadded base64url") from None
 
 
 def _int_bytes(value: int) -> bytes:
@@ -306,17 +305,10 @@ def _jwk_kid(text: str) -> bytes:
     """A JWK `kid` as bytes: CCF and others publish hex; we publish base64url; anything else is UTF-8."""
     try:
         if len(text) % 2 == 0:
-            return bytes.fromhex(text) if all(c in "0123456789abcdefABCDEF" for c in text) else _b64u_strict(text)
-        return _b64u_strict(text)
+            return bytes.fromhex(text) if all(c in "0123456789abcdefABCDEF" for c in text) else b64url.decode(text)
+        return b64url.decode(text)
     except ValueError:
         return text.encode("utf-8")
-
-
-def _b64u_strict(text: str) -> bytes:
-    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    if _b64u(raw) != text:
-        raise ValueError("not canonical base64url")
-    return raw
 
 
 def load_jwks(data: bytes) -> list[CoseKey]:

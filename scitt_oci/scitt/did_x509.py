@@ -12,7 +12,6 @@ list, and a leaf allowed to sign (keyUsage digitalSignature, or no keyUsage).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import re
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtensionOID, NameOID
 
+from scitt_oci import b64url
 from scitt_oci.errors import MalformedError, UntrustedKeyError
 
 PREFIX = "did:x509:"
@@ -64,7 +64,6 @@ _CRITICAL_OK = frozenset(
 
 _IDCHARS = r"(?:[A-Za-z0-9._-]|%[0-9A-Fa-f]{2})"
 _VALUE = re.compile(rf"^(?:{_IDCHARS}+:)*{_IDCHARS}+$")
-_B64U = re.compile(r"^[A-Za-z0-9_-]+$")
 OID = re.compile(r"^[0-9]+(?:\.[0-9]+)*$")
 _UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._")
 
@@ -109,8 +108,7 @@ def pct_encode(text: str) -> str:
     return "".join(c if c in _UNRESERVED else "".join(f"%{b:02X}" for b in c.encode("utf-8")) for c in text)
 
 
-def _b64u(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+_b64u = b64url.encode
 
 
 def parse(did: str) -> DidX509:
@@ -128,11 +126,12 @@ def parse(did: str) -> DidX509:
         raise MalformedError(f"{did!r}: did:x509 version {version!r} is not supported (only {VERSION!r})")
     if alg not in FINGERPRINT_ALGS:
         raise MalformedError(f"{did!r}: CA fingerprint algorithm {alg!r} is not one of {', '.join(FINGERPRINT_ALGS)}")
-    if not _B64U.match(fingerprint_text):
-        raise MalformedError(f"{did!r}: the CA fingerprint must be unpadded base64url")
-    fingerprint = base64.urlsafe_b64decode(fingerprint_text + "=" * (-len(fingerprint_text) % 4))
-    if len(fingerprint) != FINGERPRINT_ALGS[alg] or _b64u(fingerprint) != fingerprint_text:
-        raise MalformedError(f"{did!r}: the CA fingerprint is not a canonical {alg} digest in base64url")
+    try:
+        fingerprint = b64url.decode(fingerprint_text)
+    except ValueError:
+        fingerprint = b""
+    if len(fingerprint) != FINGERPRINT_ALGS[alg]:
+        raise MalformedError(f"{did!r}: the CA fingerprint is not a canonical {alg} digest in unpadded base64url")
     if len(parts) < 2:
         raise MalformedError(f"{did!r}: a did:x509 needs at least one predicate (::subject, ::san, ::eku, ...)")
     predicates = []

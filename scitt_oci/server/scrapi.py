@@ -3,8 +3,6 @@ consistency). Each handler translates HTTP to one `TransparencyService` call and
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import time
@@ -17,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from scitt_oci import b64url
 from scitt_oci.cose import cbor
 from scitt_oci.cose import keys as cose_keys
 from scitt_oci.log.policy import Rejection, RejectionKind
@@ -78,8 +77,8 @@ def _kid_candidates(text: str) -> list[bytes]:
     candidates = [text.encode()]
     with contextlib.suppress(ValueError):
         candidates.append(bytes.fromhex(text))
-    with contextlib.suppress(binascii.Error, ValueError):
-        candidates.append(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+    with contextlib.suppress(ValueError):
+        candidates.append(b64url.decode(text))
     return candidates
 
 

@@ -29,6 +29,7 @@ import cbor2
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from scitt_oci import b64url
 from scitt_oci.cose import algorithms, cbor
 from scitt_oci.errors import ScittOciError
 from scitt_oci.signatures import timestamp as tsp
@@ -90,9 +91,9 @@ def _b64url(value: object, what: str) -> bytes:
     if not isinstance(value, str):
         raise NotVerified(f"JWS {what} must be base64url text")
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError):
-        raise NotVerified(f"JWS {what} is not valid base64url") from None
+        return b64url.decode(value)
+    except ValueError:
+        raise NotVerified(f"JWS {what} is not unpadded base64url") from None
 
 
 def _certificates(items: object, where: str, decode: Any) -> list[x509.Certificate]:

@@ -80,3 +80,12 @@ def test_aliases_include_ccf_style_spki_hash() -> None:
     spki = k.public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     assert hashlib.sha256(spki).hexdigest().encode() in k.aliases
     assert k.kid in k.aliases
+
+
+@pytest.mark.parametrize("bad", ["{x}==", "{x}!", "!{x}"])
+def test_a_jwk_member_that_is_not_canonical_base64url_is_refused(bad: str) -> None:
+    # A lax decoder reads these as the same key: one key would have many JWK texts.
+    jwk = key("ES256").to_jwk()
+    jwk["x"] = bad.format(x=jwk["x"])
+    with pytest.raises(KeyFormatError, match="'x' is not unpadded base64url"):
+        keys.from_jwk(jwk)

@@ -71,6 +71,16 @@ def test_flipped_signature_byte_is_not_verified() -> None:
     assert "envelope signature does not verify" in check.reason
 
 
+@pytest.mark.parametrize("field", ["signature", "protected", "payload"])
+def test_a_jws_part_that_is_not_canonical_base64url_is_not_verified(field: str) -> None:
+    # A lax decoder drops the stray character and verifies the same signature: refused instead.
+    doc = json.loads(_envelope("jws_signature.sig"))
+    doc[field] = doc[field][:8] + "!" + doc[field][8:]
+    check = notation.verify(json.dumps(doc).encode(), notation.JWS, ALPINE, _trust(_alpine_cert()), NOW)
+    assert not check.verified
+    assert "is not unpadded base64url" in check.reason
+
+
 def test_flipped_payload_byte_in_cose_is_not_verified() -> None:
     tag = cbor2.loads(_envelope("cose_signature.sig"))
     tag.value[2] = tag.value[2].replace(b"481", b"482")
