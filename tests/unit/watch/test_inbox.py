@@ -268,6 +268,34 @@ def test_dead_letters_print_control_characters_as_escapes(tmp_path: Path) -> Non
     assert "v1\\r\\n\\x1b[2Jforged line" in result.output and result.output.count("\n") == 2
 
 
+def test_dead_letters_on_postgres_are_listed_and_retried_by_the_cli(tmp_path: Path, monkeypatch: Any) -> None:
+    """`watch dead-letters` reads the inbox the replicas share, not a SQLite file that is not there."""
+    from click.testing import CliRunner
+
+    from scitt_oci.cli import main
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    inbox = PostgresInbox(DSN, schema=schema, max_attempts=1)
+    monkeypatch.setenv("SCITT_OCI_STORAGE__BACKEND", "postgres")
+    monkeypatch.setenv("SCITT_OCI_STORAGE__POSTGRES_DSN", DSN)
+    monkeypatch.setenv("SCITT_OCI_STORAGE__POSTGRES_SCHEMA", schema)
+    try:
+        inbox.add("reg", [RegistryEvent("demo/app", D, "v1", PUSH)])
+        (item,) = inbox.claim(1)
+        assert inbox.failed(item, "the registry said no")
+        listed = CliRunner().invoke(main, ["watch", "dead-letters", "--data-dir", str(tmp_path)])
+        assert listed.exit_code == 0, listed.output
+        assert "demo/app" in listed.output and "the registry said no" in listed.output
+        assert "1 dead-lettered event(s)" in listed.output
+        retried = CliRunner().invoke(main, ["watch", "dead-letters", "--data-dir", str(tmp_path), "--retry"])
+        assert retried.exit_code == 0 and "1 event(s) queued again" in retried.output, retried.output
+        assert inbox.counts() == {"pending": 1}
+    finally:
+        inbox.close()
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
 def test_a_lost_database_connection_is_made_again(tmp_path: Path) -> None:
     """A database restart or failover drops the replica's connections: the inbox connects again
     instead of failing every claim (which would stop the workers) or the next webhook."""
