@@ -263,21 +263,14 @@ def watch_group() -> None:
 def dead_letters(config_file: Path | None, data_dir: Path | None, registry_insecure: bool, retry: bool) -> None:
     """List events that failed too often to be processed (with the reason), or retry them."""
     from scitt_oci import config as config_mod
-    from scitt_oci.watch.inbox import Inbox, PostgresInbox
+    from scitt_oci.runtime import open_inbox
 
     try:
         cfg = config_mod.load(config_file, overrides={"data_dir": str(data_dir)} if data_dir else None)
-        if cfg.storage.backend == "postgres":  # the inbox every replica shares, as `serve` opens it
-            if cfg.storage.postgres_dsn is None:
-                _die("storage.backend postgres needs storage.postgres_dsn (SCITT_OCI_STORAGE__POSTGRES_DSN)")
-            inbox: Inbox = PostgresInbox(
-                cfg.storage.postgres_dsn.get_secret_value(), schema=cfg.storage.postgres_schema
-            )
-        else:
-            path = cfg.data_dir / "watch.db"
-            if not path.exists():
-                _die(f"{path} does not exist: no watcher has run with this data directory")
-            inbox = Inbox(path)
+        path = cfg.data_dir / "watch.db"
+        if cfg.storage.backend == "sqlite" and not path.exists():
+            _die(f"{path} does not exist: no watcher has run with this data directory")
+        inbox = open_inbox(cfg)  # the one `serve` opens: on PostgreSQL, the one every replica shares
     except ScittOciError as exc:
         _die(exc.diagnostics())
     if retry:

@@ -304,8 +304,8 @@ def from_jwk(jwk: object) -> CoseKey:
 def _jwk_kid(text: str) -> bytes:
     """A JWK `kid` as bytes: CCF and others publish hex; we publish base64url; anything else is UTF-8."""
     try:
-        if len(text) % 2 == 0:
-            return bytes.fromhex(text) if all(c in "0123456789abcdefABCDEF" for c in text) else b64url.decode(text)
+        if len(text) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in text):
+            return bytes.fromhex(text)
         return b64url.decode(text)
     except ValueError:
         return text.encode("utf-8")

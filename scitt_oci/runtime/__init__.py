@@ -185,11 +185,15 @@ def _tokens(config: Config) -> tuple[list[str], Path | None]:
     return tokens, token_file
 
 
+def _postgres_dsn(config: Config) -> str:
+    if config.storage.postgres_dsn is None:
+        raise ConfigError("storage.backend postgres needs storage.postgres_dsn (SCITT_OCI_STORAGE__POSTGRES_DSN)")
+    return config.storage.postgres_dsn.get_secret_value()
+
+
 def _store(config: Config) -> LogStore:
     if config.storage.backend == "postgres":
-        if config.storage.postgres_dsn is None:
-            raise ConfigError("storage.backend postgres needs storage.postgres_dsn (SCITT_OCI_STORAGE__POSTGRES_DSN)")
-        return PostgresStore(config.storage.postgres_dsn.get_secret_value(), schema=config.storage.postgres_schema)
+        return PostgresStore(_postgres_dsn(config), schema=config.storage.postgres_schema)
     return SqliteStore(config.database, synchronous=config.storage.synchronous)
 
 
@@ -203,10 +207,11 @@ def _settings(config: Config, tokens: list[str]) -> Settings:
     )
 
 
-def _inbox(config: Config, store: LogStore) -> Inbox:
-    if isinstance(store, PostgresStore):  # storage.backend postgres moves the whole state: log and inbox
+def open_inbox(config: Config) -> Inbox:
+    """The watcher's inbox where `storage.backend` keeps the service's state (the CLI's dead-letters too)."""
+    if config.storage.backend == "postgres":  # the whole state moves: log and inbox, shared by the replicas
         return PostgresInbox(
-            store.dsn,
+            _postgres_dsn(config),
             schema=config.storage.postgres_schema,
             max_attempts=config.watch.max_attempts,
             lease_seconds=config.watch.lease_seconds,
@@ -237,7 +242,7 @@ def _watch(rt: Runtime, issuer: str) -> Sequence[BaseRoute]:
     clients = _registry_clients(config)
     secret_file = config.watch.webhook_secret_file or config.data_dir / "webhook-secret"
     secret = keyfiles.token(secret_file, create=config.watch.webhook_secret_file is None)
-    inbox = _inbox(config, rt.service.store)
+    inbox = open_inbox(config)
     rt.watcher = Watcher(
         inbox,
         clients,
