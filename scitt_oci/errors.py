@@ -141,6 +141,10 @@ class StoreError(ScittOciError):
     """The database cannot be opened, is not a scitt-oci log, or does not hold what it should."""
 
 
+class StoreUnavailable(StoreError):
+    """The database is out of reach for now (restarting, failing over, the connection cut): retry later."""
+
+
 class TileError(ScittOciError):
     """The stored tiles do not hold a node they should: the store is damaged."""
 

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 from scitt_oci import pgdriver
+from scitt_oci.errors import StoreUnavailable
 from scitt_oci.log.sql_store import SCHEMA_VERSION, SqlStore, StoreError
 
 _LOCK_KEY = 0x5C177_0C1  # pg_advisory_xact_lock key of the writer
@@ -61,6 +62,16 @@ class PostgresStore(SqlStore):
     def dsn(self) -> str:
         """The connection string (secret: never print it); the watcher's inbox shares the database."""
         return self._dsn
+
+    def _lost(self, conn: Any) -> bool:
+        return bool(conn.closed)
+
+    def _unreachable(self, exc: Exception) -> StoreUnavailable | None:
+        if not isinstance(exc, self._psycopg.OperationalError):
+            return None
+        # The DSN may hold a password: the error's first line names the server, never the DSN.
+        first = (str(exc).splitlines() or [""])[0]
+        return StoreUnavailable(f"the PostgreSQL log is out of reach ({type(exc).__name__}: {first})")
 
     def _connect(self, *, read_only: bool, create: bool = False) -> Any:
         conn = self._psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)

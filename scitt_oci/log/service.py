@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from scitt_oci.cose.keys import CoseKey
 from scitt_oci.errors import ConsistencyError as ConsistencyError  # defined there since #12; kept importable here
 from scitt_oci.errors import NotAccepted as NotAccepted
-from scitt_oci.errors import StoreError
+from scitt_oci.errors import StoreError, StoreUnavailable
 from scitt_oci.log.policy import RegistrationPolicy, Rejection, RejectionKind
 from scitt_oci.log.sequencer import BatchObserver, Registration, Sequencer
 from scitt_oci.log.store import LogStore, Pending, StoredHead, entry_id
@@ -195,6 +195,8 @@ class TransparencyService:
         # registration's integration only together with its acceptance, when a commit fails.)
         accepted = reg.accepted
         failure = accepted.exception() if accepted.done() else TimeoutError()
+        if isinstance(failure, StoreUnavailable):  # the database is away, not the statement at fault
+            raise StoreUnavailable(str(failure))
         if failure is not None:
             log.warning("registration %s not accepted: %r", eid.hex(), failure)
             raise NotAccepted(f"the log could not store entry {eid.hex()} ({type(failure).__name__}); retry later")

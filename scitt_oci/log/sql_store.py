@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from scitt_oci.errors import StoreError as StoreError  # defined there since #12; kept importable here
+from scitt_oci.errors import StoreUnavailable
 from scitt_oci.log import tiles
 from scitt_oci.log.store import BatchResult, HeadSigner, Pending, StoredHead, entry_id
 from scitt_oci.log.tiles import NodeCache, TileTree
@@ -59,34 +60,67 @@ class SqlStore(ABC):
     def _many(self, conn: Any, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         conn.executemany(self._sql(sql), rows)
 
+    def _lost(self, conn: Any) -> bool:
+        """Whether `conn` is gone (the server ended it, a failover, a proxy's idle timeout): made again."""
+        return False
+
+    def _unreachable(self, exc: Exception) -> StoreUnavailable | None:
+        """`exc` as the database being out of reach (worth retrying later), or None for any other error."""
+        return None
+
     def _reader(self) -> Any:
         conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect(read_only=True)
+        if conn is None or self._lost(conn):
+            conn = self._connect_or_fail(read_only=True)
             self._local.conn = conn
         return conn
 
+    def _connect_or_fail(self, *, read_only: bool) -> Any:
+        try:
+            return self._connect(read_only=read_only)
+        except Exception as exc:
+            unreachable = self._unreachable(exc)
+            if unreachable is None:
+                raise
+            raise unreachable from None
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """A read on this thread's connection; one lost since its last use is made again, once."""
+        for attempt in (1, 2):
+            conn = self._reader()
+            try:
+                rows: list[Any] = self._exec(conn, sql, params).fetchall()
+                return rows
+            except Exception as exc:
+                unreachable = self._unreachable(exc)
+                if unreachable is None:
+                    raise
+                if attempt == 2 or not self._lost(conn):
+                    raise unreachable from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _row(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        rows = self._rows(sql, params)
+        return rows[0] if rows else None
+
     def _writer_connection(self) -> Any:
         conn = getattr(self, "_writer", None)
-        if conn is None:
-            conn = self._writer = self._connect(read_only=False)
+        if conn is None or self._lost(conn):
+            conn = self._writer = self._connect_or_fail(read_only=False)
         return conn
 
     # ----- reads -----
     def _read_tile(self, level: int, index: int) -> bytes:
-        row = self._exec(
-            self._reader(), "SELECT hashes FROM tiles WHERE level = ? AND idx = ?", (level, index)
-        ).fetchone()
+        row = self._row("SELECT hashes FROM tiles WHERE level = ? AND idx = ?", (level, index))
         return bytes(row[0]) if row else b""
 
     def read_tiles(self, level: int, first: int, count: int) -> bytes:
         """Stored tiles `first`..`first+count-1` of `level`, concatenated, stopping at the first one absent
         or partial (the C2SP read API builds its 256-wide tiles from 16 of these)."""
-        rows = self._exec(
-            self._reader(),
+        rows = self._rows(
             "SELECT idx, hashes FROM tiles WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
             (level, first, first + count),
-        ).fetchall()
+        )
         out = bytearray()
         for expected, (idx, hashes) in enumerate(rows, first):
             if int(idx) != expected:
@@ -98,9 +132,7 @@ class SqlStore(ABC):
 
     def entries(self, begin: int, end: int) -> list[bytes]:
         """The entries at leaf indexes [begin, end), as far as they are stored."""
-        rows = self._exec(
-            self._reader(), "SELECT entry FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (begin, end)
-        ).fetchall()
+        rows = self._rows("SELECT entry FROM entries WHERE idx >= ? AND idx < ? ORDER BY idx", (begin, end))
         return [bytes(r[0]) for r in rows]
 
     def tree(self) -> TileTree:
@@ -108,7 +140,7 @@ class SqlStore(ABC):
         return TileTree(self._read_tile, self._cache, self._ranges)
 
     def size(self) -> int:
-        row = self._exec(self._reader(), "SELECT MAX(tree_size) FROM heads").fetchone()
+        row = self._row("SELECT MAX(tree_size) FROM heads")
         return int(row[0] or 0)
 
     @staticmethod
@@ -121,19 +153,16 @@ class SqlStore(ABC):
     def head(self, tree_size: int | None = None) -> StoredHead | None:
         if tree_size is None:
             sql = "SELECT tree_size, root, protected, signature, created FROM heads ORDER BY tree_size DESC LIMIT 1"
-            return self._head(self._exec(self._reader(), sql).fetchone())
+            return self._head(self._row(sql))
         sql = "SELECT tree_size, root, protected, signature, created FROM heads WHERE tree_size = ?"
-        return self._head(self._exec(self._reader(), sql, (tree_size,)).fetchone())
+        return self._head(self._row(sql, (tree_size,)))
 
     def head_covering(self, index: int) -> StoredHead | None:
         sql = "SELECT tree_size, root, protected, signature, created FROM heads WHERE tree_size > ? ORDER BY tree_size LIMIT 1"
-        return self._head(self._exec(self._reader(), sql, (index,)).fetchone())
+        return self._head(self._row(sql, (index,)))
 
     def lookup(self, eid: bytes) -> int | None:
-        return self._lookup(self._reader(), eid)
-
-    def _lookup(self, conn: Any, eid: bytes) -> int | None:
-        for idx, entry in self._exec(conn, "SELECT idx, entry FROM entries WHERE id_prefix = ?", (_prefix(eid),)):
+        for idx, entry in self._rows("SELECT idx, entry FROM entries WHERE id_prefix = ?", (_prefix(eid),)):
             if entry_id(bytes(entry)) == eid:
                 return int(idx)
         return None
@@ -154,14 +183,14 @@ class SqlStore(ABC):
         return found
 
     def entry(self, index: int) -> bytes | None:
-        row = self._exec(self._reader(), "SELECT entry FROM entries WHERE idx = ?", (index,)).fetchone()
+        row = self._row("SELECT entry FROM entries WHERE idx = ?", (index,))
         return bytes(row[0]) if row else None
 
     def is_pending(self, eid: bytes) -> bool:
-        return self._exec(self._reader(), "SELECT 1 FROM pending WHERE id = ?", (eid,)).fetchone() is not None
+        return self._row("SELECT 1 FROM pending WHERE id = ?", (eid,)) is not None
 
     def pending(self, limit: int) -> list[Pending]:
-        rows = self._exec(self._reader(), "SELECT id, entry FROM pending ORDER BY seq LIMIT ?", (limit,)).fetchall()
+        rows = self._rows("SELECT id, entry FROM pending ORDER BY seq LIMIT ?", (limit,))
         return [Pending(bytes(i), bytes(e), stored=True) for i, e in rows]
 
     # ----- the one writer -----
@@ -169,16 +198,27 @@ class SqlStore(ABC):
         self, *, accept: Sequence[Pending], integrate: Sequence[Pending], sign: HeadSigner, now: float
     ) -> BatchResult:
         with self._writer_lock:
-            conn = self._writer_connection()
-            self._begin(conn)
-            try:
-                result = self._commit(conn, accept, integrate, sign, now)
-                self._exec(conn, "COMMIT")
-            except BaseException:
-                self._rollback(conn)
-                self._forget_writer_state()  # it may hold tiles and nodes of the batch that was not stored
-                raise
-            return result
+            for attempt in (1, 2):
+                conn = self._writer_connection()
+                try:
+                    self._begin(conn)
+                    result = self._commit(conn, accept, integrate, sign, now)
+                    self._exec(conn, "COMMIT")
+                    return result
+                except BaseException as exc:
+                    self._forget_writer_state()  # it may hold tiles and nodes of the batch that was not stored
+                    unreachable = self._unreachable(exc) if isinstance(exc, Exception) else None
+                    if unreachable is None or not self._lost(conn):
+                        self._rollback(conn)
+                        if unreachable is not None:
+                            raise unreachable from None
+                        raise
+                    # The connection went (perhaps mid-COMMIT): the batch again on a new one. It is
+                    # idempotent: entries that did get stored are found in the log and not appended twice.
+                    self._writer = None
+                    if attempt == 2:
+                        raise unreachable from None
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _forget_writer_state(self) -> None:
         self._frontier = {}

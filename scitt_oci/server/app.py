@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import ScittOciError, StoreUnavailable
 from scitt_oci.log.service import TransparencyService
 from scitt_oci.server.bodies import CLIENT_GONE, ExpectContinue
 from scitt_oci.server.guards import RateLimiter, Settings
@@ -43,6 +43,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def server_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, StoreUnavailable):  # the database is restarting or failing over: no traceback, retry
+        log.warning("%s %s: %s", request.method, request.url.path, exc)
+        return problem(503, "Service Unavailable", f"{exc}; retry later", retry_after=5)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     detail = str(exc) if isinstance(exc, ScittOciError) else "the service failed to answer; see its log"
     return problem(500, "Internal Server Error", detail)

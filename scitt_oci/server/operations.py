@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from scitt_oci.errors import StoreUnavailable
 from scitt_oci.log.service import TransparencyService
 from scitt_oci.server.metrics import Metrics, exposition
 from scitt_oci.server.problems import problem
@@ -46,6 +47,8 @@ class Operations:
     async def readyz(self, request: Request) -> Response:
         try:
             self.service.store.size()
+        except StoreUnavailable as exc:
+            return problem(503, "Service Unavailable", f"the log store is not readable: {exc}")
         except Exception as exc:
             return problem(503, "Service Unavailable", f"the log store is not readable: {type(exc).__name__}")
         if not self.service.running:

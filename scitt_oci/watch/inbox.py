@@ -323,10 +323,12 @@ class Inbox:
         )
         return bool(cur.rowcount == 1)
 
-    def failed(self, item: InboxItem, reason: str, *, permanent: bool = False) -> bool:
-        """Schedule a retry with jittered exponential backoff; dead-letter after max_attempts. True if dead."""
+    def failed(self, item: InboxItem, reason: str, *, permanent: bool = False, outage: bool = False) -> bool:
+        """Schedule a retry with jittered exponential backoff; dead-letter after max_attempts. True if dead.
+        An `outage` (our own database out of reach) backs off the same way but never dead-letters: the
+        event is not at fault, and it goes through once the database is back."""
         attempts = item.attempts + 1
-        dead = permanent or attempts >= self.max_attempts
+        dead = permanent or (attempts >= self.max_attempts and not outage)
         now = self.clock()
         delay = min(self.max_delay, self.base_delay * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)  # noqa: S311
         self._x(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Generic, Protocol, TypeVar
 
 from scitt_oci.cose.keys import CoseKey
-from scitt_oci.errors import PermanentError, ScittOciError, StoreError
+from scitt_oci.errors import PermanentError, ScittOciError, StoreError, StoreUnavailable
 from scitt_oci.log.service import Registered, TransparencyService
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.attached import resolve_tag
@@ -211,7 +211,12 @@ class Watcher(Generic[R]):
             decision = self._process(item)
         except Exception as exc:  # retried until max attempts, then dead-lettered; a PermanentError at once
             self.leases.release(item)
-            dead = self.inbox.failed(item, f"{type(exc).__name__}: {exc}", permanent=isinstance(exc, PermanentError))
+            dead = self.inbox.failed(
+                item,
+                f"{type(exc).__name__}: {exc}",
+                permanent=isinstance(exc, PermanentError),
+                outage=isinstance(exc, StoreUnavailable),
+            )
             outcome = "dead" if dead else "will retry"
             if isinstance(exc, (ScittOciError, OSError)):  # anticipated (a registry or service down): one line
                 log.warning("event %s %s: %s", item.id, outcome, exc)

@@ -8,14 +8,20 @@ import threading
 import uuid
 from collections.abc import Iterator
 
+import cbor2
 import psycopg
 import pytest
 
+from scitt_oci.errors import StoreUnavailable
+from scitt_oci.log.policy import RegistrationPolicy
 from scitt_oci.log.postgres_store import PostgresStore
+from scitt_oci.log.service import TransparencyService
 from scitt_oci.log.store import Pending, entry_id
 from scitt_oci.scitt import merkle, receipt
 from tests.helpers import key
+from tests.unit.server import support
 
+COSE = {"content-type": "application/cose"}
 DSN = os.environ.get("SCITT_OCI_TEST_PG_DSN", "host=127.0.0.1 user=postgres dbname=test")
 
 
@@ -128,3 +134,71 @@ def test_c2sp_tiles_from_postgresql_rebuild_the_root(schema: str) -> None:
     )
     assert tiles.decode_bundle(tiled.bundle(2, 88) or b"", 88)[0] == entries[512].entry
     store.close()
+
+
+def _cut(application: str) -> int:
+    """Ends every server session of `application`, as a database restart or failover would."""
+    with psycopg.connect(DSN, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE application_name = %s",
+            (application,),
+        ).fetchall()
+    return len(rows)
+
+
+def test_connections_cut_by_the_server_are_made_again(schema: str) -> None:
+    """A database restart or failover ends every session: reads and the next batch connect again
+    instead of failing until the replica is restarted."""
+    store = PostgresStore(f"{DSN} application_name={schema}", schema=schema)
+    try:
+        store.commit(accept=[], integrate=[_p("c", 0)], sign=_sign, now=1)
+        assert store.size() == 1
+        assert _cut(schema) == 2  # the writer's session and this thread's reader
+        assert store.size() == 1 and store.entry(0) == b"c entry 0"
+        assert _cut(schema) == 1  # the new reader (the writer connects again when it next writes)
+        result = store.commit(accept=[], integrate=[_p("c", 1), _p("c", 0)], sign=_sign, now=2)
+        assert result.integrated == {_p("c", 0).entry_id: 0, _p("c", 1).entry_id: 1}
+        assert store.size() == 2 and store.lookup(_p("c", 1).entry_id) == 1
+    finally:
+        store.close()
+
+
+def test_a_database_out_of_reach_is_store_unavailable_until_it_is_back(schema: str) -> None:
+    store = PostgresStore(f"{DSN} application_name={schema}", schema=schema)
+    try:
+        store.commit(accept=[], integrate=[_p("u", 0)], sign=_sign, now=1)
+        working = store._dsn
+        store._dsn = "host=127.0.0.1 port=1 user=scitt password=hunter2 connect_timeout=2"  # nothing listens
+        _cut(schema)
+        with pytest.raises(StoreUnavailable, match="out of reach") as read:
+            store.size()
+        with pytest.raises(StoreUnavailable, match="out of reach") as write:
+            store.commit(accept=[], integrate=[_p("u", 1)], sign=_sign, now=2)
+        assert "hunter2" not in str(read.value) + str(write.value)
+        store._dsn = working  # the database is back
+        store.commit(accept=[], integrate=[_p("u", 1)], sign=_sign, now=3)
+        assert store.size() == 2
+    finally:
+        store.close()
+
+
+def test_the_service_answers_503_while_the_database_is_out_of_reach_and_recovers(schema: str) -> None:
+    store = PostgresStore(f"{DSN} application_name={schema}", schema=schema)
+    policy = RegistrationPolicy.build(issuer_keys=[support.ISSUER_KEY])
+    service = TransparencyService(store, support.TS_KEY, policy, identity="https://ts.example")
+    with support.running(service), support.client(service) as http:
+        assert http.post("/entries", content=support.statement_bytes(1), headers=COSE).status_code == 201
+        working = store._dsn
+        store._dsn = "host=127.0.0.1 port=1 connect_timeout=2"
+        _cut(schema)
+        for path in ("/readyz", "/checkpoint", "/metrics"):
+            answer = http.get(path)
+            assert answer.status_code == 503, (path, answer.text)
+            detail = cbor2.loads(answer.content)[-2]
+            assert "out of reach" in detail or "StoreUnavailable" in detail, (path, detail)
+        refused = http.post("/entries", content=support.statement_bytes(2), headers=COSE)
+        assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+        store._dsn = working
+        assert http.get("/readyz").status_code == 200
+        assert http.post("/entries", content=support.statement_bytes(2), headers=COSE).status_code == 201
+        assert http.get("/checkpoint").status_code == 200

@@ -93,6 +93,18 @@ def test_leases_retries_and_dead_letters(make: Factory) -> None:
     assert revived.id == second.id and revived.attempts == 0
 
 
+def test_an_outage_of_our_own_database_backs_off_but_never_dead_letters(make: Factory) -> None:
+    inbox = make(max_attempts=2, base_delay=0.0)
+    inbox.add("reg", [RegistryEvent("demo/app", D, "v1", PUSH)])
+    for attempt in range(4):
+        (item,) = inbox.claim(1)
+        assert item.attempts == attempt
+        assert not inbox.failed(item, "StoreUnavailable: the PostgreSQL log is out of reach", outage=True)
+    assert inbox.counts() == {"pending": 1}
+    (item,) = inbox.claim(1)
+    assert inbox.failed(item, "registry down")  # an ordinary failure still counts
+
+
 def test_an_expired_lease_is_taken_over_and_the_late_holder_cannot_finish(make: Factory) -> None:
     """A replica that stalls past its lease (or died) loses the event: another takes it, and the first
     one's late done/failed change nothing, so the event completes once."""

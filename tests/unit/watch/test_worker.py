@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from scitt_oci.errors import ClientError, TransportError
+from scitt_oci.errors import ClientError, StoreUnavailable, TransportError
 from scitt_oci.oci import manifest as mf
 from scitt_oci.scitt.profile import Kind
 from scitt_oci.signatures.trust import CosignKey, SignatureTrust
@@ -222,6 +222,26 @@ def test_an_unexpected_error_is_retried(tmp_path: Path) -> None:
         assert w.inbox.counts() == {"done": 1} and w.service.store.size() == 1
 
 
+def test_an_outage_of_the_logs_database_is_retried_past_max_attempts(tmp_path: Path) -> None:
+    """The log's own database away (a PostgreSQL restart or failover) is not the event's fault: it is
+    retried for as long as the outage lasts, and recorded once the database is back."""
+    with world(tmp_path) as w:
+        image = push_image(w.registry, "app", "v1")
+        w.push("app", image.digest, "v1")
+        outage = iter([StoreUnavailable("the PostgreSQL log is out of reach")] * 5)  # max_attempts is 3
+
+        def register(statement: bytes) -> bytes:
+            exc = next(outage, None)
+            if exc is not None:
+                raise exc
+            return real(statement)
+
+        real = w.watcher.registrar.register
+        w.watcher.registrar.register = register  # type: ignore[method-assign]  # failing as scripted first
+        assert w.drain() == 6
+        assert w.inbox.counts() == {"done": 1} and w.service.store.size() == 1
+
+
 @pytest.mark.parametrize(
     ("failure", "traceback"),
     [
@@ -397,9 +417,9 @@ def test_a_finished_event_is_not_renewed_and_not_reported_lost(
             assert w.watcher.leases.renew() == []  # between release and done: the lease is no longer kept
             return real_done(item, note)
 
-        def failed(item: InboxItem, reason: str, *, permanent: bool = False) -> bool:
+        def failed(item: InboxItem, reason: str, **kw: bool) -> bool:
             assert w.watcher.leases.renew() == []
-            return real_failed(item, reason, permanent=permanent)
+            return real_failed(item, reason, **kw)
 
         w.inbox.done = done  # type: ignore[method-assign]
         w.inbox.failed = failed  # type: ignore[method-assign]
