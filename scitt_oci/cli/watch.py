@@ -105,7 +105,7 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
     watcher = rt.watcher
     assert watcher is not None
     client = watcher.clients[name]
-    from scitt_oci.watch.reconcile import Unrepaired, reattach, unrecorded
+    from scitt_oci.watch.reconcile import Unrepaired, not_recorded, reattach, unrecorded
 
     failed: list[Unrepaired] = []
     try:
@@ -116,7 +116,7 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
             with click.progressbar(repositories, label="listing", file=sys.stderr) as bar:
                 for r in bar:
                     found += list(unrecorded(watcher.inbox, name, client, [r], failed))
-            queued = watcher.inbox.add(name, found)
+            queued = watcher.inbox.add(name, found, revive=True)  # dead letters among them are queued again
     except ScittOciError as exc:
         _die(exc.diagnostics())
     rt.start()
@@ -137,11 +137,10 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
         _die(exc.diagnostics())
     finally:
         rt.stop()
-    counts = watcher.inbox.counts()
+    failed += not_recorded(watcher.inbox, name, found)
     click.echo(
         f"found {len(found)} manifests not on record; queued {queued}; "
-        f"events done {counts.get('done', 0)}, dead {counts.get('dead', 0)}; "
-        f"re-attached {relisted} missing referrers"
+        f"recorded {len(found) - len(failed)}; re-attached {relisted} missing referrers"
     )
     for f in failed:
         click.echo(f"not repaired: {_printable(f.image)}: {_printable(f.why)}", err=True)

@@ -200,16 +200,17 @@ class Inbox:
             os.close(fd)  # releases the lock
 
     # ----- events -----
-    def add(self, registry: str, events: list[RegistryEvent]) -> int:
+    def add(self, registry: str, events: list[RegistryEvent], *, revive: bool = False) -> int:
         """Store events durably (one transaction); returns how many were new.
 
         A redelivery (the same delivery id and content) or the same news from another source (a
         platform manifest named by its index, polling) is stored once. A push of a manifest after its
         deletion (or a deletion after a new push) is a new event: its key names the last opposite event
-        stored for that manifest."""
+        stored for that manifest. With `revive`, an event stored before and dead-lettered is queued
+        again with its attempts reset (counted as new): `backfill` means to record all it finds."""
         for attempt in range(5):
             try:
-                added = self._add(registry, events)
+                added = self._add(registry, events, revive)
                 break
             except Exception as exc:
                 if attempt == 4 or not self._transaction_retry(exc):
@@ -218,7 +219,7 @@ class Inbox:
             self.wakeup.set()
         return added
 
-    def _add(self, registry: str, events: list[RegistryEvent]) -> int:
+    def _add(self, registry: str, events: list[RegistryEvent], revive: bool = False) -> int:
         now = self.clock()
         conn = self._conn(durable=True)
         self._begin(conn)
@@ -252,6 +253,8 @@ class Inbox:
                     (registry, key, json.dumps(e.to_json()), now, now),
                 ).fetchone()
                 if row is None:
+                    if revive and self._revive(conn, registry, key, now):
+                        added += 1
                     continue
                 added += 1
                 event_id = row[0]
@@ -273,6 +276,15 @@ class Inbox:
             self._x(conn, "ROLLBACK")
             raise
         return added
+
+    def _revive(self, conn: Any, registry: str, key: str, now: float) -> bool:
+        row = self._x(
+            conn,
+            "UPDATE events SET state = 'pending', attempts = 0, next_at = 0, updated = ? "
+            "WHERE registry = ? AND key = ? AND state = 'dead' RETURNING id",
+            (now, registry, key),
+        ).fetchone()
+        return row is not None
 
     def claim(self, limit: int = 1) -> list[InboxItem]:
         """Lease due pending events. A lease keeps other workers, processes and replicas off an event;
@@ -543,9 +555,9 @@ class PostgresInbox(Inbox):
             self._local.tx = False
             raise
 
-    def _add(self, registry: str, events: list[RegistryEvent]) -> int:
+    def _add(self, registry: str, events: list[RegistryEvent], revive: bool = False) -> int:
         try:
-            return super()._add(registry, events)
+            return super()._add(registry, events, revive)
         finally:
             self._local.tx = False
 

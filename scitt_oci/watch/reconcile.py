@@ -65,6 +65,24 @@ def unrecorded(
                 yield RegistryEvent(repo, found.digest, tag, PUSH, found.media_type or None)
 
 
+def not_recorded(inbox: Inbox, name: str, events: list[RegistryEvent]) -> list[Unrepaired]:
+    """Those of `events` (pushes) whose manifest is not on record, each with its dead letter's reason."""
+    missing = [e for e in events if e.digest and not inbox.is_recorded(name, e.repository, e.digest)]
+    if not missing:
+        return []
+    reasons = {
+        (d.event.repository, d.event.digest): d.reason for d in inbox.dead(len(events) + 1000) if d.registry == name
+    }
+    return [
+        Unrepaired(
+            f"{name}/{e.repository}@{e.digest}",
+            f"not recorded: {reasons.get((e.repository, e.digest), 'its event did not complete')}"
+            " (`scitt-oci watch dead-letters --retry` queues it again)",
+        )
+        for e in missing
+    ]
+
+
 def _or_failed(failed: list[Unrepaired] | None, what: str, why: str, fn: Callable[..., T], *args: Any) -> T | None:
     """`fn(*args)`; when it fails for this item only (not a registry that does not answer) and `failed`
     is given: None, with `what` and why added to `failed`."""

@@ -37,7 +37,7 @@ def test_backfill_is_resumable_and_history_shows_the_record(tmp_path: Path) -> N
         data = str(tmp_path / "data")
         first = cli("backfill", registry.host, "--data-dir", data, "--registry-insecure")
         assert first.returncode == 0, first.stderr
-        assert "found 2 manifests not on record" in first.stdout and "dead 0" in first.stdout
+        assert "found 2 manifests not on record; queued 2; recorded 2" in first.stdout
         again = cli("backfill", f"{registry.host}/team/app0", "--data-dir", data, "--registry-insecure")
         assert again.returncode == 0 and "found 0 manifests not on record" in again.stdout
         client = RegistryClient(RegistrySettings.for_url(registry.url))
@@ -47,6 +47,29 @@ def test_backfill_is_resumable_and_history_shows_the_record(tmp_path: Path) -> N
         assert [r["kind"] for r in doc["records"]] == ["push"] and doc["records"][0]["receipts"][0]["tree_size"] >= 1
         tagged = cli("history", f"{registry.host}/team/app1:v1", "--registry-insecure")
         assert "1 record(s)" in tagged.stdout and "push" in tagged.stdout and "is a tag" in tagged.stderr
+    finally:
+        registry.stop()
+
+
+def test_backfill_names_what_it_could_not_record_and_queues_its_dead_letters_again(tmp_path: Path) -> None:
+    """An image whose event dead-letters is named and the exit code is 1; the next backfill queues that
+    dead letter again instead of skipping it as already queued."""
+    registry = RegistryProcess(tmp_path / "registry").start()
+    try:
+        digest = oci_layout(tmp_path / "img", "dead")
+        skopeo_push(tmp_path / "img", registry, "team/app")
+        data = str(tmp_path / "data")
+        down = {"SCITT_OCI_WATCH__MAX_ATTEMPTS": "1", "SCITT_OCI_WATCH__TRANSPARENCY_SERVICE": "http://127.0.0.1:1"}
+        failed = cli("backfill", registry.host, "--data-dir", data, "--registry-insecure", env=down)
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert "queued 1; recorded 0" in failed.stdout
+        assert f"not repaired: {registry.host}/team/app@{digest}: not recorded: ClientError" in failed.stderr
+        assert "dead-letters --retry" in failed.stderr and "1 image(s) could not be read or repaired" in failed.stderr
+        again = cli("backfill", registry.host, "--data-dir", data, "--registry-insecure")
+        assert again.returncode == 0, again.stderr
+        assert "found 1 manifests not on record; queued 1; recorded 1" in again.stdout
+        client = RegistryClient(RegistrySettings.for_url(registry.url))
+        assert len(client.referrers("team/app", digest, mf.STATEMENT_ARTIFACT)) == 1
     finally:
         registry.stop()
 

@@ -93,6 +93,19 @@ def test_leases_retries_and_dead_letters(make: Factory) -> None:
     assert revived.id == second.id and revived.attempts == 0
 
 
+def test_revive_queues_a_dead_letter_again_and_leaves_the_rest_alone(make: Factory) -> None:
+    inbox = make(max_attempts=1, base_delay=0.0)
+    events = [RegistryEvent("demo/app", D, "v1", PUSH), RegistryEvent("demo/b", D, "v1", PUSH)]
+    inbox.add("reg", events)
+    first, second = inbox.claim(2)
+    assert inbox.failed(first, "registry down") and inbox.done(second)
+    assert inbox.add("reg", events) == 0  # without revive: already stored
+    assert inbox.add("reg", events, revive=True) == 1  # the dead one; the done one stays done
+    (again,) = inbox.claim(2)
+    assert again.id == first.id and again.attempts == 0 and inbox.counts() == {"done": 1, "pending": 1}
+    assert inbox.add("reg", events, revive=True) == 0  # pending already
+
+
 def test_an_outage_of_our_own_database_backs_off_but_never_dead_letters(make: Factory) -> None:
     inbox = make(max_attempts=2, base_delay=0.0)
     inbox.add("reg", [RegistryEvent("demo/app", D, "v1", PUSH)])
