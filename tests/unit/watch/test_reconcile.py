@@ -123,8 +123,8 @@ def test_the_loop_polls_and_reattaches_until_stopped(tmp_path: Path) -> None:
         reconciler = Reconciler(w.inbox, {REGISTRY: w.registry}, 0.01, reattach_interval=0.01, settle=-1)
         real_add, real_referrers = w.inbox.add, w.registry.referrers
 
-        def add(registry: str, events: list[RegistryEvent]) -> int:
-            n = real_add(registry, events)
+        def add(registry: str, events: list[RegistryEvent], *, revive: bool = False) -> int:
+            n = real_add(registry, events, revive=revive)
             if n:
                 queued.set()
             return n
