@@ -17,11 +17,15 @@ def load(data: bytes, what: str, limit: int) -> Any:
     if len(data) > limit:
         raise LimitExceededError(f"{what} is {len(data)} bytes; at most {limit} are accepted")
     try:
-        return json.loads(data)
+        return json.loads(data, parse_constant=_not_json)
     except RecursionError:
         raise LimitExceededError(f"{what} nests JSON arrays or objects too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedError(f"{what} is not JSON: {exc}") from None
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")  # Python's decoder takes NaN and Infinity; JSON has neither
 
 
 def load_object(data: bytes, what: str, limit: int) -> dict[str, Any]:

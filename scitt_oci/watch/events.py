@@ -131,6 +131,23 @@ def _delivery(*candidates: Any) -> str | None:
     return None
 
 
+def _event_id(value: Any, where: str) -> str | None:
+    """The optional `id` of our own generic payload: held to what `_delivery` keeps, or refused (an id
+    dropped silently would make a redelivery a new event)."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (str, int))
+        or (isinstance(value, int) and abs(value) >= 10**200)
+    ):
+        raise MalformedError(f"{where} must be a string or an integer of at most 200 characters")
+    text = str(value)
+    if not text or len(text) > 200 or _CONTROL.search(text):
+        raise MalformedError(f"{where} must be 1 to 200 characters, none of them a control character")
+    return text
+
+
 # ----------------------------------------------------------------------------- CNCF Distribution, GitLab, ACR
 def _distribution_event(e: dict[str, Any], where: str) -> RegistryEvent | None:
     action = e.get("action")
@@ -305,7 +322,7 @@ def parse_generic(body: bytes, headers: Mapping[str, str]) -> list[RegistryEvent
                 _digest(item.get("digest"), f"event[{i}].digest"),
                 _tag(item.get("tag"), f"event[{i}].tag"),
                 Action(action),
-                delivery=_delivery(item.get("id")),
+                delivery=_event_id(item.get("id"), f"event[{i}].id"),
             )
         )
     return out

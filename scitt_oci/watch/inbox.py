@@ -398,6 +398,16 @@ class Inbox:
             (registry, repository, subject, kind, recorded, media_type, size, referrer, time.time()),
         )
 
+    def push_on_record(self, registry: str, repository: str, digest: str) -> bool:
+        """Whether the manifest's latest record in `repository` is its push (no deletion recorded since)."""
+        rows = self._x(
+            self._conn(),
+            "SELECT kind, created FROM recorded WHERE registry = ? AND repository = ? AND subject = ? "
+            "AND recorded = ? AND kind IN ('push', 'delete')",
+            (registry, repository, digest, digest),
+        ).fetchall()
+        return bool(rows) and max(rows, key=lambda r: float(r[1]))[0] == "push"
+
     def pushed(self, registry: str, repository: str, digest: str) -> tuple[str, int] | None:
         """Media type and size of a manifest recorded as pushed (for statements about it once it is gone)."""
         row = self._x(

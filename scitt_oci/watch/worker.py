@@ -237,6 +237,9 @@ class Watcher(Generic[R]):
         if not decision.record:
             self._done(item, f"skipped: {decision.reason}")
             return decision
+        if self._said_before(item, decision, digest):
+            self._done(item, "skipped: a push without a tag of a manifest already on record")
+            return Decision(None, reason="already on record")
         if decision.children:
             self.inbox.add(
                 item.registry,
@@ -272,6 +275,17 @@ class Watcher(Generic[R]):
         )
         self._done(item, None if subject else "registered; the deleted image has no record to attach to")
         return decision
+
+    def _said_before(self, item: InboxItem, decision: Decision, digest: str) -> bool:
+        """A push that names no tag, of a manifest whose push is on record (and not deleted since): the
+        same news again (a tag-less webhook, a platform manifest heard of twice). A push naming a tag is
+        recorded again (the tag now names the manifest); one whose statement is made is finished."""
+        return (
+            item.statement is None
+            and decision.kind is profile.Kind.PUSH
+            and item.event.tag is None
+            and self.inbox.push_on_record(item.registry, item.event.repository, digest)
+        )
 
     def _done(self, item: InboxItem, note: str | None) -> None:
         self.leases.release(item)  # first: a renewal after `done` finds no lease, and that is no loss

@@ -39,3 +39,9 @@ def test_size_limit_applies_before_decoding_and_objects_are_required() -> None:
     assert jsonin.load_object(b'{"a": [1]}', "thing", 100) == {"a": [1]}
     with pytest.raises(MalformedError, match="thing must be a JSON object, not list"):
         jsonin.load_object(b"[1]", "thing", 100)
+
+
+@pytest.mark.parametrize("constant", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_are_not_json(constant: bytes) -> None:
+    with pytest.raises(MalformedError, match=f"is not JSON: {constant.decode()} is not a JSON value"):
+        jsonin.load(b'{"a": ' + constant + b"}", "thing", 100)

@@ -213,9 +213,16 @@ def test_redeliveries_are_one_event_and_a_new_push_of_the_same_digest_is_another
         for i in ("1", "2")
     ]
     assert ids == ["1", "2"]
-    # An id that is not a printable string is no id (the event is still taken, keyed by its content).
-    odd = events.parse_generic(json.dumps({"repository": "demo/app", "digest": D, "id": "x\r\ny"}).encode(), {})[0]
-    assert odd.delivery is None
+    # Our own payload's id is held to what is kept as an id, or the payload is refused: an id dropped
+    # silently would turn a redelivery into a new event.
+    for bad in ('"x\\r\\ny"', '""', f'"{"9" * 201}"', "1e400", "1.5", "true", '{"a": 1}', '["1"]', "1" + "0" * 200):
+        body = f'{{"repository": "demo/app", "digest": "{D}", "id": {bad}}}'.encode()
+        with pytest.raises(MalformedError, match=r"event\[0\]\.id must be"):
+            events.parse_generic(body, {})
+    assert (
+        events.parse_generic(json.dumps({"repository": "demo/app", "digest": D, "id": 7}).encode(), {})[0].delivery
+        == "7"
+    )
 
 
 def test_each_form_names_what_is_wrong_or_ignores_what_is_not_an_image_event() -> None:

@@ -47,6 +47,28 @@ def test_a_push_is_registered_and_attached_once(tmp_path: Path, api: bool) -> No
         assert w.inbox.counts() == {"done": 3 - api} and w.service.store.size() == 1
 
 
+def test_a_push_without_a_tag_of_a_manifest_on_record_is_not_recorded_again(tmp_path: Path) -> None:
+    """The same news again (a tag-less webhook) adds no log entry or referrer; a new tag does (the tag now
+    names the manifest), and so does a push after the manifest's deletion was recorded."""
+    with world(tmp_path) as w:
+        image = push_image(w.registry, "app", "v1")
+        w.push("app", image.digest, "v1")
+        w.drain()
+        w.push("app", image.digest, None)
+        assert w.drain() == 1 and w.service.store.size() == 1 and len(w.statements("app", image.digest)) == 1
+        w.push("app", image.digest, "v2")
+        w.drain()
+        assert [e.detail("tag") for e in w.statements("app", image.digest)] == ["v1", "v2"]
+        w.inbox.add(REGISTRY, [RegistryEvent("app", image.digest, None, DELETE)])
+        w.registry.delete_manifest("app", image.digest)
+        w.drain()
+        assert w.service.store.size() == 3
+        push_image(w.registry, "app", "v1")
+        w.push("app", image.digest, None)
+        w.drain()
+        assert w.service.store.size() == 4
+
+
 def test_a_tag_only_event_is_resolved_and_a_missing_tag_is_dead_at_once(tmp_path: Path) -> None:
     with world(tmp_path) as w:
         image = push_image(w.registry, "app", "v1")
