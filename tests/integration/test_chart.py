@@ -183,7 +183,7 @@ def test_the_rendered_configuration_loads_and_the_pod_is_hardened(name: str) -> 
     if config.storage.backend == "postgres":
         dsn = next(e for e in scitt["env"] if e["name"] == "SCITT_OCI_STORAGE__POSTGRES_DSN")
         assert dsn["valueFrom"]["secretKeyRef"] == {"name": "pg", "key": "dsn"} and deployment["spec"]["replicas"] == 3
-        assert config.ts_key is not None  # replicas share keys from the Secret
+        assert config.ts_key is not None and config.tlog.note_key is not None  # replicas share keys from the Secret
     mounts = {m["mountPath"] for m in scitt["volumeMounts"]}
     assert "/data" in mounts and (config.admission.trust_policy is None or "/etc/scitt-oci/trust" in mounts)
 

@@ -23,10 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from scitt_oci.oci import manifest as mf
 from scitt_oci.oci.client import RegistryClient, RegistrySettings
+from scitt_oci.tlog import note
 from tests.helpers import cli
 from tests.integration.test_chart import render
 from tests.registryproc import RegistryProcess, oci_layout, skopeo_push
@@ -81,10 +85,13 @@ class Rendered:
                     files |= {k: base64.b64decode(v) for k, v in (cm.get("binaryData") or {}).items()}
                 else:  # an existing ConfigMap the values name: the test provides it
                     files = {k: v.encode() for k, v in EXISTING_CONFIG_MAPS[volume["configMap"]["name"]].items()}
+            mode = volume.get("secret", {}).get("defaultMode")  # as the kubelet sets it
             for key, data in files.items():
                 path = next((i["path"] for i in items if i["key"] == key), None) if items else key
                 if path is not None:
                     (where / path).write_bytes(data)
+                    if mode is not None:
+                        (where / path).chmod(mode)
 
 
 @dataclass
@@ -213,6 +220,33 @@ def test_the_rendered_chart_records_without_admission(tmp_path: Path, mode: str)
     for b in boot(tmp_path, mode=mode):
         _push_and_see_recorded(b, tmp_path)
         assert not any(d["kind"] == "ValidatingWebhookConfiguration" for d in b.rendered.docs)
+
+
+def test_keys_from_an_existing_secret_sign_receipts_and_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`keys.existingSecret`: the receipts and the /tlog checkpoints are signed with the Secret's keys (the
+    checkpoint key too: replicas that each made their own would sign /tlog under different keys)."""
+    ts, issuer, note_key = (
+        ec.generate_private_key(ec.SECP256R1()),
+        ec.generate_private_key(ec.SECP256R1()),
+        ed25519.Ed25519PrivateKey.generate(),
+    )
+    files = {
+        name: k.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode()
+        for name, k in (("ts.pem", ts), ("issuer.pem", issuer), ("note.pem", note_key))
+    }
+    monkeypatch.setitem(EXISTING_SECRETS, "scitt-keys", files)
+    for b in boot(tmp_path, "--set", "keys.existingSecret=scitt-keys", mode="standalone"):
+        _push_and_see_recorded(b, tmp_path)
+        checkpoint = note.parse(requests.get(b.server.url + "/tlog/checkpoint", timeout=10).content)
+        [signature] = checkpoint.signatures
+        public = note_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        verifier = note.Verifier(signature.name, note.ED25519, public)
+        assert note.verify(checkpoint, [verifier]) == [verifier]
+        served = requests.get(b.server.url + "/.well-known/scitt-keys", timeout=10).content
+        ts_public = ts.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
+        assert ts_public[1:33] in served  # the receipt key served is the Secret's (its x coordinate)
 
 
 @pytest.mark.parametrize("mode", ["sidecar", "standalone"])
