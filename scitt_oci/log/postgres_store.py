@@ -41,6 +41,10 @@ class PostgresStore(SqlStore):
             conn = self._connect(read_only=False, create=True)
             conn.execute("BEGIN")
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            foreign = pgdriver.foreign_tables(conn, schema)
+            if foreign:
+                conn.close()  # nothing made: the transaction ends with the session
+                raise StoreError(pgdriver.refusal(schema, foreign))
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 conn.execute(statement)
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()

@@ -522,6 +522,10 @@ class PostgresInbox(Inbox):
             conn = self._connect(create=True)
             conn.execute("BEGIN")
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_SCHEMA_LOCK,))
+            foreign = pgdriver.foreign_tables(conn, schema)
+            if foreign:
+                conn.close()  # nothing made: the transaction ends with the session
+                raise InboxError(pgdriver.refusal(schema, foreign))
             for statement in filter(str.strip, _PG_SCHEMA.split(";")):
                 conn.execute(statement)
             conn.execute("COMMIT")

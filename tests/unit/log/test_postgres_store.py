@@ -12,7 +12,7 @@ import cbor2
 import psycopg
 import pytest
 
-from scitt_oci.errors import StoreUnavailable
+from scitt_oci.errors import StoreError, StoreUnavailable
 from scitt_oci.log.policy import RegistrationPolicy
 from scitt_oci.log.postgres_store import PostgresStore
 from scitt_oci.log.service import TransparencyService
@@ -202,3 +202,31 @@ def test_the_service_answers_503_while_the_database_is_out_of_reach_and_recovers
         assert http.get("/readyz").status_code == 200
         assert http.post("/entries", content=support.statement_bytes(2), headers=COSE).status_code == 201
         assert http.get("/checkpoint").status_code == 200
+
+
+def test_a_schema_another_tool_owns_is_refused_before_anything_is_made(schema: str) -> None:
+    from scitt_oci.errors import InboxError
+    from scitt_oci.watch.inbox import PostgresInbox
+
+    with psycopg.connect(DSN, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        admin.execute(f"CREATE TABLE {schema}.users (id INTEGER)")
+        admin.execute(f"CREATE TABLE {schema}.events (id INTEGER, what TEXT)")  # a name ours has too
+    with pytest.raises(StoreError, match=rf"schema {schema} holds tables that are not scitt-oci's \(users\)"):
+        PostgresStore(DSN, schema=schema)
+    with pytest.raises(InboxError, match=r"not scitt-oci's \(users\): give scitt-oci a schema of its own"):
+        PostgresInbox(DSN, schema=schema)
+    with psycopg.connect(DSN, autocommit=True) as admin:
+        tables = admin.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s ORDER BY 1", (schema,)
+        ).fetchall()
+    assert tables == [("events",), ("users",)]
+    # The log and the inbox share their own schema: each finds only the other's tables there.
+    own = schema + "_own"
+    try:
+        PostgresStore(DSN, schema=own).close()
+        PostgresInbox(DSN, schema=own).close()
+        PostgresStore(DSN, schema=own).close()
+    finally:
+        with psycopg.connect(DSN, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA IF EXISTS {own} CASCADE")
