@@ -223,20 +223,24 @@ def test_a_signature_of_an_image_not_there_yet_is_retried(tmp_path: Path) -> Non
         assert (state, n) == ("pending", 1) and w.service.store.size() == 0
 
 
+def _failing_first(w: World, failures: list[Exception]) -> None:
+    """The watcher's registrar raises `failures` in turn, then registers as it does."""
+    real, scripted = w.watcher.registrar.register, iter(failures)
+
+    def register(statement: bytes) -> bytes:
+        exc = next(scripted, None)
+        if exc is not None:
+            raise exc
+        return real(statement)
+
+    w.watcher.registrar.register = register  # type: ignore[method-assign]  # the real method, failing as scripted first
+
+
 def test_an_unexpected_error_is_retried(tmp_path: Path) -> None:
     with world(tmp_path) as w:
         image = push_image(w.registry, "app", "v1")
         w.push("app", image.digest, "v1")
-        broken = iter([ValueError("boom")])
-
-        def register(statement: bytes) -> bytes:
-            exc = next(broken, None)
-            if exc is not None:
-                raise exc
-            return real(statement)
-
-        real = w.watcher.registrar.register
-        w.watcher.registrar.register = register  # type: ignore[method-assign]  # the real method, failing as scripted first
+        _failing_first(w, [ValueError("boom")])
         [item] = w.inbox.claim(1)
         w.watcher.process(item)
         assert w.inbox.counts() == {"pending": 1}
@@ -250,16 +254,7 @@ def test_an_outage_of_the_logs_database_is_retried_past_max_attempts(tmp_path: P
     with world(tmp_path) as w:
         image = push_image(w.registry, "app", "v1")
         w.push("app", image.digest, "v1")
-        outage = iter([StoreUnavailable("the PostgreSQL log is out of reach")] * 5)  # max_attempts is 3
-
-        def register(statement: bytes) -> bytes:
-            exc = next(outage, None)
-            if exc is not None:
-                raise exc
-            return real(statement)
-
-        real = w.watcher.registrar.register
-        w.watcher.registrar.register = register  # type: ignore[method-assign]  # failing as scripted first
+        _failing_first(w, [StoreUnavailable("the PostgreSQL log is out of reach")] * 5)  # max_attempts is 3
         assert w.drain() == 6
         assert w.inbox.counts() == {"done": 1} and w.service.store.size() == 1
 
