@@ -7,21 +7,48 @@ a `LimitExceededError` instead of a `RecursionError` escaping as a stack trace.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from scitt_oci.errors import LimitExceededError, MalformedError
 
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")  # \ud800-\udfff: half of a UTF-16 pair, or alone
+
 
 def load(data: bytes, what: str, limit: int) -> Any:
-    """Decode `data`, naming it `what` in errors; at most `limit` bytes."""
+    """Decode `data`, naming it `what` in errors; at most `limit` bytes. Strings must be Unicode text:
+    an escaped UTF-16 surrogate without its pair (`"\\ud800"`) is refused, as I-JSON (RFC 7493) does;
+    Python's decoder would make it a string that cannot be stored, hashed or printed as UTF-8."""
     if len(data) > limit:
         raise LimitExceededError(f"{what} is {len(data)} bytes; at most {limit} are accepted")
     try:
-        return json.loads(data, parse_constant=_not_json)
+        doc = json.loads(data, parse_constant=_not_json)
     except RecursionError:
         raise LimitExceededError(f"{what} nests JSON arrays or objects too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedError(f"{what} is not JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(data):  # rare: only then is every string looked at
+        _unicode_only(doc, what)
+    return doc
+
+
+def _unicode_only(doc: Any, what: str) -> None:
+    stack = [doc]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            stack += value.keys()
+            stack += value.values()
+        elif isinstance(value, list):
+            stack += value
+        elif isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                lone = ord(value[exc.start])
+                raise MalformedError(
+                    f"{what} holds a lone UTF-16 surrogate (\\u{lone:04x}): JSON strings must be Unicode text"
+                ) from None
 
 
 def _not_json(name: str) -> Any:

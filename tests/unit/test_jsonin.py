@@ -45,3 +45,20 @@ def test_size_limit_applies_before_decoding_and_objects_are_required() -> None:
 def test_nan_and_infinity_are_not_json(constant: bytes) -> None:
     with pytest.raises(MalformedError, match=f"is not JSON: {constant.decode()} is not a JSON value"):
         jsonin.load(b'{"a": ' + constant + b"}", "thing", 100)
+
+
+@pytest.mark.parametrize(
+    ("body", "lone"),
+    [
+        (rb'{"id": "\ud800"}', "d800"),
+        (rb'{"a": ["ok", {"b": "x\uDFFFy"}]}', "dfff"),
+        (rb'{"\udbff": 1}', "dbff"),  # a key
+        (rb'{"a": "\ude00\ud83d"}', "de00"),  # a pair in the wrong order
+    ],
+)
+def test_a_lone_utf16_surrogate_is_not_text(body: bytes, lone: str) -> None:
+    """Python decodes "\\ud800" into a string no UTF-8 encoder takes (an inbox, a log line, a hash):
+    refused as I-JSON does, naming it; a well-formed pair is an ordinary character."""
+    with pytest.raises(MalformedError, match=rf"thing holds a lone UTF-16 surrogate \(\\u{lone}\)"):
+        jsonin.load(body, "thing", 100)
+    assert jsonin.load(rb'{"a": "\ud83d\ude00", "b": "\\ud800"}', "thing", 100) == {"a": "\U0001f600", "b": "\\ud800"}
