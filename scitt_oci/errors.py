@@ -205,6 +205,10 @@ class InboxError(ScittOciError):
     """The inbox's database cannot be opened."""
 
 
+class InboxUnavailable(InboxError, StoreUnavailable):
+    """The inbox's database is out of reach for now: the event at hand is not at fault; retry later."""
+
+
 # ----- promotion and replication -----
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from scitt_oci.cli import EXIT_INVALID, _die, _write, main, registry_ca_file, usable_ca_file
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import InboxUnavailable, ScittOciError
 from scitt_oci.oci.reference import Reference
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.scitt import receipt as receipt_mod
@@ -20,6 +20,7 @@ from scitt_oci.scitt import receipt as receipt_mod
 if TYPE_CHECKING:
     from scitt_oci.cose.keys import CoseKey
     from scitt_oci.scrapi.client import PublishedIssuer
+    from scitt_oci.watch.inbox import Inbox
 
 
 def _split_target(target: str) -> tuple[str, str]:
@@ -124,8 +125,7 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
         with click.progressbar(length=max(queued, 1), label="recording", file=sys.stderr) as recording:
             done = 0
             while True:
-                counts = watcher.inbox.counts()
-                remaining = counts.get("pending", 0)
+                remaining = _pending(watcher.inbox)
                 recording.update(max(0, queued - remaining - done))
                 done = max(done, queued - remaining)
                 if remaining == 0:
@@ -133,11 +133,11 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
                 time.sleep(0.2)  # progress display cadence
         # What is on record but no longer attached (a concurrent writer dropped it from an index): list it again.
         relisted = reattach(watcher.inbox, name, client, settle=0, everything=True, failed=failed)
+        failed += not_recorded(watcher.inbox, name, found)
     except ScittOciError as exc:
         _die(exc.diagnostics())
     finally:
         rt.stop()
-    failed += not_recorded(watcher.inbox, name, found)
     click.echo(
         f"found {len(found)} manifests not on record; queued {queued}; "
         f"recorded {len(found) - len(failed)}; re-attached {relisted} missing referrers"
@@ -147,6 +147,30 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
     if failed:
         click.echo(f"error: {len(failed)} image(s) could not be read or repaired (named above)", err=True)
         sys.exit(EXIT_INVALID)
+
+
+OUTAGE_PATIENCE = 120.0  # seconds backfill waits for its database to come back before it gives up
+OUTAGE_PAUSE = 1.0  # seconds between looks meanwhile
+
+
+def _pending(inbox: Inbox) -> int:
+    """How many events wait in the inbox. While its database is out of reach (a restart, a failover)
+    backfill waits, as its workers do, for up to OUTAGE_PATIENCE seconds, then stops (InboxUnavailable):
+    run it again once the database is back, and it picks up where it stopped."""
+    since: float | None = None
+    while True:
+        try:
+            return inbox.counts().get("pending", 0)
+        except InboxUnavailable as exc:
+            now = time.monotonic()
+            if since is None:
+                since = now
+                click.echo(f"warning: {exc}; waiting for it to come back", err=True)
+            elif now - since > OUTAGE_PATIENCE:
+                raise InboxUnavailable(
+                    f"{exc} for over {OUTAGE_PATIENCE:.0f} s; run backfill again when it is back"
+                ) from None
+            time.sleep(OUTAGE_PAUSE)
 
 
 @main.command("history")

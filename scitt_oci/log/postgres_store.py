@@ -78,7 +78,7 @@ class PostgresStore(SqlStore):
         return StoreUnavailable(f"the PostgreSQL log is out of reach ({type(exc).__name__}: {first})")
 
     def _connect(self, *, read_only: bool, create: bool = False) -> Any:
-        conn = self._psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+        conn = pgdriver.connect(self._psycopg, self._dsn)
         if create:
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._schema}")
         conn.execute(f"SET search_path TO {self._schema}")

@@ -34,6 +34,7 @@ from scitt_oci.server.plaintext import RefusePlainCredentials
 from scitt_oci.server.webhooks import webhook_routes
 from scitt_oci.watch import signature_trust
 from scitt_oci.watch.events import DEPLOY, RegistryEvent
+from scitt_oci.watch.inbox import STATES as INBOX_STATES
 from scitt_oci.watch.inbox import Inbox, PostgresInbox
 from scitt_oci.watch.reconcile import Reconciler
 from scitt_oci.watch.worker import EmbeddedRegistrar, Registrar, RemoteRegistrar, Watcher
@@ -77,13 +78,16 @@ class Runtime:
         """What is not ready beyond the log (None: all is)."""
         if self.watcher and self.watcher.crashed:
             return "the registry watcher has stopped"
+        if self.watcher and self.watcher.inbox_trouble:
+            return f"the registry watcher cannot read its inbox ({self.watcher.inbox_trouble})"
         return None
 
     def scrape(self) -> None:
-        """Refresh the inbox gauges before /metrics answers."""
+        """Refresh the inbox gauges before /metrics answers (a state with no events left reads 0)."""
         if self.watcher:
-            for state, n in self.watcher.inbox.counts().items():
-                self.metrics.inbox.labels(state).set(n)
+            counts = self.watcher.inbox.counts()
+            for state in {*INBOX_STATES, *counts}:
+                self.metrics.inbox.labels(state).set(counts.get(state, 0))
 
 
 def _registry_clients(config: Config) -> dict[str, RegistryClient]:

@@ -42,10 +42,17 @@ async def http_error(request: Request, exc: Exception) -> Response:
     )
 
 
+async def unavailable(request: Request, exc: Exception) -> Response:
+    """The database is restarting, failing over or stalled: one line in the log, no traceback, a 503.
+    (A handler of its own class: Starlette re-raises what reaches the `Exception` handler to the server,
+    which logs it again with its traceback.)"""
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return problem(503, "Service Unavailable", f"{exc}; retry later", retry_after=5)
+
+
 async def server_error(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, StoreUnavailable):  # the database is restarting or failing over: no traceback, retry
-        log.warning("%s %s: %s", request.method, request.url.path, exc)
-        return problem(503, "Service Unavailable", f"{exc}; retry later", retry_after=5)
+    if isinstance(exc, StoreUnavailable):  # raised past the exception layer (a middleware's own call)
+        return await unavailable(request, exc)
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     detail = str(exc) if isinstance(exc, ScittOciError) else "the service failed to answer; see its log"
     return problem(500, "Internal Server Error", detail)
@@ -107,7 +114,12 @@ def create_app(
             Middleware(ExpectContinue),
             Middleware(Shortcut, method="POST", path=REGISTRATION_PATH, endpoint=scrapi.registration),
         ],
-        exception_handlers={**CLIENT_GONE, HTTPException: http_error, Exception: server_error},
+        exception_handlers={
+            **CLIENT_GONE,
+            HTTPException: http_error,
+            StoreUnavailable: unavailable,
+            Exception: server_error,
+        },
         lifespan=_lifespan(hooks),
     )
     # SCRAPI's paths are exact: `/entries/` is not found, rather than a 307 to an address built from the

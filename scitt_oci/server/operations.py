@@ -11,8 +11,11 @@ from starlette.routing import BaseRoute, Route
 
 from scitt_oci.errors import StoreUnavailable
 from scitt_oci.log.service import TransparencyService
+from scitt_oci.server import offloop
 from scitt_oci.server.metrics import Metrics, exposition
 from scitt_oci.server.problems import problem
+
+READY_DEADLINE = 5.0  # below Kubernetes' default probe timeout budget (periodSeconds 10)
 
 
 class Operations:
@@ -37,16 +40,19 @@ class Operations:
 
     async def metrics_route(self, request: Request) -> Response:
         self.metrics.waiting.set(self.service.waiting)
-        self.metrics.tree_size.set(self.service.store.size())  # from the store: the same whichever worker answers
-        self.scrape()
+        await offloop.read(self._scrape, what="the service's database")
         return Response(generate_latest(exposition(self.metrics.registry)), media_type=CONTENT_TYPE_LATEST)
 
+    def _scrape(self) -> None:
+        self.metrics.tree_size.set(self.service.store.size())  # from the store: the same whichever worker answers
+        self.scrape()
+
     async def healthz(self, request: Request) -> Response:
-        return Response(b"ok\n", media_type="text/plain")
+        return Response(b"ok\n", media_type="text/plain")  # alive: the event loop answers (no database read)
 
     async def readyz(self, request: Request) -> Response:
         try:
-            self.service.store.size()
+            await offloop.read(self.service.store.size, what="the log store", deadline=READY_DEADLINE)
         except StoreUnavailable as exc:
             return problem(503, "Service Unavailable", f"the log store is not readable: {exc}")
         except Exception as exc:

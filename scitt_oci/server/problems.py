@@ -23,6 +23,7 @@ def problem(
     return Response(body, status_code=status, media_type=PROBLEM_TYPE, headers=out)
 
 
-def problem_json(status: int, title: str, detail: str) -> Response:
+def problem_json(status: int, title: str, detail: str, *, retry_after: int | None = None) -> Response:
     body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
-    return Response(body, status_code=status, media_type="application/problem+json")
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return Response(body, status_code=status, media_type="application/problem+json", headers=headers)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,9 +19,11 @@ from starlette.types import Receive, Scope, Send
 from scitt_oci import b64url
 from scitt_oci.cose import cbor
 from scitt_oci.cose import keys as cose_keys
+from scitt_oci.errors import StoreUnavailable
 from scitt_oci.log.policy import Rejection, RejectionKind
 from scitt_oci.log.sequencer import Overloaded
 from scitt_oci.log.service import Accepted, ConsistencyError, NotAccepted, Outcome, Registered, TransparencyService
+from scitt_oci.server import offloop
 from scitt_oci.server.bodies import client_gone, read_limited
 from scitt_oci.server.guards import Settings, authorised, limited, unauthorised
 from scitt_oci.server.metrics import Metrics
@@ -34,6 +37,8 @@ REGISTRATION_PATH = "/entries"
 # The HTTP status of each kind of registration refusal (the log names the kind; 400 for any other).
 REJECTION_STATUS = {RejectionKind.TOO_LARGE: 413}
 MAX_TREE_SIZE = 2**63 - 1  # what the stores hold (a signed 64-bit integer)
+
+log = logging.getLogger("scitt_oci.server")
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,9 @@ class Scrapi:
             return problem(
                 503, "Service Unavailable", "the log could not store the statement; retry later", retry_after=5
             )
+        except StoreUnavailable as exc:  # the database is restarting or failing over: one line, no traceback
+            log.warning("POST %s: %s", REGISTRATION_PATH, exc)
+            return problem(503, "Service Unavailable", f"{exc}; retry later", retry_after=5)
         return outcome
 
     async def _admit(self, request: Request) -> bytes | Response:
@@ -178,12 +186,17 @@ class Scrapi:
             eid = b""
         if len(eid) != 32:
             return problem(400, "Malformed request", f"entry id {text[:80]!r} is not 64 hexadecimal characters")
-        body = self.service.receipt(eid)
+        body, pending = await offloop.read(lambda: self._lookup(eid), what="the log store")
         if body is not None:
             return Response(body, media_type=COSE, headers={"Location": entry_path(eid)})
-        if self.service.pending(eid):
+        if pending:
             return _pending(eid)
         return problem(404, "Not Found", f"receipt with entry id {eid.hex()} is not known to this service")
+
+    def _lookup(self, eid: bytes) -> tuple[bytes | None, bool]:
+        """The entry's receipt, or whether it is accepted and not yet integrated."""
+        body = self.service.receipt(eid)
+        return body, body is None and self.service.pending(eid)
 
     # ----- keys and issuers -----
     async def key_set(self, request: Request) -> Response:
@@ -205,7 +218,7 @@ class Scrapi:
 
     # ----- auditors -----
     async def checkpoint(self, request: Request) -> Response:
-        body = self.service.checkpoint()
+        body = await offloop.read(self.service.checkpoint, what="the log store")
         if body is None:
             return problem(404, "Not Found", "the log is empty: there is no tree head yet")
         return Response(body, media_type=COSE, headers={"Cache-Control": "no-store"})
@@ -222,7 +235,8 @@ class Scrapi:
                 f"give ?from=OLD_SIZE and optionally &to=NEW_SIZE as decimal integers from 0 to {MAX_TREE_SIZE}",
             )
         try:
-            return Response(self.service.consistency(old, new), media_type=COSE)
+            proof = await offloop.read(lambda: self.service.consistency(old, new), what="the log store")
+            return Response(proof, media_type=COSE)
         except ConsistencyError as exc:
             return problem(404, "Not Found", str(exc))
 

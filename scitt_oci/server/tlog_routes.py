@@ -4,6 +4,7 @@ these endpoints (mirrors, witnesses, monitors) speak text."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 
 from starlette.concurrency import run_in_threadpool
@@ -11,8 +12,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from scitt_oci.errors import StoreUnavailable
 from scitt_oci.log.tiled import TlogSource
 from scitt_oci.replication.witness import Witness
+from scitt_oci.server import offloop
 from scitt_oci.server.bodies import read_limited
 from scitt_oci.tlog import tiles
 
@@ -27,6 +30,12 @@ def text_error(status: int, message: str) -> Response:
     return Response(message.rstrip("\n") + "\n", status_code=status, media_type=TEXT)
 
 
+def unavailable(exc: StoreUnavailable) -> Response:
+    answer = text_error(503, f"{exc}; retry later")
+    answer.headers["Retry-After"] = "5"
+    return answer
+
+
 def _gzip_ok(request: Request) -> bool:
     offered = request.headers.get("accept-encoding", "")
     return any(part.split(";", 1)[0].strip().lower() == "gzip" for part in offered.split(","))
@@ -34,7 +43,10 @@ def _gzip_ok(request: Request) -> bool:
 
 def tlog_routes(source: TlogSource, prefix: str = "/tlog") -> list[BaseRoute]:
     async def checkpoint(request: Request) -> Response:
-        body = source.checkpoint()
+        try:
+            body = await offloop.read(source.checkpoint, what="the log store")
+        except StoreUnavailable as exc:
+            return unavailable(exc)
         if body is None:
             return text_error(404, "the log is empty: there is no checkpoint yet")
         return Response(body, media_type=TEXT, headers={"Cache-Control": MUTABLE})
@@ -49,9 +61,13 @@ def tlog_routes(source: TlogSource, prefix: str = "/tlog") -> list[BaseRoute]:
         except tiles.TilePathError as exc:
             return text_error(400, str(exc))
         if ref.level == tiles.ENTRIES:
-            body = source.bundle(ref.index, ref.width)
+            read = functools.partial(source.bundle, ref.index, ref.width)
         else:
-            body = source.tile(ref.level, ref.index, ref.width)
+            read = functools.partial(source.tile, ref.level, ref.index, ref.width)
+        try:
+            body = await offloop.read(read, what="the log store")
+        except StoreUnavailable as exc:
+            return unavailable(exc)
         if body is None:
             return text_error(404, f"{path}: the published tree does not hold this tile")
         headers = {"Cache-Control": PARTIAL if ref.partial else IMMUTABLE}

@@ -5,18 +5,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import ScittOciError, StoreUnavailable
 from scitt_oci.server.bodies import read_limited
 from scitt_oci.server.guards import bearer
 from scitt_oci.server.problems import problem_json
 from scitt_oci.watch.events import MAX_PAYLOAD_BYTES, PARSERS
 from scitt_oci.watch.inbox import Inbox
+
+log = logging.getLogger("scitt_oci.server")
 
 
 def _bearer(request: Request, secret: str) -> bool:
@@ -82,7 +85,11 @@ def webhook_routes(inbox: Inbox, registries: list[str], secret: str) -> list[Rou
         except ScittOciError as exc:
             return problem_json(400, "Bad Request", f"not a {kind} payload: {exc}")
         # A durable write (fsync, or a PostgreSQL commit): off the event loop, which serves every other request.
-        added = await run_in_threadpool(inbox.add, name, events) if events else 0
+        try:
+            added = await run_in_threadpool(inbox.add, name, events) if events else 0
+        except StoreUnavailable as exc:  # nothing stored: the sender delivers again (registries retry a 5xx)
+            log.warning("webhook %s: %s", kind, exc)
+            return problem_json(503, "Service Unavailable", f"{exc}; deliver again later", retry_after=5)
         body_out = json.dumps({"received": len(events), "queued": added})
         return Response(body_out, status_code=202, media_type="application/json")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from scitt_oci import keyfiles, pgdriver
-from scitt_oci.errors import InboxError
+from scitt_oci.errors import InboxError, InboxUnavailable
 from scitt_oci.watch.events import DELETE, PUSH, RegistryEvent
 
 _SCHEMA = """
@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS recorded (
 
 
 _HOLDER = socket.gethostname()[:64]  # a Pod's name
+STATES = ("pending", "done", "dead")  # an event's states, in order
 
 
 @dataclass(frozen=True)
@@ -161,6 +162,13 @@ class Inbox:
         """Whether a failed transaction may simply be run again (PostgreSQL deadlocks between replicas)."""
         return False
 
+    def _unavailable(self, exc: BaseException) -> InboxUnavailable | None:
+        """`exc` as the database being out of reach (the event at hand not at fault), or None. On SQLite:
+        the write lock held past the timeout by another process, the disk full or failing."""
+        if isinstance(exc, sqlite3.OperationalError):
+            return InboxUnavailable(f"the inbox {self.path} cannot be written ({exc})")
+        return None
+
     def _lease(self, conn: Any, now: float, limit: int, owner: str) -> list[tuple[Any, ...]]:
         """Lease up to `limit` due events for `owner`: rows of (id, registry, event, attempts, statement)."""
         rows = self._x(
@@ -213,8 +221,12 @@ class Inbox:
                 added = self._add(registry, events, revive)
                 break
             except Exception as exc:
-                if attempt == 4 or not self._transaction_retry(exc):
+                if attempt < 4 and self._transaction_retry(exc):
+                    continue
+                unavailable = self._unavailable(exc)
+                if unavailable is None:
                     raise
+                raise unavailable from None
         if added:
             self.wakeup.set()
         return added
@@ -276,6 +288,21 @@ class Inbox:
             self._x(conn, "ROLLBACK")
             raise
         return added
+
+    def not_a_deletion(self, item: InboxItem) -> None:
+        """`item`, a deletion, turned out not to delete its manifest (which still exists: a blob's or a
+        tag's deletion). It does not count as the manifest's deletion: a push after it is no news (a
+        redelivery without its id, polling) and keeps the key it had before; and a real deletion later
+        is news, not a repeat of this one (whose key it would have)."""
+        e = item.event
+        conn = self._conn()
+        self._x(
+            conn,
+            "DELETE FROM transitions WHERE registry = ? AND manifest = ? AND action = ? AND event_id = ?",
+            (item.registry, f"{e.repository}@{e.digest}", DELETE, item.id),
+        )
+        void = f"|void={item.id}"
+        self._x(conn, "UPDATE events SET key = key || ? WHERE id = ? AND key NOT LIKE ?", (void, item.id, f"%{void}"))
 
     def _revive(self, conn: Any, registry: str, key: str, now: float) -> bool:
         row = self._x(
@@ -537,7 +564,7 @@ class PostgresInbox(Inbox):
             ) from None
 
     def _connect(self, *, create: bool = False) -> Any:
-        conn = self._psycopg.connect(self._dsn, autocommit=True, connect_timeout=10)
+        conn = pgdriver.connect(self._psycopg, self._dsn)
         if create:
             conn.execute(f"CREATE SCHEMA IF NOT EXISTS {self._schema}")
         conn.execute(f"SET search_path TO {self._schema}")
@@ -547,19 +574,39 @@ class PostgresInbox(Inbox):
         # Every PostgreSQL commit is durable (synchronous_commit is the server's); one connection a thread.
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed:
-            conn = self._connect()
+            try:
+                conn = self._connect()
+            except self._psycopg.OperationalError as exc:
+                raise self._out_of_reach(exc) from None
             self._local.conn = conn
         return conn
 
     def _x(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> Any:
         """One statement; outside a transaction, a connection lost (a database restart, a failover, a
-        proxy's idle timeout) is made again and the statement run once more."""
+        proxy's idle timeout) is made again and the statement run once more; a database still out of
+        reach is `InboxUnavailable`. In a transaction the error is raised as it is: `add` runs the
+        whole transaction again."""
         try:
             return conn.execute(sql.replace("?", "%s"), params)
-        except self._psycopg.OperationalError:
-            if not conn.closed or getattr(self._local, "tx", False):
+        except self._psycopg.OperationalError as exc:
+            if getattr(self._local, "tx", False):
                 raise
+            if not conn.closed:
+                raise self._out_of_reach(exc) from None
+        try:
             return self._conn().execute(sql.replace("?", "%s"), params)
+        except self._psycopg.OperationalError as exc:
+            raise self._out_of_reach(exc) from None
+
+    def _unavailable(self, exc: BaseException) -> InboxUnavailable | None:
+        if isinstance(exc, InboxUnavailable):
+            return exc
+        return self._out_of_reach(exc) if isinstance(exc, self._psycopg.OperationalError) else None
+
+    def _out_of_reach(self, exc: BaseException) -> InboxUnavailable:
+        # The DSN may hold a password: the error's first line names the server, never the DSN.
+        first = (str(exc).splitlines() or [""])[0]
+        return InboxUnavailable(f"the PostgreSQL inbox is out of reach ({type(exc).__name__}: {first})")
 
     def _begin(self, conn: Any) -> None:
         self._local.tx = True
@@ -599,15 +646,21 @@ class PostgresInbox(Inbox):
     def exclusive(self, name: str, *, wait: bool = False) -> Iterator[bool]:
         """A session advisory lock on its own connection: held by one replica at a time, and released
         by the server when that replica's connection goes (a replica that dies mid-walk frees it)."""
-        conn = self._connect()
+        try:
+            conn = self._connect()
+        except self._psycopg.OperationalError as exc:
+            raise self._out_of_reach(exc) from None
         got = False
         try:
             key = (_PG_WALK_LOCK, zlib.crc32(name.encode()) - 2**31)
-            if wait:
-                conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
-                got = True
-            else:
-                got = bool(conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0])
+            try:
+                if wait:
+                    conn.execute("SELECT pg_advisory_lock(%s, %s)", key)
+                    got = True
+                else:
+                    got = bool(conn.execute("SELECT pg_try_advisory_lock(%s, %s)", key).fetchone()[0])
+            except self._psycopg.OperationalError as exc:
+                raise self._out_of_reach(exc) from None
             yield got
         finally:
             # Unlocked before the session ends: the server drops a closed session's locks a moment after

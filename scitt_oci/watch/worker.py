@@ -129,6 +129,8 @@ class Watcher(Generic[R]):
     """Workers over `inbox`, one `Registry` client per configured registry name (`R`: its type, e.g.
     `RegistryClient`, so that callers keep the client's own extras such as request counts)."""
 
+    MAX_BACKOFF = 5.0  # seconds between claims while the inbox cannot be read
+
     def __init__(
         self,
         inbox: Inbox,
@@ -157,6 +159,9 @@ class Watcher(Generic[R]):
         self._threads: list[threading.Thread] = []
         self._keeper_stop = threading.Event()
         self._keeper: threading.Thread | None = None
+        # The latest claim that failed (when, why) and the time of the latest that did not, of any worker.
+        self._claim_failed: tuple[float, str] = (0.0, "")
+        self._claimed = 0.0
 
     def start(self) -> None:
         for i in range(self.workers):
@@ -192,13 +197,46 @@ class Watcher(Generic[R]):
         return bool(self._threads) and not self._stop.is_set() and not self.alive
 
     def _run(self) -> None:
+        failures = 0  # claims failed in a row: the inbox's database out of reach
         while not self._stop.is_set():
-            items = self.inbox.claim(1)
+            try:
+                items = self.inbox.claim(1)
+            except Exception as exc:  # the worker waits it out: it never stops on the database's account
+                failures += 1
+                self._unreadable(exc, failures)
+                self._stop.wait(min(self.MAX_BACKOFF, 0.1 * 2**failures))
+                continue
+            self._claimed = time.monotonic()
+            if failures:
+                failures = 0
+                log.info("the inbox is readable again")
             if not items:
                 self.inbox.wakeup.wait(self.inbox.idle_wait)
                 self.inbox.wakeup.clear()
                 continue
-            self.process(items[0])
+            try:
+                self.process(items[0])
+            except Exception as exc:  # the outcome could not be stored: the lease runs out, the event is taken again
+                log.warning(
+                    "event %s: its outcome could not be stored (%s: %s); it is processed again when its lease runs out",
+                    items[0].id,
+                    type(exc).__name__,
+                    exc,
+                )
+
+    @property
+    def inbox_trouble(self) -> str | None:
+        """Why the workers cannot read the inbox now (None: the latest claim went through)."""
+        when, why = self._claim_failed
+        return why if when > self._claimed else None
+
+    def _unreadable(self, exc: Exception, failures: int) -> None:
+        self._claim_failed = (time.monotonic(), f"{type(exc).__name__}: {exc}")
+        if failures == 1 or failures % 60 == 0:  # once, then about every five minutes
+            if isinstance(exc, ScittOciError):
+                log.warning("the inbox cannot be read (%s); retrying", exc)
+            else:
+                log.exception("the inbox cannot be read (%s: %s); retrying", type(exc).__name__, exc)
 
     def process(self, item: InboxItem) -> None:
         """Process a claimed event, its lease renewed until it is done or failed."""
@@ -319,6 +357,7 @@ class Watcher(Generic[R]):
         event = item.event
         if event.action == DELETE:
             if client.head_manifest(event.repository, digest) is not None:
+                self.inbox.not_a_deletion(item)
                 self._done(item, "skipped: the manifest still exists (a blob deletion)")
                 return Decision(None, reason="blob deletion")
             return digest, None, None

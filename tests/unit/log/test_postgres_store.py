@@ -3,14 +3,17 @@ sharing one log."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import cbor2
 import psycopg
 import pytest
+from starlette.testclient import TestClient
 
 from scitt_oci.errors import StoreError, StoreUnavailable
 from scitt_oci.log.policy import RegistrationPolicy
@@ -18,7 +21,9 @@ from scitt_oci.log.postgres_store import PostgresStore
 from scitt_oci.log.service import TransparencyService
 from scitt_oci.log.store import Pending, entry_id
 from scitt_oci.scitt import merkle, receipt
+from scitt_oci.server.app import Settings, create_app
 from tests.helpers import key
+from tests.stallproxy import stall_proxy
 from tests.unit.server import support
 
 COSE = {"content-type": "application/cose"}
@@ -29,12 +34,20 @@ def _sign(size: int, root: bytes) -> receipt.SignedTreeHead:
     return receipt.sign_tree_head(key(slot=9), issuer="https://ts", subject="log", tree_size=size, root=root)
 
 
+@contextlib.contextmanager
+def dropped(name: str) -> Iterator[str]:
+    """Schema `name`, dropped with all it holds at the end."""
+    try:
+        yield name
+    finally:
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
 @pytest.fixture
 def schema() -> Iterator[str]:
-    name = "t_" + uuid.uuid4().hex[:12]
-    yield name
-    with psycopg.connect(DSN, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+    with dropped("t_" + uuid.uuid4().hex[:12]) as name:
+        yield name
 
 
 def _p(tag: str, n: int) -> Pending:
@@ -182,22 +195,30 @@ def test_a_database_out_of_reach_is_store_unavailable_until_it_is_back(schema: s
         store.close()
 
 
-def test_the_service_answers_503_while_the_database_is_out_of_reach_and_recovers(schema: str) -> None:
+def test_the_service_answers_503_while_the_database_is_out_of_reach_and_recovers(
+    schema: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """503s with Retry-After, each logged as one warning line: no traceback in the log, and nothing raised
+    past the app to the server (which would log one more; the client here raises what reaches it)."""
     store = PostgresStore(f"{DSN} application_name={schema}", schema=schema)
     policy = RegistrationPolicy.build(issuer_keys=[support.ISSUER_KEY])
     service = TransparencyService(store, support.TS_KEY, policy, identity="https://ts.example")
-    with support.running(service), support.client(service) as http:
+    app = create_app(service, Settings())
+    with support.running(service), TestClient(app, raise_server_exceptions=True) as http:
         assert http.post("/entries", content=support.statement_bytes(1), headers=COSE).status_code == 201
         working = store._dsn
         store._dsn = "host=127.0.0.1 port=1 connect_timeout=2"
         _cut(schema)
-        for path in ("/readyz", "/checkpoint", "/metrics"):
-            answer = http.get(path)
-            assert answer.status_code == 503, (path, answer.text)
-            detail = cbor2.loads(answer.content)[-2]
-            assert "out of reach" in detail or "StoreUnavailable" in detail, (path, detail)
-        refused = http.post("/entries", content=support.statement_bytes(2), headers=COSE)
-        assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+        with caplog.at_level("WARNING"):
+            for path in ("/readyz", "/checkpoint", "/metrics", "/consistency?from=1", f"/entries/{'ab' * 32}"):
+                answer = http.get(path)
+                assert answer.status_code == 503, (path, answer.text)
+                detail = cbor2.loads(answer.content)[-2]
+                assert "out of reach" in detail, (path, detail)
+            refused = http.post("/entries", content=support.statement_bytes(2), headers=COSE)
+            assert refused.status_code == 503 and refused.headers["retry-after"] == "5"
+            assert "out of reach" in cbor2.loads(refused.content)[-2]
+        assert caplog.records and not [r for r in caplog.records if r.exc_info], "a traceback was logged"
         store._dsn = working
         assert http.get("/readyz").status_code == 200
         assert http.post("/entries", content=support.statement_bytes(2), headers=COSE).status_code == 201
@@ -212,9 +233,10 @@ def test_a_schema_another_tool_owns_is_refused_before_anything_is_made(schema: s
         admin.execute(f"CREATE SCHEMA {schema}")
         admin.execute(f"CREATE TABLE {schema}.users (id INTEGER)")
         admin.execute(f"CREATE TABLE {schema}.events (id INTEGER, what TEXT)")  # a name ours has too
-    with pytest.raises(StoreError, match=rf"schema {schema} holds tables that are not scitt-oci's \(users\)"):
+    refused = rf"schema {schema} holds tables that are not scitt-oci's \(events \(without registry, key, event, \.\.\.\); users\)"
+    with pytest.raises(StoreError, match=refused):
         PostgresStore(DSN, schema=schema)
-    with pytest.raises(InboxError, match=r"not scitt-oci's \(users\): give scitt-oci a schema of its own"):
+    with pytest.raises(InboxError, match=refused + ": give scitt-oci a schema of its own"):
         PostgresInbox(DSN, schema=schema)
     with psycopg.connect(DSN, autocommit=True) as admin:
         tables = admin.execute(
@@ -230,3 +252,83 @@ def test_a_schema_another_tool_owns_is_refused_before_anything_is_made(schema: s
     finally:
         with psycopg.connect(DSN, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA IF EXISTS {own} CASCADE")
+
+
+def _in_thread(call: Callable[[], Any]) -> tuple[threading.Thread, list[Any]]:
+    """`call()` in a thread of its own; its answer lands in the list."""
+    answers: list[Any] = []
+    thread = threading.Thread(target=lambda: answers.append(call()), daemon=True)
+    thread.start()
+    return thread, answers
+
+
+def test_a_stalled_database_costs_its_readers_a_503_never_the_event_loop(
+    schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection to PostgreSQL stops answering (a partition, a wedged proxy): requests that read the
+    log answer 503 at their deadline, while /healthz, and everything else that needs no database, answers
+    at once; once the database answers again, so do they."""
+    from scitt_oci.server import offloop, operations
+
+    monkeypatch.setattr(offloop, "DEADLINE", 1.0)
+    monkeypatch.setattr(operations, "READY_DEADLINE", 1.0)
+    port = int(psycopg.conninfo.conninfo_to_dict(DSN).get("port") or 5432)
+    with stall_proxy(port) as proxy:
+        dsn = psycopg.conninfo.make_conninfo(DSN, host="127.0.0.1", port=str(proxy.port))
+        store = PostgresStore(dsn, schema=schema)
+        policy = RegistrationPolicy.build(issuer_keys=[support.ISSUER_KEY])
+        service = TransparencyService(store, support.TS_KEY, policy, identity="https://ts.example")
+        with support.running(service), support.client(service) as http:
+            assert http.post("/entries", content=support.statement_bytes(1), headers=COSE).status_code == 201
+            assert http.get("/checkpoint").status_code == 200  # this thread's reader is connected
+            proxy.stall()
+            stuck, answers = _in_thread(lambda: [http.get(p) for p in ("/checkpoint", "/metrics", "/readyz")])
+            health, healthy = _in_thread(lambda: http.get("/healthz"))
+            health.join(5)
+            assert healthy and healthy[0].status_code == 200, "the event loop is held by a stalled read"
+            stuck.join(30)
+            assert [a.status_code for a in answers[0]] == [503, 503, 503]
+            for answer in answers[0]:
+                assert "did not answer within" in cbor2.loads(answer.content)[-2]
+            proxy.flow()
+            assert http.get("/checkpoint").status_code == 200 and http.get("/readyz").status_code == 200
+
+
+@pytest.mark.parametrize("table", ["tiles", "events", "meta"])
+def test_a_table_named_as_ours_with_other_columns_is_refused_alone(schema: str, table: str) -> None:
+    """A lone foreign table that shares a name with one of ours (a `tiles` of another tool) is not taken
+    for ours: neither the log nor the inbox makes anything or starts."""
+    from scitt_oci.errors import InboxError
+    from scitt_oci.watch.inbox import PostgresInbox
+
+    with psycopg.connect(DSN, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        admin.execute(f"CREATE TABLE {schema}.{table} (id INTEGER)")
+    with pytest.raises(StoreError, match=rf"not scitt-oci's \({table} \(without "):
+        PostgresStore(DSN, schema=schema)
+    with pytest.raises(InboxError, match=rf"not scitt-oci's \({table} \(without "):
+        PostgresInbox(DSN, schema=schema)
+    with psycopg.connect(DSN, autocommit=True) as admin:
+        tables = admin.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchall()
+    assert tables == [(table,)]
+
+
+def test_the_columns_the_schema_guard_expects_are_the_tables_made(schema: str) -> None:
+    from scitt_oci import pgdriver
+    from scitt_oci.watch.inbox import PostgresInbox
+
+    PostgresStore(DSN, schema=schema).close()
+    PostgresInbox(DSN, schema=schema).close()
+    with psycopg.connect(DSN, autocommit=True) as admin:
+        rows = admin.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s "
+            "ORDER BY table_name, ordinal_position",
+            (schema,),
+        ).fetchall()
+        assert pgdriver.foreign_tables(admin, schema) == []
+    made: dict[str, tuple[str, ...]] = {}
+    for table, column in rows:
+        made[table] = (*made.get(table, ()), column)
+    assert made == pgdriver.COLUMNS

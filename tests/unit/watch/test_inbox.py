@@ -394,3 +394,37 @@ def test_a_postgres_inbox_that_cannot_open_says_why_without_the_dsn() -> None:
     with pytest.raises(InboxError, match=r"^cannot open the PostgreSQL inbox \(OperationalError: ") as caught:
         PostgresInbox("host=127.0.0.1 port=1 user=watcher password=hunter2 connect_timeout=2", schema="t_x")
     assert "hunter2" not in str(caught.value)
+
+
+def test_a_postgres_inbox_out_of_reach_is_inbox_unavailable_for_every_call_until_it_is_back() -> None:
+    """Each call while the database refuses connections is one `InboxUnavailable` (a ScittOciError the
+    workers, the webhooks and backfill know to wait out) naming no password; nothing is kept broken."""
+    from scitt_oci.errors import InboxUnavailable, StoreUnavailable
+    from tests.unit.log.test_postgres_store import _cut, dropped
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with dropped(schema):
+        inbox = PostgresInbox(f"{DSN} application_name={schema}", schema=schema)
+        try:
+            inbox.add("reg", [RegistryEvent("demo/app", D, "v1", PUSH)])
+            (item,) = inbox.claim(1)
+            working = inbox._dsn
+            inbox._dsn = "host=127.0.0.1 port=1 user=watcher password=hunter2 connect_timeout=2"
+            _cut(schema)
+            calls: list[Callable[[], object]] = [
+                lambda: inbox.claim(1),
+                lambda: inbox.add("reg", [RegistryEvent("demo/app", D, "v2", PUSH)]),
+                inbox.counts,
+                lambda: inbox.done(item),
+                lambda: inbox.failed(item, "registry down"),
+                lambda: inbox.exclusive("reg").__enter__(),
+            ]
+            for call in calls:
+                with pytest.raises(InboxUnavailable, match="the PostgreSQL inbox is out of reach") as caught:
+                    call()
+                assert isinstance(caught.value, StoreUnavailable) and "hunter2" not in str(caught.value)
+            inbox._dsn = working  # back
+            assert inbox.done(item) and inbox.counts() == {"done": 1}
+            assert inbox.add("reg", [RegistryEvent("demo/app", D, "v2", PUSH)]) == 1
+        finally:
+            inbox.close()

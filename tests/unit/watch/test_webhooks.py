@@ -99,6 +99,19 @@ def test_requests_without_the_secret_are_refused_before_the_body_is_read(inbox: 
     assert inbox.counts() == {}
 
 
+@pytest.mark.parametrize("kind", ["distribution", "generic"])
+def test_an_id_that_is_not_unicode_text_is_refused_and_nothing_is_stored(inbox: Inbox, kind: str) -> None:
+    """A lone surrogate escape ("\\ud800") decodes to a string the inbox cannot store: a 400 naming it."""
+    event = {**PUSHED["events"][0], "id": "\ud800"} if kind == "distribution" else {"id": "\ud800"}
+    payload = {"events": [event]} if kind == "distribution" else {**event, "repository": "app", "digest": D}
+    body = json.dumps(payload)  # ensure_ascii: the surrogate as the escape a sender would write
+    assert '"\\ud800"' in body
+    with _client(inbox, ["reg.test"]) as http:
+        r = http.post(f"/webhooks/{kind}", content=body, headers=BEARER)
+        _problem(r, 400, f"not a {kind} payload: payload holds a lone UTF-16 surrogate (\\ud800)")
+    assert inbox.counts() == {}
+
+
 def test_limits_formats_and_registries(inbox: Inbox) -> None:
     body = json.dumps(PUSHED)
     with _client(inbox, ["a.test", "b.test"]) as http:
@@ -121,3 +134,33 @@ def test_limits_formats_and_registries(inbox: Inbox) -> None:
         assert r.status_code == 202 and r.json() == {"received": 0, "queued": 0}
     [item] = inbox.claim(5)
     assert item.registry == "b.test"
+
+
+def test_while_the_inbox_database_is_out_of_reach_webhooks_answer_503_and_nothing_is_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Nothing stored, so no 2xx: a 503 with Retry-After (the registry delivers again), one log line
+    naming the outage and no traceback; the redelivery once the database is back is stored."""
+    import uuid
+
+    from scitt_oci.watch.inbox import PostgresInbox
+    from tests.unit.log.test_postgres_store import DSN, _cut, dropped
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    with dropped(schema):
+        inbox = PostgresInbox(f"{DSN} application_name={schema}", schema=schema)
+        try:
+            working = inbox._dsn
+            inbox._dsn = "host=127.0.0.1 port=1 user=watcher password=hunter2 connect_timeout=2"
+            _cut(schema)
+            with _client(inbox, ["reg.test"]) as http, caplog.at_level("WARNING", logger="scitt_oci.server"):
+                r = http.post("/webhooks/distribution", content=json.dumps(PUSHED), headers=BEARER)
+                _problem(r, 503, "the PostgreSQL inbox is out of reach")
+                assert r.headers["retry-after"] == "5" and "hunter2" not in r.text
+                [record] = caplog.records
+                assert "out of reach" in record.getMessage() and record.exc_info is None
+                inbox._dsn = working
+                r = http.post("/webhooks/distribution", content=json.dumps(PUSHED), headers=BEARER)
+                assert r.status_code == 202 and r.json() == {"received": 1, "queued": 1}
+        finally:
+            inbox.close()

@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import logging
 import threading
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from scitt_oci.errors import ClientError, StoreUnavailable, TransportError
+from scitt_oci.errors import ClientError, InboxUnavailable, StoreUnavailable, TransportError
 from scitt_oci.oci import manifest as mf
 from scitt_oci.scitt.profile import Kind
 from scitt_oci.signatures.trust import CosignKey, SignatureTrust
 from scitt_oci.watch.classify import Decision
 from scitt_oci.watch.events import DELETE, DEPLOY, PUSH, RegistryEvent
-from scitt_oci.watch.inbox import Inbox, InboxItem
+from scitt_oci.watch.inbox import Inbox, InboxItem, PostgresInbox
 from scitt_oci.watch.worker import RemoteRegistrar
 from tests.memregistry import push_image, push_index, push_referrer
+from tests.unit.log.test_postgres_store import DSN, _cut, dropped
 from tests.unit.watch.world import REGISTRY, World, cosign_signature, world
 
 
@@ -289,6 +292,29 @@ def test_an_unavailable_service_is_logged_as_one_line_and_only_a_bug_with_its_tr
         assert w.inbox.counts() == {"pending": 1}
 
 
+def test_a_deletion_of_a_manifest_that_still_exists_makes_no_later_push_new(tmp_path: Path) -> None:
+    """A delete event whose manifest is still there (a blob's or a tag's deletion) is skipped, and it
+    does not count as the manifest's deletion: the same push heard again afterwards (polling, a
+    redelivery without its id) is no new event and adds no second push record."""
+    with world(tmp_path) as w:
+        image = push_image(w.registry, "app", "v1")
+        w.push("app", image.digest, "v1")
+        w.drain()
+        w.inbox.add(REGISTRY, [RegistryEvent("app", image.digest, None, DELETE)])
+        assert w.drain() == 1 and w.service.store.size() == 1
+        assert w.inbox.add(REGISTRY, [RegistryEvent("app", image.digest, "v1", PUSH)]) == 0
+        assert w.drain() == 0 and w.service.store.size() == 1
+        assert [e.kind for e in w.statements("app", image.digest)] == [Kind.PUSH]
+        # A real deletion still makes the manifest's next push news.
+        w.registry.delete_manifest("app", image.digest)
+        w.inbox.add(REGISTRY, [RegistryEvent("app", image.digest, None, DELETE)])
+        w.drain()
+        push_image(w.registry, "app", "v1")
+        assert w.inbox.add(REGISTRY, [RegistryEvent("app", image.digest, "v1", PUSH)]) == 1
+        w.drain()
+        assert [e.kind for e in w.statements("app", image.digest)] == [Kind.PUSH, Kind.DELETE, Kind.PUSH]
+
+
 def test_worker_threads_process_events_and_stop(tmp_path: Path) -> None:
     finished = threading.Event()
     with world(tmp_path, workers=2) as w:
@@ -303,6 +329,46 @@ def test_worker_threads_process_events_and_stop(tmp_path: Path) -> None:
         w.watcher.stop()
         assert not w.watcher.alive and not w.watcher.crashed
         assert w.inbox.counts() == {"done": 1}
+
+
+class _WatchedInbox(PostgresInbox):
+    """A PostgreSQL inbox that counts the claims that found its database out of reach."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.refused = threading.Semaphore(0)
+
+    def claim(self, limit: int = 1) -> list[InboxItem]:
+        try:
+            return super().claim(limit)
+        except InboxUnavailable:
+            self.refused.release()
+            raise
+
+
+def test_workers_wait_out_an_inbox_database_out_of_reach_and_carry_on(tmp_path: Path) -> None:
+    """PostgreSQL refusing connections for a while (a restart) must not end the workers: they back off,
+    /readyz says why, and once the database is back they process events again without a restart."""
+    schema = "t_" + uuid.uuid4().hex[:12]
+    inbox = _WatchedInbox(f"{DSN} application_name={schema}", schema=schema, base_delay=0.0)
+    finished = threading.Event()
+    with dropped(schema), world(tmp_path, inbox=inbox, workers=1) as w:
+        w.watcher.on_done = lambda _item, _decision, _t: finished.set()
+        w.watcher.start()
+        working = inbox._dsn
+        inbox._dsn = "host=127.0.0.1 port=1 user=scitt password=hunter2 connect_timeout=2"  # nothing listens
+        _cut(schema)
+        # Two refused claims: the worker lived through the first (and said why) to make the second.
+        assert inbox.refused.acquire(timeout=30) and inbox.refused.acquire(timeout=30)
+        assert w.watcher.inbox_trouble is not None and "out of reach" in w.watcher.inbox_trouble
+        assert "hunter2" not in w.watcher.inbox_trouble
+        assert not w.watcher.crashed
+        inbox._dsn = working  # the database is back
+        image = push_image(w.registry, "app", "v1")
+        w.push("app", image.digest, "v1")
+        assert finished.wait(30)
+        assert w.watcher.alive and not w.watcher.crashed and w.watcher.inbox_trouble is None
+        _recorded_once(w, image.digest)
 
 
 class SlowRegistrar:

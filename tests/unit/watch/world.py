@@ -68,7 +68,10 @@ class World:
 
 
 @contextmanager
-def world(tmp_path: Path, *, referrers_api: bool = True, **watcher_kw: Any) -> Iterator[World]:
+def world(
+    tmp_path: Path, *, referrers_api: bool = True, inbox: Inbox | None = None, **watcher_kw: Any
+) -> Iterator[World]:
+    """`inbox`: another than the SQLite one made here (a PostgreSQL inbox); closed at the end."""
     issuer_key = key(slot=1)
     service = TransparencyService(
         SqliteStore(tmp_path / "log.db", synchronous="NORMAL"),
@@ -78,7 +81,7 @@ def world(tmp_path: Path, *, referrers_api: bool = True, **watcher_kw: Any) -> I
         max_delay=0.0,
     )
     service.start()
-    inbox = Inbox(tmp_path / "watch.db", base_delay=0.0, max_attempts=3)
+    inbox = inbox or Inbox(tmp_path / "watch.db", base_delay=0.0, max_attempts=3)
     registry = MemRegistry(REGISTRY, referrers_api=referrers_api)
     watcher = Watcher(inbox, {REGISTRY: registry}, issuer_key, ISSUER, EmbeddedRegistrar(service), **watcher_kw)
     try:
