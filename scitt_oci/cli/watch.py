@@ -106,7 +106,7 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
     watcher = rt.watcher
     assert watcher is not None
     client = watcher.clients[name]
-    from scitt_oci.watch.reconcile import Unrepaired, not_recorded, reattach, unrecorded
+    from scitt_oci.watch.reconcile import Unrepaired, dead_deletions, not_recorded, reattach, unrecorded
 
     failed: list[Unrepaired] = []
     try:
@@ -134,6 +134,7 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
         # What is on record but no longer attached (a concurrent writer dropped it from an index): list it again.
         relisted = reattach(watcher.inbox, name, client, settle=0, everything=True, failed=failed)
         failed += not_recorded(watcher.inbox, name, found)
+        deletions = dead_deletions(watcher.inbox, name)
     except ScittOciError as exc:
         _die(exc.diagnostics())
     finally:
@@ -144,6 +145,12 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
     )
     for f in failed:
         click.echo(f"not repaired: {_printable(f.image)}: {_printable(f.why)}", err=True)
+    if deletions:
+        click.echo(
+            f"note: {deletions} deletion event(s) are dead-lettered; backfill records what the registry holds, "
+            "not what it deleted: `scitt-oci watch dead-letters` lists them, and --retry queues them again",
+            err=True,
+        )
     if failed:
         click.echo(f"error: {len(failed)} image(s) could not be read or repaired (named above)", err=True)
         sys.exit(EXIT_INVALID)

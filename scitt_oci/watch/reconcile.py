@@ -21,7 +21,7 @@ from scitt_oci.oci.manifest import Descriptor, is_fallback_tag
 from scitt_oci.oci.reference import valid_repository, valid_tag
 from scitt_oci.oci.registry import Registry
 from scitt_oci.scitt.profile import SIGNED_KINDS
-from scitt_oci.watch.events import PUSH, RegistryEvent
+from scitt_oci.watch.events import DELETE, PUSH, RegistryEvent
 from scitt_oci.watch.inbox import Attachment, Inbox
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,12 @@ def not_recorded(inbox: Inbox, name: str, events: list[RegistryEvent]) -> list[U
         )
         for e in missing
     ]
+
+
+def dead_deletions(inbox: Inbox, name: str) -> int:
+    """How many deletion events of registry `name` are dead-lettered: a catalog walk cannot find what
+    they were about (the manifests are gone), so backfill names them for `watch dead-letters`."""
+    return sum(1 for d in inbox.dead(100_000) if d.registry == name and d.event.action == DELETE)
 
 
 def _or_failed(failed: list[Unrepaired] | None, what: str, why: str, fn: Callable[..., T], *args: Any) -> T | None:

@@ -12,8 +12,8 @@ import pytest
 
 from scitt_oci.errors import TransientRegistryError
 from scitt_oci.oci import manifest as mf
-from scitt_oci.watch.events import PUSH, RegistryEvent
-from scitt_oci.watch.reconcile import Reconciler, Unrepaired, reattach, unrecorded
+from scitt_oci.watch.events import DELETE, PUSH, RegistryEvent
+from scitt_oci.watch.reconcile import Reconciler, Unrepaired, dead_deletions, reattach, unrecorded
 from tests.memregistry import push_image, push_referrer
 from tests.unit.watch.world import REGISTRY, world
 
@@ -186,3 +186,17 @@ def test_a_walk_with_failed_names_what_it_cannot_read_and_goes_on(tmp_path: Path
         w.registry.fail_next(1, 503)  # a registry that does not answer stops the walk
         with pytest.raises(TransientRegistryError):
             list(unrecorded(w.inbox, REGISTRY, w.registry, ["app"], failed))
+
+
+def test_dead_lettered_deletions_are_counted_per_registry_for_backfill_to_name(tmp_path: Path) -> None:
+    """A catalog walk cannot find a deletion's manifest: backfill counts the dead-lettered ones instead."""
+    with world(tmp_path) as w:
+        digest = push_image(w.registry, "app", "v1").digest
+        w.inbox.add(REGISTRY, [RegistryEvent("app", digest, None, DELETE), RegistryEvent("app", digest, "v1", PUSH)])
+        w.inbox.add("other.test", [RegistryEvent("app", digest, None, DELETE)])
+        for item in w.inbox.claim(3):
+            w.inbox.failed(item, "failed for good", permanent=True)
+        assert len(w.inbox.dead()) == 3
+        assert dead_deletions(w.inbox, REGISTRY) == 1 and dead_deletions(w.inbox, "other.test") == 1
+        w.inbox.retry_dead()
+        assert dead_deletions(w.inbox, REGISTRY) == 0
