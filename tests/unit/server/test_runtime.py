@@ -59,6 +59,26 @@ def test_a_watching_runtime_has_its_watcher_reconciler_webhooks_and_gauges(tmp_p
         rt.service.store.close()
 
 
+def test_the_inbox_gauges_read_zero_for_a_state_with_no_events_left(tmp_path: Path) -> None:
+    """A state that empties (the pending events all done) reads 0, not the count it had at the last scrape."""
+    from prometheus_client import generate_latest
+
+    rt = _build(tmp_path, watch={"registries": [REGISTRY]})
+    try:
+        assert rt.watcher is not None
+        rt.watcher.inbox.add("127.0.0.1:5999", [RegistryEvent("app", "sha256:" + "cd" * 32, None, PUSH, None)])
+        rt.scrape()
+        text = generate_latest(rt.metrics.registry).decode()
+        assert 'scitt_watch_events{state="pending"} 1.0' in text and 'scitt_watch_events{state="done"} 0.0' in text
+        [item] = rt.watcher.inbox.claim(1)
+        assert rt.watcher.inbox.done(item)
+        rt.scrape()
+        text = generate_latest(rt.metrics.registry).decode()
+        assert 'scitt_watch_events{state="pending"} 0.0' in text and 'scitt_watch_events{state="done"} 1.0' in text
+    finally:
+        rt.service.store.close()
+
+
 def test_a_remote_transparency_service_replaces_the_embedded_log_for_the_watcher(tmp_path: Path) -> None:
     token = tmp_path / "ts-token"
     token.write_text("remote-token-0123456789\n")
