@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
 
-from scitt_oci.errors import BudgetSpent, LimitExceededError, ScittOciError
+from scitt_oci.errors import BudgetSpent, LimitExceededError, ScittOciError, StoreUnavailable
 from scitt_oci.oci.attached import attached_statements, pin
 from scitt_oci.oci.reference import Reference, normalize_registry
 from scitt_oci.oci.registry import RegistryReader
@@ -139,6 +139,12 @@ class Admission:
     _pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(16, thread_name_prefix="scitt-oci-admit")
     )
+    # Deploy records, one at a time in order, apart from the verifications: one that waits out the
+    # database's outage holds no thread admission decisions need.
+    _deploys: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="scitt-oci-deploys")
+    )
+    deploy_patience: float = 120.0  # seconds a deploy record waits for the database before it is given up
 
     def __post_init__(self) -> None:
         for client in self.clients.values():
@@ -293,14 +299,29 @@ class Admission:
             return
         workload = f"{review.kind}/{review.name}" if review.name else review.kind
         for ref in admitted:  # recorded asynchronously: never on the admission path
-            self._pool.submit(self._record_deploy, ref, review.namespace, workload)
+            self._deploys.submit(self._record_deploy, ref, review.namespace, workload)
 
     def _record_deploy(self, ref: Reference, namespace: str, workload: str) -> None:
-        try:
-            assert self.on_admit is not None
-            self.on_admit(ref, namespace, workload)
-        except Exception:  # the deployment log must never affect admission
-            log.exception("recording the deployment of %s failed", ref)
+        """Store the deploy event; while the database is out of reach (a restart, a failover), retried with
+        backoff for up to `deploy_patience` seconds. Nothing here ever affects admission."""
+        assert self.on_admit is not None
+        give_up, pause = time.monotonic() + self.deploy_patience, 0.25
+        while True:
+            try:
+                self.on_admit(ref, namespace, workload)
+                return
+            except StoreUnavailable as exc:
+                if time.monotonic() + pause > give_up:
+                    log.error(
+                        "the deployment of %s was not recorded: %s (for over %g s)", ref, exc, self.deploy_patience
+                    )
+                    return
+                log.warning("recording the deployment of %s waits for the database: %s", ref, exc)
+                time.sleep(pause)  # this thread's own backoff; admission does not wait on it
+                pause = min(pause * 2, 10.0)
+            except Exception:
+                log.exception("recording the deployment of %s failed", ref)
+                return
 
     # ----- Gatekeeper -----
     async def gatekeeper(self, body: bytes) -> dict[str, Any]:

@@ -277,7 +277,7 @@ def test_mutating_and_unauthenticated_reviews_record_no_deploy(world: World) -> 
     for mutate, authenticated in ((True, True), (False, False), (True, False)):
         assert asyncio.run(controller.review(body, mutate=mutate, authenticated=authenticated))["response"]["allowed"]
     assert asyncio.run(controller.review(body, mutate=False, authenticated=True))["response"]["allowed"]
-    controller._pool.shutdown(wait=True)  # the deploy is handed to the pool; wait for it to run
+    controller._deploys.shutdown(wait=True)  # the deploy is handed to its thread; wait for it to run
     assert admitted == ["prod"]
 
 

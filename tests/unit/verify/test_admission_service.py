@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from scitt_oci.errors import ScittOciError
+from scitt_oci.errors import ScittOciError, StoreUnavailable
 from scitt_oci.oci.manifest import Descriptor
 from scitt_oci.oci.reference import Reference
 from scitt_oci.scitt import profile
@@ -208,7 +208,7 @@ def test_deploys_are_recorded_for_authenticated_validating_reviews_only(world: W
     assert answer(controller, body, mutate=True, authenticated=True)["allowed"]
     assert answer(controller, pod(str(ref), dry_run=True), authenticated=True)["allowed"]
     assert answer(controller, body, authenticated=True)["allowed"]
-    controller._pool.shutdown(wait=True)  # the deploy is handed to the pool: wait for it to run
+    controller._deploys.shutdown(wait=True)  # the deploy is handed to its thread: wait for it to run
     assert recorded == [(str(ref), "shop", "Pod/web")]
 
 
@@ -225,8 +225,39 @@ def test_a_denied_review_records_no_deploy_and_a_failing_hook_changes_nothing(wo
     denied = answer(controller, pod(str(ref), f"{HOST}/acme/app@{unrecorded.digest}"), authenticated=True)
     assert denied["allowed"] is False
     assert answer(controller, pod(str(ref)), authenticated=True)["allowed"] is True
-    controller._pool.shutdown(wait=True)
+    controller._deploys.shutdown(wait=True)
     assert calls == [str(ref)]
+
+
+def test_a_deploy_record_waits_out_the_databases_outage_without_holding_admission(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The inbox's database away for a while: the deploy record is retried until it is stored, on a
+    thread of its own, while admission goes on deciding; past its patience it is given up, one line."""
+    ref = world.recorded_image()
+    tries: list[str] = []
+
+    def hook(r: Reference, ns: str, wl: str) -> None:
+        tries.append(str(r))
+        if len(tries) < 3:  # the database is back for the third try
+            raise StoreUnavailable("the PostgreSQL inbox is out of reach")
+
+    controller = service(world, on_admit=hook)
+    assert answer(controller, pod(str(ref)), authenticated=True)["allowed"] is True
+    assert answer(controller, pod(str(ref)), mutate=True, authenticated=True)["allowed"] is True  # not held up
+    controller._deploys.shutdown(wait=True)
+    assert tries == [str(ref)] * 3
+
+    def away(r: Reference, ns: str, wl: str) -> None:
+        raise StoreUnavailable("the PostgreSQL inbox is out of reach")
+
+    patient = service(world, on_admit=away)
+    patient.deploy_patience = 0.0
+    with caplog.at_level("WARNING", logger="scitt_oci.admission"):
+        assert answer(patient, pod(str(ref)), authenticated=True)["allowed"] is True
+        patient._deploys.shutdown(wait=True)
+    [given_up] = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert "was not recorded: the PostgreSQL inbox is out of reach" in given_up.getMessage() and not given_up.exc_info
 
 
 # ----------------------------------------------------------------------------- policy reload
