@@ -206,6 +206,10 @@ class TransparencyService:
         """Accepted and not yet integrated."""
         return self.sequencer.in_flight(eid) or self.store.is_pending(eid)
 
+    def recent_receipt(self, eid: bytes) -> bytes | None:
+        """The receipt of a recently integrated entry, from memory (no database read), or None."""
+        return self._receipts.get(eid)
+
     def receipt(self, eid: bytes, index: int | None = None, head: StoredHead | None = None) -> bytes | None:
         """The receipt of an integrated entry: the signed head of the batch that appended it plus an
         inclusion proof (so the same entry always gets the same receipt)."""
