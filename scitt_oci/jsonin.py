@@ -22,10 +22,16 @@ def load(data: bytes, what: str, limit: int) -> Any:
     if len(data) > limit:
         raise LimitExceededError(f"{what} is {len(data)} bytes; at most {limit} are accepted")
     try:
-        doc = json.loads(data, parse_constant=_not_json)
+        # UTF-8 only (RFC 8259), decoded strictly: given bytes, json.loads would also take UTF-16 and UTF-32,
+        # and would let UTF-8-encoded surrogates through ("surrogatepass"). A leading BOM is ignored.
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MalformedError(f"{what} is not JSON: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        doc = json.loads(text, parse_constant=_not_json)
     except RecursionError:
         raise LimitExceededError(f"{what} nests JSON arrays or objects too deeply") from None
-    except (ValueError, UnicodeDecodeError) as exc:
+    except ValueError as exc:
         raise MalformedError(f"{what} is not JSON: {exc}") from None
     if _SURROGATE_ESCAPE.search(data):  # rare: only then is every string looked at
         _unicode_only(doc, what)

@@ -62,3 +62,23 @@ def test_a_lone_utf16_surrogate_is_not_text(body: bytes, lone: str) -> None:
     with pytest.raises(MalformedError, match=rf"thing holds a lone UTF-16 surrogate \(\\u{lone}\)"):
         jsonin.load(body, "thing", 100)
     assert jsonin.load(rb'{"a": "\ud83d\ude00", "b": "\\ud800"}', "thing", 100) == {"a": "\U0001f600", "b": "\\ud800"}
+
+
+@pytest.mark.parametrize("name", PARSERS)
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"id": "\xed\xa0\x80"}',  # a surrogate encoded as UTF-8 bytes (no valid UTF-8 holds one)
+        b'{"id": "\xed\xa0\xbd\xed\xb8\x80"}',  # a surrogate pair so encoded (CESU-8)
+        '{"id": "x"}'.encode("utf-16"),  # JSON exchanged between systems is UTF-8 (RFC 8259)
+    ],
+    ids=["raw-surrogate", "cesu-8-pair", "utf-16"],
+)
+def test_json_that_is_not_utf8_is_refused_by_every_parser(name: str, body: bytes) -> None:
+    """Given bytes, Python's decoder takes UTF-16 and UTF-32 too, and lets surrogates through as UTF-8."""
+    with pytest.raises(MalformedError, match=r"is not JSON: not UTF-8 \("):
+        PARSERS[name](body)
+
+
+def test_a_leading_utf8_byte_order_mark_is_ignored() -> None:
+    assert jsonin.load(b'\xef\xbb\xbf{"a": 1}', "thing", 100) == {"a": 1}
