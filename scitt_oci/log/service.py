@@ -26,7 +26,9 @@ from scitt_oci.scitt.receipt import SignedTreeHead
 
 log = logging.getLogger(__name__)
 
-ACCEPT_TIMEOUT = 60.0  # seconds a registration may take to become durable before it is reported as failed
+# Seconds a registration may take to become durable before it is answered 503 (retry): a database that
+# stalls costs a registration no more than a read of it waits (server.offloop.DEADLINE).
+ACCEPT_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,11 @@ class TransparencyService:
         # Accepted means durable: only then may the caller report success. (The sequencer fails a
         # registration's integration only together with its acceptance, when a commit fails.)
         accepted = reg.accepted
-        failure = accepted.exception() if accepted.done() else TimeoutError()
+        if not accepted.done():  # the commit is stuck (a stalled database): the client retries, idempotently
+            raise StoreUnavailable(
+                f"the log store did not make entry {eid.hex()} durable within {self.accept_timeout:g} s"
+            )
+        failure = accepted.exception()
         if isinstance(failure, StoreUnavailable):  # the database is away, not the statement at fault
             raise StoreUnavailable(str(failure))
         if failure is not None:

@@ -17,27 +17,40 @@ from scitt_oci.errors import StoreUnavailable
 
 T = TypeVar("T")
 
-DEADLINE = 10.0  # seconds a read may take before its request is answered 503
-READERS = 8  # threads per event loop that may wait on the database at once (others queue, in the deadline)
+DEADLINE = 10.0  # seconds a read or write may take before its request is answered 503
+READERS = 8  # threads per event loop that may wait on the database at once for reads (others queue)
+WRITERS = 8  # and for writes (webhooks storing events): a stalled read never holds a write up, nor the reverse
 
-_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = weakref.WeakKeyDictionary()
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, anyio.CapacityLimiter]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def _limiter() -> anyio.CapacityLimiter:
-    """This loop's pool: a stalled database ties up these threads only, not the pool webhooks write with."""
-    loop = asyncio.get_running_loop()
-    limiter = _limiters.get(loop)
+def _limiter(kind: str, size: int) -> anyio.CapacityLimiter:
+    """This loop's pool for `kind`: a stalled database ties up these threads only, not Starlette's own."""
+    pools = _limiters.setdefault(asyncio.get_running_loop(), {})
+    limiter = pools.get(kind)
     if limiter is None:
-        limiter = _limiters[loop] = anyio.CapacityLimiter(READERS)
+        limiter = pools[kind] = anyio.CapacityLimiter(size)
     return limiter
+
+
+async def _run(fn: Callable[[], T], what: str, deadline: float | None, limiter: anyio.CapacityLimiter) -> T:
+    seconds = DEADLINE if deadline is None else deadline
+    try:
+        with anyio.fail_after(seconds):
+            return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True, limiter=limiter)
+    except TimeoutError:
+        raise StoreUnavailable(f"{what} did not answer within {seconds:g} s") from None
 
 
 async def read(fn: Callable[[], T], *, what: str = "the database", deadline: float | None = None) -> T:
     """`fn()` in a reader thread; `StoreUnavailable` if it has not answered within `deadline` seconds (the
     thread is left to finish or fail on its own: a thread blocked on a socket cannot be stopped)."""
-    seconds = DEADLINE if deadline is None else deadline
-    try:
-        with anyio.fail_after(seconds):
-            return await anyio.to_thread.run_sync(fn, abandon_on_cancel=True, limiter=_limiter())
-    except TimeoutError:
-        raise StoreUnavailable(f"{what} did not answer within {seconds:g} s") from None
+    return await _run(fn, what, deadline, _limiter("read", READERS))
+
+
+async def write(fn: Callable[[], T], *, what: str = "the database", deadline: float | None = None) -> T:
+    """`read` for an idempotent write: one abandoned at its deadline may still land later, so the caller
+    answers 503 and the sender's retry must be recognised as the same (a webhook's redelivery is)."""
+    return await _run(fn, what, deadline, _limiter("write", WRITERS))

@@ -7,12 +7,12 @@ import hmac
 import json
 import logging
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from scitt_oci.errors import ScittOciError, StoreUnavailable
+from scitt_oci.server import offloop
 from scitt_oci.server.bodies import read_limited
 from scitt_oci.server.guards import bearer
 from scitt_oci.server.problems import problem_json
@@ -84,10 +84,11 @@ def webhook_routes(inbox: Inbox, registries: list[str], secret: str) -> list[Rou
             events = parser(body, {k.lower(): v for k, v in request.headers.items()})
         except ScittOciError as exc:
             return problem_json(400, "Bad Request", f"not a {kind} payload: {exc}")
-        # A durable write (fsync, or a PostgreSQL commit): off the event loop, which serves every other request.
+        # A durable write (fsync, or a PostgreSQL commit): off the event loop, which serves every other
+        # request, and within a deadline: a redelivery of events stored after it is recognised as one.
         try:
-            added = await run_in_threadpool(inbox.add, name, events) if events else 0
-        except StoreUnavailable as exc:  # nothing stored: the sender delivers again (registries retry a 5xx)
+            added = await offloop.write(lambda: inbox.add(name, events), what="the inbox") if events else 0
+        except StoreUnavailable as exc:  # not stored (yet): the sender delivers again (registries retry a 5xx)
             log.warning("webhook %s: %s", kind, exc)
             return problem_json(503, "Service Unavailable", f"{exc}; deliver again later", retry_after=5)
         body_out = json.dumps({"received": len(events), "queued": added})

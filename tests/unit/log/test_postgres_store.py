@@ -277,12 +277,15 @@ def test_a_stalled_database_costs_its_readers_a_503_never_the_event_loop(
         dsn = psycopg.conninfo.make_conninfo(DSN, host="127.0.0.1", port=str(proxy.port))
         store = PostgresStore(dsn, schema=schema)
         policy = RegistrationPolicy.build(issuer_keys=[support.ISSUER_KEY])
-        service = TransparencyService(store, support.TS_KEY, policy, identity="https://ts.example")
+        service = TransparencyService(store, support.TS_KEY, policy, identity="https://ts.example", accept_timeout=1.0)
         with support.running(service), support.client(service) as http:
             assert http.post("/entries", content=support.statement_bytes(1), headers=COSE).status_code == 201
             assert http.get("/checkpoint").status_code == 200  # this thread's reader is connected
             proxy.stall()
             stuck, answers = _in_thread(lambda: [http.get(p) for p in ("/checkpoint", "/metrics", "/readyz")])
+            writing, written = _in_thread(
+                lambda: http.post("/entries", content=support.statement_bytes(2), headers=COSE)
+            )
             health, healthy = _in_thread(lambda: http.get("/healthz"))
             health.join(5)
             assert healthy and healthy[0].status_code == 200, "the event loop is held by a stalled read"
@@ -290,8 +293,14 @@ def test_a_stalled_database_costs_its_readers_a_503_never_the_event_loop(
             assert [a.status_code for a in answers[0]] == [503, 503, 503]
             for answer in answers[0]:
                 assert "did not answer within" in cbor2.loads(answer.content)[-2]
+            writing.join(30)
+            assert written and written[0].status_code == 503 and written[0].headers["retry-after"] == "5"
+            assert "durable within 1 s" in cbor2.loads(written[0].content)[-2]
             proxy.flow()
             assert http.get("/checkpoint").status_code == 200 and http.get("/readyz").status_code == 200
+            # The registration answered 503 may have landed since: sent again, it is one entry.
+            assert http.post("/entries", content=support.statement_bytes(2), headers=COSE).status_code == 201
+            assert store.size() == 2
 
 
 @pytest.mark.parametrize("table", ["tiles", "events", "meta"])

@@ -73,8 +73,10 @@ def test_a_log_that_cannot_store_answers_503_then_429_when_its_queue_is_full(tmp
     service = make_service(tmp_path, accept_timeout=0.05, max_queue=1)  # the sequencer never runs
     try:
         with client(service) as c:
-            title, detail = _problem(c.post("/entries", content=statement_bytes(3), headers=COSE), 503)
-            assert title == "Service Unavailable" and "retry later" in detail
+            answer = c.post("/entries", content=statement_bytes(3), headers=COSE)
+            title, detail = _problem(answer, 503)
+            assert title == "Service Unavailable" and "durable within 0.05 s; retry later" in detail
+            assert answer.headers["retry-after"] == "5"
             r = c.post("/entries", content=statement_bytes(4), headers=COSE)
             title, detail = _problem(r, 429)
             assert "the log is busy" in detail and r.headers["retry-after"] == "1"

@@ -164,3 +164,38 @@ def test_while_the_inbox_database_is_out_of_reach_webhooks_answer_503_and_nothin
                 assert r.status_code == 202 and r.json() == {"received": 1, "queued": 1}
         finally:
             inbox.close()
+
+
+def test_a_webhook_whose_inbox_stalls_answers_503_at_the_deadline_and_the_redelivery_is_one_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database holds the connection and answers nothing: the sender gets a 503 at the write
+    deadline instead of waiting as long as the stall lasts; the write may land once the database
+    answers again, and the sender's redelivery is then recognised as the same event."""
+    import uuid
+
+    import psycopg
+
+    from scitt_oci.server import offloop
+    from scitt_oci.watch.inbox import PostgresInbox
+    from tests.stallproxy import stall_proxy
+    from tests.unit.log.test_postgres_store import DSN, dropped
+
+    monkeypatch.setattr(offloop, "DEADLINE", 1.0)
+    schema = "t_" + uuid.uuid4().hex[:12]
+    port = int(psycopg.conninfo.conninfo_to_dict(DSN).get("port") or 5432)
+    with dropped(schema), stall_proxy(port) as proxy:
+        inbox = PostgresInbox(
+            psycopg.conninfo.make_conninfo(DSN, host="127.0.0.1", port=str(proxy.port)), schema=schema
+        )
+        try:
+            with _client(inbox, ["reg.test"]) as http:
+                proxy.stall()
+                r = http.post("/webhooks/distribution", content=json.dumps(PUSHED), headers=BEARER)
+                _problem(r, 503, "the inbox did not answer within 1 s")
+                proxy.flow()
+                again = http.post("/webhooks/distribution", content=json.dumps(PUSHED), headers=BEARER)
+                assert again.status_code == 202 and again.json()["received"] == 1
+            assert inbox.counts() == {"pending": 1}
+        finally:
+            inbox.close()
