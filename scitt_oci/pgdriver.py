@@ -44,42 +44,53 @@ def connect(psycopg: ModuleType, dsn: str) -> Any:
     return psycopg.connect(psycopg.conninfo.make_conninfo("", **{**DEFAULTS, **given}), autocommit=True)
 
 
-# Every table scitt-oci makes in its schema (the log's and the watcher's inbox's), with its columns.
+# Every table scitt-oci makes in its schema (the log's and the watcher's inbox's): its columns and their
+# types as PostgreSQL names them (int8: BIGINT and BIGSERIAL, int4: INTEGER, float8: DOUBLE PRECISION).
 _COLUMNS = {
-    "meta": "key value",
-    "entries": "idx id_prefix entry",
-    "tiles": "level idx hashes",
-    "heads": "tree_size root protected signature created",
-    "pending": "seq id entry received",
-    "events": "id registry key event state attempts next_at last_error statement lease_until lease_owner created updated",
-    "deliveries": "registry delivery content event_id",
-    "transitions": "registry manifest action event_id",
-    "recorded": "registry repository subject kind recorded media_type size referrer created confirmed",
+    "meta": "key text, value int8",
+    "entries": "idx int8, id_prefix int4, entry bytea",
+    "tiles": "level int4, idx int8, hashes bytea",
+    "heads": "tree_size int8, root bytea, protected bytea, signature bytea, created float8",
+    "pending": "seq int8, id bytea, entry bytea, received float8",
+    "events": "id int8, registry text, key text, event text, state text, attempts int4, next_at float8, "
+    "last_error text, statement bytea, lease_until float8, lease_owner text, created float8, updated float8",
+    "deliveries": "registry text, delivery text, content text, event_id int8",
+    "transitions": "registry text, manifest text, action text, event_id int8",
+    "recorded": "registry text, repository text, subject text, kind text, recorded text, media_type text, "
+    "size int8, referrer text, created float8, confirmed float8",
 }
-COLUMNS = {table: tuple(names.split()) for table, names in _COLUMNS.items()}
+COLUMNS = {
+    table: tuple((c.split()[0], c.split()[1]) for c in columns.split(", ")) for table, columns in _COLUMNS.items()
+}
 TABLES = frozenset(COLUMNS)
 
 
 def foreign_tables(conn: Any, schema: str) -> list[str]:
-    """The tables of `schema` that are not scitt-oci's: other names, and tables named as ours that lack
-    our columns (checked before anything is created, so nothing of ours is made in a schema another tool
-    owns, and no table of ours is taken for another's)."""
+    """The tables of `schema` that are not scitt-oci's: other names, and tables named as ours with other
+    columns or column types (checked before anything is created, so nothing of ours is made in a schema
+    another tool owns, and no table of another is taken for ours)."""
     rows = conn.execute(
-        "SELECT c.relname, a.attname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "SELECT c.relname, a.attname, t.typname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
-        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') ORDER BY c.relname",
+        "LEFT JOIN pg_type t ON t.oid = a.atttypid "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') ORDER BY c.relname, a.attnum",
         (schema,),
     ).fetchall()
-    columns: dict[str, set[str]] = {}
-    for table, column in rows:
-        columns.setdefault(table, set()).update([column] if column else [])
+    columns: dict[str, dict[str, str]] = {}
+    for table, column, kind in rows:
+        columns.setdefault(table, {}).update({column: kind} if column else {})
     foreign = []
     for table, have in columns.items():
         if table not in COLUMNS:
             foreign.append(table)
-        elif missing := [c for c in COLUMNS[table] if c not in have]:
-            shown = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-            foreign.append(f"{table} (without {shown})")
+            continue
+        want = dict(COLUMNS[table])
+        differ = [
+            f"no {c}" if c not in have else f"{c} is {have[c]}, not {want[c]}" for c in want if have.get(c) != want[c]
+        ] + [f"column {c} is not ours" for c in have if c not in want]
+        if differ:
+            shown = ", ".join(differ[:3]) + (", ..." if len(differ) > 3 else "")
+            foreign.append(f"{table} ({shown})")
     return foreign
 
 

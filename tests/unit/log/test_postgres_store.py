@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -233,7 +234,10 @@ def test_a_schema_another_tool_owns_is_refused_before_anything_is_made(schema: s
         admin.execute(f"CREATE SCHEMA {schema}")
         admin.execute(f"CREATE TABLE {schema}.users (id INTEGER)")
         admin.execute(f"CREATE TABLE {schema}.events (id INTEGER, what TEXT)")  # a name ours has too
-    refused = rf"schema {schema} holds tables that are not scitt-oci's \(events \(without registry, key, event, \.\.\.\); users\)"
+    refused = (
+        rf"schema {schema} holds tables that are not scitt-oci's \(events \(id is int4, not int8, no registry, "
+        r"no key, \.\.\.\); users\)"
+    )
     with pytest.raises(StoreError, match=refused):
         PostgresStore(DSN, schema=schema)
     with pytest.raises(InboxError, match=refused + ": give scitt-oci a schema of its own"):
@@ -303,19 +307,36 @@ def test_a_stalled_database_costs_its_readers_a_503_never_the_event_loop(
             assert store.size() == 2
 
 
-@pytest.mark.parametrize("table", ["tiles", "events", "meta"])
-def test_a_table_named_as_ours_with_other_columns_is_refused_alone(schema: str, table: str) -> None:
-    """A lone foreign table that shares a name with one of ours (a `tiles` of another tool) is not taken
-    for ours: neither the log nor the inbox makes anything or starts."""
+@pytest.mark.parametrize(
+    ("table", "columns", "why"),
+    [
+        ("tiles", "id INTEGER", "no level, no idx, no hashes, ..."),
+        ("events", "id INTEGER", "id is int4, not int8, no registry, no key, ..."),
+        (
+            "entries",
+            "idx TEXT, id_prefix TEXT, entry TEXT",
+            "idx is text, not int8, id_prefix is text, not int4, entry is text, not bytea",
+        ),
+        ("entries", "idx BIGINT, id_prefix INTEGER, entry BYTEA, extra INTEGER NOT NULL", "column extra is not ours"),
+        ("meta", "key INTEGER, value INTEGER", "key is int4, not text, value is int4, not int8"),
+    ],
+)
+def test_a_table_named_as_ours_with_other_columns_is_refused_alone(
+    schema: str, table: str, columns: str, why: str
+) -> None:
+    """A lone foreign table that shares a name with one of ours (a `tiles` of another tool, an `entries`
+    with our column names and other types) is not taken for ours: neither the log nor the inbox makes
+    anything or starts, and the message says what differs."""
     from scitt_oci.errors import InboxError
     from scitt_oci.watch.inbox import PostgresInbox
 
     with psycopg.connect(DSN, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
-        admin.execute(f"CREATE TABLE {schema}.{table} (id INTEGER)")
-    with pytest.raises(StoreError, match=rf"not scitt-oci's \({table} \(without "):
+        admin.execute(f"CREATE TABLE {schema}.{table} ({columns})")
+    refused = re.escape(f"not scitt-oci's ({table} ({why}))")
+    with pytest.raises(StoreError, match=refused):
         PostgresStore(DSN, schema=schema)
-    with pytest.raises(InboxError, match=rf"not scitt-oci's \({table} \(without "):
+    with pytest.raises(InboxError, match=refused):
         PostgresInbox(DSN, schema=schema)
     with psycopg.connect(DSN, autocommit=True) as admin:
         tables = admin.execute(
@@ -332,12 +353,12 @@ def test_the_columns_the_schema_guard_expects_are_the_tables_made(schema: str) -
     PostgresInbox(DSN, schema=schema).close()
     with psycopg.connect(DSN, autocommit=True) as admin:
         rows = admin.execute(
-            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = %s "
+            "SELECT table_name, column_name, udt_name FROM information_schema.columns WHERE table_schema = %s "
             "ORDER BY table_name, ordinal_position",
             (schema,),
         ).fetchall()
         assert pgdriver.foreign_tables(admin, schema) == []
-    made: dict[str, tuple[str, ...]] = {}
-    for table, column in rows:
-        made[table] = (*made.get(table, ()), column)
+    made: dict[str, tuple[tuple[str, str], ...]] = {}
+    for table, column, kind in rows:
+        made[table] = (*made.get(table, ()), (column, kind))
     assert made == pgdriver.COLUMNS
