@@ -6,13 +6,14 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from scitt_oci.cli import EXIT_INVALID, _die, _write, main, registry_ca_file, usable_ca_file
-from scitt_oci.errors import InboxUnavailable, ScittOciError
+from scitt_oci.errors import ScittOciError, StoreUnavailable
 from scitt_oci.oci.reference import Reference
 from scitt_oci.scitt import profile, transparent
 from scitt_oci.scitt import receipt as receipt_mod
@@ -20,7 +21,9 @@ from scitt_oci.scitt import receipt as receipt_mod
 if TYPE_CHECKING:
     from scitt_oci.cose.keys import CoseKey
     from scitt_oci.scrapi.client import PublishedIssuer
-    from scitt_oci.watch.inbox import Inbox
+    from scitt_oci.watch.events import RegistryEvent
+
+T = TypeVar("T")
 
 
 def _split_target(target: str) -> tuple[str, str]:
@@ -108,16 +111,27 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
     client = watcher.clients[name]
     from scitt_oci.watch.reconcile import Unrepaired, dead_deletions, not_recorded, reattach, unrecorded
 
-    failed: list[Unrepaired] = []
-    try:
+    def listing() -> tuple[list[RegistryEvent], int, list[Unrepaired]]:
         # One walker of the catalog at a time (replicas' reconciliation loops, other backfills): wait for it.
+        unread: list[Unrepaired] = []
         with watcher.inbox.exclusive(name, wait=True):
             repositories = [repo] if repo else client.catalog()
             found = []
             with click.progressbar(repositories, label="listing", file=sys.stderr) as bar:
                 for r in bar:
-                    found += list(unrecorded(watcher.inbox, name, client, [r], failed))
+                    found += list(unrecorded(watcher.inbox, name, client, [r], unread))
             queued = watcher.inbox.add(name, found, revive=True)  # dead letters among them are queued again
+        return found, queued, unread
+
+    def checking() -> tuple[int, list[Unrepaired], int]:
+        # What is on record but no longer attached (a concurrent writer dropped it from an index): list it again.
+        unrepaired: list[Unrepaired] = []
+        relisted = reattach(watcher.inbox, name, client, settle=0, everything=True, failed=unrepaired)
+        unrepaired += not_recorded(watcher.inbox, name, found)
+        return relisted, unrepaired, dead_deletions(watcher.inbox, name)
+
+    try:
+        found, queued, failed = _patiently(listing)
     except ScittOciError as exc:
         _die(exc.diagnostics())
     rt.start()
@@ -125,16 +139,14 @@ def backfill(target: str, config_file: Path | None, data_dir: Path | None, regis
         with click.progressbar(length=max(queued, 1), label="recording", file=sys.stderr) as recording:
             done = 0
             while True:
-                remaining = _pending(watcher.inbox)
+                remaining = _patiently(lambda: watcher.inbox.counts().get("pending", 0))
                 recording.update(max(0, queued - remaining - done))
                 done = max(done, queued - remaining)
                 if remaining == 0:
                     break
                 time.sleep(0.2)  # progress display cadence
-        # What is on record but no longer attached (a concurrent writer dropped it from an index): list it again.
-        relisted = reattach(watcher.inbox, name, client, settle=0, everything=True, failed=failed)
-        failed += not_recorded(watcher.inbox, name, found)
-        deletions = dead_deletions(watcher.inbox, name)
+        relisted, unrepaired, deletions = _patiently(checking)
+        failed += unrepaired
     except ScittOciError as exc:
         _die(exc.diagnostics())
     finally:
@@ -160,23 +172,21 @@ OUTAGE_PATIENCE = 120.0  # seconds backfill waits for its database to come back 
 OUTAGE_PAUSE = 1.0  # seconds between looks meanwhile
 
 
-def _pending(inbox: Inbox) -> int:
-    """How many events wait in the inbox. While its database is out of reach (a restart, a failover)
-    backfill waits, as its workers do, for up to OUTAGE_PATIENCE seconds, then stops (InboxUnavailable):
-    run it again once the database is back, and it picks up where it stopped."""
+def _patiently(step: Callable[[], T]) -> T:
+    """`step()`, run again while the database is out of reach (a restart, a failover): backfill waits, as
+    the workers do, for up to OUTAGE_PATIENCE seconds, then stops (StoreUnavailable). Every step is
+    idempotent, and a backfill run again once the database is back picks up where this one stopped."""
     since: float | None = None
     while True:
         try:
-            return inbox.counts().get("pending", 0)
-        except InboxUnavailable as exc:
+            return step()
+        except StoreUnavailable as exc:  # the inbox's database or the log's
             now = time.monotonic()
             if since is None:
                 since = now
                 click.echo(f"warning: {exc}; waiting for it to come back", err=True)
             elif now - since > OUTAGE_PATIENCE:
-                raise InboxUnavailable(
-                    f"{exc} for over {OUTAGE_PATIENCE:.0f} s; run backfill again when it is back"
-                ) from None
+                raise type(exc)(f"{exc} for over {OUTAGE_PATIENCE:.0f} s; run backfill again when it is back") from None
             time.sleep(OUTAGE_PAUSE)
 
 

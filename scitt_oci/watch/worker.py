@@ -162,6 +162,7 @@ class Watcher(Generic[R]):
         # The latest claim that failed (when, why) and the time of the latest that did not, of any worker.
         self._claim_failed: tuple[float, str] = (0.0, "")
         self._claimed = 0.0
+        self._trouble_told = -1.0  # when the workers last logged that the inbox cannot be read
 
     def start(self) -> None:
         for i in range(self.workers):
@@ -203,7 +204,7 @@ class Watcher(Generic[R]):
                 items = self.inbox.claim(1)
             except Exception as exc:  # the worker waits it out: it never stops on the database's account
                 failures += 1
-                self._unreadable(exc, failures)
+                self._unreadable(exc)
                 self._stop.wait(min(self.MAX_BACKOFF, 0.1 * 2**failures))
                 continue
             self._claimed = time.monotonic()
@@ -230,9 +231,13 @@ class Watcher(Generic[R]):
         when, why = self._claim_failed
         return why if when > self._claimed else None
 
-    def _unreadable(self, exc: Exception, failures: int) -> None:
-        self._claim_failed = (time.monotonic(), f"{type(exc).__name__}: {exc}")
-        if failures == 1 or failures % 60 == 0:  # once, then about every five minutes
+    def _unreadable(self, exc: Exception) -> None:
+        now = time.monotonic()
+        self._claim_failed = (now, f"{type(exc).__name__}: {exc}")
+        # One line for all the workers: when the trouble starts (a claim went through since the last
+        # line), then every five minutes while it lasts.
+        if self._claimed >= self._trouble_told or now - self._trouble_told >= 300:
+            self._trouble_told = now
             if isinstance(exc, ScittOciError):
                 log.warning("the inbox cannot be read (%s); retrying", exc)
             else:

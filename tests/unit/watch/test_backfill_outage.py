@@ -1,5 +1,6 @@
-"""backfill while its PostgreSQL inbox is out of reach: it waits for the database as the workers do,
-and gives up with one line (exit 2 in the CLI) only after OUTAGE_PATIENCE, saying how to go on."""
+"""backfill while its PostgreSQL inbox is out of reach: each of its steps (the listing, the wait for
+the workers, the check of attachments) waits for the database as the workers do, and gives up with one
+line (exit 2 in the CLI) only after OUTAGE_PATIENCE, saying how to go on."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def test_backfill_waits_for_its_database_to_come_back(
 
     monkeypatch.setattr(inbox, "counts", counts)
     monkeypatch.setattr(watch_cli, "OUTAGE_PAUSE", 0.0)  # no need to pace the looks here
-    assert watch_cli._pending(inbox) == 1 and len(calls) == 3
+    assert watch_cli._patiently(lambda: counts()["pending"]) == 1 and len(calls) == 3
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the PostgreSQL inbox is out of reach" in err and "waiting" in err
     assert "hunter2" not in err
@@ -59,4 +60,4 @@ def test_backfill_gives_up_after_its_patience_saying_how_to_go_on(
     monkeypatch.setattr(watch_cli, "OUTAGE_PATIENCE", 0.0)
     monkeypatch.setattr(watch_cli, "OUTAGE_PAUSE", 0.0)
     with pytest.raises(InboxUnavailable, match=r"out of reach .* for over 0 s; run backfill again when it is back"):
-        watch_cli._pending(inbox)
+        watch_cli._patiently(inbox.counts)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -369,6 +370,21 @@ def test_workers_wait_out_an_inbox_database_out_of_reach_and_carry_on(tmp_path: 
         assert finished.wait(30)
         assert w.watcher.alive and not w.watcher.crashed and w.watcher.inbox_trouble is None
         _recorded_once(w, image.digest)
+
+
+def test_an_unreadable_inbox_is_one_log_line_for_all_the_workers_until_a_claim_goes_through(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with world(tmp_path, workers=8) as w, caplog.at_level(logging.WARNING, logger="scitt_oci.watch.worker"):
+        away = InboxUnavailable("the PostgreSQL inbox is out of reach")
+        for _ in range(8):  # each worker's failed claim
+            w.watcher._unreadable(away)
+        assert len(caplog.records) == 1 and w.watcher.inbox_trouble == f"InboxUnavailable: {away}"
+        assert w.inbox.claim(1) == [] and w.watcher.inbox_trouble is not None  # not a worker's claim
+        w.watcher._claimed = time.monotonic()  # a worker's claim went through: the trouble is over
+        assert w.watcher.inbox_trouble is None
+        w.watcher._unreadable(away)  # and a new one starts
+        assert len(caplog.records) == 2
 
 
 class SlowRegistrar:
