@@ -369,7 +369,8 @@ class Inbox:
         attempts = item.attempts + 1
         dead = permanent or (attempts >= self.max_attempts and not outage)
         now = self.clock()
-        delay = min(self.max_delay, self.base_delay * 2 ** (attempts - 1)) * random.uniform(0.5, 1.0)  # noqa: S311
+        # The exponent is capped: an outage is retried without end, and 2.0 ** 1100 is past a float.
+        delay = min(self.max_delay, self.base_delay * 2.0 ** min(attempts - 1, 40)) * random.uniform(0.5, 1.0)  # noqa: S311
         self._x(
             self._conn(),
             "UPDATE events SET state = ?, attempts = ?, next_at = ?, last_error = ?, lease_until = 0, "

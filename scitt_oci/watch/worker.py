@@ -205,7 +205,7 @@ class Watcher(Generic[R]):
             except Exception as exc:  # the worker waits it out: it never stops on the database's account
                 failures += 1
                 self._unreadable(exc)
-                self._stop.wait(min(self.MAX_BACKOFF, 0.1 * 2**failures))
+                self._stop.wait(self.claim_backoff(failures))
                 continue
             self._claimed = time.monotonic()
             if failures:
@@ -224,6 +224,12 @@ class Watcher(Generic[R]):
                     type(exc).__name__,
                     exc,
                 )
+
+    @classmethod
+    def claim_backoff(cls, failures: int) -> float:
+        """Seconds before the next claim after `failures` in a row: doubling up to MAX_BACKOFF (the
+        exponent capped: a worker waits out an outage of any length, and 2.0 ** 1100 is past a float)."""
+        return min(cls.MAX_BACKOFF, 0.1 * 2.0 ** min(failures, 10))
 
     @property
     def inbox_trouble(self) -> str | None:

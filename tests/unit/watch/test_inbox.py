@@ -428,3 +428,17 @@ def test_a_postgres_inbox_out_of_reach_is_inbox_unavailable_for_every_call_until
             assert inbox.add("reg", [RegistryEvent("demo/app", D, "v2", PUSH)]) == 1
         finally:
             inbox.close()
+
+
+def test_an_outage_retried_for_days_still_schedules_its_retry(make: Factory) -> None:
+    """An outage is retried without end: after 1,100 tries the backoff must not overflow a float (it
+    raised OverflowError, the retry was never stored, and the event waited on its lease instead)."""
+    now = [1_000_000.0]
+    inbox = make(base_delay=0.5, max_delay=300.0, clock=lambda: now[0])
+    inbox.add("reg", [RegistryEvent("demo/app", D, "v1", PUSH)])
+    (item,) = inbox.claim(1)
+    assert not inbox.failed(replace(item, attempts=1100), "StoreUnavailable: away", outage=True)
+    assert inbox.claim(1) == []  # not due yet
+    now[0] += 300.5  # at most max_delay later
+    (again,) = inbox.claim(1)
+    assert again.id == item.id and again.attempts == 1101

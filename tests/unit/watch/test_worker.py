@@ -387,6 +387,13 @@ def test_an_unreadable_inbox_is_one_log_line_for_all_the_workers_until_a_claim_g
         assert len(caplog.records) == 2
 
 
+def test_the_claim_backoff_doubles_to_its_cap_and_never_overflows() -> None:
+    from scitt_oci.watch.worker import Watcher
+
+    assert [Watcher.claim_backoff(n) for n in (1, 2, 3)] == [0.2, 0.4, 0.8]
+    assert Watcher.claim_backoff(6) == Watcher.claim_backoff(2_000) == Watcher.MAX_BACKOFF  # hours of outage
+
+
 class SlowRegistrar:
     """The world's registrar, holding each registration until `release` is set (a slow remote service)."""
 
