@@ -22,6 +22,7 @@ class StallProxy:
         self.port = self._listener.getsockname()[1]
         self._sockets: list[socket.socket] = []
         self.carried = 0
+        self.connections = 0  # accepted so far
         self._outage: tuple[int, float] | None = None  # after how many bytes, for how long
         self._down_until = 0.0
         self.outages = 0
@@ -47,6 +48,7 @@ class StallProxy:
             if time.monotonic() < self._down_until:
                 client.close()  # the server is away: the connection ends at once
                 continue
+            self.connections += 1
             upstream = socket.create_connection(("127.0.0.1", self.target_port))
             self._sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):

@@ -300,6 +300,14 @@ def test_a_stalled_database_costs_its_readers_a_503_never_the_event_loop(
             writing.join(30)
             assert written and written[0].status_code == 503 and written[0].headers["retry-after"] == "5"
             assert "durable within 1 s" in cbor2.loads(written[0].content)[-2]
+            # Many requests during the stall: 503s, and no more database connections than reader threads
+            # (a thread per request would open a connection each, as many as requests arrive).
+            connected = proxy.connections
+            crowd = [_in_thread(lambda: http.get("/checkpoint")) for _ in range(3 * offloop.READERS)]
+            for thread, answer in crowd:
+                thread.join(30)
+                assert answer and answer[0].status_code == 503
+            assert proxy.connections - connected <= offloop.READERS
             proxy.flow()
             assert http.get("/checkpoint").status_code == 200 and http.get("/readyz").status_code == 200
             # The registration answered 503 may have landed since: sent again, it is one entry.
