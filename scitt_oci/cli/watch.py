@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from scitt_oci import outage
 from scitt_oci.cli import EXIT_INVALID, _die, _write, main, registry_ca_file, usable_ca_file
 from scitt_oci.errors import ScittOciError, StoreUnavailable
 from scitt_oci.oci.reference import Reference
@@ -173,21 +174,18 @@ OUTAGE_PAUSE = 1.0  # seconds between looks meanwhile
 
 
 def _patiently(step: Callable[[], T]) -> T:
-    """`step()`, run again while the database is out of reach (a restart, a failover): backfill waits, as
-    the workers do, for up to OUTAGE_PATIENCE seconds, then stops (StoreUnavailable). Every step is
-    idempotent, and a backfill run again once the database is back picks up where this one stopped."""
-    since: float | None = None
-    while True:
-        try:
-            return step()
-        except StoreUnavailable as exc:  # the inbox's database or the log's
-            now = time.monotonic()
-            if since is None:
-                since = now
-                click.echo(f"warning: {exc}; waiting for it to come back", err=True)
-            elif now - since > OUTAGE_PATIENCE:
-                raise type(exc)(f"{exc} for over {OUTAGE_PATIENCE:.0f} s; run backfill again when it is back") from None
-            time.sleep(OUTAGE_PAUSE)
+    """`step()`, waiting out a database out of reach (a restart, a failover) as the workers do, for up to
+    OUTAGE_PATIENCE seconds, then stopping (StoreUnavailable). Every step is idempotent, and a backfill
+    run again once the database is back picks up where this one stopped."""
+
+    def waiting(exc: StoreUnavailable, tries: int) -> None:
+        if tries == 1:
+            click.echo(f"warning: {exc}; waiting for it to come back", err=True)
+
+    try:
+        return outage.wait_out(step, patience=OUTAGE_PATIENCE, pause=OUTAGE_PAUSE, waiting=waiting)
+    except StoreUnavailable as exc:
+        raise type(exc)(f"{exc}; run backfill again when it is back") from None
 
 
 @main.command("history")

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter
 
+from scitt_oci import outage
 from scitt_oci.errors import BudgetSpent, LimitExceededError, ScittOciError, StoreUnavailable
 from scitt_oci.oci.attached import attached_statements, pin
 from scitt_oci.oci.reference import Reference, normalize_registry
@@ -305,23 +306,23 @@ class Admission:
         """Store the deploy event; while the database is out of reach (a restart, a failover), retried with
         backoff for up to `deploy_patience` seconds. Nothing here ever affects admission."""
         assert self.on_admit is not None
-        give_up, pause = time.monotonic() + self.deploy_patience, 0.25
-        while True:
-            try:
-                self.on_admit(ref, namespace, workload)
-                return
-            except StoreUnavailable as exc:
-                if time.monotonic() + pause > give_up:
-                    log.error(
-                        "the deployment of %s was not recorded: %s (for over %g s)", ref, exc, self.deploy_patience
-                    )
-                    return
-                log.warning("recording the deployment of %s waits for the database: %s", ref, exc)
-                time.sleep(pause)  # this thread's own backoff; admission does not wait on it
-                pause = min(pause * 2, 10.0)
-            except Exception:
-                log.exception("recording the deployment of %s failed", ref)
-                return
+        on_admit = self.on_admit
+
+        def waiting(exc: StoreUnavailable, tries: int) -> None:
+            log.warning("recording the deployment of %s waits for the database: %s", ref, exc)
+
+        try:
+            outage.wait_out(
+                lambda: on_admit(ref, namespace, workload),
+                patience=self.deploy_patience,
+                pause=0.25,
+                max_pause=10.0,
+                waiting=waiting,
+            )
+        except StoreUnavailable as exc:
+            log.error("the deployment of %s was not recorded: %s", ref, exc)
+        except Exception:
+            log.exception("recording the deployment of %s failed", ref)
 
     # ----- Gatekeeper -----
     async def gatekeeper(self, body: bytes) -> dict[str, Any]:
