@@ -38,6 +38,12 @@ DEFAULTS = {
 }
 
 
+def summary(exc: BaseException) -> str:
+    """A driver error for a message: its class and first line, which names the server and never the
+    DSN (which may hold a password)."""
+    return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+
+
 def connect(psycopg: ModuleType, dsn: str) -> Any:
     """An autocommit connection to `dsn` (key=value or a URI), with DEFAULTS for what it leaves unset."""
     given = psycopg.conninfo.conninfo_to_dict(dsn)

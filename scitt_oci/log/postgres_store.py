@@ -57,9 +57,7 @@ class PostgresStore(SqlStore):
             conn.execute("COMMIT")
         except psycopg.Error as exc:
             # The DSN may hold a password: name the database, not the DSN.
-            raise StoreError(
-                f"cannot open the PostgreSQL log ({type(exc).__name__}: {str(exc).splitlines()[0]})"
-            ) from None
+            raise StoreError(f"cannot open the PostgreSQL log ({pgdriver.summary(exc)})") from None
         self._writer = conn
 
     @property
@@ -73,9 +71,7 @@ class PostgresStore(SqlStore):
     def _unreachable(self, exc: Exception) -> StoreUnavailable | None:
         if not isinstance(exc, self._psycopg.OperationalError):
             return None
-        # The DSN may hold a password: the error's first line names the server, never the DSN.
-        first = (str(exc).splitlines() or [""])[0]
-        return StoreUnavailable(f"the PostgreSQL log is out of reach ({type(exc).__name__}: {first})")
+        return StoreUnavailable(f"the PostgreSQL log is out of reach ({pgdriver.summary(exc)})")
 
     def _connect(self, *, read_only: bool, create: bool = False) -> Any:
         conn = pgdriver.connect(self._psycopg, self._dsn)

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from scitt_oci.errors import ScittOciError, StoreUnavailable
 from scitt_oci.log.service import TransparencyService
+from scitt_oci.server import problems
 from scitt_oci.server.bodies import CLIENT_GONE, ExpectContinue
 from scitt_oci.server.guards import RateLimiter, Settings
 from scitt_oci.server.metrics import Metrics
@@ -47,7 +48,7 @@ async def unavailable(request: Request, exc: Exception) -> Response:
     (A handler of its own class: Starlette re-raises what reaches the `Exception` handler to the server,
     which logs it again with its traceback.)"""
     log.warning("%s %s: %s", request.method, request.url.path, exc)
-    return problem(503, "Service Unavailable", f"{exc}; retry later", retry_after=5)
+    return problems.unavailable(exc)
 
 
 async def server_error(request: Request, exc: Exception) -> Response:

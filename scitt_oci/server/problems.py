@@ -23,6 +23,11 @@ def problem(
     return Response(body, status_code=status, media_type=PROBLEM_TYPE, headers=out)
 
 
+def unavailable(exc: Exception) -> Response:
+    """The answer while our database is out of reach or stalled: a 503 the client retries after 5 s."""
+    return problem(503, "Service Unavailable", f"{exc}; retry later", retry_after=5)
+
+
 def problem_json(status: int, title: str, detail: str, *, retry_after: int | None = None) -> Response:
     body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail})
     headers = {"Retry-After": str(retry_after)} if retry_after is not None else None

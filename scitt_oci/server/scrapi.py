@@ -27,7 +27,7 @@ from scitt_oci.server import offloop
 from scitt_oci.server.bodies import client_gone, read_limited
 from scitt_oci.server.guards import Settings, authorised, limited, unauthorised
 from scitt_oci.server.metrics import Metrics
-from scitt_oci.server.problems import problem
+from scitt_oci.server.problems import problem, unavailable
 
 COSE = "application/cose"
 CBOR = "application/cbor"
@@ -157,7 +157,7 @@ class Scrapi:
             )
         except StoreUnavailable as exc:  # the database is restarting or failing over: one line, no traceback
             log.warning("POST %s: %s", REGISTRATION_PATH, exc)
-            return problem(503, "Service Unavailable", f"{exc}; retry later", retry_after=5)
+            return unavailable(exc)
         return outcome
 
     async def _admit(self, request: Request) -> bytes | Response:

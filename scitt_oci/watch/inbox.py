@@ -560,9 +560,7 @@ class PostgresInbox(Inbox):
             conn.close()
         except psycopg.Error as exc:
             # The DSN may hold a password: name the error, not the DSN.
-            raise InboxError(
-                f"cannot open the PostgreSQL inbox ({type(exc).__name__}: {str(exc).splitlines()[0]})"
-            ) from None
+            raise InboxError(f"cannot open the PostgreSQL inbox ({pgdriver.summary(exc)})") from None
 
     def _connect(self, *, create: bool = False) -> Any:
         conn = pgdriver.connect(self._psycopg, self._dsn)
@@ -605,9 +603,7 @@ class PostgresInbox(Inbox):
         return self._out_of_reach(exc) if isinstance(exc, self._psycopg.OperationalError) else None
 
     def _out_of_reach(self, exc: BaseException) -> InboxUnavailable:
-        # The DSN may hold a password: the error's first line names the server, never the DSN.
-        first = (str(exc).splitlines() or [""])[0]
-        return InboxUnavailable(f"the PostgreSQL inbox is out of reach ({type(exc).__name__}: {first})")
+        return InboxUnavailable(f"the PostgreSQL inbox is out of reach ({pgdriver.summary(exc)})")
 
     def _begin(self, conn: Any) -> None:
         self._local.tx = True
