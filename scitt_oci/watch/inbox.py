@@ -68,6 +68,8 @@ CREATE TABLE IF NOT EXISTS recorded (
 
 
 _HOLDER = socket.gethostname()[:64]  # a Pod's name
+# SQLite's primary result codes for a database that cannot be used now: BUSY, LOCKED, IOERR, FULL, CANTOPEN.
+_SQLITE_AWAY = frozenset({5, 6, 10, 13, 14})
 STATES = ("pending", "done", "dead")  # an event's states, in order
 
 
@@ -165,9 +167,9 @@ class Inbox:
     def _unavailable(self, exc: BaseException) -> InboxUnavailable | None:
         """`exc` as the database being out of reach (the event at hand not at fault), or None. On SQLite:
         the write lock held past the timeout by another process, the disk full or failing."""
-        if isinstance(exc, sqlite3.OperationalError):
+        if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in _SQLITE_AWAY:
             return InboxUnavailable(f"the inbox {self.path} cannot be written ({exc})")
-        return None
+        return None  # a statement at fault (no such table, a syntax error) is a bug: raised as it is
 
     def _lease(self, conn: Any, now: float, limit: int, owner: str) -> list[tuple[Any, ...]]:
         """Lease up to `limit` due events for `owner`: rows of (id, registry, event, attempts, statement)."""

@@ -442,3 +442,23 @@ def test_an_outage_retried_for_days_still_schedules_its_retry(make: Factory) -> 
     now[0] += 300.5  # at most max_delay later
     (again,) = inbox.claim(1)
     assert again.id == item.id and again.attempts == 1101
+
+
+def test_sqlite_answers_are_an_outage_only_when_the_database_cannot_be_used(tmp_path: Path) -> None:
+    """A full disk or a lock held too long is the database out of reach (retried, never dead-lettered);
+    a statement the database refuses (a missing table) is a fault of ours, raised as it is."""
+    import sqlite3
+
+    from scitt_oci.errors import InboxUnavailable
+
+    inbox = Inbox(tmp_path / "watch.db")
+    try:
+        full = sqlite3.OperationalError("database or disk is full")
+        full.sqlite_errorcode = 13  # SQLITE_FULL, as the driver sets it
+        assert isinstance(inbox._unavailable(full), InboxUnavailable)
+        with sqlite3.connect(tmp_path / "watch.db") as other:
+            other.execute("DROP TABLE transitions")
+        with pytest.raises(sqlite3.OperationalError, match="no such table: transitions"):
+            inbox.add("reg", [RegistryEvent("demo/app", D, "v1", PUSH)])
+    finally:
+        inbox.close()
