@@ -24,6 +24,7 @@ T = TypeVar("T")
 DEADLINE = 10.0  # seconds a read or write may take before its request is answered 503
 READERS = 8  # threads (and so database connections) for reads
 WRITERS = 8  # and for writes (webhooks storing events): a stalled read never holds a write up, nor the reverse
+BACKLOG = 1024  # calls that may wait for a pool's threads; past it a request is answered 503 at once
 
 
 class _Pool:
@@ -36,6 +37,8 @@ class _Pool:
             threading.Thread(target=self._work, name=f"scitt-oci-db-{kind}-{i}", daemon=True).start()
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
+        if self._calls.qsize() >= BACKLOG:  # the threads are stuck: calls dropped at their deadline pile up
+            raise StoreUnavailable(f"the database is not keeping up ({BACKLOG} calls wait for it)")
         future: Future[T] = Future()
         self._calls.put((fn, future))
         return future
